@@ -1,0 +1,60 @@
+# ocx: PGXS build.  `make`, `make install`, `make test`, `make demo`, `make bench`.
+#
+# The install script sql/ocx--$(EXTVERSION).sql is generated from the parts in
+# sql/parts/ (one per subsystem, concatenated in name order): the parts are the
+# one truth, the generated file is never edited by hand.
+
+EXTENSION = ocx
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(firstword $(MAKEFILE_LIST)))ocx.control)
+
+MODULE_big = ocx
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+HEADERS = $(wildcard include/*.h)
+
+SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
+DATA_built = sql/ocx--$(EXTVERSION).sql
+DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*--*.sql))
+DOCS := $(wildcard docs/*.md)
+
+PG_CPPFLAGS = -I$(CURDIR)/include
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = -ljson-c
+
+# Test inputs (run by test/run.sh through `make test`; see docs/testing.md).
+REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+REGRESS_OPTS = --inputdir=test
+
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+else
+# Before `make deps` there are no server headers; the targets below still work.
+all install:
+	@echo "PostgreSQL server headers (PGXS) not found: run 'make deps' (or 'make test', which does it)" >&2
+	@exit 1
+endif
+
+$(DATA_built): $(SQL_PARTS) ocx.control
+	cat $(SQL_PARTS) > $@
+
+$(OBJS): $(HEADERS)
+
+.PHONY: deps test demo demo-stop bench
+
+deps:
+	@test/deps.sh
+
+test:
+	@test/run.sh
+
+demo:
+	@examples/demo.sh start
+
+demo-stop:
+	@examples/demo.sh stop
+
+bench:
+	@test/bench/run.sh

@@ -1,0 +1,84 @@
+/*
+ * ocx.h
+ *		Declarations shared by the ocx subsystems.
+ *
+ * Each subsystem lives in its own file under src/ with an Init function that
+ * _PG_init calls; SQL-callable functions are named ocx_*, internal helpers
+ * CamelCase.
+ */
+#ifndef OCX_H
+#define OCX_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define OCX_SCHEMA "ocx"
+
+/* guc.c: settings */
+extern int	ocx_max_event_size;
+extern char *ocx_correlation_id;
+extern char *ocx_causation_id;
+extern char *ocx_traceparent;
+extern char *ocx_source;
+extern char *ocx_tenant;
+extern void OcxGucInit(void);
+
+/*
+ * An event on its way into the log: parsed and checked, not yet stored.
+ * Pointers are NULL when the caller gave no value.
+ */
+typedef struct OcxNewEvent
+{
+	pg_uuid_t	id;				/* valid when has_id, else generated */
+	bool		has_id;
+	char	   *source;
+	char	   *type;
+	int32		schema_version; /* 0 = the type's current version */
+	TimestampTz time;
+	bool		has_time;
+	Jsonb	   *data;
+	Jsonb	   *metadata;
+	pg_uuid_t	correlation_id;
+	bool		has_correlation_id;
+	pg_uuid_t	causation_id;
+	bool		has_causation_id;
+} OcxNewEvent;
+
+/* append.c */
+extern int64 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
+					   OcxNewEvent *events, int nevents);
+extern void OcxCheckStreamId(text *stream_id);
+extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
+extern void OcxFinishEvent(OcxNewEvent *ev, int index);
+
+/* cloudevents.c */
+extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);
+
+/* jsonutil.c: small helpers over the jsonb API */
+extern bool OcxParseUuid(const char *str, pg_uuid_t *out);
+extern bool OcxParseTimestamp(const char *str, TimestampTz *out);
+extern char *OcxFormatTimestamp(TimestampTz ts);
+extern char *OcxJsonbString(JsonbValue *v);
+extern Jsonb *OcxJsonbFromBinary(JsonbValue *v);
+extern Jsonb *OcxEmptyObject(void);
+extern bool OcxJsonbGet(JsonbContainer *obj, const char *key, JsonbValue *out);
+extern Jsonb *OcxJsonbSetKey(Jsonb *obj, const char *key, JsonbValue *val);
+extern const char *OcxJsonbTypeName(JsonbValue *v);
+extern void OcxPushString(JsonbParseState **state, const char *key, const char *val);
+extern void OcxPushValue(JsonbParseState **state, const char *key, JsonbValue *val);
+
+/*
+ * Hooks between the log and the subsystems built on it.  Each is implemented
+ * by the subsystem that owns it (contract.c, projection.c, worker.c).
+ */
+extern int32 OcxCurrentSchemaVersion(const char *type);
+extern void OcxValidateNewEvent(OcxNewEvent *ev, int index);
+extern void OcxAfterAppend(const char *stream_id, int64 first_version, int nevents);
+extern void OcxWorkerInit(void);
+extern void OcxShmemInit(void);
+
+#endif							/* OCX_H */

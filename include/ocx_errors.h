@@ -1,0 +1,69 @@
+/*
+ * ocx_errors.h
+ *		The SQLSTATE class "OX" used by every error ocx raises.
+ *
+ * One code per kind of failure, so that clients can branch on the code and
+ * never on message text.  docs/errors.md lists each code with when it happens
+ * and what to do; keep the two in step.  Ranges:
+ *		OX0xx	the event log (append, read, CloudEvents)
+ *		OX1xx	aggregates, snapshots, event contracts, upcasters, modules
+ *		OX2xx	projections and background workers
+ *		OX3xx	message bus, subscriptions, commands
+ *		OX4xx	sagas
+ *		OX5xx	security, tenancy, operations
+ */
+#ifndef OCX_ERRORS_H
+#define OCX_ERRORS_H
+
+#include "utils/elog.h"
+
+/* OX0xx: the event log */
+#define ERRCODE_OCX_INTERNAL				MAKE_SQLSTATE('O','X','0','0','0')
+#define ERRCODE_OCX_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('O','X','0','0','1')
+#define ERRCODE_OCX_INVALID_EVENT			MAKE_SQLSTATE('O','X','0','0','2')
+#define ERRCODE_OCX_INVALID_STREAM_ID		MAKE_SQLSTATE('O','X','0','0','3')
+#define ERRCODE_OCX_DUPLICATE_EVENT			MAKE_SQLSTATE('O','X','0','0','4')
+#define ERRCODE_OCX_EVENT_TOO_LARGE			MAKE_SQLSTATE('O','X','0','0','5')
+#define ERRCODE_OCX_INVALID_CLOUDEVENT		MAKE_SQLSTATE('O','X','0','0','6')
+#define ERRCODE_OCX_INVALID_EXPECTED_VERSION MAKE_SQLSTATE('O','X','0','0','7')
+#define ERRCODE_OCX_EMPTY_BATCH				MAKE_SQLSTATE('O','X','0','0','8')
+#define ERRCODE_OCX_IMMUTABLE_LOG			MAKE_SQLSTATE('O','X','0','0','9')
+#define ERRCODE_OCX_INVALID_ARGUMENT		MAKE_SQLSTATE('O','X','0','1','0')
+#define ERRCODE_OCX_INVALID_SETTING			MAKE_SQLSTATE('O','X','0','1','1')
+
+/* OX1xx: aggregates, snapshots, contracts, upcasters, modules */
+#define ERRCODE_OCX_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('O','X','1','0','0')
+#define ERRCODE_OCX_INVALID_AGGREGATE		MAKE_SQLSTATE('O','X','1','0','1')
+#define ERRCODE_OCX_STREAM_NOT_FOUND		MAKE_SQLSTATE('O','X','1','0','2')
+#define ERRCODE_OCX_APPLY_FAILED			MAKE_SQLSTATE('O','X','1','0','3')
+#define ERRCODE_OCX_CONTRACT_VIOLATION		MAKE_SQLSTATE('O','X','1','1','0')
+#define ERRCODE_OCX_INVALID_SCHEMA			MAKE_SQLSTATE('O','X','1','1','1')
+#define ERRCODE_OCX_INVALID_UPCASTER		MAKE_SQLSTATE('O','X','1','2','0')
+#define ERRCODE_OCX_UPCAST_FAILED			MAKE_SQLSTATE('O','X','1','2','1')
+#define ERRCODE_OCX_INVALID_MODULE			MAKE_SQLSTATE('O','X','1','3','0')
+
+/* OX2xx: projections and workers */
+#define ERRCODE_OCX_UNKNOWN_PROJECTION		MAKE_SQLSTATE('O','X','2','0','0')
+#define ERRCODE_OCX_INVALID_PROJECTION		MAKE_SQLSTATE('O','X','2','0','1')
+#define ERRCODE_OCX_WORKERS_NOT_LOADED		MAKE_SQLSTATE('O','X','2','1','0')
+#define ERRCODE_OCX_UNKNOWN_DEAD_LETTER		MAKE_SQLSTATE('O','X','2','2','0')
+
+/* OX3xx: message bus, subscriptions, commands */
+#define ERRCODE_OCX_UNKNOWN_SUBSCRIPTION	MAKE_SQLSTATE('O','X','3','0','0')
+#define ERRCODE_OCX_INVALID_SUBSCRIPTION	MAKE_SQLSTATE('O','X','3','0','1')
+#define ERRCODE_OCX_PAYLOAD_TOO_LARGE		MAKE_SQLSTATE('O','X','3','1','0')
+#define ERRCODE_OCX_INVALID_CHANNEL			MAKE_SQLSTATE('O','X','3','1','1')
+#define ERRCODE_OCX_UNKNOWN_COMMAND			MAKE_SQLSTATE('O','X','3','2','0')
+#define ERRCODE_OCX_DUPLICATE_HANDLER		MAKE_SQLSTATE('O','X','3','2','1')
+#define ERRCODE_OCX_INVALID_COMMAND			MAKE_SQLSTATE('O','X','3','2','2')
+
+/* OX4xx: sagas */
+#define ERRCODE_OCX_UNKNOWN_SAGA			MAKE_SQLSTATE('O','X','4','0','0')
+#define ERRCODE_OCX_INVALID_SAGA			MAKE_SQLSTATE('O','X','4','0','1')
+#define ERRCODE_OCX_SAGA_STATE				MAKE_SQLSTATE('O','X','4','0','2')
+
+/* OX5xx: security, tenancy, operations */
+#define ERRCODE_OCX_INVALID_NAME			MAKE_SQLSTATE('O','X','5','0','0')
+#define ERRCODE_OCX_TENANT_REQUIRED			MAKE_SQLSTATE('O','X','5','0','1')
+
+#endif							/* OCX_ERRORS_H */

@@ -1,0 +1,135 @@
+-- ---------------------------------------------------------------------------
+-- The event log: tables, types, append and the immutability contract.
+-- ---------------------------------------------------------------------------
+
+CREATE SEQUENCE ocx.events_global_position_seq AS bigint;
+
+CREATE TABLE ocx.events (
+    global_position bigint NOT NULL DEFAULT pg_catalog.nextval('ocx.events_global_position_seq'),
+    stream_id       text NOT NULL,
+    stream_version  bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    source          text NOT NULL,
+    type            text NOT NULL,
+    schema_version  integer NOT NULL DEFAULT 1,
+    time            timestamptz NOT NULL,
+    data            jsonb NOT NULL,
+    metadata        jsonb NOT NULL DEFAULT '{}',
+    correlation_id  uuid,
+    causation_id    uuid,
+    tenant_id       text,
+    txid            xid8 NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (global_position),
+    CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version),
+    CONSTRAINT events_source_event_id_key UNIQUE (source, event_id),
+    CONSTRAINT events_stream_version_check CHECK (stream_version > 0),
+    CONSTRAINT events_schema_version_check CHECK (schema_version > 0)
+);
+ALTER SEQUENCE ocx.events_global_position_seq OWNED BY ocx.events.global_position;
+
+-- The log order (txid, global_position): see docs/architecture.md.
+CREATE INDEX events_log_order_idx ON ocx.events (txid, global_position);
+
+COMMENT ON TABLE ocx.events IS 'the append-only event log; write it only through ocx.append*';
+COMMENT ON COLUMN ocx.events.global_position IS 'unique position from a sequence; not commit order';
+COMMENT ON COLUMN ocx.events.txid IS 'the writer''s top-level transaction; log order is (txid, global_position)';
+
+CREATE TABLE ocx.streams (
+    stream_id   text PRIMARY KEY,
+    version     bigint NOT NULL CHECK (version >= 0),
+    category    text NOT NULL,
+    tenant_id   text,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    deleted     boolean NOT NULL DEFAULT false
+);
+CREATE INDEX streams_category_idx ON ocx.streams (category);
+
+COMMENT ON TABLE ocx.streams IS 'one row per stream: its version; the row is the stream''s append lock';
+
+SELECT pg_catalog.pg_extension_config_dump('ocx.events', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.events_global_position_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.streams', '');
+
+-- A place in log order.
+CREATE TYPE ocx.cursor AS (
+    txid            xid8,
+    global_position bigint
+);
+COMMENT ON TYPE ocx.cursor IS 'a place in log order: (writer txid, global_position)';
+
+-- What every read returns and every handler receives.
+CREATE TYPE ocx.event AS (
+    global_position bigint,
+    stream_id       text,
+    stream_version  bigint,
+    event_id        uuid,
+    source          text,
+    type            text,
+    schema_version  integer,
+    time            timestamptz,
+    data            jsonb,
+    metadata        jsonb,
+    correlation_id  uuid,
+    causation_id    uuid,
+    tenant_id       text,
+    txid            xid8,
+    "cursor"        ocx.cursor
+);
+COMMENT ON TYPE ocx.event IS 'an event as reads return it (upcast to its type''s current schema version)';
+
+CREATE FUNCTION ocx.category(stream_id text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN pg_catalog.split_part($1, '-', 1);
+COMMENT ON FUNCTION ocx.category(text) IS 'the category of a stream: the text before the first "-"';
+
+CREATE FUNCTION ocx.append(stream_id text, expected_version bigint, events jsonb)
+    RETURNS bigint
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_append';
+COMMENT ON FUNCTION ocx.append(text, bigint, jsonb) IS
+    'append one event object or an array of them; expected_version NULL = any, 0 = new stream, N = exactly N; returns the new version';
+
+CREATE FUNCTION ocx.append_event(stream_id text, expected_version bigint, type text, data jsonb,
+                                 metadata jsonb DEFAULT '{}', event_id uuid DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_append_event';
+COMMENT ON FUNCTION ocx.append_event(text, bigint, text, jsonb, jsonb, uuid) IS
+    'append a single event (the fast path); returns the new version';
+
+CREATE FUNCTION ocx.append_cloudevents(stream_id text, expected_version bigint, ce jsonb)
+    RETURNS bigint
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_append_cloudevents';
+COMMENT ON FUNCTION ocx.append_cloudevents(text, bigint, jsonb) IS
+    'append structured-mode CloudEvents 1.0 JSON (one event or a batch array); returns the new version';
+
+CREATE FUNCTION ocx.to_cloudevent(e ocx.event) RETURNS jsonb
+    LANGUAGE C STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_to_cloudevent';
+COMMENT ON FUNCTION ocx.to_cloudevent(ocx.event) IS 'the event as a structured-mode CloudEvents 1.0 JSON object';
+
+CREATE FUNCTION ocx.stream_version(stream_id text) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN COALESCE((SELECT s.version FROM ocx.streams s
+                     WHERE s.stream_id OPERATOR(pg_catalog.=) $1), 0);
+COMMENT ON FUNCTION ocx.stream_version(text) IS 'the current version of a stream, 0 when it does not exist';
+
+-- Immutability: nobody, the owner and superusers included, updates, deletes
+-- or truncates the log.  ENABLE ALWAYS keeps the triggers firing under
+-- session_replication_role = replica too.
+CREATE FUNCTION ocx._refuse_modification() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_refuse_modification';
+COMMENT ON FUNCTION ocx._refuse_modification() IS 'trigger: the event log is append-only';
+
+CREATE TRIGGER events_immutable_row BEFORE UPDATE OR DELETE ON ocx.events
+    FOR EACH ROW EXECUTE FUNCTION ocx._refuse_modification();
+CREATE TRIGGER events_immutable_truncate BEFORE TRUNCATE ON ocx.events
+    FOR EACH STATEMENT EXECUTE FUNCTION ocx._refuse_modification();
+ALTER TABLE ocx.events ENABLE ALWAYS TRIGGER events_immutable_row;
+ALTER TABLE ocx.events ENABLE ALWAYS TRIGGER events_immutable_truncate;
+
+REVOKE ALL ON ocx.events FROM PUBLIC;
+REVOKE ALL ON ocx.streams FROM PUBLIC;

@@ -1,0 +1,71 @@
+-- ---------------------------------------------------------------------------
+-- Reading: streams, the whole log in gap-free log order, categories.
+--
+-- These are SQL functions with pre-parsed (BEGIN ATOMIC) bodies: the planner
+-- inlines them into the caller's query, so a read costs what the indexed
+-- SELECT costs, and names were resolved at CREATE EXTENSION time, so nothing
+-- planted on the caller's search_path is ever called.
+-- ---------------------------------------------------------------------------
+
+-- Argument checks that raise ocx errors (IMMUTABLE: folded at plan time when
+-- the argument is a constant).
+CREATE FUNCTION ocx._stream_arg(stream_id text) RETURNS text
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_stream_arg';
+COMMENT ON FUNCTION ocx._stream_arg(text) IS 'internal: returns a valid stream id or raises OX003';
+
+CREATE FUNCTION ocx._count_arg(max_count integer) RETURNS bigint
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_count_arg';
+COMMENT ON FUNCTION ocx._count_arg(integer) IS 'internal: NULL (no limit) or a count >= 0, else raises OX010';
+
+CREATE FUNCTION ocx._version_arg(from_version bigint) RETURNS bigint
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_version_arg';
+COMMENT ON FUNCTION ocx._version_arg(bigint) IS 'internal: a version >= 1 (NULL means 1), else raises OX010';
+
+CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT 1, max_count integer DEFAULT NULL)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+           e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
+           e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor
+      FROM ocx.events e
+     WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
+       AND e.stream_version >= ocx._version_arg(read_stream.from_version)
+     ORDER BY e.stream_version
+     LIMIT ocx._count_arg(read_stream.max_count);
+END;
+COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer) IS
+    'the events of one stream from from_version on, in stream order';
+
+CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
+                             types text[] DEFAULT NULL, categories text[] DEFAULT NULL)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+           e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
+           e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor
+      FROM ocx.events e
+     WHERE e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+       AND (e.txid, e.global_position) > (COALESCE((read_all."after").txid, '0'::xid8),
+                                          COALESCE((read_all."after").global_position, 0))
+       AND (read_all.types IS NULL OR e.type = ANY (read_all.types))
+       AND (read_all.categories IS NULL OR ocx.category(e.stream_id) = ANY (read_all.categories))
+     ORDER BY e.txid, e.global_position
+     LIMIT ocx._count_arg(read_all.max_count);
+END;
+COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[]) IS
+    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit';
+
+CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
+                               ARRAY[ocx._stream_arg(read_category.category)]);
+END;
+COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer) IS
+    'the events of one category (stream ids "category-...") in gap-free log order';

@@ -1,0 +1,1045 @@
+/*
+ * append.c
+ *		ocx.append, ocx.append_event and the append core they share.
+ *
+ * An append is: parse and check every event (nothing is written until the
+ * whole batch is known to be good), take the stream's row in ocx.streams as
+ * the lock (a conditional UPDATE or an INSERT ... ON CONFLICT, never
+ * max(stream_version)), then insert the batch with one statement.  Every
+ * event stores its writer's top-level transaction id, which readers of the
+ * whole log use for the gap-free log order (docs/architecture.md).
+ *
+ * Idempotency follows EventStoreDB: a retry that repeats a batch with the
+ * same (source, id) pairs, stored in the same stream at consecutive versions
+ * with the same type and data, succeeds and writes nothing; any other reuse
+ * of an id is an error.  The check only runs when the caller supplies ids
+ * (generated ids are new by construction), so the common path pays nothing.
+ *
+ * SPI plans are prepared once per backend and kept; the plan cache replans
+ * them when the tables change (DROP/CREATE EXTENSION included), and every
+ * name in them is schema-qualified.
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/xid8.h"
+
+PG_FUNCTION_INFO_V1(ocx_append);
+PG_FUNCTION_INFO_V1(ocx_append_event);
+PG_FUNCTION_INFO_V1(ocx_append_cloudevents);
+PG_FUNCTION_INFO_V1(ocx_refuse_modification);
+PG_FUNCTION_INFO_V1(ocx_stream_arg);
+PG_FUNCTION_INFO_V1(ocx_count_arg);
+PG_FUNCTION_INFO_V1(ocx_version_arg);
+
+#define OCX_MAX_STREAM_ID_LEN	1024
+#define OCX_MAX_TYPE_LEN		256
+
+typedef enum OcxPlan
+{
+	PLAN_ADVANCE_ANY,
+	PLAN_CREATE,
+	PLAN_ADVANCE,
+	PLAN_CURRENT,
+	PLAN_LOCK,
+	PLAN_INSERT_ONE,
+	PLAN_INSERT_MANY,
+	PLAN_FIND_IDS,
+	NUM_PLANS
+} OcxPlan;
+
+typedef struct OcxPlanDef
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[13];
+} OcxPlanDef;
+
+#define EVENT_COLUMNS "stream_id, stream_version, event_id, source, type, schema_version, " \
+	"time, data, metadata, correlation_id, causation_id, tenant_id, txid"
+
+static const OcxPlanDef plan_defs[NUM_PLANS] = {
+	[PLAN_ADVANCE_ANY] = {
+		"INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE "
+		"SET version = s.version OPERATOR(pg_catalog.+) excluded.version, "
+		"updated_at = pg_catalog.now() RETURNING s.version",
+		4, {TEXTOID, TEXTOID, INT8OID, TEXTOID}
+	},
+	[PLAN_CREATE] = {
+		"INSERT INTO ocx.streams (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING RETURNING version",
+		4, {TEXTOID, TEXTOID, INT8OID, TEXTOID}
+	},
+	[PLAN_ADVANCE] = {
+		"UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) $3, "
+		"updated_at = pg_catalog.now() "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2 "
+		"RETURNING version",
+		3, {TEXTOID, INT8OID, INT8OID}
+	},
+	[PLAN_CURRENT] = {
+		"SELECT version FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	},
+	[PLAN_LOCK] = {
+		"SELECT version FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, {TEXTOID}
+	},
+	[PLAN_INSERT_ONE] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+		13, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID}
+	},
+	[PLAN_INSERT_MANY] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
+		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
+		"u.d, u.m, u.c, u.ca, $12, $13 "
+		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)) "
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, ord)",
+		13, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+		TEXTOID, XID8OID}
+	},
+	[PLAN_FIND_IDS] = {
+		"SELECT k.ord, e.stream_id, e.stream_version, e.type, e.data "
+		"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) "
+		"WITH ORDINALITY AS k(source, id, ord) "
+		"JOIN ocx.events e ON e.source OPERATOR(pg_catalog.=) k.source "
+		"AND e.event_id OPERATOR(pg_catalog.=) k.id",
+		2, {TEXTARRAYOID, UUIDARRAYOID}
+	},
+};
+
+static SPIPlanPtr plans[NUM_PLANS];
+
+/* The kept plan for which, prepared on first use in this backend. */
+static SPIPlanPtr
+GetPlan(OcxPlan which)
+{
+	if (plans[which] == NULL)
+	{
+		const OcxPlanDef *def = &plan_defs[which];
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
+		if (plan == NULL)
+			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
+				 def->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[which] = plan;
+	}
+	return plans[which];
+}
+
+/* Execute a kept plan; returns SPI_processed. */
+static uint64
+RunPlan(OcxPlan which, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(GetPlan(which), values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* The int8 in column 1 of the first result row. */
+static int64
+FirstInt64(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	Assert(!isnull);
+	return DatumGetInt64(d);
+}
+
+void
+OcxCheckStreamId(text *stream_id)
+{
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_STREAM_ID),
+				 errmsg("stream id must not be empty")));
+	if (len > OCX_MAX_STREAM_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_STREAM_ID),
+				 errmsg("stream id is too long"),
+				 errdetail("The stream id has %d bytes; the limit is %d.",
+						   len, OCX_MAX_STREAM_ID_LEN)));
+}
+
+/* The category of a stream: the text before the first "-" (all of it if none). */
+static char *
+StreamCategory(const char *sid)
+{
+	const char *dash = strchr(sid, '-');
+
+	return dash ? pnstrdup(sid, dash - sid) : pstrdup(sid);
+}
+
+/*
+ * A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
+ * Time-ordered ids keep inserts into the (source, event_id) index at its
+ * right edge instead of scattering them over the whole tree.
+ */
+static void
+NewEventId(pg_uuid_t *u)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		ms;
+	int			i;
+
+	ms = (uint64) (now / 1000) +
+		(uint64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	for (i = 5; i >= 0; i--)
+	{
+		u->data[i] = (unsigned char) (ms & 0xff);
+		ms >>= 8;
+	}
+	if (!pg_strong_random(&u->data[6], UUID_LEN - 6))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	u->data[6] = (u->data[6] & 0x0f) | 0x70;	/* version 7 */
+	u->data[8] = (u->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+}
+
+static char *
+UuidToCString(pg_uuid_t *u)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+}
+
+/* A non-empty JSON string, or an ocx error naming the event and key. */
+static char *
+RequireString(JsonbValue *v, int index, const char *key, bool allow_empty)
+{
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("\"%s\" of event %d must be a string, not %s",
+						key, index, OcxJsonbTypeName(v))));
+	if (!allow_empty && v->val.string.len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("\"%s\" of event %d must not be empty", key, index)));
+	return OcxJsonbString(v);
+}
+
+static void
+RequireUuid(JsonbValue *v, int index, const char *key, pg_uuid_t *out)
+{
+	char	   *s = RequireString(v, index, key, true);
+
+	if (!OcxParseUuid(s, out))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("\"%s\" of event %d is not a valid UUID: \"%s\"", key, index, s)));
+}
+
+static Jsonb *
+RequireObject(JsonbValue *v, int index, const char *key)
+{
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("\"%s\" of event %d must be a JSON object, not %s",
+						key, index, OcxJsonbTypeName(v))));
+	return OcxJsonbFromBinary(v);
+}
+
+static void
+CheckType(const char *type, int index)
+{
+	if (type[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("type of event %d must not be empty", index)));
+	if (strlen(type) > OCX_MAX_TYPE_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("type of event %d is too long", index),
+				 errdetail("Event types are limited to %d bytes.", OCX_MAX_TYPE_LEN)));
+}
+
+/*
+ * Fill *ev from one event object of an append batch ({"type": ..., "data": ...}
+ * plus optional keys).  index is 1-based, for messages.  Unknown keys are
+ * refused: a misspelt "metdata" must not vanish silently.
+ */
+void
+OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+	char	   *datacontenttype = NULL;
+
+	memset(ev, 0, sizeof(*ev));
+	it = JsonbIteratorInit(obj);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = OcxJsonbString(&k);
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+
+		/* null means "not given" for every optional key */
+		if (v.type == jbvNull && strcmp(key, "type") != 0)
+			continue;
+
+		if (strcmp(key, "type") == 0)
+		{
+			ev->type = RequireString(&v, index, key, false);
+			CheckType(ev->type, index);
+		}
+		else if (strcmp(key, "data") == 0)
+			ev->data = RequireObject(&v, index, key);
+		else if (strcmp(key, "metadata") == 0)
+			ev->metadata = RequireObject(&v, index, key);
+		else if (strcmp(key, "id") == 0)
+		{
+			RequireUuid(&v, index, key, &ev->id);
+			ev->has_id = true;
+		}
+		else if (strcmp(key, "source") == 0)
+			ev->source = RequireString(&v, index, key, false);
+		else if (strcmp(key, "time") == 0)
+		{
+			char	   *s = RequireString(&v, index, key, false);
+
+			if (!OcxParseTimestamp(s, &ev->time))
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("\"time\" of event %d is not a valid timestamp: \"%s\"", index, s),
+						 errhint("Use RFC 3339, such as 2024-05-01T12:00:00Z.")));
+			ev->has_time = true;
+		}
+		else if (strcmp(key, "schema_version") == 0)
+		{
+			char	   *s;
+			char	   *end;
+			long		n;
+
+			if (v.type != jbvNumeric)
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("\"schema_version\" of event %d must be a number, not %s",
+								index, OcxJsonbTypeName(&v))));
+			s = DatumGetCString(DirectFunctionCall1(numeric_out,
+													NumericGetDatum(v.val.numeric)));
+			errno = 0;
+			n = strtol(s, &end, 10);
+			if (*end != '\0' || errno != 0 || n < 1 || n > PG_INT32_MAX)
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("\"schema_version\" of event %d must be a positive integer, not %s",
+								index, s)));
+			ev->schema_version = (int32) n;
+		}
+		else if (strcmp(key, "correlation_id") == 0)
+		{
+			RequireUuid(&v, index, key, &ev->correlation_id);
+			ev->has_correlation_id = true;
+		}
+		else if (strcmp(key, "causation_id") == 0)
+		{
+			RequireUuid(&v, index, key, &ev->causation_id);
+			ev->has_causation_id = true;
+		}
+		else if (strcmp(key, "datacontenttype") == 0)
+			datacontenttype = RequireString(&v, index, key, false);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_EVENT),
+					 errmsg("unknown key \"%s\" in event %d", key, index),
+					 errhint("An event object has the keys type, data, id, source, time, "
+							 "schema_version, metadata, correlation_id, causation_id and datacontenttype.")));
+	}
+
+	if (ev->type == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("event %d has no type", index),
+				 errhint("Every event needs a \"type\" string, such as {\"type\": \"Deposited\", \"data\": {...}}.")));
+
+	if (datacontenttype != NULL)
+	{
+		JsonbValue	dv;
+
+		if (ev->metadata == NULL)
+			ev->metadata = OcxEmptyObject();
+		dv.type = jbvString;
+		dv.val.string.val = datacontenttype;
+		dv.val.string.len = strlen(datacontenttype);
+		ev->metadata = OcxJsonbSetKey(ev->metadata, "datacontenttype", &dv);
+	}
+}
+
+/*
+ * Defaults from the settings, the type's contract, and the size limit: what
+ * every event gets whichever way it came in.
+ */
+void
+OcxFinishEvent(OcxNewEvent *ev, int index)
+{
+	Size		size;
+
+	if (ev->data == NULL)
+		ev->data = OcxEmptyObject();
+	if (ev->metadata == NULL)
+		ev->metadata = OcxEmptyObject();
+	if (ev->source == NULL)
+	{
+		if (ocx_source == NULL || ocx_source[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_SETTING),
+					 errmsg("ocx.source must not be empty"),
+					 errhint("Set ocx.source to a URI-reference that names the producer, or give \"source\" on each event.")));
+		ev->source = ocx_source;
+	}
+	if (!ev->has_correlation_id && ocx_correlation_id && ocx_correlation_id[0] != '\0')
+		ev->has_correlation_id = OcxParseUuid(ocx_correlation_id, &ev->correlation_id);
+	if (!ev->has_causation_id && ocx_causation_id && ocx_causation_id[0] != '\0')
+		ev->has_causation_id = OcxParseUuid(ocx_causation_id, &ev->causation_id);
+	if (ocx_traceparent && ocx_traceparent[0] != '\0')
+	{
+		JsonbValue	tv;
+
+		if (!OcxJsonbGet(&ev->metadata->root, "traceparent", &tv))
+		{
+			tv.type = jbvString;
+			tv.val.string.val = ocx_traceparent;
+			tv.val.string.len = strlen(ocx_traceparent);
+			ev->metadata = OcxJsonbSetKey(ev->metadata, "traceparent", &tv);
+		}
+	}
+	if (ev->schema_version == 0)
+		ev->schema_version = OcxCurrentSchemaVersion(ev->type);
+
+	size = VARSIZE(ev->data) + VARSIZE(ev->metadata);
+	if (size > (Size) ocx_max_event_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_EVENT_TOO_LARGE),
+				 errmsg("event %d is too large", index),
+				 errdetail("Its data and metadata take %zu bytes; ocx.max_event_size is %d bytes.",
+						   size, ocx_max_event_size),
+				 errhint("Store large payloads elsewhere and put a reference in the event.")));
+
+	OcxValidateNewEvent(ev, index);
+}
+
+static void
+RaiseConflict(const char *sid, int64 expected, int64 actual)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+			 errmsg("wrong expected version for stream \"%s\"", sid),
+			 expected == 0 ?
+			 errdetail("Expected the stream not to exist, but it is at version " INT64_FORMAT ".", actual) :
+			 actual == 0 ?
+			 errdetail("Expected version " INT64_FORMAT ", but the stream does not exist (version 0).", expected) :
+			 errdetail("Expected version " INT64_FORMAT ", actual version " INT64_FORMAT ".", expected, actual),
+			 errhint("Read the stream again, decide again, and retry with the version you read.")));
+}
+
+/* The stream's current version as seen now (0 when absent). */
+static int64
+CurrentVersion(Datum sid)
+{
+	if (RunPlan(PLAN_CURRENT, &sid, NULL) == 0)
+		return 0;
+	return FirstInt64();
+}
+
+static int
+CompareIds(const void *a, const void *b)
+{
+	const OcxNewEvent *x = *(OcxNewEvent * const *) a;
+	const OcxNewEvent *y = *(OcxNewEvent * const *) b;
+	int			c = memcmp(x->id.data, y->id.data, UUID_LEN);
+
+	return c != 0 ? c : strcmp(x->source, y->source);
+}
+
+/* A batch must not carry the same (source, id) twice. */
+static void
+CheckBatchIdsUnique(OcxNewEvent *events, int n)
+{
+	OcxNewEvent **with_id = palloc(sizeof(OcxNewEvent *) * n);
+	int			m = 0,
+				i;
+
+	for (i = 0; i < n; i++)
+		if (events[i].has_id)
+			with_id[m++] = &events[i];
+	qsort(with_id, m, sizeof(OcxNewEvent *), CompareIds);
+	for (i = 1; i < m; i++)
+		if (CompareIds(&with_id[i - 1], &with_id[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+					 errmsg("event id %s appears twice in the batch", UuidToCString(&with_id[i]->id))));
+	pfree(with_id);
+}
+
+/*
+ * For a batch with caller-given ids: if none is stored yet, return -1 (a
+ * normal append follows).  If the whole batch is stored already, in this
+ * stream, at consecutive versions, with the same types and data, and the
+ * expected version is the one it was appended at, return the stream version
+ * after it (an idempotent retry).  Anything else is an error.
+ */
+static int64
+CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
+			   OcxNewEvent *events, int n)
+{
+	Datum	   *sources = palloc(sizeof(Datum) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	bool	   *seen = palloc0(sizeof(bool) * n);
+	int64	   *versions = palloc(sizeof(int64) * n);
+	Datum		args[2];
+	uint64		found,
+				r;
+	int			i;
+	int64		base;
+
+	for (i = 0; i < n; i++)
+	{
+		sources[i] = CStringGetTextDatum(events[i].source);
+		ids[i] = UUIDPGetDatum(&events[i].id);
+	}
+	args[0] = PointerGetDatum(construct_array(sources, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	found = RunPlan(PLAN_FIND_IDS, args, NULL);
+	if (found == 0)
+		return -1;
+
+	for (r = 0; r < found; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			ord = (int) DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)) - 1;
+		char	   *stream = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		int64		version = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		char	   *type = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 5, &isnull));
+		OcxNewEvent *ev = &events[ord];
+
+		if (strcmp(stream, sid) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+					 errmsg("event id %s is already used in stream \"%s\"",
+							UuidToCString(&ev->id), stream),
+					 errdetail("Event ids are unique per source (\"%s\"); an event cannot be appended to two streams.",
+							   ev->source)));
+		if (strcmp(type, ev->type) != 0 ||
+			compareJsonbContainers(&data->root, &ev->data->root) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+					 errmsg("event id %s is already stored with a different payload",
+							UuidToCString(&ev->id)),
+					 errdetail("Stream \"%s\" has it at version " INT64_FORMAT " with type \"%s\".",
+							   stream, version, type),
+					 errhint("A retry must repeat the original event exactly; a new event needs a new id.")));
+		seen[ord] = true;
+		versions[ord] = version;
+	}
+
+	for (i = 0; i < n; i++)
+		if (!seen[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+					 errmsg("batch partly appended already"),
+					 errdetail("%d of its %d events are stored; event %d is not.", (int) found, n, i + 1),
+					 errhint("An idempotent retry repeats the original batch exactly; new events go in a new batch.")));
+
+	base = versions[0] - 1;
+	for (i = 1; i < n; i++)
+		if (versions[i] != base + 1 + i)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+					 errmsg("batch events are stored, but not in the batch's order"),
+					 errdetail("Event %d is at version " INT64_FORMAT ", expected " INT64_FORMAT ".",
+							   i + 1, versions[i], base + 1 + i)));
+
+	if (!expected_isnull && expected != base)
+		RaiseConflict(sid, expected, CurrentVersion(CStringGetTextDatum(sid)));
+
+	return base + n;
+}
+
+static Datum
+MakeArray(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+static Datum
+TextOrNull(const char *s, char *null)
+{
+	if (s == NULL || s[0] == '\0')
+	{
+		*null = 'n';
+		return (Datum) 0;
+	}
+	*null = ' ';
+	return CStringGetTextDatum(s);
+}
+
+/* Insert the batch at versions first .. first + n - 1 with one statement. */
+static void
+InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
+{
+	Datum		values[13];
+	char		nulls[13];
+	Datum		txid = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	int			i;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = sid;
+	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
+	values[12] = txid;
+
+	for (i = 0; i < n; i++)
+		if (!events[i].has_id)
+			NewEventId(&events[i].id);
+
+	if (n == 1)
+	{
+		OcxNewEvent *ev = &events[0];
+
+		values[1] = Int64GetDatum(first);
+		values[2] = UUIDPGetDatum(&ev->id);
+		values[3] = CStringGetTextDatum(ev->source);
+		values[4] = CStringGetTextDatum(ev->type);
+		values[5] = Int32GetDatum(ev->schema_version);
+		values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
+		values[7] = JsonbPGetDatum(ev->data);
+		values[8] = JsonbPGetDatum(ev->metadata);
+		values[9] = UUIDPGetDatum(&ev->correlation_id);
+		nulls[9] = ev->has_correlation_id ? ' ' : 'n';
+		values[10] = UUIDPGetDatum(&ev->causation_id);
+		nulls[10] = ev->has_causation_id ? ' ' : 'n';
+		RunPlan(PLAN_INSERT_ONE, values, nulls);
+	}
+	else
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+		Datum	   *sources = palloc(sizeof(Datum) * n);
+		Datum	   *types = palloc(sizeof(Datum) * n);
+		Datum	   *versions = palloc(sizeof(Datum) * n);
+		Datum	   *times = palloc(sizeof(Datum) * n);
+		Datum	   *datas = palloc(sizeof(Datum) * n);
+		Datum	   *metas = palloc(sizeof(Datum) * n);
+		Datum	   *corrs = palloc(sizeof(Datum) * n);
+		bool	   *corr_nulls = palloc(sizeof(bool) * n);
+		Datum	   *causes = palloc(sizeof(Datum) * n);
+		bool	   *cause_nulls = palloc(sizeof(bool) * n);
+
+		for (i = 0; i < n; i++)
+		{
+			OcxNewEvent *ev = &events[i];
+
+			ids[i] = UUIDPGetDatum(&ev->id);
+			sources[i] = CStringGetTextDatum(ev->source);
+			types[i] = CStringGetTextDatum(ev->type);
+			versions[i] = Int32GetDatum(ev->schema_version);
+			times[i] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
+			datas[i] = JsonbPGetDatum(ev->data);
+			metas[i] = JsonbPGetDatum(ev->metadata);
+			corrs[i] = UUIDPGetDatum(&ev->correlation_id);
+			corr_nulls[i] = !ev->has_correlation_id;
+			causes[i] = UUIDPGetDatum(&ev->causation_id);
+			cause_nulls[i] = !ev->has_causation_id;
+		}
+		/* the statement adds the 1-based ordinality to first - 1 */
+		values[1] = Int64GetDatum(first - 1);
+		values[2] = MakeArray(ids, NULL, n, UUIDOID);
+		values[3] = MakeArray(sources, NULL, n, TEXTOID);
+		values[4] = MakeArray(types, NULL, n, TEXTOID);
+		values[5] = MakeArray(versions, NULL, n, INT4OID);
+		values[6] = MakeArray(times, NULL, n, TIMESTAMPTZOID);
+		values[7] = MakeArray(datas, NULL, n, JSONBOID);
+		values[8] = MakeArray(metas, NULL, n, JSONBOID);
+		values[9] = MakeArray(corrs, corr_nulls, n, UUIDOID);
+		values[10] = MakeArray(causes, cause_nulls, n, UUIDOID);
+		RunPlan(PLAN_INSERT_MANY, values, nulls);
+	}
+}
+
+/*
+ * The append core: n checked events into stream_id, under the expected
+ * version rule (expected_isnull = any, 0 = the stream must not exist, N = it
+ * must be exactly at N).  Returns the stream's version after the append.
+ */
+int64
+OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
+		  OcxNewEvent *events, int n)
+{
+	char	   *sid = text_to_cstring(stream_id);
+	Datum		sid_datum = PointerGetDatum(stream_id);
+	TimestampTz now = GetCurrentTimestamp();
+	bool		has_ids = false;
+	int64		new_version;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			i;
+
+	Assert(n > 0);
+	for (i = 0; i < n; i++)
+		has_ids |= events[i].has_id;
+	if (has_ids)
+		CheckBatchIdsUnique(events, n);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+
+	if (has_ids)
+	{
+		int64		done;
+
+		/* a retry racing its original waits for it here, then sees its ids */
+		RunPlan(PLAN_LOCK, &sid_datum, NULL);
+		done = CheckStoredIds(sid, expected_isnull, expected, events, n);
+		if (done >= 0)
+		{
+			SPI_finish();
+			return done;
+		}
+	}
+
+	if (expected_isnull || expected == 0)
+	{
+		values[0] = sid_datum;
+		values[1] = CStringGetTextDatum(StreamCategory(sid));
+		values[2] = Int64GetDatum(n);
+		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
+		if (RunPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE, values, nulls) == 0)
+			RaiseConflict(sid, 0, CurrentVersion(sid_datum));
+	}
+	else
+	{
+		values[0] = sid_datum;
+		values[1] = Int64GetDatum(expected);
+		values[2] = Int64GetDatum(n);
+		if (RunPlan(PLAN_ADVANCE, values, NULL) == 0)
+			RaiseConflict(sid, expected, CurrentVersion(sid_datum));
+	}
+	new_version = FirstInt64();
+
+	InsertEvents(sid_datum, new_version - n + 1, events, n, now);
+
+	SPI_finish();
+
+	OcxAfterAppend(sid, new_version - n + 1, n);
+	return new_version;
+}
+
+/* Common argument checks of the append functions. */
+static text *
+AppendArgs(FunctionCallInfo fcinfo, bool *expected_isnull, int64 *expected)
+{
+	text	   *stream_id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_STREAM_ID),
+				 errmsg("stream id must not be null")));
+	stream_id = PG_GETARG_TEXT_PP(0);
+	OcxCheckStreamId(stream_id);
+
+	*expected_isnull = PG_ARGISNULL(1);
+	*expected = *expected_isnull ? 0 : PG_GETARG_INT64(1);
+	if (!*expected_isnull && *expected < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EXPECTED_VERSION),
+				 errmsg("expected version must not be negative"),
+				 errdetail("Got " INT64_FORMAT ".", *expected),
+				 errhint("Use NULL for any version, 0 for a new stream, or the version you read.")));
+	return stream_id;
+}
+
+static MemoryContext
+AppendContext(void)
+{
+	return AllocSetContextCreate(CurrentMemoryContext, "ocx append",
+								 ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * ocx.append(stream_id text, expected_version bigint, events jsonb) -> bigint
+ */
+Datum
+ocx_append(PG_FUNCTION_ARGS)
+{
+	bool		expected_isnull;
+	int64		expected;
+	text	   *stream_id = AppendArgs(fcinfo, &expected_isnull, &expected);
+	Jsonb	   *batch;
+	MemoryContext ctx,
+				old;
+	OcxNewEvent *events;
+	int			n,
+				i;
+	int64		result;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("events must not be null")));
+	batch = PG_GETARG_JSONB_P(2);
+
+	ctx = AppendContext();
+	old = MemoryContextSwitchTo(ctx);
+
+	if (JB_ROOT_IS_SCALAR(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("events must be a JSON object or an array of objects")));
+	if (JB_ROOT_IS_OBJECT(batch))
+	{
+		n = 1;
+		events = palloc(sizeof(OcxNewEvent));
+		OcxParseEventObject(&batch->root, 1, &events[0]);
+	}
+	else
+	{
+		JsonbIterator *it;
+		JsonbIteratorToken tok;
+		JsonbValue	v;
+
+		n = JB_ROOT_COUNT(batch);
+		if (n == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_EMPTY_BATCH),
+					 errmsg("events must not be an empty array"),
+					 errhint("Append at least one event.")));
+		events = palloc(sizeof(OcxNewEvent) * n);
+		it = JsonbIteratorInit(&batch->root);
+		i = 0;
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("event %d must be a JSON object, not %s", i + 1,
+								OcxJsonbTypeName(&v))));
+			OcxParseEventObject(v.val.binary.data, i + 1, &events[i]);
+			i++;
+		}
+	}
+	for (i = 0; i < n; i++)
+		OcxFinishEvent(&events[i], i + 1);
+
+	result = OcxAppend(stream_id, expected_isnull, expected, events, n);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * ocx.append_event(stream_id, expected_version, type, data, metadata, event_id)
+ * -> bigint: one event without building a JSON envelope.
+ */
+Datum
+ocx_append_event(PG_FUNCTION_ARGS)
+{
+	bool		expected_isnull;
+	int64		expected;
+	text	   *stream_id = AppendArgs(fcinfo, &expected_isnull, &expected);
+	OcxNewEvent ev;
+	MemoryContext ctx,
+				old;
+	int64		result;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("event 1 has no type"),
+				 errhint("Pass the event type as the third argument.")));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("data of event 1 must not be null"),
+				 errhint("Pass '{}' for an event without data.")));
+
+	ctx = AppendContext();
+	old = MemoryContextSwitchTo(ctx);
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	CheckType(ev.type, 1);
+	ev.data = PG_GETARG_JSONB_P(3);
+	if (!JB_ROOT_IS_OBJECT(ev.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("data of event 1 must be a JSON object")));
+	if (!PG_ARGISNULL(4))
+	{
+		ev.metadata = PG_GETARG_JSONB_P(4);
+		if (!JB_ROOT_IS_OBJECT(ev.metadata))
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_EVENT),
+					 errmsg("metadata of event 1 must be a JSON object")));
+	}
+	if (!PG_ARGISNULL(5))
+	{
+		memcpy(&ev.id, PG_GETARG_UUID_P(5), sizeof(pg_uuid_t));
+		ev.has_id = true;
+	}
+	OcxFinishEvent(&ev, 1);
+
+	result = OcxAppend(stream_id, expected_isnull, expected, &ev, 1);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * ocx.append_cloudevents(stream_id, expected_version, ce jsonb) -> bigint
+ */
+Datum
+ocx_append_cloudevents(PG_FUNCTION_ARGS)
+{
+	bool		expected_isnull;
+	int64		expected;
+	text	   *stream_id = AppendArgs(fcinfo, &expected_isnull, &expected);
+	MemoryContext ctx,
+				old;
+	OcxNewEvent *events;
+	int			n,
+				i;
+	int64		result;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CLOUDEVENT),
+				 errmsg("cloudevents must not be null")));
+
+	ctx = AppendContext();
+	old = MemoryContextSwitchTo(ctx);
+
+	events = OcxEventsFromCloudEvents(PG_GETARG_JSONB_P(2), &n);
+	for (i = 0; i < n; i++)
+		OcxFinishEvent(&events[i], i + 1);
+	result = OcxAppend(stream_id, expected_isnull, expected, events, n);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * Trigger on ocx.events: the log is append-only for every role.  Fires
+ * ALWAYS, so session_replication_role cannot switch it off.
+ */
+Datum
+ocx_refuse_modification(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *op;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ocx._refuse_modification() must be called as a trigger")));
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		op = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		op = "DELETE";
+	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		op = "TRUNCATE";
+	else
+		op = "this change";
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_IMMUTABLE_LOG),
+			 errmsg("the event log is append-only"),
+			 errdetail("%s on %s is refused for every role.", op,
+					   RelationGetRelationName(trigdata->tg_relation)),
+			 errhint("Record a correcting event instead of changing history.")));
+	PG_RETURN_NULL();
+}
+
+/* ocx._stream_arg(text): a read function's stream id, checked. */
+Datum
+ocx_stream_arg(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_STREAM_ID),
+				 errmsg("stream id must not be null")));
+	OcxCheckStreamId(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/* ocx._count_arg(int): NULL (no limit) or a count >= 0. */
+Datum
+ocx_count_arg(PG_FUNCTION_ARGS)
+{
+	int32		n;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	n = PG_GETARG_INT32(0);
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("max_count must not be negative"),
+				 errdetail("Got %d.", n),
+				 errhint("Use NULL for no limit.")));
+	PG_RETURN_INT64((int64) n);
+}
+
+/* ocx._version_arg(bigint): a from_version; NULL means from the start. */
+Datum
+ocx_version_arg(PG_FUNCTION_ARGS)
+{
+	int64		v;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT64(1);
+	v = PG_GETARG_INT64(0);
+	if (v < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("from_version must not be negative"),
+				 errdetail("Got " INT64_FORMAT ".", v)));
+	PG_RETURN_INT64(v);
+}

@@ -1,0 +1,563 @@
+/*
+ * cloudevents.c
+ *		CloudEvents 1.0 structured-mode JSON in and out of the log.
+ *
+ * Mapping (docs/cloudevents.md):
+ *		id			-> event_id when it is a UUID; otherwise a name-based UUID of
+ *					   (source, id) and the original id kept in metadata._ce.id
+ *		source, type, time -> the columns of the same name
+ *		data		-> data when it is an object; other JSON as {"value": ...}
+ *					   and data_base64 as {"base64": ...}, marked in metadata._ce
+ *		datacontenttype, dataschema, subject, extension attributes -> metadata
+ *		correlationid, causationid (UUIDs) -> the columns; schemaversion -> column
+ *		ocxmetadata (a JSON string) -> merged into metadata
+ *
+ * to_cloudevent reverses this exactly, so append_cloudevents followed by
+ * to_cloudevent returns the attributes that went in (time normalized to UTC).
+ * Metadata that is no valid CloudEvents extension (names outside [a-z0-9],
+ * objects, arrays, fractions) travels as the one extension "ocxmetadata".
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+
+#include "common/jsonapi.h"
+#include "common/md5.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+PG_FUNCTION_INFO_V1(ocx_to_cloudevent);
+
+#define CE_META_KEY "_ce"
+
+static bool
+IsExtensionName(const char *name, int len)
+{
+	int			i;
+
+	if (len == 0)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9')))
+			return false;
+	return true;
+}
+
+static bool
+IsIntegral(Numeric num)
+{
+	char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+
+	return strpbrk(s, ".eEN") == NULL;	/* no fraction, exponent, NaN */
+}
+
+static bool
+KeyIs(JsonbValue *k, const char *name)
+{
+	return k->val.string.len == (int) strlen(name) &&
+		memcmp(k->val.string.val, name, k->val.string.len) == 0;
+}
+
+static void
+CeError(int index, const char *msg, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_INVALID_CLOUDEVENT),
+			 errmsg("invalid cloudevent %d: %s", index, msg),
+			 detail ? errdetail("%s", detail) : 0,
+			 errhint("See https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/formats/json-format.md.")));
+}
+
+static char *
+CeString(JsonbValue *v, int index, JsonbValue *key, bool allow_empty)
+{
+	char	   *name = OcxJsonbString(key);
+
+	if (v->type != jbvString)
+		CeError(index, psprintf("attribute \"%s\" must be a string, not %s",
+								name, OcxJsonbTypeName(v)), NULL);
+	if (!allow_empty && v->val.string.len == 0)
+		CeError(index, psprintf("attribute \"%s\" must not be empty", name), NULL);
+	return OcxJsonbString(v);
+}
+
+/* A name-based (version 3, MD5) UUID of source and id. */
+static void
+DeriveUuid(const char *source, const char *id, pg_uuid_t *out)
+{
+	StringInfoData buf;
+	const char *errstr = NULL;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, source);
+	appendStringInfoChar(&buf, '\0');
+	appendStringInfoString(&buf, id);
+	if (!pg_md5_binary(buf.data, buf.len, out->data, &errstr))
+		elog(ERROR, "ocx: could not compute MD5: %s", errstr ? errstr : "unknown error");
+	out->data[6] = (out->data[6] & 0x0f) | 0x30;
+	out->data[8] = (out->data[8] & 0x3f) | 0x80;
+	pfree(buf.data);
+}
+
+/* Parse a JSON object text without raising; NULL when it is not one. */
+static Jsonb *
+ParseJsonObject(char *str)
+{
+	JsonLexContext *lex;
+	Jsonb	   *result;
+
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, str, strlen(str), GetDatabaseEncoding(), false);
+#else
+	lex = makeJsonLexContextCstringLen(str, strlen(str), GetDatabaseEncoding(), false);
+#endif
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(str)));
+	if (!JB_ROOT_IS_OBJECT(result))
+		return NULL;
+	return result;
+}
+
+static void
+PushNamedValue(JsonbParseState **state, JsonbValue *k, JsonbValue *v)
+{
+	pushJsonbValue(state, WJB_KEY, k);
+	pushJsonbValue(state, WJB_VALUE, v);
+}
+
+/* One structured-mode CloudEvent object into *ev. */
+static void
+ParseCloudEvent(JsonbContainer *obj, int index, OcxNewEvent *ev)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+	JsonbParseState *meta = NULL;
+	JsonbParseState *ce = NULL;
+	bool		ce_used = false;
+	bool		has_spec = false;
+	bool		has_data = false;
+	char	   *id = NULL;
+	int			nmeta = 0;
+
+	memset(ev, 0, sizeof(*ev));
+	pushJsonbValue(&meta, WJB_BEGIN_OBJECT, NULL);
+	pushJsonbValue(&ce, WJB_BEGIN_OBJECT, NULL);
+
+	it = JsonbIteratorInit(obj);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+
+		if (KeyIs(&k, "specversion"))
+		{
+			char	   *s = CeString(&v, index, &k, false);
+
+			if (strcmp(s, "1.0") != 0)
+				CeError(index, psprintf("unsupported specversion \"%s\"", s),
+						"ocx accepts CloudEvents 1.0 (specversion \"1.0\").");
+			has_spec = true;
+		}
+		else if (KeyIs(&k, "id"))
+			id = CeString(&v, index, &k, false);
+		else if (KeyIs(&k, "source"))
+			ev->source = CeString(&v, index, &k, false);
+		else if (KeyIs(&k, "type"))
+			ev->type = CeString(&v, index, &k, false);
+		else if (KeyIs(&k, "time"))
+		{
+			char	   *s = CeString(&v, index, &k, false);
+
+			if (!OcxParseTimestamp(s, &ev->time))
+				CeError(index, psprintf("attribute \"time\" is not an RFC 3339 timestamp: \"%s\"", s), NULL);
+			ev->has_time = true;
+		}
+		else if (KeyIs(&k, "data"))
+		{
+			if (has_data)
+				CeError(index, "both \"data\" and \"data_base64\" are present", NULL);
+			has_data = true;
+			if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+				ev->data = OcxJsonbFromBinary(&v);
+			else
+			{
+				JsonbParseState *d = NULL;
+
+				pushJsonbValue(&d, WJB_BEGIN_OBJECT, NULL);
+				OcxPushValue(&d, "value", &v);
+				ev->data = JsonbValueToJsonb(pushJsonbValue(&d, WJB_END_OBJECT, NULL));
+				OcxPushString(&ce, "data", "value");
+				ce_used = true;
+			}
+		}
+		else if (KeyIs(&k, "data_base64"))
+		{
+			JsonbParseState *d = NULL;
+
+			if (has_data)
+				CeError(index, "both \"data\" and \"data_base64\" are present", NULL);
+			has_data = true;
+			(void) CeString(&v, index, &k, true);
+			pushJsonbValue(&d, WJB_BEGIN_OBJECT, NULL);
+			OcxPushValue(&d, "base64", &v);
+			ev->data = JsonbValueToJsonb(pushJsonbValue(&d, WJB_END_OBJECT, NULL));
+			OcxPushString(&ce, "data", "base64");
+			ce_used = true;
+		}
+		else if (KeyIs(&k, "datacontenttype") || KeyIs(&k, "dataschema") ||
+				 KeyIs(&k, "subject"))
+		{
+			(void) CeString(&v, index, &k, false);
+			PushNamedValue(&meta, &k, &v);
+			nmeta++;
+		}
+		else if ((KeyIs(&k, "correlationid") || KeyIs(&k, "causationid")) &&
+				 v.type == jbvString)
+		{
+			char	   *s = OcxJsonbString(&v);
+			bool		corr = KeyIs(&k, "correlationid");
+			pg_uuid_t  *u = corr ? &ev->correlation_id : &ev->causation_id;
+
+			if (OcxParseUuid(s, u) && strlen(s) == 36)
+			{
+				if (corr)
+					ev->has_correlation_id = true;
+				else
+					ev->has_causation_id = true;
+			}
+			else
+			{
+				PushNamedValue(&meta, &k, &v);
+				nmeta++;
+			}
+		}
+		else if (KeyIs(&k, "schemaversion") && v.type == jbvNumeric)
+		{
+			int32		sv;
+
+			if (!IsIntegral(v.val.numeric))
+				CeError(index, "attribute \"schemaversion\" must be a positive integer", NULL);
+			sv = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v.val.numeric)));
+			if (sv < 1)
+				CeError(index, "attribute \"schemaversion\" must be a positive integer", NULL);
+			ev->schema_version = sv;
+		}
+		else if (KeyIs(&k, "ocxmetadata"))
+		{
+			Jsonb	   *extra;
+			JsonbIterator *eit;
+			JsonbValue	ek,
+						evv;
+
+			extra = (v.type == jbvString) ? ParseJsonObject(OcxJsonbString(&v)) : NULL;
+			if (extra == NULL)
+				CeError(index, "attribute \"ocxmetadata\" must be a string holding a JSON object", NULL);
+			eit = JsonbIteratorInit(&extra->root);
+			while ((tok = JsonbIteratorNext(&eit, &ek, true)) != WJB_DONE)
+			{
+				if (tok != WJB_KEY)
+					continue;
+				JsonbIteratorNext(&eit, &evv, true);
+				PushNamedValue(&meta, &ek, &evv);
+				nmeta++;
+			}
+		}
+		else
+		{
+			/* an extension attribute */
+			char	   *name = OcxJsonbString(&k);
+
+			if (!IsExtensionName(k.val.string.val, k.val.string.len))
+				CeError(index, psprintf("invalid attribute name \"%s\"", name),
+						"Extension attribute names consist of lower-case letters a-z and digits 0-9.");
+			if (v.type == jbvNull)
+				continue;		/* null means absent */
+			if (v.type != jbvString && v.type != jbvBool &&
+				!(v.type == jbvNumeric && IsIntegral(v.val.numeric)))
+				CeError(index, psprintf("extension attribute \"%s\" must be a string, an integer or a boolean, not %s",
+										name, OcxJsonbTypeName(&v)), NULL);
+			PushNamedValue(&meta, &k, &v);
+			nmeta++;
+		}
+	}
+
+	if (!has_spec)
+		CeError(index, "required attribute \"specversion\" is missing", NULL);
+	if (id == NULL)
+		CeError(index, "required attribute \"id\" is missing", NULL);
+	if (ev->source == NULL)
+		CeError(index, "required attribute \"source\" is missing", NULL);
+	if (ev->type == NULL)
+		CeError(index, "required attribute \"type\" is missing", NULL);
+	if (strlen(ev->type) > 256)
+		CeError(index, "attribute \"type\" is longer than 256 bytes", NULL);
+
+	/* canonical lower-case UUIDs map to event_id; anything else is kept */
+	if (strlen(id) == 36 && OcxParseUuid(id, &ev->id) &&
+		strcmp(id, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->id)))) == 0)
+		ev->has_id = true;
+	else
+	{
+		DeriveUuid(ev->source, id, &ev->id);
+		ev->has_id = true;
+		OcxPushString(&ce, "id", id);
+		ce_used = true;
+	}
+	if (!has_data)
+	{
+		ev->data = OcxEmptyObject();
+		OcxPushString(&ce, "data", "absent");
+		ce_used = true;
+	}
+	if (!ev->has_time)
+	{
+		OcxPushString(&ce, "time", "absent");
+		ce_used = true;
+	}
+
+	if (ce_used)
+	{
+		JsonbValue	cev;
+		JsonbValue	key;
+
+		cev.type = jbvBinary;
+		{
+			Jsonb	   *cej = JsonbValueToJsonb(pushJsonbValue(&ce, WJB_END_OBJECT, NULL));
+
+			cev.val.binary.data = &cej->root;
+			cev.val.binary.len = VARSIZE(cej) - VARHDRSZ;
+		}
+		key.type = jbvString;
+		key.val.string.val = CE_META_KEY;
+		key.val.string.len = strlen(CE_META_KEY);
+		PushNamedValue(&meta, &key, &cev);
+		nmeta++;
+	}
+	ev->metadata = JsonbValueToJsonb(pushJsonbValue(&meta, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * The events of a structured-mode CloudEvent or a JSON batch (array) of them.
+ */
+OcxNewEvent *
+OcxEventsFromCloudEvents(Jsonb *ce, int *nevents)
+{
+	OcxNewEvent *events;
+	int			n,
+				i = 0;
+
+	if (JB_ROOT_IS_SCALAR(ce))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CLOUDEVENT),
+				 errmsg("cloudevents must be a JSON object or an array (batch) of objects")));
+	if (JB_ROOT_IS_OBJECT(ce))
+	{
+		events = palloc(sizeof(OcxNewEvent));
+		ParseCloudEvent(&ce->root, 1, events);
+		*nevents = 1;
+		return events;
+	}
+
+	n = JB_ROOT_COUNT(ce);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_EMPTY_BATCH),
+				 errmsg("cloudevents batch must not be empty")));
+	events = palloc(sizeof(OcxNewEvent) * n);
+	{
+		JsonbIterator *it = JsonbIteratorInit(&ce->root);
+		JsonbIteratorToken tok;
+		JsonbValue	v;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+				CeError(i + 1, psprintf("a batch element must be an object, not %s",
+										OcxJsonbTypeName(&v)), NULL);
+			ParseCloudEvent(v.val.binary.data, i + 1, &events[i]);
+			i++;
+		}
+	}
+	*nevents = n;
+	return events;
+}
+
+static Datum
+EventField(HeapTupleHeader e, const char *name, bool *isnull)
+{
+	return GetAttributeByName(e, name, isnull);
+}
+
+/* Look up a string member of the _ce bookkeeping object. */
+static char *
+CeMark(JsonbContainer *cemeta, const char *key)
+{
+	JsonbValue	v;
+
+	if (cemeta == NULL || !OcxJsonbGet(cemeta, key, &v) || v.type != jbvString)
+		return NULL;
+	return OcxJsonbString(&v);
+}
+
+/*
+ * ocx.to_cloudevent(e ocx.event) -> jsonb
+ */
+Datum
+ocx_to_cloudevent(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader e = PG_GETARG_HEAPTUPLEHEADER(0);
+	JsonbParseState *state = NULL;
+	JsonbParseState *extra = NULL;
+	int			nextra = 0;
+	bool		isnull;
+	Datum		d;
+	Jsonb	   *data = NULL;
+	Jsonb	   *meta = NULL;
+	JsonbContainer *cemeta = NULL;
+	JsonbValue	v;
+	char	   *mark;
+	bool		has_corr = false,
+				has_cause = false;
+
+	d = EventField(e, "metadata", &isnull);
+	if (!isnull)
+	{
+		meta = DatumGetJsonbP(d);
+		if (JB_ROOT_IS_OBJECT(meta) && OcxJsonbGet(&meta->root, CE_META_KEY, &v) &&
+			v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+			cemeta = v.val.binary.data;
+		if (!JB_ROOT_IS_OBJECT(meta))
+			meta = NULL;
+	}
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	OcxPushString(&state, "specversion", "1.0");
+
+	mark = CeMark(cemeta, "id");
+	if (mark == NULL)
+	{
+		d = EventField(e, "event_id", &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("event has no event_id")));
+		mark = DatumGetCString(DirectFunctionCall1(uuid_out, d));
+	}
+	OcxPushString(&state, "id", mark);
+
+	d = EventField(e, "source", &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("event has no source")));
+	OcxPushString(&state, "source", TextDatumGetCString(d));
+
+	d = EventField(e, "type", &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("event has no type")));
+	OcxPushString(&state, "type", TextDatumGetCString(d));
+
+	mark = CeMark(cemeta, "time");
+	d = EventField(e, "time", &isnull);
+	if (!isnull && (mark == NULL || strcmp(mark, "absent") != 0))
+		OcxPushString(&state, "time", OcxFormatTimestamp(DatumGetTimestampTz(d)));
+
+	d = EventField(e, "correlation_id", &isnull);
+	if (!isnull)
+	{
+		OcxPushString(&state, "correlationid", DatumGetCString(DirectFunctionCall1(uuid_out, d)));
+		has_corr = true;
+	}
+	d = EventField(e, "causation_id", &isnull);
+	if (!isnull)
+	{
+		OcxPushString(&state, "causationid", DatumGetCString(DirectFunctionCall1(uuid_out, d)));
+		has_cause = true;
+	}
+	d = EventField(e, "schema_version", &isnull);
+	if (!isnull && DatumGetInt32(d) > 1)
+	{
+		v.type = jbvNumeric;
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric, d));
+		OcxPushValue(&state, "schemaversion", &v);
+	}
+
+	/* metadata: core optional attributes, extensions, and the rest */
+	if (meta != NULL)
+	{
+		JsonbIterator *it = JsonbIteratorInit(&meta->root);
+		JsonbIteratorToken tok;
+		JsonbValue	k;
+
+		pushJsonbValue(&extra, WJB_BEGIN_OBJECT, NULL);
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			bool		as_attribute;
+
+			if (tok != WJB_KEY)
+				continue;
+			JsonbIteratorNext(&it, &v, true);
+			if (KeyIs(&k, CE_META_KEY))
+				continue;
+
+			if (KeyIs(&k, "datacontenttype") || KeyIs(&k, "dataschema") || KeyIs(&k, "subject"))
+				as_attribute = (v.type == jbvString);
+			else if (KeyIs(&k, "specversion") || KeyIs(&k, "id") || KeyIs(&k, "source") ||
+					 KeyIs(&k, "type") || KeyIs(&k, "time") || KeyIs(&k, "data") ||
+					 KeyIs(&k, "ocxmetadata") || KeyIs(&k, "schemaversion") ||
+					 (KeyIs(&k, "correlationid") && has_corr) ||
+					 (KeyIs(&k, "causationid") && has_cause))
+				as_attribute = false;
+			else
+				as_attribute = IsExtensionName(k.val.string.val, k.val.string.len) &&
+					(v.type == jbvString || v.type == jbvBool ||
+					 (v.type == jbvNumeric && IsIntegral(v.val.numeric)));
+
+			if (as_attribute)
+				PushNamedValue(&state, &k, &v);
+			else
+			{
+				PushNamedValue(&extra, &k, &v);
+				nextra++;
+			}
+		}
+		if (nextra > 0)
+		{
+			Jsonb	   *ej = JsonbValueToJsonb(pushJsonbValue(&extra, WJB_END_OBJECT, NULL));
+
+			OcxPushString(&state, "ocxmetadata", JsonbToCString(NULL, &ej->root, VARSIZE(ej)));
+		}
+	}
+
+	d = EventField(e, "data", &isnull);
+	if (!isnull)
+		data = DatumGetJsonbP(d);
+	mark = CeMark(cemeta, "data");
+	if (data != NULL && (mark == NULL || strcmp(mark, "absent") != 0))
+	{
+		if (mark != NULL && strcmp(mark, "value") == 0 && JB_ROOT_IS_OBJECT(data) &&
+			OcxJsonbGet(&data->root, "value", &v))
+			OcxPushValue(&state, "data", &v);
+		else if (mark != NULL && strcmp(mark, "base64") == 0 && JB_ROOT_IS_OBJECT(data) &&
+				 OcxJsonbGet(&data->root, "base64", &v))
+			OcxPushValue(&state, "data_base64", &v);
+		else
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &data->root;
+			v.val.binary.len = VARSIZE(data) - VARHDRSZ;
+			OcxPushValue(&state, "data", &v);
+		}
+	}
+
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
+}

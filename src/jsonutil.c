@@ -1,0 +1,249 @@
+/*
+ * jsonutil.c
+ *		Small helpers over PostgreSQL's jsonb API, UUID and timestamp parsing.
+ *
+ * The parsers here return false instead of raising, so that callers can raise
+ * an ocx error that names the offending field (the datatype input functions
+ * would raise 22P02/22007 with no context, and catching those needs a
+ * subtransaction).
+ */
+#include "ocx.h"
+
+#include <ctype.h>
+
+#include "utils/datetime.h"
+
+/* Hex value of c, or -1. */
+static int
+HexValue(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Parse a UUID in the canonical 8-4-4-4-12 form or as 32 bare hex digits
+ * (what clients actually send); braces and other variants are refused.
+ */
+bool
+OcxParseUuid(const char *str, pg_uuid_t *out)
+{
+	size_t		len = strlen(str);
+	bool		hyphens;
+	int			i,
+				j = 0;
+
+	if (len == 36)
+		hyphens = true;
+	else if (len == 32)
+		hyphens = false;
+	else
+		return false;
+
+	for (i = 0; i < (int) len;)
+	{
+		int			hi,
+					lo;
+
+		if (hyphens && (i == 8 || i == 13 || i == 18 || i == 23))
+		{
+			if (str[i] != '-')
+				return false;
+			i++;
+			continue;
+		}
+		hi = HexValue(str[i]);
+		lo = HexValue(str[i + 1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		out->data[j++] = (unsigned char) ((hi << 4) | lo);
+		i += 2;
+	}
+	return j == UUID_LEN;
+}
+
+/*
+ * Parse a timestamp with time zone the way timestamptz_in does, without
+ * raising.  Input without a zone is read in the session's TimeZone.  Only
+ * finite timestamps are accepted.
+ */
+bool
+OcxParseTimestamp(const char *str, TimestampTz *out)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	int			tz = 0;
+	struct pg_tm tt,
+			   *tm = &tt;
+	fsec_t		fsec;
+#if PG_VERSION_NUM >= 160000
+	DateTimeErrorExtra extra;
+#endif
+
+	if (strlen(str) >= MAXDATELEN)
+		return false;
+	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+					  MAXDATEFIELDS, &nf) != 0)
+		return false;
+#if PG_VERSION_NUM >= 160000
+	if (DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz, &extra) != 0)
+		return false;
+#else
+	if (DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz) != 0)
+		return false;
+#endif
+	if (dtype != DTK_DATE)
+		return false;
+	if (tm2timestamp(tm, fsec, &tz, out) != 0)
+		return false;
+	return !TIMESTAMP_NOT_FINITE(*out);
+}
+
+/*
+ * RFC 3339 in UTC ("2024-05-01T12:00:00.5Z"), trailing zero fractions
+ * dropped: the form CloudEvents and most JSON clients expect.
+ */
+char *
+OcxFormatTimestamp(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		frac[16] = "";
+
+	if (TIMESTAMP_NOT_FINITE(ts) ||
+		timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	if (fsec != 0)
+	{
+		int			n;
+
+		snprintf(frac, sizeof(frac), ".%06d", (int) fsec);
+		n = strlen(frac);
+		while (frac[n - 1] == '0')
+			frac[--n] = '\0';
+	}
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d%sZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+/* A palloc'd, NUL-terminated copy of a jbvString. */
+char *
+OcxJsonbString(JsonbValue *v)
+{
+	Assert(v->type == jbvString);
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* A jsonb datum holding the value v (a scalar or a jbvBinary container). */
+Jsonb *
+OcxJsonbFromBinary(JsonbValue *v)
+{
+	return JsonbValueToJsonb(v);
+}
+
+Jsonb *
+OcxEmptyObject(void)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* Look up key in an object container; false when absent. */
+bool
+OcxJsonbGet(JsonbContainer *obj, const char *key, JsonbValue *out)
+{
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
+}
+
+/* A copy of object obj with key set to val (added or replaced). */
+Jsonb *
+OcxJsonbSetKey(Jsonb *obj, const char *key, JsonbValue *val)
+{
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbValue	k,
+				v;
+	JsonbIteratorToken tok;
+	size_t		keylen = strlen(key);
+
+	Assert(JB_ROOT_IS_OBJECT(obj));
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	it = JsonbIteratorInit(&obj->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		if (k.val.string.len == (int) keylen &&
+			memcmp(k.val.string.val, key, keylen) == 0)
+			continue;
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	OcxPushValue(&state, key, val);
+	return JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
+}
+
+const char *
+OcxJsonbTypeName(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvArray:
+			return "array";
+		case jbvObject:
+			return "object";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" :
+				(JsonContainerIsScalar(v->val.binary.data) ? "scalar" : "array");
+		default:
+			return "unknown";
+	}
+}
+
+void
+OcxPushValue(JsonbParseState **state, const char *key, JsonbValue *val)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+	pushJsonbValue(state, WJB_VALUE, val);
+}
+
+void
+OcxPushString(JsonbParseState **state, const char *key, const char *val)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) val;
+	v.val.string.len = strlen(val);
+	OcxPushValue(state, key, &v);
+}

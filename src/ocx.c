@@ -1,0 +1,27 @@
+/*
+ * ocx.c
+ *		Module entry point: _PG_init calls each subsystem's Init.
+ *
+ * Everything that does not need a background worker works when the library is
+ * loaded on first use; the workers and shared memory need
+ * shared_preload_libraries = 'ocx' (OcxWorkerInit and OcxShmemInit check
+ * process_shared_preload_libraries_in_progress themselves).
+ */
+#include "ocx.h"
+
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+PGDLLEXPORT void _PG_init(void);
+
+void
+_PG_init(void)
+{
+	OcxGucInit();
+	OcxShmemInit();
+	OcxWorkerInit();
+
+	/* after every subsystem has defined its settings */
+	MarkGUCPrefixReserved("ocx");
+}

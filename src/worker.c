@@ -1,0 +1,12 @@
+/*
+ * worker.c
+ *		The launcher and per-database background workers.
+ *
+ * Placeholder until projection workers exist: nothing is registered.
+ */
+#include "ocx.h"
+
+void
+OcxWorkerInit(void)
+{
+}
