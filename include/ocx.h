@@ -81,4 +81,20 @@ extern void OcxAfterAppend(const char *stream_id, int64 first_version, int neven
 extern void OcxWorkerInit(void);
 extern void OcxShmemInit(void);
 
+/*
+ * Wake the database's ocx worker at commit of the current transaction (a
+ * no-op without shared_preload_libraries).  Owned by worker.c.
+ */
+extern void OcxWakeWorkerAtCommit(void);
+
+/*
+ * Work the per-database worker does, each call in its own transaction (the
+ * worker starts and commits it, and catches errors).  Each returns true when
+ * it did something and should be called again soon.  Owned by bus.c,
+ * commands.c and saga.c respectively.
+ */
+extern bool OcxBusWorkerTick(void);
+extern bool OcxCommandWorkerTick(void);
+extern bool OcxSagaWorkerTick(void);
+
 #endif							/* OCX_H */

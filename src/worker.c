@@ -10,3 +10,8 @@ void
 OcxWorkerInit(void)
 {
 }
+
+void
+OcxWakeWorkerAtCommit(void)
+{
+}
