@@ -274,11 +274,11 @@ CheckType(const char *type, int index)
 	if (type[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
-				 errmsg("type of event %d must not be empty", index)));
+				 errmsg("\"type\" of event %d must not be empty", index)));
 	if (strlen(type) > OCX_MAX_TYPE_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
-				 errmsg("type of event %d is too long", index),
+				 errmsg("\"type\" of event %d is too long", index),
 				 errdetail("Event types are limited to %d bytes.", OCX_MAX_TYPE_LEN)));
 }
 

@@ -72,7 +72,6 @@ fi
 if has isolation && ls test/specs/*.spec >/dev/null 2>&1; then
     echo "== isolation"
     mkdir -p "$RUN/iso"
-    ln -sfn "$OCX_ROOT/expected" "$RUN/iso/expected"
     tests=$(ls test/specs/*.spec | xargs -n1 basename | sed 's/\.spec$//' | sort)
     "$PGXS_DIR/src/test/isolation/pg_isolation_regress" --inputdir=test --outputdir="$RUN/iso" \
         --bindir="$PGBIN" --dbname=isolation_regression --load-extension=ocx \
