@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "tcop/utility.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -57,6 +58,9 @@ typedef enum OcxPlan
 	PLAN_INSERT_ONE,
 	PLAN_INSERT_MANY,
 	PLAN_FIND_IDS,
+	PLAN_ONE_ANY,
+	PLAN_ONE_NEW,
+	PLAN_ONE_AT,
 	NUM_PLANS
 } OcxPlan;
 
@@ -64,11 +68,19 @@ typedef struct OcxPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[13];
+	Oid			argtypes[15];
 } OcxPlanDef;
 
 #define EVENT_COLUMNS "stream_id, stream_version, event_id, source, type, schema_version, " \
 	"time, data, metadata, correlation_id, causation_id, tenant_id, txid"
+
+#define ONE_EVENT_FROM_S \
+	"INSERT INTO ocx.events (" EVENT_COLUMNS ") " \
+	"SELECT $1, s.version, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 " \
+	"FROM s RETURNING stream_version"
+#define ONE_EVENT_TYPES \
+	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
+	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
 
 static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ADVANCE_ANY] = {
@@ -123,6 +135,34 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		"JOIN ocx.events e ON e.source OPERATOR(pg_catalog.=) k.source "
 		"AND e.event_id OPERATOR(pg_catalog.=) k.id",
 		2, {TEXTARRAYOID, UUIDARRAYOID}
+	},
+
+	/*
+	 * The single-event fast path: take the stream row and insert the event in
+	 * one statement.  $2 is unused (the version comes from the stream row),
+	 * $14 is the category, $15 the expected version.
+	 */
+	[PLAN_ONE_ANY] = {
+		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $14, 1, $12) ON CONFLICT (stream_id) DO UPDATE "
+		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now() "
+		"RETURNING s.version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_NEW] = {
+		"WITH s AS (INSERT INTO ocx.streams (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $14, 1, $12) ON CONFLICT (stream_id) DO NOTHING RETURNING version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_AT] = {
+		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.now() "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 "
+		"RETURNING version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
 	},
 };
 
@@ -619,6 +659,55 @@ TextOrNull(const char *s, char *null)
 	return CStringGetTextDatum(s);
 }
 
+/*
+ * Parameters $3..$11 of the single-event statements (and $1, $12, $13 are
+ * set by the caller).
+ */
+static void
+FillOneEvent(Datum *values, char *nulls, OcxNewEvent *ev, TimestampTz now)
+{
+	values[2] = UUIDPGetDatum(&ev->id);
+	values[3] = CStringGetTextDatum(ev->source);
+	values[4] = CStringGetTextDatum(ev->type);
+	values[5] = Int32GetDatum(ev->schema_version);
+	values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
+	values[7] = JsonbPGetDatum(ev->data);
+	values[8] = JsonbPGetDatum(ev->metadata);
+	values[9] = UUIDPGetDatum(&ev->correlation_id);
+	nulls[9] = ev->has_correlation_id ? ' ' : 'n';
+	values[10] = UUIDPGetDatum(&ev->causation_id);
+	nulls[10] = ev->has_causation_id ? ' ' : 'n';
+}
+
+/*
+ * One event with a generated id: lock or create the stream row and insert in
+ * a single statement.  Returns the new version, or raises the conflict.
+ */
+static int64
+AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
+		  OcxNewEvent *ev, TimestampTz now)
+{
+	Datum		values[15];
+	char		nulls[15];
+	OcxPlan		plan;
+
+	memset(nulls, ' ', sizeof(nulls));
+	NewEventId(&ev->id);
+	values[0] = sid;
+	values[1] = (Datum) 0;
+	nulls[1] = 'n';
+	FillOneEvent(values, nulls, ev, now);
+	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
+	values[12] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[13] = CStringGetTextDatum(StreamCategory(sid_str));
+	values[14] = Int64GetDatum(expected);
+
+	plan = expected_isnull ? PLAN_ONE_ANY : (expected == 0 ? PLAN_ONE_NEW : PLAN_ONE_AT);
+	if (RunPlan(plan, values, nulls) == 0)
+		RaiseConflict(sid_str, expected, CurrentVersion(sid));
+	return FirstInt64();
+}
+
 /* Insert the batch at versions first .. first + n - 1 with one statement. */
 static void
 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
@@ -639,20 +728,8 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 
 	if (n == 1)
 	{
-		OcxNewEvent *ev = &events[0];
-
+		FillOneEvent(values, nulls, &events[0], now);
 		values[1] = Int64GetDatum(first);
-		values[2] = UUIDPGetDatum(&ev->id);
-		values[3] = CStringGetTextDatum(ev->source);
-		values[4] = CStringGetTextDatum(ev->type);
-		values[5] = Int32GetDatum(ev->schema_version);
-		values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
-		values[7] = JsonbPGetDatum(ev->data);
-		values[8] = JsonbPGetDatum(ev->metadata);
-		values[9] = UUIDPGetDatum(&ev->correlation_id);
-		nulls[9] = ev->has_correlation_id ? ' ' : 'n';
-		values[10] = UUIDPGetDatum(&ev->causation_id);
-		nulls[10] = ev->has_causation_id ? ' ' : 'n';
 		RunPlan(PLAN_INSERT_ONE, values, nulls);
 	}
 	else
@@ -741,6 +818,14 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		}
 	}
 
+	if (n == 1 && !has_ids)
+	{
+		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now);
+		SPI_finish();
+		OcxAfterAppend(sid, new_version, 1);
+		return new_version;
+	}
+
 	if (expected_isnull || expected == 0)
 	{
 		values[0] = sid_datum;
@@ -773,6 +858,9 @@ static text *
 AppendArgs(FunctionCallInfo fcinfo, bool *expected_isnull, int64 *expected)
 {
 	text	   *stream_id;
+
+	/* a clear error on a hot standby or in a READ ONLY transaction */
+	PreventCommandIfReadOnly(get_func_name(fcinfo->flinfo->fn_oid));
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
