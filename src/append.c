@@ -23,6 +23,7 @@
 #include "ocx_errors.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "tcop/utility.h"
@@ -507,6 +508,59 @@ RaiseConflict(const char *sid, int64 expected, int64 actual)
 			 errhint("Read the stream again, decide again, and retry with the version you read.")));
 }
 
+/*
+ * Run one of the statements that take the stream row and return the stream's
+ * new version, or -1 when the expected version did not match.
+ *
+ * In READ COMMITTED a concurrent append makes the conditional UPDATE see the
+ * new row and match nothing.  Under REPEATABLE READ and SERIALIZABLE the same
+ * race raises a serialization failure (40001) instead; the statement then runs
+ * in a subtransaction so that the failure can be reported as what it is, a
+ * wrong expected version (OX001), with the transaction still usable.
+ */
+static int64
+RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile int64 version = -1;
+
+	if (!IsolationUsesXactSnapshot())
+		return RunPlan(which, values, nulls) > 0 ? FirstInt64() : -1;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		if (RunPlan(which, values, nulls) > 0)
+			version = FirstInt64();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
+			ReThrowError(edata);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+				 errmsg("wrong expected version for stream \"%s\"", sid),
+				 errdetail("A concurrent transaction appended to the stream after this %s transaction took its snapshot.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Roll back, read the stream again in a new transaction, and retry.")));
+	}
+	PG_END_TRY();
+	return version;
+}
+
 /* The stream's current version as seen now (0 when absent). */
 static int64
 CurrentVersion(Datum sid)
@@ -690,6 +744,7 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	Datum		values[15];
 	char		nulls[15];
 	OcxPlan		plan;
+	int64		version;
 
 	memset(nulls, ' ', sizeof(nulls));
 	NewEventId(&ev->id);
@@ -703,9 +758,10 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	values[14] = Int64GetDatum(expected);
 
 	plan = expected_isnull ? PLAN_ONE_ANY : (expected == 0 ? PLAN_ONE_NEW : PLAN_ONE_AT);
-	if (RunPlan(plan, values, nulls) == 0)
+	version = RunStreamPlan(plan, values, nulls, sid_str);
+	if (version < 0)
 		RaiseConflict(sid_str, expected, CurrentVersion(sid));
-	return FirstInt64();
+	return version;
 }
 
 /* Insert the batch at versions first .. first + n - 1 with one statement. */
@@ -832,7 +888,9 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		values[1] = CStringGetTextDatum(StreamCategory(sid));
 		values[2] = Int64GetDatum(n);
 		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
-		if (RunPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE, values, nulls) == 0)
+		new_version = RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
+									values, nulls, sid);
+		if (new_version < 0)
 			RaiseConflict(sid, 0, CurrentVersion(sid_datum));
 	}
 	else
@@ -840,10 +898,10 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		values[0] = sid_datum;
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
-		if (RunPlan(PLAN_ADVANCE, values, NULL) == 0)
+		new_version = RunStreamPlan(PLAN_ADVANCE, values, NULL, sid);
+		if (new_version < 0)
 			RaiseConflict(sid, expected, CurrentVersion(sid_datum));
 	}
-	new_version = FirstInt64();
 
 	InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 
