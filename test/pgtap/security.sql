@@ -1,0 +1,76 @@
+-- Roles, grants and SECURITY DEFINER settings (docs/security.md).
+BEGIN;
+SELECT plan(26);
+
+-- the roles and their chain
+SELECT has_role('ocx_reader');
+SELECT has_role('ocx_writer');
+SELECT has_role('ocx_admin');
+SELECT is_member_of('ocx_reader', 'ocx_writer');
+SELECT is_member_of('ocx_writer', 'ocx_admin');
+SELECT is_empty($$ SELECT rolname FROM pg_catalog.pg_roles
+                    WHERE rolname IN ('ocx_reader', 'ocx_writer', 'ocx_admin')
+                      AND (rolcanlogin OR rolsuper OR rolbypassrls OR rolcreaterole) $$,
+                'the ocx roles cannot log in and have no special attributes');
+
+-- PUBLIC: no routine, table, view or sequence in schema ocx
+SELECT is_empty($$ SELECT p.oid::regprocedure::text
+                     FROM pg_catalog.pg_proc p,
+                          pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                    WHERE p.pronamespace = 'ocx'::regnamespace AND a.grantee = 0 $$,
+                'no ocx routine is executable by PUBLIC');
+SELECT is_empty($$ SELECT c.relname::text
+                     FROM pg_catalog.pg_class c,
+                          pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault(
+                              CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a
+                    WHERE c.relnamespace = 'ocx'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+                      AND a.grantee = 0 $$,
+                'no ocx table, view or sequence is accessible to PUBLIC');
+SELECT ok(NOT pg_catalog.has_schema_privilege('public', 'ocx', 'CREATE'),
+          'PUBLIC cannot create objects in schema ocx');
+
+-- every routine is classified: no public-facing routine is left to the owner alone
+SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                    WHERE p.pronamespace = 'ocx'::regnamespace
+                      AND p.proname NOT LIKE '\_%'
+                      AND p.prorettype <> 'pg_catalog.trigger'::regtype
+                      AND NOT pg_catalog.has_function_privilege('ocx_admin', p.oid, 'EXECUTE') $$,
+                'ocx_admin can execute every non-internal ocx routine');
+
+-- readers: reads, no writes, no definitions
+SELECT function_privs_are('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'stream_version', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', '_stream_arg', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_reader', ARRAY[]::text[]);
+SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                    WHERE p.pronamespace = 'ocx'::regnamespace
+                      AND p.proname ~ '^(append|send_command|publish|poll|ack|claim_|complete_|fail_|start_saga|define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND pg_catalog.has_function_privilege('ocx_reader', p.oid, 'EXECUTE') $$,
+                'ocx_reader can execute no writer or admin routine');
+SELECT table_privs_are('ocx', 'events', 'ocx_reader', ARRAY['SELECT']);
+SELECT table_privs_are('ocx', 'streams', 'ocx_reader', ARRAY['SELECT']);
+
+-- writers: appends on top of reads; the log only grows
+SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_writer', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'append_event', ARRAY['text', 'bigint', 'text', 'jsonb', 'jsonb', 'uuid'], 'ocx_writer', ARRAY['EXECUTE']);
+SELECT table_privs_are('ocx', 'events', 'ocx_writer', ARRAY['INSERT', 'SELECT']);
+SELECT table_privs_are('ocx', 'streams', 'ocx_writer', ARRAY['INSERT', 'SELECT', 'UPDATE']);
+SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                    WHERE p.pronamespace = 'ocx'::regnamespace
+                      AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND pg_catalog.has_function_privilege('ocx_writer', p.oid, 'EXECUTE') $$,
+                'ocx_writer can execute no admin routine');
+
+-- admins: everything but rewriting the log
+SELECT table_privs_are('ocx', 'events', 'ocx_admin', ARRAY['INSERT', 'SELECT']);
+SELECT function_privs_are('ocx', '_apply_privileges', ARRAY[]::text[], 'ocx_admin', ARRAY[]::text[]);
+
+-- SECURITY DEFINER routines pin search_path
+SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                    WHERE p.pronamespace = 'ocx'::regnamespace AND p.prosecdef
+                      AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
+                'every SECURITY DEFINER routine has SET search_path = pg_catalog, pg_temp');
+
+SELECT * FROM finish();
+ROLLBACK;
