@@ -106,9 +106,30 @@ typedef enum OcxCounter
 	OCX_COUNT_BYTES,			/* data + metadata bytes written */
 	OCX_COUNT_CONFLICTS,		/* wrong expected version */
 	OCX_COUNT_IDEMPOTENT,		/* idempotent retries that wrote nothing */
-	OCX_NUM_CORE_COUNTERS
+	/* the subsystems built on the log (names and help: metrics.c) */
+	OCX_COUNT_REPLAYS,			/* aggregate loads (ocx.load) */
+	OCX_COUNT_REPLAY_EVENTS,	/* events folded by loads */
+	OCX_COUNT_SNAPSHOT_HITS,	/* loads that started from a snapshot */
+	OCX_COUNT_SNAPSHOTS_WRITTEN,	/* snapshots stored */
+	OCX_COUNT_PROJECTION_EVENTS,	/* events applied by projections */
+	OCX_COUNT_PROJECTION_ERRORS,	/* failed projection handler calls */
+	OCX_COUNT_PROJECTION_DEAD_LETTERS,	/* events parked as dead letters */
+	OCX_COUNT_COMMANDS_SENT,	/* ocx.send_command */
+	OCX_COUNT_COMMANDS_SUCCEEDED,	/* commands completed */
+	OCX_COUNT_COMMANDS_FAILED,	/* failed command attempts */
+	OCX_COUNT_COMMANDS_DEAD_LETTERS,	/* commands given up on */
+	OCX_COUNT_SAGAS_STARTED,	/* ocx.start_saga */
+	OCX_COUNT_SAGAS_COMPLETED,	/* sagas that reached completed */
+	OCX_COUNT_SAGAS_COMPENSATED,	/* sagas that reached compensated */
+	OCX_COUNT_SAGAS_FAILED,		/* sagas that reached failed */
+	OCX_COUNT_WORKER_RESTARTS,	/* worker loops restarted after an error */
+	OCX_NUM_COUNTERS
 } OcxCounter;
+
+/* the counters that existed before the subsystems' (kept for old callers) */
+#define OCX_NUM_CORE_COUNTERS (OCX_COUNT_IDEMPOTENT + 1)
 extern void OcxCount(OcxCounter counter, int64 delta);
+extern void OcxMetricsInit(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

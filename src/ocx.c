@@ -20,6 +20,7 @@ _PG_init(void)
 {
 	OcxGucInit();
 	OcxShmemInit();
+	OcxMetricsInit();
 	OcxWorkerInit();
 
 	/* after every subsystem has defined its settings */

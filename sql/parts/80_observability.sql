@@ -1,0 +1,160 @@
+-- ---------------------------------------------------------------------------
+-- Observability: counters (shared memory, metrics.c), gauges read from the
+-- subsystems' tables, the ocx.stats view, ocx.metrics() in the Prometheus
+-- text exposition format, and ocx.trace(correlation_id).
+-- See docs/observability.md.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ocx._counters(OUT name text, OUT value bigint, OUT description text,
+                              OUT reset_time timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_counters';
+COMMENT ON FUNCTION ocx._counters() IS
+    'internal: the shared-memory counters (zeros when ocx is not in shared_preload_libraries)';
+
+CREATE FUNCTION ocx._metrics_enabled() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_metrics_enabled';
+COMMENT ON FUNCTION ocx._metrics_enabled() IS
+    'internal: true when the counters live in shared memory (ocx preloaded)';
+
+CREATE FUNCTION ocx.reset_stats() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_reset_stats';
+COMMENT ON FUNCTION ocx.reset_stats() IS
+    'zero every ocx counter (cluster-wide); false when ocx is not preloaded';
+
+-- Gauges: values read from tables at the time of the call.  The tables of
+-- the subsystems are looked up with to_regclass, so this works whichever of
+-- them are installed; every query text is a constant.
+CREATE FUNCTION ocx._gauges(OUT name text, OUT labels jsonb, OUT value numeric, OUT description text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    name := 'shared_memory';
+    labels := '{}';
+    value := CASE WHEN ocx._metrics_enabled() THEN 1 ELSE 0 END;
+    description := 'Whether ocx is in shared_preload_libraries and its counters count (1) or not (0).';
+    RETURN NEXT;
+
+    RETURN QUERY
+        SELECT 'log_position'::text, '{}'::jsonb,
+               (CASE WHEN s.is_called THEN s.last_value ELSE 0 END)::numeric,
+               'The highest global position handed out so far.'::text
+          FROM ocx.events_global_position_seq s;
+
+    IF to_regclass('ocx.projection_status') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT g.name, jsonb_build_object('projection', p.name), g.value, g.description
+              FROM ocx.projection_status p,
+                   LATERAL (VALUES
+                     ('projection_lag_events', p.lag_events::numeric,
+                      'Events a projection has still to apply.'),
+                     ('projection_lag_seconds', round(p.lag_seconds::numeric, 3),
+                      'Age in seconds of the oldest event a projection has still to apply.'),
+                     ('projection_dead_letters', p.dead_letters::numeric,
+                      'Events parked as dead letters for a projection.'),
+                     ('projection_events_applied', p.events_applied::numeric,
+                      'Events a projection has applied since it was defined or rebuilt.')
+                   ) AS g(name, value, description)
+            UNION ALL
+            SELECT 'projection_state', jsonb_build_object('projection', p.name, 'state', p.state), 1,
+                   'The state of a projection (1 for its current state).'
+              FROM ocx.projection_status p
+        $q$;
+    END IF;
+
+    IF to_regclass('ocx.subscription_status') IS NOT NULL
+       AND to_regprocedure('ocx._subscription_lag(text)') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT 'subscription_lag_events', jsonb_build_object('subscription', s.name),
+                   ocx._subscription_lag(s.name)::numeric,
+                   'Events a subscription has still to acknowledge.'
+              FROM ocx.subscriptions s
+        $q$;
+    END IF;
+
+    IF to_regclass('ocx.commands') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT 'commands', jsonb_build_object('status', c.status), count(*)::numeric,
+                   'Commands in the queue by status.'
+              FROM ocx.commands c
+             GROUP BY c.status
+        $q$;
+    END IF;
+
+    IF to_regclass('ocx.saga_status') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT 'sagas', jsonb_build_object('saga', s.saga, 'state', s.state), count(*)::numeric,
+                   'Saga instances by saga and state.'
+              FROM ocx.saga_status s
+             GROUP BY s.saga, s.state
+        $q$;
+    END IF;
+EXCEPTION
+    WHEN undefined_column OR undefined_function THEN
+        -- a subsystem's tables changed shape: report what was gathered so far
+        RAISE WARNING 'ocx._gauges: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION ocx._gauges() IS
+    'internal: gauges read from the ocx tables (lag per projection and subscription, commands, sagas)';
+
+CREATE VIEW ocx.stats AS
+    SELECT c.name, 'counter'::text AS kind, '{}'::jsonb AS labels, c.value::numeric AS value,
+           c.description, c.reset_time
+      FROM ocx._counters() c
+    UNION ALL
+    SELECT g.name, 'gauge', g.labels, g.value, g.description, NULL
+      FROM ocx._gauges() g;
+COMMENT ON VIEW ocx.stats IS
+    'ocx counters (cluster-wide, since server start or ocx.reset_stats) and gauges (per projection, subscription, saga)';
+
+-- Escape a label value or help text for the exposition format.
+CREATE FUNCTION ocx._prometheus_escape(s text, quote boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN CASE WHEN quote
+                THEN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(s, E'\\', E'\\\\'),
+                                                           '"', E'\\"'), E'\n', E'\\n')
+                ELSE pg_catalog.replace(pg_catalog.replace(s, E'\\', E'\\\\'), E'\n', E'\\n')
+           END;
+COMMENT ON FUNCTION ocx._prometheus_escape(text, boolean) IS
+    'internal: escape backslash, newline (and double quote in label values) for Prometheus';
+
+CREATE FUNCTION ocx.metrics() RETURNS text
+    LANGUAGE sql VOLATILE PARALLEL SAFE
+BEGIN ATOMIC
+    WITH s AS (
+        SELECT 'ocx_' OPERATOR(pg_catalog.||) st.name
+                      OPERATOR(pg_catalog.||) CASE WHEN st.kind OPERATOR(pg_catalog.=) 'counter'
+                                                   THEN '_total' ELSE '' END AS family,
+               st.kind, st.description, st.value,
+               COALESCE('{' OPERATOR(pg_catalog.||)
+                        (SELECT pg_catalog.string_agg(l.key OPERATOR(pg_catalog.||) '="'
+                                    OPERATOR(pg_catalog.||) ocx._prometheus_escape(l.value, true)
+                                    OPERATOR(pg_catalog.||) '"', ',' ORDER BY l.key)
+                           FROM pg_catalog.jsonb_each_text(st.labels) l)
+                        OPERATOR(pg_catalog.||) '}', '') AS labels
+          FROM ocx.stats st
+    ), families AS (
+        SELECT s.family,
+               '# HELP ' OPERATOR(pg_catalog.||) s.family OPERATOR(pg_catalog.||) ' '
+               OPERATOR(pg_catalog.||) ocx._prometheus_escape(pg_catalog.min(s.description), false)
+               OPERATOR(pg_catalog.||) E'\n# TYPE ' OPERATOR(pg_catalog.||) s.family
+               OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) pg_catalog.min(s.kind)
+               OPERATOR(pg_catalog.||) E'\n'
+               OPERATOR(pg_catalog.||) pg_catalog.string_agg(s.family OPERATOR(pg_catalog.||) s.labels
+                                           OPERATOR(pg_catalog.||) ' '
+                                           OPERATOR(pg_catalog.||) s.value::text,
+                                           E'\n' ORDER BY s.labels)
+               OPERATOR(pg_catalog.||) E'\n' AS block
+          FROM s
+         GROUP BY s.family
+    )
+    SELECT pg_catalog.string_agg(f.block, '' ORDER BY f.family) FROM families f;
+END;
+COMMENT ON FUNCTION ocx.metrics() IS
+    'ocx.stats in the Prometheus text exposition format (version 0.0.4): serve it from an exporter or a scrape endpoint';
