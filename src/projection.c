@@ -93,7 +93,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
 		"e.event_id, e.type "
-		"FROM ocx.read_all(ROW($1, $2)::ocx.cursor, $3, $4, $5) e",
+		"FROM ocx.read_all(ocx.cursor($1, $2), $3, $4, $5) e",
 		5, {XID8OID, INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
 	},
 	[Q_CKPT] = {

@@ -334,7 +334,7 @@ BEGIN
     END IF;
     p := ocx._projection_row(d.projection);
     -- the event is the first in log order after (txid, position - 1)
-    SELECT * INTO e FROM ocx.read_all(ROW(d.txid, d.global_position OPERATOR(pg_catalog.-) 1)::ocx.cursor, 1) r;
+    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
     IF e.global_position IS DISTINCT FROM d.global_position THEN
         RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
     END IF;
@@ -348,7 +348,7 @@ COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
 
 CREATE VIEW ocx.projection_status AS
 SELECT p.name, p.mode, p.state,
-       ROW(p.checkpoint_txid, p.checkpoint_position)::ocx.cursor AS "checkpoint",
+       ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
        p.events_applied,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN lag.events ELSE 0 END AS lag_events,

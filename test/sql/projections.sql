@@ -82,7 +82,7 @@ SELECT pj_wait('pj');
 SELECT stream_id, n FROM pj_model ORDER BY pos;
 SELECT name, mode, state, events_applied, lag_events, lag_seconds, dead_letters, last_error
   FROM ocx.projection_status WHERE name = 'pj';
-SELECT (checkpoint).global_position = (SELECT max(global_position) FROM ocx.events WHERE stream_id = 'pja-1')
+SELECT ocx.global_position(checkpoint) = (SELECT max(global_position) FROM ocx.events WHERE stream_id = 'pja-1')
   FROM ocx.projection_status WHERE name = 'pj';
 
 -- a poison event is retried, parked, and the projection goes on
