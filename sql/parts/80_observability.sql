@@ -158,3 +158,61 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx.metrics() IS
     'ocx.stats in the Prometheus text exposition format (version 0.0.4): serve it from an exporter or a scrape endpoint';
+
+-- ---------------------------------------------------------------------------
+-- Tracing: the causal tree of one correlation id.
+-- ---------------------------------------------------------------------------
+
+-- The nodes of a trace: events, and commands when the bus is installed.
+-- Two constant query texts, chosen by whether ocx.commands exists; the
+-- correlation id is a parameter ($1), never part of the text.
+CREATE FUNCTION ocx.trace(correlation_id uuid)
+    RETURNS TABLE (depth integer, kind text, id uuid, causation_id uuid, type text,
+                   stream_id text, stream_version bigint, global_position bigint,
+                   "time" timestamptz, traceparent text, status text)
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    events_sql constant text := $q$
+        SELECT 'event'::text AS kind, e.event_id AS id, e.causation_id, e.type, e.stream_id,
+               e.stream_version, e.global_position, e.time,
+               e.metadata ->> 'traceparent' AS traceparent, NULL::text AS status
+          FROM ocx.events e
+         WHERE e.correlation_id = $1 $q$;
+    commands_sql constant text := $q$
+        UNION ALL
+        SELECT 'command', c.command_id, c.causation_id, c.type, NULL, NULL, NULL, c.created_at,
+               c.metadata ->> 'traceparent', c.status
+          FROM ocx.commands c
+         WHERE c.correlation_id = $1 $q$;
+    tree_sql constant text := $q$
+        ), ordered AS (
+            SELECT n.*, row_number() OVER (ORDER BY n.time, n.global_position NULLS LAST, n.id) AS ord
+              FROM nodes n
+        ), tree AS (
+            SELECT 0 AS depth, ARRAY[o.ord] AS path, o.*
+              FROM ordered o
+             WHERE o.causation_id IS NULL OR o.causation_id = o.id
+                OR NOT EXISTS (SELECT FROM ordered p WHERE p.id = o.causation_id)
+            UNION ALL
+            SELECT t.depth + 1, t.path || c.ord, c.*
+              FROM tree t
+              JOIN ordered c ON c.causation_id = t.id AND c.id <> t.id
+             WHERE c.ord <> ALL (t.path)
+        )
+        SELECT t.depth, t.kind, t.id, t.causation_id, t.type, t.stream_id, t.stream_version,
+               t.global_position, t.time, t.traceparent, t.status
+          FROM tree t
+         ORDER BY t.path $q$;
+BEGIN
+    IF to_regclass('ocx.commands') IS NULL THEN
+        RETURN QUERY EXECUTE 'WITH RECURSIVE nodes AS (' || events_sql || tree_sql USING correlation_id;
+    ELSE
+        RETURN QUERY EXECUTE 'WITH RECURSIVE nodes AS (' || events_sql || commands_sql || tree_sql
+            USING correlation_id;
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION ocx.trace(uuid) IS
+    'the causal tree of one correlation id: its events (and commands), depth-first by causation, with each one''s traceparent';
