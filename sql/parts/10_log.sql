@@ -195,3 +195,28 @@ ALTER TABLE ocx.events ENABLE ALWAYS TRIGGER events_immutable_truncate;
 
 REVOKE ALL ON ocx.events FROM PUBLIC;
 REVOKE ALL ON ocx.streams FROM PUBLIC;
+
+-- Multi-tenancy: a session sees and writes only the rows of its tenant, the
+-- setting ocx.tenant; with ocx.tenant empty or unset, only the rows without a
+-- tenant (tenant_id IS NULL).  FORCE applies the policies to the tables'
+-- owner too; superusers and BYPASSRLS roles are not subject to them.  The
+-- sub-select makes the setting an InitPlan, read once per query.  The events
+-- policy covers UPDATE and DELETE too, so that they meet the immutability
+-- trigger (OX009) instead of silently matching no row.
+ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams FORCE ROW LEVEL SECURITY;
+CREATE POLICY events_tenant ON ocx.events FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+CREATE POLICY streams_tenant ON ocx.streams FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY events_tenant ON ocx.events IS
+    'a session reads and appends the events of its ocx.tenant (none set: untenanted events); UPDATE and DELETE reach the immutability trigger';
+COMMENT ON POLICY streams_tenant ON ocx.streams IS 'a session sees and advances the streams of its ocx.tenant only';

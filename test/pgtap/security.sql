@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(26);
+SELECT plan(30);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -71,6 +71,21 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace AND p.prosecdef
                       AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
                 'every SECURITY DEFINER routine has SET search_path = pg_catalog, pg_temp');
+
+-- row-level security keeps tenants apart, for the owner too
+SELECT policies_are('ocx', 'events', ARRAY['events_tenant']);
+SELECT policies_are('ocx', 'streams', ARRAY['streams_tenant']);
+SELECT is_empty($$ SELECT c.relname::text FROM pg_catalog.pg_class c
+                    WHERE c.oid IN ('ocx.events'::regclass, 'ocx.streams'::regclass)
+                      AND NOT (c.relrowsecurity AND c.relforcerowsecurity) $$,
+                'ocx.events and ocx.streams ENABLE and FORCE row-level security');
+SELECT is_empty($$ SELECT pol.polname::text FROM pg_catalog.pg_policy pol
+                    WHERE pol.polrelid IN ('ocx.events'::regclass, 'ocx.streams'::regclass)
+                      AND (pg_catalog.strpos(pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+                                             'current_setting(''ocx.tenant''::text, true)') = 0
+                           OR pg_catalog.strpos(pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),
+                                                'current_setting(''ocx.tenant''::text, true)') = 0) $$,
+                'the tenant policies read and check ocx.tenant');
 
 SELECT * FROM finish();
 ROLLBACK;

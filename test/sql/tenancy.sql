@@ -1,0 +1,71 @@
+-- Multi-tenancy: with ocx.tenant set, a session sees and writes only its
+-- tenant's events and streams, on every read path.  Superusers bypass
+-- row-level security, so the checks run as a plain member of ocx_writer.
+\set SHOW_CONTEXT never
+
+CREATE ROLE ocx_regress_tenant_user NOLOGIN IN ROLE ocx_writer;
+CREATE ROLE ocx_regress_reader_user NOLOGIN IN ROLE ocx_reader;
+SET ROLE ocx_regress_tenant_user;
+
+SET ocx.tenant = 'acme';
+SELECT ocx.append('tenancy-1', 0, '[{"type": "Opened", "data": {"t": "acme"}}, {"type": "Paid", "data": {}}]');
+SELECT ocx.append_event('tenancy-3', NULL, 'Opened', '{"t": "acme"}');
+SET ocx.tenant = 'globex';
+SELECT ocx.append('tenancy-2', 0, '{"type": "Opened", "data": {"t": "globex"}}');
+
+-- globex sees only globex
+SELECT stream_id, stream_version, type, tenant_id FROM ocx.read_stream('tenancy-1');
+SELECT stream_id, stream_version, type, tenant_id FROM ocx.read_stream('tenancy-2');
+SELECT ocx.stream_version('tenancy-1') AS acme_stream, ocx.stream_version('tenancy-2') AS own_stream;
+SELECT stream_id, stream_version, tenant_id FROM ocx.read_category('tenancy', NULL, NULL);
+SELECT stream_id, stream_version, tenant_id FROM ocx.read_all(NULL, NULL, NULL, ARRAY['tenancy']);
+SELECT stream_id, version, tenant_id FROM ocx.streams WHERE category = 'tenancy' ORDER BY stream_id;
+
+-- acme sees only acme
+SET ocx.tenant = 'acme';
+SELECT stream_id, stream_version, type, tenant_id FROM ocx.read_stream('tenancy-1');
+SELECT count(*) AS globex_events FROM ocx.read_stream('tenancy-2');
+SELECT ocx.stream_version('tenancy-1') AS own_stream, ocx.stream_version('tenancy-2') AS globex_stream;
+SELECT stream_id, stream_version, tenant_id FROM ocx.read_category('tenancy', NULL, NULL);
+SELECT stream_id, stream_version, tenant_id FROM ocx.read_all(NULL, NULL, NULL, ARRAY['tenancy']);
+
+-- no tenant: only untenanted rows, so none of these
+RESET ocx.tenant;
+SELECT count(*) AS visible_without_tenant FROM ocx.read_category('tenancy', NULL, NULL);
+SELECT ocx.stream_version('tenancy-1') AS without_tenant;
+SET ocx.tenant = '';
+SELECT count(*) AS visible_with_empty_tenant FROM ocx.read_category('tenancy', NULL, NULL);
+
+-- another tenant cannot write into a stream it cannot see
+SET ocx.tenant = 'globex';
+SELECT ocx.append('tenancy-1', NULL, '{"type": "Hijacked", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.append('tenancy-1', 2, '{"type": "Hijacked", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+-- nor insert rows of another tenant by hand
+INSERT INTO ocx.events (stream_id, stream_version, event_id, source, type, time, data, tenant_id, txid)
+VALUES ('tenancy-9', 1, '5e000000-0000-4000-8000-000000000001', 'x', 'Forged', pg_catalog.now(), '{}',
+        'acme', pg_catalog.pg_current_xact_id());
+\echo :LAST_ERROR_SQLSTATE
+-- history stays immutable under row-level security
+UPDATE ocx.events SET type = 'Changed' WHERE stream_id = 'tenancy-2';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM ocx.events WHERE stream_id = 'tenancy-2';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- a reader reads its tenant and cannot append
+SET ROLE ocx_regress_reader_user;
+SET ocx.tenant = 'acme';
+SELECT count(*) AS reader_sees FROM ocx.read_stream('tenancy-1');
+SELECT ocx.append_event('tenancy-1', NULL, 'Nope', '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+RESET ocx.tenant;
+
+-- a superuser (BYPASSRLS) sees everything, untouched
+SELECT stream_id, stream_version, type, tenant_id FROM ocx.events
+ WHERE stream_id LIKE 'tenancy-%' ORDER BY global_position;
+
+DROP ROLE ocx_regress_tenant_user;
+DROP ROLE ocx_regress_reader_user;
