@@ -81,7 +81,7 @@ static const struct
 	[OCX_COUNT_SAGAS_COMPLETED] = {"sagas_completed", "Sagas that completed."},
 	[OCX_COUNT_SAGAS_COMPENSATED] = {"sagas_compensated", "Sagas that were compensated."},
 	[OCX_COUNT_SAGAS_FAILED] = {"sagas_failed", "Sagas that failed."},
-	[OCX_COUNT_WORKER_RESTARTS] = {"worker_restarts", "Worker loop iterations restarted after an error."},
+	[OCX_COUNT_WORKER_RESTARTS] = {"worker_restarts", "Database workers restarted after they failed."},
 };
 
 static OcxMetricsShared *metrics = NULL;

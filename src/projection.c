@@ -35,6 +35,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -42,6 +43,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -265,13 +267,61 @@ InList(char **list, int n, const char *s, size_t len)
 	return false;
 }
 
-/* Call handler(event) as role owner. */
+/*
+ * Set one ocx.* setting for the handler from an event attribute (NULL or an
+ * invalid value leaves it empty: the check hooks report at DEBUG1 only).
+ */
+static void
+SetHandlerSetting(const char *name, const char *value)
+{
+	(void) set_config_option(name, value ? value : "", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, DEBUG1, false);
+}
+
+/* The text of a uuid attribute of event, or NULL. */
+static char *
+EventUuidAttr(HeapTupleHeader event, const char *attr)
+{
+	bool		isnull;
+	Datum		d = GetAttributeByName(event, attr, &isnull);
+
+	return isnull ? NULL : DatumGetCString(DirectFunctionCall1(uuid_out, d));
+}
+
+/*
+ * Call handler(event) as role owner, with the event's tenant, correlation id
+ * and traceparent as ocx.tenant, ocx.correlation_id and ocx.traceparent and
+ * the event itself as ocx.causation_id: row-level security then shows the
+ * handler its tenant's rows, and what it appends continues the event's
+ * trace.  The settings are restored when the call returns (and by the
+ * (sub)transaction abort when it throws).
+ */
 static void
 CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	Oid			save_user;
 	int			save_sec;
+	int			save_nestlevel;
+	HeapTupleHeader ev = DatumGetHeapTupleHeader(event);
+	bool		isnull;
+	Datum		d;
+	char	   *traceparent = NULL;
+
+	save_nestlevel = NewGUCNestLevel();
+	d = GetAttributeByName(ev, "tenant_id", &isnull);
+	SetHandlerSetting("ocx.tenant", isnull ? NULL : TextDatumGetCString(d));
+	SetHandlerSetting("ocx.correlation_id", EventUuidAttr(ev, "correlation_id"));
+	SetHandlerSetting("ocx.causation_id", EventUuidAttr(ev, "event_id"));
+	d = GetAttributeByName(ev, "metadata", &isnull);
+	if (!isnull)
+	{
+		JsonbValue	v;
+
+		if (OcxJsonbGet(&DatumGetJsonbP(d)->root, "traceparent", &v) && v.type == jbvString)
+			traceparent = OcxJsonbString(&v);
+	}
+	SetHandlerSetting("ocx.traceparent", traceparent);
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
@@ -280,6 +330,7 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
 	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(true, save_nestlevel);
 }
 
 /*
@@ -595,6 +646,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 			continue;
 		}
 		attempts = (!failing_null && failing_pos == events[i].position) ? failing_attempts + 1 : 1;
+		OcxCount(OCX_COUNT_PROJECTION_ERRORS, 1);
 		last_error = psprintf("event %lld (%s, %s): %s",
 							  (long long) events[i].position, events[i].stream_id,
 							  events[i].type, edata->message);
@@ -642,6 +694,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 						name, (long long) events[i].position, attempts),
 				 errdetail("%s", edata->message)));
 		parked++;
+		OcxCount(OCX_COUNT_PROJECTION_DEAD_LETTERS, 1);
 		failing_null = true;
 		failing_attempts = 0;
 		retry_null = true;
@@ -674,6 +727,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	nulls[8] = last_error ? ' ' : 'n';
 	values[9] = Int64GetDatum(rebuilding ? applied + parked : 0);
 	RunProjPlan(Q_CKPT, values, nulls);
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS, applied);
 
 	if (stopped)
 	{
@@ -829,7 +883,10 @@ OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 			fmgr_info_cxt(p->handler, &flinfo, cxt);
 			for (i = 0; i < n; i++)
 				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))
+				{
 					CallHandler(&flinfo, p->owner, events[i]);
+					OcxCount(OCX_COUNT_PROJECTION_EVENTS, 1);
+				}
 		}
 	}
 	SPI_finish();

@@ -575,6 +575,7 @@ ManageSlots(bool *rescan)
 					case OCX_EXIT_UNKNOWN:
 						slot->failures++;
 						OcxShmem->worker_restarts++;
+						OcxCount(OCX_COUNT_WORKER_RESTARTS, 1);
 						slot->state = OCX_SLOT_HOLD;
 						slot->restart_at = TimestampTzPlusMilliseconds(now,
 																	   Min(1000 << Min(slot->failures, 5), OCX_MAX_BACKOFF_MS));
