@@ -348,6 +348,20 @@ ValueTypeBit(JsonbValue *jv)
 	}
 }
 
+/* "string or null" for a type bit set. */
+static char *
+TypeNames(int types)
+{
+	StringInfoData s;
+	int			i;
+
+	initStringInfo(&s);
+	for (i = 0; i < lengthof(json_types); i++)
+		if (types & json_types[i].bit)
+			appendStringInfo(&s, "%s%s", s.len ? " or " : "", json_types[i].name);
+	return s.data;
+}
+
 static bool
 NumericIsIntegral(Numeric n)
 {
@@ -464,8 +478,7 @@ ValidateValue(Validation *v, OcxSchema *s, JsonbValue *jv)
 			ok = NumericIsIntegral(jv->val.numeric);
 		if (!ok)
 			Violation(v, "type", psprintf("expected %s, got %s",
-										  s->types == JT_INTEGER ? "an integer" : "another type",
-										  OcxJsonbTypeName(jv)));
+										  TypeNames(s->types), OcxJsonbTypeName(jv)));
 	}
 	if (s->nenum >= 0)
 	{

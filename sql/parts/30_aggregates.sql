@@ -108,6 +108,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = errcode, MESSAGE = pg_catalog.format('%s must not be null', what);
     END IF;
     SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid OPERATOR(pg_catalog.=) fn;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = errcode, MESSAGE = pg_catalog.format('%s %s does not exist', what, fn);
+    END IF;
     IF p.prokind OPERATOR(pg_catalog.<>) 'f' OR p.proretset
        OR p.prorettype OPERATOR(pg_catalog.<>) rettype
        OR p.proargtypes::pg_catalog.text OPERATOR(pg_catalog.<>)
@@ -202,7 +205,7 @@ BEGIN
     IF from_schema_version OPERATOR(pg_catalog.>) 1 AND NOT EXISTS (
         SELECT FROM ocx.upcasters u
          WHERE u.type OPERATOR(pg_catalog.=) _define_upcaster.type
-           AND u.from_schema_version OPERATOR(pg_catalog.=) _define_upcaster.from_schema_version OPERATOR(pg_catalog.-) 1) THEN
+           AND u.from_schema_version OPERATOR(pg_catalog.=) (_define_upcaster.from_schema_version OPERATOR(pg_catalog.-) 1)) THEN
         RAISE EXCEPTION USING ERRCODE = 'OX120',
             MESSAGE = pg_catalog.format('gap in the upcaster chain of "%s"', type),
             DETAIL = pg_catalog.format('There is no upcaster from version %s to %s.',
