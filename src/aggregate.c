@@ -94,7 +94,7 @@ static const struct
 		"SELECT e.stream_version, ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, "
 		"e.source, e.type, ocx._upcast_version(e.type, e.schema_version), e.time, "
 		"ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id, "
-		"e.causation_id, e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor)::ocx.event"
+		"e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event"
 		EVENT_RANGE,
 		3, {TEXTOID, INT8OID, INT8OID}
 	},
