@@ -68,6 +68,7 @@ extern void OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type,
 
 /* upcast.c */
 extern OcxUpcaster *OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt);
+extern int32 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version);
 extern Jsonb *OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data);
 
 /* reducer.c */

@@ -546,8 +546,25 @@ UpcastContextCallback(void *arg)
 }
 
 /*
- * data (at from_version) brought to the type's current version.  Raises
- * OX121 when a link of the chain is missing or a step fails.
+ * The version an event at from_version reaches: the current version, or
+ * less when a link of the chain is missing (the type was moved forward and
+ * its upcaster is not defined yet).  Reads then return the event at the
+ * version it reached rather than fail the whole read: one misconfigured type
+ * must not stop read_all and every projection.
+ */
+int32
+OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version)
+{
+	int32		v = Max(from_version, 1);
+
+	while (v < def->schema_version && def->upcasters[v] != NULL)
+		v++;
+	return Max(v, from_version);
+}
+
+/*
+ * data (at from_version) brought as far as the chain goes (see
+ * OcxUpcastTarget).  Raises OX121 when a step fails.
  */
 Jsonb *
 OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data)
@@ -562,18 +579,11 @@ OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data)
 	cb.previous = error_context_stack;
 	error_context_stack = &cb;
 
-	for (v = from_version; v < def->schema_version; v++)
+	for (v = from_version; v < OcxUpcastTarget(def, from_version); v++)
 	{
-		OcxUpcaster *up = v >= 1 ? def->upcasters[v] : NULL;
+		OcxUpcaster *up = def->upcasters[v];
 
 		ctx.from = v;
-		if (up == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OCX_UPCAST_FAILED),
-					 errmsg("no upcaster from schema version %d of event type \"%s\"", v, def->type),
-					 errdetail("The event is at version %d; the current version is %d.",
-							   from_version, def->schema_version),
-					 errhint("Define the missing upcaster with ocx.define_upcaster.")));
 		if (OidIsValid(up->transform))
 		{
 			LOCAL_FCINFO(fcinfo, 1);
@@ -629,7 +639,8 @@ ocx_upcast(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
 	type = PG_GETARG_TEXT_PP(0);
 	def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
-	if (def == NULL || version >= def->schema_version)
+	if (def == NULL || version >= def->schema_version ||
+		OcxUpcastTarget(def, version) == version)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
 
 	OcxDefCachePin();
@@ -661,7 +672,7 @@ ocx_upcast_version(PG_FUNCTION_ARGS)
 	def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
 	if (def == NULL || version >= def->schema_version)
 		PG_RETURN_INT32(version);
-	PG_RETURN_INT32(def->schema_version);
+	PG_RETURN_INT32(OcxUpcastTarget(def, version));
 }
 
 /* ocx._check_upcaster_spec(jsonb): compile and throw away. */
