@@ -29,7 +29,11 @@
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
@@ -38,6 +42,10 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -160,6 +168,7 @@ typedef struct Load
 	OcxAggregateDef *def;
 	text	   *aggregate_type;
 	text	   *stream_id;
+	int64		current;		/* the stream's version */
 	int64		target;
 	int64		from;			/* snapshot version, 0 without one */
 	Jsonb	   *state;			/* in the caller's context at the end */
@@ -299,7 +308,116 @@ ReplayApply(Load *ld, Portal portal, Jsonb *initial, MemoryContext callcxt)
 	return state;
 }
 
-/* Replay with the declarative reducer. */
+/*
+ * Replay with the declarative reducer straight from the (stream_id,
+ * stream_version) index: no executor, no tuple copies, the columns read in
+ * place from the buffer.  Only when row-level security does not apply to
+ * ocx.events and the user may read the whole table; otherwise the caller
+ * uses the SPI path, which enforces both.  Returns false (and does nothing)
+ * when it cannot be used.
+ */
+static bool
+ReplayReducerDirect(Load *ld, Jsonb *state, Jsonb **result)
+{
+	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
+	Oid			relid = get_relname_relid("events", nsp);
+	Oid			idxid = get_relname_relid("events_stream_version_key", nsp);
+	Relation	rel,
+				idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[3];
+	AttrNumber	a_version,
+				a_type,
+				a_sv,
+				a_time,
+				a_data;
+	MemoryContext event_cxt,
+				old;
+	OcxFold    *fold;
+	int			maxatt;
+	int			nkeys = 0;
+
+	if (!OidIsValid(relid) || !OidIsValid(idxid) ||
+		check_enable_rls(relid, InvalidOid, true) != RLS_NONE ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
+	a_version = get_attnum(relid, "stream_version");
+	a_type = get_attnum(relid, "type");
+	a_sv = get_attnum(relid, "schema_version");
+	a_time = get_attnum(relid, "time");
+	a_data = get_attnum(relid, "data");
+	maxatt = Max(Max(Max(a_version, a_type), Max(a_sv, a_time)), a_data);
+
+	rel = table_open(relid, AccessShareLock);
+	idx = index_open(idxid, AccessShareLock);
+	if (IndexRelationGetNumberOfKeyAttributes(idx) != 2 ||
+		idx->rd_index->indkey.values[0] != get_attnum(relid, "stream_id") ||
+		idx->rd_index->indkey.values[1] != a_version)
+	{
+		index_close(idx, AccessShareLock);
+		table_close(rel, AccessShareLock);
+		return false;
+	}
+
+	/*
+	 * Bounds only where they cut something: versions start at 1, and under
+	 * our snapshot the stream ends at the version its ocx.streams row shows
+	 * (both are written by the same transactions).  Every key is checked on
+	 * every index tuple.
+	 */
+	ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   idx->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(ld->stream_id));
+	if (ld->from > 0)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTGreaterStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8GT, Int64GetDatum(ld->from));
+	if (ld->target < ld->current)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTLessEqualStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8LE, Int64GetDatum(ld->target));
+
+	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load event", ALLOCSET_DEFAULT_SIZES);
+	fold = OcxFoldBegin(ld->def->reducer, state);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, idx, GetActiveSnapshot(), nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		int64		version;
+		text	   *type;
+		int32		sv;
+		Jsonb	   *data;
+		TimestampTz time;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getsomeattrs(slot, maxatt);
+		MemoryContextReset(event_cxt);
+		old = MemoryContextSwitchTo(event_cxt);
+		version = DatumGetInt64(slot->tts_values[a_version - 1]);
+		type = DatumGetTextPP(slot->tts_values[a_type - 1]);
+		sv = DatumGetInt32(slot->tts_values[a_sv - 1]);
+		time = DatumGetTimestampTz(slot->tts_values[a_time - 1]);
+		data = DatumGetJsonbP(slot->tts_values[a_data - 1]);
+		if (OcxAnyUpcasting())
+		{
+			OcxEventTypeDef *def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+
+			if (def != NULL && sv < def->schema_version)
+				data = OcxUpcastData(def, sv, data);
+		}
+		MemoryContextSwitchTo(old);
+		OcxFoldEvent(fold, type, data, version, time, ld->stream_id);
+		ld->replayed++;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	*result = OcxFoldEnd(fold);
+	MemoryContextDelete(event_cxt);
+	return true;
+}
+
+/* Replay with the declarative reducer (SPI: row-level security applies). */
 static Jsonb *
 ReplayReducer(Load *ld, Portal portal, Jsonb *state)
 {
@@ -401,13 +519,13 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			elog(ERROR, "ocx: SPI_connect failed");
 
 		args[0] = PointerGetDatum(sid);
-		if (RunLoadPlan(LP_VERSION, args, false) == 0)
+		if (RunLoadPlan(LP_VERSION, args, true) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_STREAM_NOT_FOUND),
 					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
 					 errhint("Append to the stream first; ocx.stream_version returns 0 for a missing stream.")));
 		current = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		ld.target = current;
+		ld.target = ld.current = current;
 
 		if (!force_snapshot && !PG_ARGISNULL(2))
 		{
@@ -426,7 +544,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 		{
 			args[1] = Int64GetDatum(ld.target);
 			args[2] = PG_GETARG_DATUM(3);
-			RunLoadPlan(LP_AS_OF_TIME, args, false);
+			RunLoadPlan(LP_AS_OF_TIME, args, true);
 			args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			ld.target = isnull ? 0 : DatumGetInt64(args[0]);
 			args[0] = PointerGetDatum(sid);
@@ -442,7 +560,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			args[2] = Int64GetDatum(ld.target);
 			args[3] = Int64GetDatum(ld.def->definition_version);
 			args[4] = Int64GetDatum(ld.def->fingerprint);
-			if (RunLoadPlan(LP_SNAPSHOT, args, false) > 0)
+			if (RunLoadPlan(LP_SNAPSHOT, args, true) > 0)
 			{
 				HeapTuple	tup = SPI_tuptable->vals[0];
 
@@ -451,7 +569,10 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			}
 		}
 
-		if (ld.target > ld.from)
+		if (ld.target > ld.from && !OidIsValid(ld.def->apply) &&
+			ReplayReducerDirect(&ld, state, &state))
+			 /* done */ ;
+		else if (ld.target > ld.from)
 		{
 			args[0] = PointerGetDatum(sid);
 			args[1] = Int64GetDatum(ld.from);

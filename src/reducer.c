@@ -307,7 +307,13 @@ struct OcxFold
 	int64		version;
 };
 
-#define FOLD_MIN_THRESHOLD (1024 * 1024)
+/*
+ * Compaction threshold, and block sizes, kept below malloc's mmap and trim
+ * thresholds: a fold then recycles the same heap memory instead of faulting
+ * in fresh pages, which would cost more than the folding itself.
+ */
+#define FOLD_MIN_THRESHOLD (64 * 1024)
+#define FOLD_BLOCK_SIZES 0, 8 * 1024, 64 * 1024
 
 static RNode *
 NewContainer(RNodeKind kind)
@@ -689,7 +695,10 @@ ApplyRule(OcxFold *f, ReducerRule *r, Jsonb *data, text *type, int64 version,
 				res.val.numeric = r->op == R_ADD ?
 					numeric_add_opt_error(cur, n, NULL) :
 					numeric_sub_opt_error(cur, n, NULL);
-				SetSlot(parent, idx, last, ScalarNode(&res));
+				if (idx >= 0 && parent->vals[idx]->kind == RN_SCALAR)
+					parent->vals[idx]->scalar = res;	/* in place: no new node */
+				else
+					SetSlot(parent, idx, last, ScalarNode(&res));
 				break;
 			}
 		case R_APPEND:
@@ -726,7 +735,7 @@ OcxFoldBegin(OcxReducer *reducer, Jsonb *state)
 	f->reducer = reducer;
 	f->parent = CurrentMemoryContext;
 	f->cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx reducer state",
-								   ALLOCSET_DEFAULT_SIZES);
+								   FOLD_BLOCK_SIZES);
 	f->threshold = FOLD_MIN_THRESHOLD;
 	old = MemoryContextSwitchTo(f->cxt);
 	f->root = FromJsonb(state);
@@ -748,7 +757,7 @@ MaybeCompact(OcxFold *f)
 
 	if (MemoryContextMemAllocated(f->cxt, false) < f->threshold)
 		return;
-	fresh = AllocSetContextCreate(f->parent, "ocx reducer state", ALLOCSET_DEFAULT_SIZES);
+	fresh = AllocSetContextCreate(f->parent, "ocx reducer state", FOLD_BLOCK_SIZES);
 	old = MemoryContextSwitchTo(fresh);
 	f->root = CopyNode(f->root);
 	MemoryContextSwitchTo(old);
