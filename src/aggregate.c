@@ -38,6 +38,7 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -50,6 +51,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(ocx_load);
 PG_FUNCTION_INFO_V1(ocx_snapshot);
@@ -206,9 +209,303 @@ SaveSnapshot(Load *ld, Jsonb *state)
 	ld->snapshot_saved = true;
 }
 
-/* Replay with the apply function; returns the state in state_cxt terms. */
+/*
+ * Where a replay reads its events from.  Directly from the (stream_id,
+ * stream_version) index of ocx.events when row-level security does not apply
+ * to the table and the user may read all of it: no executor, no tuple
+ * copies, columns read in place from the buffer.  Otherwise through an SPI
+ * cursor, which enforces row-level security and column privileges.  Either
+ * way each event comes out upcast.
+ */
+typedef struct EventSource
+{
+	bool		direct;
+	bool		composite;		/* build ocx.event rows (for apply functions) */
+	/* SPI */
+	Portal		portal;
+	SPITupleTable *tuptable;
+	uint64		ntuples;
+	uint64		pos;
+	MemoryContext batch_cxt;
+	/* direct */
+	Relation	rel;
+	Relation	idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	AttrNumber	a_position,
+				a_version,
+				a_type,
+				a_sv,
+				a_time,
+				a_data,
+				a_txid;
+	TupleDesc	event_desc;		/* ocx.event */
+	AttrNumber *event_map;		/* per ocx.event column: events attnum, 0 = cursor */
+	int			maxatt;			/* deform the tuple up to here */
+	Datum	   *values;
+	bool	   *nulls;
+} EventSource;
+
+/* One event as the fold sees it (pointers valid until the next event). */
+typedef struct EventRow
+{
+	int64		version;
+	text	   *type;
+	Jsonb	   *data;			/* upcast */
+	TimestampTz time;
+	Datum		event;			/* ocx.event, when composite */
+} EventRow;
+
+/* ocx.cursor(txid, global_position), from cursor.c */
+extern Datum ocx_cursor_make(PG_FUNCTION_ARGS);
+
+/* Set up a direct index scan; false when it may not be used. */
+static bool
+OpenDirect(Load *ld, EventSource *src)
+{
+	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
+	Oid			relid = get_relname_relid("events", nsp);
+	Oid			idxid = get_relname_relid("events_stream_version_key", nsp);
+	ScanKeyData keys[3];
+	int			nkeys = 0;
+	int			rls;
+
+	if (!OidIsValid(relid) || !OidIsValid(idxid))
+		return false;
+	rls = check_enable_rls(relid, InvalidOid, true);
+	if ((rls != RLS_NONE && rls != RLS_NONE_ENV) ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
+
+	src->a_position = get_attnum(relid, "global_position");
+	src->a_version = get_attnum(relid, "stream_version");
+	src->a_type = get_attnum(relid, "type");
+	src->a_sv = get_attnum(relid, "schema_version");
+	src->a_time = get_attnum(relid, "time");
+	src->a_data = get_attnum(relid, "data");
+	src->a_txid = get_attnum(relid, "txid");
+
+	src->maxatt = Max(Max(Max(src->a_position, src->a_version), Max(src->a_type, src->a_sv)),
+					  Max(Max(src->a_time, src->a_data), src->a_txid));
+
+	src->rel = table_open(relid, AccessShareLock);
+	src->idx = index_open(idxid, AccessShareLock);
+	if (IndexRelationGetNumberOfKeyAttributes(src->idx) != 2 ||
+		src->idx->rd_index->indkey.values[0] != get_attnum(relid, "stream_id") ||
+		src->idx->rd_index->indkey.values[1] != src->a_version)
+	{
+		index_close(src->idx, AccessShareLock);
+		table_close(src->rel, AccessShareLock);
+		return false;
+	}
+
+	if (src->composite)
+	{
+		Oid			typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+											CStringGetDatum("event"), ObjectIdGetDatum(nsp));
+		TupleDesc	evdesc = RelationGetDescr(src->rel);
+		int			i;
+
+		src->event_desc = lookup_rowtype_tupdesc_copy(typid, -1);
+		src->event_map = palloc0(sizeof(AttrNumber) * src->event_desc->natts);
+		for (i = 0; i < src->event_desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(src->event_desc, i);
+			int			j;
+
+			if (att->attisdropped)
+				continue;
+			if (strcmp(NameStr(att->attname), "cursor") == 0)
+				continue;		/* 0: computed */
+			for (j = 0; j < evdesc->natts; j++)
+				if (!TupleDescAttr(evdesc, j)->attisdropped &&
+					strcmp(NameStr(TupleDescAttr(evdesc, j)->attname), NameStr(att->attname)) == 0)
+					src->event_map[i] = j + 1;
+			if (src->event_map[i] == 0)
+				elog(ERROR, "ocx: column \"%s\" of ocx.event is not in ocx.events", NameStr(att->attname));
+		}
+		src->maxatt = RelationGetDescr(src->rel)->natts;
+		src->values = palloc(sizeof(Datum) * src->event_desc->natts);
+		src->nulls = palloc(sizeof(bool) * src->event_desc->natts);
+	}
+
+	/*
+	 * Bounds only where they cut something: versions start at 1, and under
+	 * our snapshot the stream ends at the version its ocx.streams row shows
+	 * (both are written by the same transactions).  Every key is checked on
+	 * every index tuple.
+	 */
+	ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   src->idx->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(ld->stream_id));
+	if (ld->from > 0)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTGreaterStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8GT, Int64GetDatum(ld->from));
+	if (ld->target < ld->current)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTLessEqualStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8LE, Int64GetDatum(ld->target));
+	src->slot = table_slot_create(src->rel, NULL);
+	src->scan = index_beginscan(src->rel, src->idx, GetActiveSnapshot(), nkeys, 0);
+	index_rescan(src->scan, keys, nkeys, NULL, 0);
+	src->direct = true;
+	return true;
+}
+
+static void
+OpenSource(Load *ld, EventSource *src, bool composite)
+{
+	memset(src, 0, sizeof(*src));
+	src->composite = composite;
+	if (!OpenDirect(ld, src))
+	{
+		Datum		args[3];
+
+		args[0] = PointerGetDatum(ld->stream_id);
+		args[1] = Int64GetDatum(ld->from);
+		args[2] = Int64GetDatum(ld->target);
+		src->portal = SPI_cursor_open(NULL, LoadPlanPtr(composite ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER),
+									  args, NULL, true);
+		src->batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load batch",
+											   ALLOCSET_DEFAULT_SIZES);
+	}
+}
+
+/*
+ * The data of an event at schema version *sv, upcast (in the current
+ * context); *sv becomes the version it was brought to.
+ */
 static Jsonb *
-ReplayApply(Load *ld, Portal portal, Jsonb *initial, MemoryContext callcxt)
+UpcastRow(text *type, int32 *sv, Jsonb *data)
+{
+	OcxEventTypeDef *def;
+	int32		target;
+
+	if (!OcxAnyUpcasting())
+		return data;
+	def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+	if (def == NULL || *sv >= def->schema_version)
+		return data;
+	target = OcxUpcastTarget(def, *sv);
+	if (target == *sv)
+		return data;
+	data = OcxUpcastData(def, *sv, data);
+	*sv = target;
+	return data;
+}
+
+/* The next event, or false at the end; allocates in the current context. */
+static bool
+NextEvent(EventSource *src, EventRow *row)
+{
+	if (src->direct)
+	{
+		TupleTableSlot *slot = src->slot;
+		int32		sv;
+
+		if (!index_getnext_slot(src->scan, ForwardScanDirection, slot))
+			return false;
+		slot_getsomeattrs(slot, src->maxatt);
+		row->version = DatumGetInt64(slot->tts_values[src->a_version - 1]);
+		row->type = DatumGetTextPP(slot->tts_values[src->a_type - 1]);
+		row->time = DatumGetTimestampTz(slot->tts_values[src->a_time - 1]);
+		sv = DatumGetInt32(slot->tts_values[src->a_sv - 1]);
+		row->data = UpcastRow(row->type, &sv, DatumGetJsonbP(slot->tts_values[src->a_data - 1]));
+		if (src->composite)
+		{
+			TupleDesc	desc = src->event_desc;
+			int			i;
+
+			for (i = 0; i < desc->natts; i++)
+			{
+				AttrNumber	a = src->event_map[i];
+
+				if (TupleDescAttr(desc, i)->attisdropped)
+				{
+					src->nulls[i] = true;
+					continue;
+				}
+				src->nulls[i] = false;
+				if (a == 0)
+					src->values[i] = DirectFunctionCall2(ocx_cursor_make,
+														 slot->tts_values[src->a_txid - 1],
+														 slot->tts_values[src->a_position - 1]);
+				else if (a == src->a_data)
+					src->values[i] = JsonbPGetDatum(row->data);
+				else if (a == src->a_sv)
+					src->values[i] = Int32GetDatum(sv);
+				else
+				{
+					src->values[i] = slot->tts_values[a - 1];
+					src->nulls[i] = slot->tts_isnull[a - 1];
+				}
+			}
+			row->event = heap_copy_tuple_as_datum(heap_form_tuple(desc, src->values, src->nulls), desc);
+		}
+		return true;
+	}
+	else
+	{
+		HeapTuple	tup;
+		TupleDesc	desc;
+		bool		isnull;
+
+		if (src->tuptable == NULL || src->pos >= src->ntuples)
+		{
+			MemoryContext old;
+
+			if (src->tuptable)
+				SPI_freetuptable(src->tuptable);
+			/* what a fetch allocates in the current context goes with the batch */
+			MemoryContextReset(src->batch_cxt);
+			old = MemoryContextSwitchTo(src->batch_cxt);
+			SPI_cursor_fetch(src->portal, true, FETCH_BATCH);
+			MemoryContextSwitchTo(old);
+			/* an apply function may run SPI too: keep our own pointers */
+			src->tuptable = SPI_tuptable;
+			src->ntuples = SPI_processed;
+			src->pos = 0;
+			if (src->ntuples == 0)
+				return false;
+		}
+		tup = src->tuptable->vals[src->pos];
+		desc = src->tuptable->tupdesc;
+		src->pos++;
+		row->version = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		if (src->composite)
+			row->event = SPI_getbinval(tup, desc, 2, &isnull);
+		else
+		{
+			row->type = DatumGetTextPP(SPI_getbinval(tup, desc, 2, &isnull));
+			row->data = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
+			row->time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		}
+		return true;
+	}
+}
+
+static void
+CloseSource(EventSource *src)
+{
+	if (src->direct)
+	{
+		index_endscan(src->scan);
+		ExecDropSingleTupleTableSlot(src->slot);
+		index_close(src->idx, AccessShareLock);
+		table_close(src->rel, AccessShareLock);
+		if (src->event_desc)
+			FreeTupleDesc(src->event_desc);
+	}
+	else
+	{
+		if (src->tuptable)
+			SPI_freetuptable(src->tuptable);
+		SPI_cursor_close(src->portal);
+		MemoryContextDelete(src->batch_cxt);
+	}
+}
+
+/* Replay with the apply function, called through the cached FmgrInfo. */
+static Jsonb *
+ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 {
 	Jsonb	   *volatile state = initial;
 	OcxAggregateDef *def = ld->def;
@@ -218,65 +515,52 @@ ReplayApply(Load *ld, Portal portal, Jsonb *initial, MemoryContext callcxt)
 	volatile int cur = 0;
 	volatile bool in_apply = false;
 	volatile int64 at_version = 0;
+	EventSource src;
 
 	event_cxt = AllocSetContextCreate(callcxt, "ocx load event", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[0] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[1] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
+	OpenSource(ld, &src, true);
 
 	PG_TRY();
 	{
 		for (;;)
 		{
-			uint64		i;
+			EventRow	row;
+			Datum		result;
+			LOCAL_FCINFO(fcinfo, 2);
 
-			SPITupleTable *tuptable;
-			uint64		n;
-
-			SPI_cursor_fetch(portal, true, FETCH_BATCH);
-			/* the apply function may run SPI too: keep our own pointers */
-			tuptable = SPI_tuptable;
-			n = SPI_processed;
-			if (n == 0)
-				break;
-			for (i = 0; i < n; i++)
+			CHECK_FOR_INTERRUPTS();
+			MemoryContextReset(event_cxt);
+			old = MemoryContextSwitchTo(event_cxt);
+			if (!NextEvent(&src, &row))
 			{
-				HeapTuple	tup = tuptable->vals[i];
-				TupleDesc	desc = tuptable->tupdesc;
-				bool		isnull;
-				Datum		event;
-				Datum		result;
-				LOCAL_FCINFO(fcinfo, 2);
-
-				CHECK_FOR_INTERRUPTS();
-				at_version = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-				event = SPI_getbinval(tup, desc, 2, &isnull);
-
-				MemoryContextReset(event_cxt);
-				old = MemoryContextSwitchTo(event_cxt);
-				InitFunctionCallInfoData(*fcinfo, &def->apply_flinfo, 2, InvalidOid, NULL, NULL);
-				fcinfo->args[0].value = JsonbPGetDatum(state);
-				fcinfo->args[0].isnull = false;
-				fcinfo->args[1].value = event;
-				fcinfo->args[1].isnull = false;
-				in_apply = true;
-				result = FunctionCallInvoke(fcinfo);
-				in_apply = false;
-				if (fcinfo->isnull)
-					ereport(ERROR,
-							(errcode(ERRCODE_OCX_APPLY_FAILED),
-							 errmsg("apply function %s of aggregate \"%s\" returned null at stream version " INT64_FORMAT,
-									format_procedure(def->apply), def->name, at_version),
-							 errhint("An apply function returns the new state, a JSON object.")));
-
-				/* keep the new state; the previous one's context is reused */
-				cur = 1 - cur;
-				MemoryContextReset(state_cxt[cur]);
-				MemoryContextSwitchTo(state_cxt[cur]);
-				state = DatumGetJsonbPCopy(result);
 				MemoryContextSwitchTo(old);
-				ld->replayed++;
+				break;
 			}
-			SPI_freetuptable(tuptable);
+			at_version = row.version;
+			InitFunctionCallInfoData(*fcinfo, &def->apply_flinfo, 2, InvalidOid, NULL, NULL);
+			fcinfo->args[0].value = JsonbPGetDatum(state);
+			fcinfo->args[0].isnull = false;
+			fcinfo->args[1].value = row.event;
+			fcinfo->args[1].isnull = false;
+			in_apply = true;
+			result = FunctionCallInvoke(fcinfo);
+			in_apply = false;
+			if (fcinfo->isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_APPLY_FAILED),
+						 errmsg("apply function %s of aggregate \"%s\" returned null at stream version " INT64_FORMAT,
+								format_procedure(def->apply), def->name, at_version),
+						 errhint("An apply function returns the new state, a JSON object.")));
+
+			/* keep the new state; the previous one's context is reused */
+			cur = 1 - cur;
+			MemoryContextReset(state_cxt[cur]);
+			MemoryContextSwitchTo(state_cxt[cur]);
+			state = DatumGetJsonbPCopy(result);
+			MemoryContextSwitchTo(old);
+			ld->replayed++;
 		}
 	}
 	PG_CATCH();
@@ -305,153 +589,41 @@ ReplayApply(Load *ld, Portal portal, Jsonb *initial, MemoryContext callcxt)
 				 errhint("Fix the apply function, or the event it cannot apply.")));
 	}
 	PG_END_TRY();
+	CloseSource(&src);
 	return state;
 }
 
-/*
- * Replay with the declarative reducer straight from the (stream_id,
- * stream_version) index: no executor, no tuple copies, the columns read in
- * place from the buffer.  Only when row-level security does not apply to
- * ocx.events and the user may read the whole table; otherwise the caller
- * uses the SPI path, which enforces both.  Returns false (and does nothing)
- * when it cannot be used.
- */
-static bool
-ReplayReducerDirect(Load *ld, Jsonb *state, Jsonb **result)
-{
-	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
-	Oid			relid = get_relname_relid("events", nsp);
-	Oid			idxid = get_relname_relid("events_stream_version_key", nsp);
-	Relation	rel,
-				idx;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanKeyData keys[3];
-	AttrNumber	a_version,
-				a_type,
-				a_sv,
-				a_time,
-				a_data;
-	MemoryContext event_cxt,
-				old;
-	OcxFold    *fold;
-	int			maxatt;
-	int			nkeys = 0;
-
-	if (!OidIsValid(relid) || !OidIsValid(idxid) ||
-		check_enable_rls(relid, InvalidOid, true) != RLS_NONE ||
-		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		return false;
-	a_version = get_attnum(relid, "stream_version");
-	a_type = get_attnum(relid, "type");
-	a_sv = get_attnum(relid, "schema_version");
-	a_time = get_attnum(relid, "time");
-	a_data = get_attnum(relid, "data");
-	maxatt = Max(Max(Max(a_version, a_type), Max(a_sv, a_time)), a_data);
-
-	rel = table_open(relid, AccessShareLock);
-	idx = index_open(idxid, AccessShareLock);
-	if (IndexRelationGetNumberOfKeyAttributes(idx) != 2 ||
-		idx->rd_index->indkey.values[0] != get_attnum(relid, "stream_id") ||
-		idx->rd_index->indkey.values[1] != a_version)
-	{
-		index_close(idx, AccessShareLock);
-		table_close(rel, AccessShareLock);
-		return false;
-	}
-
-	/*
-	 * Bounds only where they cut something: versions start at 1, and under
-	 * our snapshot the stream ends at the version its ocx.streams row shows
-	 * (both are written by the same transactions).  Every key is checked on
-	 * every index tuple.
-	 */
-	ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   idx->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(ld->stream_id));
-	if (ld->from > 0)
-		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTGreaterStrategyNumber, InvalidOid,
-							   InvalidOid, F_INT8GT, Int64GetDatum(ld->from));
-	if (ld->target < ld->current)
-		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2, BTLessEqualStrategyNumber, InvalidOid,
-							   InvalidOid, F_INT8LE, Int64GetDatum(ld->target));
-
-	event_cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load event", ALLOCSET_DEFAULT_SIZES);
-	fold = OcxFoldBegin(ld->def->reducer, state);
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, idx, GetActiveSnapshot(), nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		int64		version;
-		text	   *type;
-		int32		sv;
-		Jsonb	   *data;
-		TimestampTz time;
-
-		CHECK_FOR_INTERRUPTS();
-		slot_getsomeattrs(slot, maxatt);
-		MemoryContextReset(event_cxt);
-		old = MemoryContextSwitchTo(event_cxt);
-		version = DatumGetInt64(slot->tts_values[a_version - 1]);
-		type = DatumGetTextPP(slot->tts_values[a_type - 1]);
-		sv = DatumGetInt32(slot->tts_values[a_sv - 1]);
-		time = DatumGetTimestampTz(slot->tts_values[a_time - 1]);
-		data = DatumGetJsonbP(slot->tts_values[a_data - 1]);
-		if (OcxAnyUpcasting())
-		{
-			OcxEventTypeDef *def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
-
-			if (def != NULL && sv < def->schema_version)
-				data = OcxUpcastData(def, sv, data);
-		}
-		MemoryContextSwitchTo(old);
-		OcxFoldEvent(fold, type, data, version, time, ld->stream_id);
-		ld->replayed++;
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
-	*result = OcxFoldEnd(fold);
-	MemoryContextDelete(event_cxt);
-	return true;
-}
-
-/* Replay with the declarative reducer (SPI: row-level security applies). */
+/* Replay with the declarative reducer (reducer.c): no function call per event. */
 static Jsonb *
-ReplayReducer(Load *ld, Portal portal, Jsonb *state)
+ReplayReducer(Load *ld, Jsonb *state, MemoryContext callcxt)
 {
+	MemoryContext event_cxt = AllocSetContextCreate(callcxt, "ocx load event",
+													ALLOCSET_DEFAULT_SIZES);
 	OcxFold    *fold = OcxFoldBegin(ld->def->reducer, state);
+	EventSource src;
+	EventRow	row;
+	Jsonb	   *result;
 
+	OpenSource(ld, &src, false);
 	for (;;)
 	{
-		uint64		i;
+		MemoryContext old;
+		bool		more;
 
-		SPITupleTable *tuptable;
-		uint64		n;
-
-		SPI_cursor_fetch(portal, true, FETCH_BATCH);
-		tuptable = SPI_tuptable;
-		n = SPI_processed;
-		if (n == 0)
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(event_cxt);
+		old = MemoryContextSwitchTo(event_cxt);
+		more = NextEvent(&src, &row);
+		MemoryContextSwitchTo(old);
+		if (!more)
 			break;
-		for (i = 0; i < n; i++)
-		{
-			HeapTuple	tup = tuptable->vals[i];
-			TupleDesc	desc = tuptable->tupdesc;
-			bool		isnull;
-			int64		version = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			text	   *type = DatumGetTextPP(SPI_getbinval(tup, desc, 2, &isnull));
-			Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 3, &isnull));
-			TimestampTz time = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-
-			CHECK_FOR_INTERRUPTS();
-			OcxFoldEvent(fold, type, data, version, time, ld->stream_id);
-			ld->replayed++;
-		}
-		SPI_freetuptable(tuptable);
+		OcxFoldEvent(fold, row.type, row.data, row.version, row.time, ld->stream_id);
+		ld->replayed++;
 	}
-	return OcxFoldEnd(fold);
+	CloseSource(&src);
+	result = OcxFoldEnd(fold);
+	MemoryContextDelete(event_cxt);
+	return result;
 }
 
 /*
@@ -511,7 +683,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	{
 		Datum		args[5];
 		int64		current;
-		Portal		portal;
 		bool		isnull;
 		Jsonb	   *state;
 
@@ -569,22 +740,12 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			}
 		}
 
-		if (ld.target > ld.from && !OidIsValid(ld.def->apply) &&
-			ReplayReducerDirect(&ld, state, &state))
-			 /* done */ ;
-		else if (ld.target > ld.from)
+		if (ld.target > ld.from)
 		{
-			args[0] = PointerGetDatum(sid);
-			args[1] = Int64GetDatum(ld.from);
-			args[2] = Int64GetDatum(ld.target);
-			portal = SPI_cursor_open(NULL,
-									 LoadPlanPtr(OidIsValid(ld.def->apply) ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER),
-									 args, NULL, true);
 			if (OidIsValid(ld.def->apply))
-				state = ReplayApply(&ld, portal, state, callcxt);
+				state = ReplayApply(&ld, state, callcxt);
 			else
-				state = ReplayReducer(&ld, portal, state);
-			SPI_cursor_close(portal);
+				state = ReplayReducer(&ld, state, callcxt);
 		}
 
 		if (ld.target > 0 && ld.target > ld.from &&
