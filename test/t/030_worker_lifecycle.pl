@@ -122,6 +122,13 @@ ok($node->poll_query_until('d3', q{SELECT count(*) = 2 FROM m}), 'and goes on wo
 $node->append_conf('postgresql.conf', "ocx.naptime = '2s'");
 $node->reload;
 is($node->safe_psql('d3', q{SELECT current_setting('ocx.naptime')}), '2s', 'settings reload');
+
+# ocx.databases narrows the databases served
+$node->append_conf('postgresql.conf', "ocx.databases = 'd3'");
+$node->reload;
+ok($node->poll_query_until('d3',
+	q{SELECT string_agg(datname, ',') = 'd3' FROM ocx.worker_status() WHERE state = 'running'}),
+	'ocx.databases: only d3 keeps its worker');
 my $t0 = time();
 $node->stop('fast');
 cmp_ok(time() - $t0, '<', 10, 'a fast shutdown is not held up by the workers');
