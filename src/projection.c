@@ -94,7 +94,8 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
-		"e.event_id, e.type "
+		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
+		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent' "
 		"FROM ocx.read_all(ocx.cursor($1, $2), $3, $4, $5) e",
 		5, {XID8OID, INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
 	},
@@ -161,6 +162,9 @@ typedef struct BatchEvent
 	int64		stream_version;
 	pg_uuid_t	event_id;
 	char	   *type;
+	char	   *correlation_id; /* the event's, else its id */
+	char	   *causation_id;	/* the event's id */
+	char	   *traceparent;	/* from its metadata, or NULL */
 } BatchEvent;
 
 /* A running inline projection, as cached by a backend. */
@@ -334,6 +338,23 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 }
 
 /*
+ * What a handler appends is caused by the event it handles and shares its
+ * correlation id (and trace): set the settings append reads, for the
+ * duration of the call (the caller's GUC nest level undoes them).
+ */
+static void
+SetEventSettings(BatchEvent *ev)
+{
+	set_config_option("ocx.correlation_id", ev->correlation_id, PGC_USERSET,
+					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	set_config_option("ocx.causation_id", ev->causation_id, PGC_USERSET,
+					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (ev->traceparent)
+		(void) set_config_option("ocx.traceparent", ev->traceparent, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, WARNING, false);
+}
+
+/*
  * Apply events[from..to) in one subtransaction.  On error the subtransaction
  * is rolled back, *edata (in the caller's context) says why, and false is
  * returned; the caller's transaction goes on.
@@ -354,8 +375,12 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 
 		for (i = from; i < to; i++)
 		{
+			int			nest = NewGUCNestLevel();
+
 			CHECK_FOR_INTERRUPTS();
+			SetEventSettings(&events[i]);
 			CallHandler(flinfo, owner, events[i].event);
+			AtEOXact_GUC(true, nest);
 		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -597,6 +622,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		events[i].stream_version = DatumGetInt64(GetCol(i, 6, &isnull));
 		memcpy(&events[i].event_id, DatumGetUUIDP(GetCol(i, 7, &isnull)), sizeof(pg_uuid_t));
 		events[i].type = GetText(i, 8);
+		events[i].correlation_id = GetText(i, 9);
+		events[i].causation_id = GetText(i, 10);
+		events[i].traceparent = GetText(i, 11);
 	}
 	SPI_freetuptable(SPI_tuptable);
 

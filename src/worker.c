@@ -16,7 +16,8 @@
  *	- DROP DATABASE, ALTER DATABASE (rename, tablespace) and CREATE DATABASE
  *	  from a template need the database to themselves: a ProcessUtility hook
  *	  asks the database's worker to leave (and the launcher to hold off)
- *	  before the command runs, so they are never blocked by a worker;
+ *	  before the command runs, so they are never blocked by a worker; DROP
+ *	  EXTENSION ocx does the same, so it never waits for a long batch;
  *	- a worker that fails is restarted with a growing delay; when the
  *	  postmaster has no free worker slot the launcher warns and retries.
  *
@@ -69,8 +70,13 @@ int			ocx_naptime = 5000;
 int			ocx_batch_size = 1000;
 char	   *ocx_databases = NULL;
 
-/* how long a database stays without worker after DROP/ALTER DATABASE asked */
-#define OCX_STOP_HOLD_MS		10000
+/*
+ * How long a database stays without worker after DROP/ALTER DATABASE asked
+ * (DROP DATABASE waits up to 5 s for other sessions to leave), and after
+ * DROP EXTENSION asked.
+ */
+#define OCX_STOP_HOLD_MS		6000
+#define OCX_EXT_HOLD_MS			500
 /* the launcher looks for new databases this often */
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
@@ -226,7 +232,7 @@ ocx_wake_worker(PG_FUNCTION_ARGS)
  * lock while signalling keeps the pid from being reused under us.
  */
 static void
-StopDatabaseWorker(Oid dboid)
+StopDatabaseWorker(Oid dboid, int hold_ms)
 {
 	int			i;
 	Latch	   *launcher = NULL;
@@ -241,6 +247,7 @@ StopDatabaseWorker(Oid dboid)
 		if (slot->state == OCX_SLOT_FREE || slot->dboid != dboid)
 			continue;
 		slot->stop_requested = true;
+		slot->stop_hold_ms = hold_ms;
 		slot->wake_pending = false;
 		if (slot->state == OCX_SLOT_RUNNING && slot->pid != 0)
 			kill(slot->pid, SIGTERM);
@@ -248,7 +255,7 @@ StopDatabaseWorker(Oid dboid)
 		{
 			slot->state = OCX_SLOT_HOLD;
 			slot->restart_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   OCX_STOP_HOLD_MS);
+														   hold_ms);
 		}
 		launcher = OcxShmem->launcher_latch;
 	}
@@ -302,11 +309,22 @@ OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		case T_CreatedbStmt:
 			dbname = DatabaseOption(((CreatedbStmt *) stmt)->options, "template");
 			break;
+		case T_DropStmt:
+			/* DROP EXTENSION ocx: do not wait for the worker's batch */
+			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((DropStmt *) stmt)->objects)
+					if (strcmp(strVal(lfirst(lc)), "ocx") == 0)
+						StopDatabaseWorker(MyDatabaseId, OCX_EXT_HOLD_MS);
+			}
+			break;
 		default:
 			break;
 	}
 	if (dbname != NULL)
-		StopDatabaseWorker(get_database_oid(dbname, true));
+		StopDatabaseWorker(get_database_oid(dbname, true), OCX_STOP_HOLD_MS);
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -570,7 +588,7 @@ ManageSlots(bool *rescan)
 						break;
 					case OCX_EXIT_STOP_REQUESTED:
 						slot->state = OCX_SLOT_HOLD;
-						slot->restart_at = TimestampTzPlusMilliseconds(now, OCX_STOP_HOLD_MS);
+						slot->restart_at = TimestampTzPlusMilliseconds(now, slot->stop_hold_ms);
 						break;
 					case OCX_EXIT_UNKNOWN:
 						slot->failures++;
@@ -742,6 +760,61 @@ DatabaseServed(void)
 		if (strcmp((char *) lfirst(lc), me) == 0)
 			found = true;
 	return found;
+}
+
+/*
+ * Projections whose batch failed outside their handlers (a missing handler,
+ * say) wait with a growing delay of their own, so that the others go on at
+ * full speed.
+ */
+typedef struct ProjectionBackoff
+{
+	char		name[NAMEDATALEN];
+	int			delay_ms;
+	TimestampTz retry_at;
+} ProjectionBackoff;
+
+#define OCX_MAX_BACKOFFS 64
+static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
+static int	n_backoffs = 0;
+
+static ProjectionBackoff *
+FindBackoff(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < n_backoffs; i++)
+		if (strcmp(backoffs[i].name, name) == 0)
+			return &backoffs[i];
+	return NULL;
+}
+
+static void
+NoteBackoff(const char *name, TimestampTz *next_due)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb == NULL)
+	{
+		if (n_backoffs == OCX_MAX_BACKOFFS)
+			return;
+		pb = &backoffs[n_backoffs++];
+		strlcpy(pb->name, name, NAMEDATALEN);
+		pb->delay_ms = 0;
+	}
+	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
+	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
+	if (pb->retry_at < *next_due)
+		*next_due = pb->retry_at;
+}
+
+static void
+ForgetBackoff(const char *name)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb)
+		*pb = backoffs[--n_backoffs];
 }
 
 typedef bool (*OcxStepFn) (void *arg);
@@ -936,10 +1009,19 @@ OcxDatabaseWorkerMain(Datum arg)
 			char	   *activity;
 			char	   *message = NULL;
 			bool		batch_failed = false;
+			ProjectionBackoff *pb;
 
 			CHECK_FOR_INTERRUPTS();
 			bs.name = (const char *) lfirst(lc);
 			bs.next_due = next_due;
+			pb = FindBackoff(bs.name);
+			if (pb && pb->retry_at > now)
+			{
+				/* this one failed lately: the others go on meanwhile */
+				if (pb->retry_at < next_due)
+					next_due = pb->retry_at;
+				continue;
+			}
 			activity = psprintf("ocx worker: projection %s", bs.name);
 			if (RunStep(StepBatch, &bs, activity, &batch_failed, &message))
 				more = true;
@@ -947,11 +1029,15 @@ OcxDatabaseWorkerMain(Datum arg)
 			{
 				FailedStep	fs = {bs.name, message};
 
-				failed = true;
 				RunStep(StepFailed, &fs, activity, &failed, NULL);
+				NoteBackoff(bs.name, &next_due);
 			}
-			else if (bs.next_due < next_due)
-				next_due = bs.next_due;
+			else
+			{
+				ForgetBackoff(bs.name);
+				if (bs.next_due < next_due)
+					next_due = bs.next_due;
+			}
 		}
 
 		CHECK_FOR_INTERRUPTS();

@@ -80,6 +80,8 @@ COMMENT ON TABLE ocx.dead_letters IS
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.projections', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('ocx.dead_letters', 'id')::pg_catalog.regclass, '');
 REVOKE ALL ON ocx.projections FROM PUBLIC;
 REVOKE ALL ON ocx.dead_letters FROM PUBLIC;
 

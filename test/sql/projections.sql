@@ -181,6 +181,27 @@ SELECT ocx.define_projection('pj_inline', 'pj_inline_handler(ocx.event)', mode =
 \echo :LAST_ERROR_SQLSTATE
 SELECT mode, state, lag_events FROM ocx.projection_status WHERE name = 'pj_inline';
 
+-- what a handler appends in the worker is caused by the handled event and
+-- shares its correlation id and trace
+CREATE FUNCTION pj_echo(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ocx.append_event('pjecho-1', NULL, 'Echoed', '{}');
+END $$;
+SELECT ocx.define_projection('pj_echo', 'pj_echo(ocx.event)', categories => '{pje}');
+BEGIN;
+SET LOCAL ocx.correlation_id = '0b6c2a47-3d38-4a0e-9c55-55a1c1e4a001';
+SET LOCAL ocx.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+SELECT ocx.append_event('pje-1', NULL, 'Shouted', '{}');
+COMMIT;
+SELECT pj_wait('pj_echo');
+SELECT echo.correlation_id = orig.correlation_id AS same_correlation,
+       echo.causation_id = orig.event_id AS caused_by_it,
+       echo.metadata ->> 'traceparent' = orig.metadata ->> 'traceparent' AS same_trace
+  FROM ocx.events echo, ocx.events orig
+ WHERE echo.stream_id = 'pjecho-1' AND orig.stream_id = 'pje-1';
+SELECT current_setting('ocx.correlation_id') = '' AS session_untouched;
+SELECT ocx.drop_projection('pj_echo');
+
 -- the worker is visible
 SELECT count(*) FROM ocx.worker_status() WHERE datname = current_database() AND state = 'running';
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ocx worker' AND datname = current_database();
