@@ -49,6 +49,36 @@ BEGIN
 END
 $$;
 
+-- Per-stream state of the other subsystems follows its stream's tenant: a
+-- row is visible when its stream is (the policy's sub-select on ocx.streams
+-- is itself subject to the streams policy).  Rows without a stream (NULL
+-- stream_id) are visible to all.  Applied to the tables below when they
+-- exist and have a stream_id column.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['snapshots', 'dead_letters'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ocx.' OPERATOR(pg_catalog.||) t)
+                      AND a.attname OPERATOR(pg_catalog.=) 'stream_id' AND NOT a.attisdropped) THEN
+            EXECUTE pg_catalog.format('ALTER TABLE ocx.%I ENABLE ROW LEVEL SECURITY', t);
+            EXECUTE pg_catalog.format('ALTER TABLE ocx.%I FORCE ROW LEVEL SECURITY', t);
+            EXECUTE pg_catalog.format(
+                'CREATE POLICY %I ON ocx.%I FOR ALL USING (%s) WITH CHECK (%s)',
+                t || '_tenant', t,
+                pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
+                                  'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t),
+                pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
+                                  'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t));
+            EXECUTE pg_catalog.format(
+                'COMMENT ON POLICY %I ON ocx.%I IS %L', t || '_tenant', t,
+                'a row is visible when its stream is (the stream''s tenant is the session''s ocx.tenant)');
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- The classification rule as data, so that tests and docs can read it.
 CREATE FUNCTION ocx.privilege_rules()
     RETURNS TABLE (kind text, pattern text, grantee text)

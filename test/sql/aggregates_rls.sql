@@ -14,11 +14,11 @@ SELECT ocx.define_aggregate('rls_fn', 'public.rls_apply(jsonb, ocx.event)', '{"b
 SELECT ocx.define_aggregate('rls_red', reducer => '{"*": [{"add": "balance", "from": "amount"}, {"append": "seen", "from": "$version"}]}');
 
 BEGIN;
-CREATE ROLE ocx_rls_reader;
+CREATE ROLE ocx_rls_reader IN ROLE ocx_reader;
 GRANT USAGE ON SCHEMA ocx TO ocx_rls_reader;
 GRANT SELECT ON ocx.events, ocx.streams, ocx.snapshots TO ocx_rls_reader;
 ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
-CREATE POLICY rls_hide_secrets ON ocx.events FOR SELECT USING (type <> 'rls.Secret');
+CREATE POLICY rls_hide_secrets ON ocx.events AS RESTRICTIVE FOR SELECT USING (type <> 'rls.Secret');
 -- the owner (a superuser here) sees everything
 SELECT state FROM ocx.load('rls_fn', 'rlsacct-1');
 SELECT state FROM ocx.load('rls_red', 'rlsacct-1');
@@ -35,7 +35,8 @@ ROLLBACK;
 BEGIN;
 CREATE ROLE ocx_rls_nobody;
 GRANT USAGE ON SCHEMA ocx TO ocx_rls_nobody;
-GRANT SELECT ON ocx.streams, ocx.snapshots TO ocx_rls_nobody;
+GRANT SELECT ON ocx.streams, ocx.snapshots, ocx.event_types, ocx.upcasters, ocx.aggregates TO ocx_rls_nobody;
+GRANT EXECUTE ON FUNCTION ocx.load(text, text, bigint, timestamptz) TO ocx_rls_nobody;
 SET LOCAL ROLE ocx_rls_nobody;
 SELECT state FROM ocx.load('rls_red', 'rlsacct-1');
 \echo :LAST_ERROR_SQLSTATE

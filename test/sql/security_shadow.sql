@@ -81,6 +81,19 @@ SELECT stream_id, stream_version, type FROM ocx.read_category('shadow', NULL, NU
 SELECT count(*) FROM ocx.read_all(NULL, NULL, ARRAY['Pinged', 'Noted']) WHERE stream_id LIKE 'shadow-%';
 SELECT ocx.to_cloudevent(e) IS NOT NULL AS ce FROM ocx.read_stream('shadow-3') e;
 
+-- aggregates: definition, replay, snapshots, time travel
+SELECT ocx.define_aggregate('shadow_agg', reducer => '{"*": [{"append": "seen", "from": "$version"}]}',
+                            snapshot_every => 2);
+SELECT state, version FROM ocx.load('shadow_agg', 'shadow-1');
+SELECT ocx.snapshot('shadow_agg', 'shadow-2');
+SELECT state, version FROM ocx.load('shadow_agg', 'shadow-2');
+SELECT state, version FROM ocx.load('shadow_agg', 'shadow-1', 2);
+
+-- observability
+SELECT count(*) > 0 AS stats FROM ocx.stats;
+SELECT ocx.metrics() IS NOT NULL AS metrics;
+SELECT count(*) AS traced FROM ocx.trace('6c9a7d1e-0b3a-4f57-9a43-0000000000ff');
+
 -- nothing reached the planted tables
 RESET search_path;
 SELECT (SELECT count(*) FROM pg_temp.events) AS temp_events,
@@ -96,6 +109,7 @@ SELECT 1::bigint + 2::bigint;
 SELECT count(*) FROM events;
 RESET search_path;
 
+DELETE FROM ocx.aggregates WHERE aggregate_type = 'shadow_agg';
 DROP TABLE pg_temp.events, pg_temp.streams, public.events, public.streams;
 DROP VIEW pg_temp.event;
 DROP OPERATOR public.= (text, text), public.= (bigint, bigint), public.>= (bigint, bigint),

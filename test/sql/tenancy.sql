@@ -4,6 +4,9 @@
 \set SHOW_CONTEXT never
 
 CREATE ROLE ocx_regress_tenant_user NOLOGIN IN ROLE ocx_writer;
+CREATE FUNCTION public.tenancy_apply(state jsonb, e ocx.event) RETURNS jsonb LANGUAGE sql
+    RETURN pg_catalog.jsonb_build_object('n', COALESCE((state ->> 'n')::int, 0) + 1, 'last', e.type);
+SELECT ocx.define_aggregate('tenancy_acct', 'public.tenancy_apply(jsonb, ocx.event)', snapshot_every => 2);
 CREATE ROLE ocx_regress_reader_user NOLOGIN IN ROLE ocx_reader;
 SET ROLE ocx_regress_tenant_user;
 
@@ -21,7 +24,16 @@ SELECT stream_id, stream_version, tenant_id FROM ocx.read_category('tenancy', NU
 SELECT stream_id, stream_version, tenant_id FROM ocx.read_all(NULL, NULL, NULL, ARRAY['tenancy']);
 SELECT stream_id, version, tenant_id FROM ocx.streams WHERE category = 'tenancy' ORDER BY stream_id;
 
+SELECT state, version FROM ocx.load('tenancy_acct', 'tenancy-2');
+SELECT state, version FROM ocx.load('tenancy_acct', 'tenancy-1');
+\echo :LAST_ERROR_SQLSTATE
+
 -- acme sees only acme
+SET ocx.tenant = 'acme';
+SELECT state, version FROM ocx.load('tenancy_acct', 'tenancy-1');
+SELECT stream_id, version FROM ocx.snapshots WHERE aggregate_type = 'tenancy_acct';
+SET ocx.tenant = 'globex';
+SELECT count(*) AS acme_snapshots_seen_by_globex FROM ocx.snapshots WHERE aggregate_type = 'tenancy_acct';
 SET ocx.tenant = 'acme';
 SELECT stream_id, stream_version, type, tenant_id FROM ocx.read_stream('tenancy-1');
 SELECT count(*) AS globex_events FROM ocx.read_stream('tenancy-2');
@@ -67,5 +79,8 @@ RESET ocx.tenant;
 SELECT stream_id, stream_version, type, tenant_id FROM ocx.events
  WHERE stream_id LIKE 'tenancy-%' ORDER BY global_position;
 
+SELECT stream_id, version FROM ocx.snapshots WHERE aggregate_type = 'tenancy_acct' ORDER BY 1;
+DELETE FROM ocx.aggregates WHERE aggregate_type = 'tenancy_acct';
+DROP FUNCTION public.tenancy_apply(jsonb, ocx.event);
 DROP ROLE ocx_regress_tenant_user;
 DROP ROLE ocx_regress_reader_user;
