@@ -779,6 +779,12 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	last_load.snapshot_version = ld.from;
 	last_load.replayed = ld.replayed;
 	last_load.snapshot_saved = ld.snapshot_saved;
+	OcxCount(OCX_COUNT_REPLAYS, 1);
+	OcxCount(OCX_COUNT_REPLAY_EVENTS, ld.replayed);
+	if (ld.from > 0)
+		OcxCount(OCX_COUNT_SNAPSHOT_HITS, 1);
+	if (ld.snapshot_saved)
+		OcxCount(OCX_COUNT_SNAPSHOTS_WRITTEN, 1);
 	(void) time_travel;
 
 	MemoryContextSwitchTo(old);

@@ -36,6 +36,17 @@ SELECT s.name, s.value - b.value AS delta
   FROM ocx.stats s JOIN before2 b USING (name)
  WHERE s.name IN ('appends', 'events') ORDER BY s.name;
 
+-- aggregate loads: replays, replayed events, snapshots written and used
+CREATE TEMP TABLE before3 AS SELECT name, value FROM ocx.stats WHERE kind = 'counter';
+SELECT ocx.define_aggregate('metrics_agg', reducer => '{"*": [{"append": "seen", "from": "$version"}]}',
+                            snapshot_every => 2);
+SELECT state, version FROM ocx.load('metrics_agg', 'metrics-1');
+SELECT state, version FROM ocx.load('metrics_agg', 'metrics-1');
+SELECT s.name, s.value - b.value AS delta
+  FROM ocx.stats s JOIN before3 b USING (name)
+ WHERE s.name IN ('replays', 'replay_events', 'snapshot_hits', 'snapshots_written') ORDER BY s.name;
+DELETE FROM ocx.aggregates WHERE aggregate_type = 'metrics_agg';
+
 -- ocx.metrics(): the same numbers in the exposition format
 CREATE TEMP TABLE m AS
 SELECT l.line
