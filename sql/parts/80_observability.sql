@@ -55,7 +55,7 @@ BEGIN
                       'Events a projection has still to apply.'),
                      ('projection_lag_seconds', round(p.lag_seconds::numeric, 3),
                       'Age in seconds of the oldest event a projection has still to apply.'),
-                     ('projection_dead_letters', p.dead_letters::numeric,
+                     ('projection_dead_letters_parked', p.dead_letters::numeric,
                       'Events parked as dead letters for a projection.'),
                      ('projection_events_applied', p.events_applied::numeric,
                       'Events a projection has applied since it was defined or rebuilt.')
