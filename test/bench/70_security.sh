@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The price of row-level security and the ocx roles: the same appends and
+# reads by an ordinary member of ocx_writer with ocx.tenant set (policies
+# apply) against the superuser (policies bypassed), in the same run.
+set -euo pipefail
+. "$BENCH_DIR/lib.sh"
+P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
+
+$P <<'SQL'
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_tenant') THEN
+        CREATE ROLE bench_tenant LOGIN IN ROLE ocx_writer;
+    END IF;
+END $$;
+ALTER ROLE bench_tenant SET ocx.tenant = 'acme';
+SQL
+
+# 1. single-event append, 8 clients: tenant writer vs superuser
+# (separate streams: a tenant may not append to the superuser's untenanted ones)
+for who in t s; do
+    cat > "$BENCH_OUT/sec_append_$who.sql" <<SQL
+\\set s random(1, 100000)
+SELECT ocx.append_event('sec$who-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
+SQL
+done
+sa=0; sb=0
+for i in 1 2; do
+    a=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_append_t.sql" 8)
+    b=$(pgbench_tps "$BENCH_OUT/sec_append_s.sql" 8)
+    sa=$(awk -v x="$sa" -v y="${a:-0}" 'BEGIN {print x + y}'); sb=$(awk -v x="$sb" -v y="${b:-0}" 'BEGIN {print x + y}')
+done
+row "append_event under RLS as an ocx_writer tenant vs superuser, 8 clients (tx/s)" \
+    "$(awk -v x="$sa" 'BEGIN {print x / 2}')" "$(awk -v x="$sb" 'BEGIN {print x / 2}')" 0.9
+
+# 2. read_stream of a 1,000-event stream: tenant reader vs superuser
+PGUSER=bench_tenant $P -c "SELECT ocx.append('secbig-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'data', jsonb_build_object('n', i))) FROM generate_series(1, 1000) i))" >/dev/null
+$P -c "VACUUM ANALYZE ocx.events" >/dev/null
+echo "SELECT * FROM ocx.read_stream('secbig-1');" > "$BENCH_OUT/sec_read.sql"
+sa=0; sb=0
+for i in 1 2; do
+    a=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_read.sql" 2)
+    b=$(pgbench_tps "$BENCH_OUT/sec_read.sql" 2)
+    sa=$(awk -v x="$sa" -v y="${a:-0}" 'BEGIN {print x + y}'); sb=$(awk -v x="$sb" -v y="${b:-0}" 'BEGIN {print x + y}')
+done
+row "read_stream, 1,000 events, under RLS vs superuser (reads/s)" \
+    "$(awk -v x="$sa" 'BEGIN {print x / 2}')" "$(awk -v x="$sb" 'BEGIN {print x / 2}')" 0.8
