@@ -31,6 +31,9 @@
  */
 #include "ocx.h"
 
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -40,6 +43,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(ocx_counters);
@@ -215,4 +219,63 @@ Datum
 ocx_metrics_enabled(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(metrics != NULL);
+}
+
+/*
+ * Trigger on ocx.commands (installed by the observability part when the bus
+ * is installed): counts commands sent, succeeded, failed attempts and dead
+ * letters from the row's status transitions, so that every path that sends
+ * or settles a command -- SQL functions, the worker, a claim that expired --
+ * is counted in one place.  AFTER ROW: only rows actually written count.
+ */
+PG_FUNCTION_INFO_V1(ocx_count_commands);
+Datum
+ocx_count_commands(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			attnum;
+	bool		isnull;
+	char	   *old_status = NULL;
+	char	   *new_status = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ocx._count_commands() must be called as an AFTER ROW trigger")));
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		OcxCount(OCX_COUNT_COMMANDS_SENT, 1);
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) || metrics == NULL)
+		return PointerGetDatum(NULL);
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(desc, "status");
+	if (attnum <= 0)
+		return PointerGetDatum(NULL);
+	{
+		Datum		d = heap_getattr(trigdata->tg_trigtuple, attnum, desc, &isnull);
+
+		if (!isnull)
+			old_status = TextDatumGetCString(d);
+		d = heap_getattr(trigdata->tg_newtuple, attnum, desc, &isnull);
+		if (!isnull)
+			new_status = TextDatumGetCString(d);
+	}
+	if (old_status == NULL || new_status == NULL || strcmp(old_status, new_status) == 0)
+		return PointerGetDatum(NULL);
+
+	if (strcmp(old_status, "running") == 0 && strcmp(new_status, "succeeded") == 0)
+		OcxCount(OCX_COUNT_COMMANDS_SUCCEEDED, 1);
+	if (strcmp(old_status, "running") == 0 &&
+		(strcmp(new_status, "pending") == 0 || strcmp(new_status, "dead_letter") == 0))
+		OcxCount(OCX_COUNT_COMMANDS_FAILED, 1);
+	if (strcmp(new_status, "dead_letter") == 0)
+		OcxCount(OCX_COUNT_COMMANDS_DEAD_LETTERS, 1);
+	return PointerGetDatum(NULL);
 }

@@ -67,12 +67,21 @@ BEGIN
         $q$;
     END IF;
 
-    IF to_regclass('ocx.subscription_status') IS NOT NULL
-       AND to_regprocedure('ocx._subscription_lag(text)') IS NOT NULL THEN
+    IF to_regclass('ocx.subscription_partitions') IS NOT NULL
+       AND to_regprocedure('ocx.stream_partition(text,integer)') IS NOT NULL THEN
         RETURN QUERY EXECUTE $q$
             SELECT 'subscription_lag_events', jsonb_build_object('subscription', s.name),
-                   ocx._subscription_lag(s.name)::numeric,
-                   'Events a subscription has still to acknowledge.'
+                   (SELECT count(*)
+                      FROM ocx.subscription_partitions p
+                      JOIN ocx.events e
+                        ON (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
+                       AND ocx.stream_partition(e.stream_id, s.partitions) = p.partition
+                     WHERE p.subscription = s.name
+                       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+                       AND (s.types IS NULL OR e.type = ANY (s.types))
+                       AND (s.categories IS NULL OR ocx.category(e.stream_id) = ANY (s.categories))
+                   )::numeric,
+                   'Events a subscription has still to acknowledge (all its partitions).'
               FROM ocx.subscriptions s
         $q$;
     END IF;
@@ -102,6 +111,25 @@ END
 $$;
 COMMENT ON FUNCTION ocx._gauges() IS
     'internal: gauges read from the ocx tables (lag per projection and subscription, commands, sagas)';
+
+-- Command counters come from the status transitions of ocx.commands (when
+-- the bus is installed), whoever makes them: SQL functions or the worker.
+CREATE FUNCTION ocx._count_commands() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_count_commands';
+COMMENT ON FUNCTION ocx._count_commands() IS
+    'internal trigger: counts commands sent, succeeded, failed and dead-lettered';
+DO $$
+BEGIN
+    IF pg_catalog.to_regclass('ocx.commands') IS NOT NULL THEN
+        CREATE TRIGGER commands_count_sent AFTER INSERT ON ocx.commands
+            FOR EACH ROW EXECUTE FUNCTION ocx._count_commands();
+        CREATE TRIGGER commands_count_status AFTER UPDATE OF status ON ocx.commands
+            FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+            EXECUTE FUNCTION ocx._count_commands();
+    END IF;
+END
+$$;
 
 CREATE VIEW ocx.stats AS
     SELECT c.name, 'counter'::text AS kind, '{}'::jsonb AS labels, c.value::numeric AS value,

@@ -23,7 +23,8 @@
 --   ocx_writer  INSERT on ocx.events (through ocx.append*; triggers refuse
 --               UPDATE/DELETE/TRUNCATE), INSERT/UPDATE on ocx.streams,
 --               INSERT/UPDATE/DELETE on the state tables named in the writer
---               table pattern, USAGE on sequences
+--               table pattern, UPDATE (created_at) on the definitions its
+--               functions lock (the lock pattern), USAGE on sequences
 --   ocx_admin   INSERT/UPDATE/DELETE on every other table
 -- Row-level security (10_log.sql) keeps tenants apart inside those grants.
 -- ---------------------------------------------------------------------------
@@ -93,6 +94,7 @@ BEGIN ATOMIC
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)',
                     'ocx_admin'),
+        ('lock',    '^(subscriptions)$', 'ocx_writer'),
         ('table',   '^(snapshots|commands|command_history|subscription_partitions|'
                     'subscription_consumers|saga_instances|saga_steps|saga_timeouts)$', 'ocx_writer')
       ) AS r(kind, pattern, grantee);
@@ -182,6 +184,14 @@ BEGIN
          WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p')
            AND c.relname NOT IN ('events', 'streams')
     LOOP
+        -- definitions that writer functions lock (SELECT ... FOR NO KEY
+        -- UPDATE needs UPDATE on some column): UPDATE of created_at only
+        IF EXISTS (SELECT FROM ocx.privilege_rules() x
+                    WHERE x.kind = 'lock' AND r.relname ~ x.pattern)
+           AND EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = r.rel AND a.attname = 'created_at' AND NOT a.attisdropped) THEN
+            EXECUTE format('GRANT UPDATE (created_at) ON %s TO ocx_writer', r.rel);
+        END IF;
         IF EXISTS (SELECT FROM ocx.privilege_rules() x
                     WHERE x.kind = 'table' AND r.relname ~ x.pattern) THEN
             EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO ocx_writer', r.rel);
