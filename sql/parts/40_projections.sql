@@ -330,14 +330,14 @@ BEGIN
      WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
     IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
        OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
-        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::text, 'NULL')
+        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::pg_catalog.text, 'NULL')
             USING ERRCODE = 'OX220',
             HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
     END IF;
     p := ocx._projection_row(d.projection);
     -- the event is the first in log order after (txid, position - 1)
     SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS DISTINCT FROM d.global_position THEN
+    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
         RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
     END IF;
     EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
