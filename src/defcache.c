@@ -55,6 +55,7 @@ static bool cache_valid = false;
 static bool any_upcasting = false;
 static Oid	def_relids[NUM_DEF_TABLES];
 static int	pin_count = 0;
+static uint64 inval_count = 0;	/* invalidations seen, to detect one during a build */
 static bool callbacks_registered = false;
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
@@ -66,11 +67,15 @@ RelcacheCallback(Datum arg, Oid relid)
 	if (relid == InvalidOid)
 	{
 		cache_valid = false;
+		inval_count++;
 		return;
 	}
 	for (i = 0; i < (int) NUM_DEF_TABLES; i++)
 		if (def_relids[i] == relid)
+		{
 			cache_valid = false;
+			inval_count++;
+		}
 }
 
 /* A function changed: its body may be an apply or transform we compiled. */
@@ -78,6 +83,7 @@ static void
 ProcCallback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	cache_valid = false;
+	inval_count++;
 }
 
 /* Pins never outlive the transaction, even if a caller missed an unpin. */
@@ -177,8 +183,10 @@ BuildCache(void)
 	bool		upcasting = false;
 	int			i;
 	uint64		r;
+	uint64		start_count;
 
 	RegisterCallbacks();
+	start_count = inval_count;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx definition cache",
 								ALLOCSET_SMALL_SIZES);
@@ -290,7 +298,8 @@ BuildCache(void)
 	types_hash = types;
 	aggs_hash = aggs;
 	any_upcasting = upcasting;
-	cache_valid = true;
+	/* a definition that changed while we read stays stale: rebuild next time */
+	cache_valid = (inval_count == start_count);
 }
 
 /* The cache, rebuilt first if stale and not pinned. */

@@ -61,9 +61,11 @@ typedef struct ReducerRule
 	RuleOp		op;
 	int			npath;
 	char	  **path;			/* in the state */
+	int		   *path_lens;
 	RuleSource	source;
 	int			nfrom;
 	char	  **from;			/* in the event's data */
+	int		   *from_lens;
 	Jsonb	   *value;			/* SRC_VALUE */
 } ReducerRule;
 
@@ -93,6 +95,18 @@ RuleError(const char *type, int rule, const char *fmt, const char *arg)
 			 errmsg("invalid reducer rule %d for event type \"%s\"", rule, type),
 			 errdetail(fmt, arg),
 			 errhint("Rules look like {\"add\": \"balance\", \"from\": \"amount\"}; see docs/aggregates.md.")));
+}
+
+/* Byte lengths of keys, so that per-event lookups need no strlen. */
+static int *
+KeyLengths(char **keys, int n)
+{
+	int		   *lens = palloc(sizeof(int) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		lens[i] = strlen(keys[i]);
+	return lens;
 }
 
 /* "a.b.c" as keys (palloc'd). */
@@ -144,6 +158,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 				RuleError(type, index, "\"%s\" must name a state path such as \"balance\".", op_names[i]);
 			r->op = (RuleOp) i;
 			r->path = SplitPath(json_object_get_string(p), &r->npath, type, index);
+			r->path_lens = KeyLengths(r->path, r->npath);
 			found++;
 		}
 	}
@@ -194,6 +209,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 		{
 			r->source = SRC_DATA;
 			r->from = SplitPath(f, &r->nfrom, type, index);
+			r->from_lens = KeyLengths(r->from, r->nfrom);
 		}
 	}
 	else if (json_object_object_get_ex(o, "value", &value))
@@ -466,9 +482,8 @@ ToJsonb(RNode *n)
 }
 
 static int
-FindKey(RNode *obj, const char *key)
+FindKeyLen(RNode *obj, const char *key, int len)
 {
-	int			len = strlen(key);
 	int			i;
 
 	for (i = 0; i < obj->n; i++)
@@ -524,7 +539,7 @@ StateParent(OcxFold *f, ReducerRule *r, bool create, int *idx)
 
 		if (cur->kind != RN_OBJECT)
 			FoldError(f, r, "the state on the path is not an object");
-		k = FindKey(cur, r->path[i]);
+		k = FindKeyLen(cur, r->path[i], r->path_lens[i]);
 		if (k < 0)
 		{
 			if (!create)
@@ -539,7 +554,7 @@ StateParent(OcxFold *f, ReducerRule *r, bool create, int *idx)
 	}
 	if (cur->kind != RN_OBJECT)
 		FoldError(f, r, "the state on the path is not an object");
-	*idx = FindKey(cur, r->path[r->npath - 1]);
+	*idx = FindKeyLen(cur, r->path[r->npath - 1], r->path_lens[r->npath - 1]);
 	return cur;
 }
 
@@ -612,7 +627,8 @@ SourceValue(ReducerRule *r, Jsonb *data, text *type, int64 version, TimestampTz 
 			c = &data->root;
 			for (i = 0; i < r->nfrom; i++)
 			{
-				if (!JsonContainerIsObject(c) || !OcxJsonbGet(c, r->from[i], out))
+				if (!JsonContainerIsObject(c) ||
+					getKeyJsonValueFromContainer(c, r->from[i], r->from_lens[i], out) == NULL)
 					return false;
 				if (i < r->nfrom - 1)
 				{

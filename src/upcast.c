@@ -646,6 +646,8 @@ ocx_upcast(PG_FUNCTION_ARGS)
 	OcxDefCachePin();
 	PG_TRY();
 	{
+		/* pinned: the entry we use cannot be freed under us now */
+		def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
 		result = OcxUpcastData(def, version, PG_GETARG_JSONB_P(2));
 	}
 	PG_CATCH();
