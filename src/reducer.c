@@ -21,7 +21,9 @@
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
 
+#include "common/int.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
@@ -297,6 +299,7 @@ OcxCompileReducer(const char *json, MemoryContext cxt)
 typedef enum RNodeKind
 {
 	RN_SCALAR,
+	RN_INT,						/* an integer sum kept as int64 (add/subtract) */
 	RN_OBJECT,
 	RN_ARRAY
 } RNodeKind;
@@ -305,6 +308,7 @@ typedef struct RNode
 {
 	RNodeKind	kind;
 	JsonbValue	scalar;			/* RN_SCALAR */
+	int64		ival;			/* RN_INT */
 	int			n;				/* RN_OBJECT, RN_ARRAY */
 	int			cap;
 	char	  **keys;			/* RN_OBJECT */
@@ -416,6 +420,8 @@ CopyNode(RNode *n)
 	int			i;
 
 	*c = *n;
+	if (n->kind == RN_INT)
+		return c;
 	if (n->kind == RN_SCALAR)
 	{
 		if (n->scalar.type == jbvString)
@@ -451,6 +457,14 @@ PushNode(JsonbParseState **ps, RNode *n, JsonbIteratorToken as)
 
 	if (n->kind == RN_SCALAR)
 		return pushJsonbValue(ps, as, &n->scalar);
+	if (n->kind == RN_INT)
+	{
+		JsonbValue	v;
+
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(n->ival);
+		return pushJsonbValue(ps, as, &v);
+	}
 	pushJsonbValue(ps, n->kind == RN_OBJECT ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
 	for (i = 0; i < n->n; i++)
 	{
@@ -642,6 +656,18 @@ SourceValue(ReducerRule *r, Jsonb *data, text *type, int64 version, TimestampTz 
 	return false;
 }
 
+/* Is n an integer in int32 range?  Then *out is its value. */
+static bool
+NumericIsSmallInt(Numeric n, int32 *out)
+{
+	bool		err = false;
+
+	if (DatumGetInt32(DirectFunctionCall1(numeric_scale, NumericGetDatum(n))) != 0)
+		return false;
+	*out = numeric_int4_opt_error(n, &err);
+	return !err;
+}
+
 /* A scalar number out of v (unwrapping a raw-scalar container), or NULL. */
 static Numeric
 NumberOf(JsonbValue *v)
@@ -692,27 +718,64 @@ ApplyRule(OcxFold *f, ReducerRule *r, Jsonb *data, text *type, int64 version,
 		case R_SUBTRACT:
 			{
 				Numeric		n = NumberOf(&src);
+				RNode	   *node = idx >= 0 ? parent->vals[idx] : NULL;
 				Numeric		cur;
 				JsonbValue	res;
+				int32		delta;
+				int32		state_value = 0;
+				bool		small_state;
 
 				if (n == NULL)
 					FoldError(f, r, psprintf("the event's value is %s, not a number", OcxJsonbTypeName(&src)));
-				if (idx < 0)
-					cur = int64_to_numeric(0);
-				else if (parent->vals[idx]->kind == RN_SCALAR &&
-						 parent->vals[idx]->scalar.type == jbvNumeric)
-					cur = parent->vals[idx]->scalar.val.numeric;
-				else if (parent->vals[idx]->kind == RN_SCALAR &&
-						 parent->vals[idx]->scalar.type == jbvNull)
-					cur = int64_to_numeric(0);
-				else
+				if (node != NULL && node->kind != RN_INT &&
+					!(node->kind == RN_SCALAR &&
+					  (node->scalar.type == jbvNumeric || node->scalar.type == jbvNull)))
 					FoldError(f, r, "the state value is not a number");
+
+				/*
+				 * Integer sums, the common case, are kept as int64 until the
+				 * end: numeric arithmetic and its allocation per event would
+				 * cost more than everything else in the fold.
+				 */
+				if (node == NULL || node->kind == RN_INT || node->scalar.type == jbvNull)
+					small_state = true;
+				else
+					small_state = NumericIsSmallInt(node->scalar.val.numeric, &state_value);
+				if (small_state && NumericIsSmallInt(n, &delta))
+				{
+					int64		base = (node != NULL && node->kind == RN_INT) ? node->ival : state_value;
+					int64		sum;
+
+					if (!(r->op == R_ADD ? pg_add_s64_overflow(base, delta, &sum) :
+						  pg_sub_s64_overflow(base, delta, &sum)))
+					{
+						if (node == NULL)
+						{
+							node = NewContainer(RN_INT);
+							SetSlot(parent, idx, last, node);
+						}
+						node->kind = RN_INT;
+						node->ival = sum;
+						break;
+					}
+				}
+
+				/* numeric arithmetic */
+				if (node == NULL || (node->kind == RN_SCALAR && node->scalar.type == jbvNull))
+					cur = int64_to_numeric(0);
+				else if (node->kind == RN_INT)
+					cur = int64_to_numeric(node->ival);
+				else
+					cur = node->scalar.val.numeric;
 				res.type = jbvNumeric;
 				res.val.numeric = r->op == R_ADD ?
 					numeric_add_opt_error(cur, n, NULL) :
 					numeric_sub_opt_error(cur, n, NULL);
-				if (idx >= 0 && parent->vals[idx]->kind == RN_SCALAR)
-					parent->vals[idx]->scalar = res;	/* in place: no new node */
+				if (node != NULL)
+				{
+					node->kind = RN_SCALAR;		/* in place: no new node */
+					node->scalar = res;
+				}
 				else
 					SetSlot(parent, idx, last, ScalarNode(&res));
 				break;
