@@ -51,6 +51,7 @@ CREATE TABLE ocx.snapshots (
     PRIMARY KEY (aggregate_type, stream_id, version)
 );
 COMMENT ON TABLE ocx.snapshots IS 'aggregate state after version events of a stream, under one definition of the aggregate';
+COMMENT ON COLUMN ocx.snapshots.fingerprint IS 'hash of the apply function''s body and of the upcasters when the snapshot was taken';
 
 CREATE TABLE ocx.modules (
     name            text PRIMARY KEY,
@@ -138,6 +139,10 @@ DECLARE
 BEGIN
     IF type IS NULL OR type OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX111', MESSAGE = 'event type must not be empty';
+    END IF;
+    IF pg_catalog.octet_length(type) OPERATOR(pg_catalog.>) 256 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX111', MESSAGE = 'event type is too long',
+            DETAIL = 'Event types are limited to 256 bytes, as in ocx.append.';
     END IF;
     IF schema_version IS NULL OR schema_version OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'OX111',
@@ -270,6 +275,10 @@ DECLARE
 BEGIN
     IF aggregate_type IS NULL OR aggregate_type OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX101', MESSAGE = 'aggregate type must not be empty';
+    END IF;
+    IF pg_catalog.octet_length(aggregate_type) OPERATOR(pg_catalog.>) 256 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX101', MESSAGE = 'aggregate type is too long',
+            DETAIL = 'Aggregate types are limited to 256 bytes.';
     END IF;
     IF (apply IS NULL) OPERATOR(pg_catalog.=) (reducer IS NULL) THEN
         RAISE EXCEPTION USING ERRCODE = 'OX101',
