@@ -138,6 +138,10 @@ static struct
 	bool		snapshot_saved;
 }			last_load;
 
+/*
+ * A kept plan, prepared on first use in this backend; the plan cache replans it
+ * when the tables change.
+ */
 static SPIPlanPtr
 LoadPlanPtr(LoadPlan which)
 {
@@ -155,6 +159,10 @@ LoadPlanPtr(LoadPlan which)
 	return load_plans[which];
 }
 
+/*
+ * Run a kept plan.  read_only: under the active snapshot, so that every read of
+ * one load sees the same stream.
+ */
 static uint64
 RunLoadPlan(LoadPlan which, Datum *values, bool read_only)
 {
@@ -194,6 +202,7 @@ CanWriteSnapshot(void)
 		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT | ACL_UPDATE) == ACLCHECK_OK;
 }
 
+/* Store state as the snapshot at the target version (replacing a stale one). */
 static void
 SaveSnapshot(Load *ld, Jsonb *state)
 {
@@ -349,6 +358,7 @@ OpenDirect(Load *ld, EventSource *src)
 	return true;
 }
 
+/* Open the events (from, target] of the stream: directly if allowed, else SPI. */
 static void
 OpenSource(Load *ld, EventSource *src, bool composite)
 {
@@ -482,6 +492,7 @@ NextEvent(EventSource *src, EventRow *row)
 	}
 }
 
+/* Release what OpenSource took (locks, pins, the cursor). */
 static void
 CloseSource(EventSource *src)
 {

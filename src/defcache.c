@@ -96,6 +96,7 @@ DefCacheXactCallback(XactEvent event, void *arg)
 		pin_count = 0;
 }
 
+/* Once per backend: the callbacks that keep the cache honest. */
 static void
 RegisterCallbacks(void)
 {
@@ -140,12 +141,14 @@ SpiString(int r, int col)
 	return SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, col);
 }
 
+/* Column col of row r of the last SPI result as a datum. */
 static Datum
 SpiDatum(int r, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, col, isnull);
 }
 
+/* A read-only query over the definition tables; any failure is a bug. */
 static void
 SpiRun(const char *sql)
 {
@@ -155,6 +158,7 @@ SpiRun(const char *sql)
 		elog(ERROR, "ocx: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
+/* A string-keyed hash table in cxt, so that it goes with the cache. */
 static HTAB *
 MakeHash(const char *name, Size entrysize, MemoryContext cxt)
 {
@@ -318,6 +322,7 @@ OcxDefCachePin(void)
 	pin_count++;
 }
 
+/* Undo one OcxDefCachePin; a stale cache is rebuilt at the next lookup. */
 void
 OcxDefCacheUnpin(void)
 {

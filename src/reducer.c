@@ -89,6 +89,7 @@ struct OcxReducer
 static void RuleError(const char *type, int rule, const char *fmt, const char *arg) pg_attribute_noreturn();
 static void FoldError(OcxFold *f, struct ReducerRule *r, const char *why) pg_attribute_noreturn();
 
+/* Refuse reducer rules at definition time, naming the event type and rule. */
 static void
 RuleError(const char *type, int rule, const char *fmt, const char *arg)
 {
@@ -140,6 +141,7 @@ SplitPath(const char *s, int *n, const char *type, int rule)
 	return keys;
 }
 
+/* One rule from json-c: its operation, state path and source, all checked. */
 static void
 CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 {
@@ -335,6 +337,7 @@ struct OcxFold
 #define FOLD_MIN_THRESHOLD (64 * 1024)
 #define FOLD_BLOCK_SIZES 0, 8 * 1024, 64 * 1024
 
+/* An empty node of the state tree. */
 static RNode *
 NewContainer(RNodeKind kind)
 {
@@ -401,6 +404,7 @@ FromJsonbValue(JsonbValue *v)
 	}
 }
 
+/* The state tree of a jsonb document (the initial state or a snapshot). */
 static RNode *
 FromJsonb(Jsonb *j)
 {
@@ -495,6 +499,7 @@ ToJsonb(RNode *n)
 	return JsonbValueToJsonb(PushNode(&ps, n, WJB_VALUE));
 }
 
+/* Index of key in an object node, -1 if absent (states are small: linear). */
 static int
 FindKeyLen(RNode *obj, const char *key, int len)
 {
@@ -506,6 +511,7 @@ FindKeyLen(RNode *obj, const char *key, int len)
 	return -1;
 }
 
+/* Room for one more member in an object or array node. */
 static void
 Grow(RNode *n)
 {
@@ -520,6 +526,7 @@ Grow(RNode *n)
 	}
 }
 
+/* A rule that cannot be applied to this event: OX103 naming rule and version. */
 static void
 FoldError(OcxFold *f, ReducerRule *r, const char *why)
 {
@@ -572,6 +579,7 @@ StateParent(OcxFold *f, ReducerRule *r, bool create, int *idx)
 	return cur;
 }
 
+/* Replace the member at idx, or add key when idx is -1. */
 static void
 SetSlot(RNode *parent, int idx, const char *key, RNode *val)
 {
@@ -586,6 +594,7 @@ SetSlot(RNode *parent, int idx, const char *key, RNode *val)
 	parent->vals[parent->n++] = val;
 }
 
+/* A scalar node holding v (no copy: v is already in the fold context). */
 static RNode *
 ScalarNode(JsonbValue *v)
 {
@@ -684,6 +693,7 @@ NumberOf(JsonbValue *v)
 	return NULL;
 }
 
+/* One rule on the state for one event. */
 static void
 ApplyRule(OcxFold *f, ReducerRule *r, Jsonb *data, text *type, int64 version,
 		  TimestampTz time, text *stream_id)
