@@ -126,8 +126,9 @@ ProcFingerprint(Oid fn, bool *exists)
 		{
 			text	   *t = DatumGetTextPP(src);
 
+			/* no OID in the seed: snapshots stay usable across dump and restore */
 			h = hash_bytes_extended((unsigned char *) VARDATA_ANY(t),
-									VARSIZE_ANY_EXHDR(t), fn);
+									VARSIZE_ANY_EXHDR(t), 0);
 		}
 		ReleaseSysCache(tup);
 	}
