@@ -198,8 +198,10 @@ CanWriteSnapshot(void)
 		return false;
 	nsp = get_namespace_oid(OCX_SCHEMA, true);
 	rel = OidIsValid(nsp) ? get_relname_relid("snapshots", nsp) : InvalidOid;
+	/* both: the upsert needs each (aclcheck with two bits would accept either) */
 	return OidIsValid(rel) &&
-		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT | ACL_UPDATE) == ACLCHECK_OK;
+		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT) == ACLCHECK_OK &&
+		pg_class_aclcheck(rel, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
 }
 
 /* Store state as the snapshot at the target version (replacing a stale one). */
