@@ -398,7 +398,7 @@ BEGIN
         PERFORM ocx._define_upcaster(x OPERATOR(pg_catalog.->>) 'type',
                                      (x OPERATOR(pg_catalog.->>) 'from_schema_version')::integer,
                                      (x OPERATOR(pg_catalog.->>) 'transform')::pg_catalog.regprocedure,
-                                     x OPERATOR(pg_catalog.->) 'spec');
+                                     NULLIF(x OPERATOR(pg_catalog.->) 'spec', 'null'));
     END LOOP;
 
     FOR x IN SELECT pg_catalog.jsonb_array_elements(COALESCE(definition OPERATOR(pg_catalog.->) 'aggregates', '[]')) LOOP
@@ -410,9 +410,9 @@ BEGIN
         END IF;
         PERFORM ocx.define_aggregate(x OPERATOR(pg_catalog.->>) 'aggregate_type',
                                      (x OPERATOR(pg_catalog.->>) 'apply')::pg_catalog.regprocedure,
-                                     COALESCE(x OPERATOR(pg_catalog.->) 'initial_state', '{}'),
+                                     COALESCE(NULLIF(x OPERATOR(pg_catalog.->) 'initial_state', 'null'), '{}'),
                                      (x OPERATOR(pg_catalog.->>) 'snapshot_every')::integer,
-                                     x OPERATOR(pg_catalog.->) 'reducer');
+                                     NULLIF(x OPERATOR(pg_catalog.->) 'reducer', 'null'));
     END LOOP;
 
     INSERT INTO ocx.modules AS m (name, definition) VALUES (name, definition)
