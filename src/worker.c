@@ -81,6 +81,8 @@ char	   *ocx_databases = NULL;
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
+/* shortest time between two passes of a database worker that found no work */
+#define OCX_MIN_PASS_MS			2
 /* longest back-off after repeated errors */
 #define OCX_MAX_BACKOFF_MS		30000
 
@@ -927,6 +929,8 @@ OcxDatabaseWorkerMain(Datum arg)
 	Oid			dboid;
 	bool		pending;
 	int			backoff_ms = 0;
+	bool		more = false;
+	TimestampTz last_pass = 0;
 
 	my_slot = DatumGetInt32(arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
@@ -973,7 +977,6 @@ OcxDatabaseWorkerMain(Datum arg)
 	{
 		ListStep	ls;
 		bool		failed = false;
-		bool		more = false;
 		TimestampTz now;
 		TimestampTz next_due;
 		ListCell   *lc;
@@ -987,10 +990,23 @@ OcxDatabaseWorkerMain(Datum arg)
 		}
 		if (slot->stop_requested)
 			WorkerExit(OCX_EXIT_STOP_REQUESTED);
+
+		/*
+		 * Under a stream of appends the latch is set again and again; after a
+		 * pass that found nothing to do, let wake-ups gather for a moment
+		 * rather than run a pass per append.
+		 */
+		now = GetCurrentTimestamp();
+		if (!more && last_pass != 0 &&
+			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
+			pg_usleep(OCX_MIN_PASS_MS * 1000L -
+					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
 		ResetLatch(MyLatch);
 		MemoryContextReset(worker_context);
 
 		now = GetCurrentTimestamp();
+		last_pass = now;
+		more = false;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
 
 		memset(&ls, 0, sizeof(ls));
