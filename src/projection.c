@@ -204,6 +204,7 @@ GetProjPlan(ProjPlan which)
 	return proj_plans[which];
 }
 
+/* Execute a kept plan; returns SPI_processed. */
 static uint64
 RunProjPlan(ProjPlan which, Datum *values, const char *nulls)
 {
@@ -228,6 +229,7 @@ GetCol(int row, int col, bool *isnull)
 	return datumCopy(d, att->attbyval, att->attlen);
 }
 
+/* A text column of the last SPI result as a C string (NULL for NULL). */
 static char *
 GetText(int row, int col)
 {
@@ -257,6 +259,7 @@ TextArrayStrings(Datum arr, bool isnull, int *n)
 	return out;
 }
 
+/* Whether s[0..len) is in list (a NULL list holds everything). */
 static bool
 InList(char **list, int n, const char *s, size_t len)
 {
@@ -298,6 +301,7 @@ static const char *set_correlation = NULL;
 static const char *set_causation = NULL;
 static const char *set_traceparent = NULL;
 
+/* After a rollback or at a new batch nothing is known to be set. */
 static void
 ForgetEventSettings(void)
 {
@@ -430,6 +434,7 @@ OcxProjectionFailed(const char *name, const char *message)
 	SPI_finish();
 }
 
+/* Change a projection's state (the trigger invalidates inline caches). */
 static void
 SetState(const char *name, const char *state)
 {

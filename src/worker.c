@@ -399,6 +399,7 @@ ScanDatabases(int *count)
 	return dbs;
 }
 
+/* Whether oid is in the scanned list and accepts a worker. */
 static bool
 DatabaseConnectable(OcxDatabase *dbs, int n, Oid oid)
 {
@@ -779,6 +780,7 @@ typedef struct ProjectionBackoff
 static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
 static int	n_backoffs = 0;
 
+/* The backoff entry of a projection, or NULL. */
 static ProjectionBackoff *
 FindBackoff(const char *name)
 {
@@ -790,6 +792,7 @@ FindBackoff(const char *name)
 	return NULL;
 }
 
+/* A projection's batch failed: double its delay (0.5 s to 30 s). */
 static void
 NoteBackoff(const char *name, TimestampTz *next_due)
 {
@@ -809,6 +812,7 @@ NoteBackoff(const char *name, TimestampTz *next_due)
 		*next_due = pb->retry_at;
 }
 
+/* A projection's batch succeeded: no more delay. */
 static void
 ForgetBackoff(const char *name)
 {
@@ -890,6 +894,7 @@ typedef struct BatchStep
 	TimestampTz next_due;
 } BatchStep;
 
+/* RunStep adapters: one projection batch, recording a failure, a tick. */
 static bool
 StepBatch(void *arg)
 {
@@ -913,12 +918,15 @@ StepFailed(void *arg)
 	return false;
 }
 
+typedef struct TickStep
+{
+	bool		(*tick) (void);
+} TickStep;
+
 static bool
 StepTick(void *arg)
 {
-	bool		(*tick) (void) = (bool (*) (void)) arg;
-
-	return tick();
+	return ((TickStep *) arg)->tick();
 }
 
 /* The per-database worker's main loop. */
@@ -931,6 +939,9 @@ OcxDatabaseWorkerMain(Datum arg)
 	int			backoff_ms = 0;
 	bool		more = false;
 	TimestampTz last_pass = 0;
+	TickStep	bus_tick = {OcxBusWorkerTick};
+	TickStep	command_tick = {OcxCommandWorkerTick};
+	TickStep	saga_tick = {OcxSagaWorkerTick};
 
 	my_slot = DatumGetInt32(arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
@@ -1056,13 +1067,13 @@ OcxDatabaseWorkerMain(Datum arg)
 		}
 
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxBusWorkerTick, "ocx worker: bus", &failed, NULL))
+		if (RunStep(StepTick, &bus_tick, "ocx worker: bus", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxCommandWorkerTick, "ocx worker: commands", &failed, NULL))
+		if (RunStep(StepTick, &command_tick, "ocx worker: commands", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxSagaWorkerTick, "ocx worker: sagas", &failed, NULL))
+		if (RunStep(StepTick, &saga_tick, "ocx worker: sagas", &failed, NULL))
 			more = true;
 
 		if (failed)
@@ -1097,6 +1108,7 @@ OcxDatabaseWorkerMain(Datum arg)
  * ---------------------------------------------------------------------
  */
 
+/* How worker_status() names a slot state. */
 static const char *
 SlotStateName(OcxSlotState s)
 {
