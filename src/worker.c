@@ -311,6 +311,11 @@ OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		case T_CreatedbStmt:
 			dbname = DatabaseOption(((CreatedbStmt *) stmt)->options, "template");
 			break;
+		case T_TransactionStmt:
+			/* a prepared append becomes visible: wake the worker */
+			if (((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+				OcxWakeWorkerAtCommit();
+			break;
 		case T_DropStmt:
 			/* DROP EXTENSION ocx: do not wait for the worker's batch */
 			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
