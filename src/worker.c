@@ -552,6 +552,12 @@ ManageSlots(bool *rescan)
 				/* FALLTHROUGH */
 
 			case OCX_SLOT_REQUESTED:
+				if (dbs == NULL)
+				{
+					/* requested since we looked: next pass, with the list */
+					sleep_ms = 0;
+					break;
+				}
 				if (!DatabaseConnectable(dbs, ndbs, slot->dboid))
 				{
 					slot->state = OCX_SLOT_FREE;
