@@ -141,7 +141,7 @@ BEGIN
         RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty array without NULLs'
             USING ERRCODE = 'OX301';
     END IF;
-    IF "after" IS NOT NULL AND (("after").txid IS NULL OR ("after").global_position IS NULL) THEN
+    IF NOT ("after" IS NULL) AND (("after").txid IS NULL OR ("after").global_position IS NULL) THEN
         RAISE EXCEPTION 'after must be NULL (the beginning of the log) or a complete cursor'
             USING ERRCODE = 'OX301';
     END IF;
@@ -168,6 +168,7 @@ CREATE FUNCTION ocx.drop_subscription(name text, if_exists boolean DEFAULT false
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
     DELETE FROM ocx.subscriptions s WHERE s.name = drop_subscription.name;
     IF NOT FOUND THEN
         IF coalesce(if_exists, false) THEN
@@ -200,6 +201,7 @@ DECLARE
     evs     ocx.event[];
     tail    ocx.cursor;
 BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
     PERFORM ocx._bus_name_arg('consumer name', consumer);
     IF max_count IS NULL OR max_count < 0 OR max_count > 100000 THEN
         RAISE EXCEPTION 'max_count must be between 0 and 100000'
@@ -286,6 +288,7 @@ AS $$
 DECLARE
     sub ocx.subscriptions;
 BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
     PERFORM ocx._bus_name_arg('consumer name', consumer);
     IF "cursor" IS NULL OR ("cursor").txid IS NULL OR ("cursor").global_position IS NULL THEN
         RAISE EXCEPTION 'cursor must not be null'
