@@ -23,8 +23,10 @@
 #include "ocx_errors.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "tcop/utility.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -57,6 +59,9 @@ typedef enum OcxPlan
 	PLAN_INSERT_ONE,
 	PLAN_INSERT_MANY,
 	PLAN_FIND_IDS,
+	PLAN_ONE_ANY,
+	PLAN_ONE_NEW,
+	PLAN_ONE_AT,
 	NUM_PLANS
 } OcxPlan;
 
@@ -64,11 +69,19 @@ typedef struct OcxPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[13];
+	Oid			argtypes[15];
 } OcxPlanDef;
 
 #define EVENT_COLUMNS "stream_id, stream_version, event_id, source, type, schema_version, " \
 	"time, data, metadata, correlation_id, causation_id, tenant_id, txid"
+
+#define ONE_EVENT_FROM_S \
+	"INSERT INTO ocx.events (" EVENT_COLUMNS ") " \
+	"SELECT $1, s.version, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 " \
+	"FROM s RETURNING stream_version"
+#define ONE_EVENT_TYPES \
+	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
+	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
 
 static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ADVANCE_ANY] = {
@@ -123,6 +136,34 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		"JOIN ocx.events e ON e.source OPERATOR(pg_catalog.=) k.source "
 		"AND e.event_id OPERATOR(pg_catalog.=) k.id",
 		2, {TEXTARRAYOID, UUIDARRAYOID}
+	},
+
+	/*
+	 * The single-event fast path: take the stream row and insert the event in
+	 * one statement.  $2 is unused (the version comes from the stream row),
+	 * $14 is the category, $15 the expected version.
+	 */
+	[PLAN_ONE_ANY] = {
+		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $14, 1, $12) ON CONFLICT (stream_id) DO UPDATE "
+		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now() "
+		"RETURNING s.version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_NEW] = {
+		"WITH s AS (INSERT INTO ocx.streams (stream_id, category, version, tenant_id) "
+		"VALUES ($1, $14, 1, $12) ON CONFLICT (stream_id) DO NOTHING RETURNING version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_AT] = {
+		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.now() "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 "
+		"RETURNING version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
 	},
 };
 
@@ -467,6 +508,59 @@ RaiseConflict(const char *sid, int64 expected, int64 actual)
 			 errhint("Read the stream again, decide again, and retry with the version you read.")));
 }
 
+/*
+ * Run one of the statements that take the stream row and return the stream's
+ * new version, or -1 when the expected version did not match.
+ *
+ * In READ COMMITTED a concurrent append makes the conditional UPDATE see the
+ * new row and match nothing.  Under REPEATABLE READ and SERIALIZABLE the same
+ * race raises a serialization failure (40001) instead; the statement then runs
+ * in a subtransaction so that the failure can be reported as what it is, a
+ * wrong expected version (OX001), with the transaction still usable.
+ */
+static int64
+RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile int64 version = -1;
+
+	if (!IsolationUsesXactSnapshot())
+		return RunPlan(which, values, nulls) > 0 ? FirstInt64() : -1;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		if (RunPlan(which, values, nulls) > 0)
+			version = FirstInt64();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
+			ReThrowError(edata);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+				 errmsg("wrong expected version for stream \"%s\"", sid),
+				 errdetail("A concurrent transaction appended to the stream after this %s transaction took its snapshot.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Roll back, read the stream again in a new transaction, and retry.")));
+	}
+	PG_END_TRY();
+	return version;
+}
+
 /* The stream's current version as seen now (0 when absent). */
 static int64
 CurrentVersion(Datum sid)
@@ -619,6 +713,57 @@ TextOrNull(const char *s, char *null)
 	return CStringGetTextDatum(s);
 }
 
+/*
+ * Parameters $3..$11 of the single-event statements (and $1, $12, $13 are
+ * set by the caller).
+ */
+static void
+FillOneEvent(Datum *values, char *nulls, OcxNewEvent *ev, TimestampTz now)
+{
+	values[2] = UUIDPGetDatum(&ev->id);
+	values[3] = CStringGetTextDatum(ev->source);
+	values[4] = CStringGetTextDatum(ev->type);
+	values[5] = Int32GetDatum(ev->schema_version);
+	values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
+	values[7] = JsonbPGetDatum(ev->data);
+	values[8] = JsonbPGetDatum(ev->metadata);
+	values[9] = UUIDPGetDatum(&ev->correlation_id);
+	nulls[9] = ev->has_correlation_id ? ' ' : 'n';
+	values[10] = UUIDPGetDatum(&ev->causation_id);
+	nulls[10] = ev->has_causation_id ? ' ' : 'n';
+}
+
+/*
+ * One event with a generated id: lock or create the stream row and insert in
+ * a single statement.  Returns the new version, or raises the conflict.
+ */
+static int64
+AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
+		  OcxNewEvent *ev, TimestampTz now)
+{
+	Datum		values[15];
+	char		nulls[15];
+	OcxPlan		plan;
+	int64		version;
+
+	memset(nulls, ' ', sizeof(nulls));
+	NewEventId(&ev->id);
+	values[0] = sid;
+	values[1] = (Datum) 0;
+	nulls[1] = 'n';
+	FillOneEvent(values, nulls, ev, now);
+	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
+	values[12] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[13] = CStringGetTextDatum(StreamCategory(sid_str));
+	values[14] = Int64GetDatum(expected);
+
+	plan = expected_isnull ? PLAN_ONE_ANY : (expected == 0 ? PLAN_ONE_NEW : PLAN_ONE_AT);
+	version = RunStreamPlan(plan, values, nulls, sid_str);
+	if (version < 0)
+		RaiseConflict(sid_str, expected, CurrentVersion(sid));
+	return version;
+}
+
 /* Insert the batch at versions first .. first + n - 1 with one statement. */
 static void
 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
@@ -639,20 +784,8 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 
 	if (n == 1)
 	{
-		OcxNewEvent *ev = &events[0];
-
+		FillOneEvent(values, nulls, &events[0], now);
 		values[1] = Int64GetDatum(first);
-		values[2] = UUIDPGetDatum(&ev->id);
-		values[3] = CStringGetTextDatum(ev->source);
-		values[4] = CStringGetTextDatum(ev->type);
-		values[5] = Int32GetDatum(ev->schema_version);
-		values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : now);
-		values[7] = JsonbPGetDatum(ev->data);
-		values[8] = JsonbPGetDatum(ev->metadata);
-		values[9] = UUIDPGetDatum(&ev->correlation_id);
-		nulls[9] = ev->has_correlation_id ? ' ' : 'n';
-		values[10] = UUIDPGetDatum(&ev->causation_id);
-		nulls[10] = ev->has_causation_id ? ' ' : 'n';
 		RunPlan(PLAN_INSERT_ONE, values, nulls);
 	}
 	else
@@ -741,13 +874,23 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		}
 	}
 
+	if (n == 1 && !has_ids)
+	{
+		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now);
+		SPI_finish();
+		OcxAfterAppend(sid, new_version, 1);
+		return new_version;
+	}
+
 	if (expected_isnull || expected == 0)
 	{
 		values[0] = sid_datum;
 		values[1] = CStringGetTextDatum(StreamCategory(sid));
 		values[2] = Int64GetDatum(n);
 		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
-		if (RunPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE, values, nulls) == 0)
+		new_version = RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
+									values, nulls, sid);
+		if (new_version < 0)
 			RaiseConflict(sid, 0, CurrentVersion(sid_datum));
 	}
 	else
@@ -755,10 +898,10 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		values[0] = sid_datum;
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
-		if (RunPlan(PLAN_ADVANCE, values, NULL) == 0)
+		new_version = RunStreamPlan(PLAN_ADVANCE, values, NULL, sid);
+		if (new_version < 0)
 			RaiseConflict(sid, expected, CurrentVersion(sid_datum));
 	}
-	new_version = FirstInt64();
 
 	InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 
@@ -773,6 +916,9 @@ static text *
 AppendArgs(FunctionCallInfo fcinfo, bool *expected_isnull, int64 *expected)
 {
 	text	   *stream_id;
+
+	/* a clear error on a hot standby or in a READ ONLY transaction */
+	PreventCommandIfReadOnly(get_func_name(fcinfo->flinfo->fn_oid));
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -51,12 +51,74 @@ SELECT pg_catalog.pg_extension_config_dump('ocx.events', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.events_global_position_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.streams', '');
 
--- A place in log order.
-CREATE TYPE ocx.cursor AS (
-    txid            xid8,
-    global_position bigint
+-- A place in log order: a base type written "txid/global_position".
+CREATE TYPE ocx.cursor;
+CREATE FUNCTION ocx.cursor_in(cstring) RETURNS ocx.cursor
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_in';
+CREATE FUNCTION ocx.cursor_out(ocx.cursor) RETURNS cstring
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_out';
+CREATE FUNCTION ocx.cursor_recv(internal) RETURNS ocx.cursor
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_recv';
+CREATE FUNCTION ocx.cursor_send(ocx.cursor) RETURNS bytea
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_send';
+CREATE TYPE ocx.cursor (
+    INPUT = ocx.cursor_in, OUTPUT = ocx.cursor_out,
+    RECEIVE = ocx.cursor_recv, SEND = ocx.cursor_send,
+    INTERNALLENGTH = 16, ALIGNMENT = double, STORAGE = plain
 );
-COMMENT ON TYPE ocx.cursor IS 'a place in log order: (writer txid, global_position)';
+COMMENT ON TYPE ocx.cursor IS 'a place in log order: (writer txid, global_position), written txid/global_position';
+COMMENT ON FUNCTION ocx.cursor_in(cstring) IS 'input function of ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_out(ocx.cursor) IS 'output function of ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_recv(internal) IS 'binary input function of ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_send(ocx.cursor) IS 'binary output function of ocx.cursor';
+
+CREATE FUNCTION ocx.cursor(txid xid8, global_position bigint) RETURNS ocx.cursor
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_make';
+COMMENT ON FUNCTION ocx.cursor(xid8, bigint) IS 'the cursor of (txid, global_position)';
+CREATE FUNCTION ocx.txid(ocx.cursor) RETURNS xid8
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_txid';
+COMMENT ON FUNCTION ocx.txid(ocx.cursor) IS 'the writer transaction of a cursor';
+CREATE FUNCTION ocx.global_position(ocx.cursor) RETURNS bigint
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_position';
+COMMENT ON FUNCTION ocx.global_position(ocx.cursor) IS 'the global position of a cursor';
+
+CREATE FUNCTION ocx.cursor_cmp(ocx.cursor, ocx.cursor) RETURNS integer
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_cmp';
+COMMENT ON FUNCTION ocx.cursor_cmp(ocx.cursor, ocx.cursor) IS 'btree support: log order of two cursors';
+CREATE FUNCTION ocx.cursor_lt(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_lt';
+CREATE FUNCTION ocx.cursor_le(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_le';
+CREATE FUNCTION ocx.cursor_eq(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_eq';
+CREATE FUNCTION ocx.cursor_ne(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_ne';
+CREATE FUNCTION ocx.cursor_ge(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_ge';
+CREATE FUNCTION ocx.cursor_gt(ocx.cursor, ocx.cursor) RETURNS boolean
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'ocx_cursor_gt';
+COMMENT ON FUNCTION ocx.cursor_lt(ocx.cursor, ocx.cursor) IS 'implements < on ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_le(ocx.cursor, ocx.cursor) IS 'implements <= on ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_eq(ocx.cursor, ocx.cursor) IS 'implements = on ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_ne(ocx.cursor, ocx.cursor) IS 'implements <> on ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_ge(ocx.cursor, ocx.cursor) IS 'implements >= on ocx.cursor';
+COMMENT ON FUNCTION ocx.cursor_gt(ocx.cursor, ocx.cursor) IS 'implements > on ocx.cursor';
+
+CREATE OPERATOR ocx.< (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_lt,
+    COMMUTATOR = OPERATOR(ocx.>), NEGATOR = OPERATOR(ocx.>=), RESTRICT = scalarltsel, JOIN = scalarltjoinsel);
+CREATE OPERATOR ocx.<= (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_le,
+    COMMUTATOR = OPERATOR(ocx.>=), NEGATOR = OPERATOR(ocx.>), RESTRICT = scalarlesel, JOIN = scalarlejoinsel);
+CREATE OPERATOR ocx.= (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_eq,
+    COMMUTATOR = OPERATOR(ocx.=), NEGATOR = OPERATOR(ocx.<>), RESTRICT = eqsel, JOIN = eqjoinsel);
+CREATE OPERATOR ocx.<> (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_ne,
+    COMMUTATOR = OPERATOR(ocx.<>), NEGATOR = OPERATOR(ocx.=), RESTRICT = neqsel, JOIN = neqjoinsel);
+CREATE OPERATOR ocx.>= (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_ge,
+    COMMUTATOR = OPERATOR(ocx.<=), NEGATOR = OPERATOR(ocx.<), RESTRICT = scalargesel, JOIN = scalargejoinsel);
+CREATE OPERATOR ocx.> (LEFTARG = ocx.cursor, RIGHTARG = ocx.cursor, FUNCTION = ocx.cursor_gt,
+    COMMUTATOR = OPERATOR(ocx.<), NEGATOR = OPERATOR(ocx.<=), RESTRICT = scalargtsel, JOIN = scalargtjoinsel);
+CREATE OPERATOR CLASS ocx.cursor_ops DEFAULT FOR TYPE ocx.cursor USING btree AS
+    OPERATOR 1 ocx.<, OPERATOR 2 ocx.<=, OPERATOR 3 ocx.=, OPERATOR 4 ocx.>=, OPERATOR 5 ocx.>,
+    FUNCTION 1 ocx.cursor_cmp(ocx.cursor, ocx.cursor);
 
 -- What every read returns and every handler receives.
 CREATE TYPE ocx.event AS (

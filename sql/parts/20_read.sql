@@ -30,7 +30,7 @@ CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT 1, m
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-           e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor
+           e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
        AND e.stream_version >= ocx._version_arg(read_stream.from_version)
@@ -47,11 +47,11 @@ CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer 
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-           e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor
+           e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-       AND (e.txid, e.global_position) > (COALESCE((read_all."after").txid, '0'::xid8),
-                                          COALESCE((read_all."after").global_position, 0))
+       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(read_all."after"), '0'::xid8),
+                                          COALESCE(ocx.global_position(read_all."after"), 0))
        AND (read_all.types IS NULL OR e.type = ANY (read_all.types))
        AND (read_all.categories IS NULL OR ocx.category(e.stream_id) = ANY (read_all.categories))
      ORDER BY e.txid, e.global_position

@@ -105,3 +105,9 @@ SELECT * FROM ocx.read_all(NULL, -5);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM ocx.read_category(NULL);
 \echo :LAST_ERROR_SQLSTATE
+
+-- a read-only transaction gets PostgreSQL's read-only error, not an internal one
+BEGIN READ ONLY;
+SELECT ocx.append('ro-1', 0, '{"type": "A"}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;

@@ -14,8 +14,22 @@ SELECT count(*) AS missing FROM ocx.read_stream('rd_none-1');
 SELECT count(*) AS zero_limit FROM ocx.read_stream('rd_order-1', 1, 0);
 
 -- every row's cursor is its (txid, global_position)
-SELECT bool_and(("cursor").txid = txid AND ("cursor").global_position = global_position) AS cursor_ok
+SELECT bool_and(ocx.txid("cursor") = txid AND ocx.global_position("cursor") = global_position
+                AND "cursor"::text = txid::text || '/' || global_position
+                AND "cursor" OPERATOR(ocx.=) ocx.cursor(txid, global_position)
+                AND ("cursor"::text)::ocx.cursor OPERATOR(ocx.=) "cursor") AS cursor_ok
   FROM ocx.read_stream('rd_order-1');
+-- cursors sort in log order
+SELECT array_agg(c ORDER BY c)::text[] AS sorted
+  FROM unnest(ARRAY['10/5', '9/7', '10/2', '9/8']::ocx.cursor[]) c;
+SELECT '5/3'::ocx.cursor OPERATOR(ocx.<) '6/1'::ocx.cursor AS lt, '5/3'::ocx.cursor OPERATOR(ocx.=) '5/3' AS eq;
+-- malformed cursors are refused
+SELECT 'abc'::ocx.cursor;
+\echo :LAST_ERROR_SQLSTATE
+SELECT '1/'::ocx.cursor;
+\echo :LAST_ERROR_SQLSTATE
+SELECT '1/99999999999999999999'::ocx.cursor;
+\echo :LAST_ERROR_SQLSTATE
 
 -- read_all in log order, paged with cursors
 CREATE TEMP TABLE seen AS

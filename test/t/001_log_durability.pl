@@ -78,7 +78,7 @@ ok($standby->safe_psql('postgres', q{SELECT count(*) FROM ocx.read_all(NULL, NUL
    'read_all works on a hot standby');
 my ($rc, $out, $err) = $standby->psql('postgres', q{SELECT ocx.append_event('acct-1', 52, 'X', '{}')});
 isnt($rc, 0, 'appending on a standby fails');
-like($err, qr/read-only transaction/, 'with the read-only error');
+like($err, qr/cannot execute append_event in a read-only transaction/, 'with the read-only error');
 
 $standby->stop;
 $node->stop;

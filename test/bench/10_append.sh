@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Appends and stream reads against plain SQL (issue 2's targets).
+set -euo pipefail
+. "$BENCH_DIR/lib.sh"
+P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
+
+# A plain table equivalent to ocx.events, with only the unique (stream, version) index.
+$P <<'SQL'
+CREATE TABLE raw_events (
+    global_position bigserial, stream_id text NOT NULL, stream_version bigint NOT NULL,
+    event_id uuid NOT NULL DEFAULT gen_random_uuid(), source text NOT NULL DEFAULT 'ocx',
+    type text NOT NULL, schema_version int NOT NULL DEFAULT 1,
+    time timestamptz NOT NULL DEFAULT clock_timestamp(), data jsonb NOT NULL,
+    metadata jsonb NOT NULL DEFAULT '{}', correlation_id uuid, causation_id uuid,
+    tenant_id text, txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    UNIQUE (stream_id, stream_version));
+CREATE SEQUENCE raw_version;
+SQL
+
+# 1. single-event append, 8 clients
+cat > "$BENCH_OUT/append1.sql" <<'SQL'
+\set s random(1, 100000)
+SELECT ocx.append_event('acct-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
+SQL
+cat > "$BENCH_OUT/raw1.sql" <<'SQL'
+\set s random(1, 100000)
+INSERT INTO raw_events (stream_id, stream_version, type, data)
+VALUES ('acct-' || :s, nextval('raw_version'), 'Deposited', '{"amount": 10, "currency": "EUR"}');
+SQL
+read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/raw1.sql" 8 2)
+row "append_event, 1 event/tx, 8 clients, fsync on (tx/s)" "$o" "$b" 0.9
+
+# 2. 100 events per call, 4 clients, in events/s
+events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}')
+values=$(seq 1 100 | awk '{printf "%s(:s, nextval(%sraw_version%s), %sTick%s, %s{\"n\": %d, \"pad\": \"abcdefghij\"}%s)", (NR>1?",":""), "\047", "\047", "\047", "\047", "\047", $1, "\047"}')
+printf '\\set s random(1, 1000000)\nSELECT ocx.append(%sbatch-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/append100.sql"
+printf '\\set s random(1, 1000000)\nINSERT INTO raw_events (stream_id, stream_version, type, data) VALUES %s;\n' \
+    "$(echo "$values" | sed "s/(:s,/('batch-' || :s,/g")" > "$BENCH_OUT/raw100.sql"
+read -r o b < <(alt_tps "$BENCH_OUT/append100.sql" "$BENCH_OUT/raw100.sql" 4 2)
+row "append, 100 events/call, 4 clients (events/s)" "$(awk -v x="$o" 'BEGIN {print x * 100}')" \
+    "$(awk -v x="$b" 'BEGIN {print x * 100}')" 0.7
+
+# 3. read_stream of a 10,000-event stream against the plain indexed SELECT
+$P -c "SELECT ocx.append('big-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'data', jsonb_build_object('n', i))) FROM generate_series(1, 10000) i))" >/dev/null
+$P -c "VACUUM ANALYZE ocx.events" >/dev/null
+echo "SELECT * FROM ocx.read_stream('big-1');" > "$BENCH_OUT/read.sql"
+echo "SELECT * FROM ocx.events WHERE stream_id = 'big-1' ORDER BY stream_version;" > "$BENCH_OUT/rawread.sql"
+read -r o b < <(alt_tps "$BENCH_OUT/read.sql" "$BENCH_OUT/rawread.sql" 2 2)
+row "read_stream, 10,000 events (reads/s)" "$o" "$b" 0.8

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make bench`: ocx against a plain-SQL baseline in the same run, as ratios.
+# See test/bench/README.md.  BENCH_SECONDS (default 10) per pgbench run;
+# BENCH_ONLY=NN runs only test/bench/NN_*.sh.
+set -uo pipefail
+. "$(dirname "$0")/../lib.sh"
+cd "$OCX_ROOT"
+
+test/deps.sh || exit 1
+make -s PG_CONFIG="$PG_CONFIG" >/dev/null || exit 1
+
+RUN=$(ocx_run_dir bench)
+DATA=$RUN/data
+trap 'ocx_cluster_stop "$DATA"; rm -rf "$RUN"' EXIT
+
+ocx_tmp_install "$RUN/install" || exit 1
+ocx_cluster_init "$DATA" "$RUN/sock" \
+    "fsync = on" "synchronous_commit = on" "shared_buffers = 512MB" \
+    "max_connections = 100" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
+    "log_min_messages = warning"
+ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; exit 1; }
+
+export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGDATABASE=bench PGBIN
+export BENCH_DIR=$OCX_ROOT/test/bench BENCH_OUT=$RUN/out BENCH_SECONDS=${BENCH_SECONDS:-10}
+mkdir -p "$BENCH_OUT"
+"$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE bench" >/dev/null
+"$PGBIN/psql" -qX -c "CREATE EXTENSION ocx" >/dev/null
+
+results=$OCX_ROOT/test/bench/out/results.md
+mkdir -p "$(dirname "$results")"
+{
+    echo "# make bench, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); ${BENCH_SECONDS}s per pgbench run, runs alternate ocx/baseline."
+    echo
+    echo "| what | ocx | baseline | ratio | target | ok |"
+    echo "|---|---|---|---|---|---|"
+} > "$results"
+
+for script in "$BENCH_DIR"/[0-9][0-9]_*.sh; do
+    [ -e "$script" ] || continue
+    case "$(basename "$script")" in ${BENCH_ONLY:-[0-9][0-9]}_*) ;; *) continue;; esac
+    echo "== $(basename "$script")" >&2
+    bash "$script" | grep '^|' >> "$results"
+done
+
+cat "$results"
