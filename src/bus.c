@@ -140,11 +140,11 @@ ocx_publish(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The text form of a cursor, "(txid,position)", as ocx.cursor reads it. */
+/* The text form of a cursor, "txid/position", as ocx.cursor reads it. */
 static void
 AppendCursor(StringInfo buf, uint64 txid, int64 position)
 {
-	appendStringInfo(buf, "\"(" UINT64_FORMAT "," INT64_FORMAT ")\"", txid, position);
+	appendStringInfo(buf, "\"" UINT64_FORMAT "/" INT64_FORMAT "\"", txid, position);
 }
 
 /*

@@ -141,10 +141,6 @@ BEGIN
         RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty array without NULLs'
             USING ERRCODE = 'OX301';
     END IF;
-    IF NOT ("after" IS NULL) AND (("after").txid IS NULL OR ("after").global_position IS NULL) THEN
-        RAISE EXCEPTION 'after must be NULL (the beginning of the log) or a complete cursor'
-            USING ERRCODE = 'OX301';
-    END IF;
     INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease)
         VALUES (create_subscription.name, create_subscription.types, create_subscription.categories,
                 create_subscription.partitions, create_subscription.lease)
@@ -155,8 +151,8 @@ BEGIN
                   HINT = 'Drop it first with ocx.drop_subscription, or use another name.';
     END IF;
     INSERT INTO ocx.subscription_partitions (subscription, partition, acked_txid, acked_position)
-        SELECT create_subscription.name, p, coalesce(("after").txid, '0'::xid8),
-               coalesce(("after").global_position, 0)
+        SELECT create_subscription.name, p, coalesce(ocx.txid("after"), '0'::xid8),
+               coalesce(ocx.global_position("after"), 0)
           FROM generate_series(0, create_subscription.partitions - 1) p;
 END
 $$;
@@ -245,7 +241,7 @@ BEGIN
     SELECT array_agg(x ORDER BY (x).txid, (x).global_position) INTO evs FROM (
         SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
                e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-               e.tenant_id, e.txid, ROW(e.txid, e.global_position)::ocx.cursor
+               e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
           FROM ocx.events e
           JOIN ocx.subscription_partitions p
             ON p.subscription = sub.name
@@ -268,9 +264,9 @@ BEGIN
     UPDATE ocx.subscription_partitions p
        SET lease_until = now() + sub.lease,
            (delivered_txid, delivered_position) =
-               (SELECT (g).txid, (g).global_position FROM (
-                    SELECT CASE WHEN tail IS NULL THEN NULL
-                                ELSE greatest(tail, ROW(p.acked_txid, p.acked_position)::ocx.cursor) END AS g) s)
+               (SELECT ocx.txid(g), ocx.global_position(g) FROM (
+                    SELECT greatest(tail, ocx.cursor(p.acked_txid, p.acked_position)) AS g
+                     WHERE tail IS NOT NULL) s)
      WHERE p.subscription = sub.name AND p.owner = poll.consumer;
 
     IF evs IS NOT NULL THEN
@@ -290,7 +286,7 @@ DECLARE
 BEGIN
     PERFORM ocx._bus_name_arg('subscription name', name);
     PERFORM ocx._bus_name_arg('consumer name', consumer);
-    IF "cursor" IS NULL OR ("cursor").txid IS NULL OR ("cursor").global_position IS NULL THEN
+    IF "cursor" IS NULL THEN
         RAISE EXCEPTION 'cursor must not be null'
             USING ERRCODE = 'OX301', HINT = 'Acknowledge the "cursor" of the last event you processed.';
     END IF;
@@ -303,10 +299,10 @@ BEGIN
     -- never past what was delivered: acknowledging unseen events would skip them
     UPDATE ocx.subscription_partitions p
        SET (acked_txid, acked_position) =
-               (SELECT (g).txid, (g).global_position FROM (
-                    SELECT greatest(ROW(p.acked_txid, p.acked_position)::ocx.cursor,
+               (SELECT ocx.txid(g), ocx.global_position(g) FROM (
+                    SELECT greatest(ocx.cursor(p.acked_txid, p.acked_position),
                                     least(ack."cursor",
-                                          ROW(p.delivered_txid, p.delivered_position)::ocx.cursor)) AS g) s),
+                                          ocx.cursor(p.delivered_txid, p.delivered_position))) AS g) s),
            acked_at = now(),
            lease_until = now() + sub.lease
      WHERE p.subscription = sub.name AND p.owner = ack.consumer
@@ -324,10 +320,10 @@ COMMENT ON FUNCTION ocx.ack(text, ocx.cursor, text) IS
 
 CREATE VIEW ocx.subscription_status AS
     SELECT s.name, p.partition, s.partitions, s.types, s.categories, p.owner, p.lease_until,
-           ROW(p.acked_txid, p.acked_position)::ocx.cursor AS acked,
+           ocx.cursor(p.acked_txid, p.acked_position) AS acked,
            p.acked_at,
            CASE WHEN p.delivered_txid IS NULL THEN NULL
-                ELSE ROW(p.delivered_txid, p.delivered_position)::ocx.cursor END AS delivered
+                ELSE ocx.cursor(p.delivered_txid, p.delivered_position) END AS delivered
       FROM ocx.subscriptions s
       JOIN ocx.subscription_partitions p ON p.subscription = s.name;
 COMMENT ON VIEW ocx.subscription_status IS
