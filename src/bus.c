@@ -192,7 +192,7 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("SELECT e.global_position, e.stream_id, e.type FROM ocx.events e "
 							  "WHERE e.txid OPERATOR(pg_catalog.=) $1 "
 							  "ORDER BY e.txid DESC, e.global_position DESC LIMIT 1",
-							  1, (Oid[]) {XID8OID}, &arg, NULL, true, 1) != SPI_OK_SELECT)
+							  1, (Oid[]) {XID8OID}, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "ocx: could not read the appended event");
 	if (SPI_processed == 1)
 	{

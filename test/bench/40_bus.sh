@@ -42,7 +42,10 @@ const [mode, arg] = process.argv.slice(2);
     const pos = Number(r.rows[0].global_position);
     let hit;
     while (!(hit = seen.find(([p]) => p >= pos)))
-      await new Promise((resolve) => { waiter = resolve; });
+      await new Promise((resolve, reject) => {
+        waiter = resolve;
+        setTimeout(() => reject(new Error(`no wake-up for position ${pos} within 5 s`)), 5000);
+      });
     waiter = null;
     lat.push(Math.max(0, Number(hit[1] - acked) / 1e6));
     seen.length = 0;

@@ -94,6 +94,22 @@ test('an append wakes a LISTENing client on ocx_events and ocx_<category>', asyn
   await close(writer);
 });
 
+test('ocx.notify_mode = immediate: the appending transaction itself notifies', async () => {
+  const listener = await connect();
+  const writer = await connect();
+  await listener.query('LISTEN ocx_nodeimm');
+  const woke = waitFor(listener, 'ocx_nodeimm', (p) => p.stream_id === 'nodeimm-1', 5000);
+  await writer.query('SET ocx.notify_mode = immediate');
+  await writer.query(`SELECT ocx.append_event('nodeimm-1', NULL, 'Pinged', '{}')`);
+  const p = await woke;   // no worker task involved
+  assert.equal(p.immediate, true);
+  assert.equal(p.type, 'Pinged');
+  const r = await writer.query(`SELECT "cursor"::text AS c FROM ocx.read_stream('nodeimm-1')`);
+  assert.equal(p.cursor, r.rows[0].c);
+  await close(listener);
+  await close(writer);
+});
+
 test('ocx.publish reaches listeners; oversized payloads are an OX310 error', async () => {
   const listener = await connect();
   await listener.query('LISTEN node_chat');
