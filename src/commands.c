@@ -53,7 +53,8 @@ static const char *const cmd_plan_sql[CMD_NUM_PLANS] = {
 	[CMD_PLAN_CLAIM] =
 	"SELECT c, c.command_id, c.correlation_id, h.handler::pg_catalog.oid, "
 	"h.handler_role::pg_catalog.oid "
-	"FROM ocx._claim_commands(NULL, 1, '1 hour', 'ocx worker', true) c "
+	"FROM ocx._claim_commands((SELECT pg_catalog.array_agg(x.command_type) "
+	"FROM ocx.command_handlers x WHERE x.handler IS NOT NULL), 1, '1 hour', 'ocx worker') c "
 	"JOIN ocx.command_handlers h ON h.command_type OPERATOR(pg_catalog.=) c.type",
 	[CMD_PLAN_COMPLETE] =
 	"SELECT ocx.complete_command($1, $2)",

