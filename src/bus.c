@@ -32,6 +32,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -116,7 +117,7 @@ Datum
 ocx_publish(PG_FUNCTION_ARGS)
 {
 	char	   *channel;
-	char	   *payload;
+	Jsonb	   *payload;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -135,8 +136,8 @@ ocx_publish(PG_FUNCTION_ARGS)
 				 errdetail("Channels whose names start with \"%s\" carry ocx's own wake-ups.",
 						   OCX_CHANNEL_PREFIX),
 				 errhint("Choose a channel name without that prefix.")));
-	payload = JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, VARSIZE(PG_GETARG_JSONB_P(1)));
-	OcxNotify(channel, payload);
+	payload = PG_GETARG_JSONB_P(1);
+	OcxNotify(channel, JsonbToCString(NULL, &payload->root, VARSIZE(payload)));
 	PG_RETURN_VOID();
 }
 
@@ -170,7 +171,6 @@ CategoryChannel(const char *stream_id)
 Datum
 ocx_notify_immediate(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Datum		arg;
 	StringInfoData buf;
 	char	   *stream;
@@ -225,7 +225,6 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 			OcxNotify(channel, buf.data);
 	}
 	SPI_finish();
-	(void) trigdata;
 	return PointerGetDatum(NULL);
 }
 
@@ -297,7 +296,6 @@ typedef struct CategoryTally
 typedef enum BusPlan
 {
 	BUS_PLAN_STATE,
-	BUS_PLAN_QUEUE,
 	BUS_PLAN_EVENTS,
 	BUS_PLAN_COMMANDS,
 	BUS_PLAN_SAVE,
@@ -306,10 +304,9 @@ typedef enum BusPlan
 
 static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	[BUS_PLAN_STATE] =
-	"SELECT events_txid, events_position, commands_txid, commands_seq "
+	"SELECT events_txid, events_position, commands_txid, commands_seq, "
+	"pg_catalog.pg_notification_queue_usage() "
 	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
-	[BUS_PLAN_QUEUE] =
-	"SELECT pg_catalog.pg_notification_queue_usage()",
 	[BUS_PLAN_EVENTS] =
 	"SELECT e.txid, e.global_position, e.stream_id, e.type FROM ocx.events e "
 	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
@@ -325,9 +322,9 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	"commands_txid = $3, commands_seq = $4, notified_at = pg_catalog.now()",
 };
 
-static const int bus_plan_nargs[BUS_NUM_PLANS] = {0, 0, 2, 2, 4};
+static const int bus_plan_nargs[BUS_NUM_PLANS] = {0, 2, 2, 4};
 static const Oid bus_plan_args[BUS_NUM_PLANS][4] = {
-	{0}, {0}, {XID8OID, INT8OID}, {XID8OID, INT8OID},
+	{0}, {XID8OID, INT8OID}, {XID8OID, INT8OID},
 	{XID8OID, INT8OID, XID8OID, INT8OID}
 };
 static SPIPlanPtr bus_plans[BUS_NUM_PLANS];
@@ -514,13 +511,19 @@ OcxBusWorkerTick(void)
 	cseq = GetInt64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 
 	/* a listener is stuck: hold back rather than fill the queue */
-	RunBusPlan(BUS_PLAN_QUEUE, NULL);
-	if (DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
+	if (DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull))
 		> BUS_QUEUE_LIMIT)
 	{
-		ereport(LOG,
-				(errmsg("ocx: NOTIFY queue is more than half full, holding back wake-ups"),
-				 errhint("A session that LISTENs is idle inside a transaction; end it.")));
+		static TimestampTz last_logged = 0;
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (TimestampDifferenceExceeds(last_logged, now, 60 * 1000))
+		{
+			ereport(LOG,
+					(errmsg("ocx: NOTIFY queue is more than half full, holding back wake-ups"),
+					 errhint("A session that LISTENs is idle inside a transaction; end it.")));
+			last_logged = now;
+		}
 		goto done;
 	}
 
@@ -535,6 +538,17 @@ OcxBusWorkerTick(void)
 		args[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ctxid));
 		args[3] = Int64GetDatum(cseq);
 		RunBusPlan(BUS_PLAN_SAVE, args);
+
+		/*
+		 * The cursors are hints: losing the last update in a crash only
+		 * announces a batch twice.  So the worker's commit (its transaction
+		 * holds nothing else) need not wait for its WAL flush, which keeps
+		 * the bus off the fsync path.  A caller's own transaction is left
+		 * alone.
+		 */
+		if (IsBackgroundWorker)
+			(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 	}
 
 done:

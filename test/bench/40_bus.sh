@@ -59,11 +59,12 @@ const [mode, arg] = process.argv.slice(2);
 JS
 
 # The ocx worker sends the wake-ups; without it (before the worker is
-# built) a session runs the worker's bus task every 2 ms instead.
+# built) a session runs the worker's bus task every 2 ms instead, committing
+# asynchronously as the worker does.
 worker=$($P -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type ILIKE '%ocx%'")
 start_ticker() {
     [ "$worker" -eq 0 ] || return 0
-    PGAPPNAME=ocx_bench_ticker $P -c "SET statement_timeout = '$(( BENCH_SECONDS * 3 + 30 ))s'" \
+    PGAPPNAME=ocx_bench_ticker $P -c "SET synchronous_commit = off" -c "SET statement_timeout = '$(( BENCH_SECONDS * 3 + 30 ))s'" \
         -c "DO \$\$ BEGIN LOOP PERFORM ocx._bus_tick(); COMMIT; PERFORM pg_sleep(0.002); END LOOP; END \$\$" \
         >/dev/null 2>&1 &
 }
