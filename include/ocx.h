@@ -94,6 +94,22 @@ extern void OcxWakeWorkerAtCommit(void);
  * commands.c and saga.c respectively.
  */
 extern bool OcxBusWorkerTick(void);
+
+/*
+ * Counters for ocx.stats / ocx.metrics() (metrics.c).  Cheap and callable from
+ * any backend, with or without shared_preload_libraries (then no-ops).
+ */
+typedef enum OcxCounter
+{
+	OCX_COUNT_APPENDS,			/* successful append calls that wrote */
+	OCX_COUNT_EVENTS,			/* events written */
+	OCX_COUNT_BYTES,			/* data + metadata bytes written */
+	OCX_COUNT_CONFLICTS,		/* wrong expected version */
+	OCX_COUNT_IDEMPOTENT,		/* idempotent retries that wrote nothing */
+	OCX_NUM_CORE_COUNTERS
+} OcxCounter;
+extern void OcxCount(OcxCounter counter, int64 delta);
+
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);
 

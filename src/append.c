@@ -497,6 +497,7 @@ OcxFinishEvent(OcxNewEvent *ev, int index)
 static void
 RaiseConflict(const char *sid, int64 expected, int64 actual)
 {
+	OcxCount(OCX_COUNT_CONFLICTS, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
 			 errmsg("wrong expected version for stream \"%s\"", sid),
@@ -833,6 +834,19 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	}
 }
 
+static void
+CountWritten(OcxNewEvent *events, int n)
+{
+	int64		bytes = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		bytes += VARSIZE(events[i].data) + VARSIZE(events[i].metadata);
+	OcxCount(OCX_COUNT_APPENDS, 1);
+	OcxCount(OCX_COUNT_EVENTS, n);
+	OcxCount(OCX_COUNT_BYTES, bytes);
+}
+
 /*
  * The append core: n checked events into stream_id, under the expected
  * version rule (expected_isnull = any, 0 = the stream must not exist, N = it
@@ -870,6 +884,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		if (done >= 0)
 		{
 			SPI_finish();
+			OcxCount(OCX_COUNT_IDEMPOTENT, 1);
 			return done;
 		}
 	}
@@ -878,6 +893,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	{
 		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now);
 		SPI_finish();
+		CountWritten(events, 1);
 		OcxAfterAppend(sid, new_version, 1);
 		return new_version;
 	}
@@ -907,6 +923,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 
 	SPI_finish();
 
+	CountWritten(events, n);
 	OcxAfterAppend(sid, new_version - n + 1, n);
 	return new_version;
 }

@@ -1,13 +1,867 @@
 /*
  * projection.c
- *		What happens in the appending transaction after events are stored:
- *		inline projections run and the projection workers are woken at commit.
+ *		Projections: handlers that keep read models up to date.
  *
- * Placeholder until projections exist.
+ * Async projections are applied by the database worker (worker.c), one
+ * transaction per batch: the batch is read with ocx.read_all after the
+ * projection's checkpoint, so in gap-free log order (txid, global_position)
+ * and upcast like every read, each event is passed to the handler, and the
+ * new checkpoint is written in the same transaction as the handler's
+ * writes.  Whatever happens, an event's effect is committed exactly once.
+ *
+ * The batch first runs in one subtransaction (cheap).  If any event fails,
+ * that subtransaction is rolled back and the batch is run again one event
+ * per subtransaction, so the failing event is isolated: it is retried with
+ * exponential backoff per the projection's retry policy, then parked in
+ * ocx.dead_letters (the projection goes on) or the projection is stopped.
+ * Handlers run as the role that defined the projection.
+ *
+ * Inline projections run in the appending transaction (OcxAfterAppend): an
+ * error in their handler fails the append.  A new or rebuilt inline
+ * projection first catches up in the worker (state "rebuilding"); the worker
+ * switches it to "running" while holding a SHARE lock on ocx.streams, which
+ * no append can hold concurrently, and only when no event is left beyond its
+ * checkpoint, so from then on every append applies it and none is missed.
+ *
+ * Backends cache the running inline projections; a statement trigger on
+ * ocx.projections sends a relcache invalidation when what they cache
+ * changes.  No shared memory here.
  */
 #include "ocx.h"
+#include "ocx_errors.h"
+#include "ocx_worker.h"
 
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(ocx_require_workers);
+PG_FUNCTION_INFO_V1(ocx_projections_changed);
+
+typedef enum ProjPlan
+{
+	Q_LIST,
+	Q_PROJ,
+	Q_EVENTS,
+	Q_CKPT,
+	Q_STATE,
+	Q_DEAD,
+	Q_BEYOND,
+	Q_FAILED,
+	Q_INLINE,
+	Q_STREAM_EVENTS,
+	NUM_PROJ_PLANS
+} ProjPlan;
+
+typedef struct ProjPlanDef
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[10];
+} ProjPlanDef;
+
+static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
+	[Q_LIST] = {
+		"SELECT name FROM ocx.projections "
+		"WHERE state OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}'::pg_catalog.text[]) "
+		"AND (mode OPERATOR(pg_catalog.=) 'async' OR state OPERATOR(pg_catalog.=) 'rebuilding') "
+		"ORDER BY name",
+		0, {0}
+	},
+	[Q_PROJ] = {
+		"SELECT handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, mode, state, "
+		"owner::pg_catalog.text, checkpoint_txid, checkpoint_position, failing_position, failing_attempts, retry_at, "
+		"(retry OPERATOR(pg_catalog.->>) 'attempts')::pg_catalog.int4, "
+		"(retry OPERATOR(pg_catalog.->>) 'base_delay_ms')::pg_catalog.int8, "
+		"(retry OPERATOR(pg_catalog.->>) 'max_delay_ms')::pg_catalog.int8, "
+		"retry OPERATOR(pg_catalog.->>) 'on_exhausted' "
+		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
+		"FOR NO KEY UPDATE SKIP LOCKED",
+		1, {TEXTOID}
+	},
+	[Q_EVENTS] = {
+		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
+		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
+		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent' "
+		"FROM ocx.read_all(ocx.cursor($1, $2), $3, $4, $5) e",
+		5, {XID8OID, INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
+	},
+	[Q_CKPT] = {
+		"UPDATE ocx.projections SET checkpoint_txid = $2, checkpoint_position = $3, "
+		"checkpoint_time = COALESCE($4, checkpoint_time), "
+		"events_applied = events_applied OPERATOR(pg_catalog.+) $5, "
+		"failing_position = $6, failing_attempts = $7, retry_at = $8, "
+		"last_error = COALESCE($9, last_error), "
+		"last_error_at = CASE WHEN $9 IS NULL THEN last_error_at ELSE pg_catalog.now() END, "
+		"rebuild_done = rebuild_done OPERATOR(pg_catalog.+) $10, updated_at = pg_catalog.now() "
+		"WHERE name OPERATOR(pg_catalog.=) $1",
+		10, {TEXTOID, XID8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID,
+		TIMESTAMPTZOID, TEXTOID, INT8OID}
+	},
+	[Q_STATE] = {
+		"UPDATE ocx.projections SET state = $2, "
+		"rebuild_finished_at = CASE WHEN state OPERATOR(pg_catalog.=) 'rebuilding' "
+		"AND $2 OPERATOR(pg_catalog.=) 'running' THEN pg_catalog.now() ELSE rebuild_finished_at END, "
+		"updated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, TEXTOID}
+	},
+	[Q_DEAD] = {
+		"INSERT INTO ocx.dead_letters (projection, global_position, txid, stream_id, "
+		"stream_version, event_id, type, attempts, error, sqlstate) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+		10, {TEXTOID, INT8OID, XID8OID, TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID,
+		TEXTOID, TEXTOID}
+	},
+	[Q_BEYOND] = {
+		"SELECT EXISTS (SELECT 1 FROM ocx.events e "
+		"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
+		"AND ($3 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($3)) "
+		"AND ($4 IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY ($4)))",
+		4, {XID8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID}
+	},
+	[Q_FAILED] = {
+		"UPDATE ocx.projections SET last_error = $2, last_error_at = pg_catalog.now() "
+		"WHERE name OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, TEXTOID}
+	},
+	[Q_INLINE] = {
+		"SELECT name, handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, owner::pg_catalog.text "
+		"FROM ocx.projections WHERE mode OPERATOR(pg_catalog.=) 'inline' "
+		"AND state OPERATOR(pg_catalog.=) 'running' ORDER BY name",
+		0, {0}
+	},
+	[Q_STREAM_EVENTS] = {
+		"SELECT e, e.type FROM ocx.read_stream($1, $2, $3) e",
+		3, {TEXTOID, INT8OID, INT4OID}
+	},
+};
+
+static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
+
+/* An event of a batch, copied out of SPI's result. */
+typedef struct BatchEvent
+{
+	Datum		event;			/* the ocx.event composite */
+	int64		position;
+	Datum		txid;
+	TimestampTz time;
+	char	   *stream_id;
+	int64		stream_version;
+	pg_uuid_t	event_id;
+	char	   *type;
+	char	   *correlation_id; /* the event's, else its id */
+	char	   *causation_id;	/* the event's id */
+	char	   *traceparent;	/* from its metadata, or NULL */
+} BatchEvent;
+
+/* A running inline projection, as cached by a backend. */
+typedef struct InlineProjection
+{
+	char	   *name;
+	Oid			handler;
+	Oid			owner;
+	char	  **types;			/* NULL: every type */
+	int			ntypes;
+	char	  **categories;		/* NULL: every category */
+	int			ncategories;
+} InlineProjection;
+
+static MemoryContext inline_context = NULL;
+static InlineProjection *inline_projections = NULL;
+static int	n_inline = 0;
+static bool inline_valid = false;
+static Oid	inline_relid = InvalidOid;
+static bool inline_callback_registered = false;
+
+/* The kept plan for which, prepared on first use in this process. */
+static SPIPlanPtr
+GetProjPlan(ProjPlan which)
+{
+	if (proj_plans[which] == NULL)
+	{
+		const ProjPlanDef *def = &proj_plan_defs[which];
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
+		if (plan == NULL)
+			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
+				 def->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		proj_plans[which] = plan;
+	}
+	return proj_plans[which];
+}
+
+static uint64
+RunProjPlan(ProjPlan which, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(GetProjPlan(which), values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* Column col of row of the last SPI result, copied into the current context. */
+static Datum
+GetCol(int row, int col, bool *isnull)
+{
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	Form_pg_attribute att = TupleDescAttr(desc, col - 1);
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], desc, col, isnull);
+
+	if (*isnull)
+		return (Datum) 0;
+	return datumCopy(d, att->attbyval, att->attlen);
+}
+
+static char *
+GetText(int row, int col)
+{
+	bool		isnull;
+	Datum		d = GetCol(row, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* A text[] as C strings (NULL for a NULL array). */
+static char **
+TextArrayStrings(Datum arr, bool isnull, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+	int			i;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		out[i] = nulls[i] ? "" : TextDatumGetCString(elems[i]);
+	return out;
+}
+
+static bool
+InList(char **list, int n, const char *s, size_t len)
+{
+	int			i;
+
+	if (list == NULL)
+		return true;
+	for (i = 0; i < n; i++)
+		if (strlen(list[i]) == len && strncmp(list[i], s, len) == 0)
+			return true;
+	return false;
+}
+
+/* Call handler(event) as role owner. */
+static void
+CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Oid			save_user;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = event;
+	fcinfo->args[0].isnull = false;
+	(void) FunctionCallInvoke(fcinfo);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+/*
+ * What a handler appends is caused by the event it handles and shares its
+ * correlation id (and trace): set the settings append reads, for the
+ * duration of the call (the caller's GUC nest level undoes them).
+ */
+static void
+SetEventSettings(BatchEvent *ev)
+{
+	set_config_option("ocx.correlation_id", ev->correlation_id, PGC_USERSET,
+					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	set_config_option("ocx.causation_id", ev->causation_id, PGC_USERSET,
+					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (ev->traceparent)
+		(void) set_config_option("ocx.traceparent", ev->traceparent, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, WARNING, false);
+}
+
+/*
+ * Apply events[from..to) in one subtransaction.  On error the subtransaction
+ * is rolled back, *edata (in the caller's context) says why, and false is
+ * returned; the caller's transaction goes on.
+ */
+static bool
+ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
+					  int from, int to, ErrorData **edata)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		int			i;
+
+		for (i = from; i < to; i++)
+		{
+			int			nest = NewGUCNestLevel();
+
+			CHECK_FOR_INTERRUPTS();
+			SetEventSettings(&events[i]);
+			CallHandler(flinfo, owner, events[i].event);
+			AtEOXact_GUC(true, nest);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		*edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* SQL: ocx._require_workers(what) raises OX210 without preloading. */
+Datum
+ocx_require_workers(PG_FUNCTION_ARGS)
+{
+	OcxRequireWorkers(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/* Trigger on ocx.projections: every backend reloads its inline cache. */
+Datum
+ocx_projections_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "ocx_projections_changed: not called as a trigger");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+/* The names of the projections the worker has work for, in cxt. */
+List *
+OcxProjectionsToRun(MemoryContext cxt)
+{
+	List	   *names = NIL;
+	uint64		n;
+	uint64		i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	n = RunProjPlan(Q_LIST, NULL, NULL);
+	for (i = 0; i < n; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		names = lappend(names, pstrdup(name));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return names;
+}
+
+/* Record an error that stopped a batch before any handler ran. */
+void
+OcxProjectionFailed(const char *name, const char *message)
+{
+	Datum		values[2];
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(message ? message : "unknown error");
+	RunProjPlan(Q_FAILED, values, NULL);
+	SPI_finish();
+}
+
+static void
+SetState(const char *name, const char *state)
+{
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(state);
+	RunProjPlan(Q_STATE, values, NULL);
+}
+
+/*
+ * A rebuilding projection has read everything it can see.  An async one is
+ * simply running again; an inline one becomes running only when no append is
+ * in flight (SHARE lock on ocx.streams, not waited for) and nothing is left
+ * beyond its checkpoint.  Returns true when the worker should try again soon.
+ */
+static bool
+FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_pos,
+			  Datum types, bool types_null, Datum categories, bool categories_null)
+{
+	Oid			streams;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	if (!inline_mode)
+	{
+		SetState(name, "running");
+		return false;
+	}
+	streams = get_relname_relid("streams", get_namespace_oid(OCX_SCHEMA, false));
+	if (!OidIsValid(streams) || !ConditionalLockRelationOid(streams, ShareLock))
+		return true;
+	values[0] = ckpt_txid;
+	values[1] = Int64GetDatum(ckpt_pos);
+	values[2] = types;
+	nulls[2] = types_null ? 'n' : ' ';
+	values[3] = categories;
+	nulls[3] = categories_null ? 'n' : ' ';
+	RunProjPlan(Q_BEYOND, values, nulls);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return true;
+	SetState(name, "running");
+	return false;
+}
+
+/*
+ * One batch of projection name, in the caller's transaction.  Returns true
+ * when there is probably more to do at once; lowers *next_due to the time a
+ * retry is due.
+ */
+bool
+OcxProjectionBatch(const char *name, TimestampTz *next_due)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	Datum		values[10];
+	char		nulls[10];
+	bool		isnull;
+	Oid			handler;
+	Datum		types;
+	bool		types_null;
+	Datum		categories;
+	bool		categories_null;
+	char	   *mode;
+	char	   *state;
+	Oid			owner;
+	Datum		ckpt_txid;
+	int64		ckpt_pos;
+	TimestampTz ckpt_time = 0;
+	bool		have_time = false;
+	int64		failing_pos;
+	bool		failing_null;
+	int32		failing_attempts;
+	TimestampTz retry_at;
+	bool		retry_null;
+	int32		max_attempts;
+	int64		base_delay;
+	int64		max_delay;
+	char	   *on_exhausted;
+	TimestampTz now = GetCurrentTimestamp();
+	BatchEvent *events;
+	uint64		nev;
+	uint64		i;
+	int64		applied = 0;
+	int64		parked = 0;
+	bool		stopped = false;
+	bool		waiting = false;
+	char	   *last_error = NULL;
+	FmgrInfo	flinfo;
+	bool		more = false;
+	bool		rebuilding;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
+
+	values[0] = CStringGetTextDatum(name);
+	if (RunProjPlan(Q_PROJ, values, NULL) == 0)
+	{
+		/* dropped, or an administrator holds its row: next time */
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return false;
+	}
+	handler = DatumGetObjectId(GetCol(0, 1, &isnull));
+	types = GetCol(0, 2, &types_null);
+	categories = GetCol(0, 3, &categories_null);
+	mode = GetText(0, 4);
+	state = GetText(0, 5);
+	owner = get_role_oid(GetText(0, 6), false);
+	ckpt_txid = GetCol(0, 7, &isnull);
+	ckpt_pos = DatumGetInt64(GetCol(0, 8, &isnull));
+	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
+	failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
+	retry_at = DatumGetTimestampTz(GetCol(0, 11, &retry_null));
+	max_attempts = DatumGetInt32(GetCol(0, 12, &isnull));
+	base_delay = DatumGetInt64(GetCol(0, 13, &isnull));
+	max_delay = DatumGetInt64(GetCol(0, 14, &isnull));
+	on_exhausted = GetText(0, 15);
+	rebuilding = strcmp(state, "rebuilding") == 0;
+
+	if ((strcmp(state, "running") != 0 && !rebuilding) ||
+		(strcmp(mode, "async") != 0 && !rebuilding))
+	{
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return false;
+	}
+	if (!retry_null && retry_at > now)
+	{
+		if (retry_at < *next_due)
+			*next_due = retry_at;
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return false;
+	}
+
+	/* the next batch, in log order, upcast */
+	values[0] = ckpt_txid;
+	values[1] = Int64GetDatum(ckpt_pos);
+	values[2] = Int32GetDatum(ocx_batch_size);
+	values[3] = types;
+	values[4] = categories;
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[3] = types_null ? 'n' : ' ';
+	nulls[4] = categories_null ? 'n' : ' ';
+	nev = RunProjPlan(Q_EVENTS, values, nulls);
+	events = palloc0(sizeof(BatchEvent) * Max(nev, 1));
+	for (i = 0; i < nev; i++)
+	{
+		events[i].event = GetCol(i, 1, &isnull);
+		events[i].position = DatumGetInt64(GetCol(i, 2, &isnull));
+		events[i].txid = GetCol(i, 3, &isnull);
+		events[i].time = DatumGetTimestampTz(GetCol(i, 4, &isnull));
+		events[i].stream_id = GetText(i, 5);
+		events[i].stream_version = DatumGetInt64(GetCol(i, 6, &isnull));
+		memcpy(&events[i].event_id, DatumGetUUIDP(GetCol(i, 7, &isnull)), sizeof(pg_uuid_t));
+		events[i].type = GetText(i, 8);
+		events[i].correlation_id = GetText(i, 9);
+		events[i].causation_id = GetText(i, 10);
+		events[i].traceparent = GetText(i, 11);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	if (nev == 0)
+	{
+		if (rebuilding)
+			more = FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
+								 types, types_null, categories, categories_null);
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		if (more)
+		{
+			TimestampTz soon = TimestampTzPlusMilliseconds(now, 100);
+
+			if (soon < *next_due)
+				*next_due = soon;
+		}
+		return false;
+	}
+
+	fmgr_info_cxt(handler, &flinfo, cxt);
+
+	/* fast path: the whole batch in one subtransaction */
+	i = 0;
+	if (failing_null)
+	{
+		ErrorData  *edata = NULL;
+
+		if (ApplyInSubtransaction(&flinfo, owner, events, 0, nev, &edata))
+			i = applied = nev;
+		else
+			FreeErrorData(edata);
+	}
+
+	/* slow path: one subtransaction per event, to isolate the failing one */
+	for (; i < nev; i++)
+	{
+		ErrorData  *edata = NULL;
+		int32		attempts;
+
+		if (ApplyInSubtransaction(&flinfo, owner, events, i, i + 1, &edata))
+		{
+			applied++;
+			failing_null = true;
+			failing_attempts = 0;
+			continue;
+		}
+		attempts = (!failing_null && failing_pos == events[i].position) ? failing_attempts + 1 : 1;
+		last_error = psprintf("event %lld (%s, %s): %s",
+							  (long long) events[i].position, events[i].stream_id,
+							  events[i].type, edata->message);
+		if (attempts < max_attempts)
+		{
+			int64		delay = base_delay;
+			int			k;
+
+			for (k = 1; k < attempts && delay < max_delay; k++)
+				delay *= 2;
+			delay = Min(delay, max_delay);
+			failing_null = false;
+			failing_pos = events[i].position;
+			failing_attempts = attempts;
+			retry_null = false;
+			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+			if (retry_at < *next_due)
+				*next_due = retry_at;
+			waiting = true;
+			break;
+		}
+		if (strcmp(on_exhausted, "stop") == 0)
+		{
+			failing_null = false;
+			failing_pos = events[i].position;
+			failing_attempts = attempts;
+			stopped = true;
+			break;
+		}
+
+		/* park it and go on */
+		values[0] = CStringGetTextDatum(name);
+		values[1] = Int64GetDatum(events[i].position);
+		values[2] = events[i].txid;
+		values[3] = CStringGetTextDatum(events[i].stream_id);
+		values[4] = Int64GetDatum(events[i].stream_version);
+		values[5] = UUIDPGetDatum(&events[i].event_id);
+		values[6] = CStringGetTextDatum(events[i].type);
+		values[7] = Int32GetDatum(attempts);
+		values[8] = CStringGetTextDatum(edata->message);
+		values[9] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		RunProjPlan(Q_DEAD, values, NULL);
+		ereport(LOG,
+				(errmsg("ocx: projection \"%s\" parked event %lld in ocx.dead_letters after %d attempts",
+						name, (long long) events[i].position, attempts),
+				 errdetail("%s", edata->message)));
+		parked++;
+		failing_null = true;
+		failing_attempts = 0;
+		retry_null = true;
+		FreeErrorData(edata);
+	}
+
+	/* the checkpoint: the last event applied or parked */
+	if (i > 0)
+	{
+		ckpt_txid = events[i - 1].txid;
+		ckpt_pos = events[i - 1].position;
+		ckpt_time = events[i - 1].time;
+		have_time = true;
+	}
+	if (!waiting && !stopped)
+		retry_null = true;
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ckpt_txid;
+	values[2] = Int64GetDatum(ckpt_pos);
+	values[3] = TimestampTzGetDatum(ckpt_time);
+	nulls[3] = have_time ? ' ' : 'n';
+	values[4] = Int64GetDatum(applied);
+	values[5] = Int64GetDatum(failing_pos);
+	nulls[5] = failing_null ? 'n' : ' ';
+	values[6] = Int32GetDatum(failing_null ? 0 : failing_attempts);
+	values[7] = TimestampTzGetDatum(retry_at);
+	nulls[7] = retry_null ? 'n' : ' ';
+	values[8] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
+	nulls[8] = last_error ? ' ' : 'n';
+	values[9] = Int64GetDatum(rebuilding ? applied + parked : 0);
+	RunProjPlan(Q_CKPT, values, nulls);
+
+	if (stopped)
+	{
+		SetState(name, "stopped");
+		ereport(WARNING,
+				(errcode(ERRCODE_OCX_PROJECTION_STOPPED),
+				 errmsg("ocx: projection \"%s\" stopped at event %lld", name,
+						(long long) failing_pos),
+				 errdetail("%s", last_error),
+				 errhint("Fix the handler, then call ocx.resume_projection('%s').", name)));
+	}
+	else if (!waiting)
+	{
+		more = (nev == (uint64) ocx_batch_size);
+		if (!more && rebuilding &&
+			FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
+						  types, types_null, categories, categories_null))
+		{
+			TimestampTz soon = TimestampTzPlusMilliseconds(now, 100);
+
+			if (soon < *next_due)
+				*next_due = soon;
+		}
+	}
+
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return more;
+}
+
+/* The relcache callback: forget the inline cache when ocx.projections changes. */
+static void
+InlineInvalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == inline_relid)
+		inline_valid = false;
+}
+
+/* Load the running inline projections (SPI connected by the caller). */
+static void
+LoadInlineProjections(void)
+{
+	Oid			nsp;
+	uint64		n;
+	uint64		i;
+	MemoryContext old;
+
+	if (!inline_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(InlineInvalidate, (Datum) 0);
+		inline_callback_registered = true;
+	}
+	if (inline_context == NULL)
+		inline_context = AllocSetContextCreate(CacheMemoryContext, "ocx inline projections",
+											   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(inline_context);
+	inline_projections = NULL;
+	n_inline = 0;
+
+	nsp = get_namespace_oid(OCX_SCHEMA, true);
+	inline_relid = OidIsValid(nsp) ? get_relname_relid("projections", nsp) : InvalidOid;
+	if (!OidIsValid(inline_relid))
+		return;
+
+	/* an invalidation arriving while we load makes us load again next time */
+	inline_valid = true;
+	PG_TRY();
+	{
+		n = RunProjPlan(Q_INLINE, NULL, NULL);
+	}
+	PG_CATCH();
+	{
+		inline_valid = false;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	old = MemoryContextSwitchTo(inline_context);
+	inline_projections = palloc0(sizeof(InlineProjection) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		InlineProjection *p = &inline_projections[i];
+		bool		isnull;
+		Datum		d;
+
+		p->name = GetText(i, 1);
+		p->handler = DatumGetObjectId(GetCol(i, 2, &isnull));
+		d = GetCol(i, 3, &isnull);
+		p->types = TextArrayStrings(d, isnull, &p->ntypes);
+		d = GetCol(i, 4, &isnull);
+		p->categories = TextArrayStrings(d, isnull, &p->ncategories);
+		p->owner = get_role_oid(GetText(i, 5), false);
+	}
+	n_inline = n;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Called by append after a batch is stored, in the appending transaction:
+ * run the inline projections on the new events and wake the worker at commit.
+ */
 void
 OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 {
+	MemoryContext cxt;
+	MemoryContext old;
+	Datum		values[3];
+	uint64		n;
+	uint64		i;
+	int			j;
+
+	OcxWakeWorkerAtCommit();
+	if (inline_valid && n_inline == 0)
+		return;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx inline projections",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	if (!inline_valid)
+		LoadInlineProjections();
+	if (n_inline > 0)
+	{
+		InlineProjection *projs = inline_projections;
+		int			nprojs = n_inline;
+		Datum	   *events;
+		char	  **types;
+
+		MemoryContextSwitchTo(cxt);
+		values[0] = CStringGetTextDatum(stream_id);
+		values[1] = Int64GetDatum(first_version);
+		values[2] = Int32GetDatum(nevents);
+		n = RunProjPlan(Q_STREAM_EVENTS, values, NULL);
+		events = palloc(sizeof(Datum) * Max(n, 1));
+		types = palloc(sizeof(char *) * Max(n, 1));
+		for (i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			events[i] = GetCol(i, 1, &isnull);
+			types[i] = GetText(i, 2);
+		}
+		for (j = 0; j < nprojs; j++)
+		{
+			InlineProjection *p = &projs[j];
+			const char *dash = strchr(stream_id, '-');
+			size_t		catlen = dash ? (size_t) (dash - stream_id) : strlen(stream_id);
+			FmgrInfo	flinfo;
+
+			if (!InList(p->categories, p->ncategories, stream_id, catlen))
+				continue;
+			fmgr_info_cxt(p->handler, &flinfo, cxt);
+			for (i = 0; i < n; i++)
+				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))
+					CallHandler(&flinfo, p->owner, events[i]);
+		}
+	}
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 }

@@ -1,17 +1,1198 @@
 /*
  * worker.c
- *		The launcher and per-database background workers.
+ *		The launcher and the per-database background workers.
  *
- * Placeholder until projection workers exist: nothing is registered.
+ * With ocx in shared_preload_libraries, _PG_init registers one launcher.  It
+ * connects to no database (it reads the shared catalog pg_database) and
+ * keeps one worker per database that has ocx installed, using the slots in
+ * shared memory (shmem.c, src/README.md draws the state machine):
+ *
+ *	- at start, and every minute for databases it has not seen, it asks for a
+ *	  worker in every database that accepts connections; a worker that finds
+ *	  no ocx in its database leaves at once and its slot is freed;
+ *	- a backend that appends (or creates the extension, or defines a
+ *	  projection) wakes its database's worker at commit through the worker's
+ *	  latch; with no worker yet it fills a slot and wakes the launcher;
+ *	- DROP DATABASE, ALTER DATABASE (rename, tablespace) and CREATE DATABASE
+ *	  from a template need the database to themselves: a ProcessUtility hook
+ *	  asks the database's worker to leave (and the launcher to hold off)
+ *	  before the command runs, so they are never blocked by a worker; DROP
+ *	  EXTENSION ocx does the same, so it never waits for a long batch;
+ *	- a worker that fails is restarted with a growing delay; when the
+ *	  postmaster has no free worker slot the launcher warns and retries.
+ *
+ * A database worker loops: reload settings on SIGHUP, leave on SIGTERM or a
+ * stop request, run each piece of work (each projection's batch, then the
+ * bus, command and saga ticks) in its own transaction with errors caught
+ * (abort, log, back off, continue), then sleep on its latch until woken or
+ * until ocx.naptime passes.  pg_stat_activity shows what it is doing.
+ *
+ * Locking: every slot field is protected by OcxShmem->lock (ocx_worker.h).
+ * A worker publishes its pid and latch under the lock and clears them, under
+ * the lock, in a before_shmem_exit callback, so whoever holds the lock may
+ * signal the pid or set the latch it reads.
  */
 #include "ocx.h"
+#include "ocx_errors.h"
+#include "ocx_worker.h"
 
-void
-OcxWorkerInit(void)
+#include <signal.h>
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "commands/extension.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+PG_FUNCTION_INFO_V1(ocx_wake_worker);
+PG_FUNCTION_INFO_V1(ocx_worker_status);
+
+int			ocx_naptime = 5000;
+int			ocx_batch_size = 1000;
+char	   *ocx_databases = NULL;
+
+/*
+ * How long a database stays without worker after DROP/ALTER DATABASE asked
+ * (DROP DATABASE waits up to 5 s for other sessions to leave), and after
+ * DROP EXTENSION asked.
+ */
+#define OCX_STOP_HOLD_MS		6000
+#define OCX_EXT_HOLD_MS			500
+/* the launcher looks for new databases this often */
+#define OCX_RESCAN_MS			60000
+/* retry delay when the postmaster has no free worker slot */
+#define OCX_NO_SLOT_RETRY_MS	10000
+/* longest back-off after repeated errors */
+#define OCX_MAX_BACKOFF_MS		30000
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/* backend side: wake the worker when the current transaction commits */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* database worker side */
+static int	my_slot = -1;
+static uint32 my_generation = 0;
+static OcxExitReason my_exit_reason = OCX_EXIT_UNKNOWN;
+static MemoryContext worker_context = NULL;
+
+/* launcher side */
+static BackgroundWorkerHandle *handles[OCX_MAX_DB_SLOTS];
+static Oid	no_ocx[1024];		/* databases probed and found without ocx */
+static int	n_no_ocx = 0;
+
+typedef struct OcxDatabase
 {
+	Oid			oid;
+	bool		connectable;
+} OcxDatabase;
+
+/*
+ * Wake dboid's worker, or, with none, ask the launcher for one.  Shared lock
+ * on the common path (a running worker): appends commit concurrently.
+ */
+static void
+WakeDatabaseWorker(Oid dboid)
+{
+	int			i;
+	int			free_slot = -1;
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_RUNNING && slot->dboid == dboid)
+		{
+			if (slot->latch)
+				SetLatch(slot->latch);
+			LWLockRelease(OcxShmem->lock);
+			return;
+		}
+	}
+	LWLockRelease(OcxShmem->lock);
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_FREE)
+		{
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (slot->dboid != dboid)
+			continue;
+		if (slot->state == OCX_SLOT_RUNNING && slot->latch)
+			SetLatch(slot->latch);
+		else
+			slot->wake_pending = true;
+		LWLockRelease(OcxShmem->lock);
+		return;
+	}
+	if (free_slot >= 0)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[free_slot];
+
+		slot->state = OCX_SLOT_REQUESTED;
+		slot->dboid = dboid;
+		slot->pid = 0;
+		slot->latch = NULL;
+		slot->wake_pending = true;
+		slot->stop_requested = false;
+		slot->exit_reason = OCX_EXIT_UNKNOWN;
+		slot->failures = 0;
+		latch = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+
+	if (latch)
+		SetLatch(latch);
+	else if (free_slot < 0)
+		ereport(LOG,
+				(errmsg("ocx: no free worker slot for database %u", dboid),
+				 errdetail("ocx serves at most %d databases.", OCX_MAX_DB_SLOTS)));
 }
 
+/* At commit, wake the worker that a committed append has work for. */
+static void
+OcxXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (wake_at_commit && OcxShmem != NULL && OidIsValid(MyDatabaseId))
+			{
+				wake_at_commit = false;
+				WakeDatabaseWorker(MyDatabaseId);
+			}
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Called by append (and by definitions that give the worker new work): the
+ * worker is woken when, and only if, this transaction commits, so it never
+ * wakes to find the events still invisible.
+ */
 void
 OcxWakeWorkerAtCommit(void)
 {
+	if (OcxShmem == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(OcxXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* SQL: ocx._wake_worker(), for the install script and definitions. */
+Datum
+ocx_wake_worker(PG_FUNCTION_ARGS)
+{
+	OcxWakeWorkerAtCommit();
+	PG_RETURN_BOOL(OcxShmem != NULL);
+}
+
+/*
+ * Ask dboid's worker to leave now and keep it away for a while, so that a
+ * command that needs the database to itself is not blocked.  Holding the
+ * lock while signalling keeps the pid from being reused under us.
+ */
+static void
+StopDatabaseWorker(Oid dboid, int hold_ms)
+{
+	int			i;
+	Latch	   *launcher = NULL;
+
+	if (OcxShmem == NULL || !OidIsValid(dboid))
+		return;
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_FREE || slot->dboid != dboid)
+			continue;
+		slot->stop_requested = true;
+		slot->stop_hold_ms = hold_ms;
+		slot->wake_pending = false;
+		if (slot->state == OCX_SLOT_RUNNING && slot->pid != 0)
+			kill(slot->pid, SIGTERM);
+		else if (slot->state == OCX_SLOT_REQUESTED || slot->state == OCX_SLOT_HOLD)
+		{
+			slot->state = OCX_SLOT_HOLD;
+			slot->restart_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   hold_ms);
+		}
+		launcher = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/* The value of option name in a CREATE/ALTER DATABASE option list, or NULL. */
+static char *
+DatabaseOption(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, name) == 0 && def->arg != NULL)
+			return defGetString(def);
+	}
+	return NULL;
+}
+
+/*
+ * Before the commands that refuse to run while anyone is connected to a
+ * database, make sure that no ocx worker is.
+ */
+static void
+OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+	const char *dbname = NULL;
+
+	switch (nodeTag(stmt))
+	{
+		case T_DropdbStmt:
+			dbname = ((DropdbStmt *) stmt)->dbname;
+			break;
+		case T_RenameStmt:
+			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+				dbname = ((RenameStmt *) stmt)->subname;
+			break;
+		case T_AlterDatabaseStmt:
+			if (DatabaseOption(((AlterDatabaseStmt *) stmt)->options, "tablespace"))
+				dbname = ((AlterDatabaseStmt *) stmt)->dbname;
+			break;
+		case T_CreatedbStmt:
+			dbname = DatabaseOption(((CreatedbStmt *) stmt)->options, "template");
+			break;
+		case T_DropStmt:
+			/* DROP EXTENSION ocx: do not wait for the worker's batch */
+			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((DropStmt *) stmt)->objects)
+					if (strcmp(strVal(lfirst(lc)), "ocx") == 0)
+						StopDatabaseWorker(MyDatabaseId, OCX_EXT_HOLD_MS);
+			}
+			break;
+		default:
+			break;
+	}
+	if (dbname != NULL)
+		StopDatabaseWorker(get_database_oid(dbname, true), OCX_STOP_HOLD_MS);
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/* ---------------------------------------------------------------------
+ * The launcher
+ * ---------------------------------------------------------------------
+ */
+
+/* Forget the launcher's latch before its process goes away. */
+static void
+LauncherDetach(int code, Datum arg)
+{
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (OcxShmem->launcher_pid == MyProcPid)
+	{
+		OcxShmem->launcher_pid = 0;
+		OcxShmem->launcher_latch = NULL;
+	}
+	LWLockRelease(OcxShmem->lock);
+}
+
+/*
+ * The databases in pg_database (a shared catalog: the launcher needs no
+ * database connection to read it), allocated in the caller's context.
+ */
+static OcxDatabase *
+ScanDatabases(int *count)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	OcxDatabase *dbs = NULL;
+	int			n = 0;
+	int			cap = 16;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	dbs = palloc(sizeof(OcxDatabase) * cap);
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		if (n == cap)
+		{
+			cap *= 2;
+			dbs = repalloc(dbs, sizeof(OcxDatabase) * cap);
+		}
+		dbs[n].oid = db->oid;
+		dbs[n].connectable = db->datallowconn && !db->datistemplate &&
+			!database_is_invalid_form(db);
+		n++;
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	*count = n;
+	return dbs;
+}
+
+static bool
+DatabaseConnectable(OcxDatabase *dbs, int n, Oid oid)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (dbs[i].oid == oid)
+			return dbs[i].connectable;
+	return false;
+}
+
+/* Ask for a worker in dboid unless a slot already covers it (lock held). */
+static void
+RequestSlotLocked(Oid dboid)
+{
+	int			i;
+	int			free_slot = -1;
+
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_FREE)
+		{
+			if (free_slot < 0)
+				free_slot = i;
+		}
+		else if (slot->dboid == dboid)
+			return;
+	}
+	if (free_slot >= 0)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[free_slot];
+
+		slot->state = OCX_SLOT_REQUESTED;
+		slot->dboid = dboid;
+		slot->pid = 0;
+		slot->latch = NULL;
+		slot->wake_pending = false;
+		slot->stop_requested = false;
+		slot->exit_reason = OCX_EXIT_UNKNOWN;
+		slot->failures = 0;
+	}
+}
+
+/* Register a dynamic worker for slot i (lock held); false when none is free. */
+static bool
+StartWorkerLocked(int i)
+{
+	OcxDbSlot  *slot = &OcxShmem->slots[i];
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "OcxDatabaseWorkerMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ocx worker for database %u", slot->dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ocx worker");
+	worker.bgw_main_arg = Int32GetDatum(i);
+	worker.bgw_notify_pid = MyProcPid;
+	slot->generation++;
+	memcpy(worker.bgw_extra, &slot->generation, sizeof(uint32));
+
+	if (handles[i])
+	{
+		pfree(handles[i]);
+		handles[i] = NULL;
+	}
+	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
+	{
+		handles[i] = NULL;
+		return false;
+	}
+	slot->state = OCX_SLOT_STARTING;
+	slot->exit_reason = OCX_EXIT_UNKNOWN;
+	return true;
+}
+
+/*
+ * One pass over the slots: start what is requested, notice what ended,
+ * release holds that expired.  Returns how long the launcher may sleep.
+ */
+static long
+ManageSlots(bool *rescan)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = OCX_RESCAN_MS;
+	bool		need_dbs = false;
+	bool		no_slot = false;
+	OcxDatabase *dbs = NULL;
+	int			ndbs = 0;
+	int			i;
+
+	/* does any request need the database list? */
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_REQUESTED ||
+			(slot->state == OCX_SLOT_HOLD && slot->restart_at <= now))
+			need_dbs = true;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (need_dbs || *rescan)
+		dbs = ScanDatabases(&ndbs);
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (*rescan)
+	{
+		for (i = 0; i < ndbs; i++)
+		{
+			int			j;
+			bool		skip = !dbs[i].connectable;
+
+			for (j = 0; j < n_no_ocx && !skip; j++)
+				skip = (no_ocx[j] == dbs[i].oid);
+			if (!skip)
+				RequestSlotLocked(dbs[i].oid);
+		}
+		*rescan = false;
+	}
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+		pid_t		pid;
+
+		switch (slot->state)
+		{
+			case OCX_SLOT_FREE:
+			case OCX_SLOT_RUNNING:
+				break;
+
+			case OCX_SLOT_HOLD:
+				if (slot->restart_at > now)
+				{
+					sleep_ms = Min(sleep_ms,
+								   TimestampDifferenceMilliseconds(now, slot->restart_at) + 1);
+					break;
+				}
+				slot->state = OCX_SLOT_REQUESTED;
+				slot->stop_requested = false;
+				/* FALLTHROUGH */
+
+			case OCX_SLOT_REQUESTED:
+				if (!DatabaseConnectable(dbs, ndbs, slot->dboid))
+				{
+					slot->state = OCX_SLOT_FREE;
+					break;
+				}
+				if (!StartWorkerLocked(i))
+				{
+					no_slot = true;
+					slot->state = OCX_SLOT_HOLD;
+					slot->restart_at = TimestampTzPlusMilliseconds(now, OCX_NO_SLOT_RETRY_MS);
+					sleep_ms = Min(sleep_ms, OCX_NO_SLOT_RETRY_MS);
+				}
+				break;
+
+			case OCX_SLOT_STARTING:
+				/* a worker that died before attaching (e.g. its database went away) */
+				if (handles[i] != NULL &&
+					GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+				{
+					slot->failures++;
+					slot->state = OCX_SLOT_HOLD;
+					slot->restart_at = TimestampTzPlusMilliseconds(now,
+																   Min(1000 << Min(slot->failures, 5), OCX_MAX_BACKOFF_MS));
+					sleep_ms = Min(sleep_ms, 1000);
+				}
+				break;
+
+			case OCX_SLOT_EXITED:
+				switch (slot->exit_reason)
+				{
+					case OCX_EXIT_NO_EXTENSION:
+					case OCX_EXIT_NOT_SERVED:
+						/* CREATE EXTENSION may have committed while it left */
+						if (slot->wake_pending)
+							slot->state = OCX_SLOT_REQUESTED;
+						else
+						{
+							slot->state = OCX_SLOT_FREE;
+							if (n_no_ocx < lengthof(no_ocx))
+								no_ocx[n_no_ocx++] = slot->dboid;
+						}
+						break;
+					case OCX_EXIT_STOP_REQUESTED:
+						slot->state = OCX_SLOT_HOLD;
+						slot->restart_at = TimestampTzPlusMilliseconds(now, slot->stop_hold_ms);
+						break;
+					case OCX_EXIT_UNKNOWN:
+						slot->failures++;
+						OcxShmem->worker_restarts++;
+						slot->state = OCX_SLOT_HOLD;
+						slot->restart_at = TimestampTzPlusMilliseconds(now,
+																	   Min(1000 << Min(slot->failures, 5), OCX_MAX_BACKOFF_MS));
+						break;
+				}
+				sleep_ms = 0;	/* look again at once */
+				break;
+		}
+	}
+	LWLockRelease(OcxShmem->lock);
+
+	if (no_slot)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ocx: no background worker slot available for a database worker"),
+				 errhint("Raise max_worker_processes; ocx retries in %d seconds.",
+						 OCX_NO_SLOT_RETRY_MS / 1000)));
+	if (dbs)
+		pfree(dbs);
+	return sleep_ms;
+}
+
+/* The launcher's main loop. */
+void
+OcxLauncherMain(Datum arg)
+{
+	MemoryContext cxt;
+	volatile bool rescan = true;
+	TimestampTz last_scan;
+	int			i;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("ocx launcher");
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "ocx launcher", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+
+	/*
+	 * A previous launcher may have died: workers it was starting are started
+	 * again (a late one sees its generation is stale and leaves); running
+	 * ones go on and report their exit through their slot.
+	 */
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	OcxShmem->launcher_pid = MyProcPid;
+	OcxShmem->launcher_latch = MyLatch;
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+		if (OcxShmem->slots[i].state == OCX_SLOT_STARTING)
+			OcxShmem->slots[i].state = OCX_SLOT_REQUESTED;
+	LWLockRelease(OcxShmem->lock);
+	before_shmem_exit(LauncherDetach, (Datum) 0);
+
+	ereport(LOG, (errmsg("ocx launcher started")));
+	last_scan = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		long		sleep_ms = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			rescan = true;		/* ocx.databases may serve more now */
+			n_no_ocx = 0;
+		}
+		ResetLatch(MyLatch);
+
+		if (TimestampDifferenceExceeds(last_scan, GetCurrentTimestamp(), OCX_RESCAN_MS))
+			rescan = true;
+		if (rescan)
+			last_scan = GetCurrentTimestamp();
+
+		PG_TRY();
+		{
+			pgstat_report_activity(STATE_RUNNING, "ocx launcher: managing workers");
+			{
+				bool		r = rescan;
+
+				sleep_ms = ManageSlots(&r);
+				rescan = r;
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			ereport(LOG,
+					(errcode(edata->sqlerrcode),
+					 errmsg("ocx launcher: %s", edata->message)));
+			FreeErrorData(edata);
+			sleep_ms = 1000;
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		if (sleep_ms > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * The database worker
+ * ---------------------------------------------------------------------
+ */
+
+/* Report why we leave and clear our pid and latch, so nobody signals a stranger. */
+static void
+WorkerDetach(int code, Datum arg)
+{
+	OcxDbSlot  *slot = &OcxShmem->slots[my_slot];
+	Latch	   *launcher = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (slot->generation == my_generation)
+	{
+		slot->state = OCX_SLOT_EXITED;
+		slot->pid = 0;
+		slot->latch = NULL;
+		slot->exit_reason = slot->stop_requested ? OCX_EXIT_STOP_REQUESTED : my_exit_reason;
+		launcher = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/* Leave for a reason the launcher understands (not a failure). */
+static void
+WorkerExit(OcxExitReason reason)
+{
+	my_exit_reason = reason;
+	proc_exit(0);
+}
+
+/* Whether ocx.databases names this database (empty: every database). */
+static bool
+DatabaseServed(void)
+{
+	char	   *list;
+	List	   *names;
+	ListCell   *lc;
+	char	   *me;
+	bool		found = false;
+
+	if (ocx_databases == NULL || ocx_databases[0] == '\0')
+		return true;
+	me = get_database_name(MyDatabaseId);
+	if (me == NULL)
+		return false;
+	list = pstrdup(ocx_databases);
+	if (!SplitIdentifierString(list, ',', &names))
+		return false;
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), me) == 0)
+			found = true;
+	return found;
+}
+
+/*
+ * Projections whose batch failed outside their handlers (a missing handler,
+ * say) wait with a growing delay of their own, so that the others go on at
+ * full speed.
+ */
+typedef struct ProjectionBackoff
+{
+	char		name[NAMEDATALEN];
+	int			delay_ms;
+	TimestampTz retry_at;
+} ProjectionBackoff;
+
+#define OCX_MAX_BACKOFFS 64
+static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
+static int	n_backoffs = 0;
+
+static ProjectionBackoff *
+FindBackoff(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < n_backoffs; i++)
+		if (strcmp(backoffs[i].name, name) == 0)
+			return &backoffs[i];
+	return NULL;
+}
+
+static void
+NoteBackoff(const char *name, TimestampTz *next_due)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb == NULL)
+	{
+		if (n_backoffs == OCX_MAX_BACKOFFS)
+			return;
+		pb = &backoffs[n_backoffs++];
+		strlcpy(pb->name, name, NAMEDATALEN);
+		pb->delay_ms = 0;
+	}
+	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
+	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
+	if (pb->retry_at < *next_due)
+		*next_due = pb->retry_at;
+}
+
+static void
+ForgetBackoff(const char *name)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb)
+		*pb = backoffs[--n_backoffs];
+}
+
+typedef bool (*OcxStepFn) (void *arg);
+
+/*
+ * Run fn in its own transaction.  An error is caught: the transaction is
+ * aborted, the error logged and *failed set; the worker goes on.
+ */
+static bool
+RunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **message)
+{
+	volatile bool result = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	PG_TRY();
+	{
+		result = fn(arg);
+		if (ActiveSnapshotSet())
+			PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(worker_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("ocx worker: %s failed: %s", activity, edata->message)));
+		if (message)
+			*message = pstrdup(edata->message);
+		FreeErrorData(edata);
+		*failed = true;
+		result = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(worker_context);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+typedef struct ListStep
+{
+	bool		installed;
+	bool		served;
+	List	   *names;
+} ListStep;
+
+/* Is ocx still here, is this database served, which projections to run. */
+static bool
+StepList(void *arg)
+{
+	ListStep   *ls = (ListStep *) arg;
+
+	ls->installed = OidIsValid(get_extension_oid("ocx", true));
+	ls->served = DatabaseServed();
+	ls->names = NIL;
+	if (ls->installed && ls->served)
+		ls->names = OcxProjectionsToRun(worker_context);
+	return false;
+}
+
+typedef struct BatchStep
+{
+	const char *name;
+	TimestampTz next_due;
+} BatchStep;
+
+static bool
+StepBatch(void *arg)
+{
+	BatchStep  *bs = (BatchStep *) arg;
+
+	return OcxProjectionBatch(bs->name, &bs->next_due);
+}
+
+typedef struct FailedStep
+{
+	const char *name;
+	const char *message;
+} FailedStep;
+
+static bool
+StepFailed(void *arg)
+{
+	FailedStep *fs = (FailedStep *) arg;
+
+	OcxProjectionFailed(fs->name, fs->message);
+	return false;
+}
+
+static bool
+StepTick(void *arg)
+{
+	bool		(*tick) (void) = (bool (*) (void)) arg;
+
+	return tick();
+}
+
+/* The per-database worker's main loop. */
+void
+OcxDatabaseWorkerMain(Datum arg)
+{
+	OcxDbSlot  *slot;
+	Oid			dboid;
+	bool		pending;
+	int			backoff_ms = 0;
+
+	my_slot = DatumGetInt32(arg);
+	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* attach to our slot, unless the launcher has moved on */
+	slot = &OcxShmem->slots[my_slot];
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (slot->generation != my_generation || slot->state != OCX_SLOT_STARTING ||
+		slot->stop_requested)
+	{
+		bool		stop = slot->stop_requested && slot->generation == my_generation;
+
+		if (stop)
+		{
+			slot->state = OCX_SLOT_EXITED;
+			slot->exit_reason = OCX_EXIT_STOP_REQUESTED;
+		}
+		LWLockRelease(OcxShmem->lock);
+		proc_exit(0);
+	}
+	slot->state = OCX_SLOT_RUNNING;
+	slot->pid = MyProcPid;
+	slot->latch = MyLatch;
+	dboid = slot->dboid;
+	pending = slot->wake_pending;
+	slot->wake_pending = false;
+	LWLockRelease(OcxShmem->lock);
+	before_shmem_exit(WorkerDetach, (Datum) 0);
+	if (pending)
+		SetLatch(MyLatch);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("ocx worker");
+
+	worker_context = AllocSetContextCreate(TopMemoryContext, "ocx worker",
+										   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(worker_context);
+
+	for (;;)
+	{
+		ListStep	ls;
+		bool		failed = false;
+		bool		more = false;
+		TimestampTz now;
+		TimestampTz next_due;
+		ListCell   *lc;
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (slot->stop_requested)
+			WorkerExit(OCX_EXIT_STOP_REQUESTED);
+		ResetLatch(MyLatch);
+		MemoryContextReset(worker_context);
+
+		now = GetCurrentTimestamp();
+		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
+
+		memset(&ls, 0, sizeof(ls));
+		ls.installed = true;
+		ls.served = true;
+		RunStep(StepList, &ls, "ocx worker: checking for work", &failed, NULL);
+		if (!failed && !ls.installed)
+			WorkerExit(OCX_EXIT_NO_EXTENSION);
+		if (!failed && !ls.served)
+			WorkerExit(OCX_EXIT_NOT_SERVED);
+
+		foreach(lc, ls.names)
+		{
+			BatchStep	bs;
+			char	   *activity;
+			char	   *message = NULL;
+			bool		batch_failed = false;
+			ProjectionBackoff *pb;
+
+			CHECK_FOR_INTERRUPTS();
+			bs.name = (const char *) lfirst(lc);
+			bs.next_due = next_due;
+			pb = FindBackoff(bs.name);
+			if (pb && pb->retry_at > now)
+			{
+				/* this one failed lately: the others go on meanwhile */
+				if (pb->retry_at < next_due)
+					next_due = pb->retry_at;
+				continue;
+			}
+			activity = psprintf("ocx worker: projection %s", bs.name);
+			if (RunStep(StepBatch, &bs, activity, &batch_failed, &message))
+				more = true;
+			if (batch_failed)
+			{
+				FailedStep	fs = {bs.name, message};
+
+				RunStep(StepFailed, &fs, activity, &failed, NULL);
+				NoteBackoff(bs.name, &next_due);
+			}
+			else
+			{
+				ForgetBackoff(bs.name);
+				if (bs.next_due < next_due)
+					next_due = bs.next_due;
+			}
+		}
+
+		CHECK_FOR_INTERRUPTS();
+		if (RunStep(StepTick, (void *) OcxBusWorkerTick, "ocx worker: bus", &failed, NULL))
+			more = true;
+		CHECK_FOR_INTERRUPTS();
+		if (RunStep(StepTick, (void *) OcxCommandWorkerTick, "ocx worker: commands", &failed, NULL))
+			more = true;
+		CHECK_FOR_INTERRUPTS();
+		if (RunStep(StepTick, (void *) OcxSagaWorkerTick, "ocx worker: sagas", &failed, NULL))
+			more = true;
+
+		if (failed)
+			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);
+		else
+		{
+			backoff_ms = 0;
+			LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+			slot->failures = 0;
+			LWLockRelease(OcxShmem->lock);
+		}
+
+		now = GetCurrentTimestamp();
+		if (more && !failed)
+			sleep_ms = 0;
+		else
+		{
+			sleep_ms = TimestampDifferenceMilliseconds(now, next_due);
+			sleep_ms = Max(sleep_ms, backoff_ms);
+		}
+		if (sleep_ms > 0)
+		{
+			pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for appends");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Status and registration
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+SlotStateName(OcxSlotState s)
+{
+	switch (s)
+	{
+		case OCX_SLOT_FREE:
+			return "free";
+		case OCX_SLOT_REQUESTED:
+			return "requested";
+		case OCX_SLOT_STARTING:
+			return "starting";
+		case OCX_SLOT_RUNNING:
+			return "running";
+		case OCX_SLOT_EXITED:
+			return "exited";
+		case OCX_SLOT_HOLD:
+			return "waiting";
+	}
+	return "unknown";
+}
+
+/*
+ * SQL: ocx.worker_status() -- one row per database the launcher tracks, for
+ * operators; raises OX210 when the workers are not loaded.
+ */
+Datum
+ocx_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OcxDbSlot	copy[OCX_MAX_DB_SLOTS];
+	pid_t		launcher_pid;
+	int64		restarts;
+	int			i;
+
+	OcxRequireWorkers("ocx.worker_status()");
+	InitMaterializedSRF(fcinfo, 0);
+
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	memcpy(copy, OcxShmem->slots, sizeof(copy));
+	launcher_pid = OcxShmem->launcher_pid;
+	restarts = OcxShmem->worker_restarts;
+	LWLockRelease(OcxShmem->lock);
+
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		char	   *name;
+
+		if (copy[i].state == OCX_SLOT_FREE)
+			continue;
+		name = get_database_name(copy[i].dboid);
+		values[0] = ObjectIdGetDatum(copy[i].dboid);
+		if (name)
+			values[1] = CStringGetTextDatum(name);
+		else
+			nulls[1] = true;
+		values[2] = CStringGetTextDatum(SlotStateName(copy[i].state));
+		values[3] = Int32GetDatum(copy[i].pid);
+		nulls[3] = copy[i].pid == 0;
+		values[4] = Int32GetDatum(launcher_pid);
+		nulls[4] = launcher_pid == 0;
+		values[5] = Int64GetDatum(restarts);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * Settings, and with preloading the launcher and the ProcessUtility hook.
+ */
+void
+OcxWorkerInit(void)
+{
+	BackgroundWorker worker;
+
+	DefineCustomIntVariable("ocx.naptime",
+							gettext_noop("Longest time an ocx worker sleeps when nothing wakes it."),
+							gettext_noop("Appends wake the worker at commit; this is the fallback."),
+							&ocx_naptime,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ocx.batch_size",
+							gettext_noop("Events an async projection applies per transaction."),
+							NULL,
+							&ocx_batch_size,
+							1000, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ocx.databases",
+							   gettext_noop("Databases the ocx workers serve (comma-separated); empty means every database with ocx installed."),
+							   NULL,
+							   &ocx_databases, "",
+							   PGC_SIGHUP, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = OcxProcessUtility;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "OcxLauncherMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ocx launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ocx launcher");
+	RegisterBackgroundWorker(&worker);
 }

@@ -1,0 +1,84 @@
+/*
+ * ocx_worker.h
+ *		Shared memory and background workers: the launcher, one worker per
+ *		database, and the projection work they do.
+ *
+ * Shared state (struct OcxShared) lives in shmem.c and is NULL unless ocx was
+ * loaded through shared_preload_libraries.  OcxShared->lock protects every
+ * field of every slot and the launcher fields; see src/README.md for the
+ * slot state machine.
+ */
+#ifndef OCX_WORKER_H
+#define OCX_WORKER_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+/* Per-database worker slots; a database holds at most one slot. */
+#define OCX_MAX_DB_SLOTS	64
+
+typedef enum OcxSlotState
+{
+	OCX_SLOT_FREE = 0,
+	OCX_SLOT_REQUESTED,			/* a worker is wanted; the launcher starts it */
+	OCX_SLOT_STARTING,			/* registered with the postmaster */
+	OCX_SLOT_RUNNING,			/* the worker attached itself */
+	OCX_SLOT_EXITED,			/* the worker left; the launcher decides next */
+	OCX_SLOT_HOLD				/* no worker until restart_at */
+} OcxSlotState;
+
+/* Why a worker left (set by the worker before it exits). */
+typedef enum OcxExitReason
+{
+	OCX_EXIT_UNKNOWN = 0,		/* crash, FATAL, or never attached */
+	OCX_EXIT_NO_EXTENSION,		/* ocx is not installed in the database */
+	OCX_EXIT_STOP_REQUESTED,	/* DROP DATABASE and friends asked it to go */
+	OCX_EXIT_NOT_SERVED			/* ocx.databases leaves the database out */
+} OcxExitReason;
+
+typedef struct OcxDbSlot
+{
+	OcxSlotState state;
+	Oid			dboid;
+	uint32		generation;		/* bumped at each start; stale workers leave */
+	pid_t		pid;			/* the worker's pid while RUNNING */
+	Latch	   *latch;			/* the worker's latch while RUNNING */
+	bool		wake_pending;	/* a wake-up arrived before it attached */
+	bool		stop_requested; /* leave as soon as possible */
+	int			stop_hold_ms;	/* then no worker for this long */
+	OcxExitReason exit_reason;
+	TimestampTz restart_at;		/* HOLD: when a worker may start again */
+	int			failures;		/* consecutive failed starts (backoff) */
+} OcxDbSlot;
+
+typedef struct OcxShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int64		worker_restarts;	/* workers restarted after a failure */
+	OcxDbSlot	slots[OCX_MAX_DB_SLOTS];
+} OcxShared;
+
+/* shmem.c */
+extern OcxShared *OcxShmem;
+extern bool OcxWorkersLoaded(void);
+extern void OcxRequireWorkers(const char *what);
+
+/* worker.c */
+extern int	ocx_naptime;
+extern int	ocx_batch_size;
+extern char *ocx_databases;
+extern PGDLLEXPORT void OcxLauncherMain(Datum arg);
+extern PGDLLEXPORT void OcxDatabaseWorkerMain(Datum arg);
+
+/* projection.c: work the database worker does, each call in its own transaction */
+extern List *OcxProjectionsToRun(MemoryContext cxt);
+extern bool OcxProjectionBatch(const char *name, TimestampTz *next_due);
+extern void OcxProjectionFailed(const char *name, const char *message);
+
+#endif							/* OCX_WORKER_H */

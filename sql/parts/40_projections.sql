@@ -1,0 +1,389 @@
+-- ---------------------------------------------------------------------------
+-- Projections: read models kept by handlers, run by the background worker
+-- (async) or in the appending transaction (inline).  See docs/projections.md.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ocx._wake_worker() RETURNS boolean
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_wake_worker';
+COMMENT ON FUNCTION ocx._wake_worker() IS
+    'internal: wake this database''s ocx worker when the transaction commits; false when workers are not loaded';
+
+CREATE FUNCTION ocx._require_workers(what text) RETURNS void
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_require_workers';
+COMMENT ON FUNCTION ocx._require_workers(text) IS
+    'internal: raises OX210 unless ocx is in shared_preload_libraries';
+
+CREATE FUNCTION ocx.worker_status(
+    OUT datid oid, OUT datname text, OUT state text, OUT pid integer,
+    OUT launcher_pid integer, OUT worker_restarts bigint)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_worker_status';
+COMMENT ON FUNCTION ocx.worker_status() IS
+    'the ocx database workers the launcher tracks (cluster-wide); raises OX210 without shared_preload_libraries';
+
+-- Definitions and per-projection state.  handler and reset are stored as
+-- schema-qualified signatures (text, not regprocedure, so pg_upgrade and
+-- pg_dump keep them) and resolved when the projection runs.
+CREATE TABLE ocx.projections (
+    name                text PRIMARY KEY,
+    handler             text NOT NULL,
+    types               text[],
+    categories          text[],
+    mode                text NOT NULL DEFAULT 'async' CHECK (mode IN ('async', 'inline')),
+    retry               jsonb NOT NULL,
+    reset               text,
+    owner               name NOT NULL DEFAULT CURRENT_USER,
+    state               text NOT NULL DEFAULT 'running'
+                        CHECK (state IN ('running', 'paused', 'stopped', 'rebuilding')),
+    checkpoint_txid     xid8 NOT NULL DEFAULT '0',
+    checkpoint_position bigint NOT NULL DEFAULT 0,
+    checkpoint_time     timestamptz,
+    events_applied      bigint NOT NULL DEFAULT 0,
+    failing_position    bigint,
+    failing_attempts    integer NOT NULL DEFAULT 0,
+    retry_at            timestamptz,
+    last_error          text,
+    last_error_at       timestamptz,
+    rebuild_started_at  timestamptz,
+    rebuild_finished_at timestamptz,
+    rebuild_total       bigint,
+    rebuild_done        bigint NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE ocx.projections IS
+    'projection definitions and their state: checkpoint (txid, position), retries, rebuild progress';
+
+CREATE TABLE ocx.dead_letters (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind            text NOT NULL DEFAULT 'projection',
+    projection      text REFERENCES ocx.projections (name) ON DELETE CASCADE,
+    global_position bigint,
+    txid            xid8,
+    stream_id       text,
+    stream_version  bigint,
+    event_id        uuid,
+    type            text,
+    attempts        integer NOT NULL,
+    error           text NOT NULL,
+    sqlstate        text,
+    state           text NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'resolved')),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    resolved_at     timestamptz
+);
+CREATE INDEX dead_letters_projection_idx ON ocx.dead_letters (projection, state);
+COMMENT ON TABLE ocx.dead_letters IS
+    'events a handler failed on after every retry, with the error; ocx.retry_dead_letter(id) runs them again';
+
+SELECT pg_catalog.pg_extension_config_dump('ocx.projections', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('ocx.dead_letters', 'id')::pg_catalog.regclass, '');
+REVOKE ALL ON ocx.projections FROM PUBLIC;
+REVOKE ALL ON ocx.dead_letters FROM PUBLIC;
+
+-- Backends cache the running inline projections; a change to what they
+-- cache invalidates the cache everywhere (the worker's checkpoint updates
+-- touch none of these columns, so they do not).
+CREATE FUNCTION ocx._projections_changed() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_projections_changed';
+COMMENT ON FUNCTION ocx._projections_changed() IS
+    'trigger: invalidate the backends'' inline projection caches';
+CREATE TRIGGER projections_changed
+    AFTER INSERT OR DELETE OR UPDATE OF handler, types, categories, mode, state, owner
+    ON ocx.projections FOR EACH STATEMENT EXECUTE FUNCTION ocx._projections_changed();
+
+-- Argument checks shared by the definition functions.
+CREATE FUNCTION ocx._projection_retry(retry jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := '{"attempts": 3, "base_delay_ms": 100, "max_delay_ms": 10000, "on_exhausted": "dead_letter"}';
+    k text;
+BEGIN
+    IF retry IS NULL THEN
+        RETURN r;
+    END IF;
+    IF jsonb_typeof(retry) <> 'object' THEN
+        RAISE EXCEPTION 'retry policy must be a JSON object' USING ERRCODE = 'OX201',
+            DETAIL = format('Got %s.', jsonb_typeof(retry)),
+            HINT = 'Pass for example {"attempts": 5, "base_delay_ms": 200, "max_delay_ms": 60000, "on_exhausted": "dead_letter"}.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(retry) LOOP
+        IF k NOT IN ('attempts', 'base_delay_ms', 'max_delay_ms', 'on_exhausted') THEN
+            RAISE EXCEPTION 'unknown retry policy key "%"', k USING ERRCODE = 'OX201',
+                DETAIL = 'The keys are attempts, base_delay_ms, max_delay_ms and on_exhausted.';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY ARRAY['attempts', 'base_delay_ms', 'max_delay_ms'] LOOP
+        IF retry ? k AND (jsonb_typeof(retry -> k) <> 'number'
+                          OR (retry ->> k)::numeric <> trunc((retry ->> k)::numeric)
+                          OR (retry ->> k)::numeric < CASE k WHEN 'attempts' THEN 1 ELSE 0 END
+                          OR (retry ->> k)::numeric > 86400000) THEN
+            RAISE EXCEPTION 'retry policy "%" must be a whole number %', k,
+                CASE k WHEN 'attempts' THEN 'from 1' ELSE 'from 0' END || ' to 86400000'
+                USING ERRCODE = 'OX201', DETAIL = format('Got %s.', retry -> k);
+        END IF;
+    END LOOP;
+    IF retry ? 'on_exhausted' AND (retry -> 'on_exhausted') NOT IN ('"dead_letter"', '"stop"') THEN
+        RAISE EXCEPTION 'retry policy "on_exhausted" must be "dead_letter" or "stop"' USING ERRCODE = 'OX201',
+            DETAIL = format('Got %s.', retry -> 'on_exhausted');
+    END IF;
+    r := r || retry;
+    IF (r ->> 'max_delay_ms')::bigint < (r ->> 'base_delay_ms')::bigint THEN
+        RAISE EXCEPTION 'retry policy max_delay_ms is below base_delay_ms' USING ERRCODE = 'OX201',
+            DETAIL = format('Got base_delay_ms %s and max_delay_ms %s.', r -> 'base_delay_ms', r -> 'max_delay_ms');
+    END IF;
+    RETURN r;
+END;
+$$;
+COMMENT ON FUNCTION ocx._projection_retry(jsonb) IS 'internal: a checked retry policy with defaults filled in';
+
+CREATE FUNCTION ocx._projection_row(name text, lock boolean DEFAULT true) RETURNS ocx.projections
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p ocx.projections;
+BEGIN
+    IF lock THEN
+        SELECT * INTO p FROM ocx.projections WHERE projections.name = _projection_row.name FOR UPDATE;
+    ELSE
+        SELECT * INTO p FROM ocx.projections WHERE projections.name = _projection_row.name;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" does not exist', name USING ERRCODE = 'OX200',
+            HINT = 'See ocx.projection_status for the defined projections.';
+    END IF;
+    RETURN p;
+END;
+$$;
+COMMENT ON FUNCTION ocx._projection_row(text, boolean) IS 'internal: the projection''s row (locked), or raises OX200';
+
+CREATE FUNCTION ocx._count_matching(types text[], categories text[]) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT pg_catalog.count(*) FROM ocx.events e
+     WHERE (_count_matching.types IS NULL OR e.type = ANY (_count_matching.types))
+       AND (_count_matching.categories IS NULL OR ocx.category(e.stream_id) = ANY (_count_matching.categories));
+END;
+COMMENT ON FUNCTION ocx._count_matching(text[], text[]) IS 'internal: how many events a projection filter selects';
+
+CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
+                                      categories text[] DEFAULT NULL, mode text DEFAULT 'async',
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    policy jsonb;
+    h pg_proc;
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
+        RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'OX201',
+            DETAIL = 'A projection name is 1 to 63 letters, digits, "_", ".", ":" or "-", starting with a letter or "_".';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('async', 'inline') THEN
+        RAISE EXCEPTION 'invalid projection mode %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = 'OX201', DETAIL = 'The mode is "async" (the worker) or "inline" (the appending transaction).';
+    END IF;
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'projection handler must not be null' USING ERRCODE = 'OX201',
+            HINT = 'Pass a function handler(e ocx.event) returning void.';
+    END IF;
+    SELECT * INTO h FROM pg_proc WHERE oid = handler;
+    IF h.pronargs <> 1 OR h.proargtypes[0] <> 'ocx.event'::regtype OR h.prokind <> 'f' THEN
+        RAISE EXCEPTION 'projection handler % must take one ocx.event argument', handler
+            USING ERRCODE = 'OX201', HINT = 'Declare it as handler(e ocx.event) RETURNS void.';
+    END IF;
+    IF NOT has_function_privilege(handler, 'EXECUTE') THEN
+        RAISE EXCEPTION 'permission denied for projection handler %', handler USING ERRCODE = '42501';
+    END IF;
+    IF reset IS NOT NULL AND (SELECT pronargs FROM pg_proc WHERE oid = reset) <> 0 THEN
+        RAISE EXCEPTION 'projection reset function % must take no arguments', reset
+            USING ERRCODE = 'OX201', HINT = 'Declare it as reset() RETURNS void; it empties the read model.';
+    END IF;
+    IF cardinality(types) = 0 OR cardinality(categories) = 0 OR array_position(types, NULL) IS NOT NULL
+       OR array_position(categories, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'projection filters must not be empty or contain nulls' USING ERRCODE = 'OX201',
+            HINT = 'Pass NULL to select every type or category.';
+    END IF;
+    policy := ocx._projection_retry(retry);
+    PERFORM ocx._require_workers('ocx.define_projection()');
+
+    -- an inline projection first catches up in the worker (state rebuilding)
+    -- and is applied by appends from the moment it has
+    INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, state,
+                                      rebuild_started_at, rebuild_total)
+    VALUES (name, handler::text, types, categories, mode, policy, reset::text,
+            CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
+            CASE mode WHEN 'inline' THEN now() END,
+            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END)
+    ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
+       SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
+           retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
+           updated_at = now();
+    IF (SELECT p.mode FROM ocx.projections p WHERE p.name = define_projection.name) <> mode THEN
+        RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
+            HINT = 'Drop it first, or keep its mode.';
+    END IF;
+    PERFORM ocx._wake_worker();
+END;
+$$;
+COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
+    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append';
+
+CREATE FUNCTION ocx.drop_projection(name text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ocx._projection_row(name);
+    DELETE FROM ocx.projections p WHERE p.name = drop_projection.name;
+END;
+$$;
+COMMENT ON FUNCTION ocx.drop_projection(text) IS
+    'remove a projection, its checkpoint and its dead letters (the read model tables are yours to drop)';
+
+CREATE FUNCTION ocx.pause_projection(name text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p ocx.projections := ocx._projection_row(name);
+BEGIN
+    IF p.mode = 'inline' THEN
+        RAISE EXCEPTION 'inline projection "%" cannot be paused', name USING ERRCODE = 'OX201',
+            DETAIL = 'An inline projection runs in every append; events appended while paused would be missed.',
+            HINT = 'Drop it, or define it as async.';
+    END IF;
+    UPDATE ocx.projections SET state = 'paused', updated_at = now()
+     WHERE projections.name = pause_projection.name AND state <> 'paused';
+END;
+$$;
+COMMENT ON FUNCTION ocx.pause_projection(text) IS 'stop applying events to an async projection until resumed';
+
+CREATE FUNCTION ocx.resume_projection(name text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p ocx.projections := ocx._projection_row(name);
+BEGIN
+    IF p.state IN ('paused', 'stopped') THEN
+        UPDATE ocx.projections
+           SET state = CASE WHEN rebuild_started_at IS NOT NULL AND rebuild_finished_at IS NULL
+                            THEN 'rebuilding' ELSE 'running' END,
+               failing_attempts = 0, failing_position = NULL, retry_at = NULL, updated_at = now()
+         WHERE projections.name = resume_projection.name;
+        PERFORM ocx._wake_worker();
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION ocx.resume_projection(text) IS
+    'resume a paused projection, or one stopped by its retry policy (the failed event is tried again)';
+
+-- No SET search_path: the reset function runs with the caller's.
+CREATE FUNCTION ocx.rebuild_projection(name text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    p ocx.projections := ocx._projection_row(name);
+BEGIN
+    PERFORM ocx._require_workers('ocx.rebuild_projection()');
+    IF p.reset IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT %s()', p.reset::pg_catalog.regprocedure::pg_catalog.regproc);
+    END IF;
+    DELETE FROM ocx.dead_letters d
+     WHERE d.projection OPERATOR(pg_catalog.=) p.name AND d.state OPERATOR(pg_catalog.=) 'parked';
+    UPDATE ocx.projections
+       SET state = 'rebuilding', checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL,
+           events_applied = 0, failing_position = NULL, failing_attempts = 0, retry_at = NULL,
+           rebuild_started_at = pg_catalog.now(), rebuild_finished_at = NULL,
+           rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
+           updated_at = pg_catalog.now()
+     WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+    PERFORM ocx._wake_worker();
+END;
+$$;
+COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
+    'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
+
+-- No SET search_path here: the handler runs with the caller's, as it would
+-- in the worker with the database default; every name below is qualified.
+CREATE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    d ocx.dead_letters;
+    p ocx.projections;
+    e ocx.event;
+BEGIN
+    SELECT * INTO d FROM ocx.dead_letters dl
+     WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
+    IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
+       OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
+        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::text, 'NULL')
+            USING ERRCODE = 'OX220',
+            HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
+    END IF;
+    p := ocx._projection_row(d.projection);
+    -- the event is the first in log order after (txid, position - 1)
+    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
+    IF e.global_position IS DISTINCT FROM d.global_position THEN
+        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
+    END IF;
+    EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
+    UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
+     WHERE dl.id OPERATOR(pg_catalog.=) d.id;
+END;
+$$;
+COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
+    'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success';
+
+CREATE VIEW ocx.projection_status AS
+SELECT p.name, p.mode, p.state,
+       ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
+       p.events_applied,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN lag.events ELSE 0 END AS lag_events,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN COALESCE(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) lag.oldest)::float8, 0)
+            ELSE 0 END AS lag_seconds,
+       p.last_error, p.last_error_at, p.failing_attempts, p.retry_at,
+       (SELECT pg_catalog.count(*) FROM ocx.dead_letters d
+         WHERE d.projection OPERATOR(pg_catalog.=) p.name
+           AND d.state OPERATOR(pg_catalog.=) 'parked') AS dead_letters,
+       p.rebuild_done, p.rebuild_total,
+       rb.rate AS rebuild_rate,
+       CASE WHEN p.state OPERATOR(pg_catalog.=) 'rebuilding' AND rb.rate OPERATOR(pg_catalog.>) 0
+            THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) p.rebuild_done, 0)
+                                                  OPERATOR(pg_catalog./) rb.rate)
+       END AS rebuild_eta,
+       p.handler, p.types, p.categories, p.retry, p.owner
+  FROM ocx.projections p
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
+         FROM ocx.events e
+        WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (p.checkpoint_txid, p.checkpoint_position)
+          AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types))
+          AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))
+       ) lag ON true
+  LEFT JOIN LATERAL (
+       SELECT p.rebuild_done::float8 OPERATOR(pg_catalog./)
+              NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())
+                                        OPERATOR(pg_catalog.-) p.rebuild_started_at)::float8, 0) AS rate
+       ) rb ON true;
+COMMENT ON VIEW ocx.projection_status IS
+    'every projection: state, checkpoint, lag in events and seconds, last error, dead letters, rebuild progress (done/total, events/s, ETA)';
+REVOKE ALL ON ocx.projection_status FROM PUBLIC;
+
+-- A database with ocx gets its worker as soon as the extension is created.
+SELECT ocx._wake_worker();
