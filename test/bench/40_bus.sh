@@ -73,7 +73,11 @@ stop_ticker() {
     $P -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ocx_bench_ticker'" >/dev/null
     wait 2>/dev/null || true
 }
-mode() { $P -c "ALTER DATABASE $PGDATABASE SET ocx.notify_mode = $1" >/dev/null; }
+# ocx.notify_mode for every session, the worker included (it reloads on SIGHUP)
+mode() {
+    $P -c "ALTER SYSTEM SET ocx.notify_mode = $1" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.5
+}
 who=$([ "$worker" -eq 0 ] && echo "a 2 ms tick loop (no worker yet)" || echo "the worker")
 
 # 1. append throughput, 8 clients: wake-ups on (worker mode, a listener) vs off
@@ -103,7 +107,7 @@ read -r med p99 < <(node "$BENCH_OUT/bus_client.cjs" latency 200)
 stop_ticker
 mode immediate
 read -r imed ip99 < <(node "$BENCH_OUT/bus_client.cjs" latency 200)
-mode worker
+$P -c "ALTER SYSTEM RESET ocx.notify_mode" -c "SELECT pg_reload_conf()" >/dev/null
 awk -v m="$med" -v b="$imed" -v w="$who" 'BEGIN {
     printf "| commit to wake-up, median, light load (ms; sent by %s; baseline: immediate NOTIFY) | %.2f | %.2f | %.2f | < 5 ms | %s |\n", w, m, b, (b > 0 ? m / b : 0), (m < 5 ? "yes" : "NO") }'
 awk -v m="$p99" -v b="$ip99" -v w="$who" 'BEGIN {
