@@ -295,6 +295,7 @@ typedef struct CategoryTally
 
 typedef enum BusPlan
 {
+	BUS_PLAN_PEEK,
 	BUS_PLAN_STATE,
 	BUS_PLAN_EVENTS,
 	BUS_PLAN_COMMANDS,
@@ -303,9 +304,17 @@ typedef enum BusPlan
 } BusPlan;
 
 static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
+	[BUS_PLAN_PEEK] =
+	"SELECT pg_catalog.pg_notification_queue_usage(), "
+	"EXISTS (SELECT 1 FROM ocx.events e "
+	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position)), "
+	"EXISTS (SELECT 1 FROM ocx.commands c "
+	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq)) "
+	"FROM ocx.bus_state b",
 	[BUS_PLAN_STATE] =
-	"SELECT events_txid, events_position, commands_txid, commands_seq, "
-	"pg_catalog.pg_notification_queue_usage() "
+	"SELECT events_txid, events_position, commands_txid, commands_seq "
 	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
 	[BUS_PLAN_EVENTS] =
 	"SELECT e.txid, e.global_position, e.stream_id, e.type FROM ocx.events e "
@@ -322,9 +331,9 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	"commands_txid = $3, commands_seq = $4, notified_at = pg_catalog.now()",
 };
 
-static const int bus_plan_nargs[BUS_NUM_PLANS] = {0, 2, 2, 4};
+static const int bus_plan_nargs[BUS_NUM_PLANS] = {0, 0, 2, 2, 4};
 static const Oid bus_plan_args[BUS_NUM_PLANS][4] = {
-	{0}, {XID8OID, INT8OID}, {XID8OID, INT8OID},
+	{0}, {0}, {XID8OID, INT8OID}, {XID8OID, INT8OID},
 	{XID8OID, INT8OID, XID8OID, INT8OID}
 };
 static SPIPlanPtr bus_plans[BUS_NUM_PLANS];
@@ -493,6 +502,10 @@ OcxBusWorkerTick(void)
 	int			nev = 0,
 				ncmd = 0;
 	bool		isnull;
+	bool		new_events,
+				new_commands;
+	HeapTuple	tup;
+	TupleDesc	desc;
 
 	if (ocx_notify_mode == OCX_NOTIFY_OFF)
 		return false;
@@ -502,17 +515,21 @@ OcxBusWorkerTick(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
 
-	/* another tick holds the row: it sends these wake-ups */
-	if (RunBusPlan(BUS_PLAN_STATE, NULL) == 0)
+	/*
+	 * A look without a lock first: most calls find nothing new, and then the
+	 * tick costs one query and neither a transaction id nor WAL.
+	 */
+	if (RunBusPlan(BUS_PLAN_PEEK, NULL) == 0)
 		goto done;
-	etxid = GetXid8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	epos = GetInt64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	ctxid = GetXid8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	cseq = GetInt64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	new_events = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+	new_commands = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+	if (!new_events && !new_commands)
+		goto done;
 
 	/* a listener is stuck: hold back rather than fill the queue */
-	if (DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull))
-		> BUS_QUEUE_LIMIT)
+	if (DatumGetFloat8(SPI_getbinval(tup, desc, 1, &isnull)) > BUS_QUEUE_LIMIT)
 	{
 		static TimestampTz last_logged = 0;
 		TimestampTz now = GetCurrentTimestamp();
@@ -527,8 +544,20 @@ OcxBusWorkerTick(void)
 		goto done;
 	}
 
-	nev = NotifyEvents(&etxid, &epos);
-	ncmd = NotifyCommands(&ctxid, &cseq);
+	/* another tick holds the row: it sends these wake-ups */
+	if (RunBusPlan(BUS_PLAN_STATE, NULL) == 0)
+		goto done;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	etxid = GetXid8(tup, desc, 1);
+	epos = GetInt64(tup, desc, 2);
+	ctxid = GetXid8(tup, desc, 3);
+	cseq = GetInt64(tup, desc, 4);
+
+	if (new_events)
+		nev = NotifyEvents(&etxid, &epos);
+	if (new_commands)
+		ncmd = NotifyCommands(&ctxid, &cseq);
 	if (nev > 0 || ncmd > 0)
 	{
 		Datum		args[4];
