@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(30);
+SELECT plan(37);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -61,6 +61,21 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                       AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
                       AND pg_catalog.has_function_privilege('ocx_writer', p.oid, 'EXECUTE') $$,
                 'ocx_writer can execute no admin routine');
+
+-- the bus: writers consume and send, admins define
+SELECT function_privs_are('ocx', 'poll', ARRAY['text', 'integer', 'text'], 'ocx_writer', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'poll', ARRAY['text', 'integer', 'text'], 'ocx_reader', ARRAY[]::text[]);
+SELECT function_privs_are('ocx', 'send_command',
+                          ARRAY['text', 'jsonb', 'uuid', 'uuid', 'uuid', 'jsonb', 'timestamp with time zone'],
+                          'ocx_writer', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'create_subscription',
+                          ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval'],
+                          'ocx_writer', ARRAY[]::text[]);
+SELECT table_privs_are('ocx', 'subscriptions', 'ocx_writer', ARRAY['SELECT']);
+SELECT column_privs_are('ocx', 'subscriptions', 'created_at', 'ocx_writer', ARRAY['SELECT', 'UPDATE'],
+                        'writers may lock a subscription row (UPDATE of created_at only)');
+SELECT column_privs_are('ocx', 'subscriptions', 'types', 'ocx_writer', ARRAY['SELECT'],
+                        'writers cannot change a subscription''s filters');
 
 -- admins: everything but rewriting the log
 SELECT table_privs_are('ocx', 'events', 'ocx_admin', ARRAY['INSERT', 'SELECT']);

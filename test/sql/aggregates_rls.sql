@@ -34,7 +34,7 @@ ROLLBACK;
 
 -- INSERT without UPDATE on ocx.snapshots is not enough to store one: load just loads
 BEGIN;
-CREATE ROLE ocx_rls_writer;
+CREATE ROLE ocx_rls_writer IN ROLE ocx_reader;
 GRANT USAGE ON SCHEMA ocx TO ocx_rls_writer;
 GRANT SELECT ON ocx.events, ocx.streams, ocx.snapshots TO ocx_rls_writer;
 GRANT INSERT ON ocx.snapshots TO ocx_rls_writer;

@@ -23,6 +23,8 @@ CREATE FUNCTION public.current_setting(text, boolean) RETURNS text
     LANGUAGE sql AS $$SELECT CASE WHEN public.shadow_raise('current_setting') THEN ''::text END$$;
 CREATE FUNCTION public.pg_current_snapshot() RETURNS pg_snapshot
     LANGUAGE sql AS $$SELECT CASE WHEN public.shadow_raise('pg_current_snapshot') THEN NULL::pg_snapshot END$$;
+CREATE FUNCTION public.hashtext(text) RETURNS integer
+    LANGUAGE sql AS $$SELECT CASE WHEN public.shadow_raise('hashtext') THEN 0 END$$;
 CREATE FUNCTION public.gen_random_uuid() RETURNS uuid
     LANGUAGE sql AS $$SELECT CASE WHEN public.shadow_raise('gen_random_uuid') THEN NULL::uuid END$$;
 
@@ -52,6 +54,8 @@ CREATE TABLE public.streams (stream_id text, version bigint);
 CREATE TEMP TABLE events (stream_id text, stream_version bigint, type text, data jsonb);
 CREATE TEMP TABLE streams (stream_id text, version bigint);
 CREATE TEMP VIEW event AS SELECT 1 AS x;
+CREATE TEMP TABLE subscriptions (name text);
+CREATE TEMP TABLE commands (command_id uuid, status text);
 
 -- the hostile path: temp objects first, then public, then pg_catalog
 SET search_path = pg_temp, public, pg_catalog;
@@ -94,6 +98,17 @@ SELECT count(*) > 0 AS stats FROM ocx.stats;
 SELECT ocx.metrics() IS NOT NULL AS metrics;
 SELECT count(*) AS traced FROM ocx.trace('6c9a7d1e-0b3a-4f57-9a43-0000000000ff');
 
+-- the bus: subscriptions, commands, ephemeral messages
+SELECT ocx.create_subscription('shadow_sub', NULL, ARRAY['shadow']);
+SELECT count(*) AS polled FROM ocx.poll('shadow_sub', 100);
+SELECT ocx.ack('shadow_sub', (SELECT e."cursor" FROM ocx.read_category('shadow', NULL, NULL) e
+                              ORDER BY e."cursor" DESC LIMIT 1));
+SELECT ocx.send_command('shadow.Do', '{"a": "b"}', command_id => '6c9a7d1e-0b3a-4f57-9a43-0000000000c1');
+SELECT count(*) AS claimed FROM ocx.claim_commands(ARRAY['shadow.Do'], 1);
+SELECT ocx.complete_command('6c9a7d1e-0b3a-4f57-9a43-0000000000c1', '{"done": true}');
+SELECT ocx.publish('shadow_channel', '{"a": 1}');
+SELECT ocx.drop_subscription('shadow_sub');
+
 -- nothing reached the planted tables
 RESET search_path;
 SELECT (SELECT count(*) FROM pg_temp.events) AS temp_events,
@@ -110,6 +125,8 @@ SELECT count(*) FROM events;
 RESET search_path;
 
 DELETE FROM ocx.aggregates WHERE aggregate_type = 'shadow_agg';
+DELETE FROM ocx.commands WHERE type = 'shadow.Do';
+DROP TABLE pg_temp.subscriptions, pg_temp.commands;
 DROP TABLE pg_temp.events, pg_temp.streams, public.events, public.streams;
 DROP VIEW pg_temp.event;
 DROP OPERATOR public.= (text, text), public.= (bigint, bigint), public.>= (bigint, bigint),
@@ -119,5 +136,6 @@ DROP FUNCTION public.shadow_text_eq(text, text), public.shadow_int8_eq(bigint, b
     public.shadow_xid8_lt(xid8, xid8), public.shadow_uuid_eq(uuid, uuid),
     public.jsonb_build_object(text, text), public.now(), public.nextval(regclass),
     public.split_part(text, text, integer), public.unnest(text[]),
-    public.current_setting(text, boolean), public.pg_current_snapshot(), public.gen_random_uuid();
+    public.current_setting(text, boolean), public.pg_current_snapshot(), public.gen_random_uuid(),
+    public.hashtext(text);
 DROP FUNCTION public.shadow_raise(text);

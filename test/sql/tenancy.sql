@@ -8,6 +8,7 @@ CREATE FUNCTION public.tenancy_apply(state jsonb, e ocx.event) RETURNS jsonb LAN
     RETURN pg_catalog.jsonb_build_object('n', COALESCE((state ->> 'n')::int, 0) + 1, 'last', e.type);
 SELECT ocx.define_aggregate('tenancy_acct', 'public.tenancy_apply(jsonb, ocx.event)', snapshot_every => 2);
 CREATE ROLE ocx_regress_reader_user NOLOGIN IN ROLE ocx_reader;
+SELECT ocx.create_subscription('tenancy_acme', NULL, ARRAY['tenancy']);
 SET ROLE ocx_regress_tenant_user;
 
 SET ocx.tenant = 'acme';
@@ -40,6 +41,10 @@ SELECT count(*) AS globex_events FROM ocx.read_stream('tenancy-2');
 SELECT ocx.stream_version('tenancy-1') AS own_stream, ocx.stream_version('tenancy-2') AS globex_stream;
 SELECT stream_id, stream_version, tenant_id FROM ocx.read_category('tenancy', NULL, NULL);
 SELECT stream_id, stream_version, tenant_id FROM ocx.read_all(NULL, NULL, NULL, ARRAY['tenancy']);
+
+-- a subscription polled by acme delivers acme's events only (one
+-- subscription per tenant: acknowledging moves past what it cannot see)
+SELECT stream_id, stream_version, tenant_id FROM ocx.poll('tenancy_acme', 10);
 
 -- no tenant: only untenanted rows, so none of these
 RESET ocx.tenant;
@@ -81,6 +86,7 @@ SELECT stream_id, stream_version, type, tenant_id FROM ocx.events
 
 SELECT stream_id, version FROM ocx.snapshots WHERE aggregate_type = 'tenancy_acct' ORDER BY 1;
 DELETE FROM ocx.aggregates WHERE aggregate_type = 'tenancy_acct';
+SELECT ocx.drop_subscription('tenancy_acme');
 DROP FUNCTION public.tenancy_apply(jsonb, ocx.event);
 DROP ROLE ocx_regress_tenant_user;
 DROP ROLE ocx_regress_reader_user;
