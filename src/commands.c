@@ -26,6 +26,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -211,7 +212,9 @@ OcxCommandWorkerTick(void)
 					role;
 		char	   *correlation;
 		char	   *old_corr,
-				   *old_cause;
+				   *old_cause,
+				   *old_trace,
+				   *traceparent = NULL;
 		Jsonb	   *result;
 		char	   *error;
 		Datum		args[2];
@@ -233,10 +236,22 @@ OcxCommandWorkerTick(void)
 		role = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 		old_corr = pstrdup(ocx_correlation_id ? ocx_correlation_id : "");
 		old_cause = pstrdup(ocx_causation_id ? ocx_causation_id : "");
+		old_trace = pstrdup(ocx_traceparent ? ocx_traceparent : "");
+		{
+			Datum		md = GetAttributeByName(DatumGetHeapTupleHeader(cmd), "metadata", &isnull);
+			JsonbValue	v;
+
+			if (!isnull && OcxJsonbGet(&DatumGetJsonbP(md)->root, "traceparent", &v) &&
+				v.type == jbvString)
+				traceparent = OcxJsonbString(&v);
+		}
 		MemoryContextSwitchTo(spictx);
 
 		SetLocal("ocx.correlation_id", correlation);
 		SetLocal("ocx.causation_id", UuidText(id));
+		/* a malformed traceparent in metadata is ignored, not fatal */
+		(void) set_config_option("ocx.traceparent", traceparent ? traceparent : "",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, DEBUG1, false);
 		if (RunHandler(handler, role, cmd, &result, &error))
 		{
 			args[0] = id;
@@ -252,6 +267,7 @@ OcxCommandWorkerTick(void)
 		}
 		SetLocal("ocx.correlation_id", old_corr);
 		SetLocal("ocx.causation_id", old_cause);
+		SetLocal("ocx.traceparent", old_trace);
 		done++;
 	}
 

@@ -524,6 +524,10 @@ BEGIN
     IF cause IS NULL THEN
         cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
     END IF;
+    -- the trace continues through the command (and its handler, see commands.c)
+    IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
+        metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
+    END IF;
     INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
         VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
                 coalesce(run_at, now()))

@@ -40,4 +40,31 @@ SELECT ocx.append('mbus-2', 0, '{"id": "7e000000-0000-4000-8000-0000000000e1", "
 COMMIT;
 SELECT depth, kind, right(id::text, 2) AS id, type, stream_id, status
   FROM ocx.trace('7e000000-0000-4000-8000-000000000001');
-DELETE FROM ocx.commands WHERE type = 'mbus.Do';
+
+-- a trace continues through a command and the handler the worker runs for it
+CREATE FUNCTION mbus_ship(c ocx.command) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ocx.append('mbus-ship-' || (c.data ->> 'n'), NULL, '{"type": "Shipped", "data": {}}');
+END $$;
+SELECT ocx.define_command_handler('mbus.Ship', 'mbus_ship(ocx.command)');
+BEGIN;
+SET LOCAL ocx.correlation_id = '7e000000-0000-4000-8000-000000000002';
+SET LOCAL ocx.traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+SELECT ocx.append('mbus-order-1', 0, '{"id": "7e000000-0000-4000-8000-0000000000e2", "type": "OrderPlaced", "data": {}}');
+SET LOCAL ocx.causation_id = '7e000000-0000-4000-8000-0000000000e2';
+SELECT ocx.send_command('mbus.Ship', '{"n": 1}', command_id => '7e000000-0000-4000-8000-0000000000c4');
+COMMIT;
+DO $$
+BEGIN
+    FOR i IN 1..500 LOOP
+        PERFORM ocx._command_tick();
+        EXIT WHEN (SELECT status FROM ocx.commands WHERE command_id = '7e000000-0000-4000-8000-0000000000c4') = 'succeeded';
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+SELECT depth, kind, type, stream_id, status, traceparent
+  FROM ocx.trace('7e000000-0000-4000-8000-000000000002');
+SELECT ocx.drop_command_handler('mbus.Ship');
+DROP FUNCTION mbus_ship(ocx.command);
+
+DELETE FROM ocx.commands WHERE type IN ('mbus.Do', 'mbus.Ship');
