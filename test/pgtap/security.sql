@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(37);
+SELECT plan(44);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -80,6 +80,39 @@ SELECT column_privs_are('ocx', 'subscriptions', 'types', 'ocx_writer', ARRAY['SE
 -- admins: everything but rewriting the log
 SELECT table_privs_are('ocx', 'events', 'ocx_admin', ARRAY['INSERT', 'SELECT']);
 SELECT function_privs_are('ocx', '_apply_privileges', ARRAY[]::text[], 'ocx_admin', ARRAY[]::text[]);
+
+-- the rule covers routines added later (an upgrade script re-applies it),
+-- and applying it again changes nothing
+CREATE TEMP TABLE acl_before AS
+    SELECT p.oid::regprocedure::text AS fn, p.proacl::text AS acl
+      FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'ocx'::regnamespace;
+CREATE FUNCTION ocx._sec_test_helper(x int) RETURNS int LANGUAGE sql IMMUTABLE RETURN x;
+CREATE FUNCTION ocx.read_sec_test(x int) RETURNS int LANGUAGE sql STABLE
+    BEGIN ATOMIC SELECT ocx._sec_test_helper(x); END;
+CREATE FUNCTION ocx._sec_test_plhelper() RETURNS int LANGUAGE sql IMMUTABLE RETURN 1;
+CREATE FUNCTION ocx.append_sec_test() RETURNS int LANGUAGE plpgsql
+    AS $$BEGIN RETURN ocx._sec_test_plhelper(); END$$;
+CREATE FUNCTION ocx.define_sec_test() RETURNS void LANGUAGE sql RETURN NULL;
+CREATE FUNCTION ocx.sec_test_unclassified() RETURNS void LANGUAGE sql RETURN NULL;
+SELECT ocx._apply_privileges();
+SELECT function_privs_are('ocx', 'read_sec_test', ARRAY['integer'], 'ocx_reader', ARRAY['EXECUTE'],
+                          'a new read_ function goes to ocx_reader');
+SELECT function_privs_are('ocx', '_sec_test_helper', ARRAY['integer'], 'ocx_reader', ARRAY['EXECUTE'],
+                          'an internal function a reader''s SQL body calls goes to ocx_reader');
+SELECT function_privs_are('ocx', '_sec_test_plhelper', ARRAY[]::text[], 'ocx_writer', ARRAY['EXECUTE'],
+                          'an internal function a writer''s PL/pgSQL body calls goes to ocx_writer');
+SELECT function_privs_are('ocx', '_sec_test_plhelper', ARRAY[]::text[], 'ocx_reader', ARRAY[]::text[],
+                          '... and not to ocx_reader');
+SELECT function_privs_are('ocx', 'define_sec_test', ARRAY[]::text[], 'ocx_writer', ARRAY[]::text[],
+                          'a new define_ function is not for writers');
+SELECT function_privs_are('ocx', 'sec_test_unclassified', ARRAY[]::text[], 'ocx_writer', ARRAY[]::text[],
+                          'an unclassified function fails closed: admins only');
+DROP FUNCTION ocx.read_sec_test(int), ocx._sec_test_helper(int), ocx.append_sec_test(),
+    ocx._sec_test_plhelper(), ocx.define_sec_test(), ocx.sec_test_unclassified();
+SELECT is_empty($$ SELECT p.oid::regprocedure::text, p.proacl::text FROM pg_catalog.pg_proc p
+                    WHERE p.pronamespace = 'ocx'::regnamespace
+                   EXCEPT SELECT fn, acl FROM acl_before $$,
+                'applying the rule again leaves every existing grant as it was');
 
 -- SECURITY DEFINER routines pin search_path
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
