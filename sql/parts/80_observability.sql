@@ -27,10 +27,12 @@ COMMENT ON FUNCTION ocx.reset_stats() IS
 
 -- Gauges: values read from tables at the time of the call.  The tables of
 -- the subsystems are looked up with to_regclass, so this works whichever of
--- them are installed; every query text is a constant.
+-- them are installed; every query text is a constant.  PARALLEL RESTRICTED:
+-- its exception block needs a subtransaction, which a parallel worker cannot
+-- start.
 CREATE FUNCTION ocx._gauges(OUT name text, OUT labels jsonb, OUT value numeric, OUT description text)
     RETURNS SETOF record
-    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -153,7 +155,7 @@ COMMENT ON FUNCTION ocx._prometheus_escape(text, boolean) IS
     'internal: escape backslash, newline (and double quote in label values) for Prometheus';
 
 CREATE FUNCTION ocx.metrics() RETURNS text
-    LANGUAGE sql VOLATILE PARALLEL SAFE
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 BEGIN ATOMIC
     WITH s AS (
         SELECT 'ocx_' OPERATOR(pg_catalog.||) st.name
