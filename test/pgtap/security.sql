@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(44);
+SELECT plan(45);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -119,6 +119,18 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace AND p.prosecdef
                       AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false) $$,
                 'every SECURITY DEFINER routine has SET search_path = pg_catalog, pg_temp');
+
+-- routines whose names resolve at run time (PL/pgSQL, SQL with a string
+-- body) pin search_path, except the two that run user code with the
+-- caller's path on purpose and qualify every name themselves
+SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+                     JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+                    WHERE p.pronamespace = 'ocx'::regnamespace
+                      AND l.lanname NOT IN ('c', 'internal') AND p.prosqlbody IS NULL
+                      AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
+                      AND p.oid NOT IN ('ocx.rebuild_projection(text)'::regprocedure,
+                                        'ocx.retry_dead_letter(bigint)'::regprocedure) $$,
+                'run-time-resolved routines pin search_path = pg_catalog, pg_temp');
 
 -- row-level security keeps tenants apart, for the owner too
 SELECT policies_are('ocx', 'events', ARRAY['events_tenant']);
