@@ -243,7 +243,7 @@ ocx_count_commands(PG_FUNCTION_ARGS)
 		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ocx._count_commands() must be called as an AFTER ROW trigger")));
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -277,5 +277,54 @@ ocx_count_commands(PG_FUNCTION_ARGS)
 		OcxCount(OCX_COUNT_COMMANDS_FAILED, 1);
 	if (strcmp(new_status, "dead_letter") == 0)
 		OcxCount(OCX_COUNT_COMMANDS_DEAD_LETTERS, 1);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * Trigger on ocx.saga_instances (installed by the observability part when
+ * the sagas subsystem is installed): counts sagas started (INSERT) and
+ * finished by their final state.  TG_ARGV[0] names the state column.
+ */
+PG_FUNCTION_INFO_V1(ocx_count_sagas);
+Datum
+ocx_count_sagas(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			attnum;
+	bool		isnull;
+	Datum		d;
+	char	   *state;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		trigdata->tg_trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ocx._count_sagas() must be called as an AFTER ROW trigger with the state column as argument")));
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		OcxCount(OCX_COUNT_SAGAS_STARTED, 1);
+		return PointerGetDatum(NULL);
+	}
+	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) || metrics == NULL)
+		return PointerGetDatum(NULL);
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	attnum = SPI_fnumber(desc, trigdata->tg_trigger->tgargs[0]);
+	if (attnum <= 0)
+		return PointerGetDatum(NULL);
+	d = heap_getattr(trigdata->tg_newtuple, attnum, desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(NULL);
+	state = TextDatumGetCString(d);
+	if (strcmp(state, "completed") == 0)
+		OcxCount(OCX_COUNT_SAGAS_COMPLETED, 1);
+	else if (strcmp(state, "compensated") == 0)
+		OcxCount(OCX_COUNT_SAGAS_COMPENSATED, 1);
+	else if (strcmp(state, "failed") == 0)
+		OcxCount(OCX_COUNT_SAGAS_FAILED, 1);
 	return PointerGetDatum(NULL);
 }

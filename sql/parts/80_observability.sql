@@ -133,6 +133,36 @@ BEGIN
 END
 $$;
 
+-- Saga counters likewise, from ocx.saga_instances when the sagas subsystem
+-- is installed: INSERT = started, a change of the state column to completed,
+-- compensated or failed = finished that way.
+CREATE FUNCTION ocx._count_sagas() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_count_sagas';
+COMMENT ON FUNCTION ocx._count_sagas() IS
+    'internal trigger: counts sagas started, completed, compensated and failed';
+DO $$
+DECLARE
+    col text;
+BEGIN
+    SELECT a.attname INTO col
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ocx.saga_instances')
+       AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['state', 'status']::pg_catalog.name[])
+       AND NOT a.attisdropped
+     ORDER BY a.attname LIMIT 1;
+    IF col IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER saga_instances_count_started AFTER INSERT ON ocx.saga_instances '
+            'FOR EACH ROW EXECUTE FUNCTION ocx._count_sagas(%L)', col);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER saga_instances_count_finished AFTER UPDATE OF %1$I ON ocx.saga_instances '
+            'FOR EACH ROW WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I) '
+            'EXECUTE FUNCTION ocx._count_sagas(%1$L)', col);
+    END IF;
+END
+$$;
+
 CREATE VIEW ocx.stats AS
     SELECT c.name, 'counter'::text AS kind, '{}'::jsonb AS labels, c.value::numeric AS value,
            c.description, c.reset_time

@@ -47,6 +47,25 @@ SELECT s.name, s.value - b.value AS delta
  WHERE s.name IN ('replays', 'replay_events', 'snapshot_hits', 'snapshots_written') ORDER BY s.name;
 DELETE FROM ocx.aggregates WHERE aggregate_type = 'metrics_agg';
 
+-- saga counters, from the state transitions of a table shaped like the
+-- sagas subsystem's ocx.saga_instances (the trigger the install script adds there)
+CREATE TABLE metrics_sagas (id int PRIMARY KEY, state text NOT NULL DEFAULT 'running');
+CREATE TRIGGER count_started AFTER INSERT ON metrics_sagas
+    FOR EACH ROW EXECUTE FUNCTION ocx._count_sagas('state');
+CREATE TRIGGER count_finished AFTER UPDATE OF state ON metrics_sagas
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION ocx._count_sagas('state');
+CREATE TEMP TABLE before4 AS SELECT name, value FROM ocx.stats WHERE kind = 'counter';
+INSERT INTO metrics_sagas (id) SELECT g FROM generate_series(1, 4) g;
+UPDATE metrics_sagas SET state = 'compensating' WHERE id IN (2, 3);
+UPDATE metrics_sagas SET state = CASE id WHEN 1 THEN 'completed' WHEN 2 THEN 'compensated' ELSE 'failed' END
+ WHERE id IN (1, 2, 3);
+SELECT s.name, s.value - b.value AS delta
+  FROM ocx.stats s JOIN before4 b USING (name)
+ WHERE s.name LIKE 'sagas%' ORDER BY s.name;
+DROP TABLE metrics_sagas;
+SELECT ocx._count_sagas();
+\echo :LAST_ERROR_SQLSTATE
+
 -- ocx.metrics(): the same numbers in the exposition format
 CREATE TEMP TABLE m AS
 SELECT l.line
