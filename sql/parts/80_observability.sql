@@ -35,6 +35,9 @@ CREATE FUNCTION ocx._gauges(OUT name text, OUT labels jsonb, OUT value numeric, 
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    saga_col  name;
+    state_col name;
 BEGIN
     name := 'shared_memory';
     labels := '{}';
@@ -97,13 +100,19 @@ BEGIN
         $q$;
     END IF;
 
-    IF to_regclass('ocx.saga_status') IS NOT NULL THEN
-        RETURN QUERY EXECUTE $q$
-            SELECT 'sagas', jsonb_build_object('saga', s.saga, 'state', s.state), count(*)::numeric,
+    -- the sagas subsystem's view; its column names are looked up, not assumed
+    SELECT min(a.attname) FILTER (WHERE a.attname IN ('saga', 'saga_name', 'name')),
+           min(a.attname) FILTER (WHERE a.attname IN ('state', 'status'))
+      INTO saga_col, state_col
+      FROM pg_attribute a
+     WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped;
+    IF saga_col IS NOT NULL AND state_col IS NOT NULL THEN
+        RETURN QUERY EXECUTE format($q$
+            SELECT 'sagas', jsonb_build_object('saga', s.%1$I, 'state', s.%2$I), count(*)::numeric,
                    'Saga instances by saga and state.'
               FROM ocx.saga_status s
-             GROUP BY s.saga, s.state
-        $q$;
+             GROUP BY s.%1$I, s.%2$I
+        $q$, saga_col, state_col);
     END IF;
 EXCEPTION
     WHEN undefined_column OR undefined_function THEN
