@@ -28,6 +28,13 @@
  * Counters are cluster-wide (every database's appends count together) and
  * start at zero when the server starts: they are Prometheus counters, and
  * Prometheus handles resets.
+ *
+ * Who counts: the C code of each subsystem calls OcxCount where the event
+ * happens (append.c, aggregate.c, projection.c, worker.c); commands and
+ * sagas, whose transitions happen in SQL functions as well as in workers,
+ * are counted by the row triggers at the end of this file, installed on
+ * ocx.commands and ocx.saga_instances by the observability part of the
+ * install script when those tables exist.
  */
 #include "ocx.h"
 
@@ -90,9 +97,12 @@ static const struct
 
 static OcxMetricsShared *metrics = NULL;
 
+#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+#if PG_VERSION_NUM >= 150000
 /* Ask for the segment while the postmaster sizes shared memory. */
 static void
 OcxMetricsShmemRequest(void)
@@ -101,6 +111,7 @@ OcxMetricsShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxMetricsShared)));
 }
+#endif
 
 /* Create (postmaster) or attach to (EXEC_BACKEND child) the segment. */
 static void
