@@ -57,7 +57,8 @@ $$;
 -- exist and have a stream_id column.
 DO $$
 DECLARE
-    t text;
+    t    text;
+    qual text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['snapshots', 'dead_letters'] LOOP
         IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
@@ -65,16 +66,22 @@ BEGIN
                       AND a.attname OPERATOR(pg_catalog.=) 'stream_id' AND NOT a.attisdropped) THEN
             EXECUTE pg_catalog.format('ALTER TABLE ocx.%I ENABLE ROW LEVEL SECURITY', t);
             EXECUTE pg_catalog.format('ALTER TABLE ocx.%I FORCE ROW LEVEL SECURITY', t);
+            qual := pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
+                                      'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t);
+            -- dead letters are managed by ocx_admin across tenants (retry,
+            -- rebuild), so its members see all of them
+            IF t OPERATOR(pg_catalog.=) 'dead_letters' THEN
+                qual := qual OPERATOR(pg_catalog.||)
+                        ' OR (SELECT pg_catalog.pg_has_role(''ocx_admin'', ''MEMBER''))';
+            END IF;
             EXECUTE pg_catalog.format(
                 'CREATE POLICY %I ON ocx.%I FOR ALL USING (%s) WITH CHECK (%s)',
-                t || '_tenant', t,
-                pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
-                                  'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t),
-                pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
-                                  'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t));
+                t OPERATOR(pg_catalog.||) '_tenant', t, qual, qual);
             EXECUTE pg_catalog.format(
-                'COMMENT ON POLICY %I ON ocx.%I IS %L', t || '_tenant', t,
-                'a row is visible when its stream is (the stream''s tenant is the session''s ocx.tenant)');
+                'COMMENT ON POLICY %I ON ocx.%I IS %L', t OPERATOR(pg_catalog.||) '_tenant', t,
+                'a row is visible when its stream is (the stream''s tenant is the session''s ocx.tenant)'
+                OPERATOR(pg_catalog.||) CASE WHEN t OPERATOR(pg_catalog.=) 'dead_letters'
+                                             THEN '; members of ocx_admin see all' ELSE '' END);
         END IF;
     END LOOP;
 END

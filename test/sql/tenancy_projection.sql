@@ -11,6 +11,9 @@ CREATE TABLE tp_seen (event_type text, tenant text, correlation_id text, causati
                       traceparent text, visible_events bigint);
 CREATE FUNCTION tp_handler(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+    IF e.type = 'Poison' THEN
+        RAISE EXCEPTION 'poison in %', e.stream_id;
+    END IF;
     INSERT INTO public.tp_seen
     SELECT e.type, current_setting('ocx.tenant'), current_setting('ocx.correlation_id'),
            current_setting('ocx.causation_id') = e.event_id::text, current_setting('ocx.traceparent'),
@@ -34,7 +37,8 @@ END $$;
 CREATE TEMP TABLE before AS SELECT name, value FROM ocx.stats WHERE kind = 'counter';
 
 SET ROLE ocx_regress_tp_admin;
-SELECT ocx.define_projection('tp_async', 'tp_handler(ocx.event)', categories => '{tnp}');
+SELECT ocx.define_projection('tp_async', 'tp_handler(ocx.event)', categories => '{tnp}',
+                             retry => '{"attempts": 1}');
 RESET ROLE;
 
 SET ROLE ocx_regress_tp_writer;
@@ -46,13 +50,25 @@ SELECT ocx.append('tnp-1', 0, '[{"type": "AcmeOne", "data": {}}, {"type": "AcmeT
 COMMIT;
 BEGIN;
 SET LOCAL ocx.tenant = 'globex';
-SELECT ocx.append('tnp-2', 0, '{"type": "GlobexOne", "data": {}}');
+SELECT ocx.append('tnp-2', 0, '[{"type": "GlobexOne", "data": {}}, {"type": "Poison", "data": {}}]');
 COMMIT;
 RESET ROLE;
 
 SELECT tp_wait('tp_async');
 SELECT event_type, tenant, correlation_id, causation_is_event, traceparent, visible_events
   FROM tp_seen ORDER BY event_type;
+
+-- the poison event's dead letter: its tenant and the admins see it, other tenants do not
+SET ROLE ocx_regress_tp_writer;
+SET ocx.tenant = 'acme';
+SELECT count(*) AS acme_sees FROM ocx.dead_letters WHERE projection = 'tp_async';
+SET ocx.tenant = 'globex';
+SELECT stream_id, type FROM ocx.dead_letters WHERE projection = 'tp_async';
+RESET ocx.tenant;
+RESET ROLE;
+SET ROLE ocx_regress_tp_admin;
+SELECT count(*) AS admin_sees FROM ocx.dead_letters WHERE projection = 'tp_async';
+RESET ROLE;
 
 -- the projection counters moved
 SELECT s.value - b.value >= 3 AS projection_events_counted
