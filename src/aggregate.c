@@ -654,7 +654,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				old,
 				caller = CurrentMemoryContext;
 	Jsonb	   *volatile result = NULL;
-	bool		time_travel = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -729,7 +728,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 								asof, text_to_cstring(sid)),
 						 errdetail("The stream is at version " INT64_FORMAT ".", current)));
 			ld.target = asof;
-			time_travel = asof < current;
 		}
 		if (!force_snapshot && !PG_ARGISNULL(3))
 		{
@@ -739,7 +737,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			ld.target = isnull ? 0 : DatumGetInt64(args[0]);
 			args[0] = PointerGetDatum(sid);
-			time_travel = true;
 		}
 
 		/* the newest snapshot at or below the target, under this definition */
@@ -799,7 +796,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	last_load.snapshot_version = ld.from;
 	last_load.replayed = ld.replayed;
 	last_load.snapshot_saved = ld.snapshot_saved;
-	(void) time_travel;
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(callcxt);
