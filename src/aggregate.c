@@ -684,12 +684,31 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				 errmsg("aggregate type \"%s\" is not defined", text_to_cstring(agg)),
 				 errhint("Define it with ocx.define_aggregate.")));
 	}
-	if (OidIsValid(ld.def->apply) && !ld.def->apply_exists)
+	if (OidIsValid(ld.def->apply) && !ld.def->apply_ok)
 	{
+		bool		exists = ld.def->apply_exists;
+		char	   *name = pstrdup(ld.def->name);
+
 		OcxDefCacheUnpin();
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_AGGREGATE),
-				 errmsg("the apply function of aggregate \"%s\" no longer exists", ld.def->name),
+				 exists ?
+				 errmsg("the apply function of aggregate \"%s\" has the wrong signature", name) :
+				 errmsg("the apply function of aggregate \"%s\" no longer exists", name),
+				 exists ?
+				 errdetail("It must be a plain function (jsonb, ocx.event) returning jsonb.") : 0,
+				 errhint("Define the aggregate again with ocx.define_aggregate.")));
+	}
+	if (!OidIsValid(ld.def->apply) && ld.def->reducer == NULL)
+	{
+		char	   *name = pstrdup(ld.def->name);
+		char	   *why = pstrdup(ld.def->reducer_error ? ld.def->reducer_error : "no rules");
+
+		OcxDefCacheUnpin();
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_AGGREGATE),
+				 errmsg("the reducer of aggregate \"%s\" in ocx.aggregates is invalid", name),
+				 errdetail("%s", why),
 				 errhint("Define the aggregate again with ocx.define_aggregate.")));
 	}
 	ld.aggregate_type = agg;
