@@ -624,7 +624,9 @@ ReplayReducer(Load *ld, Jsonb *state, MemoryContext callcxt)
 		bool		more;
 
 		CHECK_FOR_INTERRUPTS();
-		MemoryContextReset(event_cxt);
+		/* the fold copies what it keeps: reset now and then, not per event */
+		if (MemoryContextMemAllocated(event_cxt, false) > 64 * 1024)
+			MemoryContextReset(event_cxt);
 		old = MemoryContextSwitchTo(event_cxt);
 		more = NextEvent(&src, &row);
 		MemoryContextSwitchTo(old);

@@ -58,6 +58,7 @@ static bool any_upcasting = false;
 static Oid	def_relids[NUM_DEF_TABLES];
 static int	pin_count = 0;
 static uint64 inval_count = 0;	/* invalidations seen, to detect one during a build */
+static uint64 build_count = 0;	/* caches built: lookups remembered per build */
 static bool callbacks_registered = false;
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
@@ -419,6 +420,7 @@ BuildCache(void)
 	if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
 	cache_cxt = cxt;
+	build_count++;
 	types_hash = types;
 	aggs_hash = aggs;
 	any_upcasting = upcasting;
@@ -450,18 +452,30 @@ OcxDefCacheUnpin(void)
 		pin_count--;
 }
 
-/* The registered event type (len bytes, not NUL-terminated), or NULL. */
+/*
+ * The registered event type (len bytes, not NUL-terminated), or NULL.
+ * Reads call this twice per row (data and version) and streams are runs of
+ * few types, so the last answer is remembered until the cache is rebuilt.
+ */
 OcxEventTypeDef *
 OcxLookupEventType(const char *type, int len)
 {
-	char		key[OCX_TYPE_KEYSIZE];
+	static char last_key[OCX_TYPE_KEYSIZE];
+	static int	last_len = -1;
+	static uint64 last_build = 0;
+	static OcxEventTypeDef *last_def = NULL;
 
 	EnsureCache();
 	if (len >= OCX_TYPE_KEYSIZE || hash_get_num_entries(types_hash) == 0)
 		return NULL;
-	memcpy(key, type, len);
-	key[len] = '\0';
-	return hash_search(types_hash, key, HASH_FIND, NULL);
+	if (len == last_len && last_build == build_count && memcmp(type, last_key, len) == 0)
+		return last_def;
+	memcpy(last_key, type, len);
+	last_key[len] = '\0';
+	last_len = len;
+	last_build = build_count;
+	last_def = hash_search(types_hash, last_key, HASH_FIND, NULL);
+	return last_def;
 }
 
 /* The defined aggregate (len bytes), or NULL. */
