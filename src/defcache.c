@@ -320,6 +320,9 @@ BuildCache(void)
 			if (strlen(type) >= OCX_TYPE_KEYSIZE)
 				continue;		/* longer than any appendable type */
 			def = hash_search(types, type, HASH_ENTER, NULL);
+			/* dynahash fills in only the key */
+			memset((char *) def + offsetof(OcxEventTypeDef, schema_version), 0,
+				   sizeof(OcxEventTypeDef) - offsetof(OcxEventTypeDef, schema_version));
 			def->schema_version = version;
 			def->schema = schema ?
 				TryCompile(CompileSchemaFn, schema, cxt, NULL, &def->schema_error) : NULL;
@@ -387,6 +390,8 @@ BuildCache(void)
 			if (strlen(name) >= OCX_AGG_KEYSIZE)
 				continue;
 			def = hash_search(aggs, name, HASH_ENTER, NULL);
+			memset((char *) def + offsetof(OcxAggregateDef, apply), 0,
+				   sizeof(OcxAggregateDef) - offsetof(OcxAggregateDef, apply));
 			d = SpiDatum(r, 2, &isnull);
 			def->apply = isnull ? InvalidOid : DatumGetObjectId(d);
 			def->apply_exists = false;
