@@ -737,7 +737,11 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		have_time = true;
 	}
 	if (!waiting && !stopped)
+	{
+		/* past every event read: nothing is pending a retry */
 		retry_null = true;
+		failing_null = true;
+	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ckpt_txid;
