@@ -138,6 +138,10 @@ static struct
 	bool		snapshot_saved;
 }			last_load;
 
+/*
+ * A kept plan, prepared on first use in this backend; the plan cache replans it
+ * when the tables change.
+ */
 static SPIPlanPtr
 LoadPlanPtr(LoadPlan which)
 {
@@ -155,6 +159,10 @@ LoadPlanPtr(LoadPlan which)
 	return load_plans[which];
 }
 
+/*
+ * Run a kept plan.  read_only: under the active snapshot, so that every read of
+ * one load sees the same stream.
+ */
 static uint64
 RunLoadPlan(LoadPlan which, Datum *values, bool read_only)
 {
@@ -190,10 +198,13 @@ CanWriteSnapshot(void)
 		return false;
 	nsp = get_namespace_oid(OCX_SCHEMA, true);
 	rel = OidIsValid(nsp) ? get_relname_relid("snapshots", nsp) : InvalidOid;
+	/* both: the upsert needs each (aclcheck with two bits would accept either) */
 	return OidIsValid(rel) &&
-		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT | ACL_UPDATE) == ACLCHECK_OK;
+		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT) == ACLCHECK_OK &&
+		pg_class_aclcheck(rel, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
 }
 
+/* Store state as the snapshot at the target version (replacing a stale one). */
 static void
 SaveSnapshot(Load *ld, Jsonb *state)
 {
@@ -285,8 +296,7 @@ OpenDirect(Load *ld, EventSource *src)
 	src->a_data = get_attnum(relid, "data");
 	src->a_txid = get_attnum(relid, "txid");
 
-	src->maxatt = Max(Max(Max(src->a_position, src->a_version), Max(src->a_type, src->a_sv)),
-					  Max(Max(src->a_time, src->a_data), src->a_txid));
+	src->maxatt = Max(Max(src->a_version, src->a_type), Max(Max(src->a_sv, src->a_time), src->a_data));
 
 	src->rel = table_open(relid, AccessShareLock);
 	src->idx = index_open(idxid, AccessShareLock);
@@ -350,6 +360,7 @@ OpenDirect(Load *ld, EventSource *src)
 	return true;
 }
 
+/* Open the events (from, target] of the stream: directly if allowed, else SPI. */
 static void
 OpenSource(Load *ld, EventSource *src, bool composite)
 {
@@ -438,7 +449,8 @@ NextEvent(EventSource *src, EventRow *row)
 					src->nulls[i] = slot->tts_isnull[a - 1];
 				}
 			}
-			row->event = heap_copy_tuple_as_datum(heap_form_tuple(desc, src->values, src->nulls), desc);
+			/* heap_form_tuple stamps the row type; toasted values are flattened */
+			row->event = HeapTupleGetDatum(heap_form_tuple(desc, src->values, src->nulls));
 		}
 		return true;
 	}
@@ -482,6 +494,7 @@ NextEvent(EventSource *src, EventRow *row)
 	}
 }
 
+/* Release what OpenSource took (locks, pins, the cursor). */
 static void
 CloseSource(EventSource *src)
 {
@@ -661,24 +674,31 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				 errdetail("Got " INT64_FORMAT ".", PG_GETARG_INT64(2))));
 
 	memset(&ld, 0, sizeof(ld));
+	/* pinned from here on: the definition cannot be freed while we fold */
+	OcxDefCachePin();
 	ld.def = OcxLookupAggregate(VARDATA_ANY(agg), VARSIZE_ANY_EXHDR(agg));
 	if (ld.def == NULL)
+	{
+		OcxDefCacheUnpin();
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_UNKNOWN_AGGREGATE),
 				 errmsg("aggregate type \"%s\" is not defined", text_to_cstring(agg)),
 				 errhint("Define it with ocx.define_aggregate.")));
+	}
 	if (OidIsValid(ld.def->apply) && !ld.def->apply_exists)
+	{
+		OcxDefCacheUnpin();
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_AGGREGATE),
 				 errmsg("the apply function of aggregate \"%s\" no longer exists", ld.def->name),
 				 errhint("Define the aggregate again with ocx.define_aggregate.")));
+	}
 	ld.aggregate_type = agg;
 	ld.stream_id = sid;
 
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(callcxt);
 
-	OcxDefCachePin();
 	PG_TRY();
 	{
 		Datum		args[5];
@@ -771,7 +791,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 
 	/* statistics of the last load, for ocx.last_load() */
 	last_load.valid = true;
-	strlcpy(last_load.aggregate_type, ld.def->name, sizeof(last_load.aggregate_type));
+	strlcpy(last_load.aggregate_type, text_to_cstring(agg), sizeof(last_load.aggregate_type));
 	if (last_load.stream_id)
 		pfree(last_load.stream_id);
 	last_load.stream_id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(sid));

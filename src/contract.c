@@ -74,6 +74,7 @@ static const struct
 
 static void SchemaError(const char *path, const char *fmt, const char *arg) pg_attribute_noreturn();
 
+/* Refuse a schema at definition time, naming where in it the problem is. */
 static void
 SchemaError(const char *path, const char *fmt, const char *arg)
 {
@@ -84,6 +85,7 @@ SchemaError(const char *path, const char *fmt, const char *arg)
 			 errhint("See docs/contracts.md for the supported JSON Schema subset.")));
 }
 
+/* The bit of a JSON Schema type name. */
 static int
 TypeBit(const char *name, const char *path)
 {
@@ -110,6 +112,7 @@ JsonNumber(json_object *o, const char *path, const char *keyword)
 											   Int32GetDatum(-1)));
 }
 
+/* A non-negative int (minLength/maxLength) from json-c. */
 static int
 JsonLength(json_object *o, const char *path, const char *keyword)
 {
@@ -316,6 +319,7 @@ typedef struct Validation
 
 static void Violation(Validation *v, const char *rule, const char *why) pg_attribute_noreturn();
 
+/* Refuse an event, naming its index, the path and the rule it breaks. */
 static void
 Violation(Validation *v, const char *rule, const char *why)
 {
@@ -328,6 +332,7 @@ Violation(Validation *v, const char *rule, const char *why)
 					 "send data that matches it.", v->version, v->type)));
 }
 
+/* The JSON type bit of a jsonb value. */
 static int
 ValueTypeBit(JsonbValue *jv)
 {
@@ -362,6 +367,7 @@ TypeNames(int types)
 	return s.data;
 }
 
+/* For "integer": a number without a fractional part (1.0 counts). */
 static bool
 NumericIsIntegral(Numeric n)
 {
@@ -376,6 +382,7 @@ NumericIsIntegral(Numeric n)
 	return true;
 }
 
+/* Exact comparison, so bounds like 0.1 behave as written. */
 static int
 CompareNumeric(Numeric a, Numeric b)
 {
@@ -383,12 +390,14 @@ CompareNumeric(Numeric a, Numeric b)
 											 NumericGetDatum(b)));
 }
 
+/* A number as text, for messages. */
 static char *
 NumericText(Numeric n)
 {
 	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
 }
 
+/* enum membership: same type and same value (numbers by value). */
 static bool
 ScalarEquals(JsonbValue *a, JsonbValue *b)
 {
@@ -412,6 +421,7 @@ ScalarEquals(JsonbValue *a, JsonbValue *b)
 
 static void ValidateValue(Validation *v, OcxSchema *s, JsonbValue *jv);
 
+/* required, properties and additionalProperties of one object. */
 static void
 ValidateObject(Validation *v, OcxSchema *s, JsonbContainer *obj)
 {
@@ -463,6 +473,7 @@ ValidateObject(Validation *v, OcxSchema *s, JsonbContainer *obj)
 	}
 }
 
+/* Check one value against its schema node; recurses into objects and arrays. */
 static void
 ValidateValue(Validation *v, OcxSchema *s, JsonbValue *jv)
 {

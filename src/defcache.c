@@ -55,6 +55,7 @@ static bool cache_valid = false;
 static bool any_upcasting = false;
 static Oid	def_relids[NUM_DEF_TABLES];
 static int	pin_count = 0;
+static uint64 inval_count = 0;	/* invalidations seen, to detect one during a build */
 static bool callbacks_registered = false;
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
@@ -66,11 +67,15 @@ RelcacheCallback(Datum arg, Oid relid)
 	if (relid == InvalidOid)
 	{
 		cache_valid = false;
+		inval_count++;
 		return;
 	}
 	for (i = 0; i < (int) NUM_DEF_TABLES; i++)
 		if (def_relids[i] == relid)
+		{
 			cache_valid = false;
+			inval_count++;
+		}
 }
 
 /* A function changed: its body may be an apply or transform we compiled. */
@@ -78,6 +83,7 @@ static void
 ProcCallback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	cache_valid = false;
+	inval_count++;
 }
 
 /* Pins never outlive the transaction, even if a caller missed an unpin. */
@@ -90,6 +96,7 @@ DefCacheXactCallback(XactEvent event, void *arg)
 		pin_count = 0;
 }
 
+/* Once per backend: the callbacks that keep the cache honest. */
 static void
 RegisterCallbacks(void)
 {
@@ -119,8 +126,9 @@ ProcFingerprint(Oid fn, bool *exists)
 		{
 			text	   *t = DatumGetTextPP(src);
 
+			/* no OID in the seed: snapshots stay usable across dump and restore */
 			h = hash_bytes_extended((unsigned char *) VARDATA_ANY(t),
-									VARSIZE_ANY_EXHDR(t), fn);
+									VARSIZE_ANY_EXHDR(t), 0);
 		}
 		ReleaseSysCache(tup);
 	}
@@ -134,12 +142,14 @@ SpiString(int r, int col)
 	return SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, col);
 }
 
+/* Column col of row r of the last SPI result as a datum. */
 static Datum
 SpiDatum(int r, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, col, isnull);
 }
 
+/* A read-only query over the definition tables; any failure is a bug. */
 static void
 SpiRun(const char *sql)
 {
@@ -149,6 +159,7 @@ SpiRun(const char *sql)
 		elog(ERROR, "ocx: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
+/* A string-keyed hash table in cxt, so that it goes with the cache. */
 static HTAB *
 MakeHash(const char *name, Size entrysize, MemoryContext cxt)
 {
@@ -177,8 +188,10 @@ BuildCache(void)
 	bool		upcasting = false;
 	int			i;
 	uint64		r;
+	uint64		start_count;
 
 	RegisterCallbacks();
+	start_count = inval_count;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx definition cache",
 								ALLOCSET_SMALL_SIZES);
@@ -290,7 +303,8 @@ BuildCache(void)
 	types_hash = types;
 	aggs_hash = aggs;
 	any_upcasting = upcasting;
-	cache_valid = true;
+	/* a definition that changed while we read stays stale: rebuild next time */
+	cache_valid = (inval_count == start_count);
 }
 
 /* The cache, rebuilt first if stale and not pinned. */
@@ -309,6 +323,7 @@ OcxDefCachePin(void)
 	pin_count++;
 }
 
+/* Undo one OcxDefCachePin; a stale cache is rebuilt at the next lookup. */
 void
 OcxDefCacheUnpin(void)
 {

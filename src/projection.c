@@ -204,6 +204,7 @@ GetProjPlan(ProjPlan which)
 	return proj_plans[which];
 }
 
+/* Execute a kept plan; returns SPI_processed. */
 static uint64
 RunProjPlan(ProjPlan which, Datum *values, const char *nulls)
 {
@@ -228,6 +229,7 @@ GetCol(int row, int col, bool *isnull)
 	return datumCopy(d, att->attbyval, att->attlen);
 }
 
+/* A text column of the last SPI result as a C string (NULL for NULL). */
 static char *
 GetText(int row, int col)
 {
@@ -257,6 +259,7 @@ TextArrayStrings(Datum arr, bool isnull, int *n)
 	return out;
 }
 
+/* Whether s[0..len) is in list (a NULL list holds everything). */
 static bool
 InList(char **list, int n, const char *s, size_t len)
 {
@@ -289,19 +292,45 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 
 /*
  * What a handler appends is caused by the event it handles and shares its
- * correlation id (and trace): set the settings append reads, for the
- * duration of the call (the caller's GUC nest level undoes them).
+ * correlation id (and trace): set the settings append reads, as SET LOCAL
+ * does, so they end with the batch's transaction (or with the subtransaction
+ * that fails).  Only changed values are set: PG15's GUC stack is not cheap.
+ * set_correlation etc. remember what is set; NULL means "unknown, set it".
  */
+static const char *set_correlation = NULL;
+static const char *set_causation = NULL;
+static const char *set_traceparent = NULL;
+
+/* After a rollback or at a new batch nothing is known to be set. */
+static void
+ForgetEventSettings(void)
+{
+	set_correlation = set_causation = set_traceparent = NULL;
+}
+
 static void
 SetEventSettings(BatchEvent *ev)
 {
-	set_config_option("ocx.correlation_id", ev->correlation_id, PGC_USERSET,
-					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	set_config_option("ocx.causation_id", ev->causation_id, PGC_USERSET,
-					  PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	if (ev->traceparent)
-		(void) set_config_option("ocx.traceparent", ev->traceparent, PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, WARNING, false);
+	const char *trace = ev->traceparent ? ev->traceparent : "";
+
+	if (set_correlation == NULL || strcmp(set_correlation, ev->correlation_id) != 0)
+	{
+		set_config_option("ocx.correlation_id", ev->correlation_id, PGC_USERSET,
+						  PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		set_correlation = ev->correlation_id;
+	}
+	if (set_causation == NULL || strcmp(set_causation, ev->causation_id) != 0)
+	{
+		set_config_option("ocx.causation_id", ev->causation_id, PGC_USERSET,
+						  PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		set_causation = ev->causation_id;
+	}
+	if (set_traceparent == NULL || strcmp(set_traceparent, trace) != 0)
+	{
+		if (set_config_option("ocx.traceparent", trace, PGC_USERSET,
+							  PGC_S_SESSION, GUC_ACTION_LOCAL, true, WARNING, false) > 0)
+			set_traceparent = trace;
+	}
 }
 
 /*
@@ -325,12 +354,9 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 
 		for (i = from; i < to; i++)
 		{
-			int			nest = NewGUCNestLevel();
-
 			CHECK_FOR_INTERRUPTS();
 			SetEventSettings(&events[i]);
 			CallHandler(flinfo, owner, events[i].event);
-			AtEOXact_GUC(true, nest);
 		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -344,6 +370,7 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		ForgetEventSettings();	/* the rollback undid them */
 		ok = false;
 	}
 	PG_END_TRY();
@@ -407,6 +434,7 @@ OcxProjectionFailed(const char *name, const char *message)
 	SPI_finish();
 }
 
+/* Change a projection's state (the trigger invalidates inline caches). */
 static void
 SetState(const char *name, const char *state)
 {
@@ -597,6 +625,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	}
 
 	fmgr_info_cxt(handler, &flinfo, cxt);
+	ForgetEventSettings();
 
 	/* fast path: the whole batch in one subtransaction */
 	i = 0;

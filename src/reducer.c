@@ -21,7 +21,9 @@
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
 
+#include "common/int.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
@@ -61,9 +63,11 @@ typedef struct ReducerRule
 	RuleOp		op;
 	int			npath;
 	char	  **path;			/* in the state */
+	int		   *path_lens;
 	RuleSource	source;
 	int			nfrom;
 	char	  **from;			/* in the event's data */
+	int		   *from_lens;
 	Jsonb	   *value;			/* SRC_VALUE */
 } ReducerRule;
 
@@ -85,6 +89,7 @@ struct OcxReducer
 static void RuleError(const char *type, int rule, const char *fmt, const char *arg) pg_attribute_noreturn();
 static void FoldError(OcxFold *f, struct ReducerRule *r, const char *why) pg_attribute_noreturn();
 
+/* Refuse reducer rules at definition time, naming the event type and rule. */
 static void
 RuleError(const char *type, int rule, const char *fmt, const char *arg)
 {
@@ -93,6 +98,18 @@ RuleError(const char *type, int rule, const char *fmt, const char *arg)
 			 errmsg("invalid reducer rule %d for event type \"%s\"", rule, type),
 			 errdetail(fmt, arg),
 			 errhint("Rules look like {\"add\": \"balance\", \"from\": \"amount\"}; see docs/aggregates.md.")));
+}
+
+/* Byte lengths of keys, so that per-event lookups need no strlen. */
+static int *
+KeyLengths(char **keys, int n)
+{
+	int		   *lens = palloc(sizeof(int) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		lens[i] = strlen(keys[i]);
+	return lens;
 }
 
 /* "a.b.c" as keys (palloc'd). */
@@ -124,6 +141,7 @@ SplitPath(const char *s, int *n, const char *type, int rule)
 	return keys;
 }
 
+/* One rule from json-c: its operation, state path and source, all checked. */
 static void
 CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 {
@@ -144,6 +162,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 				RuleError(type, index, "\"%s\" must name a state path such as \"balance\".", op_names[i]);
 			r->op = (RuleOp) i;
 			r->path = SplitPath(json_object_get_string(p), &r->npath, type, index);
+			r->path_lens = KeyLengths(r->path, r->npath);
 			found++;
 		}
 	}
@@ -194,6 +213,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 		{
 			r->source = SRC_DATA;
 			r->from = SplitPath(f, &r->nfrom, type, index);
+			r->from_lens = KeyLengths(r->from, r->nfrom);
 		}
 	}
 	else if (json_object_object_get_ex(o, "value", &value))
@@ -281,6 +301,7 @@ OcxCompileReducer(const char *json, MemoryContext cxt)
 typedef enum RNodeKind
 {
 	RN_SCALAR,
+	RN_INT,						/* an integer sum kept as int64 (add/subtract) */
 	RN_OBJECT,
 	RN_ARRAY
 } RNodeKind;
@@ -289,6 +310,7 @@ typedef struct RNode
 {
 	RNodeKind	kind;
 	JsonbValue	scalar;			/* RN_SCALAR */
+	int64		ival;			/* RN_INT */
 	int			n;				/* RN_OBJECT, RN_ARRAY */
 	int			cap;
 	char	  **keys;			/* RN_OBJECT */
@@ -315,6 +337,7 @@ struct OcxFold
 #define FOLD_MIN_THRESHOLD (64 * 1024)
 #define FOLD_BLOCK_SIZES 0, 8 * 1024, 64 * 1024
 
+/* An empty node of the state tree. */
 static RNode *
 NewContainer(RNodeKind kind)
 {
@@ -381,6 +404,7 @@ FromJsonbValue(JsonbValue *v)
 	}
 }
 
+/* The state tree of a jsonb document (the initial state or a snapshot). */
 static RNode *
 FromJsonb(Jsonb *j)
 {
@@ -400,6 +424,8 @@ CopyNode(RNode *n)
 	int			i;
 
 	*c = *n;
+	if (n->kind == RN_INT)
+		return c;
 	if (n->kind == RN_SCALAR)
 	{
 		if (n->scalar.type == jbvString)
@@ -435,6 +461,14 @@ PushNode(JsonbParseState **ps, RNode *n, JsonbIteratorToken as)
 
 	if (n->kind == RN_SCALAR)
 		return pushJsonbValue(ps, as, &n->scalar);
+	if (n->kind == RN_INT)
+	{
+		JsonbValue	v;
+
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(n->ival);
+		return pushJsonbValue(ps, as, &v);
+	}
 	pushJsonbValue(ps, n->kind == RN_OBJECT ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
 	for (i = 0; i < n->n; i++)
 	{
@@ -465,10 +499,10 @@ ToJsonb(RNode *n)
 	return JsonbValueToJsonb(PushNode(&ps, n, WJB_VALUE));
 }
 
+/* Index of key in an object node, -1 if absent (states are small: linear). */
 static int
-FindKey(RNode *obj, const char *key)
+FindKeyLen(RNode *obj, const char *key, int len)
 {
-	int			len = strlen(key);
 	int			i;
 
 	for (i = 0; i < obj->n; i++)
@@ -477,6 +511,7 @@ FindKey(RNode *obj, const char *key)
 	return -1;
 }
 
+/* Room for one more member in an object or array node. */
 static void
 Grow(RNode *n)
 {
@@ -491,6 +526,7 @@ Grow(RNode *n)
 	}
 }
 
+/* A rule that cannot be applied to this event: OX103 naming rule and version. */
 static void
 FoldError(OcxFold *f, ReducerRule *r, const char *why)
 {
@@ -524,7 +560,7 @@ StateParent(OcxFold *f, ReducerRule *r, bool create, int *idx)
 
 		if (cur->kind != RN_OBJECT)
 			FoldError(f, r, "the state on the path is not an object");
-		k = FindKey(cur, r->path[i]);
+		k = FindKeyLen(cur, r->path[i], r->path_lens[i]);
 		if (k < 0)
 		{
 			if (!create)
@@ -539,10 +575,11 @@ StateParent(OcxFold *f, ReducerRule *r, bool create, int *idx)
 	}
 	if (cur->kind != RN_OBJECT)
 		FoldError(f, r, "the state on the path is not an object");
-	*idx = FindKey(cur, r->path[r->npath - 1]);
+	*idx = FindKeyLen(cur, r->path[r->npath - 1], r->path_lens[r->npath - 1]);
 	return cur;
 }
 
+/* Replace the member at idx, or add key when idx is -1. */
 static void
 SetSlot(RNode *parent, int idx, const char *key, RNode *val)
 {
@@ -557,6 +594,7 @@ SetSlot(RNode *parent, int idx, const char *key, RNode *val)
 	parent->vals[parent->n++] = val;
 }
 
+/* A scalar node holding v (no copy: v is already in the fold context). */
 static RNode *
 ScalarNode(JsonbValue *v)
 {
@@ -612,7 +650,8 @@ SourceValue(ReducerRule *r, Jsonb *data, text *type, int64 version, TimestampTz 
 			c = &data->root;
 			for (i = 0; i < r->nfrom; i++)
 			{
-				if (!JsonContainerIsObject(c) || !OcxJsonbGet(c, r->from[i], out))
+				if (!JsonContainerIsObject(c) ||
+					getKeyJsonValueFromContainer(c, r->from[i], r->from_lens[i], out) == NULL)
 					return false;
 				if (i < r->nfrom - 1)
 				{
@@ -624,6 +663,18 @@ SourceValue(ReducerRule *r, Jsonb *data, text *type, int64 version, TimestampTz 
 			return true;
 	}
 	return false;
+}
+
+/* Is n an integer in int32 range?  Then *out is its value. */
+static bool
+NumericIsSmallInt(Numeric n, int32 *out)
+{
+	bool		err = false;
+
+	if (DatumGetInt32(DirectFunctionCall1(numeric_scale, NumericGetDatum(n))) != 0)
+		return false;
+	*out = numeric_int4_opt_error(n, &err);
+	return !err;
 }
 
 /* A scalar number out of v (unwrapping a raw-scalar container), or NULL. */
@@ -642,6 +693,7 @@ NumberOf(JsonbValue *v)
 	return NULL;
 }
 
+/* One rule on the state for one event. */
 static void
 ApplyRule(OcxFold *f, ReducerRule *r, Jsonb *data, text *type, int64 version,
 		  TimestampTz time, text *stream_id)
@@ -676,27 +728,64 @@ ApplyRule(OcxFold *f, ReducerRule *r, Jsonb *data, text *type, int64 version,
 		case R_SUBTRACT:
 			{
 				Numeric		n = NumberOf(&src);
+				RNode	   *node = idx >= 0 ? parent->vals[idx] : NULL;
 				Numeric		cur;
 				JsonbValue	res;
+				int32		delta;
+				int32		state_value = 0;
+				bool		small_state;
 
 				if (n == NULL)
 					FoldError(f, r, psprintf("the event's value is %s, not a number", OcxJsonbTypeName(&src)));
-				if (idx < 0)
-					cur = int64_to_numeric(0);
-				else if (parent->vals[idx]->kind == RN_SCALAR &&
-						 parent->vals[idx]->scalar.type == jbvNumeric)
-					cur = parent->vals[idx]->scalar.val.numeric;
-				else if (parent->vals[idx]->kind == RN_SCALAR &&
-						 parent->vals[idx]->scalar.type == jbvNull)
-					cur = int64_to_numeric(0);
-				else
+				if (node != NULL && node->kind != RN_INT &&
+					!(node->kind == RN_SCALAR &&
+					  (node->scalar.type == jbvNumeric || node->scalar.type == jbvNull)))
 					FoldError(f, r, "the state value is not a number");
+
+				/*
+				 * Integer sums, the common case, are kept as int64 until the
+				 * end: numeric arithmetic and its allocation per event would
+				 * cost more than everything else in the fold.
+				 */
+				if (node == NULL || node->kind == RN_INT || node->scalar.type == jbvNull)
+					small_state = true;
+				else
+					small_state = NumericIsSmallInt(node->scalar.val.numeric, &state_value);
+				if (small_state && NumericIsSmallInt(n, &delta))
+				{
+					int64		base = (node != NULL && node->kind == RN_INT) ? node->ival : state_value;
+					int64		sum;
+
+					if (!(r->op == R_ADD ? pg_add_s64_overflow(base, delta, &sum) :
+						  pg_sub_s64_overflow(base, delta, &sum)))
+					{
+						if (node == NULL)
+						{
+							node = NewContainer(RN_INT);
+							SetSlot(parent, idx, last, node);
+						}
+						node->kind = RN_INT;
+						node->ival = sum;
+						break;
+					}
+				}
+
+				/* numeric arithmetic */
+				if (node == NULL || (node->kind == RN_SCALAR && node->scalar.type == jbvNull))
+					cur = int64_to_numeric(0);
+				else if (node->kind == RN_INT)
+					cur = int64_to_numeric(node->ival);
+				else
+					cur = node->scalar.val.numeric;
 				res.type = jbvNumeric;
 				res.val.numeric = r->op == R_ADD ?
 					numeric_add_opt_error(cur, n, NULL) :
 					numeric_sub_opt_error(cur, n, NULL);
-				if (idx >= 0 && parent->vals[idx]->kind == RN_SCALAR)
-					parent->vals[idx]->scalar = res;	/* in place: no new node */
+				if (node != NULL)
+				{
+					node->kind = RN_SCALAR;		/* in place: no new node */
+					node->scalar = res;
+				}
 				else
 					SetSlot(parent, idx, last, ScalarNode(&res));
 				break;

@@ -78,6 +78,7 @@ typedef struct OcxUpcastStep
 
 static void SpecError(int step, const char *fmt, const char *arg) pg_attribute_noreturn();
 
+/* Refuse a spec at definition time, naming the step. */
 static void
 SpecError(int step, const char *fmt, const char *arg)
 {
@@ -88,6 +89,7 @@ SpecError(int step, const char *fmt, const char *arg)
 			 errhint("A spec is an array of steps such as {\"op\": \"rename\", \"from\": \"name\", \"to\": \"full_name\"}; see docs/contracts.md.")));
 }
 
+/* The keys as text[], the form jsonb_set and jsonb_delete_path take. */
 static Datum
 PathArray(int nkeys, char **keys)
 {
@@ -153,6 +155,7 @@ CompilePath(json_object *o, int step, const char *key, OcxUpcastPath *p)
 	p->array = PathArray(p->nkeys, p->keys);
 }
 
+/* One declarative step from json-c, with its keys checked. */
 static void
 CompileStep(json_object *o, int step, OcxUpcastStep *s)
 {
@@ -342,6 +345,7 @@ GetPath(Jsonb *data, OcxUpcastPath *p, JsonbValue *out)
 	return true;
 }
 
+/* data without the value at path. */
 static Jsonb *
 DeletePath(Jsonb *data, OcxUpcastPath *p)
 {
@@ -371,6 +375,7 @@ SetPath(Jsonb *data, OcxUpcastPath *p, Jsonb *value)
 											  JsonbPGetDatum(value), BoolGetDatum(true)));
 }
 
+/* A path as "a.b", for messages. */
 static char *
 PathText(OcxUpcastPath *p)
 {
@@ -410,6 +415,7 @@ LooksNumeric(const char *s)
 	return *c == '\0';
 }
 
+/* A scalar as a jsonb datum, for jsonb_set. */
 static Jsonb *
 ScalarJsonb(JsonbValue *v)
 {
@@ -537,6 +543,7 @@ typedef struct UpcastErrorContext
 	int32		from;
 } UpcastErrorContext;
 
+/* Errors raised while upcasting (in a transform too) say which type and step. */
 static void
 UpcastContextCallback(void *arg)
 {
@@ -646,6 +653,8 @@ ocx_upcast(PG_FUNCTION_ARGS)
 	OcxDefCachePin();
 	PG_TRY();
 	{
+		/* pinned: the entry we use cannot be freed under us now */
+		def = OcxLookupEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
 		result = OcxUpcastData(def, version, PG_GETARG_JSONB_P(2));
 	}
 	PG_CATCH();

@@ -81,6 +81,8 @@ char	   *ocx_databases = NULL;
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
+/* shortest time between two passes of a database worker that found no work */
+#define OCX_MIN_PASS_MS			2
 /* longest back-off after repeated errors */
 #define OCX_MAX_BACKOFF_MS		30000
 
@@ -309,6 +311,11 @@ OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		case T_CreatedbStmt:
 			dbname = DatabaseOption(((CreatedbStmt *) stmt)->options, "template");
 			break;
+		case T_TransactionStmt:
+			/* a prepared append becomes visible: wake the worker */
+			if (((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+				OcxWakeWorkerAtCommit();
+			break;
 		case T_DropStmt:
 			/* DROP EXTENSION ocx: do not wait for the worker's batch */
 			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
@@ -397,6 +404,7 @@ ScanDatabases(int *count)
 	return dbs;
 }
 
+/* Whether oid is in the scanned list and accepts a worker. */
 static bool
 DatabaseConnectable(OcxDatabase *dbs, int n, Oid oid)
 {
@@ -544,6 +552,12 @@ ManageSlots(bool *rescan)
 				/* FALLTHROUGH */
 
 			case OCX_SLOT_REQUESTED:
+				if (dbs == NULL)
+				{
+					/* requested since we looked: next pass, with the list */
+					sleep_ms = 0;
+					break;
+				}
 				if (!DatabaseConnectable(dbs, ndbs, slot->dboid))
 				{
 					slot->state = OCX_SLOT_FREE;
@@ -777,6 +791,7 @@ typedef struct ProjectionBackoff
 static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
 static int	n_backoffs = 0;
 
+/* The backoff entry of a projection, or NULL. */
 static ProjectionBackoff *
 FindBackoff(const char *name)
 {
@@ -788,6 +803,7 @@ FindBackoff(const char *name)
 	return NULL;
 }
 
+/* A projection's batch failed: double its delay (0.5 s to 30 s). */
 static void
 NoteBackoff(const char *name, TimestampTz *next_due)
 {
@@ -807,6 +823,7 @@ NoteBackoff(const char *name, TimestampTz *next_due)
 		*next_due = pb->retry_at;
 }
 
+/* A projection's batch succeeded: no more delay. */
 static void
 ForgetBackoff(const char *name)
 {
@@ -888,6 +905,7 @@ typedef struct BatchStep
 	TimestampTz next_due;
 } BatchStep;
 
+/* RunStep adapters: one projection batch, recording a failure, a tick. */
 static bool
 StepBatch(void *arg)
 {
@@ -911,12 +929,15 @@ StepFailed(void *arg)
 	return false;
 }
 
+typedef struct TickStep
+{
+	bool		(*tick) (void);
+} TickStep;
+
 static bool
 StepTick(void *arg)
 {
-	bool		(*tick) (void) = (bool (*) (void)) arg;
-
-	return tick();
+	return ((TickStep *) arg)->tick();
 }
 
 /* The per-database worker's main loop. */
@@ -927,6 +948,11 @@ OcxDatabaseWorkerMain(Datum arg)
 	Oid			dboid;
 	bool		pending;
 	int			backoff_ms = 0;
+	bool		more = false;
+	TimestampTz last_pass = 0;
+	TickStep	bus_tick = {OcxBusWorkerTick};
+	TickStep	command_tick = {OcxCommandWorkerTick};
+	TickStep	saga_tick = {OcxSagaWorkerTick};
 
 	my_slot = DatumGetInt32(arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
@@ -973,7 +999,6 @@ OcxDatabaseWorkerMain(Datum arg)
 	{
 		ListStep	ls;
 		bool		failed = false;
-		bool		more = false;
 		TimestampTz now;
 		TimestampTz next_due;
 		ListCell   *lc;
@@ -987,10 +1012,23 @@ OcxDatabaseWorkerMain(Datum arg)
 		}
 		if (slot->stop_requested)
 			WorkerExit(OCX_EXIT_STOP_REQUESTED);
+
+		/*
+		 * Under a stream of appends the latch is set again and again; after a
+		 * pass that found nothing to do, let wake-ups gather for a moment
+		 * rather than run a pass per append.
+		 */
+		now = GetCurrentTimestamp();
+		if (!more && last_pass != 0 &&
+			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
+			pg_usleep(OCX_MIN_PASS_MS * 1000L -
+					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
 		ResetLatch(MyLatch);
 		MemoryContextReset(worker_context);
 
 		now = GetCurrentTimestamp();
+		last_pass = now;
+		more = false;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
 
 		memset(&ls, 0, sizeof(ls));
@@ -1040,13 +1078,13 @@ OcxDatabaseWorkerMain(Datum arg)
 		}
 
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxBusWorkerTick, "ocx worker: bus", &failed, NULL))
+		if (RunStep(StepTick, &bus_tick, "ocx worker: bus", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxCommandWorkerTick, "ocx worker: commands", &failed, NULL))
+		if (RunStep(StepTick, &command_tick, "ocx worker: commands", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxSagaWorkerTick, "ocx worker: sagas", &failed, NULL))
+		if (RunStep(StepTick, &saga_tick, "ocx worker: sagas", &failed, NULL))
 			more = true;
 
 		if (failed)
@@ -1081,6 +1119,7 @@ OcxDatabaseWorkerMain(Datum arg)
  * ---------------------------------------------------------------------
  */
 
+/* How worker_status() names a slot state. */
 static const char *
 SlotStateName(OcxSlotState s)
 {

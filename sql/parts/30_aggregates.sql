@@ -51,6 +51,7 @@ CREATE TABLE ocx.snapshots (
     PRIMARY KEY (aggregate_type, stream_id, version)
 );
 COMMENT ON TABLE ocx.snapshots IS 'aggregate state after version events of a stream, under one definition of the aggregate';
+COMMENT ON COLUMN ocx.snapshots.fingerprint IS 'hash of the apply function''s body and of the upcasters when the snapshot was taken';
 
 CREATE TABLE ocx.modules (
     name            text PRIMARY KEY,
@@ -138,6 +139,10 @@ DECLARE
 BEGIN
     IF type IS NULL OR type OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX111', MESSAGE = 'event type must not be empty';
+    END IF;
+    IF pg_catalog.octet_length(type) OPERATOR(pg_catalog.>) 256 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX111', MESSAGE = 'event type is too long',
+            DETAIL = 'Event types are limited to 256 bytes, as in ocx.append.';
     END IF;
     IF schema_version IS NULL OR schema_version OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'OX111',
@@ -271,6 +276,10 @@ BEGIN
     IF aggregate_type IS NULL OR aggregate_type OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX101', MESSAGE = 'aggregate type must not be empty';
     END IF;
+    IF pg_catalog.octet_length(aggregate_type) OPERATOR(pg_catalog.>) 256 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX101', MESSAGE = 'aggregate type is too long',
+            DETAIL = 'Aggregate types are limited to 256 bytes.';
+    END IF;
     IF (apply IS NULL) OPERATOR(pg_catalog.=) (reducer IS NULL) THEN
         RAISE EXCEPTION USING ERRCODE = 'OX101',
             MESSAGE = pg_catalog.format('aggregate "%s" needs exactly one of apply and reducer', aggregate_type),
@@ -389,7 +398,7 @@ BEGIN
         PERFORM ocx._define_upcaster(x OPERATOR(pg_catalog.->>) 'type',
                                      (x OPERATOR(pg_catalog.->>) 'from_schema_version')::integer,
                                      (x OPERATOR(pg_catalog.->>) 'transform')::pg_catalog.regprocedure,
-                                     x OPERATOR(pg_catalog.->) 'spec');
+                                     NULLIF(x OPERATOR(pg_catalog.->) 'spec', 'null'));
     END LOOP;
 
     FOR x IN SELECT pg_catalog.jsonb_array_elements(COALESCE(definition OPERATOR(pg_catalog.->) 'aggregates', '[]')) LOOP
@@ -401,9 +410,9 @@ BEGIN
         END IF;
         PERFORM ocx.define_aggregate(x OPERATOR(pg_catalog.->>) 'aggregate_type',
                                      (x OPERATOR(pg_catalog.->>) 'apply')::pg_catalog.regprocedure,
-                                     COALESCE(x OPERATOR(pg_catalog.->) 'initial_state', '{}'),
+                                     COALESCE(NULLIF(x OPERATOR(pg_catalog.->) 'initial_state', 'null'), '{}'),
                                      (x OPERATOR(pg_catalog.->>) 'snapshot_every')::integer,
-                                     x OPERATOR(pg_catalog.->) 'reducer');
+                                     NULLIF(x OPERATOR(pg_catalog.->) 'reducer', 'null'));
     END LOOP;
 
     INSERT INTO ocx.modules AS m (name, definition) VALUES (name, definition)

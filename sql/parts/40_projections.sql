@@ -298,6 +298,12 @@ DECLARE
     p ocx.projections := ocx._projection_row(name);
 BEGIN
     PERFORM ocx._require_workers('ocx.rebuild_projection()');
+    -- An inline projection: no append may be in flight while its read model
+    -- is reset (one that still saw it running would survive the reset and be
+    -- replayed again); appends after our commit see it rebuilding.
+    IF p.mode OPERATOR(pg_catalog.=) 'inline' THEN
+        LOCK TABLE ocx.streams IN SHARE MODE;
+    END IF;
     IF p.reset IS NOT NULL THEN
         EXECUTE pg_catalog.format('SELECT %s()', p.reset::pg_catalog.regprocedure::pg_catalog.regproc);
     END IF;

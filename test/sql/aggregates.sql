@@ -145,3 +145,9 @@ SELECT snapshot_version, replayed FROM ocx.last_load();
 DROP FUNCTION public.agg_apply(jsonb, ocx.event);
 SELECT * FROM ocx.load('agg_account', 'aggacct-1');
 \echo :LAST_ERROR_SQLSTATE
+
+-- names longer than any the cache keeps are refused at definition time
+SELECT ocx.define_aggregate(repeat('a', 257), reducer => '{"T": [{"add": "n", "value": 1}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.define_event_type(repeat('t', 257), 1);
+\echo :LAST_ERROR_SQLSTATE

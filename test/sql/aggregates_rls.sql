@@ -12,6 +12,7 @@ CREATE FUNCTION public.rls_apply(state jsonb, e ocx.event) RETURNS jsonb LANGUAG
                                          'seen', (state->'seen') || pg_catalog.to_jsonb(e.stream_version));
 SELECT ocx.define_aggregate('rls_fn', 'public.rls_apply(jsonb, ocx.event)', '{"balance": 0, "seen": []}');
 SELECT ocx.define_aggregate('rls_red', reducer => '{"*": [{"add": "balance", "from": "amount"}, {"append": "seen", "from": "$version"}]}');
+SELECT ocx.define_aggregate('rls_snap', reducer => '{"*": [{"add": "balance", "from": "amount"}]}', snapshot_every => 1);
 
 BEGIN;
 CREATE ROLE ocx_rls_reader;
@@ -29,6 +30,22 @@ SELECT state FROM ocx.load('rls_red', 'rlsacct-1');
 -- no privilege to write snapshots: ocx.snapshot fails, load does not try
 SELECT ocx.snapshot('rls_red', 'rlsacct-1');
 \echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- INSERT without UPDATE on ocx.snapshots is not enough to store one: load just loads
+BEGIN;
+CREATE ROLE ocx_rls_writer;
+GRANT USAGE ON SCHEMA ocx TO ocx_rls_writer;
+GRANT SELECT ON ocx.events, ocx.streams, ocx.snapshots TO ocx_rls_writer;
+GRANT INSERT ON ocx.snapshots TO ocx_rls_writer;
+SET LOCAL ROLE ocx_rls_writer;
+SELECT state, version FROM ocx.load('rls_snap', 'rlsacct-1');
+SELECT snapshot_saved FROM ocx.last_load();
+RESET ROLE;
+GRANT UPDATE ON ocx.snapshots TO ocx_rls_writer;
+SET LOCAL ROLE ocx_rls_writer;
+SELECT state, version FROM ocx.load('rls_snap', 'rlsacct-1');
+SELECT snapshot_saved FROM ocx.last_load();
 ROLLBACK;
 
 -- without SELECT on the log, load fails like a SELECT would

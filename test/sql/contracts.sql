@@ -67,6 +67,12 @@ SELECT ocx.append('ctacct-9', 0, '{"type": "ct.Opened", "schema_version": 1, "da
 SELECT ocx.append('ctacct-10', 0, '{"type": "ct.Opened", "data": {"owner": "x"}}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.append('ctacct-10', 0, '{"type": "ct.Opened", "data": {"holder": "x"}}');
+-- CloudEvents appends are validated the same way
+SELECT ocx.append_cloudevents('ctacct-12', 0, '{"specversion": "1.0", "id": "c2c6b7de-5d53-4d1e-9b7e-1d5c9f0f6a11",
+  "source": "test", "type": "ct.Opened", "data": {"owner": "x"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.append_cloudevents('ctacct-12', 0, '{"specversion": "1.0", "id": "c2c6b7de-5d53-4d1e-9b7e-1d5c9f0f6a11",
+  "source": "test", "type": "ct.Opened", "data": {"holder": "x"}}');
 -- unregistered types are accepted as they are
 SELECT ocx.append('ctacct-11', 0, '{"type": "ct.Unknown", "data": {"anything": [1, 2]}}');
 

@@ -6,12 +6,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 
 my $node = PostgreSQL::Test::Cluster->new('poison');
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ocx'
 ocx.naptime = '10s'
+max_prepared_transactions = 2
 });
 $node->start;
 
@@ -78,6 +80,19 @@ ok($node->poll_query_until('postgres',
 	q{SELECT lag_events = 0 FROM ocx.projection_status WHERE name = 'gone'}),
 	'with the handler back it catches up');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM gone_model}), '5', 'all five events');
+
+# COMMIT PREPARED of an appending transaction wakes the worker too (the
+# naptime here is 10 s)
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT ocx.append_event('food-4', NULL, 'Meal', '{}');
+PREPARE TRANSACTION 'meal';
+});
+my $t0 = time();
+$node->safe_psql('postgres', q{COMMIT PREPARED 'meal'});
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 6 FROM good_model}),
+	'a prepared append is applied after COMMIT PREPARED');
+cmp_ok(time() - $t0, '<', 5, 'woken by the commit, not by the naptime');
 
 $node->stop;
 done_testing();
