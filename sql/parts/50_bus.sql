@@ -264,13 +264,17 @@ BEGIN
     IF evs IS NOT NULL THEN
         tail := (evs[cardinality(evs)])."cursor";
     END IF;
+    -- what is in flight now: everything up to the last event handed out (a
+    -- poll of 0 events only renews the lease)
     UPDATE ocx.subscription_partitions p
        SET lease_until = now() + sub.lease,
            (delivered_txid, delivered_position) =
                (SELECT ocx.txid(g), ocx.global_position(g) FROM (
                     SELECT greatest(tail, ocx.cursor(p.acked_txid, p.acked_position)) AS g
                      WHERE tail IS NOT NULL) s)
-     WHERE p.subscription = sub.name AND p.owner = poll.consumer;
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count > 0;
+    UPDATE ocx.subscription_partitions p SET lease_until = now() + sub.lease
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count = 0;
 
     IF evs IS NOT NULL THEN
         RETURN QUERY SELECT * FROM unnest(evs);
