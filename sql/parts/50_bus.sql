@@ -386,8 +386,10 @@ CREATE TABLE ocx.commands (
     CONSTRAINT commands_status_check
         CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
 );
--- the claim: pending commands of a type in queue order; expired claims
+-- the claim: pending commands of one type, or of several, in queue order;
+-- expired claims
 CREATE INDEX commands_pending_idx ON ocx.commands (type, seq) WHERE status = 'pending';
+CREATE INDEX commands_pending_seq_idx ON ocx.commands (seq) WHERE status = 'pending';
 CREATE INDEX commands_running_idx ON ocx.commands (claimed_until) WHERE status = 'running';
 CREATE INDEX commands_log_order_idx ON ocx.commands (txid, seq);
 COMMENT ON TABLE ocx.commands IS 'the command queue: every command, its status, attempts and result';
