@@ -304,14 +304,23 @@ typedef enum BusPlan
 } BusPlan;
 
 static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
+	/*
+	 * Is the first event (command) after the cursor, in log order, readable?
+	 * Later ones have larger txids, so if it is not, none is.  Written as
+	 * ORDER BY ... LIMIT 1 so that it is always one step of the log-order
+	 * index: an EXISTS would let the planner pick a sequential scan that
+	 * reads the whole log when nothing is new.
+	 */
 	[BUS_PLAN_PEEK] =
 	"SELECT pg_catalog.pg_notification_queue_usage(), "
-	"EXISTS (SELECT 1 FROM ocx.events e "
-	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
-	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position)), "
-	"EXISTS (SELECT 1 FROM ocx.commands c "
-	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
-	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq)) "
+	"COALESCE((SELECT e.txid FROM ocx.events e "
+	"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position) "
+	"ORDER BY e.txid, e.global_position LIMIT 1) "
+	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false), "
+	"COALESCE((SELECT c.txid FROM ocx.commands c "
+	"WHERE (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq) "
+	"ORDER BY c.txid, c.seq LIMIT 1) "
+	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false) "
 	"FROM ocx.bus_state b",
 	[BUS_PLAN_STATE] =
 	"SELECT events_txid, events_position, commands_txid, commands_seq "
