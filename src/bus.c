@@ -18,8 +18,11 @@
  * itself (a statement trigger on ocx.events) for lower latency, at the cost
  * described above; "off" turns wake-ups off entirely.
  *
- * Shared state: the one row of ocx.bus_state, locked FOR UPDATE SKIP LOCKED
- * by whoever runs a tick, so two ticks never send the same batch twice.
+ * Shared state: the one row of ocx.bus_state.  A tick first reads it without
+ * a lock to see whether anything is new (the usual answer under no load is
+ * no, and then the tick wrote nothing); only then does it lock the row FOR
+ * UPDATE SKIP LOCKED and re-read it, so two ticks (the worker's and a
+ * superuser's ocx._bus_tick()) never send the same batch twice.
  */
 #include "ocx.h"
 #include "ocx_bus.h"
@@ -63,6 +66,7 @@ static const struct config_enum_entry notify_mode_options[] = {
 	{NULL, 0, false}
 };
 
+/* Define ocx.notify_mode (called from _PG_init). */
 void
 OcxBusInit(void)
 {
@@ -252,6 +256,7 @@ typedef struct NameList
 	List	   *names;
 } NameList;
 
+/* An empty list that may take budget bytes of names. */
 static void
 NameListInit(NameList *l, int budget)
 {
@@ -262,6 +267,10 @@ NameListInit(NameList *l, int budget)
 	l->names = NIL;
 }
 
+/*
+ * Add name unless listed already; a name over BUS_NAME_MAX or over the budget
+ * is left out and marks the list truncated, so payloads stay small.
+ */
 static void
 NameListAdd(NameList *l, const char *name)
 {
@@ -370,6 +379,7 @@ RunBusPlan(BusPlan which, Datum *values)
 	return SPI_processed;
 }
 
+/* An xid8 column of an SPI result row, as a plain 64-bit number. */
 static uint64
 GetXid8(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -378,6 +388,7 @@ GetXid8(HeapTuple tup, TupleDesc desc, int col)
 	return U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, col, &isnull)));
 }
 
+/* A bigint column of an SPI result row. */
 static int64
 GetInt64(HeapTuple tup, TupleDesc desc, int col)
 {

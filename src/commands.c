@@ -106,6 +106,7 @@ SetLocal(const char *name, const char *value)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
+/* The text form of a uuid datum, for the settings. */
 static char *
 UuidText(Datum d)
 {
