@@ -34,6 +34,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(ocx_command_tick);
@@ -106,6 +107,7 @@ SetLocal(const char *name, const char *value)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
+/* The text form of a uuid datum, for the settings. */
 static char *
 UuidText(Datum d)
 {
@@ -213,7 +215,7 @@ OcxCommandWorkerTick(void)
 		char	   *old_corr,
 				   *old_cause;
 		Jsonb	   *result;
-		char	   *error;
+		char	   *error = NULL;
 		Datum		args[2];
 		char		nulls[2] = {' ', ' '};
 		MemoryContext spictx;
@@ -237,7 +239,13 @@ OcxCommandWorkerTick(void)
 
 		SetLocal("ocx.correlation_id", correlation);
 		SetLocal("ocx.causation_id", UuidText(id));
-		if (RunHandler(handler, role, cmd, &result, &error))
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		{
+			/* never run a handler as a role that is gone */
+			result = NULL;
+			error = psprintf("the role (oid %u) that defined the handler no longer exists", role);
+		}
+		if (error == NULL && RunHandler(handler, role, cmd, &result, &error))
 		{
 			args[0] = id;
 			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;
