@@ -1,11 +1,552 @@
 /*
  * bus.c
- *		Placeholder: the worker's bus task does nothing yet.
+ *		NOTIFY wake-ups for new events and commands, ocx.publish, and the
+ *		ocx.notify_mode setting.
+ *
+ * NOTIFY is a wake-up hint, never the data.  It takes a cluster-wide lock at
+ * commit and its queue can fill up when a listener idles inside a
+ * transaction, and then the committing transaction fails.  So appends do not
+ * notify: the per-database worker calls OcxBusWorkerTick(), which reads what
+ * became readable since the cursor stored in ocx.bus_state (in gap-free log
+ * order: only transactions below the snapshot's xmin), sends one NOTIFY on
+ * ocx_events plus one per category on ocx_<category>, and advances the
+ * cursor, all in the worker's transaction.  If that transaction fails (a full
+ * queue), only the worker retries; appends go on.  When the queue is more
+ * than half full the tick holds back and sends one combined wake-up later.
+ *
+ * ocx.notify_mode = immediate adds a NOTIFY from the appending transaction
+ * itself (a statement trigger on ocx.events) for lower latency, at the cost
+ * described above; "off" turns wake-ups off entirely.
+ *
+ * Shared state: the one row of ocx.bus_state, locked FOR UPDATE SKIP LOCKED
+ * by whoever runs a tick, so two ticks never send the same batch twice.
  */
 #include "ocx.h"
+#include "ocx_bus.h"
+#include "ocx_errors.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/xid8.h"
+
+PG_FUNCTION_INFO_V1(ocx_publish);
+PG_FUNCTION_INFO_V1(ocx_notify_immediate);
+PG_FUNCTION_INFO_V1(ocx_bus_tick);
+PG_FUNCTION_INFO_V1(ocx_command_sent);
+
+/* Rows one tick announces at most; more means "call me again". */
+#define BUS_BATCH			1000
+/* Bytes of stream ids and of types listed in one payload at most. */
+#define BUS_STREAMS_BUDGET	1500
+#define BUS_TYPES_BUDGET	1000
+/* Longest stream id or type listed by name (longer ones are only counted). */
+#define BUS_NAME_MAX		200
+/* Fraction of the notify queue in use above which the tick holds back. */
+#define BUS_QUEUE_LIMIT		0.5
+
+int			ocx_notify_mode = OCX_NOTIFY_WORKER;
+
+static const struct config_enum_entry notify_mode_options[] = {
+	{"off", OCX_NOTIFY_OFF, false},
+	{"worker", OCX_NOTIFY_WORKER, false},
+	{"immediate", OCX_NOTIFY_IMMEDIATE, false},
+	{NULL, 0, false}
+};
+
+void
+OcxBusInit(void)
+{
+	DefineCustomEnumVariable("ocx.notify_mode",
+							 gettext_noop("How ocx sends NOTIFY wake-ups for new events and commands."),
+							 gettext_noop("worker: the background worker sends batched wake-ups after commit; "
+										  "immediate: the appending transaction also notifies (lower latency, "
+										  "but appends then take the notify lock and fail when the queue is full); "
+										  "off: no wake-ups."),
+							 &ocx_notify_mode,
+							 OCX_NOTIFY_WORKER,
+							 notify_mode_options,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+}
+
+/*
+ * Queue a NOTIFY with ocx's checks in front of PostgreSQL's, so callers get
+ * an ocx SQLSTATE and never "payload string too long".
+ */
+void
+OcxNotify(const char *channel, const char *payload)
+{
+	size_t		len = strlen(payload);
+
+	if (channel[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CHANNEL),
+				 errmsg("channel name must not be empty")));
+	if (strlen(channel) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CHANNEL),
+				 errmsg("channel name is too long"),
+				 errdetail("The channel name has %zu bytes; the limit is %d.",
+						   strlen(channel), NAMEDATALEN - 1)));
+	if (len > OCX_MAX_PUBLISH_PAYLOAD)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_PAYLOAD_TOO_LARGE),
+				 errmsg("payload is too large for NOTIFY"),
+				 errdetail("The payload has %zu bytes as JSON text; the limit is %d bytes.",
+						   len, OCX_MAX_PUBLISH_PAYLOAD),
+				 errhint("Store the data in a table or append it as an event, and publish its key.")));
+	Async_Notify(channel, payload);
+}
+
+/*
+ * ocx.publish(channel text, payload jsonb): an ephemeral message, sent at
+ * commit like NOTIFY.  Channels starting with ocx_ belong to ocx, so nobody
+ * can fake a wake-up.
+ */
+Datum
+ocx_publish(PG_FUNCTION_ARGS)
+{
+	char	   *channel;
+	char	   *payload;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CHANNEL),
+				 errmsg("channel must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_PAYLOAD),
+				 errmsg("payload must not be null"),
+				 errhint("Publish '{}' for a message without content.")));
+	channel = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (strncmp(channel, OCX_CHANNEL_PREFIX, strlen(OCX_CHANNEL_PREFIX)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_CHANNEL),
+				 errmsg("channel \"%s\" is reserved", channel),
+				 errdetail("Channels whose names start with \"%s\" carry ocx's own wake-ups.",
+						   OCX_CHANNEL_PREFIX),
+				 errhint("Choose a channel name without that prefix.")));
+	payload = JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, VARSIZE(PG_GETARG_JSONB_P(1)));
+	OcxNotify(channel, payload);
+	PG_RETURN_VOID();
+}
+
+/* The text form of a cursor, "txid/position", as ocx.cursor reads it. */
+static void
+AppendCursor(StringInfo buf, uint64 txid, int64 position)
+{
+	appendStringInfo(buf, "\"" UINT64_FORMAT "/" INT64_FORMAT "\"", txid, position);
+}
+
+/*
+ * The category channel of a stream, or NULL when the category is too long
+ * for a channel name (those events are announced on ocx_events only).
+ */
+static char *
+CategoryChannel(const char *stream_id)
+{
+	const char *dash = strchr(stream_id, '-');
+	size_t		len = dash ? (size_t) (dash - stream_id) : strlen(stream_id);
+
+	if (len == 0 || len + strlen(OCX_CHANNEL_PREFIX) >= NAMEDATALEN)
+		return NULL;
+	return psprintf("%s%.*s", OCX_CHANNEL_PREFIX, (int) len, stream_id);
+}
+
+/*
+ * Trigger (AFTER INSERT FOR EACH STATEMENT on ocx.events, only queued when
+ * ocx.notify_mode = immediate): notify from the appending transaction about
+ * the last event it wrote.
+ */
+Datum
+ocx_notify_immediate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Datum		arg;
+	StringInfoData buf;
+	char	   *stream;
+	char	   *type;
+	char	   *channel;
+	int64		position;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ocx._notify_immediate() must be called as a trigger")));
+	if (ocx_notify_mode != OCX_NOTIFY_IMMEDIATE)
+		return PointerGetDatum(NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	arg = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	if (SPI_execute_with_args("SELECT e.global_position, e.stream_id, e.type FROM ocx.events e "
+							  "WHERE e.txid OPERATOR(pg_catalog.=) $1 "
+							  "ORDER BY e.txid DESC, e.global_position DESC LIMIT 1",
+							  1, (Oid[]) {XID8OID}, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: could not read the appended event");
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		position = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		stream = SPI_getvalue(tup, desc, 2);
+		type = SPI_getvalue(tup, desc, 3);
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"cursor\": ");
+		AppendCursor(&buf, U64FromFullTransactionId(GetTopFullTransactionId()), position);
+		appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"immediate\": true",
+						 position);
+		if (strlen(stream) <= BUS_NAME_MAX)
+		{
+			appendStringInfoString(&buf, ", \"stream_id\": ");
+			escape_json(&buf, stream);
+		}
+		if (strlen(type) <= BUS_NAME_MAX)
+		{
+			appendStringInfoString(&buf, ", \"type\": ");
+			escape_json(&buf, type);
+		}
+		appendStringInfoChar(&buf, '}');
+		OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
+		channel = CategoryChannel(stream);
+		if (channel)
+			OcxNotify(channel, buf.data);
+	}
+	SPI_finish();
+	(void) trigdata;
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * ocx._command_sent(): called by send_command and friends.  Wakes the worker
+ * at commit so an in-server handler runs promptly, and in immediate mode
+ * notifies command claimers from this transaction.
+ */
+Datum
+ocx_command_sent(PG_FUNCTION_ARGS)
+{
+	OcxWakeWorkerAtCommit();
+	if (ocx_notify_mode == OCX_NOTIFY_IMMEDIATE)
+		OcxNotify(OCX_COMMANDS_CHANNEL, "{\"immediate\": true}");
+	PG_RETURN_VOID();
+}
+
+/* A distinct name list for a payload, bounded in bytes. */
+typedef struct NameList
+{
+	StringInfoData buf;
+	int			count;			/* names listed */
+	int			budget;			/* bytes left */
+	bool		truncated;		/* some names were left out */
+	List	   *names;
+} NameList;
+
+static void
+NameListInit(NameList *l, int budget)
+{
+	initStringInfo(&l->buf);
+	l->count = 0;
+	l->budget = budget;
+	l->truncated = false;
+	l->names = NIL;
+}
+
+static void
+NameListAdd(NameList *l, const char *name)
+{
+	ListCell   *lc;
+	int			len = strlen(name);
+
+	foreach(lc, l->names)
+		if (strcmp((char *) lfirst(lc), name) == 0)
+			return;
+	if (len > BUS_NAME_MAX || len + 4 > l->budget)
+	{
+		l->truncated = true;
+		return;
+	}
+	if (l->count > 0)
+		appendStringInfoString(&l->buf, ", ");
+	escape_json(&l->buf, name);
+	l->names = lappend(l->names, pstrdup(name));
+	l->count++;
+	l->budget -= len + 4;
+}
+
+/* Per-category tally of one batch. */
+typedef struct CategoryTally
+{
+	char	   *channel;
+	int			count;
+	uint64		txid;
+	int64		position;
+} CategoryTally;
+
+typedef enum BusPlan
+{
+	BUS_PLAN_STATE,
+	BUS_PLAN_QUEUE,
+	BUS_PLAN_EVENTS,
+	BUS_PLAN_COMMANDS,
+	BUS_PLAN_SAVE,
+	BUS_NUM_PLANS
+} BusPlan;
+
+static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
+	[BUS_PLAN_STATE] =
+	"SELECT events_txid, events_position, commands_txid, commands_seq "
+	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
+	[BUS_PLAN_QUEUE] =
+	"SELECT pg_catalog.pg_notification_queue_usage()",
+	[BUS_PLAN_EVENTS] =
+	"SELECT e.txid, e.global_position, e.stream_id, e.type FROM ocx.events e "
+	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
+	"ORDER BY e.txid, e.global_position LIMIT 1000",
+	[BUS_PLAN_COMMANDS] =
+	"SELECT c.txid, c.seq, c.type FROM ocx.commands c "
+	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) ($1, $2) "
+	"ORDER BY c.txid, c.seq LIMIT 1000",
+	[BUS_PLAN_SAVE] =
+	"UPDATE ocx.bus_state SET events_txid = $1, events_position = $2, "
+	"commands_txid = $3, commands_seq = $4, notified_at = pg_catalog.now()",
+};
+
+static const int bus_plan_nargs[BUS_NUM_PLANS] = {0, 0, 2, 2, 4};
+static const Oid bus_plan_args[BUS_NUM_PLANS][4] = {
+	{0}, {0}, {XID8OID, INT8OID}, {XID8OID, INT8OID},
+	{XID8OID, INT8OID, XID8OID, INT8OID}
+};
+static SPIPlanPtr bus_plans[BUS_NUM_PLANS];
+
+/* Run a kept plan of the bus tick, preparing it on first use. */
+static uint64
+RunBusPlan(BusPlan which, Datum *values)
+{
+	int			rc;
+
+	if (bus_plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(bus_plan_sql[which], bus_plan_nargs[which],
+									   (Oid *) bus_plan_args[which]);
+
+		if (plan == NULL)
+			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
+				 bus_plan_sql[which], SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		bus_plans[which] = plan;
+	}
+	rc = SPI_execute_plan(bus_plans[which], values, NULL, false, 0);
+	if (rc < 0)
+		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static uint64
+GetXid8(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, col, &isnull)));
+}
+
+static int64
+GetInt64(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return DatumGetInt64(SPI_getbinval(tup, desc, col, &isnull));
+}
+
+/*
+ * Announce the events that became readable since the stored cursor: one
+ * NOTIFY on ocx_events and one per category.  Returns the number announced
+ * and advances *txid / *position.
+ */
+static int
+NotifyEvents(uint64 *txid, int64 *position)
+{
+	Datum		args[2];
+	uint64		n,
+				i;
+	NameList	streams,
+				types;
+	CategoryTally *cats;
+	int			ncats = 0;
+	StringInfoData buf;
+
+	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(*txid));
+	args[1] = Int64GetDatum(*position);
+	n = RunBusPlan(BUS_PLAN_EVENTS, args);
+	if (n == 0)
+		return 0;
+
+	NameListInit(&streams, BUS_STREAMS_BUDGET);
+	NameListInit(&types, BUS_TYPES_BUDGET);
+	cats = palloc(sizeof(CategoryTally) * n);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *stream = SPI_getvalue(tup, desc, 3);
+		char	   *channel = CategoryChannel(stream);
+		int			c;
+
+		*txid = GetXid8(tup, desc, 1);
+		*position = GetInt64(tup, desc, 2);
+		NameListAdd(&streams, stream);
+		NameListAdd(&types, SPI_getvalue(tup, desc, 4));
+		if (channel == NULL)
+			continue;
+		for (c = 0; c < ncats; c++)
+			if (strcmp(cats[c].channel, channel) == 0)
+				break;
+		if (c == ncats)
+		{
+			cats[c].channel = channel;
+			cats[c].count = 0;
+			ncats++;
+		}
+		cats[c].count++;
+		cats[c].txid = *txid;
+		cats[c].position = *position;
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"cursor\": ");
+	AppendCursor(&buf, *txid, *position);
+	appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"count\": %d, \"streams\": [%s], "
+					 "\"types\": [%s], \"truncated\": %s}",
+					 *position, (int) n, streams.buf.data, types.buf.data,
+					 (streams.truncated || types.truncated) ? "true" : "false");
+	OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
+
+	for (i = 0; i < ncats; i++)
+	{
+		resetStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"cursor\": ");
+		AppendCursor(&buf, cats[i].txid, cats[i].position);
+		appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"count\": %d}",
+						 cats[i].position, cats[i].count);
+		OcxNotify(cats[i].channel, buf.data);
+	}
+	return (int) n;
+}
+
+/* Announce commands sent since the stored cursor on ocx_commands. */
+static int
+NotifyCommands(uint64 *txid, int64 *seq)
+{
+	Datum		args[2];
+	uint64		n,
+				i;
+	NameList	types;
+	StringInfoData buf;
+
+	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(*txid));
+	args[1] = Int64GetDatum(*seq);
+	n = RunBusPlan(BUS_PLAN_COMMANDS, args);
+	if (n == 0)
+		return 0;
+
+	NameListInit(&types, BUS_TYPES_BUDGET);
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		*txid = GetXid8(tup, desc, 1);
+		*seq = GetInt64(tup, desc, 2);
+		NameListAdd(&types, SPI_getvalue(tup, desc, 3));
+	}
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"count\": %d, \"types\": [%s], \"truncated\": %s}",
+					 (int) n, types.buf.data, types.truncated ? "true" : "false");
+	OcxNotify(OCX_COMMANDS_CHANNEL, buf.data);
+	return (int) n;
+}
+
+/*
+ * The worker's bus task: runs inside the worker's transaction, sends the
+ * wake-ups for what became readable, and returns true when a batch was full
+ * (call again soon).
+ */
 bool
 OcxBusWorkerTick(void)
 {
-	return false;
+	MemoryContext ctx,
+				old;
+	uint64		etxid,
+				ctxid;
+	int64		epos,
+				cseq;
+	int			nev = 0,
+				ncmd = 0;
+	bool		isnull;
+
+	if (ocx_notify_mode == OCX_NOTIFY_OFF)
+		return false;
+
+	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx bus tick", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(ctx);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+
+	/* another tick holds the row: it sends these wake-ups */
+	if (RunBusPlan(BUS_PLAN_STATE, NULL) == 0)
+		goto done;
+	etxid = GetXid8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	epos = GetInt64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	ctxid = GetXid8(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	cseq = GetInt64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+
+	/* a listener is stuck: hold back rather than fill the queue */
+	RunBusPlan(BUS_PLAN_QUEUE, NULL);
+	if (DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
+		> BUS_QUEUE_LIMIT)
+	{
+		ereport(LOG,
+				(errmsg("ocx: NOTIFY queue is more than half full, holding back wake-ups"),
+				 errhint("A session that LISTENs is idle inside a transaction; end it.")));
+		goto done;
+	}
+
+	nev = NotifyEvents(&etxid, &epos);
+	ncmd = NotifyCommands(&ctxid, &cseq);
+	if (nev > 0 || ncmd > 0)
+	{
+		Datum		args[4];
+
+		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(etxid));
+		args[1] = Int64GetDatum(epos);
+		args[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ctxid));
+		args[3] = Int64GetDatum(cseq);
+		RunBusPlan(BUS_PLAN_SAVE, args);
+	}
+
+done:
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	return nev == BUS_BATCH || ncmd == BUS_BATCH;
+}
+
+/* ocx._bus_tick(): the worker's bus task, for tests and worker-less setups. */
+Datum
+ocx_bus_tick(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(OcxBusWorkerTick());
 }

@@ -1,11 +1,251 @@
 /*
  * commands.c
- *		Placeholder: the worker's commands task does nothing yet.
+ *		The worker's command task: runs in-server command handlers.
+ *
+ * The queue itself (send_command, claim_commands, complete_command,
+ * fail_command, command_status) is SQL in sql/parts/50_bus.sql.  Here the
+ * per-database worker claims ready commands whose type has a handler
+ * function, with the same SKIP LOCKED claim clients use, and runs each
+ * handler:
+ *
+ *	- as the role that defined the handler, never as the worker's superuser;
+ *	- with ocx.correlation_id set to the command's correlation id and
+ *	  ocx.causation_id to the command id, so every event the handler appends
+ *	  carries both;
+ *	- inside a subtransaction, so a failing handler's writes are rolled back
+ *	  while the failure itself (attempt, error, backoff or dead letter) is
+ *	  recorded in the worker's transaction.
+ *
+ * Claim, handler writes and completion commit together: a worker that
+ * crashes mid-handler leaves the command pending, never half done.  The row
+ * lock the claim takes keeps every other worker and client off the command.
  */
 #include "ocx.h"
+#include "ocx_bus.h"
+#include "ocx_errors.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/uuid.h"
+
+PG_FUNCTION_INFO_V1(ocx_command_tick);
+
+/* Commands one tick runs at most before yielding to the other tasks. */
+#define COMMAND_BATCH	16
+
+typedef enum CmdPlan
+{
+	CMD_PLAN_CLAIM,
+	CMD_PLAN_COMPLETE,
+	CMD_PLAN_FAIL,
+	CMD_NUM_PLANS
+} CmdPlan;
+
+static const char *const cmd_plan_sql[CMD_NUM_PLANS] = {
+	[CMD_PLAN_CLAIM] =
+	"SELECT c, c.command_id, c.correlation_id, h.handler::pg_catalog.oid, "
+	"h.handler_role::pg_catalog.oid "
+	"FROM ocx._claim_commands(NULL, 1, '1 hour', 'ocx worker', true) c "
+	"JOIN ocx.command_handlers h ON h.command_type OPERATOR(pg_catalog.=) c.type",
+	[CMD_PLAN_COMPLETE] =
+	"SELECT ocx.complete_command($1, $2)",
+	[CMD_PLAN_FAIL] =
+	"SELECT ocx.fail_command($1, $2)",
+};
+static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 2, 2};
+static const Oid cmd_plan_args[CMD_NUM_PLANS][2] = {
+	{0}, {UUIDOID, JSONBOID}, {UUIDOID, TEXTOID}
+};
+static SPIPlanPtr cmd_plans[CMD_NUM_PLANS];
+
+/* Run a kept plan of the command task, preparing it on first use. */
+static uint64
+RunCmdPlan(CmdPlan which, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	if (cmd_plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(cmd_plan_sql[which], cmd_plan_nargs[which],
+									   (Oid *) cmd_plan_args[which]);
+
+		if (plan == NULL)
+			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
+				 cmd_plan_sql[which], SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		cmd_plans[which] = plan;
+	}
+	rc = SPI_execute_plan(cmd_plans[which], values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* Set an ocx.* string setting for the rest of the transaction. */
+static void
+SetLocal(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+static char *
+UuidText(Datum d)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, d));
+}
+
+/*
+ * Run one handler on cmd in a subtransaction, as role.  Returns true on
+ * success with *result set (NULL for void handlers or a NULL result), false
+ * with *error set when the handler raised an error.
+ */
+static bool
+RunHandler(Oid handler, Oid role, Datum cmd, Jsonb **result, char **error)
+{
+	MemoryContext callctx = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec;
+	bool		ok;
+
+	*result = NULL;
+	*error = NULL;
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(callctx);
+	PG_TRY();
+	{
+		FmgrInfo	flinfo;
+		LOCAL_FCINFO(fcinfo, 1);
+		Datum		d;
+
+		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		fmgr_info(handler, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = cmd;
+		fcinfo->args[0].isnull = false;
+		d = FunctionCallInvoke(fcinfo);
+		if (!fcinfo->isnull && get_func_rettype(handler) == JSONBOID)
+			*result = DatumGetJsonbPCopy(d);
+		SetUserIdAndSecContext(save_userid, save_sec);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(callctx);
+		CurrentResourceOwner = owner;
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		SetUserIdAndSecContext(save_userid, save_sec);
+		MemoryContextSwitchTo(callctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(callctx);
+		CurrentResourceOwner = owner;
+		*error = edata->sqlerrcode ?
+			psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message) :
+			pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * The worker's command task: runs up to COMMAND_BATCH ready commands with
+ * in-server handlers in the worker's transaction; true when there may be
+ * more.
+ */
 bool
 OcxCommandWorkerTick(void)
 {
-	return false;
+	MemoryContext ctx,
+				old;
+	int			done = 0;
+
+	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx command tick", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(ctx);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+
+	while (done < COMMAND_BATCH)
+	{
+		HeapTuple	tup;
+		TupleDesc	desc;
+		bool		isnull;
+		Datum		cmd,
+					id;
+		Oid			handler,
+					role;
+		char	   *correlation;
+		char	   *old_corr,
+				   *old_cause;
+		Jsonb	   *result;
+		char	   *error;
+		Datum		args[2];
+		char		nulls[2] = {' ', ' '};
+		MemoryContext spictx;
+
+		CHECK_FOR_INTERRUPTS();
+		if (RunCmdPlan(CMD_PLAN_CLAIM, NULL, NULL) == 0)
+			break;
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+
+		/* keep what we need beyond the next SPI call in our context */
+		spictx = MemoryContextSwitchTo(ctx);
+		cmd = datumCopy(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
+		id = datumCopy(SPI_getbinval(tup, desc, 2, &isnull), false, UUID_LEN);
+		correlation = UuidText(SPI_getbinval(tup, desc, 3, &isnull));
+		handler = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		role = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		old_corr = pstrdup(ocx_correlation_id ? ocx_correlation_id : "");
+		old_cause = pstrdup(ocx_causation_id ? ocx_causation_id : "");
+		MemoryContextSwitchTo(spictx);
+
+		SetLocal("ocx.correlation_id", correlation);
+		SetLocal("ocx.causation_id", UuidText(id));
+		if (RunHandler(handler, role, cmd, &result, &error))
+		{
+			args[0] = id;
+			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;
+			nulls[1] = result ? ' ' : 'n';
+			RunCmdPlan(CMD_PLAN_COMPLETE, args, nulls);
+		}
+		else
+		{
+			args[0] = id;
+			args[1] = CStringGetTextDatum(error);
+			RunCmdPlan(CMD_PLAN_FAIL, args, nulls);
+		}
+		SetLocal("ocx.correlation_id", old_corr);
+		SetLocal("ocx.causation_id", old_cause);
+		done++;
+	}
+
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	return done == COMMAND_BATCH;
+}
+
+/* ocx._command_tick(): the worker's command task, for tests and worker-less setups. */
+Datum
+ocx_command_tick(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(OcxCommandWorkerTick());
 }

@@ -8,6 +8,7 @@
  * process_shared_preload_libraries_in_progress themselves).
  */
 #include "ocx.h"
+#include "ocx_bus.h"
 
 #include "utils/guc.h"
 
@@ -19,6 +20,7 @@ void
 _PG_init(void)
 {
 	OcxGucInit();
+	OcxBusInit();
 	OcxShmemInit();
 	OcxWorkerInit();
 

@@ -13,6 +13,9 @@ pkgs=(
     libipc-run-perl
     ${OCX_EXTRA_PKGS:-}
 )
+# the Node.js client test (test/node); a node from elsewhere (nodesource) counts
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

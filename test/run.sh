@@ -7,7 +7,8 @@
 #   pgTAP        test/pgtap/*.sql   (pg_prove)
 #   Perl TAP     test/t/*.pl        (prove; each test starts its own clusters)
 # Prints "N passed, N failed" last and exits non-zero on any failure.
-# OCX_SUITES=regress,isolation,pgtap,tap narrows the run (default: all).
+#   node         test/node/*.test.mjs (node --test, npm packages pg and cloudevents)
+# OCX_SUITES=regress,isolation,pgtap,tap,node narrows the run (default: all).
 set -uo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -16,7 +17,7 @@ cd "$OCX_ROOT"
 test/deps.sh || exit 1
 make -s PG_CONFIG="$PG_CONFIG" >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-SUITES=${OCX_SUITES:-regress,isolation,pgtap,tap}
+SUITES=${OCX_SUITES:-regress,isolation,pgtap,tap,node}
 RUN=$(ocx_run_dir test)
 SOCK=$RUN/sock
 DATA=$RUN/data
@@ -98,6 +99,21 @@ if has tap && ls test/t/*.pl >/dev/null 2>&1; then
         PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" \
         prove -I "$PGXS_DIR/src/test/perl" -I t t/*.pl) 2>&1 | tee "$RUN/tap.out"
     count_prove "$RUN/tap.out" "${PIPESTATUS[0]}"
+fi
+
+if has node && [ -f test/node/package.json ]; then
+    echo "== node"
+    "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE ocx_node" >/dev/null
+    "$PGBIN/psql" -qX -d ocx_node -c "CREATE EXTENSION ocx" >/dev/null
+    (cd test/node &&
+        { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --silent --no-audit --no-fund; } &&
+        OCX_NODE_DB=ocx_node node --test) 2>&1 | tee "$RUN/node.out"
+    rc=${PIPESTATUS[0]}
+    p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$RUN/node.out" | tail -n1)
+    f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$RUN/node.out" | tail -n1)
+    p=${p:-0}; f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p)); failed=$((failed + f))
 fi
 
 echo "$passed passed, $failed failed"

@@ -1,0 +1,761 @@
+-- ---------------------------------------------------------------------------
+-- The message bus: wake-ups on LISTEN/NOTIFY, ephemeral messages, durable
+-- subscriptions with consumer groups, and the command queue.  See docs/bus.md.
+--
+-- NOTIFY is a wake-up hint, never the data: the worker sends it (batched)
+-- after events become readable in gap-free log order, so an append never
+-- takes the cluster-wide notify lock and never fails because a listener is
+-- stuck.  Durable state lives in the tables below.
+-- ---------------------------------------------------------------------------
+
+-- What the worker has already announced (one row).
+CREATE TABLE ocx.bus_state (
+    id                  boolean PRIMARY KEY DEFAULT true CHECK (id),
+    events_txid         xid8 NOT NULL DEFAULT '0',
+    events_position     bigint NOT NULL DEFAULT 0,
+    commands_txid       xid8 NOT NULL DEFAULT '0',
+    commands_seq        bigint NOT NULL DEFAULT 0,
+    notified_at         timestamptz
+);
+INSERT INTO ocx.bus_state DEFAULT VALUES;
+COMMENT ON TABLE ocx.bus_state IS
+    'the bus worker''s progress: the last event and command cursors it sent NOTIFY wake-ups for';
+REVOKE ALL ON ocx.bus_state FROM PUBLIC;
+
+-- Ephemeral messages.
+CREATE FUNCTION ocx.publish(channel text, payload jsonb) RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_publish';
+COMMENT ON FUNCTION ocx.publish(text, jsonb) IS
+    'NOTIFY channel with a JSON payload at commit; payloads over 7900 bytes raise OX310, names starting with ocx_ are reserved (OX311)';
+
+-- Immediate wake-ups (ocx.notify_mode = immediate): the appending
+-- transaction itself sends the NOTIFY.  The WHEN clause keeps the trigger
+-- from being queued at all in the default mode.
+CREATE FUNCTION ocx._notify_immediate() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_notify_immediate';
+COMMENT ON FUNCTION ocx._notify_immediate() IS
+    'internal trigger: NOTIFY from the appending transaction when ocx.notify_mode = immediate';
+CREATE TRIGGER events_notify_immediate AFTER INSERT ON ocx.events
+    FOR EACH STATEMENT
+    WHEN (pg_catalog.current_setting('ocx.notify_mode', true) = 'immediate')
+    EXECUTE FUNCTION ocx._notify_immediate();
+
+-- The worker's tasks, callable for tests and for deployments without the worker.
+CREATE FUNCTION ocx._bus_tick() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_bus_tick';
+COMMENT ON FUNCTION ocx._bus_tick() IS
+    'internal: one round of the worker''s bus task (NOTIFY wake-ups); true when more is pending';
+REVOKE ALL ON FUNCTION ocx._bus_tick() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Durable subscriptions.
+--
+-- The PL/pgSQL functions below pin search_path to pg_catalog, pg_temp, so
+-- their plain operators resolve to pg_catalog's; tables are schema-qualified.
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE ocx.subscriptions (
+    name        text PRIMARY KEY,
+    types       text[],
+    categories  text[],
+    partitions  integer NOT NULL DEFAULT 1,
+    lease       interval NOT NULL DEFAULT '30 seconds',
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT subscriptions_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200),
+    CONSTRAINT subscriptions_partitions_check CHECK (partitions BETWEEN 1 AND 1024),
+    CONSTRAINT subscriptions_lease_check CHECK (lease > '0'::interval)
+);
+COMMENT ON TABLE ocx.subscriptions IS
+    'durable subscriptions: filters, number of partitions (consumer groups) and the lease of a partition';
+
+CREATE TABLE ocx.subscription_partitions (
+    subscription        text NOT NULL REFERENCES ocx.subscriptions ON DELETE CASCADE,
+    partition           integer NOT NULL,
+    acked_txid          xid8 NOT NULL DEFAULT '0',
+    acked_position      bigint NOT NULL DEFAULT 0,
+    delivered_txid      xid8,
+    delivered_position  bigint,
+    owner               text,
+    lease_until         timestamptz,
+    acked_at            timestamptz,
+    PRIMARY KEY (subscription, partition)
+);
+COMMENT ON TABLE ocx.subscription_partitions IS
+    'one row per partition of a subscription: the acknowledged cursor, what was delivered after it, and which consumer holds it';
+
+CREATE TABLE ocx.subscription_consumers (
+    subscription    text NOT NULL REFERENCES ocx.subscriptions ON DELETE CASCADE,
+    consumer        text NOT NULL,
+    last_seen       timestamptz NOT NULL,
+    PRIMARY KEY (subscription, consumer)
+);
+COMMENT ON TABLE ocx.subscription_consumers IS
+    'consumers that polled a subscription; those seen within its lease share its partitions';
+
+SELECT pg_catalog.pg_extension_config_dump('ocx.subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.subscription_partitions', '');
+REVOKE ALL ON ocx.subscriptions, ocx.subscription_partitions, ocx.subscription_consumers FROM PUBLIC;
+
+-- The partition of a stream: every event of a stream lands in one partition,
+-- so one consumer sees a stream's events in order.
+CREATE FUNCTION ocx.stream_partition(stream_id text, partitions integer) RETURNS integer
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN (pg_catalog.hashtext($1) & 2147483647) % $2;
+COMMENT ON FUNCTION ocx.stream_partition(text, integer) IS
+    'the partition (0 .. partitions - 1) of a subscription that a stream''s events belong to';
+
+CREATE FUNCTION ocx._bus_name_arg(what text, val text) RETURNS text
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_bus_name_arg';
+COMMENT ON FUNCTION ocx._bus_name_arg(text, text) IS
+    'internal: a valid subscription or consumer name (1 to 200 bytes), else raises OX301';
+
+CREATE FUNCTION ocx.create_subscription(name text, types text[] DEFAULT NULL,
+                                        categories text[] DEFAULT NULL,
+                                        partitions integer DEFAULT 1,
+                                        "after" ocx.cursor DEFAULT NULL,
+                                        lease interval DEFAULT '30 seconds')
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
+    IF partitions IS NULL OR partitions < 1 OR partitions > 1024 THEN
+        RAISE EXCEPTION 'partitions must be between 1 and 1024'
+            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(partitions::text, 'NULL')),
+                  HINT = 'Use 1 for a single consumer, or at least as many partitions as consumers in the group.';
+    END IF;
+    IF lease IS NULL OR lease <= '0'::interval THEN
+        RAISE EXCEPTION 'lease must be a positive interval'
+            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(lease::text, 'NULL'));
+    END IF;
+    IF types IS NOT NULL AND (cardinality(types) = 0 OR array_position(types, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'types must be NULL (all types) or a non-empty array without NULLs'
+            USING ERRCODE = 'OX301';
+    END IF;
+    IF categories IS NOT NULL AND (cardinality(categories) = 0 OR array_position(categories, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty array without NULLs'
+            USING ERRCODE = 'OX301';
+    END IF;
+    INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease)
+        VALUES (create_subscription.name, create_subscription.types, create_subscription.categories,
+                create_subscription.partitions, create_subscription.lease)
+        ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" already exists', name
+            USING ERRCODE = 'OX302',
+                  HINT = 'Drop it first with ocx.drop_subscription, or use another name.';
+    END IF;
+    INSERT INTO ocx.subscription_partitions (subscription, partition, acked_txid, acked_position)
+        SELECT create_subscription.name, p, coalesce(ocx.txid("after"), '0'::xid8),
+               coalesce(ocx.global_position("after"), 0)
+          FROM generate_series(0, create_subscription.partitions - 1) p;
+END
+$$;
+COMMENT ON FUNCTION ocx.create_subscription(text, text[], text[], integer, ocx.cursor, interval) IS
+    'create a durable subscription (optionally filtered by types and categories; partitions > 1 for consumer groups)';
+
+CREATE FUNCTION ocx.drop_subscription(name text, if_exists boolean DEFAULT false) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
+    DELETE FROM ocx.subscriptions s WHERE s.name = drop_subscription.name;
+    IF NOT FOUND THEN
+        IF coalesce(if_exists, false) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'OX300', HINT = 'Pass if_exists => true to ignore a missing subscription.';
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION ocx.drop_subscription(text, boolean) IS
+    'drop a subscription and its cursors; returns false when it did not exist and if_exists is true';
+
+-- Poll: events after the acknowledged cursor of every partition this
+-- consumer holds, in gap-free log order.  Polls of one subscription are
+-- serialized by the lock on its row, which makes partition hand-over safe: a
+-- partition changes hands only when everything delivered from it is
+-- acknowledged, or when its holder's lease ran out.
+CREATE FUNCTION ocx.poll(name text, max_count integer DEFAULT 100, consumer text DEFAULT 'default')
+    RETURNS SETOF ocx.event
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub     ocx.subscriptions;
+    live    text[];
+    nlive   integer;
+    me      integer;
+    evs     ocx.event[];
+    tail    ocx.cursor;
+BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
+    PERFORM ocx._bus_name_arg('consumer name', consumer);
+    IF max_count IS NULL OR max_count < 0 OR max_count > 100000 THEN
+        RAISE EXCEPTION 'max_count must be between 0 and 100000'
+            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(max_count::text, 'NULL'));
+    END IF;
+    SELECT * INTO sub FROM ocx.subscriptions s
+     WHERE s.name = poll.name FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
+    END IF;
+
+    INSERT INTO ocx.subscription_consumers AS c (subscription, consumer, last_seen)
+        VALUES (sub.name, poll.consumer, now())
+        ON CONFLICT ON CONSTRAINT subscription_consumers_pkey DO UPDATE SET last_seen = excluded.last_seen;
+    SELECT array_agg(c.consumer ORDER BY c.consumer) INTO live
+      FROM ocx.subscription_consumers c
+     WHERE c.subscription = sub.name
+       AND c.last_seen > now() - sub.lease;
+    nlive := cardinality(live);
+    me := array_position(live, poll.consumer) - 1;
+
+    -- give back partitions that now belong to another consumer, once acknowledged
+    UPDATE ocx.subscription_partitions p SET owner = NULL, lease_until = NULL, delivered_txid = NULL,
+           delivered_position = NULL
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer
+       AND p.partition % nlive <> me
+       AND (p.delivered_txid IS NULL
+            OR (p.delivered_txid, p.delivered_position) <= (p.acked_txid, p.acked_position));
+    -- take this consumer's share when it is free, its holder's lease ran out,
+    -- or its holder has nothing in flight
+    UPDATE ocx.subscription_partitions p SET owner = poll.consumer, delivered_txid = NULL,
+           delivered_position = NULL
+     WHERE p.subscription = sub.name
+       AND p.partition % nlive = me
+       AND p.owner IS DISTINCT FROM poll.consumer
+       AND (p.owner IS NULL OR p.lease_until < now()
+            OR p.delivered_txid IS NULL
+            OR (p.delivered_txid, p.delivered_position) <= (p.acked_txid, p.acked_position));
+
+    SELECT array_agg(x ORDER BY (x).txid, (x).global_position) INTO evs FROM (
+        SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+               e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
+               e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+          FROM ocx.events e
+          JOIN ocx.subscription_partitions p
+            ON p.subscription = sub.name
+           AND p.owner = poll.consumer
+           AND p.partition = ocx.stream_partition(e.stream_id, sub.partitions)
+         WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot())
+           AND (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
+           AND (e.txid, e.global_position) > (
+                SELECT q.acked_txid, q.acked_position FROM ocx.subscription_partitions q
+                 WHERE q.subscription = sub.name AND q.owner = poll.consumer
+                 ORDER BY q.acked_txid, q.acked_position LIMIT 1)
+           AND (sub.types IS NULL OR e.type = ANY (sub.types))
+           AND (sub.categories IS NULL OR ocx.category(e.stream_id) = ANY (sub.categories))
+         ORDER BY e.txid, e.global_position
+         LIMIT max_count) x;
+
+    IF evs IS NOT NULL THEN
+        tail := (evs[cardinality(evs)])."cursor";
+    END IF;
+    UPDATE ocx.subscription_partitions p
+       SET lease_until = now() + sub.lease,
+           (delivered_txid, delivered_position) =
+               (SELECT ocx.txid(g), ocx.global_position(g) FROM (
+                    SELECT greatest(tail, ocx.cursor(p.acked_txid, p.acked_position)) AS g
+                     WHERE tail IS NOT NULL) s)
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer;
+
+    IF evs IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM unnest(evs);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ocx.poll(text, integer, text) IS
+    'up to max_count events after the acknowledged cursor, in gap-free log order, from the partitions this consumer holds';
+
+CREATE FUNCTION ocx.ack(name text, "cursor" ocx.cursor, consumer text DEFAULT 'default') RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sub ocx.subscriptions;
+BEGIN
+    PERFORM ocx._bus_name_arg('subscription name', name);
+    PERFORM ocx._bus_name_arg('consumer name', consumer);
+    IF "cursor" IS NULL THEN
+        RAISE EXCEPTION 'cursor must not be null'
+            USING ERRCODE = 'OX301', HINT = 'Acknowledge the "cursor" of the last event you processed.';
+    END IF;
+    SELECT * INTO sub FROM ocx.subscriptions s
+     WHERE s.name = ack.name FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
+    END IF;
+    -- never past what was delivered: acknowledging unseen events would skip them
+    UPDATE ocx.subscription_partitions p
+       SET (acked_txid, acked_position) =
+               (SELECT ocx.txid(g), ocx.global_position(g) FROM (
+                    SELECT greatest(ocx.cursor(p.acked_txid, p.acked_position),
+                                    least(ack."cursor",
+                                          ocx.cursor(p.delivered_txid, p.delivered_position))) AS g) s),
+           acked_at = now(),
+           lease_until = now() + sub.lease
+     WHERE p.subscription = sub.name AND p.owner = ack.consumer
+       AND p.delivered_txid IS NOT NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer "%" holds no polled partition of subscription "%"', consumer, name
+            USING ERRCODE = 'OX303',
+                  DETAIL = 'Its lease ran out and another consumer took its partitions, or it has not polled.',
+                  HINT = 'Poll again: unacknowledged events are delivered again.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ocx.ack(text, ocx.cursor, text) IS
+    'acknowledge every event up to cursor that this consumer was given by poll';
+
+CREATE VIEW ocx.subscription_status AS
+    SELECT s.name, p.partition, s.partitions, s.types, s.categories, p.owner, p.lease_until,
+           ocx.cursor(p.acked_txid, p.acked_position) AS acked,
+           p.acked_at,
+           CASE WHEN p.delivered_txid IS NULL THEN NULL
+                ELSE ocx.cursor(p.delivered_txid, p.delivered_position) END AS delivered
+      FROM ocx.subscriptions s
+      JOIN ocx.subscription_partitions p ON p.subscription = s.name;
+COMMENT ON VIEW ocx.subscription_status IS
+    'each partition of each subscription: who holds it, the acknowledged and the delivered cursor';
+
+-- ---------------------------------------------------------------------------
+-- Commands: a durable queue with one handler per command type.
+-- ---------------------------------------------------------------------------
+
+CREATE TYPE ocx.command AS (
+    command_id      uuid,
+    type            text,
+    data            jsonb,
+    metadata        jsonb,
+    correlation_id  uuid,
+    causation_id    uuid,
+    attempt         integer
+);
+COMMENT ON TYPE ocx.command IS 'a command as handlers receive it and claim_commands returns it';
+
+CREATE TABLE ocx.command_handlers (
+    command_type    text PRIMARY KEY,
+    handler         regprocedure,
+    handler_role    regrole NOT NULL DEFAULT current_user::regrole,
+    max_attempts    integer NOT NULL DEFAULT 5,
+    base_delay      interval NOT NULL DEFAULT '1 second',
+    max_delay       interval NOT NULL DEFAULT '5 minutes',
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT command_handlers_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000)
+);
+COMMENT ON TABLE ocx.command_handlers IS
+    'the one handler of each command type: a function the worker runs, or NULL when clients claim the commands';
+
+CREATE TABLE ocx.commands (
+    command_id      uuid PRIMARY KEY,
+    seq             bigint GENERATED ALWAYS AS IDENTITY,
+    type            text NOT NULL,
+    data            jsonb NOT NULL,
+    metadata        jsonb NOT NULL DEFAULT '{}',
+    correlation_id  uuid NOT NULL,
+    causation_id    uuid,
+    status          text NOT NULL DEFAULT 'pending',
+    attempts        integer NOT NULL DEFAULT 0,
+    run_after       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    claimed_by      text,
+    claimed_until   timestamptz,
+    result          jsonb,
+    last_error      text,
+    txid            xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finished_at     timestamptz,
+    CONSTRAINT commands_status_check
+        CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
+);
+CREATE INDEX commands_ready_idx ON ocx.commands (type, seq) WHERE status IN ('pending', 'running');
+CREATE INDEX commands_log_order_idx ON ocx.commands (txid, seq);
+COMMENT ON TABLE ocx.commands IS 'the command queue: every command, its status, attempts and result';
+
+CREATE TABLE ocx.command_history (
+    command_id  uuid NOT NULL REFERENCES ocx.commands ON DELETE CASCADE,
+    at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    event       text NOT NULL,
+    attempt     integer NOT NULL,
+    actor       text,
+    detail      text
+);
+CREATE INDEX command_history_command_idx ON ocx.command_history (command_id, at);
+COMMENT ON TABLE ocx.command_history IS
+    'what happened to each command: sent, claimed, succeeded, failed, retried, dead_letter';
+
+SELECT pg_catalog.pg_extension_config_dump('ocx.command_handlers', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.commands', '');
+SELECT pg_catalog.pg_extension_config_dump('ocx.command_history', '');
+REVOKE ALL ON ocx.command_handlers, ocx.commands, ocx.command_history FROM PUBLIC;
+
+CREATE FUNCTION ocx._command_sent() RETURNS void
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_command_sent';
+COMMENT ON FUNCTION ocx._command_sent() IS
+    'internal: wake the worker at commit (and NOTIFY ocx_commands now when ocx.notify_mode = immediate)';
+
+CREATE FUNCTION ocx.define_command_handler(command_type text, handler regprocedure,
+                                           retry jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    attempts    integer := 5;
+    base        interval := '1 second';
+    maxd        interval := '5 minutes';
+    k           text;
+    nargs       integer;
+    argtype     oid;
+    rettype     oid;
+BEGIN
+    IF command_type IS NULL OR command_type = '' OR octet_length(command_type) > 256 THEN
+        RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
+            USING ERRCODE = 'OX322';
+    END IF;
+    IF handler IS NOT NULL THEN
+        SELECT pronargs, proargtypes[0], prorettype INTO nargs, argtype, rettype
+          FROM pg_catalog.pg_proc WHERE oid = handler;
+        IF nargs <> 1 OR argtype <> 'ocx.command'::regtype
+           OR rettype NOT IN ('jsonb'::regtype, 'void'::regtype) THEN
+            RAISE EXCEPTION 'command handler % has the wrong signature', handler
+                USING ERRCODE = 'OX322',
+                      DETAIL = 'A command handler takes one ocx.command and returns jsonb (the result) or void.',
+                      HINT = 'CREATE FUNCTION my_handler(c ocx.command) RETURNS jsonb ...';
+        END IF;
+    END IF;
+    IF retry IS NOT NULL THEN
+        IF jsonb_typeof(retry) <> 'object' THEN
+            RAISE EXCEPTION 'retry must be a JSON object' USING ERRCODE = 'OX322';
+        END IF;
+        FOR k IN SELECT jsonb_object_keys(retry) LOOP
+            IF k NOT IN ('max_attempts', 'base_delay', 'max_delay') THEN
+                RAISE EXCEPTION 'unknown key "%" in retry', k
+                    USING ERRCODE = 'OX322', HINT = 'The keys are max_attempts, base_delay and max_delay.';
+            END IF;
+        END LOOP;
+        BEGIN
+            attempts := coalesce((retry->>'max_attempts')::integer, attempts);
+            base := coalesce((retry->>'base_delay')::interval, base);
+            maxd := coalesce((retry->>'max_delay')::interval, maxd);
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION 'invalid retry policy: %', SQLERRM
+                USING ERRCODE = 'OX322',
+                      HINT = 'Use {"max_attempts": 5, "base_delay": "1 second", "max_delay": "5 minutes"}.';
+        END;
+        IF attempts < 1 OR attempts > 1000 OR base < '0'::interval OR maxd < base THEN
+            RAISE EXCEPTION 'invalid retry policy'
+                USING ERRCODE = 'OX322',
+                      DETAIL = 'max_attempts must be 1 to 1000 and 0 <= base_delay <= max_delay.';
+        END IF;
+    END IF;
+    INSERT INTO ocx.command_handlers AS h (command_type, handler, max_attempts, base_delay, max_delay)
+        VALUES (define_command_handler.command_type, define_command_handler.handler, attempts, base, maxd)
+        ON CONFLICT ON CONSTRAINT command_handlers_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'command type "%" already has a handler', command_type
+            USING ERRCODE = 'OX321',
+                  DETAIL = 'A command has exactly one handler.',
+                  HINT = 'Drop the existing one with ocx.drop_command_handler first.';
+    END IF;
+    PERFORM ocx._command_sent();
+END
+$$;
+COMMENT ON FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) IS
+    'the one handler of a command type: a function (ocx.command) -> jsonb|void the worker runs, or NULL for client-claimed commands; retry {"max_attempts", "base_delay", "max_delay"}';
+
+CREATE FUNCTION ocx.drop_command_handler(command_type text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM ocx.command_handlers h WHERE h.command_type = drop_command_handler.command_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'command type "%" has no handler', command_type USING ERRCODE = 'OX320';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ocx.drop_command_handler(text) IS 'remove the handler of a command type';
+
+CREATE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
+                                 causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
+                                 metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id      uuid := coalesce(send_command.command_id, gen_random_uuid());
+    corr    uuid := send_command.correlation_id;
+    cause   uuid := send_command.causation_id;
+    old     ocx.commands;
+BEGIN
+    IF type IS NULL OR type = '' OR octet_length(type) > 256 THEN
+        RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
+            USING ERRCODE = 'OX322';
+    END IF;
+    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
+        RAISE EXCEPTION 'command data must be a JSON object'
+            USING ERRCODE = 'OX322', HINT = 'Pass ''{}'' for a command without data.';
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'command metadata must be a JSON object' USING ERRCODE = 'OX322';
+    END IF;
+    IF corr IS NULL THEN
+        corr := nullif(current_setting('ocx.correlation_id', true), '')::uuid;
+    END IF;
+    IF cause IS NULL THEN
+        cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
+    END IF;
+    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
+        VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
+                coalesce(run_at, now()))
+        ON CONFLICT ON CONSTRAINT commands_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        -- an idempotent retry repeats the command exactly
+        SELECT * INTO old FROM ocx.commands c WHERE c.command_id = id;
+        IF old.type = send_command.type AND old.data = send_command.data THEN
+            RETURN id;
+        END IF;
+        RAISE EXCEPTION 'command id % is already used by another command', id
+            USING ERRCODE = 'OX322',
+                  DETAIL = format('It is a "%s" command with different data.', old.type),
+                  HINT = 'A retry must repeat the original command exactly; a new command needs a new id.';
+    END IF;
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+        VALUES (id, 'sent', 0, current_user);
+    PERFORM ocx._command_sent();
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION ocx.send_command(text, jsonb, uuid, uuid, uuid, jsonb, timestamptz) IS
+    'put a command in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
+
+-- The claim both clients and the worker use.  in_server picks commands whose
+-- type has a handler function (the worker) or has none (clients).
+CREATE FUNCTION ocx._claim_commands(types text[], max_count integer, visibility_timeout interval,
+                                    claimer text, in_server boolean)
+    RETURNS SETOF ocx.command
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- a claim whose lease ran out with no attempts left goes to the dead letters
+    WITH dead AS (
+        UPDATE ocx.commands c SET status = 'dead_letter', claimed_by = NULL, claimed_until = NULL,
+               updated_at = now(), finished_at = now(),
+               last_error = coalesce(c.last_error, 'the claim expired')
+          FROM (SELECT c2.command_id FROM ocx.commands c2
+                  LEFT JOIN ocx.command_handlers h ON h.command_type = c2.type
+                 WHERE c2.status = 'running'
+                   AND c2.claimed_until < now()
+                   AND c2.attempts >= coalesce(h.max_attempts, 5)
+                   AND (types IS NULL OR c2.type = ANY (types))
+                 FOR UPDATE OF c2 SKIP LOCKED) d
+         WHERE c.command_id = d.command_id
+        RETURNING c.command_id, c.attempts)
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor, detail)
+        SELECT dead.command_id, 'dead_letter', dead.attempts, claimer, 'the claim expired'
+          FROM dead;
+
+    RETURN QUERY
+    WITH picked AS (
+        SELECT c.command_id FROM ocx.commands c
+         WHERE (types IS NULL OR c.type = ANY (types))
+           AND ((c.status = 'pending' AND c.run_after <= now())
+                OR (c.status = 'running' AND c.claimed_until < now()))
+           AND in_server = EXISTS (
+                SELECT 1 FROM ocx.command_handlers h
+                 WHERE h.command_type = c.type AND h.handler IS NOT NULL)
+         ORDER BY c.seq
+         LIMIT max_count
+         FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
+               claimed_by = claimer, claimed_until = now() + visibility_timeout,
+               updated_at = now()
+          FROM picked WHERE c.command_id = picked.command_id
+        RETURNING c.*),
+    logged AS (
+        INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+            SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
+    SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
+           claimed.causation_id, claimed.attempts
+      FROM claimed ORDER BY claimed.seq;
+END
+$$;
+COMMENT ON FUNCTION ocx._claim_commands(text[], integer, interval, text, boolean) IS
+    'internal: claim ready commands with SKIP LOCKED for a client (in_server false) or the worker (true)';
+REVOKE ALL ON FUNCTION ocx._claim_commands(text[], integer, interval, text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION ocx.claim_commands(types text[], max_count integer DEFAULT 1,
+                                   visibility_timeout interval DEFAULT '30 seconds',
+                                   claimer text DEFAULT NULL)
+    RETURNS SETOF ocx.command
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    IF types IS NULL OR cardinality(types) = 0 OR array_position(types, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'types must be a non-empty array of command types'
+            USING ERRCODE = 'OX322';
+    END IF;
+    IF max_count IS NULL OR max_count < 1 OR max_count > 10000 THEN
+        RAISE EXCEPTION 'max_count must be between 1 and 10000'
+            USING ERRCODE = 'OX322', DETAIL = format('Got %s.', coalesce(max_count::text, 'NULL'));
+    END IF;
+    IF visibility_timeout IS NULL OR visibility_timeout <= '0'::interval THEN
+        RAISE EXCEPTION 'visibility_timeout must be a positive interval'
+            USING ERRCODE = 'OX322';
+    END IF;
+    SELECT h.command_type INTO t FROM ocx.command_handlers h
+     WHERE h.command_type = ANY (types) AND h.handler IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'command type "%" is handled inside the server', t
+            USING ERRCODE = 'OX321',
+                  DETAIL = 'A command has exactly one handler, and this type''s runs in the ocx worker.',
+                  HINT = 'Claim only client-handled types, or drop the server handler.';
+    END IF;
+    RETURN QUERY SELECT * FROM ocx._claim_commands(types, max_count, visibility_timeout,
+                                                   coalesce(claimer, current_user::text), false);
+END
+$$;
+COMMENT ON FUNCTION ocx.claim_commands(text[], integer, interval, text) IS
+    'claim up to max_count ready commands of the given types (SKIP LOCKED); an unfinished claim comes back after visibility_timeout';
+
+-- Finish a running command: shared by complete_command, fail_command and the worker.
+CREATE FUNCTION ocx._running_command(id uuid) RETURNS ocx.commands
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c ocx.commands;
+BEGIN
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'command id must not be null' USING ERRCODE = 'OX322';
+    END IF;
+    SELECT * INTO c FROM ocx.commands x WHERE x.command_id = id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'command % does not exist', id USING ERRCODE = 'OX320';
+    END IF;
+    IF c.status <> 'running' THEN
+        RAISE EXCEPTION 'command % is not claimed', id
+            USING ERRCODE = 'OX323',
+                  DETAIL = format('Its status is %s.', c.status),
+                  HINT = 'Claim it with ocx.claim_commands first; a claim whose visibility timeout ran out may have been taken by another client.';
+    END IF;
+    RETURN c;
+END
+$$;
+COMMENT ON FUNCTION ocx._running_command(uuid) IS 'internal: lock a claimed command, else raise OX320/OX323';
+REVOKE ALL ON FUNCTION ocx._running_command(uuid) FROM PUBLIC;
+
+CREATE FUNCTION ocx.complete_command(command_id uuid, result jsonb DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c ocx.commands := ocx._running_command(command_id);
+BEGIN
+    UPDATE ocx.commands x SET status = 'succeeded', result = complete_command.result,
+           claimed_until = NULL, updated_at = now(), finished_at = now()
+     WHERE x.command_id = c.command_id;
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+        VALUES (c.command_id, 'succeeded', c.attempts, c.claimed_by);
+END
+$$;
+COMMENT ON FUNCTION ocx.complete_command(uuid, jsonb) IS 'mark a claimed command succeeded, with an optional result';
+
+CREATE FUNCTION ocx.fail_command(command_id uuid, error text, retry boolean DEFAULT true) RETURNS text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c       ocx.commands := ocx._running_command(command_id);
+    h       ocx.command_handlers;
+    delay   interval;
+BEGIN
+    SELECT * INTO h FROM ocx.command_handlers x WHERE x.command_type = c.type;
+    IF NOT FOUND THEN
+        h.max_attempts := 5; h.base_delay := '1 second'; h.max_delay := '5 minutes';
+    END IF;
+    IF coalesce(retry, true) AND c.attempts < h.max_attempts THEN
+        delay := least(h.base_delay * power(2, c.attempts - 1), h.max_delay);
+        UPDATE ocx.commands x SET status = 'pending', claimed_by = NULL, claimed_until = NULL,
+               run_after = now() + delay, last_error = fail_command.error, updated_at = now()
+         WHERE x.command_id = c.command_id;
+        INSERT INTO ocx.command_history (command_id, event, attempt, actor, detail)
+            VALUES (c.command_id, 'failed', c.attempts, c.claimed_by,
+                    coalesce(error, '') || ' (retry in ' || delay::text || ')');
+        RETURN 'pending';
+    END IF;
+    UPDATE ocx.commands x SET status = 'dead_letter', claimed_by = NULL, claimed_until = NULL,
+           last_error = fail_command.error, updated_at = now(), finished_at = now()
+     WHERE x.command_id = c.command_id;
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor, detail)
+        VALUES (c.command_id, 'dead_letter', c.attempts, c.claimed_by, error);
+    RETURN 'dead_letter';
+END
+$$;
+COMMENT ON FUNCTION ocx.fail_command(uuid, text, boolean) IS
+    'record a failed attempt: retried with exponential backoff per the type''s policy, then (or with retry => false) a dead letter; returns the new status';
+
+CREATE FUNCTION ocx.retry_command(command_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE ocx.commands x SET status = 'pending', attempts = 0, run_after = now(), updated_at = now(),
+           finished_at = NULL
+     WHERE x.command_id = retry_command.command_id
+       AND x.status = 'dead_letter';
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM ocx.commands x WHERE x.command_id = retry_command.command_id) THEN
+            RAISE EXCEPTION 'command % does not exist', command_id USING ERRCODE = 'OX320';
+        END IF;
+        RAISE EXCEPTION 'command % is not a dead letter', command_id
+            USING ERRCODE = 'OX323', HINT = 'Only dead-lettered commands can be retried.';
+    END IF;
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+        VALUES (retry_command.command_id, 'retried', 0, current_user);
+    PERFORM ocx._command_sent();
+END
+$$;
+COMMENT ON FUNCTION ocx.retry_command(uuid) IS 'send a dead-lettered command again with fresh attempts';
+
+CREATE VIEW ocx.command_status AS
+    SELECT c.command_id, c.type, c.status, c.attempts,
+           coalesce(h.max_attempts, 5) AS max_attempts,
+           CASE WHEN h.command_type IS NULL THEN 'client'
+                WHEN h.handler IS NULL THEN 'client' ELSE 'server' END AS handled_by,
+           c.correlation_id, c.causation_id, c.claimed_by, c.claimed_until, c.run_after,
+           c.result, c.last_error, c.created_at, c.updated_at, c.finished_at,
+           (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                       'at', x.at, 'event', x.event, 'attempt', x.attempt, 'actor', x.actor,
+                       'detail', x.detail) ORDER BY x.at)
+              FROM ocx.command_history x
+             WHERE x.command_id = c.command_id) AS history
+      FROM ocx.commands c
+      LEFT JOIN ocx.command_handlers h ON h.command_type = c.type;
+COMMENT ON VIEW ocx.command_status IS 'each command: status, attempts, handler, result, last error and its history';
+
+CREATE FUNCTION ocx._command_tick() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_command_tick';
+COMMENT ON FUNCTION ocx._command_tick() IS
+    'internal: one round of the worker''s command task (runs in-server handlers); true when more is pending';
+REVOKE ALL ON FUNCTION ocx._command_tick() FROM PUBLIC;

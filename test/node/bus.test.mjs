@@ -1,0 +1,247 @@
+// ocx from a real client outside the server (node-postgres from npm):
+// LISTEN/NOTIFY wake-ups, durable subscriptions with resume after a
+// disconnect, a consumer group of three clients, the command queue, and
+// ocx.to_cloudevent checked with the official CloudEvents SDK.
+//
+// Needs PGHOST/PGPORT/PGUSER of a running cluster and a database with ocx
+// created (OCX_NODE_DB, default ocx_node).  test/run.sh provides both.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { CloudEvent, ValidationError } from 'cloudevents';
+
+const database = process.env.OCX_NODE_DB || 'ocx_node';
+const clients = [];
+
+async function connect() {
+  const c = new pg.Client({ database });
+  await c.connect();
+  clients.push(c);
+  return c;
+}
+
+async function close(c) {
+  const i = clients.indexOf(c);
+  if (i >= 0) clients.splice(i, 1);
+  await c.end();
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Is the ocx background worker running in this database?  Without it the
+// test runs the worker's bus task itself, as the worker would.
+let workerRuns = false;
+let admin;
+
+before(async () => {
+  admin = await connect();
+  const r = await admin.query(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND backend_type ILIKE '%ocx%'`);
+  workerRuns = r.rows[0].n > 0;
+});
+
+after(async () => {
+  for (const c of [...clients]) await c.end();
+});
+
+// Wait for a notification on channel that satisfies pred.
+function waitFor(client, channel, pred = () => true, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.removeListener('notification', on);
+      reject(new Error(`no NOTIFY on ${channel} within ${ms} ms`));
+    }, ms);
+    function on(msg) {
+      if (msg.channel !== channel) return;
+      const payload = JSON.parse(msg.payload);
+      if (!pred(payload)) return;
+      clearTimeout(timer);
+      client.removeListener('notification', on);
+      resolve(payload);
+    }
+    client.on('notification', on);
+  });
+}
+
+// What the worker does after a commit; only needed when no worker runs.
+async function tick() {
+  if (!workerRuns) await admin.query('SELECT ocx._bus_tick()');
+}
+
+test('an append wakes a LISTENing client on ocx_events and ocx_<category>', async () => {
+  const listener = await connect();
+  const writer = await connect();
+  await listener.query('LISTEN ocx_events');
+  await listener.query('LISTEN ocx_nodeorder');
+  const onEvents = waitFor(listener, 'ocx_events', (p) => p.streams.includes('nodeorder-1'));
+  const onCategory = waitFor(listener, 'ocx_nodeorder');
+  await writer.query(`SELECT ocx.append('nodeorder-1', 0,
+      '[{"type": "Placed", "data": {"n": 1}}, {"type": "Paid", "data": {"n": 2}}]')`);
+  await tick();
+  const ev = await onEvents;
+  const cat = await onCategory;
+  assert.ok(ev.count >= 2);
+  assert.ok(ev.types.includes('Placed') && ev.types.includes('Paid'));
+  assert.match(ev.cursor, /^\d+\/\d+$/);
+  assert.ok(cat.count >= 2);
+  // the wake-up's cursor is usable: reading up to it returns the events
+  const r = await writer.query(
+    `SELECT stream_id, type FROM ocx.read_all(NULL, NULL, NULL, ARRAY['nodeorder'])
+      WHERE "cursor" OPERATOR(ocx.<=) $1::ocx.cursor ORDER BY global_position`, [ev.cursor]);
+  assert.deepEqual(r.rows.map((x) => x.type), ['Placed', 'Paid']);
+  await close(listener);
+  await close(writer);
+});
+
+test('ocx.publish reaches listeners; oversized payloads are an OX310 error', async () => {
+  const listener = await connect();
+  await listener.query('LISTEN node_chat');
+  const got = waitFor(listener, 'node_chat');
+  await admin.query(`SELECT ocx.publish('node_chat', '{"hello": "node"}')`);
+  assert.deepEqual(await got, { hello: 'node' });
+  await assert.rejects(
+    admin.query(`SELECT ocx.publish('node_chat', jsonb_build_object('k', repeat('x', 9000)))`),
+    (e) => e.code === 'OX310');
+  await close(listener);
+});
+
+test('a subscriber polls and acks, disconnects mid-stream, and resumes with nothing lost or repeated', async () => {
+  await admin.query(`SELECT ocx.create_subscription('node_sub', categories => ARRAY['nodesub'])`);
+  const listener = await connect();
+  await listener.query('LISTEN ocx_nodesub');
+  const woke = waitFor(listener, 'ocx_nodesub', (p) => p.count >= 1);
+  const writer = await connect();
+  for (let i = 1; i <= 10; i++)
+    await writer.query(`SELECT ocx.append('nodesub-' || ($1::int % 3), NULL,
+        jsonb_build_object('type', 'Step', 'data', jsonb_build_object('i', $1::int)))`, [i]);
+  await tick();
+  await woke;
+
+  const processed = [];
+  let consumer = await connect();
+  // first batch: processed and acknowledged
+  let r = await consumer.query(`SELECT data, "cursor"::text AS cursor FROM ocx.poll('node_sub', 4)`);
+  assert.equal(r.rows.length, 4);
+  processed.push(...r.rows.map((x) => x.data.i));
+  await consumer.query('SELECT ocx.ack($1, $2::ocx.cursor)', ['node_sub', r.rows.at(-1).cursor]);
+  // second batch: received, then the client dies before it acknowledges
+  r = await consumer.query(`SELECT data FROM ocx.poll('node_sub', 4)`);
+  assert.equal(r.rows.length, 4);
+  await close(consumer);
+
+  // a new connection resumes after the acknowledged cursor
+  consumer = await connect();
+  for (;;) {
+    r = await consumer.query(`SELECT data, "cursor"::text AS cursor FROM ocx.poll('node_sub', 3)`);
+    if (r.rows.length === 0) break;
+    processed.push(...r.rows.map((x) => x.data.i));
+    await consumer.query('SELECT ocx.ack($1, $2::ocx.cursor)', ['node_sub', r.rows.at(-1).cursor]);
+  }
+  assert.deepEqual(processed, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  await close(consumer);
+  await close(listener);
+  await close(writer);
+});
+
+test('a consumer group of three clients receives every event exactly once', async () => {
+  await admin.query(`SELECT ocx.create_subscription('node_group', categories => ARRAY['nodegrp'],
+                                                    partitions => 6)`);
+  const members = ['c1', 'c2', 'c3'];
+  const conns = {};
+  for (const m of members) {
+    conns[m] = await connect();
+    await conns[m].query(`SELECT * FROM ocx.poll('node_group', 1, $1)`, [m]);
+  }
+  const writer = await connect();
+  const expected = [];
+  for (let i = 1; i <= 45; i++) {
+    const stream = `nodegrp-${i % 15}`;
+    await writer.query(`SELECT ocx.append($1, NULL,
+        jsonb_build_object('type', 'Item', 'data', jsonb_build_object('i', $2::int)))`, [stream, i]);
+    expected.push(i);
+  }
+  await tick();
+
+  const got = { c1: [], c2: [], c3: [] };
+  const perStream = {};
+  let idle = 0;
+  while (idle < 3) {
+    const counts = await Promise.all(members.map(async (m) => {
+      const r = await conns[m].query(
+        `SELECT stream_id, stream_version, data, "cursor"::text AS cursor
+           FROM ocx.poll('node_group', 5, $1)`, [m]);
+      for (const row of r.rows) {
+        got[m].push(row.data.i);
+        const s = (perStream[row.stream_id] ||= { consumers: new Set(), versions: [] });
+        s.consumers.add(m);
+        s.versions.push(Number(row.stream_version));
+      }
+      if (r.rows.length > 0)
+        await conns[m].query('SELECT ocx.ack($1, $2::ocx.cursor, $3)',
+                             ['node_group', r.rows.at(-1).cursor, m]);
+      return r.rows.length;
+    }));
+    idle = counts.every((n) => n === 0) ? idle + 1 : 0;
+  }
+  const all = [...got.c1, ...got.c2, ...got.c3].sort((a, b) => a - b);
+  assert.deepEqual(all, expected, 'every event exactly once');
+  for (const m of members) assert.ok(got[m].length > 0, `${m} received a share`);
+  for (const [stream, s] of Object.entries(perStream)) {
+    assert.deepEqual(s.versions, [...s.versions].sort((a, b) => a - b), `${stream} in order`);
+  }
+  for (const m of members) await close(conns[m]);
+  await close(writer);
+});
+
+test('commands: NOTIFY ocx_commands wakes a claimer that claims and completes', async () => {
+  const claimer = await connect();
+  await claimer.query('LISTEN ocx_commands');
+  const woke = waitFor(claimer, 'ocx_commands', (p) => p.types.includes('node.Email'));
+  const sent = await admin.query(`SELECT ocx.send_command('node.Email', '{"to": "a@example.org"}') AS id`);
+  await tick();
+  await woke;
+  const r = await claimer.query(`SELECT * FROM ocx.claim_commands(ARRAY['node.Email'], 10, '30 seconds', 'node')`);
+  assert.equal(r.rows.length, 1);
+  assert.equal(r.rows[0].command_id, sent.rows[0].id);
+  assert.equal(r.rows[0].correlation_id, sent.rows[0].id);
+  await claimer.query('SELECT ocx.complete_command($1, $2)', [r.rows[0].command_id, { delivered: true }]);
+  const s = await admin.query('SELECT status, result FROM ocx.command_status WHERE command_id = $1',
+                              [sent.rows[0].id]);
+  assert.deepEqual(s.rows[0], { status: 'succeeded', result: { delivered: true } });
+  await close(claimer);
+});
+
+test('ocx.to_cloudevent output is a valid CloudEvent for the official SDK', async () => {
+  await admin.query(`SELECT ocx.append('nodece-1', 0, '[
+      {"type": "com.example.order.placed", "data": {"total": 12.5, "items": ["a", "b"]},
+       "correlation_id": "11111111-2222-4333-8444-555555555555",
+       "metadata": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+      {"type": "com.example.order.paid", "data": {}, "source": "urn:example:payments"}]')`);
+  const r = await admin.query(`SELECT ocx.to_cloudevent(e) AS ce, e.event_id, e.type
+                                 FROM ocx.read_stream('nodece-1') e`);
+  assert.equal(r.rows.length, 2);
+  for (const row of r.rows) {
+    const ce = new CloudEvent(row.ce, true);   // strict: throws ValidationError when invalid
+    assert.equal(ce.validate(), true);
+    assert.equal(ce.specversion, '1.0');
+    assert.equal(ce.id, row.event_id);
+    assert.equal(ce.type, row.type);
+    assert.ok(ce.source.length > 0);
+  }
+  const first = new CloudEvent(r.rows[0].ce);
+  assert.deepEqual(first.data, { total: 12.5, items: ['a', 'b'] });
+  assert.equal(first.correlationid, '11111111-2222-4333-8444-555555555555');
+  // the SDK's own serialization goes back into ocx losslessly (under a new id)
+  const again = { ...JSON.parse(JSON.stringify(first)), id: '0194f1a2-0000-7000-8000-00000000c0de' };
+  await admin.query('SELECT ocx.append_cloudevents($1, 0, $2)', ['nodece-2', again]);
+  const back = await admin.query(`SELECT ocx.to_cloudevent(e) AS ce FROM ocx.read_stream('nodece-2') e`);
+  // (JavaScript dates keep milliseconds, so the time is compared at that precision)
+  const { time: t1, ...rest1 } = back.rows[0].ce;
+  const { time: t0, ...rest0 } = r.rows[0].ce;
+  assert.deepEqual(rest1, { ...rest0, id: again.id });
+  assert.equal(new Date(t1).getTime(), new Date(t0).getTime());
+  // and the SDK rejects what is not a CloudEvent, so the checks above mean something
+  const { type, ...typeless } = r.rows[0].ce;
+  assert.throws(() => new CloudEvent(typeless, true), ValidationError);
+});
