@@ -1,11 +1,109 @@
 /*
  * saga.c
- *		Placeholder: the worker's saga task does nothing yet.
+ *		The worker's saga task.
+ *
+ * A saga is a sequence of steps; each step sends a command through the
+ * command queue (commands.c, sql/parts/50_bus.sql) with correlation id = the
+ * saga id, and completes when an event of one of its success types with that
+ * correlation id is appended.  A failure event, a dead-lettered command, a
+ * timeout or ocx.abort_saga stop the saga, and the compensating commands of
+ * its completed steps are sent one at a time in reverse order.  The state
+ * machine, drawn in docs/sagas.md, is written in SQL (sql/parts/60_sagas.sql)
+ * because every transition is a handful of row changes in extension tables;
+ * this file drives it from the per-database worker.
+ *
+ * Each call of OcxSagaWorkerTick runs in its own transaction, which the
+ * worker starts and commits (worker.c).  One round:
+ *
+ *	1. locks the one row of ocx.saga_cursor (so concurrent rounds, say a
+ *	   test calling ocx._saga_tick() while the worker runs, serialize), takes
+ *	   the horizon pg_snapshot_xmin(pg_current_snapshot()) and reads the
+ *	   events after the cursor whose transaction is below it, in log order
+ *	   (txid, global_position): an event of a transaction that commits late
+ *	   is delayed, never skipped;
+ *	2. applies those correlated to running sagas: the next step's command is
+ *	   sent (ocx.send_command) in this same transaction, which also moves the
+ *	   cursor past the events read;
+ *	3. looks at the outstanding commands of active sagas (dead-lettered step
+ *	   commands, finished compensations) and at passed deadlines.
+ *
+ * Because the sends, the state changes and the cursor commit together, a
+ * worker killed at any point either did all of a round or none of it: a step
+ * is never sent twice and a success event is never lost.  Step and
+ * compensation command ids are derived from (saga id, step, do/undo), so a
+ * repeated send would be a no-op anyway.
+ *
+ * No shared memory: all state is in tables, protected by row locks.
  */
 #include "ocx.h"
+#include "ocx_saga.h"
+#include "ocx_worker.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(ocx_saga_tick);
+
+static SPIPlanPtr saga_run_plan = NULL;
+
+/*
+ * Run one round of the SQL state machine through a kept plan (prepared once
+ * per backend: the worker calls this on every loop iteration).
+ */
+static int32
+RunSagaRound(int32 max_events)
+{
+	Datum		arg = Int32GetDatum(max_events);
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	if (saga_run_plan == NULL)
+	{
+		Oid			argtype = INT4OID;
+		SPIPlanPtr	plan = SPI_prepare("SELECT ocx._saga_run($1)", 1, &argtype);
+
+		if (plan == NULL)
+			elog(ERROR, "ocx: SPI_prepare failed for the saga task: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		saga_run_plan = plan;
+	}
+	rc = SPI_execute_plan(saga_run_plan, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: the saga task failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/*
+ * The worker's saga task: one round in the caller's transaction.  Returns
+ * true when it made transitions or the event batch was full, so the worker
+ * loops again at once (the commands it sent also wake it at commit).
+ */
 bool
 OcxSagaWorkerTick(void)
 {
-	return false;
+	MemoryContext ctx,
+				old;
+	int32		done;
+
+	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx saga tick", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(ctx);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	done = RunSagaRound(Max(ocx_batch_size, 1));
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	return done > 0;
+}
+
+/* ocx._saga_tick(): the worker's saga task, for tests and worker-less setups. */
+Datum
+ocx_saga_tick(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(OcxSagaWorkerTick());
 }
