@@ -212,8 +212,12 @@ BEGIN
             END IF;
         END LOOP;
         nm := st->>'name';
-        IF jsonb_typeof(st->'name') IS DISTINCT FROM 'string' OR nm !~ '^[A-Za-z_][A-Za-z0-9_]{0,62}$' THEN
+        IF jsonb_typeof(st->'name') IS DISTINCT FROM 'string' THEN
             RAISE EXCEPTION 'invalid saga definition: % needs a "name"', what
+                USING ERRCODE = 'OX401', HINT = 'Name every step, e.g. "name": "reserve".';
+        END IF;
+        IF nm !~ '^[A-Za-z_][A-Za-z0-9_]{0,62}$' THEN
+            RAISE EXCEPTION 'invalid saga definition: % has an invalid name "%"', what, nm
                 USING ERRCODE = 'OX401',
                       DETAIL = 'A step name is an identifier: letters, digits and underscores, at most 63, not starting with a digit.';
         END IF;
