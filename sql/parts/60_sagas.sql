@@ -304,7 +304,7 @@ BEGIN
             norm := norm || jsonb_build_object('data', st->'data');
         END IF;
         IF tmo IS NOT NULL THEN
-            norm := norm || jsonb_build_object('timeout', tmo::text);
+            norm := norm || jsonb_build_object('timeout', st->'timeout');
         END IF;
         IF comp IS NOT NULL THEN
             norm := norm || jsonb_build_object('compensation', comp);
