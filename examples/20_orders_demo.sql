@@ -2,9 +2,13 @@
 -- Two orders go through: one is paid and confirmed; one fails at payment and
 -- its saga compensates (inventory released, then order cancelled).
 \set ON_ERROR_STOP 1
+\set QUIET 1
 \pset footer off
 \echo '== Orders: OrderPlaced -> reserve inventory -> charge payment -> confirm'
+\echo '   (loading the module examples/orders.sql)'
+\o /dev/null
 \ir orders.sql
+\o
 
 INSERT INTO orders.stock VALUES ('widget', 10, 0), ('gadget', 2, 0);
 INSERT INTO orders.wallets VALUES ('carol', 100), ('dave', 5);
