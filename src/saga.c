@@ -24,8 +24,9 @@
  *	2. applies those correlated to running sagas: the next step's command is
  *	   sent (ocx.send_command) in this same transaction, which also moves the
  *	   cursor past the events read;
- *	3. looks at the outstanding commands of active sagas (dead-lettered step
- *	   commands, finished compensations) and at passed deadlines.
+ *	3. looks at the outstanding commands of compensating sagas, at passed
+ *	   deadlines and, about once a second, at step commands that ended as
+ *	   dead letters.
  *
  * Because the sends, the state changes and the cursor commit together, a
  * worker killed at any point either did all of a round or none of it: a step
@@ -33,7 +34,8 @@
  * compensation command ids are derived from (saga id, step, do/undo), so a
  * repeated send would be a no-op anyway.
  *
- * No shared memory: all state is in tables, protected by row locks.
+ * No shared memory: all state is in tables, protected by row locks.  The
+ * only process-local state is when this worker last looked for dead letters.
  */
 #include "ocx.h"
 #include "ocx_saga.h"
@@ -43,27 +45,36 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(ocx_saga_tick);
 
+/*
+ * How often the worker looks for step commands that ended as dead letters:
+ * that check costs a lookup per running saga, and a dead letter comes only
+ * after retries with backoff, so once a second is soon enough.
+ */
+#define SAGA_DEAD_LETTER_CHECK_MS	1000
+
 static SPIPlanPtr saga_run_plan = NULL;
+static TimestampTz last_dead_letter_check = 0;
 
 /*
  * Run one round of the SQL state machine through a kept plan (prepared once
  * per backend: the worker calls this on every loop iteration).
  */
 static int32
-RunSagaRound(int32 max_events)
+RunSagaRound(int32 max_events, bool check_dead_letters)
 {
-	Datum		arg = Int32GetDatum(max_events);
+	Datum		args[2];
 	bool		isnull;
 	Datum		d;
 	int			rc;
 
 	if (saga_run_plan == NULL)
 	{
-		Oid			argtype = INT4OID;
-		SPIPlanPtr	plan = SPI_prepare("SELECT ocx._saga_run($1)", 1, &argtype);
+		Oid			argtypes[2] = {INT4OID, BOOLOID};
+		SPIPlanPtr	plan = SPI_prepare("SELECT ocx._saga_run($1, $2)", 2, argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "ocx: SPI_prepare failed for the saga task: %s",
@@ -71,11 +82,32 @@ RunSagaRound(int32 max_events)
 		SPI_keepplan(plan);
 		saga_run_plan = plan;
 	}
-	rc = SPI_execute_plan(saga_run_plan, &arg, NULL, false, 1);
+	args[0] = Int32GetDatum(max_events);
+	args[1] = BoolGetDatum(check_dead_letters);
+	rc = SPI_execute_plan(saga_run_plan, args, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ocx: the saga task failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/* One round in the caller's transaction, in its own memory context. */
+static bool
+SagaRound(bool check_dead_letters)
+{
+	MemoryContext ctx,
+				old;
+	int32		done;
+
+	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx saga tick", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(ctx);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	done = RunSagaRound(Max(ocx_batch_size, 1), check_dead_letters);
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	return done > 0;
 }
 
 /*
@@ -86,24 +118,23 @@ RunSagaRound(int32 max_events)
 bool
 OcxSagaWorkerTick(void)
 {
-	MemoryContext ctx,
-				old;
-	int32		done;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		check = TimestampDifferenceExceeds(last_dead_letter_check, now,
+												   SAGA_DEAD_LETTER_CHECK_MS);
+	bool		more = SagaRound(check);
 
-	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx saga tick", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(ctx);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ocx: SPI_connect failed");
-	done = RunSagaRound(Max(ocx_batch_size, 1));
-	SPI_finish();
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(ctx);
-	return done > 0;
+	/* reached only when the round ran without error */
+	if (check)
+		last_dead_letter_check = now;
+	return more;
 }
 
-/* ocx._saga_tick(): the worker's saga task, for tests and worker-less setups. */
+/*
+ * ocx._saga_tick(): one full round (dead letters included), for tests and
+ * deployments without the worker.
+ */
 Datum
 ocx_saga_tick(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(OcxSagaWorkerTick());
+	PG_RETURN_BOOL(SagaRound(true));
 }

@@ -443,7 +443,8 @@ COMMENT ON FUNCTION ocx._saga_send(ocx.saga_instances, integer, boolean, uuid) I
     'internal: send a saga step''s command or compensation through the command queue';
 REVOKE ALL ON FUNCTION ocx._saga_send(ocx.saga_instances, integer, boolean, uuid) FROM PUBLIC;
 
--- Send step k of saga i and make it the current step.
+-- Send step k of saga i and make it the current step (storing i.results,
+-- which the caller may have just extended).
 CREATE FUNCTION ocx._saga_send_step(i ocx.saga_instances, k integer, cause uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -452,7 +453,7 @@ DECLARE
     cmd uuid := ocx._saga_send(i, k, false, cause);
 BEGIN
     UPDATE ocx.saga_instances x
-       SET current_step = k, command_id = cmd, updated_at = now(),
+       SET current_step = k, command_id = cmd, results = i.results, updated_at = now(),
            deadline = now() + ((i.steps -> (k - 1)) ->> 'timeout')::interval
      WHERE x.saga_id = i.saga_id;
     PERFORM ocx._saga_log(i.saga_id, k, (i.steps -> (k - 1)) ->> 'name', 'step_sent', 'running', cmd);
@@ -639,11 +640,10 @@ BEGIN
     nm := st->>'name';
     IF st->'success' ? e.type THEN
         i.results := i.results || jsonb_build_object(nm, e.data);
-        UPDATE ocx.saga_instances x SET results = i.results, updated_at = now()
-         WHERE x.saga_id = i.saga_id;
         IF i.current_step = jsonb_array_length(i.steps) THEN
             UPDATE ocx.saga_instances x
-               SET state = 'completed', command_id = NULL, deadline = NULL, finished_at = now()
+               SET state = 'completed', results = i.results, command_id = NULL, deadline = NULL,
+                   updated_at = now(), finished_at = now()
              WHERE x.saga_id = i.saga_id;
             PERFORM ocx._saga_log(i.saga_id, i.current_step, nm, 'step_succeeded', 'completed',
                                   i.command_id, e.event_id, e.type);
@@ -667,10 +667,12 @@ COMMENT ON FUNCTION ocx._saga_on_event(ocx.events) IS
 REVOKE ALL ON FUNCTION ocx._saga_on_event(ocx.events) FROM PUBLIC;
 
 -- One round of the saga task: events after the cursor, then finished
--- commands (dead-lettered steps, compensations done), then timeouts.
--- Returns the number of transitions made plus max_events when the event
--- batch was full (the caller runs it again at once).
-CREATE FUNCTION ocx._saga_run(max_events integer) RETURNS integer
+-- compensations, then timeouts, and with check_dead_letters the step
+-- commands that ended as dead letters (a slow path: the caller asks for it
+-- about once a second, as it costs a lookup per running saga).  Returns the
+-- number of transitions made plus max_events when the event batch was full
+-- (the caller runs it again at once).
+CREATE FUNCTION ocx._saga_run(max_events integer, check_dead_letters boolean) RETURNS integer
     LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -684,6 +686,8 @@ DECLARE
     e       ocx.events;
     r       record;
     i       ocx.saga_instances;
+    cstatus text;
+    cerror  text;
 BEGIN
     SELECT * INTO STRICT cur FROM ocx.saga_cursor c FOR UPDATE;
     -- every transaction below the horizon has finished: events before it
@@ -727,32 +731,42 @@ BEGIN
         UPDATE ocx.saga_cursor c SET txid = last_tx, global_position = last_gp, updated_at = now();
     END IF;
 
-    -- commands that finished: a dead-lettered step, a compensation done or dead
+    -- compensations whose command finished, and (on request) dead-lettered
+    -- step commands; a lookup by primary key per active saga, then each
+    -- candidate is locked and checked again
     FOR r IN
-        SELECT x.saga_id, c.status, c.last_error FROM ocx.saga_instances x
+        SELECT x.saga_id
+          FROM ocx.saga_instances x
           JOIN ocx.commands c ON c.command_id = x.command_id
-         WHERE x.state IN ('running', 'compensating')
-           AND (c.status = 'dead_letter' OR (x.state = 'compensating' AND c.status = 'succeeded'))
-           FOR UPDATE OF x SKIP LOCKED
+         WHERE x.state = 'compensating' AND c.status IN ('succeeded', 'dead_letter')
+        UNION ALL
+        SELECT x.saga_id
+          FROM ocx.saga_instances x
+          JOIN ocx.commands c ON c.command_id = x.command_id
+         WHERE check_dead_letters AND x.state = 'running' AND c.status = 'dead_letter'
     LOOP
-        SELECT * INTO i FROM ocx.saga_instances x WHERE x.saga_id = r.saga_id;
-        IF i.state = 'running' THEN
+        SELECT * INTO i FROM ocx.saga_instances x WHERE x.saga_id = r.saga_id FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        SELECT c.status, c.last_error INTO cstatus, cerror FROM ocx.commands c WHERE c.command_id = i.command_id;
+        IF i.state = 'running' AND cstatus = 'dead_letter' THEN
             PERFORM ocx._saga_compensate(i, false, 'step_dead_letter',
                                          format('the command of step "%s" was dead-lettered: %s',
-                                                (i.steps -> (i.current_step - 1)) ->> 'name', r.last_error));
-        ELSIF r.status = 'succeeded' THEN
+                                                (i.steps -> (i.current_step - 1)) ->> 'name', cerror));
+        ELSIF i.state = 'compensating' AND cstatus = 'succeeded' THEN
             PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
                                   'compensation_succeeded', 'compensating', i.command_id);
             PERFORM ocx._saga_next_compensation(i.saga_id, i.command_id);
-        ELSE
+        ELSIF i.state = 'compensating' AND cstatus = 'dead_letter' THEN
             UPDATE ocx.saga_instances x
                SET state = 'failed', command_id = NULL, updated_at = now(), finished_at = now(),
                    error = format('the compensation of step "%s" failed: %s',
-                                  (i.steps -> (i.current_step - 1)) ->> 'name', r.last_error)
+                                  (i.steps -> (i.current_step - 1)) ->> 'name', cerror)
              WHERE x.saga_id = i.saga_id;
             PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
-                                  'compensation_failed', 'failed', i.command_id, NULL, NULL, r.last_error);
+                                  'compensation_failed', 'failed', i.command_id, NULL, NULL, cerror);
             PERFORM ocx._saga_log(i.saga_id, NULL, NULL, 'failed', 'failed');
+        ELSE
+            CONTINUE;
         END IF;
         done := done + 1;
     END LOOP;
@@ -773,9 +787,9 @@ BEGIN
     RETURN done + CASE WHEN seen >= max_events THEN max_events ELSE 0 END;
 END
 $fn$;
-COMMENT ON FUNCTION ocx._saga_run(integer) IS
+COMMENT ON FUNCTION ocx._saga_run(integer, boolean) IS
     'internal: one round of the saga task (events in log order, finished commands, timeouts); returns the work done';
-REVOKE ALL ON FUNCTION ocx._saga_run(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ocx._saga_run(integer, boolean) FROM PUBLIC;
 
 CREATE FUNCTION ocx._saga_tick() RETURNS boolean
     LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
