@@ -27,6 +27,11 @@ BEGIN
               AND (SELECT lag_events FROM ocx.projection_status WHERE name = 'orders.order_view') = 0;
         PERFORM pg_sleep(0.1);
     END LOOP;
+    IF (SELECT count(*) FROM ocx.saga_instances
+         WHERE saga_name = 'order_fulfillment' AND state IN ('completed', 'compensated', 'failed')) < 2 THEN
+        RAISE WARNING 'the ocx worker has not finished the sagas after 30 seconds'
+            USING HINT = 'Check that shared_preload_libraries includes ocx and see SELECT * FROM ocx.worker_status().';
+    END IF;
 END $$;
 
 \echo
