@@ -49,6 +49,7 @@ typedef struct OcxDbSlot
 	Latch	   *latch;			/* the worker's latch while RUNNING */
 	bool		wake_pending;	/* a wake-up arrived before it attached */
 	bool		stop_requested; /* leave as soon as possible */
+	int			stop_hold_ms;	/* then no worker for this long */
 	OcxExitReason exit_reason;
 	TimestampTz restart_at;		/* HOLD: when a worker may start again */
 	int			failures;		/* consecutive failed starts (backoff) */

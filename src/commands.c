@@ -43,6 +43,7 @@ PG_FUNCTION_INFO_V1(ocx_command_tick);
 
 typedef enum CmdPlan
 {
+	CMD_PLAN_PEEK,
 	CMD_PLAN_CLAIM,
 	CMD_PLAN_COMPLETE,
 	CMD_PLAN_FAIL,
@@ -50,19 +51,27 @@ typedef enum CmdPlan
 } CmdPlan;
 
 static const char *const cmd_plan_sql[CMD_NUM_PLANS] = {
+	[CMD_PLAN_PEEK] =
+	"SELECT EXISTS (SELECT 1 FROM ocx.command_handlers h WHERE h.handler IS NOT NULL AND ("
+	"EXISTS (SELECT 1 FROM ocx.commands c WHERE c.status OPERATOR(pg_catalog.=) 'pending' "
+	"AND c.type OPERATOR(pg_catalog.=) h.command_type AND c.run_after OPERATOR(pg_catalog.<=) pg_catalog.now()) "
+	"OR EXISTS (SELECT 1 FROM ocx.commands c WHERE c.status OPERATOR(pg_catalog.=) 'running' "
+	"AND c.type OPERATOR(pg_catalog.=) h.command_type "
+	"AND c.claimed_until OPERATOR(pg_catalog.<) pg_catalog.now())))",
 	[CMD_PLAN_CLAIM] =
 	"SELECT c, c.command_id, c.correlation_id, h.handler::pg_catalog.oid, "
 	"h.handler_role::pg_catalog.oid "
-	"FROM ocx._claim_commands(NULL, 1, '1 hour', 'ocx worker', true) c "
+	"FROM ocx._claim_commands((SELECT pg_catalog.array_agg(x.command_type) "
+	"FROM ocx.command_handlers x WHERE x.handler IS NOT NULL), 1, '1 hour', 'ocx worker') c "
 	"JOIN ocx.command_handlers h ON h.command_type OPERATOR(pg_catalog.=) c.type",
 	[CMD_PLAN_COMPLETE] =
 	"SELECT ocx.complete_command($1, $2)",
 	[CMD_PLAN_FAIL] =
 	"SELECT ocx.fail_command($1, $2)",
 };
-static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 2, 2};
+static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 0, 2, 2};
 static const Oid cmd_plan_args[CMD_NUM_PLANS][2] = {
-	{0}, {UUIDOID, JSONBOID}, {UUIDOID, TEXTOID}
+	{0}, {0}, {UUIDOID, JSONBOID}, {UUIDOID, TEXTOID}
 };
 static SPIPlanPtr cmd_plans[CMD_NUM_PLANS];
 
@@ -182,7 +191,16 @@ OcxCommandWorkerTick(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
 
-	while (done < COMMAND_BATCH)
+	/* one cheap look first: usually there is nothing for a server handler */
+	{
+		bool		isnull;
+
+		RunCmdPlan(CMD_PLAN_PEEK, NULL, NULL);
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			done = -1;
+	}
+
+	while (done >= 0 && done < COMMAND_BATCH)
 	{
 		HeapTuple	tup;
 		TupleDesc	desc;

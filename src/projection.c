@@ -42,6 +42,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -92,7 +93,8 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
-		"e.event_id, e.type "
+		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
+		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent' "
 		"FROM ocx.read_all(ocx.cursor($1, $2), $3, $4, $5) e",
 		5, {XID8OID, INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
 	},
@@ -159,6 +161,9 @@ typedef struct BatchEvent
 	int64		stream_version;
 	pg_uuid_t	event_id;
 	char	   *type;
+	char	   *correlation_id; /* the event's, else its id */
+	char	   *causation_id;	/* the event's id */
+	char	   *traceparent;	/* from its metadata, or NULL */
 } BatchEvent;
 
 /* A running inline projection, as cached by a backend. */
@@ -199,6 +204,7 @@ GetProjPlan(ProjPlan which)
 	return proj_plans[which];
 }
 
+/* Execute a kept plan; returns SPI_processed. */
 static uint64
 RunProjPlan(ProjPlan which, Datum *values, const char *nulls)
 {
@@ -223,6 +229,7 @@ GetCol(int row, int col, bool *isnull)
 	return datumCopy(d, att->attbyval, att->attlen);
 }
 
+/* A text column of the last SPI result as a C string (NULL for NULL). */
 static char *
 GetText(int row, int col)
 {
@@ -252,6 +259,7 @@ TextArrayStrings(Datum arr, bool isnull, int *n)
 	return out;
 }
 
+/* Whether s[0..len) is in list (a NULL list holds everything). */
 static bool
 InList(char **list, int n, const char *s, size_t len)
 {
@@ -283,6 +291,49 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 }
 
 /*
+ * What a handler appends is caused by the event it handles and shares its
+ * correlation id (and trace): set the settings append reads, as SET LOCAL
+ * does, so they end with the batch's transaction (or with the subtransaction
+ * that fails).  Only changed values are set: PG15's GUC stack is not cheap.
+ * set_correlation etc. remember what is set; NULL means "unknown, set it".
+ */
+static const char *set_correlation = NULL;
+static const char *set_causation = NULL;
+static const char *set_traceparent = NULL;
+
+/* After a rollback or at a new batch nothing is known to be set. */
+static void
+ForgetEventSettings(void)
+{
+	set_correlation = set_causation = set_traceparent = NULL;
+}
+
+static void
+SetEventSettings(BatchEvent *ev)
+{
+	const char *trace = ev->traceparent ? ev->traceparent : "";
+
+	if (set_correlation == NULL || strcmp(set_correlation, ev->correlation_id) != 0)
+	{
+		set_config_option("ocx.correlation_id", ev->correlation_id, PGC_USERSET,
+						  PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		set_correlation = ev->correlation_id;
+	}
+	if (set_causation == NULL || strcmp(set_causation, ev->causation_id) != 0)
+	{
+		set_config_option("ocx.causation_id", ev->causation_id, PGC_USERSET,
+						  PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		set_causation = ev->causation_id;
+	}
+	if (set_traceparent == NULL || strcmp(set_traceparent, trace) != 0)
+	{
+		if (set_config_option("ocx.traceparent", trace, PGC_USERSET,
+							  PGC_S_SESSION, GUC_ACTION_LOCAL, true, WARNING, false) > 0)
+			set_traceparent = trace;
+	}
+}
+
+/*
  * Apply events[from..to) in one subtransaction.  On error the subtransaction
  * is rolled back, *edata (in the caller's context) says why, and false is
  * returned; the caller's transaction goes on.
@@ -304,6 +355,7 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 		for (i = from; i < to; i++)
 		{
 			CHECK_FOR_INTERRUPTS();
+			SetEventSettings(&events[i]);
 			CallHandler(flinfo, owner, events[i].event);
 		}
 		ReleaseCurrentSubTransaction();
@@ -318,6 +370,7 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
+		ForgetEventSettings();	/* the rollback undid them */
 		ok = false;
 	}
 	PG_END_TRY();
@@ -381,6 +434,7 @@ OcxProjectionFailed(const char *name, const char *message)
 	SPI_finish();
 }
 
+/* Change a projection's state (the trigger invalidates inline caches). */
 static void
 SetState(const char *name, const char *state)
 {
@@ -546,6 +600,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		events[i].stream_version = DatumGetInt64(GetCol(i, 6, &isnull));
 		memcpy(&events[i].event_id, DatumGetUUIDP(GetCol(i, 7, &isnull)), sizeof(pg_uuid_t));
 		events[i].type = GetText(i, 8);
+		events[i].correlation_id = GetText(i, 9);
+		events[i].causation_id = GetText(i, 10);
+		events[i].traceparent = GetText(i, 11);
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -568,6 +625,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	}
 
 	fmgr_info_cxt(handler, &flinfo, cxt);
+	ForgetEventSettings();
 
 	/* fast path: the whole batch in one subtransaction */
 	i = 0;

@@ -16,7 +16,8 @@
  *	- DROP DATABASE, ALTER DATABASE (rename, tablespace) and CREATE DATABASE
  *	  from a template need the database to themselves: a ProcessUtility hook
  *	  asks the database's worker to leave (and the launcher to hold off)
- *	  before the command runs, so they are never blocked by a worker;
+ *	  before the command runs, so they are never blocked by a worker; DROP
+ *	  EXTENSION ocx does the same, so it never waits for a long batch;
  *	- a worker that fails is restarted with a growing delay; when the
  *	  postmaster has no free worker slot the launcher warns and retries.
  *
@@ -69,12 +70,19 @@ int			ocx_naptime = 5000;
 int			ocx_batch_size = 1000;
 char	   *ocx_databases = NULL;
 
-/* how long a database stays without worker after DROP/ALTER DATABASE asked */
-#define OCX_STOP_HOLD_MS		10000
+/*
+ * How long a database stays without worker after DROP/ALTER DATABASE asked
+ * (DROP DATABASE waits up to 5 s for other sessions to leave), and after
+ * DROP EXTENSION asked.
+ */
+#define OCX_STOP_HOLD_MS		6000
+#define OCX_EXT_HOLD_MS			500
 /* the launcher looks for new databases this often */
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
+/* shortest time between two passes of a database worker that found no work */
+#define OCX_MIN_PASS_MS			2
 /* longest back-off after repeated errors */
 #define OCX_MAX_BACKOFF_MS		30000
 
@@ -226,7 +234,7 @@ ocx_wake_worker(PG_FUNCTION_ARGS)
  * lock while signalling keeps the pid from being reused under us.
  */
 static void
-StopDatabaseWorker(Oid dboid)
+StopDatabaseWorker(Oid dboid, int hold_ms)
 {
 	int			i;
 	Latch	   *launcher = NULL;
@@ -241,6 +249,7 @@ StopDatabaseWorker(Oid dboid)
 		if (slot->state == OCX_SLOT_FREE || slot->dboid != dboid)
 			continue;
 		slot->stop_requested = true;
+		slot->stop_hold_ms = hold_ms;
 		slot->wake_pending = false;
 		if (slot->state == OCX_SLOT_RUNNING && slot->pid != 0)
 			kill(slot->pid, SIGTERM);
@@ -248,7 +257,7 @@ StopDatabaseWorker(Oid dboid)
 		{
 			slot->state = OCX_SLOT_HOLD;
 			slot->restart_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   OCX_STOP_HOLD_MS);
+														   hold_ms);
 		}
 		launcher = OcxShmem->launcher_latch;
 	}
@@ -302,11 +311,27 @@ OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		case T_CreatedbStmt:
 			dbname = DatabaseOption(((CreatedbStmt *) stmt)->options, "template");
 			break;
+		case T_TransactionStmt:
+			/* a prepared append becomes visible: wake the worker */
+			if (((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+				OcxWakeWorkerAtCommit();
+			break;
+		case T_DropStmt:
+			/* DROP EXTENSION ocx: do not wait for the worker's batch */
+			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((DropStmt *) stmt)->objects)
+					if (strcmp(strVal(lfirst(lc)), "ocx") == 0)
+						StopDatabaseWorker(MyDatabaseId, OCX_EXT_HOLD_MS);
+			}
+			break;
 		default:
 			break;
 	}
 	if (dbname != NULL)
-		StopDatabaseWorker(get_database_oid(dbname, true));
+		StopDatabaseWorker(get_database_oid(dbname, true), OCX_STOP_HOLD_MS);
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -379,6 +404,7 @@ ScanDatabases(int *count)
 	return dbs;
 }
 
+/* Whether oid is in the scanned list and accepts a worker. */
 static bool
 DatabaseConnectable(OcxDatabase *dbs, int n, Oid oid)
 {
@@ -526,6 +552,12 @@ ManageSlots(bool *rescan)
 				/* FALLTHROUGH */
 
 			case OCX_SLOT_REQUESTED:
+				if (dbs == NULL)
+				{
+					/* requested since we looked: next pass, with the list */
+					sleep_ms = 0;
+					break;
+				}
 				if (!DatabaseConnectable(dbs, ndbs, slot->dboid))
 				{
 					slot->state = OCX_SLOT_FREE;
@@ -570,7 +602,7 @@ ManageSlots(bool *rescan)
 						break;
 					case OCX_EXIT_STOP_REQUESTED:
 						slot->state = OCX_SLOT_HOLD;
-						slot->restart_at = TimestampTzPlusMilliseconds(now, OCX_STOP_HOLD_MS);
+						slot->restart_at = TimestampTzPlusMilliseconds(now, slot->stop_hold_ms);
 						break;
 					case OCX_EXIT_UNKNOWN:
 						slot->failures++;
@@ -743,6 +775,64 @@ DatabaseServed(void)
 	return found;
 }
 
+/*
+ * Projections whose batch failed outside their handlers (a missing handler,
+ * say) wait with a growing delay of their own, so that the others go on at
+ * full speed.
+ */
+typedef struct ProjectionBackoff
+{
+	char		name[NAMEDATALEN];
+	int			delay_ms;
+	TimestampTz retry_at;
+} ProjectionBackoff;
+
+#define OCX_MAX_BACKOFFS 64
+static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
+static int	n_backoffs = 0;
+
+/* The backoff entry of a projection, or NULL. */
+static ProjectionBackoff *
+FindBackoff(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < n_backoffs; i++)
+		if (strcmp(backoffs[i].name, name) == 0)
+			return &backoffs[i];
+	return NULL;
+}
+
+/* A projection's batch failed: double its delay (0.5 s to 30 s). */
+static void
+NoteBackoff(const char *name, TimestampTz *next_due)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb == NULL)
+	{
+		if (n_backoffs == OCX_MAX_BACKOFFS)
+			return;
+		pb = &backoffs[n_backoffs++];
+		strlcpy(pb->name, name, NAMEDATALEN);
+		pb->delay_ms = 0;
+	}
+	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
+	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
+	if (pb->retry_at < *next_due)
+		*next_due = pb->retry_at;
+}
+
+/* A projection's batch succeeded: no more delay. */
+static void
+ForgetBackoff(const char *name)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb)
+		*pb = backoffs[--n_backoffs];
+}
+
 typedef bool (*OcxStepFn) (void *arg);
 
 /*
@@ -815,6 +905,7 @@ typedef struct BatchStep
 	TimestampTz next_due;
 } BatchStep;
 
+/* RunStep adapters: one projection batch, recording a failure, a tick. */
 static bool
 StepBatch(void *arg)
 {
@@ -838,12 +929,15 @@ StepFailed(void *arg)
 	return false;
 }
 
+typedef struct TickStep
+{
+	bool		(*tick) (void);
+} TickStep;
+
 static bool
 StepTick(void *arg)
 {
-	bool		(*tick) (void) = (bool (*) (void)) arg;
-
-	return tick();
+	return ((TickStep *) arg)->tick();
 }
 
 /* The per-database worker's main loop. */
@@ -854,6 +948,11 @@ OcxDatabaseWorkerMain(Datum arg)
 	Oid			dboid;
 	bool		pending;
 	int			backoff_ms = 0;
+	bool		more = false;
+	TimestampTz last_pass = 0;
+	TickStep	bus_tick = {OcxBusWorkerTick};
+	TickStep	command_tick = {OcxCommandWorkerTick};
+	TickStep	saga_tick = {OcxSagaWorkerTick};
 
 	my_slot = DatumGetInt32(arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
@@ -900,7 +999,6 @@ OcxDatabaseWorkerMain(Datum arg)
 	{
 		ListStep	ls;
 		bool		failed = false;
-		bool		more = false;
 		TimestampTz now;
 		TimestampTz next_due;
 		ListCell   *lc;
@@ -914,10 +1012,23 @@ OcxDatabaseWorkerMain(Datum arg)
 		}
 		if (slot->stop_requested)
 			WorkerExit(OCX_EXIT_STOP_REQUESTED);
+
+		/*
+		 * Under a stream of appends the latch is set again and again; after a
+		 * pass that found nothing to do, let wake-ups gather for a moment
+		 * rather than run a pass per append.
+		 */
+		now = GetCurrentTimestamp();
+		if (!more && last_pass != 0 &&
+			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
+			pg_usleep(OCX_MIN_PASS_MS * 1000L -
+					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
 		ResetLatch(MyLatch);
 		MemoryContextReset(worker_context);
 
 		now = GetCurrentTimestamp();
+		last_pass = now;
+		more = false;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
 
 		memset(&ls, 0, sizeof(ls));
@@ -935,10 +1046,19 @@ OcxDatabaseWorkerMain(Datum arg)
 			char	   *activity;
 			char	   *message = NULL;
 			bool		batch_failed = false;
+			ProjectionBackoff *pb;
 
 			CHECK_FOR_INTERRUPTS();
 			bs.name = (const char *) lfirst(lc);
 			bs.next_due = next_due;
+			pb = FindBackoff(bs.name);
+			if (pb && pb->retry_at > now)
+			{
+				/* this one failed lately: the others go on meanwhile */
+				if (pb->retry_at < next_due)
+					next_due = pb->retry_at;
+				continue;
+			}
 			activity = psprintf("ocx worker: projection %s", bs.name);
 			if (RunStep(StepBatch, &bs, activity, &batch_failed, &message))
 				more = true;
@@ -946,21 +1066,25 @@ OcxDatabaseWorkerMain(Datum arg)
 			{
 				FailedStep	fs = {bs.name, message};
 
-				failed = true;
 				RunStep(StepFailed, &fs, activity, &failed, NULL);
+				NoteBackoff(bs.name, &next_due);
 			}
-			else if (bs.next_due < next_due)
-				next_due = bs.next_due;
+			else
+			{
+				ForgetBackoff(bs.name);
+				if (bs.next_due < next_due)
+					next_due = bs.next_due;
+			}
 		}
 
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxBusWorkerTick, "ocx worker: bus", &failed, NULL))
+		if (RunStep(StepTick, &bus_tick, "ocx worker: bus", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxCommandWorkerTick, "ocx worker: commands", &failed, NULL))
+		if (RunStep(StepTick, &command_tick, "ocx worker: commands", &failed, NULL))
 			more = true;
 		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, (void *) OcxSagaWorkerTick, "ocx worker: sagas", &failed, NULL))
+		if (RunStep(StepTick, &saga_tick, "ocx worker: sagas", &failed, NULL))
 			more = true;
 
 		if (failed)
@@ -995,6 +1119,7 @@ OcxDatabaseWorkerMain(Datum arg)
  * ---------------------------------------------------------------------
  */
 
+/* How worker_status() names a slot state. */
 static const char *
 SlotStateName(OcxSlotState s)
 {

@@ -5,6 +5,11 @@
 -- inlines them into the caller's query, so a read costs what the indexed
 -- SELECT costs, and names were resolved at CREATE EXTENSION time, so nothing
 -- planted on the caller's search_path is ever called.
+--
+-- Every row passes through ocx._upcast / ocx._upcast_version (C, over the
+-- cached definitions of 30_aggregates.sql): events are stored as written and
+-- read at their type's current schema version.  Both return their argument
+-- untouched when the type needs no upcasting.
 -- ---------------------------------------------------------------------------
 
 -- Argument checks that raise ocx errors (IMMUTABLE: folded at plan time when
@@ -24,13 +29,26 @@ CREATE FUNCTION ocx._version_arg(from_version bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'ocx_version_arg';
 COMMENT ON FUNCTION ocx._version_arg(bigint) IS 'internal: a version >= 1 (NULL means 1), else raises OX010';
 
+-- Upcasting on read (C, cached definitions; returns its input untouched when
+-- the type needs no upcasting, so reads stay as cheap as the SELECT).
+CREATE FUNCTION ocx._upcast(type text, schema_version integer, data jsonb) RETURNS jsonb
+    LANGUAGE C STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_upcast';
+COMMENT ON FUNCTION ocx._upcast(text, integer, jsonb) IS 'internal: data upcast to its type''s current schema version';
+
+CREATE FUNCTION ocx._upcast_version(type text, schema_version integer) RETURNS integer
+    LANGUAGE C STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_upcast_version';
+COMMENT ON FUNCTION ocx._upcast_version(text, integer) IS 'internal: the schema version ocx._upcast brings an event to';
+
 CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT 1, max_count integer DEFAULT NULL)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-           e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+           ocx._upcast_version(e.type, e.schema_version), e.time,
+           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
        AND e.stream_version >= ocx._version_arg(read_stream.from_version)
@@ -46,8 +64,9 @@ CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer 
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-           e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+           ocx._upcast_version(e.type, e.schema_version), e.time,
+           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
        AND (e.txid, e.global_position) > (COALESCE(ocx.txid(read_all."after"), '0'::xid8),

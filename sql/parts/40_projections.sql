@@ -80,6 +80,8 @@ COMMENT ON TABLE ocx.dead_letters IS
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.projections', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('ocx.dead_letters', 'id')::pg_catalog.regclass, '');
 REVOKE ALL ON ocx.projections FROM PUBLIC;
 REVOKE ALL ON ocx.dead_letters FROM PUBLIC;
 
@@ -296,6 +298,12 @@ DECLARE
     p ocx.projections := ocx._projection_row(name);
 BEGIN
     PERFORM ocx._require_workers('ocx.rebuild_projection()');
+    -- An inline projection: no append may be in flight while its read model
+    -- is reset (one that still saw it running would survive the reset and be
+    -- replayed again); appends after our commit see it rebuilding.
+    IF p.mode OPERATOR(pg_catalog.=) 'inline' THEN
+        LOCK TABLE ocx.streams IN SHARE MODE;
+    END IF;
     IF p.reset IS NOT NULL THEN
         EXECUTE pg_catalog.format('SELECT %s()', p.reset::pg_catalog.regprocedure::pg_catalog.regproc);
     END IF;

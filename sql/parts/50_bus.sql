@@ -210,6 +210,9 @@ BEGIN
             USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
     END IF;
 
+    -- forget consumers gone for long (their partitions were taken over long ago)
+    DELETE FROM ocx.subscription_consumers c
+     WHERE c.subscription = sub.name AND c.last_seen < now() - sub.lease * 10;
     INSERT INTO ocx.subscription_consumers AS c (subscription, consumer, last_seen)
         VALUES (sub.name, poll.consumer, now())
         ON CONFLICT ON CONSTRAINT subscription_consumers_pkey DO UPDATE SET last_seen = excluded.last_seen;
@@ -379,7 +382,9 @@ CREATE TABLE ocx.commands (
     CONSTRAINT commands_status_check
         CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
 );
-CREATE INDEX commands_ready_idx ON ocx.commands (type, seq) WHERE status IN ('pending', 'running');
+-- the claim: pending commands of a type in queue order; expired claims
+CREATE INDEX commands_pending_idx ON ocx.commands (type, seq) WHERE status = 'pending';
+CREATE INDEX commands_running_idx ON ocx.commands (claimed_until) WHERE status = 'running';
 CREATE INDEX commands_log_order_idx ON ocx.commands (txid, seq);
 COMMENT ON TABLE ocx.commands IS 'the command queue: every command, its status, attempts and result';
 
@@ -543,45 +548,60 @@ $$;
 COMMENT ON FUNCTION ocx.send_command(text, jsonb, uuid, uuid, uuid, jsonb, timestamptz) IS
     'put a command in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
 
--- The claim both clients and the worker use.  in_server picks commands whose
--- type has a handler function (the worker) or has none (clients).
+-- The claim both clients and the worker use: expired claims first (they come
+-- back, or become dead letters when their attempts are used up), then pending
+-- commands oldest first.  Each step is an index scan with SKIP LOCKED, so
+-- competing claimers never wait for each other.
 CREATE FUNCTION ocx._claim_commands(types text[], max_count integer, visibility_timeout interval,
-                                    claimer text, in_server boolean)
+                                    claimer text)
     RETURNS SETOF ocx.command
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    ids     uuid[];
+    more    uuid[];
 BEGIN
-    -- a claim whose lease ran out with no attempts left goes to the dead letters
-    WITH dead AS (
-        UPDATE ocx.commands c SET status = 'dead_letter', claimed_by = NULL, claimed_until = NULL,
-               updated_at = now(), finished_at = now(),
-               last_error = coalesce(c.last_error, 'the claim expired')
-          FROM (SELECT c2.command_id FROM ocx.commands c2
-                  LEFT JOIN ocx.command_handlers h ON h.command_type = c2.type
-                 WHERE c2.status = 'running'
-                   AND c2.claimed_until < now()
-                   AND c2.attempts >= coalesce(h.max_attempts, 5)
-                   AND (types IS NULL OR c2.type = ANY (types))
-                 FOR UPDATE OF c2 SKIP LOCKED) d
-         WHERE c.command_id = d.command_id
-        RETURNING c.command_id, c.attempts)
-    INSERT INTO ocx.command_history (command_id, event, attempt, actor, detail)
-        SELECT dead.command_id, 'dead_letter', dead.attempts, claimer, 'the claim expired'
-          FROM dead;
+    IF types IS NULL OR cardinality(types) = 0 THEN
+        RETURN;
+    END IF;
+    -- (COLLATE "default": parameters may carry the caller's collation, and
+    -- only the column's own collation lets the planner use the indexes)
 
-    RETURN QUERY
-    WITH picked AS (
-        SELECT c.command_id FROM ocx.commands c
-         WHERE (types IS NULL OR c.type = ANY (types))
-           AND ((c.status = 'pending' AND c.run_after <= now())
-                OR (c.status = 'running' AND c.claimed_until < now()))
-           AND in_server = EXISTS (
-                SELECT 1 FROM ocx.command_handlers h
-                 WHERE h.command_type = c.type AND h.handler IS NOT NULL)
-         ORDER BY c.seq
-         LIMIT max_count
-         FOR UPDATE SKIP LOCKED),
+    -- expired claims are rare: look for them with a cheap index probe first
+    IF EXISTS (SELECT 1 FROM ocx.commands c WHERE c.status = 'running' AND c.claimed_until < now()) THEN
+        WITH dead AS (
+            UPDATE ocx.commands c SET status = 'dead_letter', claimed_by = NULL, claimed_until = NULL,
+                   updated_at = now(), finished_at = now(),
+                   last_error = coalesce(c.last_error, 'the claim expired')
+              FROM (SELECT c2.command_id FROM ocx.commands c2
+                      LEFT JOIN ocx.command_handlers h ON h.command_type = c2.type
+                     WHERE c2.status = 'running' AND c2.claimed_until < now()
+                       AND c2.type = ANY (types COLLATE "default")
+                       AND c2.attempts >= coalesce(h.max_attempts, 5)
+                     FOR UPDATE OF c2 SKIP LOCKED) d
+             WHERE c.command_id = d.command_id
+            RETURNING c.command_id, c.attempts)
+        INSERT INTO ocx.command_history (command_id, event, attempt, actor, detail)
+            SELECT dead.command_id, 'dead_letter', dead.attempts, claimer, 'the claim expired'
+              FROM dead;
+
+        SELECT array_agg(x.command_id) INTO ids FROM (
+            SELECT c.command_id FROM ocx.commands c
+             WHERE c.status = 'running' AND c.claimed_until < now() AND c.type = ANY (types COLLATE "default")
+             ORDER BY c.claimed_until
+             LIMIT max_count
+             FOR UPDATE SKIP LOCKED) x;
+    END IF;
+    -- the common case, in one statement: the oldest pending commands
+    IF ids IS NULL AND cardinality(types) = 1 THEN
+        RETURN QUERY
+        WITH picked AS (
+            SELECT c.command_id FROM ocx.commands c
+             WHERE c.status = 'pending' AND c.type = (types[1] COLLATE "default") AND c.run_after <= now()
+             ORDER BY c.seq
+             LIMIT max_count
+             FOR UPDATE SKIP LOCKED),
     claimed AS (
         UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
                claimed_by = claimer, claimed_until = now() + visibility_timeout,
@@ -594,11 +614,72 @@ BEGIN
     SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
            claimed.causation_id, claimed.attempts
       FROM claimed ORDER BY claimed.seq;
+        RETURN;
+    ELSIF ids IS NULL THEN
+        RETURN QUERY
+        WITH picked AS (
+            SELECT c.command_id FROM ocx.commands c
+             WHERE c.status = 'pending' AND c.type = ANY (types COLLATE "default") AND c.run_after <= now()
+             ORDER BY c.seq
+             LIMIT max_count
+             FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
+               claimed_by = claimer, claimed_until = now() + visibility_timeout,
+               updated_at = now()
+          FROM picked WHERE c.command_id = picked.command_id
+        RETURNING c.*),
+    logged AS (
+        INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+            SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
+    SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
+           claimed.causation_id, claimed.attempts
+      FROM claimed ORDER BY claimed.seq;
+        RETURN;
+    END IF;
+
+    -- expired claims came back: top up with pending ones
+    IF coalesce(cardinality(ids), 0) < max_count THEN
+        IF cardinality(types) = 1 THEN
+            -- one type: a scan of commands_pending_idx in queue order
+            SELECT array_agg(x.command_id) INTO more FROM (
+                SELECT c.command_id FROM ocx.commands c
+                 WHERE c.status = 'pending' AND c.type = (types[1] COLLATE "default") AND c.run_after <= now()
+                 ORDER BY c.seq
+                 LIMIT max_count - coalesce(cardinality(ids), 0)
+                 FOR UPDATE SKIP LOCKED) x;
+        ELSE
+            SELECT array_agg(x.command_id) INTO more FROM (
+                SELECT c.command_id FROM ocx.commands c
+                 WHERE c.status = 'pending' AND c.type = ANY (types COLLATE "default") AND c.run_after <= now()
+                 ORDER BY c.seq
+                 LIMIT max_count - coalesce(cardinality(ids), 0)
+                 FOR UPDATE SKIP LOCKED) x;
+        END IF;
+        ids := coalesce(ids, '{}') || coalesce(more, '{}');
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
+               claimed_by = claimer, claimed_until = now() + visibility_timeout,
+               updated_at = now()
+         WHERE c.command_id = ANY (ids)
+        RETURNING c.*),
+    logged AS (
+        INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+            SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
+    SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
+           claimed.causation_id, claimed.attempts
+      FROM claimed ORDER BY claimed.seq;
 END
 $$;
-COMMENT ON FUNCTION ocx._claim_commands(text[], integer, interval, text, boolean) IS
-    'internal: claim ready commands with SKIP LOCKED for a client (in_server false) or the worker (true)';
-REVOKE ALL ON FUNCTION ocx._claim_commands(text[], integer, interval, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION ocx._claim_commands(text[], integer, interval, text) IS
+    'internal: claim ready commands of the given types with SKIP LOCKED (expired claims first, then oldest pending)';
+REVOKE ALL ON FUNCTION ocx._claim_commands(text[], integer, interval, text) FROM PUBLIC;
 
 CREATE FUNCTION ocx.claim_commands(types text[], max_count integer DEFAULT 1,
                                    visibility_timeout interval DEFAULT '30 seconds',
@@ -631,7 +712,7 @@ BEGIN
                   HINT = 'Claim only client-handled types, or drop the server handler.';
     END IF;
     RETURN QUERY SELECT * FROM ocx._claim_commands(types, max_count, visibility_timeout,
-                                                   coalesce(claimer, current_user::text), false);
+                                                   coalesce(claimer, current_user::text));
 END
 $$;
 COMMENT ON FUNCTION ocx.claim_commands(text[], integer, interval, text) IS
@@ -668,14 +749,19 @@ CREATE FUNCTION ocx.complete_command(command_id uuid, result jsonb DEFAULT NULL)
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    c ocx.commands := ocx._running_command(command_id);
 BEGIN
-    UPDATE ocx.commands x SET status = 'succeeded', result = complete_command.result,
-           claimed_until = NULL, updated_at = now(), finished_at = now()
-     WHERE x.command_id = c.command_id;
+    -- one statement on the common path; the checks only when it matched nothing
+    WITH done AS (
+        UPDATE ocx.commands x SET status = 'succeeded', result = complete_command.result,
+               claimed_until = NULL, updated_at = now(), finished_at = now()
+         WHERE x.command_id = complete_command.command_id AND x.status = 'running'
+        RETURNING x.command_id, x.attempts, x.claimed_by)
     INSERT INTO ocx.command_history (command_id, event, attempt, actor)
-        VALUES (c.command_id, 'succeeded', c.attempts, c.claimed_by);
+        SELECT done.command_id, 'succeeded', done.attempts, done.claimed_by FROM done;
+    IF NOT FOUND THEN
+        PERFORM ocx._running_command(command_id);     -- raises why
+        RAISE EXCEPTION 'command % changed while it was completed', command_id USING ERRCODE = 'OX323';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION ocx.complete_command(uuid, jsonb) IS 'mark a claimed command succeeded, with an optional result';
@@ -736,6 +822,27 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.retry_command(uuid) IS 'send a dead-lettered command again with fresh attempts';
+
+CREATE FUNCTION ocx.purge_commands(older_than interval DEFAULT '7 days',
+                                   dead_letters boolean DEFAULT false) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'older_than must be an interval of at least 0' USING ERRCODE = 'OX322';
+    END IF;
+    DELETE FROM ocx.commands c
+     WHERE (c.status = 'succeeded' OR (coalesce(dead_letters, false) AND c.status = 'dead_letter'))
+       AND c.finished_at < now() - older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ocx.purge_commands(interval, boolean) IS
+    'delete succeeded (and optionally dead-lettered) commands finished longer ago than older_than, with their history; returns how many';
 
 CREATE VIEW ocx.command_status AS
     SELECT c.command_id, c.type, c.status, c.attempts,

@@ -41,7 +41,7 @@ SELECT ok(NOT has_table_privilege('public', 'ocx.bus_state', 'UPDATE'), 'PUBLIC 
 SELECT ok(NOT has_function_privilege('public', 'ocx._bus_tick()', 'EXECUTE'), 'PUBLIC cannot run the bus tick');
 SELECT ok(NOT has_function_privilege('public', 'ocx._command_tick()', 'EXECUTE'), 'PUBLIC cannot run the command tick');
 SELECT ok(NOT has_function_privilege('public',
-          'ocx._claim_commands(text[], integer, interval, text, boolean)', 'EXECUTE'),
+          'ocx._claim_commands(text[], integer, interval, text)', 'EXECUTE'),
           'PUBLIC cannot claim server-handled commands');
 
 -- the setting

@@ -12,6 +12,22 @@ BEGIN
                        '[{"type": "Placed", "data": {}}, {"type": "Priced", "data": {}}]');
     RETURN jsonb_build_object('attempt', c.attempt, 'role', current_user);
 END $$;
+-- The worker's command task.  The ocx worker runs the same task when it is
+-- loaded, so the test runs it itself and waits until no due command with a
+-- server handler is left, whoever ran it.
+CREATE FUNCTION cmdt_settle() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..500 LOOP
+        PERFORM ocx._command_tick();
+        IF NOT EXISTS (SELECT 1 FROM ocx.commands c
+                         JOIN ocx.command_handlers h ON h.command_type = c.type AND h.handler IS NOT NULL
+                        WHERE c.status IN ('pending', 'running') AND c.run_after <= clock_timestamp()) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN false;
+END $$;
 CREATE FUNCTION cmdt_void(c ocx.command) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 CREATE FUNCTION cmdt_wrong(x jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT x $$;
 
@@ -67,40 +83,39 @@ SET LOCAL ocx.correlation_id = 'c0000000-0000-4000-8000-0000000000bb';
 SET LOCAL ocx.causation_id = 'c0000000-0000-4000-8000-0000000000cc';
 SELECT ocx.send_command('cmdt.Place', '{"id": 3, "fail": true}', command_id => 'c0000000-0000-4000-8000-000000000003');
 COMMIT;
-SELECT command_id, correlation_id, causation_id, status, attempts
+SELECT command_id, correlation_id, causation_id
   FROM ocx.commands WHERE type = 'cmdt.Place' ORDER BY seq;
 
 -- the worker's task runs the handlers
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT command_id, status, attempts, result, last_error, run_after > now() + '50 minutes' AS backoff
   FROM ocx.command_status WHERE type = 'cmdt.Place' ORDER BY created_at, command_id;
 -- what a handler appends carries the command's correlation id and the command as cause
 SELECT stream_id, type, correlation_id, causation_id
-  FROM ocx.events WHERE stream_id LIKE 'cmdt_order-%' ORDER BY global_position;
+  FROM ocx.events WHERE stream_id LIKE 'cmdt_order-%' ORDER BY stream_id, stream_version;
 -- the failed attempt's writes were rolled back, the settings are back
 SELECT count(*) AS doomed FROM ocx.events WHERE type = 'Doomed';
 SELECT current_setting('ocx.correlation_id') = '' AS corr_reset,
        current_setting('ocx.causation_id') = '' AS cause_reset;
 -- not due yet: nothing runs
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT status, attempts FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
 -- due: the second and third attempt fail, then the command is a dead letter
 UPDATE ocx.commands SET run_after = now() WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 UPDATE ocx.commands SET run_after = now() WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT status, attempts, last_error, finished_at IS NOT NULL AS finished,
        jsonb_path_query_array(history, '$[*].event') AS history
   FROM ocx.command_status WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
--- a dead letter can be sent again
+-- a dead letter can be sent again (here after fixing its data)
+UPDATE ocx.commands SET data = '{"id": 3}' WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
 SELECT ocx.retry_command('c0000000-0000-4000-8000-000000000003');
-SELECT status, attempts FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
 SELECT ocx.retry_command('c0000000-0000-4000-8000-000000000003');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.retry_command('c0000000-0000-4000-8000-0000000000ff');
 \echo :LAST_ERROR_SQLSTATE
-UPDATE ocx.commands SET data = '{"id": 3}' WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT status, attempts, result FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
 -- a void handler, run as the role that owns the handler definition
 CREATE ROLE cmdt_role;
@@ -108,13 +123,13 @@ UPDATE ocx.command_handlers SET handler = 'cmdt_place(ocx.command)', handler_rol
  WHERE command_type = 'cmdt.Void';
 SELECT ocx.send_command('cmdt.Void', '{"id": 5}', command_id => 'c0000000-0000-4000-8000-000000000005');
 GRANT USAGE ON SCHEMA ocx TO cmdt_role;
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT status, last_error LIKE '42501: permission denied%' AS denied_as_role
   FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000005';
 UPDATE ocx.command_handlers SET handler = 'cmdt_void(ocx.command)', handler_role = 'cmdt_role'
  WHERE command_type = 'cmdt.Void';
 SELECT ocx.send_command('cmdt.Void', '{}', command_id => 'c0000000-0000-4000-8000-000000000006');
-SELECT ocx._command_tick() AS more;
+SELECT cmdt_settle() AS settled;
 SELECT status, result FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000006';
 REVOKE USAGE ON SCHEMA ocx FROM cmdt_role;
 
@@ -170,6 +185,19 @@ SELECT count(*) AS gone FROM ocx.claim_commands(ARRAY['cmdt.Sms']);
 SELECT command_id, status, attempts, max_attempts, handled_by, last_error,
        jsonb_path_query_array(history, '$[*].event') AS history
   FROM ocx.command_status WHERE type IN ('cmdt.Email', 'cmdt.Sms') ORDER BY command_id;
+
+-- purging finished commands
+SELECT ocx.purge_commands(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.purge_commands('1 hour') AS purged_nothing_recent;
+UPDATE ocx.commands SET finished_at = finished_at - interval '2 hours' WHERE type LIKE 'cmdt.%';
+SELECT ocx.purge_commands('1 hour') AS purged_succeeded;
+SELECT status, count(*) FROM ocx.commands WHERE type LIKE 'cmdt.%' GROUP BY 1 ORDER BY 1;
+SELECT ocx.purge_commands('1 hour', dead_letters => true) AS purged_dead;
+SELECT count(*) AS history_left FROM ocx.command_history h
+  WHERE NOT EXISTS (SELECT 1 FROM ocx.commands c WHERE c.command_id = h.command_id);
+
+DROP FUNCTION cmdt_settle();
 
 -- the internal functions are not for PUBLIC
 SELECT has_function_privilege('public', 'ocx._command_tick()', 'execute') AS public_tick;

@@ -181,6 +181,46 @@ SELECT ocx.define_projection('pj_inline', 'pj_inline_handler(ocx.event)', mode =
 \echo :LAST_ERROR_SQLSTATE
 SELECT mode, state, lag_events FROM ocx.projection_status WHERE name = 'pj_inline';
 
+-- what a handler appends in the worker is caused by the handled event and
+-- shares its correlation id and trace
+CREATE FUNCTION pj_echo(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ocx.append_event('pjecho-1', NULL, 'Echoed', '{}');
+END $$;
+SELECT ocx.define_projection('pj_echo', 'pj_echo(ocx.event)', categories => '{pje}');
+BEGIN;
+SET LOCAL ocx.correlation_id = '0b6c2a47-3d38-4a0e-9c55-55a1c1e4a001';
+SET LOCAL ocx.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+SELECT ocx.append_event('pje-1', NULL, 'Shouted', '{}');
+COMMIT;
+SELECT pj_wait('pj_echo');
+SELECT echo.correlation_id = orig.correlation_id AS same_correlation,
+       echo.causation_id = orig.event_id AS caused_by_it,
+       echo.metadata ->> 'traceparent' = orig.metadata ->> 'traceparent' AS same_trace
+  FROM ocx.events echo, ocx.events orig
+ WHERE echo.stream_id = 'pjecho-1' AND orig.stream_id = 'pje-1';
+SELECT current_setting('ocx.correlation_id') = '' AS session_untouched;
+SELECT ocx.drop_projection('pj_echo');
+
+-- handlers get events upcast to the type's current schema version, as every
+-- read returns them (async and inline alike)
+CREATE TABLE pj_up_model (via text, schema_version int, data jsonb);
+CREATE FUNCTION pj_up_async(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.pj_up_model VALUES ('async', e.schema_version, e.data) $$;
+CREATE FUNCTION pj_up_inline(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.pj_up_model VALUES ('inline', e.schema_version, e.data) $$;
+SELECT ocx.append_event('pjup-1', NULL, 'pjup.Renamed', '{"nm": "Ann"}');
+SELECT ocx.define_event_type('pjup.Renamed', 2);
+SELECT ocx.define_upcaster('pjup.Renamed', 1, spec => '[{"op": "rename", "from": "nm", "to": "name"}]');
+SELECT ocx.define_projection('pj_up_async', 'pj_up_async(ocx.event)', categories => '{pjup}');
+SELECT ocx.define_projection('pj_up_inline', 'pj_up_inline(ocx.event)', categories => '{pjup}', mode => 'inline');
+SELECT pj_wait('pj_up_async'), pj_wait('pj_up_inline');
+SELECT via, schema_version, data FROM pj_up_model ORDER BY via;
+-- an old-version event appended now reaches the inline handler upcast too
+SELECT ocx.append('pjup-1', NULL, '[{"type": "pjup.Renamed", "schema_version": 1, "data": {"nm": "Bob"}}]');
+SELECT via, schema_version, data FROM pj_up_model WHERE data ->> 'name' = 'Bob' AND via = 'inline';
+SELECT ocx.drop_projection('pj_up_async'), ocx.drop_projection('pj_up_inline');
+
 -- the worker is visible
 SELECT count(*) FROM ocx.worker_status() WHERE datname = current_database() AND state = 'running';
 SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ocx worker' AND datname = current_database();

@@ -1,0 +1,82 @@
+/*
+ * ocx_aggregate.h
+ *		Aggregates, snapshots, event contracts, upcasters: the per-backend
+ *		definition cache and the compiled forms of declarative definitions.
+ *
+ * Declarative definitions (JSON Schemas, upcaster specs, reducer rules) are
+ * parsed once with json-c into the C structures below, kept in the
+ * definition cache (defcache.c) and used without touching json-c again.
+ */
+#ifndef OCX_AGGREGATE_H
+#define OCX_AGGREGATE_H
+
+#include "ocx.h"
+
+#include "nodes/pg_list.h"
+
+#define OCX_TYPE_KEYSIZE	257		/* event types: up to 256 bytes + NUL */
+#define OCX_AGG_KEYSIZE		257		/* aggregate types likewise */
+
+/* contract.c: a compiled JSON Schema (the subset in docs/contracts.md) */
+typedef struct OcxSchema OcxSchema;
+
+/* upcast.c: one compiled upcaster (a function or declarative steps) */
+typedef struct OcxUpcaster
+{
+	Oid			transform;		/* InvalidOid for declarative steps */
+	bool		transform_exists;
+	FmgrInfo	flinfo;
+	int			nsteps;
+	struct OcxUpcastStep *steps;
+} OcxUpcaster;
+
+/* reducer.c: compiled reducer rules */
+typedef struct OcxReducer OcxReducer;
+
+typedef struct OcxEventTypeDef
+{
+	char		type[OCX_TYPE_KEYSIZE]; /* hash key */
+	int32		schema_version;
+	OcxSchema  *schema;			/* NULL: no validation */
+	OcxUpcaster **upcasters;	/* [v] upcasts v -> v + 1, v = 1 .. schema_version - 1 */
+} OcxEventTypeDef;
+
+typedef struct OcxAggregateDef
+{
+	char		name[OCX_AGG_KEYSIZE];	/* hash key */
+	Oid			apply;			/* InvalidOid with a reducer */
+	bool		apply_exists;
+	FmgrInfo	apply_flinfo;
+	OcxReducer *reducer;
+	Jsonb	   *initial_state;
+	int32		snapshot_every; /* 0: no automatic snapshots */
+	int64		definition_version;
+	int64		fingerprint;	/* of the apply function's body and the upcasters */
+} OcxAggregateDef;
+
+/* defcache.c */
+extern void OcxDefCachePin(void);
+extern void OcxDefCacheUnpin(void);
+extern OcxEventTypeDef *OcxLookupEventType(const char *type, int len);
+extern OcxAggregateDef *OcxLookupAggregate(const char *name, int len);
+extern bool OcxAnyUpcasting(void);
+
+/* contract.c */
+extern OcxSchema *OcxCompileSchema(const char *json, MemoryContext cxt);
+extern void OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type,
+							int32 version, int index);
+
+/* upcast.c */
+extern OcxUpcaster *OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt);
+extern int32 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version);
+extern Jsonb *OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data);
+
+/* reducer.c */
+extern OcxReducer *OcxCompileReducer(const char *json, MemoryContext cxt);
+typedef struct OcxFold OcxFold;
+extern OcxFold *OcxFoldBegin(OcxReducer *reducer, Jsonb *state);
+extern void OcxFoldEvent(OcxFold *fold, text *type, Jsonb *data, int64 version,
+						 TimestampTz time, text *stream_id);
+extern Jsonb *OcxFoldEnd(OcxFold *fold);
+
+#endif							/* OCX_AGGREGATE_H */

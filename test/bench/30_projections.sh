@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Projections (issue 4's targets):
+#  1. an async projection with a trivial handler (one INSERT) applies events
+#     at least as fast as the fastest append load produces them: events are
+#     appended for BENCH_SECONDS with the projection paused (appended/s), then
+#     it is resumed and timed until caught up (projected/s);
+#  2. wake-up latency from an append's commit to the projection's commit at a
+#     light steady load (50 appends/s): median < 10 ms, p99 < 50 ms.  The
+#     client commits an append, then polls the read model until the row is
+#     visible (0.2 ms polls), so the figure includes both commits.
+set -euo pipefail
+. "$BENCH_DIR/lib.sh"
+P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
+
+$P <<'SQL'
+CREATE TABLE bench_model (pos bigint, stream_id text, amount int);
+CREATE FUNCTION bench_apply(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.bench_model VALUES (e.global_position, e.stream_id, (e.data->>'n')::int) $$;
+SELECT ocx.define_projection('bench_model', 'bench_apply(ocx.event)', categories => '{pbatch}');
+SQL
+# wait for the worker to have caught up with whatever is in the log
+wait_caught_up() {
+    for _ in $(seq 1 6000); do
+        [ "$($P -tAc "SELECT lag_events = 0 AND state = 'running' FROM ocx.projection_status WHERE name = '$1'")" = t ] && return 0
+        sleep 0.05
+    done
+    echo "projection $1 did not catch up" >&2
+    return 1
+}
+wait_caught_up bench_model
+
+# 1. throughput: the fastest append load (100 events per call, 4 clients)
+events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}')
+printf '\\set s random(1, 1000000)\nSELECT ocx.append(%spbatch-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/proj_append100.sql"
+$P -c "SELECT ocx.pause_projection('bench_model')" >/dev/null
+before=$($P -tAc "SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'pbatch-%'")
+t0=$(date +%s.%N)
+"$PGBIN/pgbench" -n -c 4 -j 2 -T "$BENCH_SECONDS" -f "$BENCH_OUT/proj_append100.sql" >/dev/null 2>&1
+t1=$(date +%s.%N)
+after=$($P -tAc "SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'pbatch-%'")
+appended=$((after - before))
+$P -c "SELECT ocx.resume_projection('bench_model')" >/dev/null
+t2=$(date +%s.%N)
+wait_caught_up bench_model
+t3=$(date +%s.%N)
+append_rate=$(awk -v n="$appended" -v a="$t0" -v b="$t1" 'BEGIN {print n / (b - a)}')
+project_rate=$(awk -v n="$appended" -v a="$t2" -v b="$t3" 'BEGIN {print n / (b - a)}')
+row "async projection, INSERT handler: projected vs appended (events/s)" "$project_rate" "$append_rate" 1.0
+
+# the same load with the projection running alongside: lag left at the end
+t0=$(date +%s.%N)
+"$PGBIN/pgbench" -n -c 4 -j 2 -T "$BENCH_SECONDS" -f "$BENCH_OUT/proj_append100.sql" >/dev/null 2>&1
+t1=$(date +%s.%N)
+wait_caught_up bench_model
+t2=$(date +%s.%N)
+echo "projection running alongside the load: caught up $(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.2f", b - a}') s after it stopped" >&2
+
+# 2. wake-up latency at a light steady load
+$P <<'SQL'
+CREATE TABLE bench_latency (ms float8);
+CREATE TABLE bench_seen (pos bigint PRIMARY KEY);
+CREATE FUNCTION bench_seen(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.bench_seen VALUES (e.global_position) $$;
+SELECT ocx.define_projection('bench_latency', 'bench_seen(ocx.event)', categories => '{plat}');
+CREATE PROCEDURE bench_measure(n int) LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+    p bigint;
+    t0 timestamptz;
+BEGIN
+    FOR i IN 1..n LOOP
+        v := ocx.append_event('plat-1', NULL, 'Ping', '{}');
+        SELECT e.global_position INTO p FROM ocx.events e
+         WHERE e.stream_id = 'plat-1' AND e.stream_version = v;
+        COMMIT;
+        t0 := clock_timestamp();
+        LOOP
+            EXIT WHEN EXISTS (SELECT 1 FROM public.bench_seen WHERE pos = p);
+            PERFORM pg_sleep(0.0002);
+            IF clock_timestamp() - t0 > interval '10 s' THEN
+                RAISE EXCEPTION 'event % not projected after 10 s', p;
+            END IF;
+        END LOOP;
+        INSERT INTO public.bench_latency VALUES (extract(epoch FROM clock_timestamp() - t0) * 1000);
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END $$;
+SQL
+wait_caught_up bench_latency
+$P -c "CALL bench_measure(20)" >/dev/null   # warm-up
+$P -c "TRUNCATE bench_latency" >/dev/null
+$P -c "CALL bench_measure($((BENCH_SECONDS * 40)))" >/dev/null
+read -r median p99 < <($P -tAF' ' -c "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM bench_latency")
+row "wake-up latency append commit -> projection commit, median (ms; baseline = target)" "$median" 10 1.0 lower
+row "wake-up latency append commit -> projection commit, p99 (ms; baseline = target)" "$p99" 50 1.0 lower
+$P -c "SELECT ocx.drop_projection('bench_model'); SELECT ocx.drop_projection('bench_latency')" >/dev/null

@@ -1,0 +1,68 @@
+-- pgTAP: the projection API's objects, defaults, state changes and errors.
+BEGIN;
+SELECT plan(32);
+
+SELECT has_table('ocx', 'projections', 'ocx.projections exists');
+SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
+SELECT has_view('ocx', 'projection_status', 'ocx.projection_status exists');
+SELECT has_function('ocx', 'define_projection',
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'define_projection signature');
+SELECT has_function('ocx', 'drop_projection', ARRAY['text'], 'drop_projection');
+SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection');
+SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
+SELECT has_function('ocx', 'rebuild_projection', ARRAY['text'], 'rebuild_projection');
+SELECT has_function('ocx', 'retry_dead_letter', ARRAY['bigint'], 'retry_dead_letter');
+SELECT volatility_is('ocx', 'define_projection',
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'volatile',
+    'define_projection is volatile');
+SELECT columns_are('ocx', 'projection_status', ARRAY[
+    'name', 'mode', 'state', 'checkpoint', 'events_applied', 'lag_events', 'lag_seconds',
+    'last_error', 'last_error_at', 'failing_attempts', 'retry_at', 'dead_letters',
+    'rebuild_done', 'rebuild_total', 'rebuild_rate', 'rebuild_eta',
+    'handler', 'types', 'categories', 'retry', 'owner'], 'projection_status columns');
+
+CREATE TABLE tap_model (pos bigint);
+CREATE FUNCTION tap_h(e ocx.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO tap_model VALUES (e.global_position) $$;
+CREATE FUNCTION tap_reset() RETURNS void LANGUAGE sql AS $$ INSERT INTO tap_model VALUES (-1) $$;
+
+SELECT lives_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', reset => 'tap_reset()')$$,
+    'define an async projection');
+SELECT results_eq($$SELECT mode, state, ocx.global_position(checkpoint), events_applied, dead_letters
+                      FROM ocx.projection_status WHERE name = 'tap'$$,
+    $$VALUES ('async'::text, 'running'::text, 0::bigint, 0::bigint, 0::bigint)$$,
+    'a new async projection starts at the beginning of the log');
+SELECT is((SELECT retry FROM ocx.projections WHERE name = 'tap'),
+    '{"attempts": 3, "base_delay_ms": 100, "max_delay_ms": 10000, "on_exhausted": "dead_letter"}'::jsonb,
+    'the default retry policy');
+SELECT lives_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', types => '{A}', retry => '{"attempts": 7}')$$,
+    'redefine it');
+SELECT results_eq($$SELECT types, (retry->>'attempts')::int, (retry->>'base_delay_ms')::int FROM ocx.projections WHERE name = 'tap'$$,
+    $$VALUES ('{A}'::text[], 7, 100)$$, 'redefinition replaces the filter and merges the policy with defaults');
+SELECT is((SELECT handler FROM ocx.projections WHERE name = 'tap'), 'public.tap_h(ocx.event)',
+    'the handler is stored schema-qualified');
+
+SELECT lives_ok($$SELECT ocx.pause_projection('tap')$$, 'pause');
+SELECT is((SELECT state FROM ocx.projections WHERE name = 'tap'), 'paused', 'paused');
+SELECT lives_ok($$SELECT ocx.resume_projection('tap')$$, 'resume');
+SELECT is((SELECT state FROM ocx.projections WHERE name = 'tap'), 'running', 'running again');
+
+SELECT lives_ok($$SELECT ocx.rebuild_projection('tap')$$, 'rebuild without a reset function');
+SELECT is((SELECT state FROM ocx.projections WHERE name = 'tap'), 'rebuilding', 'rebuilding');
+SELECT lives_ok($$SELECT ocx.define_projection('tap2', 'tap_h(ocx.event)', reset => 'tap_reset()')$$, 'another');
+SELECT lives_ok($$SELECT ocx.rebuild_projection('tap2')$$, 'rebuild with a reset function');
+SELECT is((SELECT count(*) FROM tap_model WHERE pos = -1), 1::bigint, 'the reset function ran');
+
+INSERT INTO ocx.dead_letters (projection, global_position, txid, stream_id, event_id, type, attempts, error)
+VALUES ('tap2', 1, '1', 's-1', gen_random_uuid(), 'A', 3, 'boom');
+SELECT is((SELECT dead_letters FROM ocx.projection_status WHERE name = 'tap2'), 1::bigint, 'dead letters are counted');
+SELECT lives_ok($$SELECT ocx.drop_projection('tap2')$$, 'drop');
+SELECT is((SELECT count(*) FROM ocx.dead_letters WHERE projection = 'tap2'), 0::bigint, 'its dead letters went with it');
+
+SELECT throws_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', mode => 'inline')$$,
+    'OX201', NULL, 'a projection keeps its mode');
+SELECT throws_ok($$SELECT ocx.drop_projection('nope')$$, 'OX200', 'projection "nope" does not exist',
+    'unknown projection');
+SELECT throws_ok($$SELECT ocx.retry_dead_letter(0)$$, 'OX220', NULL, 'unknown dead letter');
+
+SELECT * FROM finish();
+ROLLBACK;
