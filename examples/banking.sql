@@ -3,16 +3,16 @@
 --   transfer = debit the source -> credit the destination
 --
 -- Accounts are event-sourced aggregates (stream bank_account-<id>): the
--- state is rebuilt by replaying the stream with bank.apply, and a debit that
--- would overdraw the account is refused by the aggregate (DebitRefused).
+-- state is rebuilt by ocx.load with bank.apply, and a debit that would
+-- overdraw the account is refused by the aggregate (DebitRefused).
 -- A transfer is a saga; when the credit fails (the destination is closed or
 -- missing), the saga compensates by refunding the source.
 --
 -- Module contents (schema "bank"):
---   event types     AccountOpened, Deposited, AccountClosed, Debited,
---                   DebitRefused, Credited, CreditRefused, Refunded
---   aggregate       bank.apply(state, event) folded by bank.load(account)
---                   (registered with ocx.define_aggregate when available)
+--   module "bank"   event types with contracts: AccountOpened, Deposited,
+--                   AccountClosed, Debited, DebitRefused, Credited,
+--                   CreditRefused, Refunded; aggregate bank_account
+--                   (apply function bank.apply, snapshots every 100 events)
 --   commands        bank.Debit, bank.Credit, bank.Refund (plpgsql handlers
 --                   run by the ocx worker; appends use the aggregate's
 --                   version as expected version: a concurrent write is a
@@ -36,24 +36,43 @@ CREATE FUNCTION bank.apply(state jsonb, e ocx.event) RETURNS jsonb LANGUAGE sql 
         WHEN 'AccountClosed' THEN state || jsonb_build_object('open', false)
         ELSE state END $$;
 
--- The account's state and version, by replaying its stream.
-CREATE FUNCTION bank.load(account text, OUT state jsonb, OUT version bigint) LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    e ocx.event;
-BEGIN
-    state := '{"open": false, "balance": 0}';
-    version := 0;
-    FOR e IN SELECT * FROM ocx.read_stream('bank_account-' || account) LOOP
-        state := bank.apply(state, e);
-        version := e.stream_version;
-    END LOOP;
-END $$;
+-- The module: event contracts and the aggregate.  A debit or credit without a
+-- positive amount is refused by its contract before it reaches the log.
+SELECT ocx.define_module('bank', $json${
+  "description": "accounts and transfers",
+  "event_types": [
+    {"type": "AccountOpened", "schema_version": 1,
+     "schema": {"type": "object", "required": ["owner"], "properties": {"owner": {"type": "string", "minLength": 1}}}},
+    {"type": "Deposited", "schema_version": 1,
+     "schema": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number", "minimum": 0.01}}}},
+    {"type": "Debited", "schema_version": 1,
+     "schema": {"type": "object", "required": ["account", "amount", "transfer_id"],
+                "properties": {"amount": {"type": "number", "minimum": 0.01}}}},
+    {"type": "Credited", "schema_version": 1,
+     "schema": {"type": "object", "required": ["account", "amount", "transfer_id"],
+                "properties": {"amount": {"type": "number", "minimum": 0.01}}}},
+    {"type": "Refunded", "schema_version": 1,
+     "schema": {"type": "object", "required": ["account", "amount", "transfer_id"],
+                "properties": {"amount": {"type": "number", "minimum": 0.01}}}},
+    {"type": "DebitRefused", "schema_version": 1},
+    {"type": "CreditRefused", "schema_version": 1},
+    {"type": "AccountClosed", "schema_version": 1}
+  ],
+  "aggregates": [
+    {"aggregate_type": "bank_account", "apply": "bank.apply(jsonb,ocx.event)",
+     "initial_state": {"open": false, "balance": 0}, "snapshot_every": 100}
+  ]}$json$);
 
-DO $$
+-- The account's state and version (ocx.load: the newest snapshot, then the
+-- rest of the stream replayed in C); a missing account is closed and empty.
+CREATE FUNCTION bank.load(account text, OUT state jsonb, OUT version bigint) LANGUAGE plpgsql AS $$
 BEGIN
-    IF to_regprocedure('ocx.define_aggregate(text,regprocedure,jsonb,integer)') IS NOT NULL THEN
-        PERFORM ocx.define_aggregate('bank_account', 'bank.apply(jsonb,ocx.event)', '{"open": false, "balance": 0}');
+    IF ocx.stream_version('bank_account-' || account) = 0 THEN
+        state := '{"open": false, "balance": 0}';
+        version := 0;
+        RETURN;
     END IF;
+    SELECT l.state, l.version INTO state, version FROM ocx.load('bank_account', 'bank_account-' || account) l;
 END $$;
 
 -- --------------------------------------------------------------- handlers

@@ -8,7 +8,8 @@
 -- attempt; ocx.retry_command sends it again).
 --
 -- Module contents (schema "notify"):
---   event types     NotificationSent, NotificationRetracted
+--   module "notify" event types with contracts: NotificationSent,
+--                   NotificationRetracted
 --   plain table     notify.channels: how many attempts each channel fails
 --   commands        notify.Send (flaky), notify.Retract (plpgsql handlers)
 --   projection      notify.outbox: what was sent, per recipient
@@ -18,6 +19,17 @@
 \set ON_ERROR_STOP 1
 
 CREATE SCHEMA notify;
+
+SELECT ocx.define_module('notify', $json${
+  "description": "notifications",
+  "event_types": [
+    {"type": "NotificationSent", "schema_version": 1,
+     "schema": {"type": "object", "required": ["user_id", "channel", "attempt"],
+                "properties": {"channel": {"type": "string", "enum": ["email", "sms", "pager"]},
+                               "attempt": {"type": "integer", "minimum": 1}}}},
+    {"type": "NotificationRetracted", "schema_version": 1,
+     "schema": {"type": "object", "required": ["user_id", "channel"]}}
+  ]}$json$);
 
 -- fail_first: attempts that fail before one succeeds; NULL: always fails
 CREATE TABLE notify.channels (

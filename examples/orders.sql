@@ -6,9 +6,9 @@
 -- reverse order: the inventory is released, then the order is cancelled.
 --
 -- Module contents (schema "orders"):
---   event types     OrderPlaced, OrderRejected, InventoryReserved,
---                   InventoryRejected, InventoryReleased, PaymentCharged,
---                   PaymentFailed, OrderConfirmed, OrderCancelled
+--   module "orders" event types with contracts: OrderPlaced, OrderRejected,
+--                   InventoryReserved, InventoryRejected, InventoryReleased,
+--                   PaymentCharged, PaymentFailed, OrderConfirmed, OrderCancelled
 --   plain tables    orders.stock (the inventory), orders.wallets (what each
 --                   customer can pay); handlers change them under row locks
 --   commands        orders.PlaceOrder, orders.ReserveInventory,
@@ -45,15 +45,23 @@ CREATE TABLE orders.order_view (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- Event contracts, when this ocx has them (issue 3).
-DO $$
-BEGIN
-    IF to_regprocedure('ocx.define_event_type(text,integer,jsonb)') IS NOT NULL THEN
-        PERFORM ocx.define_event_type('OrderPlaced', 1,
-            '{"type": "object", "required": ["order_id", "customer", "sku", "qty", "amount"],
-              "properties": {"qty": {"type": "integer", "minimum": 1}, "amount": {"type": "number", "minimum": 0}}}');
-    END IF;
-END $$;
+-- The module: event contracts (every order event carries its order id).
+SELECT ocx.define_module('orders', $json${
+  "description": "orders: placing, stock, payment",
+  "event_types": [
+    {"type": "OrderPlaced", "schema_version": 1,
+     "schema": {"type": "object", "required": ["order_id", "customer", "sku", "qty", "amount"],
+                "properties": {"order_id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1},
+                               "amount": {"type": "number", "minimum": 0}}}},
+    {"type": "OrderRejected", "schema_version": 1, "schema": {"type": "object", "required": ["order_id"]}},
+    {"type": "InventoryReserved", "schema_version": 1, "schema": {"type": "object", "required": ["order_id", "sku", "qty"]}},
+    {"type": "InventoryRejected", "schema_version": 1, "schema": {"type": "object", "required": ["order_id", "sku"]}},
+    {"type": "InventoryReleased", "schema_version": 1, "schema": {"type": "object", "required": ["order_id", "sku", "qty"]}},
+    {"type": "PaymentCharged", "schema_version": 1, "schema": {"type": "object", "required": ["order_id", "amount"]}},
+    {"type": "PaymentFailed", "schema_version": 1, "schema": {"type": "object", "required": ["order_id", "reason"]}},
+    {"type": "OrderConfirmed", "schema_version": 1, "schema": {"type": "object", "required": ["order_id"]}},
+    {"type": "OrderCancelled", "schema_version": 1, "schema": {"type": "object", "required": ["order_id"]}}
+  ]}$json$);
 
 -- ---------------------------------------------------------------- handlers
 
