@@ -639,7 +639,8 @@ BEGIN
     st := i.steps -> (i.current_step - 1);
     nm := st->>'name';
     IF st->'success' ? e.type THEN
-        i.results := i.results || jsonb_build_object(nm, e.data);
+        -- templates see the event as reads do: upcast to its type's current version
+        i.results := i.results || jsonb_build_object(nm, ocx._upcast(e.type, e.schema_version, e.data));
         IF i.current_step = jsonb_array_length(i.steps) THEN
             UPDATE ocx.saga_instances x
                SET state = 'completed', results = i.results, command_id = NULL, deadline = NULL,
