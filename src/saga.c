@@ -35,7 +35,8 @@
  * repeated send would be a no-op anyway.
  *
  * No shared memory: all state is in tables, protected by row locks.  The
- * only process-local state is when this worker last looked for dead letters.
+ * only process-local state is when this worker last looked for dead letters
+ * and last ran a round with no saga active.
  */
 #include "ocx.h"
 #include "ocx_saga.h"
