@@ -667,6 +667,31 @@ COMMENT ON FUNCTION ocx._saga_on_event(ocx.events) IS
     'internal: apply one event of the log to the running saga it is correlated to';
 REVOKE ALL ON FUNCTION ocx._saga_on_event(ocx.events) FROM PUBLIC;
 
+-- A saga whose transition raised an error (a data template that cannot be
+-- filled, a command the queue refuses) is marked failed, so that one saga
+-- cannot stop all the others.
+CREATE FUNCTION ocx._saga_fail(id uuid, code text, message text) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    i ocx.saga_instances;
+BEGIN
+    UPDATE ocx.saga_instances x
+       SET state = 'failed', command_id = NULL, deadline = NULL, updated_at = now(), finished_at = now(),
+           error = format('%s: %s', code, message)
+     WHERE x.saga_id = id AND x.state IN ('running', 'compensating')
+    RETURNING * INTO i;
+    IF FOUND THEN
+        PERFORM ocx._saga_log(id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name', 'failed',
+                              'failed', NULL, NULL, NULL, format('%s: %s', code, message));
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION ocx._saga_fail(uuid, text, text) IS
+    'internal: mark a saga failed after an error in one of its transitions';
+REVOKE ALL ON FUNCTION ocx._saga_fail(uuid, text, text) FROM PUBLIC;
+
 -- One round of the saga task: events after the cursor, then finished
 -- compensations, then timeouts, and with check_dead_letters the step
 -- commands that ended as dead letters (a slow path: the caller asks for it
@@ -722,9 +747,14 @@ BEGIN
                    AND (e2.txid, e2.global_position) <= (last_tx, last_gp)
                  ORDER BY e2.txid, e2.global_position
             LOOP
-                IF ocx._saga_on_event(e) THEN
+                BEGIN
+                    IF ocx._saga_on_event(e) THEN
+                        done := done + 1;
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    PERFORM ocx._saga_fail(e.correlation_id, SQLSTATE, SQLERRM);
                     done := done + 1;
-                END IF;
+                END;
             END LOOP;
         END IF;
     END IF;
@@ -749,26 +779,30 @@ BEGIN
         SELECT * INTO i FROM ocx.saga_instances x WHERE x.saga_id = r.saga_id FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         SELECT c.status, c.last_error INTO cstatus, cerror FROM ocx.commands c WHERE c.command_id = i.command_id;
-        IF i.state = 'running' AND cstatus = 'dead_letter' THEN
-            PERFORM ocx._saga_compensate(i, false, 'step_dead_letter',
-                                         format('the command of step "%s" was dead-lettered: %s',
-                                                (i.steps -> (i.current_step - 1)) ->> 'name', cerror));
-        ELSIF i.state = 'compensating' AND cstatus = 'succeeded' THEN
-            PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
-                                  'compensation_succeeded', 'compensating', i.command_id);
-            PERFORM ocx._saga_next_compensation(i.saga_id, i.command_id);
-        ELSIF i.state = 'compensating' AND cstatus = 'dead_letter' THEN
-            UPDATE ocx.saga_instances x
-               SET state = 'failed', command_id = NULL, updated_at = now(), finished_at = now(),
-                   error = format('the compensation of step "%s" failed: %s',
-                                  (i.steps -> (i.current_step - 1)) ->> 'name', cerror)
-             WHERE x.saga_id = i.saga_id;
-            PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
-                                  'compensation_failed', 'failed', i.command_id, NULL, NULL, cerror);
-            PERFORM ocx._saga_log(i.saga_id, NULL, NULL, 'failed', 'failed');
-        ELSE
-            CONTINUE;
-        END IF;
+        BEGIN
+            IF i.state = 'running' AND cstatus = 'dead_letter' THEN
+                PERFORM ocx._saga_compensate(i, false, 'step_dead_letter',
+                                             format('the command of step "%s" was dead-lettered: %s',
+                                                    (i.steps -> (i.current_step - 1)) ->> 'name', cerror));
+            ELSIF i.state = 'compensating' AND cstatus = 'succeeded' THEN
+                PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
+                                      'compensation_succeeded', 'compensating', i.command_id);
+                PERFORM ocx._saga_next_compensation(i.saga_id, i.command_id);
+            ELSIF i.state = 'compensating' AND cstatus = 'dead_letter' THEN
+                UPDATE ocx.saga_instances x
+                   SET state = 'failed', command_id = NULL, updated_at = now(), finished_at = now(),
+                       error = format('the compensation of step "%s" failed: %s',
+                                      (i.steps -> (i.current_step - 1)) ->> 'name', cerror)
+                 WHERE x.saga_id = i.saga_id;
+                PERFORM ocx._saga_log(i.saga_id, i.current_step, (i.steps -> (i.current_step - 1)) ->> 'name',
+                                      'compensation_failed', 'failed', i.command_id, NULL, NULL, cerror);
+                PERFORM ocx._saga_log(i.saga_id, NULL, NULL, 'failed', 'failed');
+            ELSE
+                CONTINUE;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM ocx._saga_fail(i.saga_id, SQLSTATE, SQLERRM);
+        END;
         done := done + 1;
     END LOOP;
 
@@ -778,10 +812,14 @@ BEGIN
          WHERE x.state = 'running' AND x.deadline < now()
            FOR UPDATE SKIP LOCKED
     LOOP
-        PERFORM ocx._saga_compensate(i, true, 'step_timed_out',
-                                     format('step "%s" timed out after %s',
-                                            (i.steps -> (i.current_step - 1)) ->> 'name',
-                                            (i.steps -> (i.current_step - 1)) ->> 'timeout'));
+        BEGIN
+            PERFORM ocx._saga_compensate(i, true, 'step_timed_out',
+                                         format('step "%s" timed out after %s',
+                                                (i.steps -> (i.current_step - 1)) ->> 'name',
+                                                (i.steps -> (i.current_step - 1)) ->> 'timeout'));
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM ocx._saga_fail(i.saga_id, SQLSTATE, SQLERRM);
+        END;
         done := done + 1;
     END LOOP;
 

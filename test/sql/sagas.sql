@@ -254,6 +254,21 @@ SELECT ocx.abort_saga('00000000-0000-0000-0000-0000000000ff');
 SELECT ocx.abort_saga(NULL);
 \echo :LAST_ERROR_SQLSTATE
 
+-- 8. a transition that raises an error fails its saga, and only its saga
+SELECT ocx.define_saga('sagat_poison', '{"steps": [
+    {"name": "a", "command": "sagat.PA", "success": "sagat.PADone"},
+    {"name": "b", "command": "sagat.PB", "data": {"n": "$.input.n + 1"}, "success": "sagat.PBDone"}]}');
+SELECT ocx.start_saga('sagat_poison', '{"n": "x"}', '00000000-0000-0000-0000-00000000a009');
+SELECT ocx.start_saga('sagat_poison', '{"n": 41}', '00000000-0000-0000-0000-00000000a010');
+SELECT ocx.append('sagat_poison-1', NULL, '[{"type": "sagat.PADone", "data": {}, "correlation_id": "00000000-0000-0000-0000-00000000a009"},
+                                            {"type": "sagat.PADone", "data": {}, "correlation_id": "00000000-0000-0000-0000-00000000a010"}]');
+SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a009', 'failed');
+SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a010', 'running', 2);
+SELECT state, step_name, error FROM ocx.saga_status WHERE saga_name = 'sagat_poison' ORDER BY saga_id;
+SELECT data FROM ocx.commands WHERE type = 'sagat.PB';
+SELECT action, state, detail FROM pg_temp.timeline('00000000-0000-0000-0000-00000000a009');
+SELECT ocx.abort_saga('00000000-0000-0000-0000-00000000a010');
+
 -- dropping: not while a saga runs; unknown names are errors
 SELECT ocx.start_saga('sagat_one', '{}', '00000000-0000-0000-0000-00000000a008');
 SELECT ocx.drop_saga('sagat_one');
