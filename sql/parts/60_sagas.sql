@@ -83,9 +83,10 @@ CREATE TABLE ocx.saga_cursor (
     global_position bigint NOT NULL DEFAULT 0,
     updated_at      timestamptz
 );
-INSERT INTO ocx.saga_cursor DEFAULT VALUES;
 COMMENT ON TABLE ocx.saga_cursor IS
     'the saga task''s checkpoint in gap-free log order: every event up to it was matched against the sagas';
+-- The row is created by the first round, not here: pg_dump keeps the row
+-- (config table), and a restore must not meet one made by CREATE EXTENSION.
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.saga_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.saga_instances', '');
@@ -715,7 +716,11 @@ DECLARE
     cstatus text;
     cerror  text;
 BEGIN
-    SELECT * INTO STRICT cur FROM ocx.saga_cursor c FOR UPDATE;
+    SELECT * INTO cur FROM ocx.saga_cursor c FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO ocx.saga_cursor AS c (id) VALUES (true) ON CONFLICT ON CONSTRAINT saga_cursor_pkey DO NOTHING;
+        SELECT * INTO STRICT cur FROM ocx.saga_cursor c FOR UPDATE;
+    END IF;
     -- every transaction below the horizon has finished: events before it
     -- can no longer appear behind the cursor
     horizon := pg_snapshot_xmin(pg_current_snapshot());

@@ -12,7 +12,7 @@ SELECT has_view('ocx', 'saga_status', 'saga status view');
 SELECT col_is_pk('ocx', 'saga_instances', 'saga_id', 'sagas keyed by id');
 SELECT col_is_pk('ocx', 'saga_definitions', 'name', 'definitions keyed by name');
 SELECT has_index('ocx', 'saga_instances', 'saga_instances_deadline_idx', ARRAY['deadline'], 'deadlines are indexed');
-SELECT is((SELECT count(*)::int FROM ocx.saga_cursor), 1, 'saga_cursor has its one row');
+SELECT ok((SELECT count(*) FROM ocx.saga_cursor) <= 1, 'saga_cursor has at most one row (made by the first round)');
 SELECT columns_are('ocx', 'saga_status', ARRAY['saga_id', 'saga_name', 'state', 'current_step', 'step_name',
     'steps', 'command_id', 'command_status', 'age', 'deadline', 'error', 'started_at', 'updated_at',
     'finished_at', 'transitions'], 'saga_status columns');
