@@ -164,7 +164,7 @@ SELECT ocx.define_saga('transfer', $json${
      "success": "Debited", "failure": "DebitRefused", "timeout": "30 seconds",
      "compensation": {"command": "bank.Refund",
                       "data": {"account": "$.input.from", "amount": "$.input.amount",
-                               "transfer_id": "$.input.transfer_id", "reason": "$$refund"}}},
+                               "transfer_id": "$.input.transfer_id", "reason": "refund"}}},
     {"name": "credit", "command": "bank.Credit",
      "data": {"account": "$.input.to", "amount": "$.input.amount", "transfer_id": "$.input.transfer_id"},
      "success": "Credited", "failure": "CreditRefused", "timeout": "30 seconds"}
