@@ -25,9 +25,11 @@ typedef struct OcxUpcaster
 {
 	Oid			transform;		/* InvalidOid for declarative steps */
 	bool		transform_exists;
+	bool		transform_ok;	/* exists and is (jsonb) -> jsonb */
 	FmgrInfo	flinfo;
 	int			nsteps;
 	struct OcxUpcastStep *steps;
+	char	   *error;			/* set when the stored spec does not compile */
 } OcxUpcaster;
 
 /* reducer.c: compiled reducer rules */
@@ -38,6 +40,7 @@ typedef struct OcxEventTypeDef
 	char		type[OCX_TYPE_KEYSIZE]; /* hash key */
 	int32		schema_version;
 	OcxSchema  *schema;			/* NULL: no validation */
+	char	   *schema_error;	/* set when the stored schema does not compile */
 	OcxUpcaster **upcasters;	/* [v] upcasts v -> v + 1, v = 1 .. schema_version - 1 */
 } OcxEventTypeDef;
 
@@ -46,8 +49,10 @@ typedef struct OcxAggregateDef
 	char		name[OCX_AGG_KEYSIZE];	/* hash key */
 	Oid			apply;			/* InvalidOid with a reducer */
 	bool		apply_exists;
+	bool		apply_ok;		/* exists and is (jsonb, ocx.event) -> jsonb */
 	FmgrInfo	apply_flinfo;
 	OcxReducer *reducer;
+	char	   *reducer_error;	/* set when the stored rules do not compile */
 	Jsonb	   *initial_state;
 	int32		snapshot_every; /* 0: no automatic snapshots */
 	int64		definition_version;
@@ -55,6 +60,7 @@ typedef struct OcxAggregateDef
 } OcxAggregateDef;
 
 /* defcache.c */
+extern bool OcxFunctionHasSignature(Oid fn, int nargs, const Oid *argtypes, Oid rettype);
 extern void OcxDefCachePin(void);
 extern void OcxDefCacheUnpin(void);
 extern OcxEventTypeDef *OcxLookupEventType(const char *type, int len);

@@ -624,7 +624,9 @@ ReplayReducer(Load *ld, Jsonb *state, MemoryContext callcxt)
 		bool		more;
 
 		CHECK_FOR_INTERRUPTS();
-		MemoryContextReset(event_cxt);
+		/* the fold copies what it keeps: reset now and then, not per event */
+		if (MemoryContextMemAllocated(event_cxt, false) > 64 * 1024)
+			MemoryContextReset(event_cxt);
 		old = MemoryContextSwitchTo(event_cxt);
 		more = NextEvent(&src, &row);
 		MemoryContextSwitchTo(old);
@@ -654,7 +656,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				old,
 				caller = CurrentMemoryContext;
 	Jsonb	   *volatile result = NULL;
-	bool		time_travel = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -685,12 +686,31 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				 errmsg("aggregate type \"%s\" is not defined", text_to_cstring(agg)),
 				 errhint("Define it with ocx.define_aggregate.")));
 	}
-	if (OidIsValid(ld.def->apply) && !ld.def->apply_exists)
+	if (OidIsValid(ld.def->apply) && !ld.def->apply_ok)
 	{
+		bool		exists = ld.def->apply_exists;
+		char	   *name = pstrdup(ld.def->name);
+
 		OcxDefCacheUnpin();
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_AGGREGATE),
-				 errmsg("the apply function of aggregate \"%s\" no longer exists", ld.def->name),
+				 exists ?
+				 errmsg("the apply function of aggregate \"%s\" has the wrong signature", name) :
+				 errmsg("the apply function of aggregate \"%s\" no longer exists", name),
+				 exists ?
+				 errdetail("It must be a plain function (jsonb, ocx.event) returning jsonb.") : 0,
+				 errhint("Define the aggregate again with ocx.define_aggregate.")));
+	}
+	if (!OidIsValid(ld.def->apply) && ld.def->reducer == NULL)
+	{
+		char	   *name = pstrdup(ld.def->name);
+		char	   *why = pstrdup(ld.def->reducer_error ? ld.def->reducer_error : "no rules");
+
+		OcxDefCacheUnpin();
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_AGGREGATE),
+				 errmsg("the reducer of aggregate \"%s\" in ocx.aggregates is invalid", name),
+				 errdetail("%s", why),
 				 errhint("Define the aggregate again with ocx.define_aggregate.")));
 	}
 	ld.aggregate_type = agg;
@@ -729,7 +749,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 								asof, text_to_cstring(sid)),
 						 errdetail("The stream is at version " INT64_FORMAT ".", current)));
 			ld.target = asof;
-			time_travel = asof < current;
 		}
 		if (!force_snapshot && !PG_ARGISNULL(3))
 		{
@@ -739,7 +758,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			ld.target = isnull ? 0 : DatumGetInt64(args[0]);
 			args[0] = PointerGetDatum(sid);
-			time_travel = true;
 		}
 
 		/* the newest snapshot at or below the target, under this definition */
@@ -805,7 +823,6 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 		OcxCount(OCX_COUNT_SNAPSHOT_HITS, 1);
 	if (ld.snapshot_saved)
 		OcxCount(OCX_COUNT_SNAPSHOTS_WRITTEN, 1);
-	(void) time_travel;
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(callcxt);

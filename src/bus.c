@@ -18,8 +18,11 @@
  * itself (a statement trigger on ocx.events) for lower latency, at the cost
  * described above; "off" turns wake-ups off entirely.
  *
- * Shared state: the one row of ocx.bus_state, locked FOR UPDATE SKIP LOCKED
- * by whoever runs a tick, so two ticks never send the same batch twice.
+ * Shared state: the one row of ocx.bus_state.  A tick first reads it without
+ * a lock to see whether anything is new (the usual answer under no load is
+ * no, and then the tick wrote nothing); only then does it lock the row FOR
+ * UPDATE SKIP LOCKED and re-read it, so two ticks (the worker's and a
+ * superuser's ocx._bus_tick()) never send the same batch twice.
  */
 #include "ocx.h"
 #include "ocx_bus.h"
@@ -63,6 +66,7 @@ static const struct config_enum_entry notify_mode_options[] = {
 	{NULL, 0, false}
 };
 
+/* Define ocx.notify_mode (called from _PG_init). */
 void
 OcxBusInit(void)
 {
@@ -252,6 +256,7 @@ typedef struct NameList
 	List	   *names;
 } NameList;
 
+/* An empty list that may take budget bytes of names. */
 static void
 NameListInit(NameList *l, int budget)
 {
@@ -262,6 +267,10 @@ NameListInit(NameList *l, int budget)
 	l->names = NIL;
 }
 
+/*
+ * Add name unless listed already; a name over BUS_NAME_MAX or over the budget
+ * is left out and marks the list truncated, so payloads stay small.
+ */
 static void
 NameListAdd(NameList *l, const char *name)
 {
@@ -304,14 +313,23 @@ typedef enum BusPlan
 } BusPlan;
 
 static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
+	/*
+	 * Is the first event (command) after the cursor, in log order, readable?
+	 * Later ones have larger txids, so if it is not, none is.  Written as
+	 * ORDER BY ... LIMIT 1 so that it is always one step of the log-order
+	 * index: an EXISTS would let the planner pick a sequential scan that
+	 * reads the whole log when nothing is new.
+	 */
 	[BUS_PLAN_PEEK] =
 	"SELECT pg_catalog.pg_notification_queue_usage(), "
-	"EXISTS (SELECT 1 FROM ocx.events e "
-	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
-	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position)), "
-	"EXISTS (SELECT 1 FROM ocx.commands c "
-	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
-	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq)) "
+	"COALESCE((SELECT e.txid FROM ocx.events e "
+	"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position) "
+	"ORDER BY e.txid, e.global_position LIMIT 1) "
+	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false), "
+	"COALESCE((SELECT c.txid FROM ocx.commands c "
+	"WHERE (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq) "
+	"ORDER BY c.txid, c.seq LIMIT 1) "
+	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false) "
 	"FROM ocx.bus_state b",
 	[BUS_PLAN_STATE] =
 	"SELECT events_txid, events_position, commands_txid, commands_seq "
@@ -361,6 +379,7 @@ RunBusPlan(BusPlan which, Datum *values)
 	return SPI_processed;
 }
 
+/* An xid8 column of an SPI result row, as a plain 64-bit number. */
 static uint64
 GetXid8(HeapTuple tup, TupleDesc desc, int col)
 {
@@ -369,6 +388,7 @@ GetXid8(HeapTuple tup, TupleDesc desc, int col)
 	return U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, col, &isnull)));
 }
 
+/* A bigint column of an SPI result row. */
 static int64
 GetInt64(HeapTuple tup, TupleDesc desc, int col)
 {

@@ -35,6 +35,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 PG_FUNCTION_INFO_V1(ocx_command_tick);
@@ -107,6 +108,7 @@ SetLocal(const char *name, const char *value)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
+/* The text form of a uuid datum, for the settings. */
 static char *
 UuidText(Datum d)
 {
@@ -216,7 +218,7 @@ OcxCommandWorkerTick(void)
 				   *old_trace,
 				   *traceparent = NULL;
 		Jsonb	   *result;
-		char	   *error;
+		char	   *error = NULL;
 		Datum		args[2];
 		char		nulls[2] = {' ', ' '};
 		MemoryContext spictx;
@@ -252,7 +254,13 @@ OcxCommandWorkerTick(void)
 		/* a malformed traceparent in metadata is ignored, not fatal */
 		(void) set_config_option("ocx.traceparent", traceparent ? traceparent : "",
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, DEBUG1, false);
-		if (RunHandler(handler, role, cmd, &result, &error))
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+		{
+			/* never run a handler as a role that is gone */
+			result = NULL;
+			error = psprintf("the role (oid %u) that defined the handler no longer exists", role);
+		}
+		if (error == NULL && RunHandler(handler, role, cmd, &result, &error))
 		{
 			args[0] = id;
 			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;

@@ -590,6 +590,12 @@ OcxValidateNewEvent(OcxNewEvent *ev, int index)
 						index, ev->schema_version, ev->type),
 				 errdetail("The current schema version of \"%s\" is %d.", ev->type, def->schema_version),
 				 errhint("Move the event type forward with ocx.define_event_type first.")));
+	if (def->schema_error != NULL && ev->schema_version == def->schema_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_SCHEMA),
+				 errmsg("the schema of event type \"%s\" in ocx.event_types is invalid", ev->type),
+				 errdetail("%s", def->schema_error),
+				 errhint("Define the event type again with ocx.define_event_type.")));
 	if (def->schema != NULL && ev->schema_version == def->schema_version)
 		OcxValidateData(def->schema, ev->data, ev->type, def->schema_version, index);
 }

@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -41,6 +42,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(ocx_definitions_changed);
@@ -56,6 +58,7 @@ static bool any_upcasting = false;
 static Oid	def_relids[NUM_DEF_TABLES];
 static int	pin_count = 0;
 static uint64 inval_count = 0;	/* invalidations seen, to detect one during a build */
+static uint64 build_count = 0;	/* caches built: lookups remembered per build */
 static bool callbacks_registered = false;
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
@@ -135,6 +138,31 @@ ProcFingerprint(Oid fn, bool *exists)
 	return h;
 }
 
+/*
+ * Does fn exist as a plain, non-set-returning function with exactly these
+ * argument and result types?  The define functions check this, but the
+ * tables can be changed by hand, and calling a function through fmgr with
+ * the wrong argument types would read garbage.
+ */
+bool
+OcxFunctionHasSignature(Oid fn, int nargs, const Oid *argtypes, Oid rettype)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc p;
+	bool		ok;
+	int			i;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	p = (Form_pg_proc) GETSTRUCT(tup);
+	ok = p->prokind == PROKIND_FUNCTION && !p->proretset && p->prorettype == rettype &&
+		p->pronargs == nargs;
+	for (i = 0; ok && i < nargs; i++)
+		ok = p->proargtypes.values[i] == argtypes[i];
+	ReleaseSysCache(tup);
+	return ok;
+}
+
 /* Column col of row r of the last SPI result as a C string, or NULL. */
 static char *
 SpiString(int r, int col)
@@ -157,6 +185,75 @@ SpiRun(const char *sql)
 
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ocx: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+}
+
+/*
+ * Compile one stored declarative definition (schema, upcaster spec or
+ * reducer rules).  The define functions refuse definitions that do not
+ * compile, but the tables can be changed by hand or restored from another
+ * version: one bad row must fail only the uses of that definition, not every
+ * append and read in the database.  So the compile runs in a subtransaction
+ * and an error becomes a message kept in the cache (*error).  In parallel
+ * mode, where subtransactions are not allowed, errors propagate.
+ */
+typedef void *(*CompileFn) (const char *text, MemoryContext cxt, void *arg);
+
+static void *
+TryCompile(CompileFn fn, const char *text, MemoryContext cxt, void *arg, char **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	void	   *volatile result = NULL;
+
+	*error = NULL;
+	if (IsInParallelMode())
+		return fn(text, cxt, arg);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		result = fn(text, cxt, arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		*error = MemoryContextStrdup(cxt, edata->detail ?
+									 psprintf("%s: %s", edata->message, edata->detail) :
+									 edata->message);
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static void *
+CompileSchemaFn(const char *text, MemoryContext cxt, void *arg)
+{
+	return OcxCompileSchema(text, cxt);
+}
+
+static void *
+CompileUpcasterFn(const char *text, MemoryContext cxt, void *arg)
+{
+	return OcxCompileUpcaster(InvalidOid, text, cxt);
+}
+
+static void *
+CompileReducerFn(const char *text, MemoryContext cxt, void *arg)
+{
+	return OcxCompileReducer(text, cxt);
 }
 
 /* A string-keyed hash table in cxt, so that it goes with the cache. */
@@ -189,6 +286,7 @@ BuildCache(void)
 	int			i;
 	uint64		r;
 	uint64		start_count;
+	Oid			event_typid;
 
 	RegisterCallbacks();
 	start_count = inval_count;
@@ -199,6 +297,9 @@ BuildCache(void)
 	aggs = MakeHash("ocx aggregates", sizeof(OcxAggregateDef), cxt);
 
 	nsp = get_namespace_oid(OCX_SCHEMA, true);
+	event_typid = OidIsValid(nsp) ?
+		GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("event"),
+						ObjectIdGetDatum(nsp)) : InvalidOid;
 	for (i = 0; i < (int) NUM_DEF_TABLES; i++)
 		def_relids[i] = OidIsValid(nsp) ? get_relname_relid(def_tables[i], nsp) : InvalidOid;
 
@@ -219,8 +320,12 @@ BuildCache(void)
 			if (strlen(type) >= OCX_TYPE_KEYSIZE)
 				continue;		/* longer than any appendable type */
 			def = hash_search(types, type, HASH_ENTER, NULL);
+			/* dynahash fills in only the key */
+			memset((char *) def + offsetof(OcxEventTypeDef, schema_version), 0,
+				   sizeof(OcxEventTypeDef) - offsetof(OcxEventTypeDef, schema_version));
 			def->schema_version = version;
-			def->schema = schema ? OcxCompileSchema(schema, cxt) : NULL;
+			def->schema = schema ?
+				TryCompile(CompileSchemaFn, schema, cxt, NULL, &def->schema_error) : NULL;
 			def->upcasters = MemoryContextAllocZero(cxt, sizeof(OcxUpcaster *) * (version + 1));
 			if (version > 1)
 				upcasting = true;
@@ -246,7 +351,19 @@ BuildCache(void)
 			def = hash_search(types, type, HASH_FIND, NULL);
 			if (def == NULL || from < 1 || from >= def->schema_version)
 				continue;		/* dormant: beyond the current version */
-			up = OcxCompileUpcaster(transform, spec, cxt);
+			if (OidIsValid(transform))
+				up = OcxCompileUpcaster(transform, NULL, cxt);
+			else
+			{
+				char	   *error;
+
+				up = TryCompile(CompileUpcasterFn, spec, cxt, NULL, &error);
+				if (up == NULL)
+				{
+					up = MemoryContextAllocZero(cxt, sizeof(OcxUpcaster));
+					up->error = error;
+				}
+			}
 			def->upcasters[from] = up;
 			if (OidIsValid(transform))
 			{
@@ -273,16 +390,24 @@ BuildCache(void)
 			if (strlen(name) >= OCX_AGG_KEYSIZE)
 				continue;
 			def = hash_search(aggs, name, HASH_ENTER, NULL);
+			memset((char *) def + offsetof(OcxAggregateDef, apply), 0,
+				   sizeof(OcxAggregateDef) - offsetof(OcxAggregateDef, apply));
 			d = SpiDatum(r, 2, &isnull);
 			def->apply = isnull ? InvalidOid : DatumGetObjectId(d);
 			def->apply_exists = false;
+			def->apply_ok = false;
 			if (OidIsValid(def->apply))
 			{
+				Oid			argtypes[2] = {JSONBOID, event_typid};
+
 				fp = hash_combine64(fp, ProcFingerprint(def->apply, &def->apply_exists));
-				if (def->apply_exists)
+				def->apply_ok = def->apply_exists &&
+					OcxFunctionHasSignature(def->apply, 2, argtypes, JSONBOID);
+				if (def->apply_ok)
 					fmgr_info_cxt(def->apply, &def->apply_flinfo, cxt);
 			}
-			def->reducer = reducer ? OcxCompileReducer(reducer, cxt) : NULL;
+			def->reducer = reducer ?
+				TryCompile(CompileReducerFn, reducer, cxt, NULL, &def->reducer_error) : NULL;
 			d = SpiDatum(r, 4, &isnull);
 			old = MemoryContextSwitchTo(cxt);
 			def->initial_state = DatumGetJsonbPCopy(d);
@@ -300,6 +425,7 @@ BuildCache(void)
 	if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
 	cache_cxt = cxt;
+	build_count++;
 	types_hash = types;
 	aggs_hash = aggs;
 	any_upcasting = upcasting;
@@ -331,18 +457,30 @@ OcxDefCacheUnpin(void)
 		pin_count--;
 }
 
-/* The registered event type (len bytes, not NUL-terminated), or NULL. */
+/*
+ * The registered event type (len bytes, not NUL-terminated), or NULL.
+ * Reads call this twice per row (data and version) and streams are runs of
+ * few types, so the last answer is remembered until the cache is rebuilt.
+ */
 OcxEventTypeDef *
 OcxLookupEventType(const char *type, int len)
 {
-	char		key[OCX_TYPE_KEYSIZE];
+	static char last_key[OCX_TYPE_KEYSIZE];
+	static int	last_len = -1;
+	static uint64 last_build = 0;
+	static OcxEventTypeDef *last_def = NULL;
 
 	EnsureCache();
 	if (len >= OCX_TYPE_KEYSIZE || hash_get_num_entries(types_hash) == 0)
 		return NULL;
-	memcpy(key, type, len);
-	key[len] = '\0';
-	return hash_search(types_hash, key, HASH_FIND, NULL);
+	if (len == last_len && last_build == build_count && memcmp(type, last_key, len) == 0)
+		return last_def;
+	memcpy(last_key, type, len);
+	last_key[len] = '\0';
+	last_len = len;
+	last_build = build_count;
+	last_def = hash_search(types_hash, last_key, HASH_FIND, NULL);
+	return last_def;
 }
 
 /* The defined aggregate (len bytes), or NULL. */

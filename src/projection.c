@@ -96,8 +96,8 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
 		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
 		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent' "
-		"FROM ocx.read_all(ocx.cursor($1, $2), $3, $4, $5) e",
-		5, {XID8OID, INT8OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID}
+		"FROM ocx.read_all(ocx.cursor($1, $2), $3) e",
+		3, {XID8OID, INT8OID, INT4OID}
 	},
 	[Q_CKPT] = {
 		"UPDATE ocx.projections SET checkpoint_txid = $2, checkpoint_position = $3, "
@@ -165,6 +165,7 @@ typedef struct BatchEvent
 	char	   *correlation_id; /* the event's, else its id */
 	char	   *causation_id;	/* the event's id */
 	char	   *traceparent;	/* from its metadata, or NULL */
+	bool		matches;		/* of the projection's types and categories */
 } BatchEvent;
 
 /* A running inline projection, as cached by a backend. */
@@ -384,7 +385,7 @@ SetEventSettings(BatchEvent *ev)
 }
 
 /*
- * Apply events[from..to) in one subtransaction.  On error the subtransaction
+ * Apply the matching events of events[from..to) in one subtransaction.  On error the subtransaction
  * is rolled back, *edata (in the caller's context) says why, and false is
  * returned; the caller's transaction goes on.
  */
@@ -404,6 +405,8 @@ ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 
 		for (i = from; i < to; i++)
 		{
+			if (!events[i].matches)
+				continue;
 			CHECK_FOR_INTERRUPTS();
 			SetEventSettings(&events[i]);
 			CallHandler(flinfo, owner, events[i].event);
@@ -577,6 +580,11 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	FmgrInfo	flinfo;
 	bool		more = false;
 	bool		rebuilding;
+	char	  **type_list;
+	int			ntypes;
+	char	  **category_list;
+	int			ncategories;
+	uint64		nmatch = 0;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
 								ALLOCSET_DEFAULT_SIZES);
@@ -629,16 +637,17 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		return false;
 	}
 
-	/* the next batch, in log order, upcast */
+	/*
+	 * The next batch, in log order, upcast.  All events, filtered here: the
+	 * checkpoint then moves past events the projection does not want, so a
+	 * batch never rescans a long run of them.
+	 */
+	type_list = TextArrayStrings(types, types_null, &ntypes);
+	category_list = TextArrayStrings(categories, categories_null, &ncategories);
 	values[0] = ckpt_txid;
 	values[1] = Int64GetDatum(ckpt_pos);
 	values[2] = Int32GetDatum(ocx_batch_size);
-	values[3] = types;
-	values[4] = categories;
-	memset(nulls, ' ', sizeof(nulls));
-	nulls[3] = types_null ? 'n' : ' ';
-	nulls[4] = categories_null ? 'n' : ' ';
-	nev = RunProjPlan(Q_EVENTS, values, nulls);
+	nev = RunProjPlan(Q_EVENTS, values, NULL);
 	events = palloc0(sizeof(BatchEvent) * Max(nev, 1));
 	for (i = 0; i < nev; i++)
 	{
@@ -653,6 +662,12 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		events[i].correlation_id = GetText(i, 9);
 		events[i].causation_id = GetText(i, 10);
 		events[i].traceparent = GetText(i, 11);
+		events[i].matches =
+			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
+			InList(category_list, ncategories, events[i].stream_id,
+				   strcspn(events[i].stream_id, "-"));
+		if (events[i].matches)
+			nmatch++;
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -679,12 +694,17 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 
 	/* fast path: the whole batch in one subtransaction */
 	i = 0;
-	if (failing_null)
+	if (nmatch == 0)
+		i = nev;				/* nothing for this projection: move on */
+	else if (failing_null)
 	{
 		ErrorData  *edata = NULL;
 
 		if (ApplyInSubtransaction(&flinfo, owner, events, 0, nev, &edata))
-			i = applied = nev;
+		{
+			i = nev;
+			applied = nmatch;
+		}
 		else
 			FreeErrorData(edata);
 	}
@@ -695,6 +715,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		ErrorData  *edata = NULL;
 		int32		attempts;
 
+		if (!events[i].matches)
+			continue;
 		if (ApplyInSubtransaction(&flinfo, owner, events, i, i + 1, &edata))
 		{
 			applied++;
@@ -758,7 +780,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		FreeErrorData(edata);
 	}
 
-	/* the checkpoint: the last event applied or parked */
+	/* the checkpoint: the last event read before the one that waits, if any */
 	if (i > 0)
 	{
 		ckpt_txid = events[i - 1].txid;
@@ -767,7 +789,11 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		have_time = true;
 	}
 	if (!waiting && !stopped)
+	{
+		/* past every event read: nothing is pending a retry */
 		retry_null = true;
+		failing_null = true;
+	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ckpt_txid;

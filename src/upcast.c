@@ -280,9 +280,13 @@ OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt)
 
 	if (OidIsValid(transform))
 	{
+		Oid			argtype = JSONBOID;
+
 		up->transform = transform;
 		up->transform_exists = SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(transform));
-		if (up->transform_exists)
+		up->transform_ok = up->transform_exists &&
+			OcxFunctionHasSignature(transform, 1, &argtype, JSONBOID);
+		if (up->transform_ok)
 			fmgr_info_cxt(transform, &up->flinfo, cxt);
 		return up;
 	}
@@ -591,14 +595,24 @@ OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data)
 		OcxUpcaster *up = def->upcasters[v];
 
 		ctx.from = v;
+		if (up->error != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_UPCAST_FAILED),
+					 errmsg("the upcaster spec of event type \"%s\" from version %d in ocx.upcasters is invalid",
+							def->type, v),
+					 errdetail("%s", up->error),
+					 errhint("Define the upcaster again with ocx.define_upcaster.")));
 		if (OidIsValid(up->transform))
 		{
 			LOCAL_FCINFO(fcinfo, 1);
 			Datum		result;
 
-			if (!up->transform_exists)
+			if (!up->transform_ok)
 				ereport(ERROR,
 						(errcode(ERRCODE_OCX_UPCAST_FAILED),
+						 up->transform_exists ?
+						 errmsg("the upcaster function of event type \"%s\" from version %d is not (jsonb) -> jsonb",
+								def->type, v) :
 						 errmsg("the upcaster function of event type \"%s\" from version %d no longer exists",
 								def->type, v),
 						 errhint("Define the upcaster again with ocx.define_upcaster.")));

@@ -24,7 +24,7 @@ REVOKE ALL ON ocx.bus_state FROM PUBLIC;
 
 -- Ephemeral messages.
 CREATE FUNCTION ocx.publish(channel text, payload jsonb) RETURNS void
-    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_publish';
 COMMENT ON FUNCTION ocx.publish(text, jsonb) IS
     'NOTIFY channel with a JSON payload at commit; payloads over 7900 bytes raise OX310, names starting with ocx_ are reserved (OX311)';
@@ -33,7 +33,7 @@ COMMENT ON FUNCTION ocx.publish(text, jsonb) IS
 -- transaction itself sends the NOTIFY.  The WHEN clause keeps the trigger
 -- from being queued at all in the default mode.
 CREATE FUNCTION ocx._notify_immediate() RETURNS trigger
-    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_notify_immediate';
 COMMENT ON FUNCTION ocx._notify_immediate() IS
     'internal trigger: NOTIFY from the appending transaction when ocx.notify_mode = immediate';
@@ -108,7 +108,7 @@ COMMENT ON FUNCTION ocx.stream_partition(text, integer) IS
     'the partition (0 .. partitions - 1) of a subscription that a stream''s events belong to';
 
 CREATE FUNCTION ocx._bus_name_arg(what text, val text) RETURNS text
-    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_bus_name_arg';
 COMMENT ON FUNCTION ocx._bus_name_arg(text, text) IS
     'internal: a valid subscription or consumer name (1 to 200 bytes), else raises OX301';
@@ -119,7 +119,7 @@ CREATE FUNCTION ocx.create_subscription(name text, types text[] DEFAULT NULL,
                                         "after" ocx.cursor DEFAULT NULL,
                                         lease interval DEFAULT '30 seconds')
     RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -160,7 +160,7 @@ COMMENT ON FUNCTION ocx.create_subscription(text, text[], text[], integer, ocx.c
     'create a durable subscription (optionally filtered by types and categories; partitions > 1 for consumer groups)';
 
 CREATE FUNCTION ocx.drop_subscription(name text, if_exists boolean DEFAULT false) RETURNS boolean
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -186,7 +186,7 @@ COMMENT ON FUNCTION ocx.drop_subscription(text, boolean) IS
 -- acknowledged, or when its holder's lease ran out.
 CREATE FUNCTION ocx.poll(name text, max_count integer DEFAULT 100, consumer text DEFAULT 'default')
     RETURNS SETOF ocx.event
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -264,13 +264,17 @@ BEGIN
     IF evs IS NOT NULL THEN
         tail := (evs[cardinality(evs)])."cursor";
     END IF;
+    -- what is in flight now: everything up to the last event handed out (a
+    -- poll of 0 events only renews the lease)
     UPDATE ocx.subscription_partitions p
        SET lease_until = now() + sub.lease,
            (delivered_txid, delivered_position) =
                (SELECT ocx.txid(g), ocx.global_position(g) FROM (
                     SELECT greatest(tail, ocx.cursor(p.acked_txid, p.acked_position)) AS g
                      WHERE tail IS NOT NULL) s)
-     WHERE p.subscription = sub.name AND p.owner = poll.consumer;
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count > 0;
+    UPDATE ocx.subscription_partitions p SET lease_until = now() + sub.lease
+     WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count = 0;
 
     IF evs IS NOT NULL THEN
         RETURN QUERY SELECT * FROM unnest(evs);
@@ -281,7 +285,7 @@ COMMENT ON FUNCTION ocx.poll(text, integer, text) IS
     'up to max_count events after the acknowledged cursor, in gap-free log order, from the partitions this consumer holds';
 
 CREATE FUNCTION ocx.ack(name text, "cursor" ocx.cursor, consumer text DEFAULT 'default') RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -382,8 +386,10 @@ CREATE TABLE ocx.commands (
     CONSTRAINT commands_status_check
         CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
 );
--- the claim: pending commands of a type in queue order; expired claims
+-- the claim: pending commands of one type, or of several, in queue order;
+-- expired claims
 CREATE INDEX commands_pending_idx ON ocx.commands (type, seq) WHERE status = 'pending';
+CREATE INDEX commands_pending_seq_idx ON ocx.commands (seq) WHERE status = 'pending';
 CREATE INDEX commands_running_idx ON ocx.commands (claimed_until) WHERE status = 'running';
 CREATE INDEX commands_log_order_idx ON ocx.commands (txid, seq);
 COMMENT ON TABLE ocx.commands IS 'the command queue: every command, its status, attempts and result';
@@ -414,7 +420,7 @@ COMMENT ON FUNCTION ocx._command_sent() IS
 CREATE FUNCTION ocx.define_command_handler(command_type text, handler regprocedure,
                                            retry jsonb DEFAULT NULL)
     RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -482,7 +488,7 @@ COMMENT ON FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) IS
     'the one handler of a command type: a function (ocx.command) -> jsonb|void the worker runs, or NULL for client-claimed commands; retry {"max_attempts", "base_delay", "max_delay"}';
 
 CREATE FUNCTION ocx.drop_command_handler(command_type text) RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -498,7 +504,7 @@ CREATE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFA
                                  causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
                                  metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
     RETURNS uuid
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -559,7 +565,7 @@ COMMENT ON FUNCTION ocx.send_command(text, jsonb, uuid, uuid, uuid, jsonb, times
 CREATE FUNCTION ocx._claim_commands(types text[], max_count integer, visibility_timeout interval,
                                     claimer text)
     RETURNS SETOF ocx.command
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -689,7 +695,7 @@ CREATE FUNCTION ocx.claim_commands(types text[], max_count integer DEFAULT 1,
                                    visibility_timeout interval DEFAULT '30 seconds',
                                    claimer text DEFAULT NULL)
     RETURNS SETOF ocx.command
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -724,7 +730,7 @@ COMMENT ON FUNCTION ocx.claim_commands(text[], integer, interval, text) IS
 
 -- Finish a running command: shared by complete_command, fail_command and the worker.
 CREATE FUNCTION ocx._running_command(id uuid) RETURNS ocx.commands
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -750,7 +756,7 @@ COMMENT ON FUNCTION ocx._running_command(uuid) IS 'internal: lock a claimed comm
 REVOKE ALL ON FUNCTION ocx._running_command(uuid) FROM PUBLIC;
 
 CREATE FUNCTION ocx.complete_command(command_id uuid, result jsonb DEFAULT NULL) RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -771,7 +777,7 @@ $$;
 COMMENT ON FUNCTION ocx.complete_command(uuid, jsonb) IS 'mark a claimed command succeeded, with an optional result';
 
 CREATE FUNCTION ocx.fail_command(command_id uuid, error text, retry boolean DEFAULT true) RETURNS text
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -805,7 +811,7 @@ COMMENT ON FUNCTION ocx.fail_command(uuid, text, boolean) IS
     'record a failed attempt: retried with exponential backoff per the type''s policy, then (or with retry => false) a dead letter; returns the new status';
 
 CREATE FUNCTION ocx.retry_command(command_id uuid) RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -829,7 +835,7 @@ COMMENT ON FUNCTION ocx.retry_command(uuid) IS 'send a dead-lettered command aga
 
 CREATE FUNCTION ocx.purge_commands(older_than interval DEFAULT '7 days',
                                    dead_letters boolean DEFAULT false) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

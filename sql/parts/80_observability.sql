@@ -101,11 +101,15 @@ BEGIN
     END IF;
 
     -- the sagas subsystem's view; its column names are looked up, not assumed
-    SELECT min(a.attname) FILTER (WHERE a.attname IN ('saga', 'saga_name', 'name')),
-           min(a.attname) FILTER (WHERE a.attname IN ('state', 'status'))
-      INTO saga_col, state_col
-      FROM pg_attribute a
-     WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname IN ('saga_name', 'saga', 'name')
+             ORDER BY array_position(ARRAY['saga_name', 'saga', 'name']::name[], a.attname) LIMIT 1),
+           (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname IN ('state', 'status')
+             ORDER BY array_position(ARRAY['state', 'status']::name[], a.attname) LIMIT 1)
+      INTO saga_col, state_col;
     IF saga_col IS NOT NULL AND state_col IS NOT NULL THEN
         RETURN QUERY EXECUTE format($q$
             SELECT 'sagas', jsonb_build_object('saga', s.%1$I, 'state', s.%2$I), count(*)::numeric,

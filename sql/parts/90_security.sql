@@ -101,7 +101,7 @@ BEGIN ATOMIC
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)',
                     'ocx_admin'),
-        ('lock',    '^(subscriptions)$', 'ocx_writer'),
+        ('lock',    '^(subscriptions|saga_definitions)$', 'ocx_writer'),
         ('table',   '^(snapshots|commands|command_history|subscription_partitions|'
                     'subscription_consumers|saga_instances|saga_steps|saga_timeouts)$', 'ocx_writer')
       ) AS r(kind, pattern, grantee);

@@ -101,6 +101,27 @@ test('an append wakes a LISTENing client on ocx_events and ocx_<category>', asyn
   await close(writer);
 });
 
+test('a wake-up for a large batch stays small: names are listed up to a budget, then truncated', async () => {
+  const listener = await connect();
+  await listener.query('LISTEN ocx_events');
+  const big = waitFor(listener, 'ocx_events', (p) => p.count >= 300, 10000);
+  const raw = new Promise((resolve) => listener.on('notification', (m) => {
+    if (JSON.parse(m.payload).count >= 300) resolve(m.payload);
+  }));
+  // 300 streams with long ids and long types in one transaction
+  await admin.query(`DO $$ BEGIN
+      FOR i IN 1..300 LOOP
+        PERFORM ocx.append('nodebig-' || repeat('x', 150) || i, 0,
+                           jsonb_build_object('type', 'Type' || repeat('t', 100) || i, 'data', '{}'::jsonb));
+      END LOOP; END $$`);
+  await tick();
+  const p = await big;
+  assert.equal(p.truncated, true);
+  assert.ok(p.streams.length > 0 && p.streams.length < 300);
+  assert.ok(Buffer.byteLength(await raw) < 4000, 'payload well under 8000 bytes');
+  await close(listener);
+});
+
 test('ocx.notify_mode = immediate: the appending transaction itself notifies', async () => {
   const listener = await connect();
   const writer = await connect();

@@ -151,3 +151,17 @@ SELECT ocx.define_aggregate(repeat('a', 257), reducer => '{"T": [{"add": "n", "v
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.define_event_type(repeat('t', 257), 1);
 \echo :LAST_ERROR_SQLSTATE
+
+-- definition tables changed by hand: a wrong function is refused, never called
+SELECT ocx.define_aggregate('agg_hand', reducer => '{"T": [{"add": "n", "value": 1}]}');
+UPDATE ocx.aggregates SET reducer = NULL, apply = 'ocx.category(text)'::regprocedure
+ WHERE aggregate_type = 'agg_hand';
+SELECT * FROM ocx.load('agg_hand', 'aggacct-1');
+\echo :LAST_ERROR_SQLSTATE
+-- reducer rules broken by hand fail only that aggregate's loads
+SELECT ocx.define_aggregate('agg_hand2', reducer => '{"T": [{"add": "n", "value": 1}]}');
+UPDATE ocx.aggregates SET reducer = '{"T": [{"frob": "n"}]}' WHERE aggregate_type = 'agg_hand2';
+SELECT * FROM ocx.load('agg_hand2', 'aggacct-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.define_aggregate('agg_ok', reducer => '{"T": [{"add": "n", "value": 1}]}');
+SELECT version FROM ocx.load('agg_ok', 'aggacct-1');

@@ -132,6 +132,14 @@ SELECT ocx.send_command('cmdt.Void', '{}', command_id => 'c0000000-0000-4000-800
 SELECT cmdt_settle() AS settled;
 SELECT status, result FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000006';
 REVOKE USAGE ON SCHEMA ocx FROM cmdt_role;
+-- a handler whose defining role is gone is never run
+CREATE ROLE cmdt_gone;
+UPDATE ocx.command_handlers SET handler_role = 'cmdt_gone' WHERE command_type = 'cmdt.Void';
+DROP ROLE cmdt_gone;
+SELECT ocx.send_command('cmdt.Void', '{}', command_id => 'c0000000-0000-4000-8000-000000000007');
+SELECT cmdt_settle() AS settled;
+SELECT status, last_error LIKE 'the role (oid %) that defined the handler no longer exists' AS role_gone
+  FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000007';
 
 -- clients claim commands of types without a server handler
 SELECT ocx.send_command('cmdt.Email', jsonb_build_object('n', i),

@@ -116,3 +116,10 @@ SELECT ocx.append('ctflag-1', NULL, '{"type": "ct.Flag", "data": {}}');
 UPDATE ocx.event_types SET schema = '{"type": "object", "required": ["x"]}' WHERE type = 'ct.Flag';
 SELECT ocx.append('ctflag-1', NULL, '{"type": "ct.Flag", "data": {}}');
 \echo :LAST_ERROR_SQLSTATE
+
+-- a schema broken by hand fails only its own type's appends
+UPDATE ocx.event_types SET schema = '{"type": "object", "pattern": "^x"}' WHERE type = 'ct.Flag';
+SELECT ocx.append('ctflag-1', NULL, '{"type": "ct.Flag", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.append('ctacct-13', 0, '{"type": "ct.Opened", "data": {"holder": "x"}}');
+SELECT ocx.append('ctacct-14', 0, '{"type": "ct.Other", "data": {}}');

@@ -52,6 +52,8 @@ SELECT ocx.ack('subt_orders', NULL);
 SELECT ocx.ack('subt_orders', '1/1'::ocx.cursor, consumer => 'nobody');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS zero FROM ocx.poll('subt_orders', 0);
+-- (a poll of 0 keeps what is in flight: the three events polled above)
+SELECT delivered IS NOT NULL AS still_in_flight FROM ocx.subscription_status WHERE name = 'subt_orders';
 -- acknowledge the second event: the poll resumes after it
 SELECT "cursor" AS c2 FROM ocx.poll('subt_orders', 2) OFFSET 1 \gset
 SELECT ocx.ack('subt_orders', :'c2');

@@ -104,3 +104,15 @@ SELECT state FROM ocx.load('up_t', 'upt-1');
 SELECT ocx.define_upcaster('up.T', 1, spec => '{"op": "default", "path": "n", "value": 5}');
 SELECT state FROM ocx.load('up_t', 'upt-1');
 SELECT snapshot_version, replayed FROM ocx.last_load();
+
+-- an upcaster function changed by hand to one of another signature is never called
+UPDATE ocx.upcasters SET spec = NULL, transform = 'ocx.category(text)'::regprocedure
+ WHERE type = 'up.T' AND from_schema_version = 1;
+SELECT data FROM ocx.read_stream('upt-1');
+\echo :LAST_ERROR_SQLSTATE
+-- an upcaster spec broken by hand fails only reads that need it
+UPDATE ocx.upcasters SET transform = NULL, spec = '{"op": "explode"}'
+ WHERE type = 'up.T' AND from_schema_version = 1;
+SELECT data FROM ocx.read_stream('upt-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM ocx.read_stream('upcust-1');
