@@ -1,8 +1,10 @@
 # ocx: PGXS build.  `make`, `make install`, `make test`, `make demo`, `make bench`.
 #
-# The install script sql/ocx--$(EXTVERSION).sql is generated from the parts in
-# sql/parts/ (one per subsystem, concatenated in name order): the parts are the
-# one truth, the generated file is never edited by hand.
+# The install script of the current version, sql/ocx--$(EXTVERSION).sql, is
+# generated from the parts in sql/parts/ (one per subsystem, concatenated in
+# name order): the parts are the one truth, the generated file is never edited
+# by hand.  Released versions are frozen: their install script and the upgrade
+# scripts sql/ocx--A--B.sql are committed files (docs/operations.md, "Releases").
 
 EXTENSION = ocx
 EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(dir $(firstword $(MAKEFILE_LIST)))ocx.control)
@@ -13,7 +15,7 @@ HEADERS = $(wildcard include/*.h)
 
 SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
 DATA_built = sql/ocx--$(EXTVERSION).sql
-DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*--*.sql))
+DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*.sql))
 DOCS := $(wildcard docs/*.md)
 
 PG_CPPFLAGS = -I$(CURDIR)/include
