@@ -2622,3 +2622,635 @@ CREATE VIEW ocx.saga_status AS
       LEFT JOIN ocx.commands c ON c.command_id = i.command_id;
 COMMENT ON VIEW ocx.saga_status IS
     'each saga: state, current step, outstanding command and its status, age, deadline and last error';
+
+-- ---------------------------------------------------------------------------
+-- Security, tenancy and observability (issue 7), merged after the rest of
+-- 0.2.0 was frozen: the same statements as sql/parts/10_log.sql (its
+-- row-level security block), the two functions of 40_projections.sql and
+-- 50_bus.sql that changed, and all of 80_observability.sql and
+-- 90_security.sql.  90_security.sql ends with ocx._apply_privileges(), which
+-- grants every routine and table of 0.2.0 by the rule in docs/security.md;
+-- later upgrade scripts end by calling it again.
+-- ---------------------------------------------------------------------------
+
+-- 10_log.sql
+-- Multi-tenancy: a session sees and writes only the rows of its tenant, the
+-- setting ocx.tenant; with ocx.tenant empty or unset, only the rows without a
+-- tenant (tenant_id IS NULL).  FORCE applies the policies to the tables'
+-- owner too; superusers and BYPASSRLS roles are not subject to them.  The
+-- sub-select makes the setting an InitPlan, read once per query.  The events
+-- policy covers UPDATE and DELETE too, so that they meet the immutability
+-- trigger (OX009) instead of silently matching no row.
+ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams FORCE ROW LEVEL SECURITY;
+CREATE POLICY events_tenant ON ocx.events FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+CREATE POLICY streams_tenant ON ocx.streams FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY events_tenant ON ocx.events IS
+    'a session reads and appends the events of its ocx.tenant (none set: untenanted events); UPDATE and DELETE reach the immutability trigger';
+COMMENT ON POLICY streams_tenant ON ocx.streams IS 'a session sees and advances the streams of its ocx.tenant only';
+
+-- 40_projections.sql
+-- No SET search_path here: the handler runs with the caller's, as it would
+-- in the worker with the database default; every name below is qualified.
+CREATE OR REPLACE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+AS $$
+DECLARE
+    d ocx.dead_letters;
+    p ocx.projections;
+    e ocx.event;
+BEGIN
+    SELECT * INTO d FROM ocx.dead_letters dl
+     WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
+    IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
+       OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
+        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::pg_catalog.text, 'NULL')
+            USING ERRCODE = 'OX220',
+            HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
+    END IF;
+    p := ocx._projection_row(d.projection);
+    -- the event is the first in log order after (txid, position - 1)
+    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
+    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
+        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
+    END IF;
+    EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
+    UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
+     WHERE dl.id OPERATOR(pg_catalog.=) d.id;
+END;
+$$;
+
+-- 50_bus.sql
+CREATE OR REPLACE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
+                                 causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
+                                 metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id      uuid := coalesce(send_command.command_id, gen_random_uuid());
+    corr    uuid := send_command.correlation_id;
+    cause   uuid := send_command.causation_id;
+    old     ocx.commands;
+BEGIN
+    IF type IS NULL OR type = '' OR octet_length(type) > 256 THEN
+        RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
+            USING ERRCODE = 'OX322';
+    END IF;
+    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
+        RAISE EXCEPTION 'command data must be a JSON object'
+            USING ERRCODE = 'OX322', HINT = 'Pass ''{}'' for a command without data.';
+    END IF;
+    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'command metadata must be a JSON object' USING ERRCODE = 'OX322';
+    END IF;
+    IF corr IS NULL THEN
+        corr := nullif(current_setting('ocx.correlation_id', true), '')::uuid;
+    END IF;
+    IF cause IS NULL THEN
+        cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
+    END IF;
+    -- the trace continues through the command (and its handler, see commands.c)
+    IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
+        metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
+    END IF;
+    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
+        VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
+                coalesce(run_at, now()))
+        ON CONFLICT ON CONSTRAINT commands_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        -- an idempotent retry repeats the command exactly
+        SELECT * INTO old FROM ocx.commands c WHERE c.command_id = id;
+        IF old.type = send_command.type AND old.data = send_command.data THEN
+            RETURN id;
+        END IF;
+        RAISE EXCEPTION 'command id % is already used by another command', id
+            USING ERRCODE = 'OX322',
+                  DETAIL = format('It is a "%s" command with different data.', old.type),
+                  HINT = 'A retry must repeat the original command exactly; a new command needs a new id.';
+    END IF;
+    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
+        VALUES (id, 'sent', 0, current_user);
+    PERFORM ocx._command_sent();
+    RETURN id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Observability: counters (shared memory, metrics.c), gauges read from the
+-- subsystems' tables, the ocx.stats view, ocx.metrics() in the Prometheus
+-- text exposition format, and ocx.trace(correlation_id).
+-- See docs/observability.md.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION ocx._counters(OUT name text, OUT value bigint, OUT description text,
+                              OUT reset_time timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_counters';
+COMMENT ON FUNCTION ocx._counters() IS
+    'internal: the shared-memory counters (zeros when ocx is not in shared_preload_libraries)';
+
+CREATE FUNCTION ocx._metrics_enabled() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_metrics_enabled';
+COMMENT ON FUNCTION ocx._metrics_enabled() IS
+    'internal: true when the counters live in shared memory (ocx preloaded)';
+
+CREATE FUNCTION ocx.reset_stats() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_reset_stats';
+COMMENT ON FUNCTION ocx.reset_stats() IS
+    'zero every ocx counter (cluster-wide); false when ocx is not preloaded';
+
+-- Gauges: values read from tables at the time of the call.  The tables of
+-- the subsystems are looked up with to_regclass, so this works whichever of
+-- them are installed; every query text is a constant.  PARALLEL RESTRICTED:
+-- its exception block needs a subtransaction, which a parallel worker cannot
+-- start.
+CREATE FUNCTION ocx._gauges(OUT name text, OUT labels jsonb, OUT value numeric, OUT description text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    saga_col  name;
+    state_col name;
+BEGIN
+    name := 'shared_memory';
+    labels := '{}';
+    value := CASE WHEN ocx._metrics_enabled() THEN 1 ELSE 0 END;
+    description := 'Whether ocx is in shared_preload_libraries and its counters count (1) or not (0).';
+    RETURN NEXT;
+
+    RETURN QUERY
+        SELECT 'log_position'::text, '{}'::jsonb,
+               (CASE WHEN s.is_called THEN s.last_value ELSE 0 END)::numeric,
+               'The highest global position handed out so far.'::text
+          FROM ocx.events_global_position_seq s;
+
+    IF to_regclass('ocx.projection_status') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT g.name, jsonb_build_object('projection', p.name), g.value, g.description
+              FROM ocx.projection_status p,
+                   LATERAL (VALUES
+                     ('projection_lag_events', p.lag_events::numeric,
+                      'Events a projection has still to apply.'),
+                     ('projection_lag_seconds', round(p.lag_seconds::numeric, 3),
+                      'Age in seconds of the oldest event a projection has still to apply.'),
+                     ('projection_dead_letters_parked', p.dead_letters::numeric,
+                      'Events parked as dead letters for a projection.'),
+                     ('projection_events_applied', p.events_applied::numeric,
+                      'Events a projection has applied since it was defined or rebuilt.')
+                   ) AS g(name, value, description)
+            UNION ALL
+            SELECT 'projection_state', jsonb_build_object('projection', p.name, 'state', p.state), 1,
+                   'The state of a projection (1 for its current state).'
+              FROM ocx.projection_status p
+        $q$;
+    END IF;
+
+    IF to_regclass('ocx.subscription_partitions') IS NOT NULL
+       AND to_regprocedure('ocx.stream_partition(text,integer)') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT 'subscription_lag_events', jsonb_build_object('subscription', s.name),
+                   (SELECT count(*)
+                      FROM ocx.subscription_partitions p
+                      JOIN ocx.events e
+                        ON (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
+                       AND ocx.stream_partition(e.stream_id, s.partitions) = p.partition
+                     WHERE p.subscription = s.name
+                       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+                       AND (s.types IS NULL OR e.type = ANY (s.types))
+                       AND (s.categories IS NULL OR ocx.category(e.stream_id) = ANY (s.categories))
+                   )::numeric,
+                   'Events a subscription has still to acknowledge (all its partitions).'
+              FROM ocx.subscriptions s
+        $q$;
+    END IF;
+
+    IF to_regclass('ocx.commands') IS NOT NULL THEN
+        RETURN QUERY EXECUTE $q$
+            SELECT 'commands', jsonb_build_object('status', c.status), count(*)::numeric,
+                   'Commands in the queue by status.'
+              FROM ocx.commands c
+             GROUP BY c.status
+        $q$;
+    END IF;
+
+    -- the sagas subsystem's view; its column names are looked up, not assumed
+    SELECT (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname IN ('saga_name', 'saga', 'name')
+             ORDER BY array_position(ARRAY['saga_name', 'saga', 'name']::name[], a.attname) LIMIT 1),
+           (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = to_regclass('ocx.saga_status') AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attname IN ('state', 'status')
+             ORDER BY array_position(ARRAY['state', 'status']::name[], a.attname) LIMIT 1)
+      INTO saga_col, state_col;
+    IF saga_col IS NOT NULL AND state_col IS NOT NULL THEN
+        RETURN QUERY EXECUTE format($q$
+            SELECT 'sagas', jsonb_build_object('saga', s.%1$I, 'state', s.%2$I), count(*)::numeric,
+                   'Saga instances by saga and state.'
+              FROM ocx.saga_status s
+             GROUP BY s.%1$I, s.%2$I
+        $q$, saga_col, state_col);
+    END IF;
+EXCEPTION
+    WHEN undefined_column OR undefined_function THEN
+        -- a subsystem's tables changed shape: report what was gathered so far
+        RAISE WARNING 'ocx._gauges: %', SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION ocx._gauges() IS
+    'internal: gauges read from the ocx tables (lag per projection and subscription, commands, sagas)';
+
+-- Command counters come from the status transitions of ocx.commands (when
+-- the bus is installed), whoever makes them: SQL functions or the worker.
+CREATE FUNCTION ocx._count_commands() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_count_commands';
+COMMENT ON FUNCTION ocx._count_commands() IS
+    'internal trigger: counts commands sent, succeeded, failed and dead-lettered';
+DO $$
+BEGIN
+    IF pg_catalog.to_regclass('ocx.commands') IS NOT NULL THEN
+        CREATE TRIGGER commands_count_sent AFTER INSERT ON ocx.commands
+            FOR EACH ROW EXECUTE FUNCTION ocx._count_commands();
+        CREATE TRIGGER commands_count_status AFTER UPDATE OF status ON ocx.commands
+            FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+            EXECUTE FUNCTION ocx._count_commands();
+    END IF;
+END
+$$;
+
+-- Saga counters likewise, from ocx.saga_instances when the sagas subsystem
+-- is installed: INSERT = started, a change of the state column to completed,
+-- compensated or failed = finished that way.
+CREATE FUNCTION ocx._count_sagas() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_count_sagas';
+COMMENT ON FUNCTION ocx._count_sagas() IS
+    'internal trigger: counts sagas started, completed, compensated and failed';
+DO $$
+DECLARE
+    col text;
+BEGIN
+    SELECT a.attname INTO col
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ocx.saga_instances')
+       AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['state', 'status']::pg_catalog.name[])
+       AND NOT a.attisdropped
+     ORDER BY a.attname LIMIT 1;
+    IF col IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER saga_instances_count_started AFTER INSERT ON ocx.saga_instances '
+            'FOR EACH ROW EXECUTE FUNCTION ocx._count_sagas(%L)', col);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER saga_instances_count_finished AFTER UPDATE OF %1$I ON ocx.saga_instances '
+            'FOR EACH ROW WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I) '
+            'EXECUTE FUNCTION ocx._count_sagas(%1$L)', col);
+    END IF;
+END
+$$;
+
+CREATE VIEW ocx.stats AS
+    SELECT c.name, 'counter'::text AS kind, '{}'::jsonb AS labels, c.value::numeric AS value,
+           c.description, c.reset_time
+      FROM ocx._counters() c
+    UNION ALL
+    SELECT g.name, 'gauge', g.labels, g.value, g.description, NULL
+      FROM ocx._gauges() g;
+COMMENT ON VIEW ocx.stats IS
+    'ocx counters (cluster-wide, since server start or ocx.reset_stats) and gauges (per projection, subscription, saga)';
+
+-- Escape a label value or help text for the exposition format.
+CREATE FUNCTION ocx._prometheus_escape(s text, quote boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN CASE WHEN quote
+                THEN pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(s, E'\\', E'\\\\'),
+                                                           '"', E'\\"'), E'\n', E'\\n')
+                ELSE pg_catalog.replace(pg_catalog.replace(s, E'\\', E'\\\\'), E'\n', E'\\n')
+           END;
+COMMENT ON FUNCTION ocx._prometheus_escape(text, boolean) IS
+    'internal: escape backslash, newline (and double quote in label values) for Prometheus';
+
+CREATE FUNCTION ocx.metrics() RETURNS text
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    WITH s AS (
+        SELECT 'ocx_' OPERATOR(pg_catalog.||) st.name
+                      OPERATOR(pg_catalog.||) CASE WHEN st.kind OPERATOR(pg_catalog.=) 'counter'
+                                                   THEN '_total' ELSE '' END AS family,
+               st.kind, st.description, st.value,
+               COALESCE('{' OPERATOR(pg_catalog.||)
+                        (SELECT pg_catalog.string_agg(l.key OPERATOR(pg_catalog.||) '="'
+                                    OPERATOR(pg_catalog.||) ocx._prometheus_escape(l.value, true)
+                                    OPERATOR(pg_catalog.||) '"', ',' ORDER BY l.key)
+                           FROM pg_catalog.jsonb_each_text(st.labels) l)
+                        OPERATOR(pg_catalog.||) '}', '') AS labels
+          FROM ocx.stats st
+    ), families AS (
+        SELECT s.family,
+               '# HELP ' OPERATOR(pg_catalog.||) s.family OPERATOR(pg_catalog.||) ' '
+               OPERATOR(pg_catalog.||) ocx._prometheus_escape(pg_catalog.min(s.description), false)
+               OPERATOR(pg_catalog.||) E'\n# TYPE ' OPERATOR(pg_catalog.||) s.family
+               OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) pg_catalog.min(s.kind)
+               OPERATOR(pg_catalog.||) E'\n'
+               OPERATOR(pg_catalog.||) pg_catalog.string_agg(s.family OPERATOR(pg_catalog.||) s.labels
+                                           OPERATOR(pg_catalog.||) ' '
+                                           OPERATOR(pg_catalog.||) s.value::text,
+                                           E'\n' ORDER BY s.labels)
+               OPERATOR(pg_catalog.||) E'\n' AS block
+          FROM s
+         GROUP BY s.family
+    )
+    SELECT pg_catalog.string_agg(f.block, '' ORDER BY f.family) FROM families f;
+END;
+COMMENT ON FUNCTION ocx.metrics() IS
+    'ocx.stats in the Prometheus text exposition format (version 0.0.4): serve it from an exporter or a scrape endpoint';
+
+-- ---------------------------------------------------------------------------
+-- Tracing: the causal tree of one correlation id.
+-- ---------------------------------------------------------------------------
+
+-- The nodes of a trace: events, and commands when the bus is installed.
+-- Two constant query texts, chosen by whether ocx.commands exists; the
+-- correlation id is a parameter ($1), never part of the text.
+CREATE FUNCTION ocx.trace(correlation_id uuid)
+    RETURNS TABLE (depth integer, kind text, id uuid, causation_id uuid, type text,
+                   stream_id text, stream_version bigint, global_position bigint,
+                   "time" timestamptz, traceparent text, status text)
+    LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    events_sql constant text := $q$
+        SELECT 'event'::text AS kind, e.event_id AS id, e.causation_id, e.type, e.stream_id,
+               e.stream_version, e.global_position, e.time,
+               e.metadata ->> 'traceparent' AS traceparent, NULL::text AS status
+          FROM ocx.events e
+         WHERE e.correlation_id = $1 $q$;
+    commands_sql constant text := $q$
+        UNION ALL
+        SELECT 'command', c.command_id, c.causation_id, c.type, NULL, NULL, NULL, c.created_at,
+               c.metadata ->> 'traceparent', c.status
+          FROM ocx.commands c
+         WHERE c.correlation_id = $1 $q$;
+    tree_sql constant text := $q$
+        ), ordered AS (
+            SELECT n.*, row_number() OVER (ORDER BY n.time, n.global_position NULLS LAST, n.id) AS ord
+              FROM nodes n
+        ), tree AS (
+            SELECT 0 AS depth, ARRAY[o.ord] AS path, o.*
+              FROM ordered o
+             WHERE o.causation_id IS NULL OR o.causation_id = o.id
+                OR NOT EXISTS (SELECT FROM ordered p WHERE p.id = o.causation_id)
+            UNION ALL
+            SELECT t.depth + 1, t.path || c.ord, c.*
+              FROM tree t
+              JOIN ordered c ON c.causation_id = t.id AND c.id <> t.id
+             WHERE c.ord <> ALL (t.path)
+        )
+        SELECT t.depth, t.kind, t.id, t.causation_id, t.type, t.stream_id, t.stream_version,
+               t.global_position, t.time, t.traceparent, t.status
+          FROM tree t
+         ORDER BY t.path $q$;
+BEGIN
+    IF to_regclass('ocx.commands') IS NULL THEN
+        RETURN QUERY EXECUTE 'WITH RECURSIVE nodes AS (' || events_sql || tree_sql USING correlation_id;
+    ELSE
+        RETURN QUERY EXECUTE 'WITH RECURSIVE nodes AS (' || events_sql || commands_sql || tree_sql
+            USING correlation_id;
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION ocx.trace(uuid) IS
+    'the causal tree of one correlation id: its events (and commands), depth-first by causation, with each one''s traceparent';
+
+-- ---------------------------------------------------------------------------
+-- Security: the roles ocx_reader, ocx_writer, ocx_admin and their grants.
+--
+-- This part runs after every other part.  It does not list functions one by
+-- one: ocx._apply_privileges() classifies every routine, table, view and
+-- sequence in schema ocx by the rule below (docs/security.md has it as a
+-- table), so a function another subsystem adds is covered the day it lands.
+-- Upgrade scripts call it again as their last statement.
+--
+-- Routines, first match wins:
+--   1. trigger functions                       no grant (triggers fire without EXECUTE)
+--   2. a name in the reader / writer / admin patterns below  that role
+--   3. a name starting with "_" (internal)     the least privileged role that
+--      can reach it: a role's routine whose body calls it (SQL-standard bodies
+--      through pg_depend, other languages by the text "ocx._name("), or a view
+--      that uses it (views are readable by ocx_reader); repeated until nothing
+--      changes.  Reached by nobody: no grant (superuser and the workers only).
+--   4. anything else                           ocx_admin (fail closed)
+-- PUBLIC keeps nothing.
+--
+-- Tables, views and sequences:
+--   ocx_reader  SELECT on every table, view and sequence
+--   ocx_writer  INSERT on ocx.events (through ocx.append*; triggers refuse
+--               UPDATE/DELETE/TRUNCATE), INSERT/UPDATE on ocx.streams,
+--               INSERT/UPDATE/DELETE on the state tables named in the writer
+--               table pattern, UPDATE (created_at) on the definitions its
+--               functions lock (the lock pattern), USAGE on sequences
+--   ocx_admin   INSERT/UPDATE/DELETE on every other table
+-- Row-level security (10_log.sql) keeps tenants apart inside those grants.
+-- ---------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_reader') THEN
+        CREATE ROLE ocx_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_writer') THEN
+        CREATE ROLE ocx_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_admin') THEN
+        CREATE ROLE ocx_admin NOLOGIN;
+    END IF;
+    -- membership is idempotent: GRANT of an existing membership only notices
+    IF NOT pg_catalog.pg_has_role('ocx_writer', 'ocx_reader', 'MEMBER') THEN
+        GRANT ocx_reader TO ocx_writer;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('ocx_admin', 'ocx_writer', 'MEMBER') THEN
+        GRANT ocx_writer TO ocx_admin;
+    END IF;
+END
+$$;
+
+-- Per-stream state of the other subsystems follows its stream's tenant: a
+-- row is visible when its stream is (the policy's sub-select on ocx.streams
+-- is itself subject to the streams policy).  Rows without a stream (NULL
+-- stream_id) are visible to all.  Applied to the tables below when they
+-- exist and have a stream_id column.
+DO $$
+DECLARE
+    t    text;
+    qual text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['snapshots', 'dead_letters'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ocx.' OPERATOR(pg_catalog.||) t)
+                      AND a.attname OPERATOR(pg_catalog.=) 'stream_id' AND NOT a.attisdropped) THEN
+            EXECUTE pg_catalog.format('ALTER TABLE ocx.%I ENABLE ROW LEVEL SECURITY', t);
+            EXECUTE pg_catalog.format('ALTER TABLE ocx.%I FORCE ROW LEVEL SECURITY', t);
+            qual := pg_catalog.format('stream_id IS NULL OR EXISTS (SELECT FROM ocx.streams s '
+                                      'WHERE s.stream_id OPERATOR(pg_catalog.=) %I.stream_id)', t);
+            -- dead letters are managed by ocx_admin across tenants (retry,
+            -- rebuild), so its members see all of them
+            IF t OPERATOR(pg_catalog.=) 'dead_letters' THEN
+                qual := qual OPERATOR(pg_catalog.||)
+                        ' OR (SELECT pg_catalog.pg_has_role(''ocx_admin'', ''MEMBER''))';
+            END IF;
+            EXECUTE pg_catalog.format(
+                'CREATE POLICY %I ON ocx.%I FOR ALL USING (%s) WITH CHECK (%s)',
+                t OPERATOR(pg_catalog.||) '_tenant', t, qual, qual);
+            EXECUTE pg_catalog.format(
+                'COMMENT ON POLICY %I ON ocx.%I IS %L', t OPERATOR(pg_catalog.||) '_tenant', t,
+                'a row is visible when its stream is (the stream''s tenant is the session''s ocx.tenant)'
+                OPERATOR(pg_catalog.||) CASE WHEN t OPERATOR(pg_catalog.=) 'dead_letters'
+                                             THEN '; members of ocx_admin see all' ELSE '' END);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The classification rule as data, so that tests and docs can read it.
+CREATE FUNCTION ocx.privilege_rules()
+    RETURNS TABLE (kind text, pattern text, grantee text)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.kind, r.pattern, r.grantee
+      FROM (VALUES
+        ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
+                    'cursor|txid$|global_position$|stream_partition$|worker_status$|'
+                    'trace$|metrics$|stats$|privilege_rules$)', 'ocx_reader'),
+        ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
+                    'start_saga$)', 'ocx_writer'),
+        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)',
+                    'ocx_admin'),
+        ('lock',    '^(subscriptions|saga_definitions)$', 'ocx_writer'),
+        ('table',   '^(snapshots|commands|command_history|subscription_partitions|'
+                    'subscription_consumers|saga_instances|saga_steps|saga_timeouts)$', 'ocx_writer')
+      ) AS r(kind, pattern, grantee);
+END;
+COMMENT ON FUNCTION ocx.privilege_rules() IS
+    'the name patterns ocx._apply_privileges() grants by (see docs/security.md)';
+
+CREATE FUNCTION ocx._apply_privileges() RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ns      oid := 'ocx'::regnamespace;
+    r       record;
+    changed boolean;
+    roles   text[] := ARRAY['ocx_reader', 'ocx_writer', 'ocx_admin'];
+BEGIN
+    -- 1-4: one level per routine (1 reader, 2 writer, 3 admin, 4 nobody)
+    CREATE TEMP TABLE IF NOT EXISTS ocx_privilege_levels (fn oid PRIMARY KEY, name text, lvl int)
+        ON COMMIT DROP;
+    TRUNCATE pg_temp.ocx_privilege_levels;
+    INSERT INTO pg_temp.ocx_privilege_levels
+    SELECT p.oid, p.proname,
+           CASE WHEN p.prorettype = 'pg_catalog.trigger'::regtype THEN 4
+                ELSE COALESCE((SELECT CASE x.grantee WHEN 'ocx_reader' THEN 1
+                                                     WHEN 'ocx_writer' THEN 2 ELSE 3 END
+                                 FROM ocx.privilege_rules() x
+                                WHERE x.kind = 'routine' AND p.proname ~ x.pattern
+                                ORDER BY 1 LIMIT 1),
+                              CASE WHEN p.proname LIKE '\_%' THEN 4 ELSE 3 END)
+           END
+      FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = ns;
+
+    -- internal routines views use: readers query views, the view's function
+    -- calls run with the reader's privileges
+    UPDATE pg_temp.ocx_privilege_levels l SET lvl = 1
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_rewrite rw ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND rw.oid = d.objid
+      JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class AND c.relnamespace = ns
+     WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = l.fn
+       AND l.name LIKE '\_%' AND l.lvl > 1;
+
+    -- internal routines called by granted routines, to a fixpoint
+    LOOP
+        changed := false;
+        FOR r IN
+            SELECT l.fn, min(c.lvl) AS lvl
+              FROM pg_temp.ocx_privilege_levels l
+              JOIN pg_temp.ocx_privilege_levels c ON c.lvl < l.lvl
+              JOIN pg_catalog.pg_proc cp ON cp.oid = c.fn
+             WHERE l.name LIKE '\_%'
+               AND (EXISTS (SELECT FROM pg_catalog.pg_depend d
+                             WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = c.fn
+                               AND d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = l.fn)
+                    OR (cp.prosqlbody IS NULL
+                        AND cp.prolang NOT IN (SELECT g.oid FROM pg_catalog.pg_language g
+                                                WHERE g.lanname IN ('internal', 'c'))
+                        AND strpos(cp.prosrc, 'ocx.' || l.name || '(') > 0))
+             GROUP BY l.fn
+        LOOP
+            UPDATE pg_temp.ocx_privilege_levels l SET lvl = r.lvl WHERE l.fn = r.fn AND l.lvl > r.lvl;
+            IF FOUND THEN
+                changed := true;
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT changed;
+    END LOOP;
+
+    EXECUTE 'REVOKE ALL ON ALL ROUTINES IN SCHEMA ocx FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin';
+    FOR r IN SELECT l.fn, l.lvl FROM pg_temp.ocx_privilege_levels l WHERE l.lvl < 4 LOOP
+        EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', r.fn::regprocedure, roles[r.lvl]);
+    END LOOP;
+
+    -- tables, views, sequences
+    EXECUTE 'REVOKE ALL ON ALL TABLES IN SCHEMA ocx FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin';
+    EXECUTE 'REVOKE ALL ON ALL SEQUENCES IN SCHEMA ocx FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin';
+    EXECUTE 'GRANT USAGE ON SCHEMA ocx TO ocx_reader';
+    EXECUTE 'GRANT SELECT ON ALL TABLES IN SCHEMA ocx TO ocx_reader';
+    EXECUTE 'GRANT SELECT ON ALL SEQUENCES IN SCHEMA ocx TO ocx_reader';
+    EXECUTE 'GRANT USAGE ON ALL SEQUENCES IN SCHEMA ocx TO ocx_writer';
+    EXECUTE 'GRANT INSERT ON ocx.events TO ocx_writer';
+    EXECUTE 'GRANT INSERT, UPDATE ON ocx.streams TO ocx_writer';
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relname
+          FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p')
+           AND c.relname NOT IN ('events', 'streams')
+    LOOP
+        -- definitions that writer functions lock (SELECT ... FOR NO KEY
+        -- UPDATE needs UPDATE on some column): UPDATE of created_at only
+        IF EXISTS (SELECT FROM ocx.privilege_rules() x
+                    WHERE x.kind = 'lock' AND r.relname ~ x.pattern)
+           AND EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = r.rel AND a.attname = 'created_at' AND NOT a.attisdropped) THEN
+            EXECUTE format('GRANT UPDATE (created_at) ON %s TO ocx_writer', r.rel);
+        END IF;
+        IF EXISTS (SELECT FROM ocx.privilege_rules() x
+                    WHERE x.kind = 'table' AND r.relname ~ x.pattern) THEN
+            EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO ocx_writer', r.rel);
+        ELSE
+            EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO ocx_admin', r.rel);
+        END IF;
+    END LOOP;
+    DROP TABLE pg_temp.ocx_privilege_levels;
+END
+$$;
+COMMENT ON FUNCTION ocx._apply_privileges() IS
+    'internal: grant every ocx routine, table, view and sequence to ocx_reader/ocx_writer/ocx_admin by ocx.privilege_rules(); run by the install and every upgrade script';
+
+SELECT ocx._apply_privileges();
