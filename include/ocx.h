@@ -58,6 +58,13 @@ extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 /* cloudevents.c */
 extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);
 
+/* spiutil.c: kept SPI plans (SPIPlanPtr is a pointer to an opaque struct) */
+struct _SPI_plan;
+extern struct _SPI_plan *OcxKeptPlan(struct _SPI_plan **slot, const char *sql,
+									 int nargs, const Oid *argtypes);
+extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
+							 const char *nulls, bool read_only);
+
 /* jsonutil.c: small helpers over the jsonb API */
 extern bool OcxParseUuid(const char *str, pg_uuid_t *out);
 extern bool OcxParseTimestamp(const char *str, TimestampTz *out);

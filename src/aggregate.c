@@ -145,18 +145,8 @@ static struct
 static SPIPlanPtr
 LoadPlanPtr(LoadPlan which)
 {
-	if (load_plans[which] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(load_plan_defs[which].sql, load_plan_defs[which].nargs,
-									   (Oid *) load_plan_defs[which].argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 load_plan_defs[which].sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		load_plans[which] = plan;
-	}
-	return load_plans[which];
+	return OcxKeptPlan(&load_plans[which], load_plan_defs[which].sql,
+					   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
 }
 
 /*
@@ -166,11 +156,7 @@ LoadPlanPtr(LoadPlan which)
 static uint64
 RunLoadPlan(LoadPlan which, Datum *values, bool read_only)
 {
-	int			rc = SPI_execute_plan(LoadPlanPtr(which), values, NULL, read_only, 0);
-
-	if (rc < 0)
-		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return OcxRunKeptPlan(LoadPlanPtr(which), values, NULL, read_only);
 }
 
 /* The state of one load. */

@@ -169,35 +169,14 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 
 static SPIPlanPtr plans[NUM_PLANS];
 
-/* The kept plan for which, prepared on first use in this backend. */
-static SPIPlanPtr
-GetPlan(OcxPlan which)
-{
-	if (plans[which] == NULL)
-	{
-		const OcxPlanDef *def = &plan_defs[which];
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 def->sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		plans[which] = plan;
-	}
-	return plans[which];
-}
-
-/* Execute a kept plan; returns SPI_processed. */
+/* Execute the kept plan for which; returns SPI_processed. */
 static uint64
 RunPlan(OcxPlan which, Datum *values, const char *nulls)
 {
-	int			rc;
+	const OcxPlanDef *def = &plan_defs[which];
 
-	rc = SPI_execute_plan(GetPlan(which), values, nulls, false, 0);
-	if (rc < 0)
-		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return OcxRunKeptPlan(OcxKeptPlan(&plans[which], def->sql, def->nargs, def->argtypes),
+						  values, nulls, false);
 }
 
 /* The int8 in column 1 of the first result row. */

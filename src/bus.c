@@ -360,23 +360,9 @@ static SPIPlanPtr bus_plans[BUS_NUM_PLANS];
 static uint64
 RunBusPlan(BusPlan which, Datum *values)
 {
-	int			rc;
-
-	if (bus_plans[which] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(bus_plan_sql[which], bus_plan_nargs[which],
-									   (Oid *) bus_plan_args[which]);
-
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 bus_plan_sql[which], SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		bus_plans[which] = plan;
-	}
-	rc = SPI_execute_plan(bus_plans[which], values, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return OcxRunKeptPlan(OcxKeptPlan(&bus_plans[which], bus_plan_sql[which],
+									  bus_plan_nargs[which], bus_plan_args[which]),
+						  values, NULL, false);
 }
 
 /* An xid8 column of an SPI result row, as a plain 64-bit number. */

@@ -81,23 +81,9 @@ static SPIPlanPtr cmd_plans[CMD_NUM_PLANS];
 static uint64
 RunCmdPlan(CmdPlan which, Datum *values, const char *nulls)
 {
-	int			rc;
-
-	if (cmd_plans[which] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(cmd_plan_sql[which], cmd_plan_nargs[which],
-									   (Oid *) cmd_plan_args[which]);
-
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 cmd_plan_sql[which], SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		cmd_plans[which] = plan;
-	}
-	rc = SPI_execute_plan(cmd_plans[which], values, nulls, false, 0);
-	if (rc < 0)
-		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return OcxRunKeptPlan(OcxKeptPlan(&cmd_plans[which], cmd_plan_sql[which],
+									  cmd_plan_nargs[which], cmd_plan_args[which]),
+						  values, nulls, false);
 }
 
 /* Set an ocx.* string setting for the rest of the transaction. */

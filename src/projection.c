@@ -191,31 +191,16 @@ static bool inline_callback_registered = false;
 static SPIPlanPtr
 GetProjPlan(ProjPlan which)
 {
-	if (proj_plans[which] == NULL)
-	{
-		const ProjPlanDef *def = &proj_plan_defs[which];
-		SPIPlanPtr	plan;
+	const ProjPlanDef *def = &proj_plan_defs[which];
 
-		plan = SPI_prepare(def->sql, def->nargs, (Oid *) def->argtypes);
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 def->sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		proj_plans[which] = plan;
-	}
-	return proj_plans[which];
+	return OcxKeptPlan(&proj_plans[which], def->sql, def->nargs, def->argtypes);
 }
 
 /* Execute a kept plan; returns SPI_processed. */
 static uint64
 RunProjPlan(ProjPlan which, Datum *values, const char *nulls)
 {
-	int			rc;
-
-	rc = SPI_execute_plan(GetProjPlan(which), values, nulls, false, 0);
-	if (rc < 0)
-		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return OcxRunKeptPlan(GetProjPlan(which), values, nulls, false);
 }
 
 /* Column col of row of the last SPI result, copied into the current context. */

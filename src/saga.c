@@ -69,28 +69,11 @@ static SPIPlanPtr saga_active_plan = NULL;
 static TimestampTz last_dead_letter_check = 0;
 static TimestampTz last_idle_round = 0;
 
-/* Prepare and keep a plan on first use. */
-static SPIPlanPtr
-KeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
-				 sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*slot = plan;
-	}
-	return *slot;
-}
-
 /* Is any saga running or compensating? */
 static bool
 AnyActiveSaga(void)
 {
-	SPIPlanPtr	plan = KeptPlan(&saga_active_plan,
+	SPIPlanPtr	plan = OcxKeptPlan(&saga_active_plan,
 								"SELECT 1 FROM ocx.saga_instances "
 								"WHERE state OPERATOR(pg_catalog.=) ANY ('{running,compensating}'::pg_catalog.text[]) "
 								"LIMIT 1", 0, NULL);
@@ -114,7 +97,7 @@ RunSagaRound(int32 max_events, bool check_dead_letters)
 	int			rc;
 
 	Oid			argtypes[2] = {INT4OID, BOOLOID};
-	SPIPlanPtr	plan = KeptPlan(&saga_run_plan, "SELECT ocx._saga_run($1, $2)", 2, argtypes);
+	SPIPlanPtr	plan = OcxKeptPlan(&saga_run_plan, "SELECT ocx._saga_run($1, $2)", 2, argtypes);
 
 	args[0] = Int32GetDatum(max_events);
 	args[1] = BoolGetDatum(check_dead_letters);
