@@ -49,6 +49,32 @@ BEGIN ATOMIC
      LIMIT ocx._count_arg(read_all.max_count);
 END;
 
+-- 10_log.sql: multi-tenancy
+-- Multi-tenancy: a session sees and writes only the rows of its tenant, the
+-- setting ocx.tenant; with ocx.tenant empty or unset, only the rows without a
+-- tenant (tenant_id IS NULL).  FORCE applies the policies to the tables'
+-- owner too; superusers and BYPASSRLS roles are not subject to them.  The
+-- sub-select makes the setting an InitPlan, read once per query.  The events
+-- policy covers UPDATE and DELETE too, so that they meet the immutability
+-- trigger (OX009) instead of silently matching no row.
+ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.streams FORCE ROW LEVEL SECURITY;
+CREATE POLICY events_tenant ON ocx.events FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+CREATE POLICY streams_tenant ON ocx.streams FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY events_tenant ON ocx.events IS
+    'a session reads and appends the events of its ocx.tenant (none set: untenanted events); UPDATE and DELETE reach the immutability trigger';
+COMMENT ON POLICY streams_tenant ON ocx.streams IS 'a session sees and advances the streams of its ocx.tenant only';
+
 -- 30_aggregates.sql
 -- ---------------------------------------------------------------------------
 -- Aggregates, snapshots, time travel; event types (contracts), upcasters and
@@ -829,14 +855,14 @@ BEGIN
      WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
     IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
        OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
-        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::text, 'NULL')
+        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::pg_catalog.text, 'NULL')
             USING ERRCODE = 'OX220',
             HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
     END IF;
     p := ocx._projection_row(d.projection);
     -- the event is the first in log order after (txid, position - 1)
     SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS DISTINCT FROM d.global_position THEN
+    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
         RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
     END IF;
     EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
@@ -1419,6 +1445,10 @@ BEGIN
     END IF;
     IF cause IS NULL THEN
         cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
+    END IF;
+    -- the trace continues through the command (and its handler, see commands.c)
+    IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
+        metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
     END IF;
     INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
         VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
@@ -2623,130 +2653,7 @@ CREATE VIEW ocx.saga_status AS
 COMMENT ON VIEW ocx.saga_status IS
     'each saga: state, current step, outstanding command and its status, age, deadline and last error';
 
--- ---------------------------------------------------------------------------
--- Security, tenancy and observability (issue 7), merged after the rest of
--- 0.2.0 was frozen: the same statements as sql/parts/10_log.sql (its
--- row-level security block), the two functions of 40_projections.sql and
--- 50_bus.sql that changed, and all of 80_observability.sql and
--- 90_security.sql.  90_security.sql ends with ocx._apply_privileges(), which
--- grants every routine and table of 0.2.0 by the rule in docs/security.md;
--- later upgrade scripts end by calling it again.
--- ---------------------------------------------------------------------------
-
--- 10_log.sql
--- Multi-tenancy: a session sees and writes only the rows of its tenant, the
--- setting ocx.tenant; with ocx.tenant empty or unset, only the rows without a
--- tenant (tenant_id IS NULL).  FORCE applies the policies to the tables'
--- owner too; superusers and BYPASSRLS roles are not subject to them.  The
--- sub-select makes the setting an InitPlan, read once per query.  The events
--- policy covers UPDATE and DELETE too, so that they meet the immutability
--- trigger (OX009) instead of silently matching no row.
-ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
-ALTER TABLE ocx.streams ENABLE ROW LEVEL SECURITY;
-ALTER TABLE ocx.streams FORCE ROW LEVEL SECURITY;
-CREATE POLICY events_tenant ON ocx.events FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
-    WITH CHECK (tenant_id IS NOT DISTINCT FROM
-                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
-CREATE POLICY streams_tenant ON ocx.streams FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
-    WITH CHECK (tenant_id IS NOT DISTINCT FROM
-                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
-COMMENT ON POLICY events_tenant ON ocx.events IS
-    'a session reads and appends the events of its ocx.tenant (none set: untenanted events); UPDATE and DELETE reach the immutability trigger';
-COMMENT ON POLICY streams_tenant ON ocx.streams IS 'a session sees and advances the streams of its ocx.tenant only';
-
--- 40_projections.sql
--- No SET search_path here: the handler runs with the caller's, as it would
--- in the worker with the database default; every name below is qualified.
-CREATE OR REPLACE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-AS $$
-DECLARE
-    d ocx.dead_letters;
-    p ocx.projections;
-    e ocx.event;
-BEGIN
-    SELECT * INTO d FROM ocx.dead_letters dl
-     WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
-    IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
-       OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
-        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::pg_catalog.text, 'NULL')
-            USING ERRCODE = 'OX220',
-            HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
-    END IF;
-    p := ocx._projection_row(d.projection);
-    -- the event is the first in log order after (txid, position - 1)
-    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
-        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
-    END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
-    UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
-     WHERE dl.id OPERATOR(pg_catalog.=) d.id;
-END;
-$$;
-
--- 50_bus.sql
-CREATE OR REPLACE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
-                                 causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
-                                 metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
-    RETURNS uuid
-    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    id      uuid := coalesce(send_command.command_id, gen_random_uuid());
-    corr    uuid := send_command.correlation_id;
-    cause   uuid := send_command.causation_id;
-    old     ocx.commands;
-BEGIN
-    IF type IS NULL OR type = '' OR octet_length(type) > 256 THEN
-        RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
-            USING ERRCODE = 'OX322';
-    END IF;
-    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
-        RAISE EXCEPTION 'command data must be a JSON object'
-            USING ERRCODE = 'OX322', HINT = 'Pass ''{}'' for a command without data.';
-    END IF;
-    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-        RAISE EXCEPTION 'command metadata must be a JSON object' USING ERRCODE = 'OX322';
-    END IF;
-    IF corr IS NULL THEN
-        corr := nullif(current_setting('ocx.correlation_id', true), '')::uuid;
-    END IF;
-    IF cause IS NULL THEN
-        cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
-    END IF;
-    -- the trace continues through the command (and its handler, see commands.c)
-    IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
-        metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
-    END IF;
-    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
-        VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
-                coalesce(run_at, now()))
-        ON CONFLICT ON CONSTRAINT commands_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        -- an idempotent retry repeats the command exactly
-        SELECT * INTO old FROM ocx.commands c WHERE c.command_id = id;
-        IF old.type = send_command.type AND old.data = send_command.data THEN
-            RETURN id;
-        END IF;
-        RAISE EXCEPTION 'command id % is already used by another command', id
-            USING ERRCODE = 'OX322',
-                  DETAIL = format('It is a "%s" command with different data.', old.type),
-                  HINT = 'A retry must repeat the original command exactly; a new command needs a new id.';
-    END IF;
-    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
-        VALUES (id, 'sent', 0, current_user);
-    PERFORM ocx._command_sent();
-    RETURN id;
-END
-$$;
-
+-- 80_observability.sql
 -- ---------------------------------------------------------------------------
 -- Observability: counters (shared memory, metrics.c), gauges read from the
 -- subsystems' tables, the ocx.stats view, ocx.metrics() in the Prometheus
@@ -3039,6 +2946,7 @@ $fn$;
 COMMENT ON FUNCTION ocx.trace(uuid) IS
     'the causal tree of one correlation id: its events (and commands), depth-first by causation, with each one''s traceparent';
 
+-- 90_security.sql
 -- ---------------------------------------------------------------------------
 -- Security: the roles ocx_reader, ocx_writer, ocx_admin and their grants.
 --
