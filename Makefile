@@ -19,7 +19,7 @@ DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*.sql))
 DOCS := $(wildcard docs/*.md)
 
 PG_CPPFLAGS = -I$(CURDIR)/include
-PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 SHLIB_LINK = -ljson-c
 
 # Test inputs (run by test/run.sh through `make test`; see docs/testing.md).

@@ -446,7 +446,7 @@ NotifyEvents(uint64 *txid, int64 *position)
 					 (streams.truncated || types.truncated) ? "true" : "false");
 	OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
 
-	for (i = 0; i < ncats; i++)
+	for (i = 0; i < (uint64) ncats; i++)
 	{
 		resetStringInfo(&buf);
 		appendStringInfoString(&buf, "{\"cursor\": ");

@@ -91,7 +91,7 @@ TypeBit(const char *name, const char *path)
 {
 	int			i;
 
-	for (i = 0; i < lengthof(json_types); i++)
+	for (i = 0; i < (int) lengthof(json_types); i++)
 		if (strcmp(json_types[i].name, name) == 0)
 			return json_types[i].bit;
 	SchemaError(path, "Unknown type \"%s\".", name);
@@ -361,7 +361,7 @@ TypeNames(int types)
 	int			i;
 
 	initStringInfo(&s);
-	for (i = 0; i < lengthof(json_types); i++)
+	for (i = 0; i < (int) lengthof(json_types); i++)
 		if (types & json_types[i].bit)
 			appendStringInfo(&s, "%s%s", s.len ? " or " : "", json_types[i].name);
 	return s.data;

@@ -152,7 +152,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 
 	if (!json_object_is_type(o, json_type_object))
 		RuleError(type, index, "A rule must be a JSON object%s.", "");
-	for (i = 0; i < lengthof(op_names); i++)
+	for (i = 0; i < (int) lengthof(op_names); i++)
 	{
 		json_object *p;
 

@@ -596,7 +596,7 @@ ManageSlots(bool *rescan)
 						else
 						{
 							slot->state = OCX_SLOT_FREE;
-							if (n_no_ocx < lengthof(no_ocx))
+							if (n_no_ocx < (int) lengthof(no_ocx))
 								no_ocx[n_no_ocx++] = slot->dboid;
 						}
 						break;
