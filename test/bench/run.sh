@@ -20,11 +20,9 @@ ocx_cluster_init "$DATA" "$RUN/sock" \
     "log_min_messages = warning"
 ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; exit 1; }
 
-export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGDATABASE=bench PGBIN
+export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGBIN
 export BENCH_DIR=$OCX_ROOT/test/bench BENCH_OUT=$RUN/out BENCH_SECONDS=${BENCH_SECONDS:-10}
 mkdir -p "$BENCH_OUT"
-"$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE bench" >/dev/null
-"$PGBIN/psql" -qX -c "CREATE EXTENSION ocx" >/dev/null
 
 results=$OCX_ROOT/test/bench/out/results.md
 mkdir -p "$(dirname "$results")"
@@ -41,7 +39,13 @@ for script in "$BENCH_DIR"/[0-9][0-9]_*.sh; do
     [ -e "$script" ] || continue
     case "$(basename "$script")" in ${BENCH_ONLY:-[0-9][0-9]}_*) ;; *) continue;; esac
     echo "== $(basename "$script")" >&2
+    # each script gets a database of its own, so that what one leaves behind
+    # (projections, subscriptions, sagas) does not load the worker for the next
+    export PGDATABASE=bench_$(basename "$script" .sh)
+    "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE $PGDATABASE" >/dev/null
+    "$PGBIN/psql" -qX -c "CREATE EXTENSION ocx" >/dev/null
     bash "$script" | grep '^|' >> "$results"
+    "$PGBIN/psql" -qX -d postgres -c "DROP DATABASE $PGDATABASE" >/dev/null
 done
 
 cat "$results"
