@@ -64,6 +64,7 @@ extern struct _SPI_plan *OcxKeptPlan(struct _SPI_plan **slot, const char *sql,
 									 int nargs, const Oid *argtypes);
 extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
 							 const char *nulls, bool read_only);
+extern ErrorData *OcxInSubtransaction(void (*fn) (void *arg), void *arg);
 
 /* jsonutil.c: small helpers over the jsonb API */
 extern bool OcxParseUuid(const char *str, pg_uuid_t *out);

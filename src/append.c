@@ -498,47 +498,46 @@ RaiseConflict(const char *sid, int64 expected, int64 actual)
  * in a subtransaction so that the failure can be reported as what it is, a
  * wrong expected version (OX001), with the transaction still usable.
  */
+typedef struct StreamPlanRun
+{
+	OcxPlan		which;
+	Datum	   *values;
+	const char *nulls;
+	int64		version;
+} StreamPlanRun;
+
+static void
+RunStreamPlanOnce(void *arg)
+{
+	StreamPlanRun *run = (StreamPlanRun *) arg;
+
+	run->version = RunPlan(run->which, run->values, run->nulls) > 0 ? FirstInt64() : -1;
+}
+
 static int64
 RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile int64 version = -1;
+	StreamPlanRun run = {which, values, nulls, -1};
+	ErrorData  *edata;
 
 	if (!IsolationUsesXactSnapshot())
-		return RunPlan(which, values, nulls) > 0 ? FirstInt64() : -1;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
 	{
-		if (RunPlan(which, values, nulls) > 0)
-			version = FirstInt64();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
+		RunStreamPlanOnce(&run);
+		return run.version;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
-			ReThrowError(edata);
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
-				 errmsg("wrong expected version for stream \"%s\"", sid),
-				 errdetail("A concurrent transaction appended to the stream after this %s transaction took its snapshot.",
-						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errhint("Roll back, read the stream again in a new transaction, and retry.")));
-	}
-	PG_END_TRY();
-	return version;
+	edata = OcxInSubtransaction(RunStreamPlanOnce, &run);
+	if (edata == NULL)
+		return run.version;
+	if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
+		ReThrowError(edata);
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+			 errmsg("wrong expected version for stream \"%s\"", sid),
+			 errdetail("A concurrent transaction appended to the stream after this %s transaction took its snapshot.",
+					   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+			 errhint("Roll back, read the stream again in a new transaction, and retry.")));
+	return -1;					/* keep the compiler quiet */
 }
 
 /* The stream's current version as seen now (0 when absent). */

@@ -106,61 +106,57 @@ UuidText(Datum d)
  * success with *result set (NULL for void handlers or a NULL result), false
  * with *error set when the handler raised an error.
  */
+typedef struct HandlerRun
+{
+	Oid			handler;
+	Oid			role;
+	Datum		cmd;
+	Jsonb	   *result;
+} HandlerRun;
+
+/* The body of RunHandler's subtransaction: the call as the handler's role. */
+static void
+CallCommandHandler(void *arg)
+{
+	HandlerRun *run = (HandlerRun *) arg;
+	Oid			save_userid;
+	int			save_sec;
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		d;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(run->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	fmgr_info(run->handler, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = run->cmd;
+	fcinfo->args[0].isnull = false;
+	d = FunctionCallInvoke(fcinfo);
+	if (!fcinfo->isnull && get_func_rettype(run->handler) == JSONBOID)
+		run->result = DatumGetJsonbPCopy(d);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
 static bool
 RunHandler(Oid handler, Oid role, Datum cmd, Jsonb **result, char **error)
 {
-	MemoryContext callctx = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
-	bool		ok;
+	HandlerRun	run = {handler, role, cmd, NULL};
+	ErrorData  *edata;
 
 	*result = NULL;
 	*error = NULL;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(callctx);
-	PG_TRY();
+	/* the rollback of a failed call also restores the user id */
+	edata = OcxInSubtransaction(CallCommandHandler, &run);
+	if (edata == NULL)
 	{
-		FmgrInfo	flinfo;
-		LOCAL_FCINFO(fcinfo, 1);
-		Datum		d;
-
-		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		fmgr_info(handler, &flinfo);
-		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
-		fcinfo->args[0].value = cmd;
-		fcinfo->args[0].isnull = false;
-		d = FunctionCallInvoke(fcinfo);
-		if (!fcinfo->isnull && get_func_rettype(handler) == JSONBOID)
-			*result = DatumGetJsonbPCopy(d);
-		SetUserIdAndSecContext(save_userid, save_sec);
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(callctx);
-		CurrentResourceOwner = owner;
-		ok = true;
+		*result = run.result;
+		return true;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		SetUserIdAndSecContext(save_userid, save_sec);
-		MemoryContextSwitchTo(callctx);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(callctx);
-		CurrentResourceOwner = owner;
-		*error = edata->sqlerrcode ?
-			psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message) :
-			pstrdup(edata->message);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	*error = edata->sqlerrcode ?
+		psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message) :
+		pstrdup(edata->message);
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

@@ -198,44 +198,41 @@ SpiRun(const char *sql)
  */
 typedef void *(*CompileFn) (const char *text, MemoryContext cxt, void *arg);
 
+typedef struct CompileRun
+{
+	CompileFn	fn;
+	const char *text;
+	MemoryContext cxt;
+	void	   *arg;
+	void	   *result;
+} CompileRun;
+
+static void
+CompileOnce(void *arg)
+{
+	CompileRun *run = (CompileRun *) arg;
+
+	run->result = run->fn(run->text, run->cxt, run->arg);
+}
+
 static void *
 TryCompile(CompileFn fn, const char *text, MemoryContext cxt, void *arg, char **error)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	void	   *volatile result = NULL;
+	CompileRun	run = {fn, text, cxt, arg, NULL};
+	ErrorData  *edata;
 
 	*error = NULL;
 	if (IsInParallelMode())
 		return fn(text, cxt, arg);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		result = fn(text, cxt, arg);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		*error = MemoryContextStrdup(cxt, edata->detail ?
-									 psprintf("%s: %s", edata->message, edata->detail) :
-									 edata->message);
-		FreeErrorData(edata);
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	edata = OcxInSubtransaction(CompileOnce, &run);
+	if (edata == NULL)
+		return run.result;
+	*error = MemoryContextStrdup(cxt, edata->detail ?
+								 psprintf("%s: %s", edata->message, edata->detail) :
+								 edata->message);
+	FreeErrorData(edata);
+	return NULL;
 }
 
 static void *

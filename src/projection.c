@@ -374,45 +374,43 @@ SetEventSettings(BatchEvent *ev)
  * is rolled back, *edata (in the caller's context) says why, and false is
  * returned; the caller's transaction goes on.
  */
+typedef struct ApplyRun
+{
+	FmgrInfo   *flinfo;
+	Oid			owner;
+	BatchEvent *events;
+	int			from;
+	int			to;
+} ApplyRun;
+
+/* The body of ApplyInSubtransaction: the handler over the matching events. */
+static void
+ApplyEvents(void *arg)
+{
+	ApplyRun   *run = (ApplyRun *) arg;
+	int			i;
+
+	for (i = run->from; i < run->to; i++)
+	{
+		if (!run->events[i].matches)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		SetEventSettings(&run->events[i]);
+		CallHandler(run->flinfo, run->owner, run->events[i].event);
+	}
+}
+
 static bool
 ApplyInSubtransaction(FmgrInfo *flinfo, Oid owner, BatchEvent *events,
 					  int from, int to, ErrorData **edata)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
+	ApplyRun	run = {flinfo, owner, events, from, to};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		int			i;
-
-		for (i = from; i < to; i++)
-		{
-			if (!events[i].matches)
-				continue;
-			CHECK_FOR_INTERRUPTS();
-			SetEventSettings(&events[i]);
-			CallHandler(flinfo, owner, events[i].event);
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcontext);
-		*edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		ForgetEventSettings();	/* the rollback undid them */
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
+	*edata = OcxInSubtransaction(ApplyEvents, &run);
+	if (*edata == NULL)
+		return true;
+	ForgetEventSettings();		/* the rollback undid them */
+	return false;
 }
 
 /* SQL: ocx._require_workers(what) raises OX210 without preloading. */

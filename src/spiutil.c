@@ -1,6 +1,6 @@
 /*
  * spiutil.c
- *		Kept SPI plans, shared by every subsystem that runs fixed queries.
+ *		Kept SPI plans and subtransactions, shared by every subsystem.
  *
  * Each subsystem keeps an array (or a few variables) of SPIPlanPtr, one per
  * fixed statement; OcxKeptPlan prepares a statement on first use in this
@@ -10,7 +10,9 @@
  */
 #include "ocx.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "utils/resowner.h"
 
 /* The kept plan in *slot, prepared from sql on first use. */
 SPIPlanPtr
@@ -38,4 +40,39 @@ OcxRunKeptPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only
 	if (rc < 0)
 		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/*
+ * Run fn(arg) in an internal subtransaction, so that an error in it undoes
+ * its work and leaves the caller's transaction usable.  Returns NULL when fn
+ * returned, else the error (copied into the caller's memory context, error
+ * state flushed, subtransaction rolled back).  Either way the caller's memory
+ * context and resource owner are current again; the rollback also restores
+ * the user id and the settings fn changed.
+ */
+ErrorData *
+OcxInSubtransaction(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return edata;
 }

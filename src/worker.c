@@ -92,6 +92,23 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
+/*
+ * Turn a free slot into a request for a worker in dboid (caller holds
+ * OcxShmem->lock exclusively); wake: start it with work pending.
+ */
+static void
+RequestSlot(OcxDbSlot *slot, Oid dboid, bool wake)
+{
+	slot->state = OCX_SLOT_REQUESTED;
+	slot->dboid = dboid;
+	slot->pid = 0;
+	slot->latch = NULL;
+	slot->wake_pending = wake;
+	slot->stop_requested = false;
+	slot->exit_reason = OCX_EXIT_UNKNOWN;
+	slot->failures = 0;
+}
+
 /* database worker side */
 static int	my_slot = -1;
 static uint32 my_generation = 0;
@@ -157,16 +174,7 @@ WakeDatabaseWorker(Oid dboid)
 	}
 	if (free_slot >= 0)
 	{
-		OcxDbSlot  *slot = &OcxShmem->slots[free_slot];
-
-		slot->state = OCX_SLOT_REQUESTED;
-		slot->dboid = dboid;
-		slot->pid = 0;
-		slot->latch = NULL;
-		slot->wake_pending = true;
-		slot->stop_requested = false;
-		slot->exit_reason = OCX_EXIT_UNKNOWN;
-		slot->failures = 0;
+		RequestSlot(&OcxShmem->slots[free_slot], dboid, true);
 		latch = OcxShmem->launcher_latch;
 	}
 	LWLockRelease(OcxShmem->lock);
@@ -437,16 +445,7 @@ RequestSlotLocked(Oid dboid)
 	}
 	if (free_slot >= 0)
 	{
-		OcxDbSlot  *slot = &OcxShmem->slots[free_slot];
-
-		slot->state = OCX_SLOT_REQUESTED;
-		slot->dboid = dboid;
-		slot->pid = 0;
-		slot->latch = NULL;
-		slot->wake_pending = false;
-		slot->stop_requested = false;
-		slot->exit_reason = OCX_EXIT_UNKNOWN;
-		slot->failures = 0;
+		RequestSlot(&OcxShmem->slots[free_slot], dboid, false);
 	}
 }
 
