@@ -14,7 +14,10 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 HEADERS = $(wildcard include/*.h)
 
 SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
-DATA_built = sql/ocx--$(EXTVERSION).sql
+# The upgrade script into the version in development, built the same way from
+# one fragment per change in sql/upgrade/OLD--NEW/ (frozen at release).
+UPGRADE_DIRS = $(notdir $(wildcard sql/upgrade/*--*))
+DATA_built = sql/ocx--$(EXTVERSION).sql $(patsubst %,sql/ocx--%.sql,$(UPGRADE_DIRS))
 DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*.sql))
 DOCS := $(wildcard docs/*.md)
 
@@ -39,8 +42,12 @@ all install:
 	@exit 1
 endif
 
-$(DATA_built): $(SQL_PARTS) ocx.control
+sql/ocx--$(EXTVERSION).sql: $(SQL_PARTS) ocx.control
 	cat $(SQL_PARTS) > $@
+
+.SECONDEXPANSION:
+sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql))
+	cat $^ > $@
 
 $(OBJS): $(HEADERS)
 
