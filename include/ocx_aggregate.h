@@ -24,6 +24,7 @@ typedef struct OcxSchema OcxSchema;
 typedef struct OcxUpcaster
 {
 	Oid			transform;		/* InvalidOid for declarative steps */
+	Oid			definer;		/* the transform runs as this role */
 	bool		transform_exists;
 	bool		transform_ok;	/* exists and is (jsonb) -> jsonb */
 	FmgrInfo	flinfo;
@@ -48,6 +49,7 @@ typedef struct OcxAggregateDef
 {
 	char		name[OCX_AGG_KEYSIZE];	/* hash key */
 	Oid			apply;			/* InvalidOid with a reducer */
+	Oid			definer;		/* apply runs as this role */
 	bool		apply_exists;
 	bool		apply_ok;		/* exists and is (jsonb, ocx.event) -> jsonb */
 	FmgrInfo	apply_flinfo;

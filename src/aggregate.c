@@ -28,6 +28,7 @@
 #include "ocx.h"
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
+#include "ocx_security.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -173,21 +174,15 @@ typedef struct Load
 	bool		snapshot_saved;
 } Load;
 
-/* May this load store a snapshot?  Never on a standby or read-only. */
+/*
+ * May this load store a snapshot?  Never on a standby or read-only.  Any
+ * caller that may load may leave a snapshot behind: ocx computes and stores
+ * it with ocx_owner's rights (SaveSnapshot), nobody writes one directly.
+ */
 static bool
 CanWriteSnapshot(void)
 {
-	Oid			nsp,
-				rel;
-
-	if (RecoveryInProgress() || XactReadOnly || IsInParallelMode())
-		return false;
-	nsp = get_namespace_oid(OCX_SCHEMA, true);
-	rel = OidIsValid(nsp) ? get_relname_relid("snapshots", nsp) : InvalidOid;
-	/* both: the upsert needs each (aclcheck with two bits would accept either) */
-	return OidIsValid(rel) &&
-		pg_class_aclcheck(rel, GetUserId(), ACL_INSERT) == ACLCHECK_OK &&
-		pg_class_aclcheck(rel, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
+	return !(RecoveryInProgress() || XactReadOnly || IsInParallelMode());
 }
 
 /* Store state as the snapshot at the target version (replacing a stale one). */
@@ -195,6 +190,8 @@ static void
 SaveSnapshot(Load *ld, Jsonb *state)
 {
 	Datum		values[6];
+	Oid			save_user;
+	int			save_sec;
 
 	values[0] = PointerGetDatum(ld->aggregate_type);
 	values[1] = PointerGetDatum(ld->stream_id);
@@ -202,7 +199,11 @@ SaveSnapshot(Load *ld, Jsonb *state)
 	values[3] = JsonbPGetDatum(state);
 	values[4] = Int64GetDatum(ld->def->definition_version);
 	values[5] = Int64GetDatum(ld->def->fingerprint);
+	/* with ocx_owner's rights: the only role that writes ocx.snapshots */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(OcxOwnerRole(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	RunLoadPlan(LP_SAVE_SNAPSHOT, values, false);
+	SetUserIdAndSecContext(save_user, save_sec);
 	ld->snapshot_saved = true;
 }
 
@@ -519,6 +520,8 @@ ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 	event_cxt = AllocSetContextCreate(callcxt, "ocx load event", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[0] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[1] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
+	/* the apply function runs as the aggregate's definer, if it still may */
+	OcxUserCodeCheck(def->definer, def->apply, "apply function");
 	OpenSource(ld, &src, true);
 
 	PG_TRY();
@@ -527,6 +530,7 @@ ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 		{
 			EventRow	row;
 			Datum		result;
+			OcxUserCall call;
 			LOCAL_FCINFO(fcinfo, 2);
 
 			CHECK_FOR_INTERRUPTS();
@@ -544,7 +548,9 @@ ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 			fcinfo->args[1].value = row.event;
 			fcinfo->args[1].isnull = false;
 			in_apply = true;
+			OcxUserCodeBegin(def->definer, &call);
 			result = FunctionCallInvoke(fcinfo);
+			OcxUserCodeEnd(&call);
 			in_apply = false;
 			if (fcinfo->isnull)
 				ereport(ERROR,

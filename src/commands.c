@@ -23,6 +23,7 @@
 #include "ocx.h"
 #include "ocx_bus.h"
 #include "ocx_errors.h"
+#include "ocx_security.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -119,22 +120,21 @@ static void
 CallCommandHandler(void *arg)
 {
 	HandlerRun *run = (HandlerRun *) arg;
-	Oid			save_userid;
-	int			save_sec;
+	OcxUserCall call;
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		d;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(run->role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	OcxUserCodeCheck(run->role, run->handler, "command handler");
 	fmgr_info(run->handler, &flinfo);
+	OcxUserCodeBegin(run->role, &call);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = run->cmd;
 	fcinfo->args[0].isnull = false;
 	d = FunctionCallInvoke(fcinfo);
 	if (!fcinfo->isnull && get_func_rettype(run->handler) == JSONBOID)
 		run->result = DatumGetJsonbPCopy(d);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	OcxUserCodeEnd(&call);
 }
 
 static bool

@@ -330,8 +330,8 @@ BuildCache(void)
 										   hash_bytes_extended((unsigned char *) type, strlen(type), version));
 		}
 
-		SpiRun("SELECT type, from_schema_version, transform::pg_catalog.oid, spec::pg_catalog.text "
-			   "FROM ocx.upcasters ORDER BY type, from_schema_version");
+		SpiRun("SELECT type, from_schema_version, transform::pg_catalog.oid, spec::pg_catalog.text, "
+			   "definer::pg_catalog.oid FROM ocx.upcasters ORDER BY type, from_schema_version");
 		for (r = 0; r < SPI_processed; r++)
 		{
 			char	   *type = SpiString(r, 1);
@@ -361,6 +361,7 @@ BuildCache(void)
 					up->error = error;
 				}
 			}
+			up->definer = DatumGetObjectId(SpiDatum(r, 5, &isnull));
 			def->upcasters[from] = up;
 			if (OidIsValid(transform))
 			{
@@ -374,7 +375,7 @@ BuildCache(void)
 		}
 
 		SpiRun("SELECT aggregate_type, apply::pg_catalog.oid, reducer::pg_catalog.text, initial_state, "
-			   "snapshot_every, definition_version FROM ocx.aggregates");
+			   "snapshot_every, definition_version, definer::pg_catalog.oid FROM ocx.aggregates");
 		for (r = 0; r < SPI_processed; r++)
 		{
 			char	   *name = SpiString(r, 1);
@@ -412,6 +413,7 @@ BuildCache(void)
 			d = SpiDatum(r, 5, &isnull);
 			def->snapshot_every = isnull ? 0 : DatumGetInt32(d);
 			def->definition_version = DatumGetInt64(SpiDatum(r, 6, &isnull));
+			def->definer = DatumGetObjectId(SpiDatum(r, 7, &isnull));
 			def->fingerprint = (int64) fp;
 		}
 		SPI_finish();

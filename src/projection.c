@@ -29,6 +29,7 @@
  */
 #include "ocx.h"
 #include "ocx_errors.h"
+#include "ocx_security.h"
 #include "ocx_worker.h"
 
 #include "access/xact.h"
@@ -282,26 +283,26 @@ EventUuidAttr(HeapTupleHeader event, const char *attr)
 }
 
 /*
- * Call handler(event) as role owner, with the event's tenant, correlation id
- * and traceparent as ocx.tenant, ocx.correlation_id and ocx.traceparent and
- * the event itself as ocx.causation_id: row-level security then shows the
- * handler its tenant's rows, and what it appends continues the event's
- * trace.  The settings are restored when the call returns (and by the
- * (sub)transaction abort when it throws).
+ * Call handler(event) as role owner (src/security.c: a settings level of its
+ * own, ocx's search_path, a security-restricted operation), with the event's
+ * tenant, correlation id and traceparent as ocx.tenant, ocx.correlation_id
+ * and ocx.traceparent and the event itself as ocx.causation_id: row-level
+ * security then shows the handler its tenant's rows, and what it appends
+ * continues the event's trace.  Every setting, those the handler changes
+ * included, is undone when the call returns (and by the (sub)transaction
+ * abort when it throws), so nothing leaks into the next handler.
  */
 static void
 CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 {
 	LOCAL_FCINFO(fcinfo, 1);
-	Oid			save_user;
-	int			save_sec;
-	int			save_nestlevel;
+	OcxUserCall call;
 	HeapTupleHeader ev = DatumGetHeapTupleHeader(event);
 	bool		isnull;
 	Datum		d;
 	char	   *traceparent = NULL;
 
-	save_nestlevel = NewGUCNestLevel();
+	OcxUserCodeBegin(owner, &call);
 	d = GetAttributeByName(ev, "tenant_id", &isnull);
 	SetHandlerSetting("ocx.tenant", isnull ? NULL : TextDatumGetCString(d));
 	SetHandlerSetting("ocx.correlation_id", EventUuidAttr(ev, "correlation_id"));
@@ -316,14 +317,11 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 	}
 	SetHandlerSetting("ocx.traceparent", traceparent);
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = event;
 	fcinfo->args[0].isnull = false;
 	(void) FunctionCallInvoke(fcinfo);
-	SetUserIdAndSecContext(save_user, save_sec);
-	AtEOXact_GUC(true, save_nestlevel);
+	OcxUserCodeEnd(&call);
 }
 
 /*
@@ -390,6 +388,8 @@ ApplyEvents(void *arg)
 	ApplyRun   *run = (ApplyRun *) arg;
 	int			i;
 
+	/* may the owner still run it?  If not, this fails like the handler would */
+	OcxUserCodeCheck(run->owner, run->flinfo->fn_oid, "projection handler");
 	for (i = run->from; i < run->to; i++)
 	{
 		if (!run->events[i].matches)
@@ -590,7 +590,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	categories = GetCol(0, 3, &categories_null);
 	mode = GetText(0, 4);
 	state = GetText(0, 5);
-	owner = get_role_oid(GetText(0, 6), false);
+	owner = get_role_oid(GetText(0, 6), true);	/* InvalidOid: dropped (OX502) */
 	ckpt_txid = GetCol(0, 7, &isnull);
 	ckpt_pos = DatumGetInt64(GetCol(0, 8, &isnull));
 	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
@@ -885,7 +885,7 @@ LoadInlineProjections(void)
 		p->types = TextArrayStrings(d, isnull, &p->ntypes);
 		d = GetCol(i, 4, &isnull);
 		p->categories = TextArrayStrings(d, isnull, &p->ncategories);
-		p->owner = get_role_oid(GetText(i, 5), false);
+		p->owner = get_role_oid(GetText(i, 5), true);	/* InvalidOid: dropped (OX502) */
 	}
 	n_inline = n;
 	MemoryContextSwitchTo(old);
@@ -946,6 +946,7 @@ OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 
 			if (!InList(p->categories, p->ncategories, stream_id, catlen))
 				continue;
+			OcxUserCodeCheck(p->owner, p->handler, "inline projection handler");
 			fmgr_info_cxt(p->handler, &flinfo, cxt);
 			for (i = 0; i < n; i++)
 				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))

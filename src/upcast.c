@@ -21,6 +21,7 @@
 #include "ocx.h"
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
+#include "ocx_security.h"
 
 #include <ctype.h>
 
@@ -606,6 +607,7 @@ OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data)
 		{
 			LOCAL_FCINFO(fcinfo, 1);
 			Datum		result;
+			OcxUserCall call;
 
 			if (!up->transform_ok)
 				ereport(ERROR,
@@ -616,10 +618,14 @@ OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data)
 						 errmsg("the upcaster function of event type \"%s\" from version %d no longer exists",
 								def->type, v),
 						 errhint("Define the upcaster again with ocx.define_upcaster.")));
+			/* as its definer, never as the reader (a worker is a superuser) */
+			OcxUserCodeCheck(up->definer, up->transform, "upcaster function");
 			InitFunctionCallInfoData(*fcinfo, &up->flinfo, 1, InvalidOid, NULL, NULL);
 			fcinfo->args[0].value = JsonbPGetDatum(data);
 			fcinfo->args[0].isnull = false;
+			OcxUserCodeBegin(up->definer, &call);
 			result = FunctionCallInvoke(fcinfo);
+			OcxUserCodeEnd(&call);
 			if (fcinfo->isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_OCX_UPCAST_FAILED),

@@ -22,6 +22,7 @@ CREATE TABLE ocx.upcasters (
     transform           regprocedure,
     spec                jsonb,
     defined_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    definer             regrole NOT NULL,
     PRIMARY KEY (type, from_schema_version),
     CHECK ((transform IS NULL) OPERATOR(pg_catalog.<>) (spec IS NULL))
 );
@@ -35,9 +36,12 @@ CREATE TABLE ocx.aggregates (
     snapshot_every      integer CHECK (snapshot_every > 0),
     definition_version  bigint NOT NULL DEFAULT 1,
     defined_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    definer             regrole NOT NULL,
     CHECK ((apply IS NULL) OPERATOR(pg_catalog.<>) (reducer IS NULL))
 );
 COMMENT ON TABLE ocx.aggregates IS 'aggregate types: an apply function or a declarative reducer, the initial state and the snapshot interval';
+COMMENT ON COLUMN ocx.upcasters.definer IS 'the role that defined the upcaster; its transform function runs as this role';
+COMMENT ON COLUMN ocx.aggregates.definer IS 'the role that defined the aggregate; its apply function runs as this role';
 COMMENT ON COLUMN ocx.aggregates.definition_version IS 'bumped whenever the definition changes; snapshots of older definitions are never used';
 
 CREATE TABLE ocx.snapshots (
@@ -121,6 +125,10 @@ BEGIN
             DETAIL = pg_catalog.format('It must be a plain function (%s) returning %s.',
                                        pg_catalog.array_to_string(argtypes, ', '), rettype),
             HINT = 'Create a function with exactly that signature and name it with its argument types.';
+    END IF;
+    IF NOT pg_catalog.has_function_privilege(ocx._caller(), fn, 'EXECUTE') THEN
+        RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.format('permission denied for %s %s', what, fn),
+            DETAIL = 'It will run as you, the role that defines it.';
     END IF;
 END;
 $$;
@@ -224,32 +232,50 @@ BEGIN
     ELSE
         PERFORM ocx._check_upcaster_spec(spec);
     END IF;
-    INSERT INTO ocx.upcasters AS u (type, from_schema_version, transform, spec)
-    VALUES (type, from_schema_version, transform, spec)
+    INSERT INTO ocx.upcasters AS u (type, from_schema_version, transform, spec, definer)
+    VALUES (type, from_schema_version, transform, spec, ocx._caller())
     ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
-       SET transform = excluded.transform, spec = excluded.spec, defined_at = pg_catalog.now()
-     WHERE u.transform IS DISTINCT FROM excluded.transform OR u.spec IS DISTINCT FROM excluded.spec;
+       SET transform = excluded.transform, spec = excluded.spec, definer = excluded.definer,
+           defined_at = pg_catalog.now()
+     WHERE u.transform IS DISTINCT FROM excluded.transform OR u.spec IS DISTINCT FROM excluded.spec
+        OR u.definer OPERATOR(pg_catalog.<>) excluded.definer;
 END;
 $$;
-COMMENT ON FUNCTION ocx._define_upcaster(text, integer, regprocedure, jsonb) IS 'internal: both forms of ocx.define_upcaster';
+COMMENT ON FUNCTION ocx._define_upcaster(text, integer, regprocedure, jsonb) IS
+    'internal: both forms of ocx.define_upcaster; records the caller (ocx._caller()) as the definer';
 
-CREATE FUNCTION ocx.define_upcaster(type text, from_schema_version integer, transform regprocedure)
+CREATE FUNCTION ocx._define_upcaster(type text, from_schema_version integer, transform regprocedure)
     RETURNS void
     LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-    SELECT ocx._define_upcaster(define_upcaster.type, define_upcaster.from_schema_version,
-                                define_upcaster.transform, NULL);
+    SELECT ocx._define_upcaster(_define_upcaster.type, _define_upcaster.from_schema_version,
+                                _define_upcaster.transform, NULL);
 END;
+COMMENT ON FUNCTION ocx._define_upcaster(text, integer, regprocedure) IS
+    'internal: the body of ocx.define_upcaster(text, integer, regprocedure), run as ocx_owner';
+
+CREATE FUNCTION ocx._define_upcaster(type text, from_schema_version integer, spec jsonb)
+    RETURNS void
+    LANGUAGE sql VOLATILE PARALLEL UNSAFE
+BEGIN ATOMIC
+    SELECT ocx._define_upcaster(_define_upcaster.type, _define_upcaster.from_schema_version,
+                                NULL, _define_upcaster.spec);
+END;
+COMMENT ON FUNCTION ocx._define_upcaster(text, integer, jsonb) IS
+    'internal: the body of ocx.define_upcaster(text, integer, jsonb), run as ocx_owner';
+
+-- Both run with ocx_owner's rights and record their caller: see src/security.c.
+CREATE FUNCTION ocx.define_upcaster(type text, from_schema_version integer, transform regprocedure)
+    RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_upcaster(text, integer, regprocedure) IS
-    'upcast data of an event type from from_schema_version to the next with a jsonb -> jsonb function';
+    'upcast data of an event type from from_schema_version to the next with a jsonb -> jsonb function (run as the caller)';
 
 CREATE FUNCTION ocx.define_upcaster(type text, from_schema_version integer, spec jsonb)
     RETURNS void
-    LANGUAGE sql VOLATILE PARALLEL UNSAFE
-BEGIN ATOMIC
-    SELECT ocx._define_upcaster(define_upcaster.type, define_upcaster.from_schema_version,
-                                NULL, define_upcaster.spec);
-END;
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_upcaster(text, integer, jsonb) IS
     'upcast data of an event type from from_schema_version to the next with declarative steps (rename, default, remove, move, cast)';
 
@@ -263,7 +289,7 @@ COMMENT ON FUNCTION ocx.upcast(ocx.event) IS 'the event upcast to its type''s cu
 
 -- Aggregates -----------------------------------------------------------------
 
-CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
+CREATE FUNCTION ocx._define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
                                      initial_state jsonb DEFAULT '{}', snapshot_every integer DEFAULT NULL,
                                      reducer jsonb DEFAULT NULL)
     RETURNS void
@@ -302,31 +328,43 @@ BEGIN
             HINT = 'Use NULL for no automatic snapshots.';
     END IF;
     SELECT * INTO old FROM ocx.aggregates a
-     WHERE a.aggregate_type OPERATOR(pg_catalog.=) define_aggregate.aggregate_type FOR UPDATE;
+     WHERE a.aggregate_type OPERATOR(pg_catalog.=) _define_aggregate.aggregate_type FOR UPDATE;
     IF NOT FOUND THEN
-        INSERT INTO ocx.aggregates (aggregate_type, apply, reducer, initial_state, snapshot_every)
-        VALUES (aggregate_type, apply, reducer, initial_state, snapshot_every);
+        INSERT INTO ocx.aggregates (aggregate_type, apply, reducer, initial_state, snapshot_every, definer)
+        VALUES (aggregate_type, apply, reducer, initial_state, snapshot_every, ocx._caller());
     ELSIF old.apply IS NOT DISTINCT FROM apply AND old.reducer IS NOT DISTINCT FROM reducer
-          AND old.initial_state OPERATOR(pg_catalog.=) initial_state THEN
+          AND old.initial_state OPERATOR(pg_catalog.=) initial_state
+          AND old.definer OPERATOR(pg_catalog.=) ocx._caller() THEN
         -- the fold is unchanged: snapshots stay valid
         IF old.snapshot_every IS DISTINCT FROM snapshot_every THEN
-            UPDATE ocx.aggregates a SET snapshot_every = define_aggregate.snapshot_every
-             WHERE a.aggregate_type OPERATOR(pg_catalog.=) define_aggregate.aggregate_type;
+            UPDATE ocx.aggregates a SET snapshot_every = _define_aggregate.snapshot_every
+             WHERE a.aggregate_type OPERATOR(pg_catalog.=) _define_aggregate.aggregate_type;
         END IF;
     ELSE
         -- a changed fold: no stale state may ever be read again
         UPDATE ocx.aggregates a
-           SET apply = define_aggregate.apply, reducer = define_aggregate.reducer,
-               initial_state = define_aggregate.initial_state,
-               snapshot_every = define_aggregate.snapshot_every,
+           SET apply = _define_aggregate.apply, reducer = _define_aggregate.reducer,
+               initial_state = _define_aggregate.initial_state,
+               snapshot_every = _define_aggregate.snapshot_every,
+               definer = ocx._caller(),
                definition_version = a.definition_version OPERATOR(pg_catalog.+) 1,
                defined_at = pg_catalog.now()
-         WHERE a.aggregate_type OPERATOR(pg_catalog.=) define_aggregate.aggregate_type;
+         WHERE a.aggregate_type OPERATOR(pg_catalog.=) _define_aggregate.aggregate_type;
         DELETE FROM ocx.snapshots s
-         WHERE s.aggregate_type OPERATOR(pg_catalog.=) define_aggregate.aggregate_type;
+         WHERE s.aggregate_type OPERATOR(pg_catalog.=) _define_aggregate.aggregate_type;
     END IF;
 END;
 $$;
+COMMENT ON FUNCTION ocx._define_aggregate(text, regprocedure, jsonb, integer, jsonb) IS
+    'internal: the body of ocx.define_aggregate, run as ocx_owner; records the caller (ocx._caller()) as the definer';
+
+-- Runs with ocx_owner's rights and records its caller: see src/security.c.
+CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
+                                     initial_state jsonb DEFAULT '{}', snapshot_every integer DEFAULT NULL,
+                                     reducer jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_aggregate(text, regprocedure, jsonb, integer, jsonb) IS
     'define (or redefine) an aggregate type: apply(state jsonb, event ocx.event) -> jsonb or declarative reducer rules; redefinition drops its snapshots';
 
@@ -346,7 +384,7 @@ COMMENT ON FUNCTION ocx.snapshot(text, text) IS 'store a snapshot of the aggrega
 
 -- Modules ----------------------------------------------------------------------
 
-CREATE FUNCTION ocx.define_module(name text, definition jsonb) RETURNS void
+CREATE FUNCTION ocx._define_module(name text, definition jsonb) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -427,6 +465,13 @@ EXCEPTION
             DETAIL = SQLERRM;
 END;
 $$;
+COMMENT ON FUNCTION ocx._define_module(text, jsonb) IS
+    'internal: the body of ocx.define_module, run as ocx_owner; what it defines records the caller as definer';
+
+-- Runs with ocx_owner's rights and records its caller: see src/security.c.
+CREATE FUNCTION ocx.define_module(name text, definition jsonb) RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_module(text, jsonb) IS
     'install a domain''s event types, upcasters and aggregates in one call; installing the same definition again changes nothing';
 

@@ -174,7 +174,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx._count_matching(text[], text[]) IS 'internal: how many events a projection filter selects';
 
-CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
+CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
                                       retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
     RETURNS void
@@ -203,12 +203,15 @@ BEGIN
         RAISE EXCEPTION 'projection handler % must take one ocx.event argument', handler
             USING ERRCODE = 'OX201', HINT = 'Declare it as handler(e ocx.event) RETURNS void.';
     END IF;
-    IF NOT has_function_privilege(handler, 'EXECUTE') THEN
+    IF NOT has_function_privilege(ocx._caller(), handler, 'EXECUTE') THEN
         RAISE EXCEPTION 'permission denied for projection handler %', handler USING ERRCODE = '42501';
     END IF;
     IF reset IS NOT NULL AND (SELECT pronargs FROM pg_proc WHERE oid = reset) <> 0 THEN
         RAISE EXCEPTION 'projection reset function % must take no arguments', reset
             USING ERRCODE = 'OX201', HINT = 'Declare it as reset() RETURNS void; it empties the read model.';
+    END IF;
+    IF reset IS NOT NULL AND NOT has_function_privilege(ocx._caller(), reset, 'EXECUTE') THEN
+        RAISE EXCEPTION 'permission denied for projection reset function %', reset USING ERRCODE = '42501';
     END IF;
     IF cardinality(types) = 0 OR cardinality(categories) = 0 OR array_position(types, NULL) IS NOT NULL
        OR array_position(categories, NULL) IS NOT NULL THEN
@@ -220,9 +223,10 @@ BEGIN
 
     -- an inline projection first catches up in the worker (state rebuilding)
     -- and is applied by appends from the moment it has
-    INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, state,
+    INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, owner, state,
                                       rebuild_started_at, rebuild_total)
     VALUES (name, handler::text, types, categories, mode, policy, reset::text,
+            pg_get_userbyid(ocx._caller()),
             CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
             CASE mode WHEN 'inline' THEN now() END,
             CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END)
@@ -230,13 +234,23 @@ BEGIN
        SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
            retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
            updated_at = now();
-    IF (SELECT p.mode FROM ocx.projections p WHERE p.name = define_projection.name) <> mode THEN
+    IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
         RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
             HINT = 'Drop it first, or keep its mode.';
     END IF;
     PERFORM ocx._wake_worker();
 END;
 $$;
+COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
+    'internal: the body of ocx.define_projection, run as ocx_owner; the caller (ocx._caller()) is recorded as the projection''s owner';
+
+-- Runs with ocx_owner's rights and records its caller: see src/security.c.
+CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
+                                      categories text[] DEFAULT NULL, mode text DEFAULT 'async',
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
     'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append';
 
@@ -290,9 +304,10 @@ $$;
 COMMENT ON FUNCTION ocx.resume_projection(text) IS
     'resume a paused projection, or one stopped by its retry policy (the failed event is tried again)';
 
--- No SET search_path: the reset function runs with the caller's.
+-- The reset function runs as the projection's owner (ocx._call_as_author).
 CREATE FUNCTION ocx.rebuild_projection(name text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p ocx.projections := ocx._projection_row(name);
@@ -305,7 +320,7 @@ BEGIN
         LOCK TABLE ocx.streams IN SHARE MODE;
     END IF;
     IF p.reset IS NOT NULL THEN
-        EXECUTE pg_catalog.format('SELECT %s()', p.reset::pg_catalog.regprocedure::pg_catalog.regproc);
+        PERFORM ocx._call_as_author(p.reset::pg_catalog.regprocedure, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)));
     END IF;
     DELETE FROM ocx.dead_letters d
      WHERE d.projection OPERATOR(pg_catalog.=) p.name AND d.state OPERATOR(pg_catalog.=) 'parked';
@@ -322,10 +337,10 @@ $$;
 COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
     'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
 
--- No SET search_path here: the handler runs with the caller's, as it would
--- in the worker with the database default; every name below is qualified.
+-- The handler runs as the projection's owner (ocx._call_as_author), as in the worker.
 CREATE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     d ocx.dead_letters;
@@ -346,7 +361,7 @@ BEGIN
     IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
         RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
     END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::pg_catalog.regprocedure::pg_catalog.regproc) USING e;
+    PERFORM ocx._call_as_author(p.handler::pg_catalog.regprocedure, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
      WHERE dl.id OPERATOR(pg_catalog.=) d.id;
 END;

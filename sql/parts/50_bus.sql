@@ -417,7 +417,7 @@ CREATE FUNCTION ocx._command_sent() RETURNS void
 COMMENT ON FUNCTION ocx._command_sent() IS
     'internal: wake the worker at commit (and NOTIFY ocx_commands now when ocx.notify_mode = immediate)';
 
-CREATE FUNCTION ocx.define_command_handler(command_type text, handler regprocedure,
+CREATE FUNCTION ocx._define_command_handler(command_type text, handler regprocedure,
                                            retry jsonb DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
@@ -446,6 +446,10 @@ BEGIN
                       DETAIL = 'A command handler takes one ocx.command and returns jsonb (the result) or void.',
                       HINT = 'CREATE FUNCTION my_handler(c ocx.command) RETURNS jsonb ...';
         END IF;
+        IF NOT has_function_privilege(ocx._caller(), handler, 'EXECUTE') THEN
+            RAISE EXCEPTION 'permission denied for command handler %', handler
+                USING ERRCODE = '42501', DETAIL = 'It will run as you, the role that defines it.';
+        END IF;
     END IF;
     IF retry IS NOT NULL THEN
         IF jsonb_typeof(retry) <> 'object' THEN
@@ -472,8 +476,10 @@ BEGIN
                       DETAIL = 'max_attempts must be 1 to 1000 and 0 <= base_delay <= max_delay.';
         END IF;
     END IF;
-    INSERT INTO ocx.command_handlers AS h (command_type, handler, max_attempts, base_delay, max_delay)
-        VALUES (define_command_handler.command_type, define_command_handler.handler, attempts, base, maxd)
+    INSERT INTO ocx.command_handlers AS h (command_type, handler, max_attempts, base_delay, max_delay,
+                                           handler_role)
+        VALUES (_define_command_handler.command_type, _define_command_handler.handler, attempts, base, maxd,
+                ocx._caller())
         ON CONFLICT ON CONSTRAINT command_handlers_pkey DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'command type "%" already has a handler', command_type
@@ -484,6 +490,15 @@ BEGIN
     PERFORM ocx._command_sent();
 END
 $$;
+COMMENT ON FUNCTION ocx._define_command_handler(text, regprocedure, jsonb) IS
+    'internal: the body of ocx.define_command_handler, run as ocx_owner; records the caller (ocx._caller()) as the handler''s role';
+
+-- Runs with ocx_owner's rights and records its caller: see src/security.c.
+CREATE FUNCTION ocx.define_command_handler(command_type text, handler regprocedure,
+                                           retry jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) IS
     'the one handler of a command type: a function (ocx.command) -> jsonb|void the worker runs, or NULL for client-claimed commands; retry {"max_attempts", "base_delay", "max_delay"}';
 
@@ -550,7 +565,7 @@ BEGIN
                   HINT = 'A retry must repeat the original command exactly; a new command needs a new id.';
     END IF;
     INSERT INTO ocx.command_history (command_id, event, attempt, actor)
-        VALUES (id, 'sent', 0, current_user);
+        VALUES (id, 'sent', 0, pg_catalog.pg_get_userbyid(ocx._caller()));
     PERFORM ocx._command_sent();
     RETURN id;
 END
@@ -827,7 +842,7 @@ BEGIN
             USING ERRCODE = 'OX323', HINT = 'Only dead-lettered commands can be retried.';
     END IF;
     INSERT INTO ocx.command_history (command_id, event, attempt, actor)
-        VALUES (retry_command.command_id, 'retried', 0, current_user);
+        VALUES (retry_command.command_id, 'retried', 0, pg_catalog.pg_get_userbyid(ocx._caller()));
     PERFORM ocx._command_sent();
 END
 $$;

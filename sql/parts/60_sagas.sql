@@ -614,7 +614,7 @@ BEGIN
             USING ERRCODE = 'OX402', DETAIL = 'Only a running saga can be aborted.';
     END IF;
     PERFORM ocx._saga_compensate(i, true, 'abort_requested',
-                                 coalesce(reason, 'aborted by ' || current_user));
+                                 coalesce(reason, 'aborted by ' || pg_catalog.pg_get_userbyid(ocx._caller())));
     SELECT x.state INTO i.state FROM ocx.saga_instances x WHERE x.saga_id = abort_saga.saga_id;
     RETURN i.state;
 END

@@ -1,36 +1,48 @@
 -- ---------------------------------------------------------------------------
--- Security: the roles ocx_reader, ocx_writer, ocx_admin and their grants.
+-- Security: the roles ocx_owner, ocx_reader, ocx_writer, ocx_admin, who owns
+-- what, who may run what, and as whom it runs (docs/security.md).
 --
--- This part runs after every other part.  It does not list functions one by
+-- This part runs after every other part.  It does not list objects one by
 -- one: ocx._apply_privileges() classifies every routine, table, view and
--- sequence in schema ocx by the rule below (docs/security.md has it as a
--- table), so a function another subsystem adds is covered the day it lands.
--- Upgrade scripts call it again as their last statement.
+-- sequence in schema ocx by the rule below, so an object another subsystem
+-- adds is covered the day it lands.  Upgrade scripts call it again as their
+-- last statement.
+--
+-- Ownership: every table, view, sequence and routine of schema ocx belongs to
+-- ocx_owner (NOLOGIN, no attributes, no members).  Only it holds INSERT,
+-- UPDATE, DELETE or TRUNCATE on ocx tables: the other roles write only
+-- through the entry points below, which run with its rights.
 --
 -- Routines, first match wins:
 --   1. trigger functions                       no grant (triggers fire without EXECUTE)
---   2. a name in the reader / writer / admin patterns below  that role
---   3. a name starting with "_" (internal)     the least privileged role that
+--   2. a name in the "never" pattern           no grant (ocx's own machinery)
+--   3. a name in the reader / writer / admin patterns below  that role
+--   4. a name starting with "_" (internal)     the least privileged role that
 --      can reach it: a role's routine whose body calls it (SQL-standard bodies
 --      through pg_depend, other languages by the text "ocx._name("), or a view
 --      that uses it (views are readable by ocx_reader); repeated until nothing
---      changes.  Reached by nobody: no grant (superuser and the workers only).
---   4. anything else                           ocx_admin (fail closed)
+--      changes.  Reached by nobody: no grant (ocx_owner, superusers and the
+--      workers only).
+--   5. anything else                           ocx_admin (fail closed)
 -- PUBLIC keeps nothing.
 --
--- Tables, views and sequences:
---   ocx_reader  SELECT on every table, view and sequence
---   ocx_writer  INSERT on ocx.events (through ocx.append*; triggers refuse
---               UPDATE/DELETE/TRUNCATE), INSERT/UPDATE on ocx.streams,
---               INSERT/UPDATE/DELETE on the state tables named in the writer
---               table pattern, UPDATE (created_at) on the definitions its
---               functions lock (the lock pattern), USAGE on sequences
---   ocx_admin   INSERT/UPDATE/DELETE on every other table
--- Row-level security (10_log.sql) keeps tenants apart inside those grants.
+-- As whom routines run:
+--   granted to ocx_writer or ocx_admin (3)     with ocx_owner's rights: SECURITY
+--      DEFINER with SET search_path = pg_catalog, pg_temp; except the C
+--      trampolines (AS 'ocx_owner_call'), which switch to ocx_owner themselves
+--      and call ocx._<name>, so that the caller can be recorded
+--   everything else                            the caller's rights (INVOKER)
+-- Row-level security (FORCE) applies to ocx_owner, so every write binds to the
+-- caller's ocx.tenant.
+--
+-- Tables, views and sequences: ocx_reader SELECT; nobody else anything.
 -- ---------------------------------------------------------------------------
 
 DO $$
 BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_owner') THEN
+        CREATE ROLE ocx_owner NOLOGIN NOINHERIT;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_reader') THEN
         CREATE ROLE ocx_reader NOLOGIN;
     END IF;
@@ -49,6 +61,23 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Who called: the role an entry point records (the author of user code, the
+-- sender of a command).  See src/security.c.
+CREATE FUNCTION ocx._caller() RETURNS regrole
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_caller';
+COMMENT ON FUNCTION ocx._caller() IS
+    'internal: the role that called the running ocx entry point (recorded as author, sender, claimer)';
+
+-- User code called from SQL entry points (a projection's reset function, a
+-- handler on retry_dead_letter): as its author, checked first.  Only ocx_owner
+-- (an entry point) may call it.
+CREATE FUNCTION ocx._call_as_author(fn regprocedure, author regrole, e ocx.event DEFAULT NULL) RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_call_as_author';
+COMMENT ON FUNCTION ocx._call_as_author(regprocedure, regrole, ocx.event) IS
+    'internal: call fn() or fn(e) as author, after checking that author may still run it (entry points only)';
 
 -- Per-stream state of the other subsystems follows its stream's tenant: a
 -- row is visible when its stream is (the policy's sub-select on ocx.streams
@@ -94,20 +123,18 @@ CREATE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
+        ('routine', '^(_call_as_author|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|stats$|privilege_rules$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
-        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)',
-                    'ocx_admin'),
-        ('lock',    '^(subscriptions|saga_definitions)$', 'ocx_writer'),
-        ('table',   '^(snapshots|commands|command_history|subscription_partitions|'
-                    'subscription_consumers|saga_instances|saga_steps|saga_timeouts)$', 'ocx_writer')
+        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
+                    'ocx_admin')
       ) AS r(kind, pattern, grantee);
 END;
 COMMENT ON FUNCTION ocx.privilege_rules() IS
-    'the name patterns ocx._apply_privileges() grants by (see docs/security.md)';
+    'the name patterns ocx._apply_privileges() grants by (grantee NULL: never granted; see docs/security.md)';
 
 CREATE FUNCTION ocx._apply_privileges() RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -119,7 +146,35 @@ DECLARE
     changed boolean;
     roles   text[] := ARRAY['ocx_reader', 'ocx_writer', 'ocx_admin'];
 BEGIN
-    -- 1-4: one level per routine (1 reader, 2 writer, 3 admin, 4 nobody)
+    -- ownership: ocx_owner owns every table, view, standalone sequence (the
+    -- others follow their table) and routine
+    FOR r IN
+        SELECT c.oid::regclass AS rel, c.relkind FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+           AND c.relowner <> 'ocx_owner'::regrole
+           AND NOT (c.relkind = 'S' AND EXISTS (
+                    SELECT FROM pg_catalog.pg_depend d
+                     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                       AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')))
+    LOOP
+        EXECUTE format('ALTER %s %s OWNER TO ocx_owner',
+                       CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                                      WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, r.rel);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = ns AND p.proowner <> 'ocx_owner'::regrole LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO ocx_owner', r.fn);
+    END LOOP;
+    EXECUTE 'GRANT USAGE ON SCHEMA ocx TO ocx_owner';
+    -- views read with the caller's rights and row-level security, never
+    -- with their owner's (the caller's ocx.tenant decides what they show)
+    FOR r IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = ns AND c.relkind = 'v'
+                AND NOT COALESCE(c.reloptions @> ARRAY['security_invoker=true'], false) LOOP
+        EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', r.rel);
+    END LOOP;
+
+    -- 1-5: one level per routine (1 reader, 2 writer, 3 admin, 4 nobody)
     CREATE TEMP TABLE IF NOT EXISTS ocx_privilege_levels (fn oid PRIMARY KEY, name text, lvl int)
         ON COMMIT DROP;
     TRUNCATE pg_temp.ocx_privilege_levels;
@@ -127,10 +182,11 @@ BEGIN
     SELECT p.oid, p.proname,
            CASE WHEN p.prorettype = 'pg_catalog.trigger'::regtype THEN 4
                 ELSE COALESCE((SELECT CASE x.grantee WHEN 'ocx_reader' THEN 1
-                                                     WHEN 'ocx_writer' THEN 2 ELSE 3 END
+                                                     WHEN 'ocx_writer' THEN 2
+                                                     WHEN 'ocx_admin' THEN 3 ELSE 5 END
                                  FROM ocx.privilege_rules() x
                                 WHERE x.kind = 'routine' AND p.proname ~ x.pattern
-                                ORDER BY 1 LIMIT 1),
+                                ORDER BY x.grantee IS NOT NULL, 1 LIMIT 1),
                               CASE WHEN p.proname LIKE '\_%' THEN 4 ELSE 3 END)
            END
       FROM pg_catalog.pg_proc p
@@ -143,7 +199,7 @@ BEGIN
       JOIN pg_catalog.pg_rewrite rw ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND rw.oid = d.objid
       JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class AND c.relnamespace = ns
      WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = l.fn
-       AND l.name LIKE '\_%' AND l.lvl > 1;
+       AND l.name LIKE '\_%' AND l.lvl BETWEEN 2 AND 4;
 
     -- internal routines called by granted routines, to a fixpoint
     LOOP
@@ -153,7 +209,7 @@ BEGIN
               FROM pg_temp.ocx_privilege_levels l
               JOIN pg_temp.ocx_privilege_levels c ON c.lvl < l.lvl
               JOIN pg_catalog.pg_proc cp ON cp.oid = c.fn
-             WHERE l.name LIKE '\_%'
+             WHERE l.name LIKE '\_%' AND l.lvl <= 4
                AND (EXISTS (SELECT FROM pg_catalog.pg_depend d
                              WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = c.fn
                                AND d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = l.fn)
@@ -176,40 +232,28 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', r.fn::regprocedure, roles[r.lvl]);
     END LOOP;
 
-    -- tables, views, sequences
+    -- as whom: the writer and admin entry points run with ocx_owner's rights
+    FOR r IN
+        SELECT l.fn::regprocedure AS fn, p.prosecdef, p.proconfig
+          FROM pg_temp.ocx_privilege_levels l JOIN pg_catalog.pg_proc p ON p.oid = l.fn
+         WHERE l.lvl IN (2, 3) AND l.name NOT LIKE '\_%'
+           AND NOT (p.prolang = (SELECT g.oid FROM pg_catalog.pg_language g WHERE g.lanname = 'c')
+                    AND p.prosrc = 'ocx_owner_call')
+           AND NOT (p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'])
+    LOOP
+        EXECUTE format('ALTER ROUTINE %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', r.fn);
+    END LOOP;
+
+    -- tables, views, sequences: read by ocx_reader, written by ocx_owner only
     EXECUTE 'REVOKE ALL ON ALL TABLES IN SCHEMA ocx FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin';
     EXECUTE 'REVOKE ALL ON ALL SEQUENCES IN SCHEMA ocx FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin';
     EXECUTE 'GRANT USAGE ON SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL TABLES IN SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL SEQUENCES IN SCHEMA ocx TO ocx_reader';
-    EXECUTE 'GRANT USAGE ON ALL SEQUENCES IN SCHEMA ocx TO ocx_writer';
-    EXECUTE 'GRANT INSERT ON ocx.events TO ocx_writer';
-    EXECUTE 'GRANT INSERT, UPDATE ON ocx.streams TO ocx_writer';
-    FOR r IN
-        SELECT c.oid::regclass AS rel, c.relname
-          FROM pg_catalog.pg_class c
-         WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p')
-           AND c.relname NOT IN ('events', 'streams')
-    LOOP
-        -- definitions that writer functions lock (SELECT ... FOR NO KEY
-        -- UPDATE needs UPDATE on some column): UPDATE of created_at only
-        IF EXISTS (SELECT FROM ocx.privilege_rules() x
-                    WHERE x.kind = 'lock' AND r.relname ~ x.pattern)
-           AND EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                        WHERE a.attrelid = r.rel AND a.attname = 'created_at' AND NOT a.attisdropped) THEN
-            EXECUTE format('GRANT UPDATE (created_at) ON %s TO ocx_writer', r.rel);
-        END IF;
-        IF EXISTS (SELECT FROM ocx.privilege_rules() x
-                    WHERE x.kind = 'table' AND r.relname ~ x.pattern) THEN
-            EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO ocx_writer', r.rel);
-        ELSE
-            EXECUTE format('GRANT INSERT, UPDATE, DELETE ON %s TO ocx_admin', r.rel);
-        END IF;
-    END LOOP;
     DROP TABLE pg_temp.ocx_privilege_levels;
 END
 $$;
 COMMENT ON FUNCTION ocx._apply_privileges() IS
-    'internal: grant every ocx routine, table, view and sequence to ocx_reader/ocx_writer/ocx_admin by ocx.privilege_rules(); run by the install and every upgrade script';
+    'internal: give every ocx object to ocx_owner, grant routines to ocx_reader/ocx_writer/ocx_admin by ocx.privilege_rules(), make the writer and admin entry points run with ocx_owner''s rights; run by the install and every upgrade script';
 
 SELECT ocx._apply_privileges();

@@ -32,20 +32,24 @@ SELECT ocx.snapshot('rls_red', 'rlsacct-1');
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 
--- INSERT without UPDATE on ocx.snapshots is not enough to store one: load just loads
+-- Snapshots are written by ocx alone (with ocx_owner's rights): a reader's
+-- load stores one, and nobody can write one by hand (0.2.0 let writers UPDATE
+-- ocx.snapshots, and load returned the forged state)
 BEGIN;
-CREATE ROLE ocx_rls_writer IN ROLE ocx_reader;
-GRANT USAGE ON SCHEMA ocx TO ocx_rls_writer;
-GRANT SELECT ON ocx.events, ocx.streams, ocx.snapshots TO ocx_rls_writer;
-GRANT INSERT ON ocx.snapshots TO ocx_rls_writer;
+CREATE ROLE ocx_rls_writer IN ROLE ocx_writer;
 SET LOCAL ROLE ocx_rls_writer;
 SELECT state, version FROM ocx.load('rls_snap', 'rlsacct-1');
 SELECT snapshot_saved FROM ocx.last_load();
-RESET ROLE;
-GRANT UPDATE ON ocx.snapshots TO ocx_rls_writer;
-SET LOCAL ROLE ocx_rls_writer;
 SELECT state, version FROM ocx.load('rls_snap', 'rlsacct-1');
 SELECT snapshot_saved FROM ocx.last_load();
+SAVEPOINT forge;
+UPDATE ocx.snapshots SET state = '{"balance": 1000000}' WHERE stream_id = 'rlsacct-1';
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO forge;
+INSERT INTO ocx.snapshots SELECT * FROM ocx.snapshots WHERE stream_id = 'rlsacct-1';
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO forge;
+SELECT state FROM ocx.load('rls_snap', 'rlsacct-1');
 ROLLBACK;
 
 -- without SELECT on the log, load fails like a SELECT would

@@ -117,9 +117,12 @@ SELECT ocx.retry_command('c0000000-0000-4000-8000-0000000000ff');
 \echo :LAST_ERROR_SQLSTATE
 SELECT cmdt_settle() AS settled;
 SELECT status, attempts, result FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000003';
--- a void handler, run as the role that owns the handler definition
-CREATE ROLE cmdt_role;
-UPDATE ocx.command_handlers SET handler = 'cmdt_place(ocx.command)', handler_role = 'cmdt_role'
+-- a void handler, run as the role recorded as its definer (a member of ocx_admin)
+CREATE ROLE cmdt_role IN ROLE ocx_admin;
+CREATE TABLE cmdt_private (n int);
+CREATE FUNCTION cmdt_private_write(c ocx.command) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.cmdt_private VALUES (1) $$;
+UPDATE ocx.command_handlers SET handler = 'cmdt_private_write(ocx.command)', handler_role = 'cmdt_role'
  WHERE command_type = 'cmdt.Void';
 SELECT ocx.send_command('cmdt.Void', '{"id": 5}', command_id => 'c0000000-0000-4000-8000-000000000005');
 GRANT USAGE ON SCHEMA ocx TO cmdt_role;
@@ -206,6 +209,8 @@ SELECT count(*) AS history_left FROM ocx.command_history h
   WHERE NOT EXISTS (SELECT 1 FROM ocx.commands c WHERE c.command_id = h.command_id);
 
 DROP FUNCTION cmdt_settle();
+DROP FUNCTION cmdt_private_write(ocx.command);
+DROP TABLE cmdt_private;
 
 -- the internal functions are not for PUBLIC
 SELECT has_function_privilege('public', 'ocx._command_tick()', 'execute') AS public_tick;

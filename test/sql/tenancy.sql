@@ -69,7 +69,7 @@ SELECT ocx.append('tenancy-1', NULL, '{"type": "Hijacked", "data": {}}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.append('tenancy-1', 2, '{"type": "Hijacked", "data": {}}');
 \echo :LAST_ERROR_SQLSTATE
--- nor insert rows of another tenant by hand
+-- nor insert rows by hand at all: only ocx (ocx_owner) writes the log
 INSERT INTO ocx.events (stream_id, stream_version, event_id, source, type, time, data, tenant_id, txid)
 VALUES ('tenancy-9', 1, '5e000000-0000-4000-8000-000000000001', 'x', 'Forged', pg_catalog.now(), '{}',
         'acme', pg_catalog.pg_current_xact_id());

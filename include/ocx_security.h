@@ -1,0 +1,45 @@
+/*
+ * ocx_security.h
+ *		Who runs what: the owner-rights entry points and user code run as its
+ *		author (src/security.c, docs/security.md).
+ */
+#ifndef OCX_SECURITY_H
+#define OCX_SECURITY_H
+
+#include "postgres.h"
+
+/* The role that owns every ocx table and runs the entry points that write. */
+#define OCX_OWNER_ROLE "ocx_owner"
+/* The role an author of user code must still have the privileges of. */
+#define OCX_AUTHOR_ROLE "ocx_admin"
+
+extern Oid	OcxOwnerRole(void);
+extern Oid	OcxCaller(void);
+
+/*
+ * Calling user code (upcasters, apply functions, projection and command
+ * handlers, reset functions) as its author:
+ *
+ *	OcxUserCodeCheck(author, fn, what)   once per batch/read: may author still
+ *										 run fn?  ERROR (OX502) if not
+ *	OcxUserCodeBegin(author, &call)      before each call: a new settings
+ *										 level with ocx's search_path, the
+ *										 author as current user
+ *	OcxUserCodeEnd(&call)                after it returns: settings the call
+ *										 made are undone, the user restored
+ *
+ * An error between Begin and End is cleaned up by the (sub)transaction abort
+ * that follows it (it restores the user id and the settings levels).
+ */
+typedef struct OcxUserCall
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nest_level;
+} OcxUserCall;
+
+extern void OcxUserCodeCheck(Oid author, Oid fn, const char *what);
+extern void OcxUserCodeBegin(Oid author, OcxUserCall *call);
+extern void OcxUserCodeEnd(OcxUserCall *call);
+
+#endif							/* OCX_SECURITY_H */

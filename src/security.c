@@ -1,0 +1,333 @@
+/*
+ * security.c
+ *		Who runs what (docs/security.md, "Who runs what").
+ *
+ * Two rules, kept here so that every subsystem follows the same ones:
+ *
+ * 1. Only ocx writes ocx tables.  Every table belongs to the role ocx_owner
+ *    (NOLOGIN, no attributes, no members); no other role holds INSERT,
+ *    UPDATE, DELETE or TRUNCATE on any of them.  The entry points that write
+ *    run with ocx_owner's rights: most are SECURITY DEFINER functions owned by
+ *    it; those that must know who called them (the define_* functions that
+ *    record the author of user code) are C trampolines, ocx_owner_call, into
+ *    an internal function ocx._<name> with the same arguments, because a
+ *    SECURITY DEFINER function cannot see its caller.  ocx_owner is not a
+ *    superuser and has no BYPASSRLS, so the FORCEd row-level security
+ *    policies apply to these writes with the caller's ocx.tenant.
+ *
+ * 2. User code never runs with more rights than its author had.  Upcasters,
+ *    apply functions, projection handlers, reset functions and command
+ *    handlers run as the role that defined them (recorded by ocx, in tables
+ *    only ocx_owner writes), re-checked before each batch or read: a role
+ *    that no longer exists, is no longer a member of ocx_admin or may no
+ *    longer execute the function runs nothing (OX502).  Each call starts on
+ *    a new settings level with search_path = "$user", public, pg_temp (pg_temp
+ *    explicitly last, so a session's temporary tables never shadow the
+ *    author's) and as a security-restricted operation (no SET ROLE, no new
+ *    temporary tables); whatever settings the call changes end with it.  A
+ *    function with its own SET search_path that does not end with pg_temp
+ *    would look in the caller's pg_temp first: it is refused (OX503) in a
+ *    session that has temporary objects.
+ *
+ * State: OcxCurrentCaller, the caller of the innermost trampoline call (or
+ * InvalidOid), backend-local; saved and restored around each call.
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+#include "ocx_security.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "utils/varlena.h"
+
+/* The search_path user code starts with (pg_temp explicitly last). */
+#define OCX_USER_SEARCH_PATH "\"$user\", public, pg_temp"
+
+static Oid	OcxCurrentCaller = InvalidOid;
+
+/* The oid of ocx_owner; an error if the role is gone (the install made it). */
+Oid
+OcxOwnerRole(void)
+{
+	return get_role_oid(OCX_OWNER_ROLE, false);
+}
+
+/*
+ * The role that called the ocx entry point running now: the caller of the
+ * innermost trampoline; in a SECURITY DEFINER entry point (current user
+ * ocx_owner) the session's role (after SET ROLE); else the current user.
+ */
+Oid
+OcxCaller(void)
+{
+	Oid			user = GetUserId();
+
+	if (OidIsValid(OcxCurrentCaller))
+		return OcxCurrentCaller;
+	if (user == get_role_oid(OCX_OWNER_ROLE, true))
+		return GetOuterUserId();
+	return user;
+}
+
+PG_FUNCTION_INFO_V1(ocx_caller);
+
+/* SQL: ocx._caller() -> regrole, the role recorded as having done something. */
+Datum
+ocx_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(OcxCaller());
+}
+
+/* What a trampoline keeps between calls (in flinfo->fn_extra). */
+typedef struct OwnerCallCache
+{
+	FmgrInfo	impl;
+	Oid			impl_owner;
+} OwnerCallCache;
+
+/* Find ocx._<name>(same arguments) for the entry point fn; it must belong to ocx_owner. */
+static OwnerCallCache *
+OwnerCallLookup(FmgrInfo *flinfo)
+{
+	OwnerCallCache *c;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	char	   *implname;
+	Oid			impl;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(flinfo->fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", flinfo->fn_oid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	implname = psprintf("_%s", NameStr(proc->proname));
+	impl = LookupFuncName(list_make2(makeString(OCX_SCHEMA), makeString(implname)),
+						  proc->pronargs, proc->proargtypes.values, false);
+	ReleaseSysCache(tup);
+
+	c = MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(OwnerCallCache));
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(impl));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", impl);
+	c->impl_owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	if (c->impl_owner != OcxOwnerRole())
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INTERNAL),
+				 errmsg("function ocx.%s is not owned by %s", implname, OCX_OWNER_ROLE),
+				 errhint("Reinstall the extension: ALTER EXTENSION ocx UPDATE, or drop and create it.")));
+	fmgr_info_cxt(impl, &c->impl, flinfo->fn_mcxt);
+	return c;
+}
+
+PG_FUNCTION_INFO_V1(ocx_owner_call);
+
+/*
+ * The body of the entry points that run with ocx_owner's rights and record
+ * their caller: remember the caller, switch to ocx_owner, call ocx._<name>
+ * with the same arguments (and the same result set info, for functions that
+ * return sets), switch back.
+ */
+Datum
+ocx_owner_call(PG_FUNCTION_ARGS)
+{
+	OwnerCallCache *c = (OwnerCallCache *) fcinfo->flinfo->fn_extra;
+	LOCAL_FCINFO(impl_fcinfo, FUNC_MAX_ARGS);
+	Oid			save_caller = OcxCurrentCaller;
+	Oid			save_user;
+	int			save_sec;
+	volatile Datum result = (Datum) 0;
+	int			i;
+
+	if (c == NULL)
+		fcinfo->flinfo->fn_extra = c = OwnerCallLookup(fcinfo->flinfo);
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	/* a nested entry point (ocx calling itself) keeps the outer caller */
+	if (!(save_user == c->impl_owner && OidIsValid(OcxCurrentCaller)))
+		OcxCurrentCaller = save_user;
+
+	InitFunctionCallInfoData(*impl_fcinfo, &c->impl, fcinfo->nargs, fcinfo->fncollation,
+							 fcinfo->context, fcinfo->resultinfo);
+	for (i = 0; i < fcinfo->nargs; i++)
+		impl_fcinfo->args[i] = fcinfo->args[i];
+
+	SetUserIdAndSecContext(c->impl_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(impl_fcinfo);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+		OcxCurrentCaller = save_caller;
+	}
+	PG_END_TRY();
+
+	fcinfo->isnull = impl_fcinfo->isnull;
+	return result;
+}
+
+/* Does the search_path in fn's own SET clause (if any) leave pg_temp out or not last? */
+static bool
+FunctionPathSearchesTempFirst(Oid fn)
+{
+	HeapTuple	tup;
+	Datum		d;
+	bool		isnull;
+	bool		unsafe = false;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
+	if (!isnull)
+	{
+		ArrayType  *config = DatumGetArrayTypeP(d);
+		Datum	   *items;
+		bool	   *nulls;
+		int			n;
+		int			i;
+
+		deconstruct_array(config, TEXTOID, -1, false, TYPALIGN_INT, &items, &nulls, &n);
+		for (i = 0; i < n; i++)
+		{
+			char	   *item = TextDatumGetCString(items[i]);
+			List	   *names;
+			bool		last_is_temp = false;
+
+			if (nulls[i] || pg_strncasecmp(item, "search_path=", 12) != 0)
+				continue;
+			if (SplitIdentifierString(pstrdup(item + 12), ',', &names) && names != NIL)
+				last_is_temp = strcmp((char *) llast(names), "pg_temp") == 0;
+			unsafe = !last_is_temp;
+		}
+	}
+	ReleaseSysCache(tup);
+	return unsafe;
+}
+
+/*
+ * May author still run fn?  Raises OX502 when the role is gone, is no
+ * longer a member of ocx_admin or may no longer execute fn, and OX503 when
+ * fn's own search_path would let this session's temporary objects shadow
+ * the author's.  what names the code for the message ("projection handler").
+ */
+void
+OcxUserCodeCheck(Oid author, Oid fn, const char *what)
+{
+	Oid			admin = get_role_oid(OCX_AUTHOR_ROLE, true);
+	char	   *rolename = GetUserNameFromId(author, true);
+	Oid			temp_ns;
+	Oid			temp_toast_ns;
+
+	if (rolename == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("the role that defined %s %s no longer exists", what, format_procedure(fn)),
+				 errhint("Define it again as a member of %s.", OCX_AUTHOR_ROLE)));
+	if (!superuser_arg(author) && !(OidIsValid(admin) && has_privs_of_role(author, admin)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("role \"%s\" that defined %s %s is no longer a member of %s",
+						rolename, what, format_procedure(fn), OCX_AUTHOR_ROLE),
+				 errdetail("User code runs as the role that defined it, and only while that role may define it."),
+				 errhint("Grant %s to \"%s\" again, or define it again as another member of %s.",
+						 OCX_AUTHOR_ROLE, rolename, OCX_AUTHOR_ROLE)));
+	if (pg_proc_aclcheck(fn, author, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("role \"%s\" that defined %s %s may no longer execute it",
+						rolename, what, format_procedure(fn)),
+				 errhint("GRANT EXECUTE on the function to \"%s\" again.", rolename)));
+
+	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
+	if (OidIsValid(temp_ns) && FunctionPathSearchesTempFirst(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_UNSAFE_SEARCH_PATH),
+				 errmsg("%s %s would look up names in this session's temporary objects first",
+						what, format_procedure(fn)),
+				 errdetail("Its SET search_path does not end with pg_temp, and this session has temporary objects; "
+						   "it runs as role \"%s\".", rolename),
+				 errhint("Put pg_temp last in the function's search_path, e.g. ALTER FUNCTION ... SET search_path = public, pg_temp.")));
+}
+
+/* Before a call of user code: a new settings level, ocx's search_path, the author as user. */
+void
+OcxUserCodeBegin(Oid author, OcxUserCall *call)
+{
+	call->nest_level = NewGUCNestLevel();
+	if (namespace_search_path == NULL || strcmp(namespace_search_path, OCX_USER_SEARCH_PATH) != 0)
+		(void) set_config_option("search_path", OCX_USER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
+	SetUserIdAndSecContext(author, call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* After it returned: back to the caller, and every setting it changed undone. */
+void
+OcxUserCodeEnd(OcxUserCall *call)
+{
+	SetUserIdAndSecContext(call->save_user, call->save_sec);
+	AtEOXact_GUC(false, call->nest_level);
+}
+
+PG_FUNCTION_INFO_V1(ocx_call_as_author);
+
+/*
+ * SQL: ocx._call_as_author(fn, author, e DEFAULT NULL) calls fn() (e NULL) or
+ * fn(e) as author, for the SQL entry points that run user code (a
+ * projection's reset function in rebuild_projection, its handler in
+ * retry_dead_letter).  Only ocx_owner, that is an entry point, may call it:
+ * anyone else could name any author.
+ */
+Datum
+ocx_call_as_author(PG_FUNCTION_ARGS)
+{
+	Oid			fn;
+	Oid			author;
+	int			nargs = PG_ARGISNULL(2) ? 0 : 1;
+	FmgrInfo	flinfo;
+	OcxUserCall call;
+	LOCAL_FCINFO(ufcinfo, 1);
+
+	if (GetUserId() != OcxOwnerRole())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function ocx._call_as_author"),
+				 errdetail("Only ocx's entry points may run user code as its author.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("function must not be null")));
+	fn = PG_GETARG_OID(0);
+	/* NULL: the recorded author no longer exists */
+	author = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	OcxUserCodeCheck(author, fn, "function");
+	fmgr_info(fn, &flinfo);
+	if (flinfo.fn_nargs != nargs)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("function %s does not take %d arguments", format_procedure(fn), nargs)));
+	InitFunctionCallInfoData(*ufcinfo, &flinfo, nargs, InvalidOid, NULL, NULL);
+	if (nargs == 1)
+	{
+		ufcinfo->args[0].value = PG_GETARG_DATUM(2);
+		ufcinfo->args[0].isnull = false;
+	}
+	OcxUserCodeBegin(author, &call);
+	(void) FunctionCallInvoke(ufcinfo);
+	OcxUserCodeEnd(&call);
+	PG_RETURN_VOID();
+}
