@@ -15,6 +15,7 @@
 
 extern Oid	OcxOwnerRole(void);
 extern Oid	OcxCaller(void);
+extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
 
 /*
  * Calling user code (upcasters, apply functions, projection and command

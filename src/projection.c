@@ -139,7 +139,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		2, {TEXTOID, TEXTOID}
 	},
 	[Q_INLINE] = {
-		"SELECT name, handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, owner::pg_catalog.text "
+		"SELECT name, handler, types, categories, owner::pg_catalog.text "
 		"FROM ocx.projections WHERE mode OPERATOR(pg_catalog.=) 'inline' "
 		"AND state OPERATOR(pg_catalog.=) 'running' ORDER BY name",
 		0, {0}
@@ -880,12 +880,13 @@ LoadInlineProjections(void)
 		Datum		d;
 
 		p->name = GetText(i, 1);
-		p->handler = DatumGetObjectId(GetCol(i, 2, &isnull));
 		d = GetCol(i, 3, &isnull);
 		p->types = TextArrayStrings(d, isnull, &p->ntypes);
 		d = GetCol(i, 4, &isnull);
 		p->categories = TextArrayStrings(d, isnull, &p->ncategories);
 		p->owner = get_role_oid(GetText(i, 5), true);	/* InvalidOid: dropped (OX502) */
+		/* as its owner: ocx_owner (running the append) may not see its schema */
+		p->handler = OcxResolveFunctionAs(GetText(i, 2), p->owner);
 	}
 	n_inline = n;
 	MemoryContextSwitchTo(old);

@@ -283,11 +283,62 @@ OcxUserCodeEnd(OcxUserCall *call)
 	AtEOXact_GUC(false, call->nest_level);
 }
 
+/*
+ * The function a stored signature (text, as ocx.projections keeps handlers)
+ * names, looked up with role's rights: ocx_owner has no USAGE on the schemas
+ * of user code, its author has.  An invalid role (dropped) looks up as the
+ * current user; OcxUserCodeCheck then refuses to run it.
+ */
+Oid
+OcxResolveFunctionAs(const char *signature, Oid role)
+{
+	Oid			save_user;
+	int			save_sec;
+	volatile Datum d = (Datum) 0;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(OidIsValid(role) ? role : save_user, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		d = DirectFunctionCall1(regprocedurein, CStringGetDatum(signature));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	return DatumGetObjectId(d);
+}
+
+/* Only ocx's entry points (running as ocx_owner) may name a role to act as. */
+static void
+RequireOwner(const char *fname)
+{
+	if (GetUserId() != OcxOwnerRole())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", fname),
+				 errdetail("Only ocx's entry points may act as another role.")));
+}
+
+PG_FUNCTION_INFO_V1(ocx_regprocedure_as);
+
+/* SQL: ocx._regprocedure_as(signature text, role regrole): the function, looked up as role. */
+Datum
+ocx_regprocedure_as(PG_FUNCTION_ARGS)
+{
+	RequireOwner("ocx._regprocedure_as");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_OID(OcxResolveFunctionAs(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									   PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1)));
+}
+
 PG_FUNCTION_INFO_V1(ocx_call_as_author);
 
 /*
  * SQL: ocx._call_as_author(fn, author, e DEFAULT NULL) calls fn() (e NULL) or
- * fn(e) as author, for the SQL entry points that run user code (a
+ * fn(e) as author (fn: a stored signature, looked up as author), for the SQL entry points that run user code (a
  * projection's reset function in rebuild_projection, its handler in
  * retry_dead_letter).  Only ocx_owner, that is an entry point, may call it:
  * anyone else could name any author.
@@ -302,18 +353,14 @@ ocx_call_as_author(PG_FUNCTION_ARGS)
 	OcxUserCall call;
 	LOCAL_FCINFO(ufcinfo, 1);
 
-	if (GetUserId() != OcxOwnerRole())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function ocx._call_as_author"),
-				 errdetail("Only ocx's entry points may run user code as its author.")));
+	RequireOwner("ocx._call_as_author");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
 				 errmsg("function must not be null")));
-	fn = PG_GETARG_OID(0);
 	/* NULL: the recorded author no longer exists */
 	author = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	fn = OcxResolveFunctionAs(text_to_cstring(PG_GETARG_TEXT_PP(0)), author);
 	OcxUserCodeCheck(author, fn, "function");
 	fmgr_info(fn, &flinfo);
 	if (flinfo.fn_nargs != nargs)

@@ -435,7 +435,7 @@ BEGIN
         END IF;
         PERFORM ocx._define_upcaster(x OPERATOR(pg_catalog.->>) 'type',
                                      (x OPERATOR(pg_catalog.->>) 'from_schema_version')::integer,
-                                     (x OPERATOR(pg_catalog.->>) 'transform')::pg_catalog.regprocedure,
+                                     ocx._regprocedure_as(x OPERATOR(pg_catalog.->>) 'transform', ocx._caller()),
                                      NULLIF(x OPERATOR(pg_catalog.->) 'spec', 'null'));
     END LOOP;
 
@@ -447,7 +447,7 @@ BEGIN
                 DETAIL = pg_catalog.format('Got %s.', x);
         END IF;
         PERFORM ocx.define_aggregate(x OPERATOR(pg_catalog.->>) 'aggregate_type',
-                                     (x OPERATOR(pg_catalog.->>) 'apply')::pg_catalog.regprocedure,
+                                     ocx._regprocedure_as(x OPERATOR(pg_catalog.->>) 'apply', ocx._caller()),
                                      COALESCE(NULLIF(x OPERATOR(pg_catalog.->) 'initial_state', 'null'), '{}'),
                                      (x OPERATOR(pg_catalog.->>) 'snapshot_every')::integer,
                                      NULLIF(x OPERATOR(pg_catalog.->) 'reducer', 'null'));

@@ -320,7 +320,7 @@ BEGIN
         LOCK TABLE ocx.streams IN SHARE MODE;
     END IF;
     IF p.reset IS NOT NULL THEN
-        PERFORM ocx._call_as_author(p.reset::pg_catalog.regprocedure, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)));
+        PERFORM ocx._call_as_author(p.reset, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)));
     END IF;
     DELETE FROM ocx.dead_letters d
      WHERE d.projection OPERATOR(pg_catalog.=) p.name AND d.state OPERATOR(pg_catalog.=) 'parked';
@@ -361,7 +361,7 @@ BEGIN
     IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
         RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
     END IF;
-    PERFORM ocx._call_as_author(p.handler::pg_catalog.regprocedure, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
      WHERE dl.id OPERATOR(pg_catalog.=) d.id;
 END;

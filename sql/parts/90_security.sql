@@ -73,11 +73,19 @@ COMMENT ON FUNCTION ocx._caller() IS
 -- User code called from SQL entry points (a projection's reset function, a
 -- handler on retry_dead_letter): as its author, checked first.  Only ocx_owner
 -- (an entry point) may call it.
-CREATE FUNCTION ocx._call_as_author(fn regprocedure, author regrole, e ocx.event DEFAULT NULL) RETURNS void
+CREATE FUNCTION ocx._call_as_author(fn text, author regrole, e ocx.event DEFAULT NULL) RETURNS void
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_call_as_author';
-COMMENT ON FUNCTION ocx._call_as_author(regprocedure, regrole, ocx.event) IS
-    'internal: call fn() or fn(e) as author, after checking that author may still run it (entry points only)';
+COMMENT ON FUNCTION ocx._call_as_author(text, regrole, ocx.event) IS
+    'internal: call fn() or fn(e) (a stored signature, looked up as author) as author, after checking that author may still run it (entry points only)';
+
+-- A function named by the caller inside JSON (ocx.define_module), looked up
+-- with the caller's rights, not ocx_owner's.  Entry points only.
+CREATE FUNCTION ocx._regprocedure_as(signature text, role regrole) RETURNS regprocedure
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_regprocedure_as';
+COMMENT ON FUNCTION ocx._regprocedure_as(text, regrole) IS
+    'internal: the function a signature names, looked up with role''s rights (entry points only)';
 
 -- Per-stream state of the other subsystems follows its stream's tenant: a
 -- row is visible when its stream is (the policy's sub-select on ocx.streams
@@ -123,7 +131,7 @@ CREATE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_apply_privileges)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|stats$|privilege_rules$)', 'ocx_reader'),
