@@ -111,7 +111,7 @@ COMMENT ON POLICY saga_steps_tenant ON ocx.saga_steps IS
 
 ALTER VIEW ocx.saga_status SET (security_invoker = true);
 COMMENT ON VIEW ocx.saga_status IS
-    'each saga: state, current step, outstanding command and its status, age, deadline and last error;
+    'each saga: state, current step, outstanding command and its status, age, deadline and last error; read under the caller''s row-level security';
 
 -- Every other view reads under its caller's row-level security too.
 ALTER VIEW ocx.subscription_status SET (security_invoker = true);
