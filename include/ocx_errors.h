@@ -30,6 +30,7 @@
 #define ERRCODE_OCX_IMMUTABLE_LOG			MAKE_SQLSTATE('O','X','0','0','9')
 #define ERRCODE_OCX_INVALID_ARGUMENT		MAKE_SQLSTATE('O','X','0','1','0')
 #define ERRCODE_OCX_INVALID_SETTING			MAKE_SQLSTATE('O','X','0','1','1')
+#define ERRCODE_OCX_STREAM_OF_ANOTHER_TENANT MAKE_SQLSTATE('O','X','0','1','2')
 
 /* OX1xx: aggregates, snapshots, contracts, upcasters, modules */
 #define ERRCODE_OCX_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('O','X','1','0','0')

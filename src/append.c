@@ -9,6 +9,15 @@
  * event stores its writer's top-level transaction id, which readers of the
  * whole log use for the gap-free log order (docs/architecture.md).
  *
+ * Stream ids are global, but a session sees only the streams of its tenant
+ * (row-level security on ocx.streams).  Appending to a stream id another
+ * tenant holds fails with OX012, found only on the failure paths: the
+ * conditional UPDATE or INSERT ... ON CONFLICT DO NOTHING took no row and the
+ * stream is invisible (then one index probe below row-level security says
+ * whether the id is taken), or ON CONFLICT DO UPDATE met the invisible row
+ * (PostgreSQL's row-level security error, translated).  An append to one's
+ * own stream does no extra work.
+ *
  * Idempotency follows EventStoreDB: a retry that repeats a batch with the
  * same (source, id) pairs, stored in the same stream at consecutive versions
  * with the same type and data, succeeds and writes nothing; any other reuse
@@ -22,7 +31,16 @@
 #include "ocx.h"
 #include "ocx_errors.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -488,6 +506,81 @@ RaiseConflict(const char *sid, int64 expected, int64 actual)
 			 errhint("Read the stream again, decide again, and retry with the version you read.")));
 }
 
+/* The error for a stream id held by another tenant; never names that tenant. */
+static void
+RaiseStreamOfAnotherTenant(const char *sid)
+{
+	OcxCount(OCX_COUNT_CONFLICTS, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_STREAM_OF_ANOTHER_TENANT),
+			 errmsg("stream \"%s\" belongs to another tenant", sid),
+			 errdetail("Stream ids are global; this one is taken by a tenant other than the session's ocx.tenant."),
+			 errhint("Prefix stream ids with the tenant, as in \"acme.order-1\".")));
+}
+
+/*
+ * On a failure path only: does a stream row for sid exist that the session
+ * cannot see, i.e. of another tenant?  A probe of the primary key index
+ * below row-level security, with a fresh snapshot (the row may have been
+ * committed after the statement's).
+ */
+static bool
+StreamOfAnotherTenant(const char *sid)
+{
+	Oid			nsp = get_namespace_oid("ocx", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("streams", nsp) : InvalidOid;
+	Oid			indexid = OidIsValid(nsp) ? get_relname_relid("streams_pkey", nsp) : InvalidOid;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	Snapshot	snap;
+	bool		other = false;
+
+	if (!OidIsValid(relid) || !OidIsValid(indexid))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(sid));
+	key.sk_collation = DEFAULT_COLLATION_OID;
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan(rel, indexid, true, snap, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		AttrNumber	attnum = get_attnum(relid, "tenant_id");
+		Datum		d = attnum > 0 ? heap_getattr(tup, attnum, RelationGetDescr(rel), &isnull) : (Datum) 0;
+		const char *mine = (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : NULL;
+
+		if (attnum <= 0)
+			other = false;
+		else if (isnull || mine == NULL)
+			other = (isnull != (mine == NULL));
+		else
+			other = strcmp(TextDatumGetCString(d), mine) != 0;
+	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+	return other;
+}
+
+/*
+ * Is edata PostgreSQL's row-level security error for ocx.streams?  ON
+ * CONFLICT DO UPDATE raises it when the conflicting row is invisible to the
+ * session: the stream belongs to another tenant.  Compared by the message's
+ * untranslated form, so lc_messages does not matter.
+ */
+static bool
+IsStreamsRlsError(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE &&
+		edata->message_id != NULL &&
+		strncmp(edata->message_id, "new row violates row-level security policy",
+				strlen("new row violates row-level security policy")) == 0 &&
+		edata->message != NULL && strstr(edata->message, "\"streams\"") != NULL;
+}
+
 /*
  * Run one of the statements that take the stream row and return the stream's
  * new version, or -1 when the expected version did not match.
@@ -522,13 +615,31 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
 
 	if (!IsolationUsesXactSnapshot())
 	{
-		RunStreamPlanOnce(&run);
+		MemoryContext cxt = CurrentMemoryContext;
+
+		/* a setjmp, no subtransaction: the error is only translated */
+		PG_TRY();
+		{
+			RunStreamPlanOnce(&run);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (!IsStreamsRlsError(edata))
+				PG_RE_THROW();
+			FlushErrorState();
+			RaiseStreamOfAnotherTenant(sid);
+		}
+		PG_END_TRY();
 		return run.version;
 	}
 
 	edata = OcxInSubtransaction(RunStreamPlanOnce, &run);
 	if (edata == NULL)
 		return run.version;
+	if (IsStreamsRlsError(edata))
+		RaiseStreamOfAnotherTenant(sid);
 	if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
 		ReThrowError(edata);
 	ereport(ERROR,
@@ -540,12 +651,22 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
 	return -1;					/* keep the compiler quiet */
 }
 
-/* The stream's current version as seen now (0 when absent). */
+/*
+ * The stream's current version as seen now (0 when absent), for the
+ * conflict error; raises OX012 when the stream exists for another tenant.
+ * Called on failure paths only.
+ */
 static int64
 CurrentVersion(Datum sid)
 {
 	if (RunPlan(PLAN_CURRENT, &sid, NULL) == 0)
+	{
+		char	   *s = TextDatumGetCString(sid);
+
+		if (StreamOfAnotherTenant(s))
+			RaiseStreamOfAnotherTenant(s);
 		return 0;
+	}
 	return FirstInt64();
 }
 

@@ -14,6 +14,12 @@
  * queue), only the worker retries; appends go on.  When the queue is more
  * than half full the tick holds back and sends one combined wake-up later.
  *
+ * Any role can LISTEN on any channel (PostgreSQL has no ACL on channels), so
+ * a payload carries nothing a listener could not read anyway: the cursor of
+ * the last announced event and how many there are, never stream ids, event
+ * types or command types.  Clients read what is new with read_all / poll
+ * under their own privileges and tenancy.
+ *
  * ocx.notify_mode = immediate adds a NOTIFY from the appending transaction
  * itself (a statement trigger on ocx.events) for lower latency, at the cost
  * described above; "off" turns wake-ups off entirely.
@@ -49,11 +55,6 @@ PG_FUNCTION_INFO_V1(ocx_command_sent);
 
 /* Rows one tick announces at most; more means "call me again". */
 #define BUS_BATCH			1000
-/* Bytes of stream ids and of types listed in one payload at most. */
-#define BUS_STREAMS_BUDGET	1500
-#define BUS_TYPES_BUDGET	1000
-/* Longest stream id or type listed by name (longer ones are only counted). */
-#define BUS_NAME_MAX		200
 /* Fraction of the notify queue in use above which the tick holds back. */
 #define BUS_QUEUE_LIMIT		0.5
 
@@ -178,7 +179,6 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 	Datum		arg;
 	StringInfoData buf;
 	char	   *stream;
-	char	   *type;
 	char	   *channel;
 	int64		position;
 	bool		isnull;
@@ -193,7 +193,7 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
 	arg = FullTransactionIdGetDatum(GetTopFullTransactionId());
-	if (SPI_execute_with_args("SELECT e.global_position, e.stream_id, e.type FROM ocx.events e "
+	if (SPI_execute_with_args("SELECT e.global_position, e.stream_id FROM ocx.events e "
 							  "WHERE e.txid OPERATOR(pg_catalog.=) $1 "
 							  "ORDER BY e.txid DESC, e.global_position DESC LIMIT 1",
 							  1, (Oid[]) {XID8OID}, &arg, NULL, false, 1) != SPI_OK_SELECT)
@@ -205,24 +205,13 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 
 		position = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		stream = SPI_getvalue(tup, desc, 2);
-		type = SPI_getvalue(tup, desc, 3);
 
+		/* the cursor only: stream ids and types are not for every listener */
 		initStringInfo(&buf);
 		appendStringInfoString(&buf, "{\"cursor\": ");
 		AppendCursor(&buf, U64FromFullTransactionId(GetTopFullTransactionId()), position);
-		appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"immediate\": true",
+		appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"immediate\": true}",
 						 position);
-		if (strlen(stream) <= BUS_NAME_MAX)
-		{
-			appendStringInfoString(&buf, ", \"stream_id\": ");
-			escape_json(&buf, stream);
-		}
-		if (strlen(type) <= BUS_NAME_MAX)
-		{
-			appendStringInfoString(&buf, ", \"type\": ");
-			escape_json(&buf, type);
-		}
-		appendStringInfoChar(&buf, '}');
 		OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
 		channel = CategoryChannel(stream);
 		if (channel)
@@ -244,53 +233,6 @@ ocx_command_sent(PG_FUNCTION_ARGS)
 	if (ocx_notify_mode == OCX_NOTIFY_IMMEDIATE)
 		OcxNotify(OCX_COMMANDS_CHANNEL, "{\"immediate\": true}");
 	PG_RETURN_VOID();
-}
-
-/* A distinct name list for a payload, bounded in bytes. */
-typedef struct NameList
-{
-	StringInfoData buf;
-	int			count;			/* names listed */
-	int			budget;			/* bytes left */
-	bool		truncated;		/* some names were left out */
-	List	   *names;
-} NameList;
-
-/* An empty list that may take budget bytes of names. */
-static void
-NameListInit(NameList *l, int budget)
-{
-	initStringInfo(&l->buf);
-	l->count = 0;
-	l->budget = budget;
-	l->truncated = false;
-	l->names = NIL;
-}
-
-/*
- * Add name unless listed already; a name over BUS_NAME_MAX or over the budget
- * is left out and marks the list truncated, so payloads stay small.
- */
-static void
-NameListAdd(NameList *l, const char *name)
-{
-	ListCell   *lc;
-	int			len = strlen(name);
-
-	foreach(lc, l->names)
-		if (strcmp((char *) lfirst(lc), name) == 0)
-			return;
-	if (len > BUS_NAME_MAX || len + 4 > l->budget)
-	{
-		l->truncated = true;
-		return;
-	}
-	if (l->count > 0)
-		appendStringInfoString(&l->buf, ", ");
-	escape_json(&l->buf, name);
-	l->names = lappend(l->names, pstrdup(name));
-	l->count++;
-	l->budget -= len + 4;
 }
 
 /* Per-category tally of one batch. */
@@ -335,12 +277,12 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	"SELECT events_txid, events_position, commands_txid, commands_seq "
 	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
 	[BUS_PLAN_EVENTS] =
-	"SELECT e.txid, e.global_position, e.stream_id, e.type FROM ocx.events e "
+	"SELECT e.txid, e.global_position, e.stream_id FROM ocx.events e "
 	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
 	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
 	"ORDER BY e.txid, e.global_position LIMIT 1000",
 	[BUS_PLAN_COMMANDS] =
-	"SELECT c.txid, c.seq, c.type FROM ocx.commands c "
+	"SELECT c.txid, c.seq FROM ocx.commands c "
 	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
 	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) ($1, $2) "
 	"ORDER BY c.txid, c.seq LIMIT 1000",
@@ -385,8 +327,8 @@ GetInt64(HeapTuple tup, TupleDesc desc, int col)
 
 /*
  * Announce the events that became readable since the stored cursor: one
- * NOTIFY on ocx_events and one per category.  Returns the number announced
- * and advances *txid / *position.
+ * NOTIFY on ocx_events and one per category, each with the last cursor and
+ * a count only.  Returns the number announced and advances *txid / *position.
  */
 static int
 NotifyEvents(uint64 *txid, int64 *position)
@@ -394,8 +336,6 @@ NotifyEvents(uint64 *txid, int64 *position)
 	Datum		args[2];
 	uint64		n,
 				i;
-	NameList	streams,
-				types;
 	CategoryTally *cats;
 	int			ncats = 0;
 	StringInfoData buf;
@@ -406,8 +346,6 @@ NotifyEvents(uint64 *txid, int64 *position)
 	if (n == 0)
 		return 0;
 
-	NameListInit(&streams, BUS_STREAMS_BUDGET);
-	NameListInit(&types, BUS_TYPES_BUDGET);
 	cats = palloc(sizeof(CategoryTally) * n);
 	for (i = 0; i < n; i++)
 	{
@@ -419,8 +357,6 @@ NotifyEvents(uint64 *txid, int64 *position)
 
 		*txid = GetXid8(tup, desc, 1);
 		*position = GetInt64(tup, desc, 2);
-		NameListAdd(&streams, stream);
-		NameListAdd(&types, SPI_getvalue(tup, desc, 4));
 		if (channel == NULL)
 			continue;
 		for (c = 0; c < ncats; c++)
@@ -440,10 +376,8 @@ NotifyEvents(uint64 *txid, int64 *position)
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"cursor\": ");
 	AppendCursor(&buf, *txid, *position);
-	appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"count\": %d, \"streams\": [%s], "
-					 "\"types\": [%s], \"truncated\": %s}",
-					 *position, (int) n, streams.buf.data, types.buf.data,
-					 (streams.truncated || types.truncated) ? "true" : "false");
+	appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"count\": %d}",
+					 *position, (int) n);
 	OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
 
 	for (i = 0; i < (uint64) ncats; i++)
@@ -458,14 +392,16 @@ NotifyEvents(uint64 *txid, int64 *position)
 	return (int) n;
 }
 
-/* Announce commands sent since the stored cursor on ocx_commands. */
+/*
+ * Announce commands sent since the stored cursor on ocx_commands, with a
+ * count only (command types are not for every listener).
+ */
 static int
 NotifyCommands(uint64 *txid, int64 *seq)
 {
 	Datum		args[2];
 	uint64		n,
 				i;
-	NameList	types;
 	StringInfoData buf;
 
 	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(*txid));
@@ -474,7 +410,6 @@ NotifyCommands(uint64 *txid, int64 *seq)
 	if (n == 0)
 		return 0;
 
-	NameListInit(&types, BUS_TYPES_BUDGET);
 	for (i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -482,11 +417,9 @@ NotifyCommands(uint64 *txid, int64 *seq)
 
 		*txid = GetXid8(tup, desc, 1);
 		*seq = GetInt64(tup, desc, 2);
-		NameListAdd(&types, SPI_getvalue(tup, desc, 3));
 	}
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"count\": %d, \"types\": [%s], \"truncated\": %s}",
-					 (int) n, types.buf.data, types.truncated ? "true" : "false");
+	appendStringInfo(&buf, "{\"count\": %d}", (int) n);
 	OcxNotify(OCX_COMMANDS_CHANNEL, buf.data);
 	return (int) n;
 }

@@ -62,6 +62,7 @@ typedef enum ProjPlan
 	Q_DEAD,
 	Q_BEYOND,
 	Q_FAILED,
+	Q_ERROR,
 	Q_INLINE,
 	Q_STREAM_EVENTS,
 	NUM_PROJ_PLANS
@@ -96,7 +97,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
 		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
-		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent' "
+		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent', e.tenant_id "
 		"FROM ocx.read_all(ocx.cursor($1, $2), $3) e",
 		3, {XID8OID, INT8OID, INT4OID}
 	},
@@ -138,6 +139,19 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"WHERE name OPERATOR(pg_catalog.=) $1",
 		2, {TEXTOID, TEXTOID}
 	},
+	/*
+	 * A handler's error quotes what it likes of the event: it is kept where
+	 * only the event's tenant reads it (row-level security), while
+	 * ocx.projections.last_error, readable by every ocx_reader, says only
+	 * which event failed and the SQLSTATE.
+	 */
+	[Q_ERROR] = {
+		"INSERT INTO ocx.projection_errors AS x (projection, tenant_id, global_position, error) "
+		"VALUES ($1, $2, $3, $4) ON CONFLICT (projection) DO UPDATE "
+		"SET tenant_id = excluded.tenant_id, global_position = excluded.global_position, "
+		"error = excluded.error, at = pg_catalog.now()",
+		4, {TEXTOID, TEXTOID, INT8OID, TEXTOID}
+	},
 	[Q_INLINE] = {
 		"SELECT name, handler, types, categories, owner::pg_catalog.text "
 		"FROM ocx.projections WHERE mode OPERATOR(pg_catalog.=) 'inline' "
@@ -166,6 +180,7 @@ typedef struct BatchEvent
 	char	   *correlation_id; /* the event's, else its id */
 	char	   *causation_id;	/* the event's id */
 	char	   *traceparent;	/* from its metadata, or NULL */
+	char	   *tenant_id;		/* or NULL */
 	bool		matches;		/* of the projection's types and categories */
 } BatchEvent;
 
@@ -470,6 +485,28 @@ OcxProjectionFailed(const char *name, const char *message)
 	SPI_finish();
 }
 
+/*
+ * Keep a handler's error for its event's tenant (ocx.projection_errors, under
+ * row-level security): the message may quote the event's data.
+ */
+static char *
+RecordError(const char *name, BatchEvent *ev, ErrorData *edata)
+{
+	char	   *message = psprintf("event %lld (%s, %s): %s",
+								   (long long) ev->position, ev->stream_id,
+								   ev->type, edata->message);
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ev->tenant_id ? CStringGetTextDatum(ev->tenant_id) : (Datum) 0;
+	nulls[1] = ev->tenant_id ? ' ' : 'n';
+	values[2] = Int64GetDatum(ev->position);
+	values[3] = CStringGetTextDatum(message);
+	RunProjPlan(Q_ERROR, values, nulls);
+	return message;
+}
+
 /* Change a projection's state (the trigger invalidates inline caches). */
 static void
 SetState(const char *name, const char *state)
@@ -559,7 +596,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	int64		parked = 0;
 	bool		stopped = false;
 	bool		waiting = false;
-	char	   *last_error = NULL;
+	char	   *last_error = NULL;	/* for every reader: position, SQLSTATE */
+	char	   *full_error = NULL;	/* for the event's tenant and the log */
 	FmgrInfo	flinfo;
 	bool		more = false;
 	bool		rebuilding;
@@ -645,6 +683,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		events[i].correlation_id = GetText(i, 9);
 		events[i].causation_id = GetText(i, 10);
 		events[i].traceparent = GetText(i, 11);
+		events[i].tenant_id = GetText(i, 12);
 		events[i].matches =
 			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
 			InList(category_list, ncategories, events[i].stream_id,
@@ -709,9 +748,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		}
 		attempts = (!failing_null && failing_pos == events[i].position) ? failing_attempts + 1 : 1;
 		OcxCount(OCX_COUNT_PROJECTION_ERRORS, 1);
-		last_error = psprintf("event %lld (%s, %s): %s",
-							  (long long) events[i].position, events[i].stream_id,
-							  events[i].type, edata->message);
+		last_error = psprintf("event %lld failed with SQLSTATE %s",
+							  (long long) events[i].position, unpack_sql_state(edata->sqlerrcode));
+		full_error = RecordError(name, &events[i], edata);
 		if (attempts < max_attempts)
 		{
 			int64		delay = base_delay;
@@ -802,7 +841,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 				(errcode(ERRCODE_OCX_PROJECTION_STOPPED),
 				 errmsg("ocx: projection \"%s\" stopped at event %lld", name,
 						(long long) failing_pos),
-				 errdetail("%s", last_error),
+				 errdetail("%s", full_error ? full_error : last_error),
 				 errhint("Fix the handler, then call ocx.resume_projection('%s').", name)));
 	}
 	else if (!waiting)

@@ -78,6 +78,30 @@ CREATE INDEX dead_letters_projection_idx ON ocx.dead_letters (projection, state)
 COMMENT ON TABLE ocx.dead_letters IS
     'events a handler failed on after every retry, with the error; ocx.retry_dead_letter(id) runs them again';
 
+-- A handler's error may quote the event it failed on, so the full message is
+-- kept for the event's tenant only (row-level security, like ocx.events);
+-- ocx.projections.last_error, shared by all tenants, names only the event's
+-- position and the SQLSTATE.  One row per projection: its latest error.
+CREATE TABLE ocx.projection_errors (
+    projection      text PRIMARY KEY REFERENCES ocx.projections (name) ON DELETE CASCADE,
+    tenant_id       text,
+    global_position bigint NOT NULL,
+    error           text NOT NULL,
+    at              timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE ocx.projection_errors IS
+    'the latest handler error of each projection, in full, visible to the failed event''s tenant only';
+ALTER TABLE ocx.projection_errors ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.projection_errors FORCE ROW LEVEL SECURITY;
+CREATE POLICY projection_errors_tenant ON ocx.projection_errors FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY projection_errors_tenant ON ocx.projection_errors IS
+    'a session sees the errors of events of its ocx.tenant only';
+REVOKE ALL ON ocx.projection_errors FROM PUBLIC;
+
 SELECT pg_catalog.pg_extension_config_dump('ocx.projections', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump(
@@ -369,7 +393,9 @@ $$;
 COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
     'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success';
 
-CREATE VIEW ocx.projection_status AS
+-- security_invoker: the caller's row-level security applies to what the
+-- view reads (the full error, the lag over ocx.events, the dead letters).
+CREATE VIEW ocx.projection_status WITH (security_invoker = true) AS
 SELECT p.name, p.mode, p.state,
        ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
        p.events_applied,
@@ -378,7 +404,8 @@ SELECT p.name, p.mode, p.state,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN COALESCE(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) lag.oldest)::float8, 0)
             ELSE 0 END AS lag_seconds,
-       p.last_error, p.last_error_at, p.failing_attempts, p.retry_at,
+       CASE WHEN pe.at OPERATOR(pg_catalog.>=) p.last_error_at THEN pe.error ELSE p.last_error END AS last_error,
+       p.last_error_at, p.failing_attempts, p.retry_at,
        (SELECT pg_catalog.count(*) FROM ocx.dead_letters d
          WHERE d.projection OPERATOR(pg_catalog.=) p.name
            AND d.state OPERATOR(pg_catalog.=) 'parked') AS dead_letters,
@@ -390,6 +417,7 @@ SELECT p.name, p.mode, p.state,
        END AS rebuild_eta,
        p.handler, p.types, p.categories, p.retry, p.owner
   FROM ocx.projections p
+  LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
   LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
          FROM ocx.events e
@@ -403,7 +431,7 @@ SELECT p.name, p.mode, p.state,
                                         OPERATOR(pg_catalog.-) p.rebuild_started_at)::float8, 0) AS rate
        ) rb ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint, lag in events and seconds, last error, dead letters, rebuild progress (done/total, events/s, ETA)';
+    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA); read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
 -- A database with ocx gets its worker as soon as the extension is created.

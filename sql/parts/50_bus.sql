@@ -325,7 +325,7 @@ $$;
 COMMENT ON FUNCTION ocx.ack(text, ocx.cursor, text) IS
     'acknowledge every event up to cursor that this consumer was given by poll';
 
-CREATE VIEW ocx.subscription_status AS
+CREATE VIEW ocx.subscription_status WITH (security_invoker = true) AS
     SELECT s.name, p.partition, s.partitions, s.types, s.categories, p.owner, p.lease_until,
            ocx.cursor(p.acked_txid, p.acked_position) AS acked,
            p.acked_at,
@@ -869,7 +869,7 @@ $$;
 COMMENT ON FUNCTION ocx.purge_commands(interval, boolean) IS
     'delete succeeded (and optionally dead-lettered) commands finished longer ago than older_than, with their history; returns how many';
 
-CREATE VIEW ocx.command_status AS
+CREATE VIEW ocx.command_status WITH (security_invoker = true) AS
     SELECT c.command_id, c.type, c.status, c.attempts,
            coalesce(h.max_attempts, 5) AS max_attempts,
            CASE WHEN h.command_type IS NULL THEN 'client'

@@ -41,6 +41,7 @@ CREATE TABLE ocx.saga_instances (
     started_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
+    tenant_id       text DEFAULT NULLIF(pg_catalog.current_setting('ocx.tenant', true), ''),
     CONSTRAINT saga_instances_state_check
         CHECK (state IN ('running', 'compensating', 'completed', 'compensated', 'failed'))
 );
@@ -53,6 +54,7 @@ COMMENT ON TABLE ocx.saga_instances IS
     'one row per saga: its state, the step it is at, the outstanding command, results of completed steps and the steps left to compensate';
 COMMENT ON COLUMN ocx.saga_instances.steps IS 'the definition''s steps when the saga started (redefining a saga does not change running ones)';
 COMMENT ON COLUMN ocx.saga_instances.results IS 'data of the success event of each completed step, by step name';
+COMMENT ON COLUMN ocx.saga_instances.tenant_id IS 'the ocx.tenant of the session that started the saga';
 COMMENT ON COLUMN ocx.saga_instances.current_step IS 'the step (1-based) whose command is outstanding; while compensating, the step being compensated';
 
 CREATE TABLE ocx.saga_steps (
@@ -87,6 +89,28 @@ COMMENT ON TABLE ocx.saga_cursor IS
     'the saga task''s checkpoint in gap-free log order: every event up to it was matched against the sagas';
 -- The row is created by the first round, not here: pg_dump keeps the row
 -- (config table), and a restore must not meet one made by CREATE EXTENSION.
+
+-- Multi-tenancy: a saga belongs to the tenant that started it (its input and
+-- results are that tenant's data); its audit rows follow it.  The worker's
+-- saga task is not subject to these policies (it serves every tenant).
+ALTER TABLE ocx.saga_instances ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.saga_instances FORCE ROW LEVEL SECURITY;
+ALTER TABLE ocx.saga_steps ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.saga_steps FORCE ROW LEVEL SECURITY;
+CREATE POLICY saga_instances_tenant ON ocx.saga_instances FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+CREATE POLICY saga_steps_tenant ON ocx.saga_steps FOR ALL
+    USING (EXISTS (SELECT FROM ocx.saga_instances i
+                    WHERE i.saga_id OPERATOR(pg_catalog.=) saga_steps.saga_id))
+    WITH CHECK (EXISTS (SELECT FROM ocx.saga_instances i
+                         WHERE i.saga_id OPERATOR(pg_catalog.=) saga_steps.saga_id));
+COMMENT ON POLICY saga_instances_tenant ON ocx.saga_instances IS
+    'a session sees and starts the sagas of its ocx.tenant only';
+COMMENT ON POLICY saga_steps_tenant ON ocx.saga_steps IS
+    'a saga''s audit rows are visible when the saga is';
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.saga_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.saga_instances', '');
@@ -842,7 +866,8 @@ COMMENT ON FUNCTION ocx._saga_tick() IS
     'internal: one round of the worker''s saga task, for tests and deployments without the worker; true when more is pending';
 REVOKE ALL ON FUNCTION ocx._saga_tick() FROM PUBLIC;
 
-CREATE VIEW ocx.saga_status AS
+-- security_invoker: the caller's row-level security applies to the sagas.
+CREATE VIEW ocx.saga_status WITH (security_invoker = true) AS
     SELECT i.saga_id, i.saga_name, i.state,
            CASE WHEN i.state IN ('running', 'compensating') THEN i.current_step END AS current_step,
            CASE WHEN i.state IN ('running', 'compensating')
@@ -855,4 +880,4 @@ CREATE VIEW ocx.saga_status AS
       FROM ocx.saga_instances i
       LEFT JOIN ocx.commands c ON c.command_id = i.command_id;
 COMMENT ON VIEW ocx.saga_status IS
-    'each saga: state, current step, outstanding command and its status, age, deadline and last error';
+    'each saga: state, current step, outstanding command and its status, age, deadline and last error; read under the caller''s row-level security';

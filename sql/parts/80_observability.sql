@@ -176,7 +176,7 @@ BEGIN
 END
 $$;
 
-CREATE VIEW ocx.stats AS
+CREATE VIEW ocx.stats WITH (security_invoker = true) AS
     SELECT c.name, 'counter'::text AS kind, '{}'::jsonb AS labels, c.value::numeric AS value,
            c.description, c.reset_time
       FROM ocx._counters() c
