@@ -4,6 +4,10 @@
 
 CREATE FUNCTION cmdt_place(c ocx.command) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
+    -- the worker finishes the command with its claim token; the handler never sees it
+    IF c.claim_token IS NOT NULL THEN
+        RAISE EXCEPTION 'an in-server handler got the claim token';
+    END IF;
     IF (c.data->>'fail')::boolean THEN
         PERFORM ocx.append('cmdt_order-' || (c.data->>'id'), NULL, '{"type": "Doomed", "data": {}}');
         RAISE EXCEPTION 'cannot place order %', c.data->>'id';
