@@ -16,6 +16,10 @@
  *	  while the failure itself (attempt, error, backoff or dead letter) is
  *	  recorded in the worker's transaction.
  *
+ * The worker finishes each command with the claim token it claimed it with
+ * (claims are fenced, see ocx._running_command); the handler gets the
+ * command without the token, so it cannot finish the command itself.
+ *
  * Claim, handler writes and completion commit together: a worker that
  * crashes mid-handler leaves the command pending, never half done.  The row
  * lock the claim takes keeps every other worker and client off the command.
@@ -62,19 +66,20 @@ static const char *const cmd_plan_sql[CMD_NUM_PLANS] = {
 	"AND c.type OPERATOR(pg_catalog.=) h.command_type "
 	"AND c.claimed_until OPERATOR(pg_catalog.<) pg_catalog.now())))",
 	[CMD_PLAN_CLAIM] =
-	"SELECT c, c.command_id, c.correlation_id, h.handler::pg_catalog.oid, "
-	"h.handler_role::pg_catalog.oid "
+	"SELECT ROW(c.command_id, c.type, c.data, c.metadata, c.correlation_id, c.causation_id, "
+	"c.attempt, NULL)::ocx.command, c.command_id, c.correlation_id, h.handler::pg_catalog.oid, "
+	"h.handler_role::pg_catalog.oid, c.claim_token "
 	"FROM ocx._claim_commands((SELECT pg_catalog.array_agg(x.command_type) "
 	"FROM ocx.command_handlers x WHERE x.handler IS NOT NULL), 1, '1 hour', 'ocx worker') c "
 	"JOIN ocx.command_handlers h ON h.command_type OPERATOR(pg_catalog.=) c.type",
 	[CMD_PLAN_COMPLETE] =
-	"SELECT ocx.complete_command($1, $2)",
+	"SELECT ocx.complete_command($1, $2, $3)",
 	[CMD_PLAN_FAIL] =
-	"SELECT ocx.fail_command($1, $2)",
+	"SELECT ocx.fail_command($1, $2, true, $3)",
 };
-static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 0, 2, 2};
-static const Oid cmd_plan_args[CMD_NUM_PLANS][2] = {
-	{0}, {0}, {UUIDOID, JSONBOID}, {UUIDOID, TEXTOID}
+static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 0, 3, 3};
+static const Oid cmd_plan_args[CMD_NUM_PLANS][3] = {
+	{0}, {0}, {UUIDOID, JSONBOID, UUIDOID}, {UUIDOID, TEXTOID, UUIDOID}
 };
 static SPIPlanPtr cmd_plans[CMD_NUM_PLANS];
 
@@ -191,7 +196,8 @@ OcxCommandWorkerTick(void)
 		TupleDesc	desc;
 		bool		isnull;
 		Datum		cmd,
-					id;
+					id,
+					token;
 		Oid			handler,
 					role;
 		char	   *correlation;
@@ -201,8 +207,8 @@ OcxCommandWorkerTick(void)
 				   *traceparent = NULL;
 		Jsonb	   *result;
 		char	   *error = NULL;
-		Datum		args[2];
-		char		nulls[2] = {' ', ' '};
+		Datum		args[3];
+		char		nulls[3] = {' ', ' ', ' '};
 		MemoryContext spictx;
 
 		CHECK_FOR_INTERRUPTS();
@@ -218,6 +224,7 @@ OcxCommandWorkerTick(void)
 		correlation = UuidText(SPI_getbinval(tup, desc, 3, &isnull));
 		handler = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
 		role = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		token = datumCopy(SPI_getbinval(tup, desc, 6, &isnull), false, UUID_LEN);
 		old_corr = pstrdup(ocx_correlation_id ? ocx_correlation_id : "");
 		old_cause = pstrdup(ocx_causation_id ? ocx_causation_id : "");
 		old_trace = pstrdup(ocx_traceparent ? ocx_traceparent : "");
@@ -247,12 +254,14 @@ OcxCommandWorkerTick(void)
 			args[0] = id;
 			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;
 			nulls[1] = result ? ' ' : 'n';
+			args[2] = token;
 			RunCmdPlan(CMD_PLAN_COMPLETE, args, nulls);
 		}
 		else
 		{
 			args[0] = id;
 			args[1] = CStringGetTextDatum(error);
+			args[2] = token;
 			RunCmdPlan(CMD_PLAN_FAIL, args, nulls);
 		}
 		SetLocal("ocx.correlation_id", old_corr);

@@ -303,6 +303,19 @@ BEGIN
         RAISE EXCEPTION 'subscription "%" does not exist', name
             USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
     END IF;
+    -- fenced: the lease is the consumer's until lease_until, renewed by each
+    -- poll and ack.  Once it ran out, another consumer may have taken some of
+    -- its partitions (and will get their events again), so an ack from it
+    -- -- typically in the same transaction as the work it acknowledges --
+    -- is refused as a whole, even for partitions nobody took yet.
+    IF EXISTS (SELECT 1 FROM ocx.subscription_partitions p
+                WHERE p.subscription = sub.name AND p.owner = ack.consumer
+                  AND p.delivered_txid IS NOT NULL AND p.lease_until < now()) THEN
+        RAISE EXCEPTION 'consumer "%" lost its lease on subscription "%"', consumer, name
+            USING ERRCODE = 'OX303',
+                  DETAIL = format('Its lease of %s ran out before this ack; another consumer may have taken its partitions.', sub.lease),
+                  HINT = 'Nothing was acknowledged. Poll again: unacknowledged events are delivered again.';
+    END IF;
     -- never past what was delivered: acknowledging unseen events would skip them
     UPDATE ocx.subscription_partitions p
        SET (acked_txid, acked_position) =
@@ -323,7 +336,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.ack(text, ocx.cursor, text) IS
-    'acknowledge every event up to cursor that this consumer was given by poll';
+    'acknowledge every event up to cursor that this consumer was given by poll; refused (OX303, nothing written) once its lease ran out';
 
 CREATE VIEW ocx.subscription_status WITH (security_invoker = true) AS
     SELECT s.name, p.partition, s.partitions, s.types, s.categories, p.owner, p.lease_until,
@@ -347,9 +360,11 @@ CREATE TYPE ocx.command AS (
     metadata        jsonb,
     correlation_id  uuid,
     causation_id    uuid,
-    attempt         integer
+    attempt         integer,
+    claim_token     uuid
 );
-COMMENT ON TYPE ocx.command IS 'a command as handlers receive it and claim_commands returns it';
+COMMENT ON TYPE ocx.command IS
+    'a command as handlers receive it and claim_commands returns it; claim_token names the claim (NULL for in-server handlers)';
 
 CREATE TABLE ocx.command_handlers (
     command_type    text PRIMARY KEY,
@@ -383,6 +398,7 @@ CREATE TABLE ocx.commands (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
+    claim_token     uuid,
     CONSTRAINT commands_status_check
         CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
 );
@@ -630,14 +646,14 @@ BEGIN
     claimed AS (
         UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
                claimed_by = claimer, claimed_until = now() + visibility_timeout,
-               updated_at = now()
+               claim_token = gen_random_uuid(), updated_at = now()
           FROM picked WHERE c.command_id = picked.command_id
         RETURNING c.*),
     logged AS (
         INSERT INTO ocx.command_history (command_id, event, attempt, actor)
             SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
     SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
-           claimed.causation_id, claimed.attempts
+           claimed.causation_id, claimed.attempts, claimed.claim_token
       FROM claimed ORDER BY claimed.seq;
         RETURN;
     ELSIF ids IS NULL THEN
@@ -651,14 +667,14 @@ BEGIN
     claimed AS (
         UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
                claimed_by = claimer, claimed_until = now() + visibility_timeout,
-               updated_at = now()
+               claim_token = gen_random_uuid(), updated_at = now()
           FROM picked WHERE c.command_id = picked.command_id
         RETURNING c.*),
     logged AS (
         INSERT INTO ocx.command_history (command_id, event, attempt, actor)
             SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
     SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
-           claimed.causation_id, claimed.attempts
+           claimed.causation_id, claimed.attempts, claimed.claim_token
       FROM claimed ORDER BY claimed.seq;
         RETURN;
     END IF;
@@ -691,14 +707,14 @@ BEGIN
     WITH claimed AS (
         UPDATE ocx.commands c SET status = 'running', attempts = c.attempts + 1,
                claimed_by = claimer, claimed_until = now() + visibility_timeout,
-               updated_at = now()
+               claim_token = gen_random_uuid(), updated_at = now()
          WHERE c.command_id = ANY (ids)
         RETURNING c.*),
     logged AS (
         INSERT INTO ocx.command_history (command_id, event, attempt, actor)
             SELECT claimed.command_id, 'claimed', claimed.attempts, claimer FROM claimed)
     SELECT claimed.command_id, claimed.type, claimed.data, claimed.metadata, claimed.correlation_id,
-           claimed.causation_id, claimed.attempts
+           claimed.causation_id, claimed.attempts, claimed.claim_token
       FROM claimed ORDER BY claimed.seq;
 END
 $$;
@@ -741,10 +757,15 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.claim_commands(text[], integer, interval, text) IS
-    'claim up to max_count ready commands of the given types (SKIP LOCKED); an unfinished claim comes back after visibility_timeout';
+    'claim up to max_count ready commands of the given types (SKIP LOCKED); an unfinished claim comes back after visibility_timeout; pass each claim_token to complete_command/fail_command';
 
--- Finish a running command: shared by complete_command, fail_command and the worker.
-CREATE FUNCTION ocx._running_command(id uuid) RETURNS ocx.commands
+-- Finish a running command: shared by complete_command and fail_command
+-- (the worker calls those too, with the token it claimed).  The claim is
+-- fenced: only the holder of the live claim -- status running, the token of
+-- the latest claim, visibility timeout not yet run out -- may finish it.
+-- Anyone else gets OX324 and nothing changes, so a claimer whose timeout ran
+-- out can neither finish nor dead-letter the claim of whoever took over.
+CREATE FUNCTION ocx._running_command(id uuid, claim_token uuid) RETURNS ocx.commands
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -758,19 +779,36 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'command % does not exist', id USING ERRCODE = 'OX320';
     END IF;
-    IF c.status <> 'running' THEN
-        RAISE EXCEPTION 'command % is not claimed', id
-            USING ERRCODE = 'OX323',
-                  DETAIL = format('Its status is %s.', c.status),
-                  HINT = 'Claim it with ocx.claim_commands first; a claim whose visibility timeout ran out may have been taken by another client.';
+    IF _running_command.claim_token IS NULL THEN
+        RAISE EXCEPTION 'command % cannot be finished without its claim token', id
+            USING ERRCODE = 'OX324',
+                  DETAIL = 'Only the holder of the live claim may complete or fail a command, and a call without a token could finish another claimer''s claim.',
+                  HINT = 'Pass the claim_token that ocx.claim_commands returned with the command, e.g. ocx.complete_command(id, result, claim_token => ...).';
     END IF;
-    RETURN c;
+    IF c.status = 'running' AND c.claim_token = _running_command.claim_token
+       AND c.claimed_until >= now() THEN
+        RETURN c;
+    END IF;
+    RAISE EXCEPTION 'claim on command % is lost', id
+        USING ERRCODE = 'OX324',
+              DETAIL = CASE
+                  WHEN c.claim_token IS DISTINCT FROM _running_command.claim_token AND c.status = 'running'
+                      THEN format('The claim was taken over: the command was claimed again (attempt %s) by %s.',
+                                  c.attempts, coalesce(c.claimed_by, 'another claimer'))
+                  WHEN c.claim_token IS DISTINCT FROM _running_command.claim_token
+                      THEN format('The token is not from the command''s latest claim; its status is %s.', c.status)
+                  WHEN c.status = 'running'
+                      THEN 'The claim''s visibility timeout ran out; another claimer may take the command.'
+                  ELSE format('The claim has already ended; the command''s status is %s.', c.status) END,
+              HINT = 'Nothing was changed. Drop this piece of work: the command is finished or will be claimed again; claim it again with ocx.claim_commands if it is pending.';
 END
 $$;
-COMMENT ON FUNCTION ocx._running_command(uuid) IS 'internal: lock a claimed command, else raise OX320/OX323';
-REVOKE ALL ON FUNCTION ocx._running_command(uuid) FROM PUBLIC;
+COMMENT ON FUNCTION ocx._running_command(uuid, uuid) IS
+    'internal: lock a command whose live claim carries this token, else raise OX320/OX322/OX324';
+REVOKE ALL ON FUNCTION ocx._running_command(uuid, uuid) FROM PUBLIC;
 
-CREATE FUNCTION ocx.complete_command(command_id uuid, result jsonb DEFAULT NULL) RETURNS void
+CREATE FUNCTION ocx.complete_command(command_id uuid, result jsonb DEFAULT NULL,
+                                     claim_token uuid DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -780,23 +818,26 @@ BEGIN
         UPDATE ocx.commands x SET status = 'succeeded', result = complete_command.result,
                claimed_until = NULL, updated_at = now(), finished_at = now()
          WHERE x.command_id = complete_command.command_id AND x.status = 'running'
+           AND x.claim_token = complete_command.claim_token AND x.claimed_until >= now()
         RETURNING x.command_id, x.attempts, x.claimed_by)
     INSERT INTO ocx.command_history (command_id, event, attempt, actor)
         SELECT done.command_id, 'succeeded', done.attempts, done.claimed_by FROM done;
     IF NOT FOUND THEN
-        PERFORM ocx._running_command(command_id);     -- raises why
-        RAISE EXCEPTION 'command % changed while it was completed', command_id USING ERRCODE = 'OX323';
+        PERFORM ocx._running_command(complete_command.command_id, complete_command.claim_token);  -- raises why
+        RAISE EXCEPTION 'command % changed while it was completed', command_id USING ERRCODE = 'OX324';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ocx.complete_command(uuid, jsonb) IS 'mark a claimed command succeeded, with an optional result';
+COMMENT ON FUNCTION ocx.complete_command(uuid, jsonb, uuid) IS
+    'mark a claimed command succeeded, with an optional result; claim_token (from claim_commands) must name the live claim, else OX324';
 
-CREATE FUNCTION ocx.fail_command(command_id uuid, error text, retry boolean DEFAULT true) RETURNS text
+CREATE FUNCTION ocx.fail_command(command_id uuid, error text, retry boolean DEFAULT true,
+                                 claim_token uuid DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c       ocx.commands := ocx._running_command(command_id);
+    c       ocx.commands := ocx._running_command(fail_command.command_id, fail_command.claim_token);
     h       ocx.command_handlers;
     delay   interval;
 BEGIN
@@ -822,8 +863,8 @@ BEGIN
     RETURN 'dead_letter';
 END
 $$;
-COMMENT ON FUNCTION ocx.fail_command(uuid, text, boolean) IS
-    'record a failed attempt: retried with exponential backoff per the type''s policy, then (or with retry => false) a dead letter; returns the new status';
+COMMENT ON FUNCTION ocx.fail_command(uuid, text, boolean, uuid) IS
+    'record a failed attempt: retried with exponential backoff per the type''s policy, then (or with retry => false) a dead letter; returns the new status; claim_token (from claim_commands) must name the live claim, else OX324';
 
 CREATE FUNCTION ocx.retry_command(command_id uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE

@@ -129,9 +129,9 @@ VACUUM ANALYZE pgmq_q;
 VACUUM ANALYZE ocx.commands;
 SQL
 cat > "$BENCH_OUT/claim.sql" <<'SQL'
-SELECT pg_catalog.quote_literal(command_id) AS cid
+SELECT pg_catalog.quote_literal(command_id) AS cid, pg_catalog.quote_literal(claim_token) AS tok
   FROM ocx.claim_commands(ARRAY['bench.Job'], 1, '30 seconds', 'bench') \gset
-SELECT ocx.complete_command(:cid, '{"ok": true}');
+SELECT ocx.complete_command(:cid, '{"ok": true}', :tok);
 SQL
 cat > "$BENCH_OUT/pgmq.sql" <<'SQL'
 WITH m AS (SELECT msg_id FROM pgmq_q WHERE vt <= clock_timestamp() ORDER BY msg_id

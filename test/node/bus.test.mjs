@@ -268,7 +268,9 @@ test('commands: NOTIFY ocx_commands wakes a claimer that claims and completes', 
   assert.equal(r.rows.length, 1);
   assert.equal(r.rows[0].command_id, sent.rows[0].id);
   assert.equal(r.rows[0].correlation_id, sent.rows[0].id);
-  await claimer.query('SELECT ocx.complete_command($1, $2)', [r.rows[0].command_id, { delivered: true }]);
+  assert.match(r.rows[0].claim_token, /^[0-9a-f-]{36}$/);
+  await claimer.query('SELECT ocx.complete_command($1, $2, $3)',
+                      [r.rows[0].command_id, { delivered: true }, r.rows[0].claim_token]);
   const s = await admin.query('SELECT status, result FROM ocx.command_status WHERE command_id = $1',
                               [sent.rows[0].id]);
   assert.deepEqual(s.rows[0], { status: 'succeeded', result: { delivered: true } });

@@ -1,6 +1,6 @@
 -- pgTAP: the bus's schema, API signatures, privileges and error codes.
 BEGIN;
-SELECT plan(47);
+SELECT plan(52);
 
 -- tables, views, types
 SELECT has_table('ocx', 'bus_state', 'bus state table');
@@ -28,8 +28,10 @@ SELECT has_function('ocx', 'drop_subscription', ARRAY['text', 'boolean']);
 SELECT has_function('ocx', 'send_command', ARRAY['text', 'jsonb', 'uuid', 'uuid', 'uuid', 'jsonb', 'timestamp with time zone']);
 SELECT has_function('ocx', 'define_command_handler', ARRAY['text', 'regprocedure', 'jsonb']);
 SELECT has_function('ocx', 'claim_commands', ARRAY['text[]', 'integer', 'interval', 'text']);
-SELECT has_function('ocx', 'complete_command', ARRAY['uuid', 'jsonb']);
-SELECT has_function('ocx', 'fail_command', ARRAY['uuid', 'text', 'boolean']);
+SELECT has_function('ocx', 'complete_command', ARRAY['uuid', 'jsonb', 'uuid']);
+SELECT has_function('ocx', 'fail_command', ARRAY['uuid', 'text', 'boolean', 'uuid']);
+SELECT hasnt_function('ocx', 'complete_command', ARRAY['uuid', 'jsonb'], 'the unfenced 0.2.0 complete_command is gone');
+SELECT hasnt_function('ocx', 'fail_command', ARRAY['uuid', 'text', 'boolean'], 'the unfenced 0.2.0 fail_command is gone');
 SELECT function_returns('ocx', 'poll', ARRAY['text', 'integer', 'text'], 'setof ocx.event');
 SELECT function_returns('ocx', 'send_command', ARRAY['text', 'jsonb', 'uuid', 'uuid', 'uuid', 'jsonb', 'timestamp with time zone'], 'uuid');
 SELECT volatility_is('ocx', 'poll', ARRAY['text', 'integer', 'text'], 'volatile');
@@ -62,8 +64,13 @@ SELECT throws_ok($$SELECT ocx.complete_command('00000000-0000-4000-8000-00000000
 SELECT lives_ok($$SELECT ocx.define_command_handler('tap.Cmd', NULL)$$, 'define a client-handled command type');
 SELECT throws_ok($$SELECT ocx.define_command_handler('tap.Cmd', NULL)$$, 'OX321', NULL, 'second handler is OX321');
 SELECT throws_ok($$SELECT ocx.send_command('tap.Cmd', '[]')$$, 'OX322', NULL, 'non-object command data is OX322');
-SELECT throws_ok($$SELECT ocx.fail_command(ocx.send_command('tap.Cmd', '{}'), 'x')$$, 'OX323', NULL,
-                 'failing an unclaimed command is OX323');
+SELECT throws_ok($$SELECT ocx.fail_command(ocx.send_command('tap.Cmd', '{}'), 'x', claim_token => gen_random_uuid())$$,
+                 'OX324', NULL, 'failing an unclaimed command is OX324');
+SELECT lives_ok($$SELECT ocx.send_command('tap.Cmd', '{}')$$, 'send a client-handled command');
+SELECT throws_ok($$SELECT ocx.complete_command(c.command_id) FROM ocx.claim_commands(ARRAY['tap.Cmd']) c$$,
+                 'OX324', NULL, 'completing without the claim token is OX324');
+SELECT throws_ok($$SELECT ocx.retry_command(ocx.send_command('tap.Cmd', '{}'))$$, 'OX323', NULL,
+                 'retrying a command that is not a dead letter is OX323');
 
 SELECT * FROM finish();
 ROLLBACK;

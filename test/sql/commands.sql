@@ -4,6 +4,10 @@
 
 CREATE FUNCTION cmdt_place(c ocx.command) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
+    -- the worker finishes the command with its claim token; the handler never sees it
+    IF c.claim_token IS NOT NULL THEN
+        RAISE EXCEPTION 'an in-server handler got the claim token';
+    END IF;
     IF (c.data->>'fail')::boolean THEN
         PERFORM ocx.append('cmdt_order-' || (c.data->>'id'), NULL, '{"type": "Doomed", "data": {}}');
         RAISE EXCEPTION 'cannot place order %', c.data->>'id';
@@ -144,7 +148,10 @@ SELECT cmdt_settle() AS settled;
 SELECT status, last_error LIKE 'the role (oid %) that defined the handler no longer exists' AS role_gone
   FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000007';
 
--- clients claim commands of types without a server handler
+-- clients claim commands of types without a server handler; a client keeps
+-- the claim_token claim_commands returns, this test reads the stored one
+CREATE FUNCTION pg_temp.tok(id uuid) RETURNS uuid LANGUAGE sql
+    RETURN (SELECT c.claim_token FROM ocx.commands c WHERE c.command_id = id);
 SELECT ocx.send_command('cmdt.Email', jsonb_build_object('n', i),
                         command_id => ('c0000000-0000-4000-8000-00000000010' || i)::uuid)
   FROM generate_series(1, 3) i;
@@ -161,21 +168,21 @@ SELECT * FROM ocx.claim_commands(ARRAY['cmdt.Email', 'cmdt.Place']);
 SELECT command_id, type, data, attempt FROM ocx.claim_commands(ARRAY['cmdt.Email'], 2, claimer => 'w1');
 SELECT command_id, type, data, attempt FROM ocx.claim_commands(ARRAY['cmdt.Email'], 2, claimer => 'w2');
 SELECT count(*) AS none_left FROM ocx.claim_commands(ARRAY['cmdt.Email'], 2);
-SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000101', '{"sent": true}');
-SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000101');
+SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000101', '{"sent": true}', pg_temp.tok('c0000000-0000-4000-8000-000000000101'));
+SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000101', NULL, pg_temp.tok('c0000000-0000-4000-8000-000000000101'));
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.complete_command('c0000000-0000-4000-8000-0000000001ff');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.complete_command(NULL);
 \echo :LAST_ERROR_SQLSTATE
 -- a failure is retried after the default backoff (1 s, doubling)
-SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000102', 'smtp down');
+SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000102', 'smtp down', claim_token => pg_temp.tok('c0000000-0000-4000-8000-000000000102'));
 SELECT count(*) AS not_yet FROM ocx.claim_commands(ARRAY['cmdt.Email']);
 SELECT status, attempts, last_error, run_after > now() AS backing_off
   FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000102';
 -- retry => false: straight to the dead letters
-SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000103', 'bad address', retry => false);
-SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000103', 'again');
+SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000103', 'bad address', retry => false, claim_token => pg_temp.tok('c0000000-0000-4000-8000-000000000103'));
+SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000103', 'again', claim_token => pg_temp.tok('c0000000-0000-4000-8000-000000000103'));
 \echo :LAST_ERROR_SQLSTATE
 -- a crashed claimer's command comes back after the visibility timeout
 SELECT ocx.send_command('cmdt.Email', '{"n": 4}', command_id => 'c0000000-0000-4000-8000-000000000104');
@@ -184,8 +191,8 @@ SELECT count(*) AS still_claimed FROM ocx.claim_commands(ARRAY['cmdt.Email']);
 SELECT pg_sleep(0.2);
 SELECT command_id, attempt FROM ocx.claim_commands(ARRAY['cmdt.Email'], 1, '1 minute', 'rescuer');
 -- the rescuer completes it; completing it again is refused
-SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104', '{"by": "rescuer"}');
-SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104');
+SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104', '{"by": "rescuer"}', pg_temp.tok('c0000000-0000-4000-8000-000000000104'));
+SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104', NULL, pg_temp.tok('c0000000-0000-4000-8000-000000000104'));
 \echo :LAST_ERROR_SQLSTATE
 -- a client-handled type with a policy: expired claims past max_attempts are dead letters
 SELECT ocx.define_command_handler('cmdt.Sms', NULL, '{"max_attempts": 1}');

@@ -9,10 +9,14 @@ SELECT ocx.send_command('mbus.Do', '{"n": 1}', correlation_id => '7e000000-0000-
                         command_id => '7e000000-0000-4000-8000-0000000000c1') AS c1;
 SELECT ocx.send_command('mbus.Do', '{"n": 2}', command_id => '7e000000-0000-4000-8000-0000000000c2') AS c2;
 SELECT ocx.send_command('mbus.Do', '{"n": 3}', command_id => '7e000000-0000-4000-8000-0000000000c3') AS c3;
-SELECT count(*) AS claimed FROM ocx.claim_commands(ARRAY['mbus.Do'], 3);
-SELECT ocx.complete_command('7e000000-0000-4000-8000-0000000000c1', '{"ok": true}');
-SELECT ocx.fail_command('7e000000-0000-4000-8000-0000000000c2', 'try again');
-SELECT ocx.fail_command('7e000000-0000-4000-8000-0000000000c3', 'hopeless', false);
+CREATE TEMP TABLE mbus_claims AS SELECT * FROM ocx.claim_commands(ARRAY['mbus.Do'], 3);
+SELECT count(*) AS claimed FROM mbus_claims;
+SELECT ocx.complete_command('7e000000-0000-4000-8000-0000000000c1', '{"ok": true}',
+                        (SELECT claim_token FROM mbus_claims WHERE command_id = '7e000000-0000-4000-8000-0000000000c1'));
+SELECT ocx.fail_command('7e000000-0000-4000-8000-0000000000c2', 'try again', true,
+                        (SELECT claim_token FROM mbus_claims WHERE command_id = '7e000000-0000-4000-8000-0000000000c2'));
+SELECT ocx.fail_command('7e000000-0000-4000-8000-0000000000c3', 'hopeless', false,
+                        (SELECT claim_token FROM mbus_claims WHERE command_id = '7e000000-0000-4000-8000-0000000000c3'));
 
 SELECT s.name, s.value - b.value AS delta
   FROM ocx.stats s JOIN before b USING (name)

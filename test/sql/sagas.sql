@@ -180,13 +180,13 @@ SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a002', 'compensating', 2)
 SELECT state, step_name, command_status, error FROM ocx.saga_status
  WHERE saga_id = '00000000-0000-0000-0000-00000000a002';
 -- only the flight's compensation is out; without "data" it carries the input
-SELECT c.command_id AS undo_flight, c.type, c.data FROM ocx.claim_commands('{sagat.CancelFlight,sagat.CancelHotel}', 10) c \gset
+SELECT c.command_id AS undo_flight, c.type, c.data, c.claim_token AS undo_flight_token FROM ocx.claim_commands('{sagat.CancelFlight,sagat.CancelHotel}', 10) c \gset
 SELECT :'type' AS type, :'data' AS data;
-SELECT ocx.complete_command(:'undo_flight');
+SELECT ocx.complete_command(:'undo_flight', NULL, :'undo_flight_token');
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a002', 'compensating', 1);
-SELECT c.command_id AS undo_hotel, c.type, c.data FROM ocx.claim_commands('{sagat.CancelFlight,sagat.CancelHotel}', 10) c \gset
+SELECT c.command_id AS undo_hotel, c.type, c.data, c.claim_token AS undo_hotel_token FROM ocx.claim_commands('{sagat.CancelFlight,sagat.CancelHotel}', 10) c \gset
 SELECT :'type' AS type, :'data' AS data;
-SELECT ocx.complete_command(:'undo_hotel');
+SELECT ocx.complete_command(:'undo_hotel', NULL, :'undo_hotel_token');
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a002', 'compensated');
 SELECT * FROM pg_temp.timeline('00000000-0000-0000-0000-00000000a002');
 SELECT type, count(*) FROM ocx.commands WHERE correlation_id = '00000000-0000-0000-0000-00000000a002'
@@ -194,7 +194,7 @@ SELECT type, count(*) FROM ocx.commands WHERE correlation_id = '00000000-0000-00
 
 -- 3. a failure at the first step compensates nothing
 SELECT ocx.start_saga('sagat_trip', '{"trip": "T3"}', '00000000-0000-0000-0000-00000000a003');
-SELECT ocx.complete_command(c.command_id) FROM ocx.claim_commands('{sagat.BookHotel}', 10) c;
+SELECT ocx.complete_command(c.command_id, NULL, c.claim_token) FROM ocx.claim_commands('{sagat.BookHotel}', 10) c;
 SELECT ocx.append('sagat_hotel-3', NULL, '{"type": "sagat.HotelFull", "data": {},
                   "correlation_id": "00000000-0000-0000-0000-00000000a003"}');
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a003', 'compensated');
@@ -202,7 +202,7 @@ SELECT action, state, detail FROM pg_temp.timeline('00000000-0000-0000-0000-0000
 
 -- 4. a step command that is dead-lettered fails the step
 SELECT ocx.start_saga('sagat_trip', '{"trip": "T4"}', '00000000-0000-0000-0000-00000000a004');
-SELECT ocx.fail_command(c.command_id, 'no such hotel', retry => false)
+SELECT ocx.fail_command(c.command_id, 'no such hotel', retry => false, claim_token => c.claim_token)
   FROM ocx.claim_commands('{sagat.BookHotel}', 10) c;
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a004', 'compensated');
 SELECT action, state, detail FROM pg_temp.timeline('00000000-0000-0000-0000-00000000a004');
@@ -217,7 +217,7 @@ SELECT count(*) FROM pg_temp.claim('{sagat.BookFlight}');
 SELECT ocx.append('sagat_flight-5', NULL, '{"type": "sagat.NoSeats", "data": {},
                   "correlation_id": "00000000-0000-0000-0000-00000000a005"}');
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a005', 'compensating', 1);
-SELECT ocx.fail_command(c.command_id, 'hotel system down', retry => false)
+SELECT ocx.fail_command(c.command_id, 'hotel system down', retry => false, claim_token => c.claim_token)
   FROM ocx.claim_commands('{sagat.CancelHotel}', 10) c;
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a005', 'failed');
 SELECT state, current_step, error FROM ocx.saga_status WHERE saga_id = '00000000-0000-0000-0000-00000000a005';
@@ -234,17 +234,17 @@ UPDATE ocx.saga_instances SET deadline = now() - interval '1 second'
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a006', 'compensating', 1);
 SELECT status, last_error FROM ocx.command_status
  WHERE correlation_id = '00000000-0000-0000-0000-00000000a006' AND type = 'sagat.BookFlight';
-SELECT ocx.complete_command(c.command_id) FROM ocx.claim_commands('{sagat.CancelHotel}', 10) c;
+SELECT ocx.complete_command(c.command_id, NULL, c.claim_token) FROM ocx.claim_commands('{sagat.CancelHotel}', 10) c;
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a006', 'compensated');
 SELECT step_name, action, state, detail FROM pg_temp.timeline('00000000-0000-0000-0000-00000000a006');
 
 -- 7. abort on request: a step whose command already ran is compensated too
 SELECT ocx.start_saga('sagat_trip', '{"trip": "T7"}', '00000000-0000-0000-0000-00000000a007');
-SELECT ocx.complete_command(c.command_id) FROM ocx.claim_commands('{sagat.BookHotel}', 10) c;
+SELECT ocx.complete_command(c.command_id, NULL, c.claim_token) FROM ocx.claim_commands('{sagat.BookHotel}', 10) c;
 SELECT ocx.abort_saga('00000000-0000-0000-0000-00000000a007', 'customer cancelled');
 SELECT ocx.abort_saga('00000000-0000-0000-0000-00000000a007');
 SELECT state, step_name, error FROM ocx.saga_status WHERE saga_id = '00000000-0000-0000-0000-00000000a007';
-SELECT ocx.complete_command(c.command_id) FROM ocx.claim_commands('{sagat.CancelHotel}', 10) c;
+SELECT ocx.complete_command(c.command_id, NULL, c.claim_token) FROM ocx.claim_commands('{sagat.CancelHotel}', 10) c;
 SELECT pg_temp.settle('00000000-0000-0000-0000-00000000a007', 'compensated');
 SELECT step_name, action, state, detail FROM pg_temp.timeline('00000000-0000-0000-0000-00000000a007');
 SELECT ocx.abort_saga('00000000-0000-0000-0000-00000000a007');

@@ -104,8 +104,9 @@ SELECT count(*) AS polled FROM ocx.poll('shadow_sub', 100);
 SELECT ocx.ack('shadow_sub', (SELECT e."cursor" FROM ocx.read_category('shadow', NULL, NULL) e
                               ORDER BY e."cursor" DESC LIMIT 1));
 SELECT ocx.send_command('shadow.Do', '{"a": "b"}', command_id => '6c9a7d1e-0b3a-4f57-9a43-0000000000c1');
-SELECT count(*) AS claimed FROM ocx.claim_commands(ARRAY['shadow.Do'], 1);
-SELECT ocx.complete_command('6c9a7d1e-0b3a-4f57-9a43-0000000000c1', '{"done": true}');
+SELECT count(*) AS claimed, min(claim_token::text) AS shadow_token FROM ocx.claim_commands(ARRAY['shadow.Do'], 1) \gset
+SELECT :claimed AS claimed;
+SELECT ocx.complete_command('6c9a7d1e-0b3a-4f57-9a43-0000000000c1', '{"done": true}', :'shadow_token');
 SELECT ocx.publish('shadow_channel', '{"a": 1}');
 SELECT ocx.drop_subscription('shadow_sub');
 
