@@ -753,7 +753,7 @@ BEGIN
                   HINT = 'Claim only client-handled types, or drop the server handler.';
     END IF;
     RETURN QUERY SELECT * FROM ocx._claim_commands(types, max_count, visibility_timeout,
-                                                   coalesce(claimer, current_user::text));
+                                                   coalesce(claimer, pg_catalog.pg_get_userbyid(ocx._caller())::text));
 END
 $$;
 COMMENT ON FUNCTION ocx.claim_commands(text[], integer, interval, text) IS

@@ -57,10 +57,10 @@ SELECT ok(NOT EXISTS (
     'nothing on the definition tables is granted to PUBLIC');
 
 -- constraints that keep the definitions sound
-SELECT throws_ok($$INSERT INTO ocx.aggregates (aggregate_type) VALUES ('tap_none')$$,
+SELECT throws_ok($$INSERT INTO ocx.aggregates (aggregate_type, definer) VALUES ('tap_none', current_user::regrole)$$,
                  '23514', NULL, 'an aggregate has an apply or a reducer');
-SELECT throws_ok($$INSERT INTO ocx.aggregates (aggregate_type, reducer, snapshot_every)
-                   VALUES ('tap_zero', '{"T": []}', 0)$$,
+SELECT throws_ok($$INSERT INTO ocx.aggregates (aggregate_type, reducer, snapshot_every, definer)
+                   VALUES ('tap_zero', '{"T": []}', 0, current_user::regrole)$$,
                  '23514', NULL, 'snapshot_every is positive');
 SELECT throws_ok($$INSERT INTO ocx.event_types (type, schema_version) VALUES ('tap.T', 0)$$,
                  '23514', NULL, 'schema versions are positive');

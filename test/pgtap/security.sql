@@ -51,11 +51,12 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
 SELECT table_privs_are('ocx', 'events', 'ocx_reader', ARRAY['SELECT']);
 SELECT table_privs_are('ocx', 'streams', 'ocx_reader', ARRAY['SELECT']);
 
--- writers: appends on top of reads; the log only grows
+-- writers: appends on top of reads, through ocx.append* only (0.2.0 granted
+-- INSERT on ocx.events: forged txids, versions and times)
 SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_writer', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'append_event', ARRAY['text', 'bigint', 'text', 'jsonb', 'jsonb', 'uuid'], 'ocx_writer', ARRAY['EXECUTE']);
-SELECT table_privs_are('ocx', 'events', 'ocx_writer', ARRAY['INSERT', 'SELECT']);
-SELECT table_privs_are('ocx', 'streams', 'ocx_writer', ARRAY['INSERT', 'SELECT', 'UPDATE']);
+SELECT table_privs_are('ocx', 'events', 'ocx_writer', ARRAY['SELECT']);
+SELECT table_privs_are('ocx', 'streams', 'ocx_writer', ARRAY['SELECT']);
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace
                       AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
@@ -72,13 +73,13 @@ SELECT function_privs_are('ocx', 'create_subscription',
                           ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval'],
                           'ocx_writer', ARRAY[]::text[]);
 SELECT table_privs_are('ocx', 'subscriptions', 'ocx_writer', ARRAY['SELECT']);
-SELECT column_privs_are('ocx', 'subscriptions', 'created_at', 'ocx_writer', ARRAY['SELECT', 'UPDATE'],
-                        'writers may lock a subscription row (UPDATE of created_at only)');
+SELECT column_privs_are('ocx', 'subscriptions', 'created_at', 'ocx_writer', ARRAY['SELECT'],
+                        'writers hold no column privilege but SELECT (poll and ack lock with ocx_owner''s rights)');
 SELECT column_privs_are('ocx', 'subscriptions', 'types', 'ocx_writer', ARRAY['SELECT'],
                         'writers cannot change a subscription''s filters');
 
--- admins: everything but rewriting the log
-SELECT table_privs_are('ocx', 'events', 'ocx_admin', ARRAY['INSERT', 'SELECT']);
+-- admins: define through functions, write no table directly
+SELECT table_privs_are('ocx', 'events', 'ocx_admin', ARRAY['SELECT']);
 SELECT function_privs_are('ocx', '_apply_privileges', ARRAY[]::text[], 'ocx_admin', ARRAY[]::text[]);
 
 -- the rule covers routines added later (an upgrade script re-applies it),
@@ -121,15 +122,13 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                 'every SECURITY DEFINER routine has SET search_path = pg_catalog, pg_temp');
 
 -- routines whose names resolve at run time (PL/pgSQL, SQL with a string
--- body) pin search_path, except the two that run user code with the
--- caller's path on purpose and qualify every name themselves
+-- body) pin search_path (user code they call gets its own: src/security.c)
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                      JOIN pg_catalog.pg_language l ON l.oid = p.prolang
                     WHERE p.pronamespace = 'ocx'::regnamespace
                       AND l.lanname NOT IN ('c', 'internal') AND p.prosqlbody IS NULL
                       AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-                      AND p.oid NOT IN ('ocx.rebuild_projection(text)'::regprocedure,
-                                        'ocx.retry_dead_letter(bigint)'::regprocedure) $$,
+                      $$,
                 'run-time-resolved routines pin search_path = pg_catalog, pg_temp');
 
 -- row-level security keeps tenants apart, for the owner too
