@@ -188,7 +188,8 @@ typedef struct BatchEvent
 typedef struct InlineProjection
 {
 	char	   *name;
-	Oid			handler;
+	char	   *handler_signature;	/* as stored; looked up as owner when first needed */
+	Oid			handler;		/* InvalidOid until then */
 	Oid			owner;
 	char	  **types;			/* NULL: every type */
 	int			ntypes;
@@ -924,8 +925,8 @@ LoadInlineProjections(void)
 		d = GetCol(i, 4, &isnull);
 		p->categories = TextArrayStrings(d, isnull, &p->ncategories);
 		p->owner = get_role_oid(GetText(i, 5), true);	/* InvalidOid: dropped (OX502) */
-		/* as its owner: ocx_owner (running the append) may not see its schema */
-		p->handler = OcxResolveFunctionAs(GetText(i, 2), p->owner);
+		p->handler_signature = GetText(i, 2);
+		p->handler = InvalidOid;
 	}
 	n_inline = n;
 	MemoryContextSwitchTo(old);
@@ -986,6 +987,18 @@ OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 
 			if (!InList(p->categories, p->ncategories, stream_id, catlen))
 				continue;
+			for (i = 0; i < n; i++)
+				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))
+					break;
+			if (i == n)
+				continue;		/* none of its events: its author is not asked */
+			/*
+			 * Looked up as its owner (ocx_owner, running the append, may not
+			 * see the schema), and checked: a handler that may no longer run
+			 * refuses the append (OX502) rather than skipping its events.
+			 */
+			if (!OidIsValid(p->handler))
+				p->handler = OcxResolveFunctionAs(p->handler_signature, p->owner);
 			OcxUserCodeCheck(p->owner, p->handler, "inline projection handler");
 			fmgr_info_cxt(p->handler, &flinfo, cxt);
 			for (i = 0; i < n; i++)

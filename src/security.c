@@ -218,6 +218,33 @@ FunctionPathSearchesTempFirst(Oid fn)
 }
 
 /*
+ * Is author still a role that may have user code run as it: does it exist,
+ * and is it a member of ocx_admin (or a superuser)?  Raises OX502 if not;
+ * what names the code for the message ("projection handler public.h(ocx.event)").
+ */
+static char *
+AuthorCheck(Oid author, const char *what)
+{
+	Oid			admin = get_role_oid(OCX_AUTHOR_ROLE, true);
+	char	   *rolename = OidIsValid(author) ? GetUserNameFromId(author, true) : NULL;
+
+	if (rolename == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("the role that defined %s no longer exists", what),
+				 errhint("Define it again as a member of %s.", OCX_AUTHOR_ROLE)));
+	if (!superuser_arg(author) && !(OidIsValid(admin) && has_privs_of_role(author, admin)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("role \"%s\" that defined %s is no longer a member of %s",
+						rolename, what, OCX_AUTHOR_ROLE),
+				 errdetail("User code runs as the role that defined it, and only while that role may define it."),
+				 errhint("Grant %s to \"%s\" again, or define it again as another member of %s.",
+						 OCX_AUTHOR_ROLE, rolename, OCX_AUTHOR_ROLE)));
+	return rolename;
+}
+
+/*
  * May author still run fn?  Raises OX502 when the role is gone, is no
  * longer a member of ocx_admin or may no longer execute fn, and OX503 when
  * fn's own search_path would let this session's temporary objects shadow
@@ -226,24 +253,10 @@ FunctionPathSearchesTempFirst(Oid fn)
 void
 OcxUserCodeCheck(Oid author, Oid fn, const char *what)
 {
-	Oid			admin = get_role_oid(OCX_AUTHOR_ROLE, true);
-	char	   *rolename = GetUserNameFromId(author, true);
+	char	   *rolename = AuthorCheck(author, psprintf("%s %s", what, format_procedure(fn)));
 	Oid			temp_ns;
 	Oid			temp_toast_ns;
 
-	if (rolename == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
-				 errmsg("the role that defined %s %s no longer exists", what, format_procedure(fn)),
-				 errhint("Define it again as a member of %s.", OCX_AUTHOR_ROLE)));
-	if (!superuser_arg(author) && !(OidIsValid(admin) && has_privs_of_role(author, admin)))
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
-				 errmsg("role \"%s\" that defined %s %s is no longer a member of %s",
-						rolename, what, format_procedure(fn), OCX_AUTHOR_ROLE),
-				 errdetail("User code runs as the role that defined it, and only while that role may define it."),
-				 errhint("Grant %s to \"%s\" again, or define it again as another member of %s.",
-						 OCX_AUTHOR_ROLE, rolename, OCX_AUTHOR_ROLE)));
 	if (pg_proc_aclcheck(fn, author, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
@@ -286,8 +299,8 @@ OcxUserCodeEnd(OcxUserCall *call)
 /*
  * The function a stored signature (text, as ocx.projections keeps handlers)
  * names, looked up with role's rights: ocx_owner has no USAGE on the schemas
- * of user code, its author has.  An invalid role (dropped) looks up as the
- * current user; OcxUserCodeCheck then refuses to run it.
+ * of user code, its author has.  A role that is gone or no longer a member
+ * of ocx_admin gets OX502 here already.
  */
 Oid
 OcxResolveFunctionAs(const char *signature, Oid role)
@@ -296,8 +309,10 @@ OcxResolveFunctionAs(const char *signature, Oid role)
 	int			save_sec;
 	volatile Datum d = (Datum) 0;
 
+	/* a role that may no longer be an author does not even look it up */
+	(void) AuthorCheck(role, signature);
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(OidIsValid(role) ? role : save_user, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
 		d = DirectFunctionCall1(regprocedurein, CStringGetDatum(signature));
