@@ -44,3 +44,36 @@ for i in 1 2; do
 done
 row "read_stream, 1,000 events, under RLS vs superuser (reads/s)" \
     "$(awk -v x="$sa" 'BEGIN {print x / 2}')" "$(awk -v x="$sb" 'BEGIN {print x / 2}')" 0.8
+
+# 3. the owner-rights entry point (0.3.0: SECURITY DEFINER as ocx_owner, SET
+# search_path) vs 0.2.0's path (the same C function with the caller's rights,
+# the writer holding INSERT on the tables as it did in 0.2.0): both as the
+# tenant writer, alternating, in the same run
+$P <<'SQL'
+CREATE FUNCTION public.append_event_invoker(stream_id text, expected_version bigint, type text, data jsonb,
+                                            metadata jsonb DEFAULT '{}', event_id uuid DEFAULT NULL)
+    RETURNS bigint LANGUAGE C VOLATILE AS '$libdir/ocx', 'ocx_append_event';
+GRANT INSERT ON ocx.events TO bench_tenant;
+GRANT INSERT, UPDATE ON ocx.streams TO bench_tenant;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA ocx TO bench_tenant;
+SQL
+for who in o i; do
+    fn=$([ $who = o ] && echo ocx.append_event || echo public.append_event_invoker)
+    cat > "$BENCH_OUT/sec_rights_$who.sql" <<SQL
+\\set s random(1, 100000)
+SELECT $fn('rights$who-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
+SQL
+done
+sa=0; sb=0
+for i in 1 2; do
+    if [ $i = 1 ]; then
+        a=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_rights_o.sql" 8)
+        b=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_rights_i.sql" 8)
+    else
+        b=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_rights_i.sql" 8)
+        a=$(PGUSER=bench_tenant pgbench_tps "$BENCH_OUT/sec_rights_o.sql" 8)
+    fi
+    sa=$(awk -v x="$sa" -v y="${a:-0}" 'BEGIN {print x + y}'); sb=$(awk -v x="$sb" -v y="${b:-0}" 'BEGIN {print x + y}')
+done
+row "append_event through the owner-rights entry point vs 0.2.0's invoker path, tenant writer, 8 clients (tx/s)" \
+    "$(awk -v x="$sa" 'BEGIN {print x / 2}')" "$(awk -v x="$sb" 'BEGIN {print x / 2}')" 0.95
