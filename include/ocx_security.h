@@ -29,6 +29,10 @@ extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
  *	OcxUserCodeEnd(&call)                after it returns: settings the call
  *										 made are undone, the user restored
  *
+ * A loop that calls user code per event may open a scope around it
+ * (OcxUserCodeScopeBegin/End): ocx's search_path is then set once, and each
+ * call's own level still undoes what that call changed.
+ *
  * An error between Begin and End is cleaned up by the (sub)transaction abort
  * that follows it (it restores the user id and the settings levels).
  */
@@ -40,6 +44,8 @@ typedef struct OcxUserCall
 } OcxUserCall;
 
 extern void OcxUserCodeCheck(Oid author, Oid fn, const char *what);
+extern int	OcxUserCodeScopeBegin(void);
+extern void OcxUserCodeScopeEnd(int nest_level);
 extern void OcxUserCodeBegin(Oid author, OcxUserCall *call);
 extern void OcxUserCodeEnd(OcxUserCall *call);
 

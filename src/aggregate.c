@@ -516,12 +516,14 @@ ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 	volatile bool in_apply = false;
 	volatile int64 at_version = 0;
 	EventSource src;
+	int			scope;
 
 	event_cxt = AllocSetContextCreate(callcxt, "ocx load event", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[0] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
 	state_cxt[1] = AllocSetContextCreate(callcxt, "ocx load state", ALLOCSET_DEFAULT_SIZES);
 	/* the apply function runs as the aggregate's definer, if it still may */
 	OcxUserCodeCheck(def->definer, def->apply, "apply function");
+	scope = OcxUserCodeScopeBegin();
 	OpenSource(ld, &src, true);
 
 	PG_TRY();
@@ -595,6 +597,7 @@ ReplayApply(Load *ld, Jsonb *initial, MemoryContext callcxt)
 	}
 	PG_END_TRY();
 	CloseSource(&src);
+	OcxUserCodeScopeEnd(scope);
 	return state;
 }
 

@@ -403,9 +403,11 @@ ApplyEvents(void *arg)
 {
 	ApplyRun   *run = (ApplyRun *) arg;
 	int			i;
+	int			scope;
 
 	/* may the owner still run it?  If not, this fails like the handler would */
 	OcxUserCodeCheck(run->owner, run->flinfo->fn_oid, "projection handler");
+	scope = OcxUserCodeScopeBegin();
 	for (i = run->from; i < run->to; i++)
 	{
 		if (!run->events[i].matches)
@@ -414,6 +416,9 @@ ApplyEvents(void *arg)
 		SetEventSettings(&run->events[i]);
 		CallHandler(run->flinfo, run->owner, run->events[i].event);
 	}
+	/* the scope's end also undoes the event settings: set them anew next time */
+	OcxUserCodeScopeEnd(scope);
+	ForgetEventSettings();
 }
 
 static bool

@@ -275,14 +275,40 @@ OcxUserCodeCheck(Oid author, Oid fn, const char *what)
 				 errhint("Put pg_temp last in the function's search_path, e.g. ALTER FUNCTION ... SET search_path = public, pg_temp.")));
 }
 
+/* Set ocx's search_path at the current settings level, unless it is set already. */
+static void
+SetUserSearchPath(void)
+{
+	if (namespace_search_path == NULL || strcmp(namespace_search_path, OCX_USER_SEARCH_PATH) != 0)
+		(void) set_config_option("search_path", OCX_USER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * A settings level with ocx's search_path around a loop of user code calls
+ * (a load's fold, a projection batch), so that each call finds it set.
+ */
+int
+OcxUserCodeScopeBegin(void)
+{
+	int			nest_level = NewGUCNestLevel();
+
+	SetUserSearchPath();
+	return nest_level;
+}
+
+void
+OcxUserCodeScopeEnd(int nest_level)
+{
+	AtEOXact_GUC(false, nest_level);
+}
+
 /* Before a call of user code: a new settings level, ocx's search_path, the author as user. */
 void
 OcxUserCodeBegin(Oid author, OcxUserCall *call)
 {
 	call->nest_level = NewGUCNestLevel();
-	if (namespace_search_path == NULL || strcmp(namespace_search_path, OCX_USER_SEARCH_PATH) != 0)
-		(void) set_config_option("search_path", OCX_USER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	SetUserSearchPath();
 	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
 	SetUserIdAndSecContext(author, call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
