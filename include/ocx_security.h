@@ -10,11 +10,14 @@
 
 /* The role that owns every ocx table and runs the entry points that write. */
 #define OCX_OWNER_ROLE "ocx_owner"
+/* The role the workers read the log as (every tenant, nothing but SELECT). */
+#define OCX_WORKER_ROLE "ocx_worker"
 /* The role an author of user code must still have the privileges of. */
 #define OCX_AUTHOR_ROLE "ocx_admin"
 
 extern Oid	OcxOwnerRole(void);
 extern Oid	OcxCaller(void);
+extern Oid	OcxWorkerRole(void);
 extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
 
 /*

@@ -299,6 +299,35 @@ EventUuidAttr(HeapTupleHeader event, const char *attr)
 }
 
 /*
+ * Read the next batch (Q_EVENTS) as ocx_worker, not as the bootstrap
+ * superuser the worker connects as: a role that may read every tenant's
+ * events and nothing else.  Upcasters the read needs run as their authors.
+ */
+static uint64
+RunAsWorkerReader(Datum *values)
+{
+	Oid			reader = OcxWorkerRole();
+	Oid			save_user;
+	int			save_sec;
+	volatile uint64 n = 0;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	if (OidIsValid(reader))
+		SetUserIdAndSecContext(reader, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		n = RunProjPlan(Q_EVENTS, values, NULL);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/*
  * Call handler(event) as role owner (src/security.c: a settings level of its
  * own, ocx's search_path, a security-restricted operation), with the event's
  * tenant, correlation id and traceparent as ocx.tenant, ocx.correlation_id
@@ -674,7 +703,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	values[0] = ckpt_txid;
 	values[1] = Int64GetDatum(ckpt_pos);
 	values[2] = Int32GetDatum(ocx_batch_size);
-	nev = RunProjPlan(Q_EVENTS, values, NULL);
+	nev = RunAsWorkerReader(values);
 	events = palloc0(sizeof(BatchEvent) * Max(nev, 1));
 	for (i = 0; i < nev; i++)
 	{

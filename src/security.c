@@ -63,6 +63,13 @@ OcxOwnerRole(void)
 	return get_role_oid(OCX_OWNER_ROLE, false);
 }
 
+/* The oid of ocx_worker, or InvalidOid before the upgrade that creates it. */
+Oid
+OcxWorkerRole(void)
+{
+	return get_role_oid(OCX_WORKER_ROLE, true);
+}
+
 /*
  * The role that called the ocx entry point running now: the caller of the
  * innermost trampoline; in a SECURITY DEFINER entry point (current user

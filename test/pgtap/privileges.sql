@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(30);
+SELECT plan(33);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');
@@ -15,6 +15,17 @@ SELECT is_empty($$ SELECT rolname FROM pg_catalog.pg_roles
 SELECT is_empty($$ SELECT m.member::regrole::text FROM pg_catalog.pg_auth_members m
                     WHERE m.roleid = 'ocx_owner'::regrole $$,
                 'nobody is a member of ocx_owner');
+SELECT is((SELECT rolcanlogin::text || rolsuper::text || rolbypassrls::text || rolcreaterole::text
+             FROM pg_catalog.pg_roles WHERE rolname = 'ocx_worker'), 'falsefalsetruefalse',
+          'ocx_worker, the role the workers read as: no login, no superuser, BYPASSRLS (every tenant)');
+SELECT is((SELECT string_agg(r.roleid::regrole::text || '>' || r.member::regrole::text, ',')
+             FROM pg_catalog.pg_auth_members r
+            WHERE 'ocx_worker'::regrole IN (r.roleid, r.member)), 'ocx_reader>ocx_worker',
+          'ocx_worker has only ocx_reader''s privileges (SELECT) and no members');
+SELECT ok(pg_catalog.has_schema_privilege('ocx_worker', 'ocx', 'USAGE')
+          AND pg_catalog.has_table_privilege('ocx_worker', 'ocx.events', 'SELECT')
+          AND pg_catalog.has_function_privilege('ocx_worker', 'ocx.read_all(ocx.cursor, integer, text[], text[])', 'EXECUTE'),
+          'ocx_worker inherits what it needs to read the log');
 
 -- it owns every object of schema ocx
 SELECT is_empty($$ SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
@@ -49,7 +60,7 @@ DECLARE
     t   regclass;
     col text;
 BEGIN
-    FOREACH role IN ARRAY ARRAY['ocx_reader', 'ocx_writer', 'ocx_admin', 'ocx_tap_login'] LOOP
+    FOREACH role IN ARRAY ARRAY['ocx_reader', 'ocx_writer', 'ocx_admin', 'ocx_worker', 'ocx_tap_login'] LOOP
         FOR t, col IN
             SELECT c.oid::regclass,
                    (SELECT quote_ident(a.attname) FROM pg_catalog.pg_attribute a
@@ -76,8 +87,8 @@ BEGIN
     END LOOP;
 END $$;
 CREATE TEMP TABLE tap_writes AS SELECT * FROM pg_temp.direct_writes();
-SELECT cmp_ok((SELECT count(*) FROM tap_writes), '>=', 4 * 4 * 20::bigint,
-              'direct writes were tried on every ocx table, four ways, as four roles');
+SELECT cmp_ok((SELECT count(*) FROM tap_writes), '>=', 5 * 4 * 20::bigint,
+              'direct writes were tried on every ocx table, four ways, as five roles');
 SELECT is_empty($$ SELECT role, tbl, op, state FROM tap_writes WHERE state <> '42501' $$,
                 'every direct INSERT, UPDATE, DELETE and TRUNCATE on an ocx table is refused with 42501');
 
