@@ -234,6 +234,7 @@ OcxCommandWorkerTick(void)
 				   *traceparent = NULL;
 		Jsonb	   *result;
 		char	   *error = NULL;
+		bool		ok;
 		Datum		args[3];
 		char		nulls[3] = {' ', ' ', ' '};
 		MemoryContext spictx;
@@ -279,8 +280,6 @@ OcxCommandWorkerTick(void)
 				MemoryContextSwitchTo(spictx);
 			}
 		}
-		/* for complete_command/fail_command, which run under row-level security */
-		SetLocal("ocx.tenant", tenant ? tenant : "");
 		SetLocal("ocx.correlation_id", correlation);
 		SetLocal("ocx.causation_id", UuidText(id));
 		/* a malformed traceparent in metadata is ignored, not fatal */
@@ -292,7 +291,14 @@ OcxCommandWorkerTick(void)
 			result = NULL;
 			error = psprintf("the role (oid %u) that defined the handler no longer exists", role);
 		}
-		if (error == NULL && RunHandler(handler, role, cmd, tenant, &result, &error))
+		/* the handler gets the command's tenant on its own settings level */
+		ok = error == NULL && RunHandler(handler, role, cmd, tenant, &result, &error);
+		/*
+		 * complete_command and fail_command run as ocx_owner under row-level
+		 * security: they see the command with its tenant only
+		 */
+		SetLocal("ocx.tenant", tenant ? tenant : "");
+		if (ok)
 		{
 			args[0] = id;
 			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;
