@@ -9,6 +9,9 @@
  * handler:
  *
  *	- as the role that defined the handler, never as the worker's superuser;
+ *	- with ocx.tenant set to the command's tenant (the worker serves every
+ *	  tenant), so row-level security shows the handler its tenant's rows and
+ *	  what it appends or sends lands in that tenant;
  *	- with ocx.correlation_id set to the command's correlation id and
  *	  ocx.causation_id to the command id, so every event the handler appends
  *	  carries both;
@@ -19,6 +22,9 @@
  * The worker finishes each command with the claim token it claimed it with
  * (claims are fenced, see ocx._running_command); the handler gets the
  * command without the token, so it cannot finish the command itself.
+ * complete_command and fail_command run as ocx_owner under the commands'
+ * row-level security, so the worker calls them with ocx.tenant set to the
+ * command's tenant too.
  *
  * Claim, handler writes and completion commit together: a worker that
  * crashes mid-handler leaves the command pending, never half done.  The row
@@ -54,6 +60,7 @@ typedef enum CmdPlan
 	CMD_PLAN_CLAIM,
 	CMD_PLAN_COMPLETE,
 	CMD_PLAN_FAIL,
+	CMD_PLAN_TENANT,
 	CMD_NUM_PLANS
 } CmdPlan;
 
@@ -76,10 +83,13 @@ static const char *const cmd_plan_sql[CMD_NUM_PLANS] = {
 	"SELECT ocx.complete_command($1, $2, $3)",
 	[CMD_PLAN_FAIL] =
 	"SELECT ocx.fail_command($1, $2, true, $3)",
+	/* a query of its own: the claim's snapshot is newer than its caller's */
+	[CMD_PLAN_TENANT] =
+	"SELECT c.tenant_id FROM ocx.commands c WHERE c.command_id OPERATOR(pg_catalog.=) $1",
 };
-static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 0, 3, 3};
+static const int cmd_plan_nargs[CMD_NUM_PLANS] = {0, 0, 3, 3, 1};
 static const Oid cmd_plan_args[CMD_NUM_PLANS][3] = {
-	{0}, {0}, {UUIDOID, JSONBOID, UUIDOID}, {UUIDOID, TEXTOID, UUIDOID}
+	{0}, {0}, {UUIDOID, JSONBOID, UUIDOID}, {UUIDOID, TEXTOID, UUIDOID}, {UUIDOID}
 };
 static SPIPlanPtr cmd_plans[CMD_NUM_PLANS];
 
@@ -100,6 +110,18 @@ SetLocal(const char *name, const char *value)
 							 GUC_ACTION_LOCAL, true, 0, false);
 }
 
+/*
+ * Set an ocx.* setting for the handler, on the settings level
+ * OcxUserCodeBegin opened (undone by OcxUserCodeEnd or the subtransaction's
+ * abort).  NULL sets it empty.
+ */
+static void
+SetHandlerSetting(const char *name, const char *value)
+{
+	(void) set_config_option(name, value ? value : "", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, DEBUG1, false);
+}
+
 /* The text form of a uuid datum, for the settings. */
 static char *
 UuidText(Datum d)
@@ -117,6 +139,7 @@ typedef struct HandlerRun
 	Oid			handler;
 	Oid			role;
 	Datum		cmd;
+	const char *tenant;			/* the command's tenant_id, NULL for none */
 	Jsonb	   *result;
 } HandlerRun;
 
@@ -133,6 +156,8 @@ CallCommandHandler(void *arg)
 	OcxUserCodeCheck(run->role, run->handler, "command handler");
 	fmgr_info(run->handler, &flinfo);
 	OcxUserCodeBegin(run->role, &call);
+	/* the command's tenant, whatever the worker's own setting */
+	SetHandlerSetting("ocx.tenant", run->tenant);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = run->cmd;
 	fcinfo->args[0].isnull = false;
@@ -143,9 +168,9 @@ CallCommandHandler(void *arg)
 }
 
 static bool
-RunHandler(Oid handler, Oid role, Datum cmd, Jsonb **result, char **error)
+RunHandler(Oid handler, Oid role, Datum cmd, const char *tenant, Jsonb **result, char **error)
 {
-	HandlerRun	run = {handler, role, cmd, NULL};
+	HandlerRun	run = {handler, role, cmd, tenant, NULL};
 	ErrorData  *edata;
 
 	*result = NULL;
@@ -204,9 +229,12 @@ OcxCommandWorkerTick(void)
 		char	   *old_corr,
 				   *old_cause,
 				   *old_trace,
+				   *old_tenant,
+				   *tenant = NULL,
 				   *traceparent = NULL;
 		Jsonb	   *result;
 		char	   *error = NULL;
+		bool		ok;
 		Datum		args[3];
 		char		nulls[3] = {' ', ' ', ' '};
 		MemoryContext spictx;
@@ -228,6 +256,7 @@ OcxCommandWorkerTick(void)
 		old_corr = pstrdup(ocx_correlation_id ? ocx_correlation_id : "");
 		old_cause = pstrdup(ocx_causation_id ? ocx_causation_id : "");
 		old_trace = pstrdup(ocx_traceparent ? ocx_traceparent : "");
+		old_tenant = pstrdup(ocx_tenant ? ocx_tenant : "");
 		{
 			Datum		md = GetAttributeByName(DatumGetHeapTupleHeader(cmd), "metadata", &isnull);
 			JsonbValue	v;
@@ -238,6 +267,19 @@ OcxCommandWorkerTick(void)
 		}
 		MemoryContextSwitchTo(spictx);
 
+		/* the command's tenant (the claim above returns the command type only) */
+		args[0] = id;
+		if (RunCmdPlan(CMD_PLAN_TENANT, args, nulls) == 1)
+		{
+			Datum		t = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+			{
+				spictx = MemoryContextSwitchTo(ctx);
+				tenant = TextDatumGetCString(t);
+				MemoryContextSwitchTo(spictx);
+			}
+		}
 		SetLocal("ocx.correlation_id", correlation);
 		SetLocal("ocx.causation_id", UuidText(id));
 		/* a malformed traceparent in metadata is ignored, not fatal */
@@ -249,7 +291,14 @@ OcxCommandWorkerTick(void)
 			result = NULL;
 			error = psprintf("the role (oid %u) that defined the handler no longer exists", role);
 		}
-		if (error == NULL && RunHandler(handler, role, cmd, &result, &error))
+		/* the handler gets the command's tenant on its own settings level */
+		ok = error == NULL && RunHandler(handler, role, cmd, tenant, &result, &error);
+		/*
+		 * complete_command and fail_command run as ocx_owner under row-level
+		 * security: they see the command with its tenant only
+		 */
+		SetLocal("ocx.tenant", tenant ? tenant : "");
+		if (ok)
 		{
 			args[0] = id;
 			args[1] = result ? JsonbPGetDatum(result) : (Datum) 0;
@@ -267,6 +316,7 @@ OcxCommandWorkerTick(void)
 		SetLocal("ocx.correlation_id", old_corr);
 		SetLocal("ocx.causation_id", old_cause);
 		SetLocal("ocx.traceparent", old_trace);
+		SetLocal("ocx.tenant", old_tenant);
 		done++;
 	}
 

@@ -399,6 +399,7 @@ CREATE TABLE ocx.commands (
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,
     claim_token     uuid,
+    tenant_id       text,
     CONSTRAINT commands_status_check
         CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter'))
 );
@@ -409,6 +410,8 @@ CREATE INDEX commands_pending_seq_idx ON ocx.commands (seq) WHERE status = 'pend
 CREATE INDEX commands_running_idx ON ocx.commands (claimed_until) WHERE status = 'running';
 CREATE INDEX commands_log_order_idx ON ocx.commands (txid, seq);
 COMMENT ON TABLE ocx.commands IS 'the command queue: every command, its status, attempts and result';
+COMMENT ON COLUMN ocx.commands.tenant_id IS
+    'the ocx.tenant of the session that sent the command (a saga''s step commands: the saga''s tenant)';
 
 CREATE TABLE ocx.command_history (
     command_id  uuid NOT NULL REFERENCES ocx.commands ON DELETE CASCADE,
@@ -421,6 +424,31 @@ CREATE TABLE ocx.command_history (
 CREATE INDEX command_history_command_idx ON ocx.command_history (command_id, at);
 COMMENT ON TABLE ocx.command_history IS
     'what happened to each command: sent, claimed, succeeded, failed, retried, dead_letter';
+
+-- Multi-tenancy: a command belongs to the tenant that sent it (its data,
+-- result and errors are that tenant's); its history follows it.  Claims,
+-- completions and retries run as ocx_owner under these policies with the
+-- caller's ocx.tenant, so a tenant claims and finishes its own commands
+-- only.  The worker's command and saga tasks are not subject to them (they
+-- serve every tenant; a handler runs with its command's tenant).
+ALTER TABLE ocx.commands ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.commands FORCE ROW LEVEL SECURITY;
+ALTER TABLE ocx.command_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.command_history FORCE ROW LEVEL SECURITY;
+CREATE POLICY commands_tenant ON ocx.commands FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+CREATE POLICY command_history_tenant ON ocx.command_history FOR ALL
+    USING (EXISTS (SELECT FROM ocx.commands c
+                    WHERE c.command_id OPERATOR(pg_catalog.=) command_history.command_id))
+    WITH CHECK (EXISTS (SELECT FROM ocx.commands c
+                         WHERE c.command_id OPERATOR(pg_catalog.=) command_history.command_id));
+COMMENT ON POLICY commands_tenant ON ocx.commands IS
+    'a session sees, sends, claims and finishes the commands of its ocx.tenant only';
+COMMENT ON POLICY command_history_tenant ON ocx.command_history IS
+    'a command''s history is visible when the command is';
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.command_handlers', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.commands', '');
@@ -531,17 +559,20 @@ END
 $$;
 COMMENT ON FUNCTION ocx.drop_command_handler(text) IS 'remove the handler of a command type';
 
-CREATE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
-                                 causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
-                                 metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
+-- The queue's one way in.  The command belongs to tenant_id, given
+-- explicitly: send_command passes the sender's ocx.tenant (it runs as
+-- ocx_owner, so row-level security also checks it), the saga task the
+-- saga's tenant (the worker, a superuser, is not subject to the policy).
+CREATE FUNCTION ocx._enqueue_command(type text, data jsonb, correlation_id uuid, causation_id uuid,
+                                     command_id uuid, metadata jsonb, run_at timestamptz, tenant_id text)
     RETURNS uuid
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    id      uuid := coalesce(send_command.command_id, gen_random_uuid());
-    corr    uuid := send_command.correlation_id;
-    cause   uuid := send_command.causation_id;
+    id      uuid := coalesce(_enqueue_command.command_id, gen_random_uuid());
+    corr    uuid := _enqueue_command.correlation_id;
+    cause   uuid := _enqueue_command.causation_id;
     old     ocx.commands;
 BEGIN
     IF type IS NULL OR type = '' OR octet_length(type) > 256 THEN
@@ -565,14 +596,21 @@ BEGIN
     IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
         metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
     END IF;
-    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
-        VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
-                coalesce(run_at, now()))
+    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after,
+                                   tenant_id)
+        VALUES (id, _enqueue_command.type, _enqueue_command.data, _enqueue_command.metadata, coalesce(corr, id), cause,
+                coalesce(run_at, now()), _enqueue_command.tenant_id)
         ON CONFLICT ON CONSTRAINT commands_pkey DO NOTHING;
     IF NOT FOUND THEN
-        -- an idempotent retry repeats the command exactly
+        -- an idempotent retry repeats the command exactly, in the same tenant
         SELECT * INTO old FROM ocx.commands c WHERE c.command_id = id;
-        IF old.type = send_command.type AND old.data = send_command.data THEN
+        IF NOT FOUND OR old.tenant_id IS DISTINCT FROM _enqueue_command.tenant_id THEN
+            RAISE EXCEPTION 'command id % is already used by another command', id
+                USING ERRCODE = 'OX322',
+                      DETAIL = 'It belongs to another tenant.',
+                      HINT = 'A new command needs a new id.';
+        END IF;
+        IF old.type = _enqueue_command.type AND old.data = _enqueue_command.data THEN
             RETURN id;
         END IF;
         RAISE EXCEPTION 'command id % is already used by another command', id
@@ -586,8 +624,25 @@ BEGIN
     RETURN id;
 END
 $$;
+COMMENT ON FUNCTION ocx._enqueue_command(text, jsonb, uuid, uuid, uuid, jsonb, timestamptz, text) IS
+    'internal: the body of send_command and of the saga task''s sends: put a command of tenant_id in the queue (under row-level security tenant_id must be the session''s ocx.tenant)';
+
+CREATE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
+                                 causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
+                                 metadata jsonb DEFAULT '{}', run_at timestamptz DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the command belongs to the sender's tenant
+    RETURN ocx._enqueue_command(send_command.type, send_command.data, send_command.correlation_id,
+                                send_command.causation_id, send_command.command_id, send_command.metadata,
+                                send_command.run_at, NULLIF(current_setting('ocx.tenant', true), ''));
+END
+$$;
 COMMENT ON FUNCTION ocx.send_command(text, jsonb, uuid, uuid, uuid, jsonb, timestamptz) IS
-    'put a command in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
+    'put a command of the session''s ocx.tenant in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
 
 -- The claim both clients and the worker use: expired claims first (they come
 -- back, or become dead letters when their attempts are used up), then pending

@@ -439,7 +439,9 @@ COMMENT ON FUNCTION ocx._saga_log(uuid, integer, text, text, text, uuid, uuid, t
 REVOKE ALL ON FUNCTION ocx._saga_log(uuid, integer, text, text, text, uuid, uuid, text, text) FROM PUBLIC;
 
 -- Send step's command (or its compensation) for saga i, with an id derived
--- from (saga, step, do/undo): a repeated send is a no-op.
+-- from (saga, step, do/undo): a repeated send is a no-op.  The command
+-- belongs to the saga's tenant, passed explicitly: the worker that sends
+-- most steps serves every tenant and has none of its own.
 CREATE FUNCTION ocx._saga_send(i ocx.saga_instances, step integer, undo boolean, cause uuid) RETURNS uuid
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -455,13 +457,15 @@ BEGIN
     ELSE
         data := i.input;
     END IF;
-    RETURN ocx.send_command(spec->>'command', data,
-                            correlation_id => i.saga_id,
-                            causation_id => cause,
-                            command_id => md5(i.saga_id::text || '/' || step::text
-                                              || CASE WHEN undo THEN '/undo' ELSE '/do' END)::uuid,
-                            metadata => jsonb_build_object('saga', i.saga_name, 'saga_step', st->>'name',
-                                                           'compensation', undo));
+    RETURN ocx._enqueue_command(spec->>'command', data,
+                                correlation_id => i.saga_id,
+                                causation_id => cause,
+                                command_id => md5(i.saga_id::text || '/' || step::text
+                                                  || CASE WHEN undo THEN '/undo' ELSE '/do' END)::uuid,
+                                metadata => jsonb_build_object('saga', i.saga_name, 'saga_step', st->>'name',
+                                                               'compensation', undo),
+                                run_at => NULL,
+                                tenant_id => i.tenant_id);
 END
 $fn$;
 COMMENT ON FUNCTION ocx._saga_send(ocx.saga_instances, integer, boolean, uuid) IS

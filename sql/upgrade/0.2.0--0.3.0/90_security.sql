@@ -595,56 +595,15 @@ CREATE OR REPLACE FUNCTION ocx.send_command(type text, data jsonb, correlation_i
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    id      uuid := coalesce(send_command.command_id, gen_random_uuid());
-    corr    uuid := send_command.correlation_id;
-    cause   uuid := send_command.causation_id;
-    old     ocx.commands;
 BEGIN
-    IF type IS NULL OR type = '' OR octet_length(type) > 256 THEN
-        RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
-            USING ERRCODE = 'OX322';
-    END IF;
-    IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
-        RAISE EXCEPTION 'command data must be a JSON object'
-            USING ERRCODE = 'OX322', HINT = 'Pass ''{}'' for a command without data.';
-    END IF;
-    IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
-        RAISE EXCEPTION 'command metadata must be a JSON object' USING ERRCODE = 'OX322';
-    END IF;
-    IF corr IS NULL THEN
-        corr := nullif(current_setting('ocx.correlation_id', true), '')::uuid;
-    END IF;
-    IF cause IS NULL THEN
-        cause := nullif(current_setting('ocx.causation_id', true), '')::uuid;
-    END IF;
-    -- the trace continues through the command (and its handler, see commands.c)
-    IF NOT metadata ? 'traceparent' AND coalesce(current_setting('ocx.traceparent', true), '') <> '' THEN
-        metadata := metadata || jsonb_build_object('traceparent', current_setting('ocx.traceparent', true));
-    END IF;
-    INSERT INTO ocx.commands AS c (command_id, type, data, metadata, correlation_id, causation_id, run_after)
-        VALUES (id, send_command.type, send_command.data, send_command.metadata, coalesce(corr, id), cause,
-                coalesce(run_at, now()))
-        ON CONFLICT ON CONSTRAINT commands_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        -- an idempotent retry repeats the command exactly
-        SELECT * INTO old FROM ocx.commands c WHERE c.command_id = id;
-        IF old.type = send_command.type AND old.data = send_command.data THEN
-            RETURN id;
-        END IF;
-        RAISE EXCEPTION 'command id % is already used by another command', id
-            USING ERRCODE = 'OX322',
-                  DETAIL = format('It is a "%s" command with different data.', old.type),
-                  HINT = 'A retry must repeat the original command exactly; a new command needs a new id.';
-    END IF;
-    INSERT INTO ocx.command_history (command_id, event, attempt, actor)
-        VALUES (id, 'sent', 0, pg_catalog.pg_get_userbyid(ocx._caller()));
-    PERFORM ocx._command_sent();
-    RETURN id;
+    -- the command belongs to the sender's tenant
+    RETURN ocx._enqueue_command(send_command.type, send_command.data, send_command.correlation_id,
+                                send_command.causation_id, send_command.command_id, send_command.metadata,
+                                send_command.run_at, NULLIF(current_setting('ocx.tenant', true), ''));
 END
 $$;
 COMMENT ON FUNCTION ocx.send_command(text, jsonb, uuid, uuid, uuid, jsonb, timestamptz) IS
-    'put a command in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
+    'put a command of the session''s ocx.tenant in the durable queue; returns its id (given ids make retries idempotent); correlation defaults to ocx.correlation_id, else the command id';
 
 CREATE OR REPLACE FUNCTION ocx.retry_command(command_id uuid) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
