@@ -24,6 +24,14 @@ BEGIN
     IF NOT pg_catalog.pg_has_role('ocx_admin', 'ocx_writer', 'MEMBER') THEN
         GRANT ocx_writer TO ocx_admin;
     END IF;
+    -- the role the workers read the log as: every tenant's events (BYPASSRLS),
+    -- nothing else (SELECT through ocx_reader); no login, no members
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'ocx_worker') THEN
+        CREATE ROLE ocx_worker NOLOGIN BYPASSRLS;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('ocx_worker', 'ocx_reader', 'MEMBER') THEN
+        GRANT ocx_reader TO ocx_worker;
+    END IF;
 END
 $$;
 
