@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(33);
+SELECT plan(63);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');
@@ -131,6 +131,10 @@ CREATE FUNCTION public.tap_apply(s jsonb, e ocx.event) RETURNS jsonb LANGUAGE sq
 CREATE FUNCTION public.tap_up(d jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT d || '{"v2": true}' $$;
 CREATE FUNCTION public.tap_cmd(c ocx.command) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 ALTER FUNCTION public.tap_apply(jsonb, ocx.event) OWNER TO ocx_tap_admin;
+CREATE TABLE public.tap_model (n int);
+ALTER TABLE public.tap_model OWNER TO ocx_tap_admin;
+CREATE FUNCTION public.tap_handler(e ocx.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO public.tap_model VALUES (1) $$;
+CREATE FUNCTION public.tap_reset() RETURNS void LANGUAGE sql AS $$ DELETE FROM public.tap_model $$;
 
 SET ROLE ocx_tap_admin;
 SELECT lives_ok($$ SELECT ocx.define_event_type('TapThing', 2) $$, 'ocx_admin: define_event_type');
@@ -141,6 +145,17 @@ SELECT lives_ok($$ SELECT ocx.define_aggregate('tap_thing', 'public.tap_apply(js
 SELECT lives_ok($$ SELECT ocx.define_command_handler('tap.Cmd', NULL) $$, 'ocx_admin: define_command_handler');
 SELECT lives_ok($$ SELECT ocx.create_subscription('tap_sub', categories => '{tapthing}') $$,
                 'ocx_admin: create_subscription');
+SELECT lives_ok($$ SELECT ocx.define_projection('tap_proj', 'public.tap_handler(ocx.event)', categories => '{tapthing}',
+                                                 reset => 'public.tap_reset()') $$, 'ocx_admin: define_projection');
+SELECT lives_ok($$ SELECT ocx.pause_projection('tap_proj'); SELECT ocx.resume_projection('tap_proj') $$,
+                'ocx_admin: pause_projection, resume_projection');
+SELECT lives_ok($$ SELECT ocx.rebuild_projection('tap_proj') $$, 'ocx_admin: rebuild_projection (reset as the owner)');
+SELECT lives_ok($$ SELECT ocx.define_saga('tap_saga', '{"steps": [{"name": "a", "command": "tap.Cmd", "success": "TapDone"}]}') $$,
+                'ocx_admin: define_saga');
+SELECT lives_ok($$ SELECT ocx.define_module('tap_mod', '{"event_types": [{"type": "TapMod", "schema_version": 1}]}') $$,
+                'ocx_admin: define_module');
+SELECT lives_ok($$ SELECT ocx.define_command_handler('tap.Server', 'public.tap_cmd(ocx.command)'); SELECT ocx.drop_command_handler('tap.Server') $$,
+                'ocx_admin: define_command_handler with a function, drop_command_handler');
 RESET ROLE;
 SELECT is((SELECT definer::text FROM ocx.aggregates WHERE aggregate_type = 'tap_thing'), 'ocx_tap_admin',
           'the aggregate records its caller as definer, not ocx_owner');
@@ -163,6 +178,17 @@ SELECT lives_ok($$ SELECT ocx.complete_command(c.command_id, '{}', c.claim_token
                      FROM ocx.claim_commands('{tap.Cmd}') c $$, 'ocx_writer: claim_commands + complete_command');
 SELECT is((SELECT status FROM ocx.commands WHERE command_id = '7a000000-0000-4000-8000-000000000001'),
           'succeeded', '... the command is done');
+SELECT is(ocx.append_event('tapthing-2', 0, 'TapThing', '{}'), 1::bigint, 'ocx_writer: append_event');
+SELECT is(ocx.append_cloudevents('tapthing-3', 0, '{"specversion": "1.0", "id": "tap-ce-1", "source": "tap", "type": "TapThing", "data": {}}'),
+          1::bigint, 'ocx_writer: append_cloudevents');
+SELECT lives_ok($$ SELECT ocx.send_command('tap.Cmd', '{}', command_id => '7a000000-0000-4000-8000-000000000002');
+                   SELECT ocx.fail_command(c.command_id, 'no', false, c.claim_token) FROM ocx.claim_commands('{tap.Cmd}') c $$,
+                'ocx_writer: fail_command');
+SELECT lives_ok($$ SELECT * FROM ocx.poll('tap_sub', 10) $$, 'ocx_writer: poll');
+SELECT lives_ok($$ SELECT ocx.publish('tap_channel', '{"hello": 1}') $$, 'ocx_writer: publish');
+SELECT isnt(ocx.start_saga('tap_saga', '{}', '7b000000-0000-4000-8000-000000000001'), NULL, 'ocx_writer: start_saga');
+SELECT is((SELECT tenant_id FROM ocx.saga_instances WHERE saga_id = '7b000000-0000-4000-8000-000000000001'), 'acme',
+          'the saga belongs to the caller''s tenant');
 SET ocx.tenant = 'globex';
 SELECT throws_ok($$ SELECT ocx.append_event('tapthing-1', NULL, 'TapThing', '{}') $$, 'OX012', NULL,
                  'ocx_writer: another tenant''s stream is refused with OX012');
@@ -173,9 +199,34 @@ SET ROLE ocx_tap_reader;
 SET ocx.tenant = 'acme';
 SELECT is((SELECT (data->>'v2')::boolean FROM ocx.read_stream('tapthing-1')), true,
           'ocx_reader: read_stream, upcast by the admin''s upcaster');
+-- (log-order reads see committed transactions only: nothing of this test's own)
+SELECT lives_ok($$ SELECT * FROM ocx.read_all() $$, 'ocx_reader: read_all');
+SELECT lives_ok($$ SELECT * FROM ocx.read_category('tapthing') $$, 'ocx_reader: read_category');
+SELECT is(ocx.stream_version('tapthing-1'), 1::bigint, 'ocx_reader: stream_version');
+SELECT is((SELECT ocx.to_cloudevent(e)->>'type' FROM ocx.read_stream('tapthing-3') e), 'TapThing', 'ocx_reader: to_cloudevent');
+SELECT is((SELECT (ocx.upcast(e)).schema_version FROM ocx.read_stream('tapthing-1') e), 2, 'ocx_reader: upcast');
+SELECT is((SELECT state->>'n' FROM ocx.load('tap_thing', 'tapthing-2')), '1', 'ocx_reader: load');
+SELECT is((SELECT replayed FROM ocx.last_load()), 1::bigint, 'ocx_reader: last_load');
+SELECT cmp_ok((SELECT count(*) FROM ocx.trace('7a000000-0000-4000-8000-000000000001')), '>=', 0::bigint, 'ocx_reader: trace');
+SELECT ok(ocx.metrics() LIKE '%ocx_%', 'ocx_reader: metrics');
+SELECT cmp_ok((SELECT count(*) FROM ocx.stats), '>', 0::bigint, 'ocx_reader: ocx.stats');
+SELECT is((SELECT count(*) FROM ocx.saga_instances), 1::bigint, 'ocx_reader of acme: its saga');
 RESET ocx.tenant;
 SELECT is((SELECT count(*) FROM ocx.read_stream('tapthing-1')), 0::bigint,
           'ocx_reader without the tenant sees nothing of acme''s');
+SELECT is((SELECT count(*) FROM ocx.saga_instances) + (SELECT count(*) FROM ocx.commands), 0::bigint,
+          '... nor its sagas and commands');
+RESET ROLE;
+
+SET ROLE ocx_tap_admin;
+SET ocx.tenant = 'acme';
+SELECT lives_ok($$ SELECT ocx.snapshot('tap_thing', 'tapthing-2') $$, 'ocx_admin: snapshot');
+SELECT lives_ok($$ SELECT ocx.abort_saga('7b000000-0000-4000-8000-000000000001', 'tap') $$, 'ocx_admin: abort_saga');
+SELECT lives_ok($$ SELECT ocx.retry_command('7a000000-0000-4000-8000-000000000002') $$, 'ocx_admin: retry_command');
+SELECT lives_ok($$ SELECT ocx.purge_commands('0 seconds') $$, 'ocx_admin: purge_commands');
+SELECT lives_ok($$ SELECT ocx.drop_projection('tap_proj'); SELECT ocx.drop_saga('tap_saga');
+                   SELECT ocx.drop_subscription('tap_sub') $$, 'ocx_admin: drop_projection, drop_saga, drop_subscription');
+RESET ocx.tenant;
 RESET ROLE;
 
 SELECT * FROM finish();
