@@ -280,7 +280,7 @@ OcxParseJsonC(const char *json, int code, const char *what)
 	if (len > OCX_MAX_DEFINITION_SIZE)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
-				 errmsg("%s is too large", what),
+				 errmsg("JSON of %s is too large", what),
 				 errdetail("It takes %zu bytes as JSON text; the limit is %d bytes.",
 						   len, OCX_MAX_DEFINITION_SIZE),
 				 errhint("Split the definition or simplify it.")));
@@ -298,7 +298,7 @@ OcxParseJsonC(const char *json, int code, const char *what)
 			json_object_put(o);
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
-				 errmsg("%s is nested too deeply", what),
+				 errmsg("JSON of %s is nested too deeply", what),
 				 errdetail("JSON nesting is limited to %d levels.", OCX_MAX_DEFINITION_DEPTH),
 				 errhint("Flatten the definition.")));
 	}
