@@ -66,6 +66,9 @@ extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
 							 const char *nulls, bool read_only);
 extern ErrorData *OcxInSubtransaction(void (*fn) (void *arg), void *arg);
 
+/* The longest event source (CloudEvents "source", ocx.source), in bytes. */
+#define OCX_MAX_SOURCE_LEN		1024
+
 /* jsonutil.c: small helpers over the jsonb API */
 extern bool OcxParseUuid(const char *str, pg_uuid_t *out);
 extern bool OcxParseTimestamp(const char *str, TimestampTz *out);

@@ -42,8 +42,18 @@ typedef struct OcxEventTypeDef
 	int32		schema_version;
 	OcxSchema  *schema;			/* NULL: no validation */
 	char	   *schema_error;	/* set when the stored schema does not compile */
-	OcxUpcaster **upcasters;	/* [v] upcasts v -> v + 1, v = 1 .. schema_version - 1 */
+	OcxUpcaster **upcasters;	/* [v] upcasts v -> v + 1, v = 1 .. nupcasters - 1 */
+	int32		nupcasters;		/* length of upcasters: sized by the upcasters
+								 * that exist, never by schema_version */
 } OcxEventTypeDef;
+
+/*
+ * Bounds of definitions (docs/contracts.md#bounds), refused with
+ * OX112 definition_out_of_bounds.
+ */
+#define OCX_MAX_SCHEMA_VERSION		10000
+#define OCX_MAX_DEFINITION_SIZE		(1024 * 1024)	/* bytes of JSON text */
+#define OCX_MAX_DEFINITION_DEPTH	32	/* JSON nesting levels */
 
 typedef struct OcxAggregateDef
 {

@@ -365,7 +365,16 @@ OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
 			ev->has_id = true;
 		}
 		else if (strcmp(key, "source") == 0)
+		{
 			ev->source = RequireString(&v, index, key, false);
+			if (strlen(ev->source) > OCX_MAX_SOURCE_LEN)
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("\"source\" of event %d is too long", index),
+						 errdetail("Sources are limited to %d bytes; this one has %zu.",
+								   OCX_MAX_SOURCE_LEN, strlen(ev->source)),
+						 errhint("Use a short URI-reference that names the producer.")));
+		}
 		else if (strcmp(key, "time") == 0)
 		{
 			char	   *s = RequireString(&v, index, key, false);
@@ -458,6 +467,13 @@ OcxFinishEvent(OcxNewEvent *ev, int index)
 					(errcode(ERRCODE_OCX_INVALID_SETTING),
 					 errmsg("ocx.source must not be empty"),
 					 errhint("Set ocx.source to a URI-reference that names the producer, or give \"source\" on each event.")));
+		if (strlen(ocx_source) > OCX_MAX_SOURCE_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_SETTING),
+					 errmsg("ocx.source is too long"),
+					 errdetail("Sources are limited to %d bytes; ocx.source has %zu.",
+							   OCX_MAX_SOURCE_LEN, strlen(ocx_source)),
+					 errhint("Set ocx.source to a short URI-reference that names the producer.")));
 		ev->source = ocx_source;
 	}
 	if (!ev->has_correlation_id && ocx_correlation_id && ocx_correlation_id[0] != '\0')

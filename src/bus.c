@@ -42,6 +42,8 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "catalog/pg_collation.h"
+#include "common/hashfn.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -531,4 +533,34 @@ Datum
 ocx_bus_tick(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(OcxBusWorkerTick());
+}
+
+/*
+ * ocx.stream_partition(stream_id, partitions): the partition (0 ..
+ * partitions - 1) a stream's events belong to.  The same hash as
+ * PostgreSQL's hashtext, so partitions computed before this was written in
+ * C stay where they were.
+ */
+PG_FUNCTION_INFO_V1(ocx_stream_partition);
+
+#define OCX_MAX_PARTITIONS 1024	/* as ocx.create_subscription allows */
+
+Datum
+ocx_stream_partition(PG_FUNCTION_ARGS)
+{
+	text	   *sid = PG_GETARG_TEXT_PP(0);
+	int32		partitions = PG_GETARG_INT32(1);
+	int32		h;
+	Oid			coll;
+
+	if (partitions < 1 || partitions > OCX_MAX_PARTITIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("partitions must be between 1 and %d", OCX_MAX_PARTITIONS),
+				 errdetail("Got %d.", partitions),
+				 errhint("Pass the number of partitions of the subscription.")));
+	coll = OidIsValid(PG_GET_COLLATION()) ? PG_GET_COLLATION() : DEFAULT_COLLATION_OID;
+
+	h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, coll, PointerGetDatum(sid)));
+	PG_RETURN_INT32((h & PG_INT32_MAX) % partitions);
 }

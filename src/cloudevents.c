@@ -82,6 +82,34 @@ CeString(JsonbValue *v, int index, JsonbValue *key, bool allow_empty)
 	return OcxJsonbString(v);
 }
 
+/*
+ * Is s base64 as RFC 4648 section 4 defines it (the CloudEvents JSON format's
+ * data_base64): groups of four characters of the standard alphabet, the last
+ * group padded with one or two '='?  No whitespace; "" is valid (no bytes).
+ */
+static bool
+IsBase64(const char *s)
+{
+	size_t		len = strlen(s);
+	size_t		i;
+
+	if (len % 4 != 0)
+		return false;
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '+' || c == '/')
+			continue;
+		/* padding: only in the last two places, and only at the end */
+		if (c == '=' && i >= len - 2 && (i == len - 1 || s[len - 1] == '='))
+			continue;
+		return false;
+	}
+	return true;
+}
+
 /* A name-based (version 3, MD5) UUID of source and id. */
 static void
 DeriveUuid(const char *source, const char *id, pg_uuid_t *out)
@@ -202,7 +230,10 @@ ParseCloudEvent(JsonbContainer *obj, int index, OcxNewEvent *ev)
 			if (has_data)
 				CeError(index, "both \"data\" and \"data_base64\" are present", NULL);
 			has_data = true;
-			(void) CeString(&v, index, &k, true);
+			if (!IsBase64(CeString(&v, index, &k, true)))
+				CeError(index, "attribute \"data_base64\" is not valid base64",
+						"It must be base64 as in RFC 4648 section 4: the characters A-Z, a-z, 0-9, + and /, "
+						"in groups of four, the last one padded with =.");
 			pushJsonbValue(&d, WJB_BEGIN_OBJECT, NULL);
 			OcxPushValue(&d, "base64", &v);
 			ev->data = JsonbValueToJsonb(pushJsonbValue(&d, WJB_END_OBJECT, NULL));
@@ -292,6 +323,10 @@ ParseCloudEvent(JsonbContainer *obj, int index, OcxNewEvent *ev)
 		CeError(index, "required attribute \"id\" is missing", NULL);
 	if (ev->source == NULL)
 		CeError(index, "required attribute \"source\" is missing", NULL);
+	if (strlen(ev->source) > OCX_MAX_SOURCE_LEN)
+		CeError(index, "attribute \"source\" is too long",
+				psprintf("Sources are limited to %d bytes; this one has %zu.",
+						 OCX_MAX_SOURCE_LEN, strlen(ev->source)));
 	if (ev->type == NULL)
 		CeError(index, "required attribute \"type\" is missing", NULL);
 	if (strlen(ev->type) > 256)

@@ -271,14 +271,46 @@ CompileNode(json_object *o, const char *path)
 json_object *
 OcxParseJsonC(const char *json, int code, const char *what)
 {
-	enum json_tokener_error err = json_tokener_success;
-	json_object *o = json_tokener_parse_verbose(json, &err);
+	enum json_tokener_error err;
+	json_tokener *tok;
+	json_object *o;
+	size_t		len = strlen(json);
 
+	/* bounds first: a definition never costs more than they allow */
+	if (len > OCX_MAX_DEFINITION_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
+				 errmsg("JSON of %s is too large", what),
+				 errdetail("It takes %zu bytes as JSON text; the limit is %d bytes.",
+						   len, OCX_MAX_DEFINITION_SIZE),
+				 errhint("Split the definition or simplify it.")));
+	tok = json_tokener_new_ex(OCX_MAX_DEFINITION_DEPTH);
+	if (tok == NULL)
+		elog(ERROR, "ocx: out of memory in json_tokener_new_ex");
+	o = json_tokener_parse_ex(tok, json, (int) len);
+	err = json_tokener_get_error(tok);
+	if (err == json_tokener_continue)
+		err = json_tokener_error_parse_eof;
+	json_tokener_free(tok);
+	if (err == json_tokener_error_depth)
+	{
+		if (o != NULL)
+			json_object_put(o);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
+				 errmsg("JSON of %s is nested too deeply", what),
+				 errdetail("JSON nesting is limited to %d levels.", OCX_MAX_DEFINITION_DEPTH),
+				 errhint("Flatten the definition.")));
+	}
 	if (err != json_tokener_success)
+	{
+		if (o != NULL)
+			json_object_put(o);
 		ereport(ERROR,
 				(errcode(code),
 				 errmsg("could not parse %s", what),
 				 errdetail("%s.", json_tokener_error_desc(err))));
+	}
 	return o;
 }
 

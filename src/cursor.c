@@ -44,7 +44,16 @@ PG_FUNCTION_INFO_V1(ocx_cursor_gt);
 static OcxCursor *
 MakeCursor(uint64 txid, int64 position)
 {
-	OcxCursor  *c = palloc(sizeof(OcxCursor));
+	OcxCursor  *c;
+
+	/* what ocx_cursor_in accepts: the text form must read back */
+	if (position < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("global position of a cursor must not be negative"),
+				 errdetail("Got " INT64_FORMAT ".", position),
+				 errhint("Global positions start at 1; 0 is before the first event.")));
+	c = palloc(sizeof(OcxCursor));
 
 	c->txid = txid;
 	c->position = position;

@@ -323,7 +323,9 @@ BuildCache(void)
 			def->schema_version = version;
 			def->schema = schema ?
 				TryCompile(CompileSchemaFn, schema, cxt, NULL, &def->schema_error) : NULL;
-			def->upcasters = MemoryContextAllocZero(cxt, sizeof(OcxUpcaster *) * (version + 1));
+			/* sized by the upcasters found below, not by the version */
+			def->upcasters = NULL;
+			def->nupcasters = 0;
 			if (version > 1)
 				upcasting = true;
 			upcaster_hash = hash_combine64(upcaster_hash,
@@ -348,6 +350,19 @@ BuildCache(void)
 			def = hash_search(types, type, HASH_FIND, NULL);
 			if (def == NULL || from < 1 || from >= def->schema_version)
 				continue;		/* dormant: beyond the current version */
+			if (from > OCX_MAX_SCHEMA_VERSION)
+				continue;		/* out of bounds: only a hand edit writes one */
+			if (from >= def->nupcasters)
+			{
+				/* rows come in from_schema_version order: grow to fit */
+				int32		n = from + 1;
+				OcxUpcaster **arr = MemoryContextAllocZero(cxt, sizeof(OcxUpcaster *) * n);
+
+				if (def->upcasters != NULL)
+					memcpy(arr, def->upcasters, sizeof(OcxUpcaster *) * def->nupcasters);
+				def->upcasters = arr;
+				def->nupcasters = n;
+			}
 			if (OidIsValid(transform))
 				up = OcxCompileUpcaster(transform, NULL, cxt);
 			else

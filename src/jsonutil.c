@@ -67,10 +67,61 @@ OcxParseUuid(const char *str, pg_uuid_t *out)
 	return j == UUID_LEN;
 }
 
+/* n decimal digits at s, within [lo, hi]. */
+static bool
+Digits(const char *s, int n, int lo, int hi)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v >= lo && v <= hi;
+}
+
 /*
- * Parse a timestamp with time zone the way timestamptz_in does, without
- * raising.  Input without a zone is read in the session's TimeZone.  Only
- * finite timestamps are accepted.
+ * Is str an RFC 3339 date-time (section 5.6)?  YYYY-MM-DD, "T" (or "t", or
+ * the space RFC 3339 allows), hh:mm:ss, an optional fraction of one or more
+ * digits, and a zone: "Z" (or "z") or +hh:mm / -hh:mm.  The zone is required.
+ * Calendar checks (February 30) are left to the decoder.
+ */
+static bool
+IsRfc3339(const char *s)
+{
+	if (!Digits(s, 4, 0, 9999) || s[4] != '-' || !Digits(s + 5, 2, 1, 12) ||
+		s[7] != '-' || !Digits(s + 8, 2, 1, 31))
+		return false;
+	s += 10;
+	if (*s != 'T' && *s != 't' && *s != ' ')
+		return false;
+	s++;
+	if (!Digits(s, 2, 0, 23) || s[2] != ':' || !Digits(s + 3, 2, 0, 59) ||
+		s[5] != ':' || !Digits(s + 6, 2, 0, 60))
+		return false;
+	s += 8;
+	if (*s == '.')
+	{
+		s++;
+		if (*s < '0' || *s > '9')
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	if (*s == 'Z' || *s == 'z')
+		return s[1] == '\0';
+	if (*s != '+' && *s != '-')
+		return false;
+	return Digits(s + 1, 2, 0, 23) && s[3] == ':' && Digits(s + 4, 2, 0, 59) && s[6] == '\0';
+}
+
+/*
+ * Parse an RFC 3339 timestamp (see IsRfc3339) without raising; anything
+ * else (PostgreSQL's "yesterday", "J2451187", a missing zone) is refused.
+ * Only finite timestamps are accepted.
  */
 bool
 OcxParseTimestamp(const char *str, TimestampTz *out)
@@ -88,7 +139,7 @@ OcxParseTimestamp(const char *str, TimestampTz *out)
 	DateTimeErrorExtra extra;
 #endif
 
-	if (strlen(str) >= MAXDATELEN)
+	if (strlen(str) >= MAXDATELEN || !IsRfc3339(str))
 		return false;
 	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
 					  MAXDATEFIELDS, &nf) != 0)

@@ -569,7 +569,7 @@ OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version)
 {
 	int32		v = Max(from_version, 1);
 
-	while (v < def->schema_version && def->upcasters[v] != NULL)
+	while (v < def->schema_version && v < def->nupcasters && def->upcasters[v] != NULL)
 		v++;
 	return Max(v, from_version);
 }

@@ -157,6 +157,12 @@ BEGIN
             MESSAGE = pg_catalog.format('schema version of event type "%s" must be a positive integer', type),
             DETAIL = pg_catalog.format('Got %s.', COALESCE(schema_version::text, 'NULL'));
     END IF;
+    IF schema_version OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX112',
+            MESSAGE = pg_catalog.format('schema version of event type "%s" is out of bounds', type),
+            DETAIL = pg_catalog.format('Schema versions are limited to 10000; got %s.', schema_version),
+            HINT = 'Move the type forward one version at a time.';
+    END IF;
     IF schema IS NOT NULL THEN
         PERFORM ocx._check_schema(schema);
     END IF;
@@ -166,7 +172,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'OX111',
                 MESSAGE = pg_catalog.format('event type "%s" is at schema version %s already', type, old.schema_version),
                 DETAIL = pg_catalog.format('Schema versions only move forward; got %s.', schema_version),
-                HINT = 'Define a new version with an upcaster from the previous one.';
+                HINT = 'Define a new version with an upcaster from the previous one; to lower a version, see "Lowering a version" in docs/contracts.md.';
         END IF;
         IF old.schema_version OPERATOR(pg_catalog.=) schema_version
            AND old.schema IS NOT DISTINCT FROM schema THEN

@@ -102,10 +102,10 @@ REVOKE ALL ON ocx.subscriptions, ocx.subscription_partitions, ocx.subscription_c
 -- The partition of a stream: every event of a stream lands in one partition,
 -- so one consumer sees a stream's events in order.
 CREATE FUNCTION ocx.stream_partition(stream_id text, partitions integer) RETURNS integer
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN (pg_catalog.hashtext($1) & 2147483647) % $2;
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_stream_partition';
 COMMENT ON FUNCTION ocx.stream_partition(text, integer) IS
-    'the partition (0 .. partitions - 1) of a subscription that a stream''s events belong to';
+    'the partition (0 .. partitions - 1) of a subscription that a stream''s events belong to; partitions must be 1 .. 1024 (else OX010)';
 
 CREATE FUNCTION ocx._bus_name_arg(what text, val text) RETURNS text
     LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE
@@ -585,6 +585,22 @@ BEGIN
     END IF;
     IF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'command metadata must be a JSON object' USING ERRCODE = 'OX322';
+    END IF;
+    -- the same bound as an event's: data plus metadata within ocx.max_event_size
+    IF pg_catalog.pg_column_size(data) + pg_catalog.pg_column_size(metadata)
+       > pg_catalog.pg_size_bytes(pg_catalog.current_setting('ocx.max_event_size')) THEN
+        RAISE EXCEPTION 'command is too large'
+            USING ERRCODE = 'OX322',
+                  DETAIL = format('Its data and metadata take %s bytes; ocx.max_event_size is %s bytes.',
+                                  pg_catalog.pg_column_size(data) + pg_catalog.pg_column_size(metadata),
+                                  pg_catalog.pg_size_bytes(pg_catalog.current_setting('ocx.max_event_size'))),
+                  HINT = 'Store large payloads elsewhere and put a reference in the command.';
+    END IF;
+    IF NOT pg_catalog.isfinite(run_at) THEN
+        RAISE EXCEPTION 'command run_at must be a finite timestamp'
+            USING ERRCODE = 'OX322',
+                  DETAIL = format('Got %s.', run_at),
+                  HINT = 'Pass NULL to run it now, or a point in time.';
     END IF;
     IF corr IS NULL THEN
         corr := nullif(current_setting('ocx.correlation_id', true), '')::uuid;
