@@ -963,6 +963,127 @@ CountWritten(OcxNewEvent *events, int n)
 }
 
 /*
+ * Take (or create) the stream row for an append of n events; returns the
+ * stream's new version, or -1 when the expected version did not match.
+ */
+static int64
+LockStream(Datum sid_datum, const char *sid, bool expected_isnull, int64 expected, int n)
+{
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	values[0] = sid_datum;
+	if (expected_isnull || expected == 0)
+	{
+		values[1] = CStringGetTextDatum(StreamCategory(sid));
+		values[2] = Int64GetDatum(n);
+		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
+		return RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
+							 values, nulls, sid);
+	}
+	values[1] = Int64GetDatum(expected);
+	values[2] = Int64GetDatum(n);
+	return RunStreamPlan(PLAN_ADVANCE, values, NULL, sid);
+}
+
+/*
+ * The write of a batch with caller-given ids, run in a subtransaction: an
+ * in-flight transaction holding one of the ids (its original, or another
+ * writer reusing the id) only shows up here, when the stream row or the
+ * (source, event_id) index makes this append wait for it.
+ */
+typedef struct IdAppend
+{
+	Datum		sid_datum;
+	const char *sid;
+	bool		expected_isnull;
+	int64		expected;
+	OcxNewEvent *events;
+	int			n;
+	TimestampTz now;
+	int64		version;
+} IdAppend;
+
+static void
+IdAppendOnce(void *arg)
+{
+	IdAppend   *a = (IdAppend *) arg;
+
+	a->version = LockStream(a->sid_datum, a->sid, a->expected_isnull, a->expected, a->n);
+	if (a->version >= 0)
+		InsertEvents(a->sid_datum, a->version - a->n + 1, a->events, a->n, a->now);
+}
+
+/* Is edata the unique violation of ocx.events' (source, event_id) key? */
+static bool
+IsEventIdConflict(ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
+		edata->constraint_name != NULL &&
+		strcmp(edata->constraint_name, "events_source_event_id_key") == 0;
+}
+
+/*
+ * Append a batch whose events carry ids, after CheckStoredIds found none of
+ * them stored.  When the write waited for a concurrent transaction that has
+ * since committed (the stream changed under the expected version, or an id
+ * is now taken), the ids are checked again with a new snapshot: a retry that
+ * raced its original gets the idempotent answer, any other reuse of an id
+ * OX004, and only then a stream that moved on OX001.  If the concurrent
+ * transaction rolled back, nothing conflicts and this append writes the
+ * batch.  Under REPEATABLE READ and SERIALIZABLE the transaction's snapshot
+ * cannot see the concurrent commit: the outcome is OX001 (roll back and
+ * retry; the retry then gets the idempotent answer or OX004).
+ */
+static int64
+AppendWithIds(Datum sid_datum, const char *sid, bool expected_isnull, int64 expected,
+			  OcxNewEvent *events, int n, TimestampTz now, bool *written)
+{
+	IdAppend	a = {sid_datum, sid, expected_isnull, expected, events, n, now, -1};
+	ErrorData  *edata;
+	int64		done;
+
+	*written = true;
+	edata = OcxInSubtransaction(IdAppendOnce, &a);
+	if (edata == NULL && a.version >= 0)
+		return a.version;
+	if (edata != NULL && !IsEventIdConflict(edata))
+		ReThrowError(edata);
+
+	if (IsolationUsesXactSnapshot())
+	{
+		if (edata == NULL)
+			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
+		OcxCount(OCX_COUNT_CONFLICTS, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+				 errmsg("wrong expected version for stream \"%s\"", sid),
+				 errdetail("A concurrent transaction stored an event id of the batch after this %s transaction took its snapshot.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Roll back and retry in a new transaction: a retry of the same batch then succeeds without writing, another use of the id fails with OX004.")));
+	}
+
+	/* READ COMMITTED: a new statement sees what the other transaction wrote */
+	done = CheckStoredIds(sid, expected_isnull, expected, events, n);
+	if (done >= 0)
+	{
+		OcxCount(OCX_COUNT_IDEMPOTENT, 1);
+		*written = false;
+		return done;
+	}
+	if (edata == NULL)
+		RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
+	/* the id is taken by an event this session cannot see (another tenant) */
+	OcxCount(OCX_COUNT_CONFLICTS, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+			 errmsg("an event id of the batch is already stored"),
+			 errdetail("Event ids are unique per source, across streams and tenants."),
+			 errhint("A retry must repeat the original batch exactly; a new event needs a new id.")));
+	return -1;					/* keep the compiler quiet */
+}
+
+/*
  * The append core: n checked events into stream_id, under the expected
  * version rule (expected_isnull = any, 0 = the stream must not exist, N = it
  * must be exactly at N).  Returns the stream's version after the append.
@@ -976,8 +1097,6 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	TimestampTz now = GetCurrentTimestamp();
 	bool		has_ids = false;
 	int64		new_version;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			i;
 
 	Assert(n > 0);
@@ -993,7 +1112,11 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	{
 		int64		done;
 
-		/* a retry racing its original waits for it here, then sees its ids */
+		/*
+		 * A retry racing its original on an existing stream waits for it
+		 * here, then sees its ids; on a stream the original creates, the
+		 * wait comes in AppendWithIds.
+		 */
 		RunPlan(PLAN_LOCK, &sid_datum, NULL);
 		done = CheckStoredIds(sid, expected_isnull, expected, events, n);
 		if (done >= 0)
@@ -1013,28 +1136,25 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		return new_version;
 	}
 
-	if (expected_isnull || expected == 0)
+	if (has_ids)
 	{
-		values[0] = sid_datum;
-		values[1] = CStringGetTextDatum(StreamCategory(sid));
-		values[2] = Int64GetDatum(n);
-		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
-		new_version = RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
-									values, nulls, sid);
-		if (new_version < 0)
-			RaiseConflict(sid, 0, CurrentVersion(sid_datum));
+		bool		written;
+
+		new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
+									events, n, now, &written);
+		if (!written)
+		{
+			SPI_finish();
+			return new_version;
+		}
 	}
 	else
 	{
-		values[0] = sid_datum;
-		values[1] = Int64GetDatum(expected);
-		values[2] = Int64GetDatum(n);
-		new_version = RunStreamPlan(PLAN_ADVANCE, values, NULL, sid);
+		new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
 		if (new_version < 0)
-			RaiseConflict(sid, expected, CurrentVersion(sid_datum));
+			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
+		InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 	}
-
-	InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 
 	SPI_finish();
 

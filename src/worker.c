@@ -55,8 +55,10 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "executor/spi.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -291,6 +293,85 @@ DatabaseOption(List *options, const char *name)
 }
 
 /*
+ * DROP EXTENSION ocx without CASCADE fails on an object outside the
+ * extension that depends on one of its members (a view on ocx.events, a
+ * function taking ocx.event, a foreign key to ocx.streams).  Objects that are
+ * parts of members (a view's rule, a table's row type, trigger or policy)
+ * are followed up their internal and automatic dependencies to the member.
+ * Returns one line "X depends on Y" per such dependency, or NULL.  Read from
+ * pg_depend before the DROP takes any lock.
+ */
+static const char *external_dependents_sql =
+"WITH RECURSIVE members(classid, objid) AS ("
+"  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d"
+"   WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass"
+"     AND d.refobjid = $1 AND d.deptype = 'e'"
+"  UNION ALL SELECT 'pg_catalog.pg_extension'::pg_catalog.regclass, $1),"
+" dependents(classid, objid, rc, ro) AS ("
+"  SELECT DISTINCT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d"
+"    JOIN members m ON d.refclassid = m.classid AND d.refobjid = m.objid"
+"   WHERE d.deptype = 'n'),"
+" up(classid, objid, c0, o0) AS ("
+"  SELECT DISTINCT classid, objid, classid, objid FROM dependents"
+"  UNION"
+"  SELECT d.refclassid, d.refobjid, u.c0, u.o0 FROM up u"
+"    JOIN pg_catalog.pg_depend d ON d.classid = u.classid AND d.objid = u.objid"
+"   WHERE d.deptype IN ('i', 'a'))"
+" SELECT pg_catalog.string_agg(l, E'\\n' ORDER BY l) FROM ("
+"  SELECT DISTINCT pg_catalog.pg_describe_object(x.classid, x.objid, 0) || ' depends on ' ||"
+"         pg_catalog.pg_describe_object(x.rc, x.ro, 0) AS l"
+"    FROM dependents x WHERE NOT EXISTS ("
+"     SELECT FROM up u JOIN members m ON m.classid = u.classid AND m.objid = u.objid"
+"      WHERE u.c0 = x.classid AND u.o0 = x.objid)) s";
+
+static char *
+ExternalDependents(Oid extoid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	char	   *result = NULL;
+	char	   *lines;
+
+	args[0] = ObjectIdGetDatum(extoid);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	if (SPI_execute_with_args(external_dependents_sql, 1, argtypes, args, NULL,
+							  true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: the dependency check of DROP EXTENSION failed");
+	lines = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (lines != NULL)
+		result = MemoryContextStrdup(CurTransactionContext, lines);
+	SPI_finish();
+	return result;
+}
+
+/*
+ * DROP EXTENSION ocx: stop the worker so that the DROP never waits for (or
+ * deadlocks with) its batch, but only when the DROP can succeed.  A DROP
+ * without CASCADE that dependent objects would make fail (2BP01) is refused
+ * here, before it takes a lock: a failed DROP must neither end the worker
+ * nor cut its batch short.
+ */
+static void
+PrepareDropExtension(DropStmt *drop)
+{
+	Oid			extoid = get_extension_oid("ocx", true);
+	char	   *deps;
+
+	if (!OidIsValid(extoid))
+		return;					/* nothing to drop, no worker to stop */
+	if (!pg_extension_ownercheck(extoid, GetUserId()))
+		return;					/* the DROP fails with 42501 */
+	if (drop->behavior != DROP_CASCADE && (deps = ExternalDependents(extoid)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop extension ocx because other objects depend on it"),
+				 errdetail("%s", deps),
+				 errhint("Use DROP ... CASCADE to drop the dependent objects too.")));
+	StopDatabaseWorker(MyDatabaseId, OCX_EXT_HOLD_MS);
+}
+
+/*
  * Before the commands that refuse to run while anyone is connected to a
  * database, make sure that no ocx worker is.
  */
@@ -325,14 +406,14 @@ OcxProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				OcxWakeWorkerAtCommit();
 			break;
 		case T_DropStmt:
-			/* DROP EXTENSION ocx: do not wait for the worker's batch */
+			/* DROP EXTENSION ocx: see PrepareDropExtension */
 			if (((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
 			{
 				ListCell   *lc;
 
 				foreach(lc, ((DropStmt *) stmt)->objects)
 					if (strcmp(strVal(lfirst(lc)), "ocx") == 0)
-						StopDatabaseWorker(MyDatabaseId, OCX_EXT_HOLD_MS);
+						PrepareDropExtension((DropStmt *) stmt);
 			}
 			break;
 		default:

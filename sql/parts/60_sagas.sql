@@ -87,8 +87,31 @@ CREATE TABLE ocx.saga_cursor (
 );
 COMMENT ON TABLE ocx.saga_cursor IS
     'the saga task''s checkpoint in gap-free log order: every event up to it was matched against the sagas';
--- The row is created by the first round, not here: pg_dump keeps the row
--- (config table), and a restore must not meet one made by CREATE EXTENSION.
+-- The row is created here (the checkpoint 0/0) and pg_dump keeps it (config
+-- table).  A restore runs CREATE EXTENSION first, which makes the row again,
+-- and the worker of the new database may have moved it since; the dumped row
+-- then arrives by COPY, and the trigger below turns that insert into an
+-- update: the dumped checkpoint replaces the fresh one (docs/operations.md).
+INSERT INTO ocx.saga_cursor (id) VALUES (true);
+
+CREATE FUNCTION ocx._saga_cursor_restore() RETURNS trigger
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE ocx.saga_cursor c
+       SET txid = NEW.txid, global_position = NEW.global_position, updated_at = NEW.updated_at
+     WHERE c.id OPERATOR(pg_catalog.=) NEW.id;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION ocx._saga_cursor_restore() IS
+    'trigger: an insert into ocx.saga_cursor (a restore''s COPY) replaces the existing row instead of failing on its key';
+CREATE TRIGGER saga_cursor_restore BEFORE INSERT ON ocx.saga_cursor
+    FOR EACH ROW EXECUTE FUNCTION ocx._saga_cursor_restore();
 
 -- Multi-tenancy: a saga belongs to the tenant that started it (its input and
 -- results are that tenant's data); its audit rows follow it.  The worker's
