@@ -88,6 +88,7 @@ extern void OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type,
 extern OcxUpcaster *OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt);
 extern int32 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version);
 extern Jsonb *OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data);
+extern Datum OcxUpcastEvent(Datum event);
 
 /* reducer.c */
 extern OcxReducer *OcxCompileReducer(const char *json, MemoryContext cxt);

@@ -9,6 +9,10 @@
  * new checkpoint is written in the same transaction as the handler's
  * writes.  Whatever happens, an event's effect is committed exactly once.
  *
+ * The batch is read in its stored form and each event the projection wants
+ * is upcast just before its handler runs, in the same subtransaction, so an
+ * upcaster that fails on an event fails that event only.
+ *
  * The batch first runs in one subtransaction (cheap).  If any event fails,
  * that subtransaction is rolled back and the batch is run again one event
  * per subtransaction, so the failing event is isolated: it is retried with
@@ -28,6 +32,7 @@
  * changes.  No shared memory here.
  */
 #include "ocx.h"
+#include "ocx_aggregate.h"
 #include "ocx_errors.h"
 #include "ocx_security.h"
 #include "ocx_worker.h"
@@ -98,7 +103,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
 		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
 		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent', e.tenant_id "
-		"FROM ocx.read_all(ocx.cursor($1, $2), $3) e",
+		"FROM ocx.read_all(ocx.cursor($1, $2), $3, upcast => false) e",
 		3, {XID8OID, INT8OID, INT4OID}
 	},
 	[Q_CKPT] = {
@@ -443,7 +448,8 @@ ApplyEvents(void *arg)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		SetEventSettings(&run->events[i]);
-		CallHandler(run->flinfo, run->owner, run->events[i].event);
+		/* upcast here: an event that cannot be upcast fails like its handler */
+		CallHandler(run->flinfo, run->owner, OcxUpcastEvent(run->events[i].event));
 	}
 	/* the scope's end also undoes the event settings: set them anew next time */
 	OcxUserCodeScopeEnd(scope);
@@ -694,9 +700,13 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	}
 
 	/*
-	 * The next batch, in log order, upcast.  All events, filtered here: the
-	 * checkpoint then moves past events the projection does not want, so a
-	 * batch never rescans a long run of them.
+	 * The next batch, in log order, in its stored form.  All events, filtered
+	 * here: the checkpoint then moves past events the projection does not
+	 * want, so a batch never rescans a long run of them.  Only the events the
+	 * projection wants are upcast, one by one in ApplyEvents: an event whose
+	 * upcaster fails (a poison event) is that projection's failing event,
+	 * retried and dead-lettered per its retry policy, and is never upcast for
+	 * a projection that filters it out.
 	 */
 	type_list = TextArrayStrings(types, types_null, &ntypes);
 	category_list = TextArrayStrings(categories, categories_null, &ncategories);

@@ -33,6 +33,9 @@
 #include "utils/numeric.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "access/htup_details.h"
+#include "executor/spi.h"
 
 #undef json_object
 #include <json-c/json.h>
@@ -685,6 +688,92 @@ ocx_upcast(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	OcxDefCacheUnpin();
 	PG_RETURN_JSONB_P(result);
+}
+
+/*
+ * An ocx.event composite read in its stored form (read_all with upcast =>
+ * false) brought as far as its type's chain goes, as ocx._upcast and
+ * ocx._upcast_version do on the read path; event itself when nothing is to
+ * be done.  The worker upcasts each event of a batch this way, only when the
+ * projection wants it and inside that event's subtransaction: an event whose
+ * upcaster fails (OX121) is then the projection's failing event, retried and
+ * dead-lettered per its retry policy, and never stops a reader that does not
+ * need it.
+ */
+Datum
+OcxUpcastEvent(Datum event)
+{
+	HeapTupleHeader th;
+	TupleDesc	desc;
+	HeapTupleData tmp;
+	HeapTuple	tuple;
+	Datum	   *values;
+	bool	   *nulls;
+	char	   *type;
+	int32		version;
+	int			type_att,
+				version_att,
+				data_att;
+	OcxEventTypeDef *def;
+	Jsonb	   *volatile data = NULL;
+	volatile int32 target = 0;
+	Datum		result;
+
+	if (!OcxAnyUpcasting())
+		return event;
+	th = DatumGetHeapTupleHeader(event);
+	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
+	type_att = SPI_fnumber(desc, "type");
+	version_att = SPI_fnumber(desc, "schema_version");
+	data_att = SPI_fnumber(desc, "data");
+	if (type_att <= 0 || version_att <= 0 || data_att <= 0)
+		elog(ERROR, "ocx: OcxUpcastEvent: not an ocx.event");
+
+	tmp.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tmp.t_self);
+	tmp.t_tableOid = InvalidOid;
+	tmp.t_data = th;
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(&tmp, desc, values, nulls);
+	if (nulls[type_att - 1] || nulls[version_att - 1] || nulls[data_att - 1])
+	{
+		ReleaseTupleDesc(desc);
+		return event;
+	}
+	type = TextDatumGetCString(values[type_att - 1]);
+	version = DatumGetInt32(values[version_att - 1]);
+	def = OcxLookupEventType(type, strlen(type));
+	if (def == NULL || version >= def->schema_version ||
+		OcxUpcastTarget(def, version) == version)
+	{
+		ReleaseTupleDesc(desc);
+		return event;
+	}
+
+	OcxDefCachePin();
+	PG_TRY();
+	{
+		/* pinned: the entry we use cannot be freed under us now */
+		def = OcxLookupEventType(type, strlen(type));
+		target = OcxUpcastTarget(def, version);
+		data = OcxUpcastData(def, version, DatumGetJsonbP(values[data_att - 1]));
+	}
+	PG_CATCH();
+	{
+		OcxDefCacheUnpin();
+		ReleaseTupleDesc(desc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	OcxDefCacheUnpin();
+
+	values[version_att - 1] = Int32GetDatum(target);
+	values[data_att - 1] = JsonbPGetDatum(data);
+	tuple = heap_form_tuple(desc, values, nulls);
+	result = heap_copy_tuple_as_datum(tuple, desc);
+	ReleaseTupleDesc(desc);
+	return result;
 }
 
 /* ocx._upcast_version(type, schema_version) -> int: where _upcast takes it. */

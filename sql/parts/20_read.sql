@@ -9,7 +9,11 @@
 -- Every row passes through ocx._upcast / ocx._upcast_version (C, over the
 -- cached definitions of 30_aggregates.sql): events are stored as written and
 -- read at their type's current schema version.  Both return their argument
--- untouched when the type needs no upcasting.
+-- untouched when the type needs no upcasting.  Filters apply before
+-- upcasting: a read filtered to other types never upcasts (so never fails
+-- on) an event it leaves out.  read_all and read_category take upcast =>
+-- false to return events as stored, the way to read past an event whose
+-- upcaster fails (OX121) until the upcaster is fixed.
 -- ---------------------------------------------------------------------------
 
 -- Argument checks that raise ocx errors (IMMUTABLE: folded at plan time when
@@ -59,13 +63,16 @@ COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer) IS
     'the events of one stream from from_version on, in stream order';
 
 CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                             types text[] DEFAULT NULL, categories text[] DEFAULT NULL)
+                             types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
+                             upcast boolean DEFAULT true)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           CASE WHEN read_all.upcast IS FALSE THEN e.schema_version
+                ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
+           CASE WHEN read_all.upcast IS FALSE THEN e.data
+                ELSE ocx._upcast(e.type, e.schema_version, e.data) END, e.metadata, e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
@@ -76,15 +83,16 @@ BEGIN ATOMIC
      ORDER BY e.txid, e.global_position
      LIMIT ocx._count_arg(read_all.max_count);
 END;
-COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[]) IS
-    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit';
+COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean) IS
+    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121)';
 
-CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000)
+CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
+                                  upcast boolean DEFAULT true)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
-                               ARRAY[ocx._stream_arg(read_category.category)]);
+                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast);
 END;
-COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer) IS
-    'the events of one category (stream ids "category-...") in gap-free log order';
+COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean) IS
+    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored';

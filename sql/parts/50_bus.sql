@@ -196,6 +196,11 @@ DECLARE
     me      integer;
     evs     ocx.event[];
     tail    ocx.cursor;
+    horizon xid8;
+    lo_txid xid8;
+    lo_pos  bigint;
+    end_txid xid8;
+    end_pos bigint;
 BEGIN
     PERFORM ocx._bus_name_arg('subscription name', name);
     PERFORM ocx._bus_name_arg('consumer name', consumer);
@@ -241,25 +246,41 @@ BEGIN
             OR p.delivered_txid IS NULL
             OR (p.delivered_txid, p.delivered_position) <= (p.acked_txid, p.acked_position));
 
+    -- one horizon for the whole poll: the snapshot's xmin (every transaction
+    -- below it has ended, so the log there is complete)
+    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    SELECT q.acked_txid, q.acked_position INTO lo_txid, lo_pos FROM ocx.subscription_partitions q
+     WHERE q.subscription = sub.name AND q.owner = poll.consumer
+     ORDER BY q.acked_txid, q.acked_position LIMIT 1;
+
+    -- upcast like every read (filters first: an event filtered out is never upcast)
     SELECT array_agg(x ORDER BY (x).txid, (x).global_position) INTO evs FROM (
         SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-               e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
-               e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+               ocx._upcast_version(e.type, e.schema_version), e.time,
+               ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+               e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
           FROM ocx.events e
           JOIN ocx.subscription_partitions p
             ON p.subscription = sub.name
            AND p.owner = poll.consumer
            AND p.partition = ocx.stream_partition(e.stream_id, sub.partitions)
-         WHERE e.txid < pg_snapshot_xmin(pg_current_snapshot())
+         WHERE e.txid < horizon
            AND (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
-           AND (e.txid, e.global_position) > (
-                SELECT q.acked_txid, q.acked_position FROM ocx.subscription_partitions q
-                 WHERE q.subscription = sub.name AND q.owner = poll.consumer
-                 ORDER BY q.acked_txid, q.acked_position LIMIT 1)
+           AND (e.txid, e.global_position) > (lo_txid, lo_pos)
            AND (sub.types IS NULL OR e.type = ANY (sub.types))
            AND (sub.categories IS NULL OR ocx.category(e.stream_id) = ANY (sub.categories))
          ORDER BY e.txid, e.global_position
          LIMIT max_count) x;
+
+    -- nothing for this consumer up to the horizon: the scan went through
+    -- the whole log below it, so its partitions move to the last event there
+    -- and the next poll starts after it (a subscription never rescans the
+    -- history it filters out; nothing is in flight to ack)
+    IF evs IS NULL AND max_count > 0 AND lo_txid IS NOT NULL THEN
+        SELECT e.txid, e.global_position INTO end_txid, end_pos FROM ocx.events e
+         WHERE e.txid < horizon AND (e.txid, e.global_position) > (lo_txid, lo_pos)
+         ORDER BY e.txid DESC, e.global_position DESC LIMIT 1;
+    END IF;
 
     IF evs IS NOT NULL THEN
         tail := (evs[cardinality(evs)])."cursor";
@@ -275,6 +296,11 @@ BEGIN
      WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count > 0;
     UPDATE ocx.subscription_partitions p SET lease_until = now() + sub.lease
      WHERE p.subscription = sub.name AND p.owner = poll.consumer AND max_count = 0;
+    IF end_txid IS NOT NULL THEN
+        UPDATE ocx.subscription_partitions p SET acked_txid = end_txid, acked_position = end_pos
+         WHERE p.subscription = sub.name AND p.owner = poll.consumer
+           AND (p.acked_txid, p.acked_position) < (end_txid, end_pos);
+    END IF;
 
     IF evs IS NOT NULL THEN
         RETURN QUERY SELECT * FROM unnest(evs);
@@ -282,7 +308,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.poll(text, integer, text) IS
-    'up to max_count events after the acknowledged cursor, in gap-free log order, from the partitions this consumer holds';
+    'up to max_count events after the acknowledged cursor, in gap-free log order, upcast, from the partitions this consumer holds; an empty poll moves their cursor to the last event below its horizon, so the next poll scans only what is new';
 
 CREATE FUNCTION ocx.ack(name text, "cursor" ocx.cursor, consumer text DEFAULT 'default') RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
@@ -328,6 +354,12 @@ BEGIN
      WHERE p.subscription = sub.name AND p.owner = ack.consumer
        AND p.delivered_txid IS NOT NULL;
     IF NOT FOUND THEN
+        -- nothing in flight (its last poll was empty): nothing to
+        -- acknowledge, the lease is renewed
+        UPDATE ocx.subscription_partitions p SET lease_until = now() + sub.lease
+         WHERE p.subscription = sub.name AND p.owner = ack.consumer;
+    END IF;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'consumer "%" holds no polled partition of subscription "%"', consumer, name
             USING ERRCODE = 'OX303',
                   DETAIL = 'Its lease ran out and another consumer took its partitions, or it has not polled.',
@@ -336,7 +368,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.ack(text, ocx.cursor, text) IS
-    'acknowledge every event up to cursor that this consumer was given by poll; refused (OX303, nothing written) once its lease ran out';
+    'acknowledge every event up to cursor that this consumer was given by poll (after an empty poll: nothing, the lease is renewed); refused (OX303, nothing written) once its lease ran out or when it holds no partition';
 
 CREATE VIEW ocx.subscription_status WITH (security_invoker = true) AS
     SELECT s.name, p.partition, s.partitions, s.types, s.categories, p.owner, p.lease_until,

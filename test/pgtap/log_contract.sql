@@ -36,12 +36,12 @@ SELECT function_returns('ocx', 'append_event', ARRAY['text', 'bigint', 'text', '
 SELECT function_returns('ocx', 'append_cloudevents', ARRAY['text', 'bigint', 'jsonb'], 'bigint');
 SELECT function_returns('ocx', 'to_cloudevent', ARRAY['ocx.event'], 'jsonb');
 SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean'], 'setof ocx.event');
 SELECT function_returns('ocx', 'stream_version', ARRAY['text'], 'bigint');
 SELECT volatility_is('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'volatile');
 SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'stable');
-SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]'], 'stable');
+SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'stable');
 SELECT is((SELECT count(*)::int FROM pg_proc p
             WHERE p.pronamespace = 'ocx'::regnamespace
               AND pg_catalog.obj_description(p.oid, 'pg_proc') IS NULL),
