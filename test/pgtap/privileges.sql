@@ -207,7 +207,7 @@ SELECT is((SELECT ocx.to_cloudevent(e)->>'type' FROM ocx.read_stream('tapthing-3
 SELECT is((SELECT (ocx.upcast(e)).schema_version FROM ocx.read_stream('tapthing-1') e), 2, 'ocx_reader: upcast');
 SELECT is((SELECT state->>'n' FROM ocx.load('tap_thing', 'tapthing-2')), '1', 'ocx_reader: load');
 SELECT is((SELECT replayed FROM ocx.last_load()), 1::bigint, 'ocx_reader: last_load');
-SELECT cmp_ok((SELECT count(*) FROM ocx.trace('7a000000-0000-4000-8000-000000000001')), '>=', 0::bigint, 'ocx_reader: trace');
+SELECT lives_ok($$ SELECT * FROM ocx.trace('7a000000-0000-4000-8000-000000000001') $$, 'ocx_reader: trace');
 SELECT ok(ocx.metrics() LIKE '%ocx_%', 'ocx_reader: metrics');
 SELECT cmp_ok((SELECT count(*) FROM ocx.stats), '>', 0::bigint, 'ocx_reader: ocx.stats');
 SELECT is((SELECT count(*) FROM ocx.saga_instances), 1::bigint, 'ocx_reader of acme: its saga');
