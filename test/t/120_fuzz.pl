@@ -43,6 +43,14 @@ CREATE FUNCTION fz_dropped(e ocx.event) RETURNS void LANGUAGE sql AS $$ SELECT $
 CREATE TABLE fz_oid AS SELECT 'fz_dropped(ocx.event)'::regprocedure::oid AS oid;
 DROP FUNCTION fz_dropped(ocx.event);
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO PUBLIC;
+-- something for the calls to find
+SELECT ocx.define_event_type('Evt', 1, '{"type": "object"}');
+SELECT ocx.define_aggregate('p1', 'fz_apply(jsonb,ocx.event)');
+SELECT ocx.define_projection('p1', 'fz_handler(ocx.event)');
+SELECT ocx.create_subscription('s1');
+SELECT ocx.define_saga('saga1', '{"steps": [{"name": "a", "command": "Cmd", "success": "Evt"}]}');
+SELECT ocx.append('fz-1', NULL, '[{"type": "Evt", "data": {"n": 1}}, {"type": "Other", "data": {}}]');
+SELECT ocx.send_command('Cmd', '{}');
 -- the calling backend's memory: its contexts and its private resident memory
 CREATE FUNCTION fz_mem(OUT ctx bigint, OUT anon bigint) LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp AS $$
@@ -80,6 +88,8 @@ diag('argument types: ' . join(', ', sort keys %seen_type));
 # --- the generator ---------------------------------------------------------
 sub pick { return $_[ int(rand(scalar @_)) ]; }
 sub chance { return rand() < $_[0]; }
+my $sane = 0;    # per call: mostly plausible arguments, so that calls get past validation
+sub nul { return chance($sane ? 0.03 : $_[0]); }
 sub q_lit { my $s = shift; $s =~ s/'/''/g; return "'$s'"; }
 
 my @names = ('fz-1', 'fz-2', 'fz-3', 'order-1', 'order-2', 'p1', 'p2', 's1', 's2',
@@ -97,6 +107,7 @@ sub rand_str {
 # text: returns (sql, value) where value is the text (undef for NULL)
 sub gen_text {
 	my $r = rand();
+	$r = 0.5 if $sane && $r > 0.03;
 	return ('NULL', undef) if $r < 0.2;
 	return (q_lit(''), '') if $r < 0.25;
 	if ($r < 0.29) {
@@ -110,6 +121,7 @@ sub gen_text {
 sub gen_int {
 	my ($big) = @_;
 	my $r = rand();
+	return pick('NULL', 0, 1, 2, 5, 10) if $sane;
 	return 'NULL' if $r < 0.2;
 	return pick(0, 1, 2, 3, 5, 10, 100) if $r < 0.6;
 	return pick(-1, -2, -100, -2147483648) if $r < 0.75;
@@ -156,6 +168,7 @@ sub rand_cloudevent {
 }
 sub gen_jsonb {
 	my $r = rand();
+	$r = 0.33 + rand(0.49) if $sane;
 	return 'NULL' if $r < 0.15;
 	return q_lit(pick('null', '{}', '[]', '0', '"s"', 'true')) . '::jsonb' if $r < 0.25;
 	if ($r < 0.30) {
@@ -190,7 +203,7 @@ sub gen_jsonb {
 	return q_lit(rand_str()) . '::jsonb';    # mostly not JSON at all
 }
 sub gen_uuid {
-	return 'NULL' if chance(0.25);
+	return 'NULL' if nul(0.25);
 	return q_lit(pick(@uuids)) . '::uuid' if chance(0.85);
 	return pick("(SELECT command_id FROM ocx.commands ORDER BY command_id LIMIT 1)",
 		"(SELECT saga_id FROM ocx.saga_instances ORDER BY saga_id LIMIT 1)",
@@ -201,13 +214,13 @@ sub gen_cursor_text {
 		'x/y', '', '/', '1/', '1/2/3', '99999999999999999999/1', ' 1 / 2 ', '1/2x');
 }
 sub gen_cursor {
-	return 'NULL' if chance(0.25);
+	return 'NULL' if nul(0.25);
 	return q_lit(gen_cursor_text()) . '::ocx.cursor' if chance(0.7);
-	return pick("(SELECT max(\"cursor\") FROM ocx.events)",
-		'ocx.cursor(' . pick('1', '0', "'18446744073709551615'") . '::xid8, ' . gen_int(1) . ')');
+	return pick("(SELECT ocx.cursor(txid, global_position) FROM ocx.events ORDER BY global_position DESC LIMIT 1)",
+		'ocx.cursor(' . pick("'1'", "'0'", "'18446744073709551615'") . '::xid8, ' . gen_int(1) . ')');
 }
 sub gen_event {
-	return 'NULL' if chance(0.2);
+	return 'NULL' if nul(0.2);
 	return '(SELECT r FROM ocx.read_all(NULL::ocx.cursor, 50) r OFFSET ' . int(rand(20)) . ' LIMIT 1)' if chance(0.4);
 	my @f = (gen_int(1), (gen_text())[0], gen_int(1), gen_uuid(), (gen_text())[0], (gen_text())[0],
 		gen_int(0), gen_ts(), gen_jsonb(), gen_jsonb(), gen_uuid(), gen_uuid(), (gen_text())[0],
@@ -216,17 +229,17 @@ sub gen_event {
 	return 'ROW(' . join(', ', map { "($f[$_])::$t[$_]" } 0 .. $#f) . ')::ocx.event';
 }
 sub gen_ts {
-	return 'NULL' if chance(0.3);
+	return 'NULL' if nul(0.3);
 	return q_lit(pick('infinity', '-infinity', '2000-01-01 00:00:00+00', '2100-01-01 00:00:00+00',
 		'294276-12-31 00:00:00+00', '4713-01-01 00:00:00+00 BC', '1970-01-01 00:00:00+00')) . '::timestamptz';
 }
 sub gen_interval {
-	return 'NULL' if chance(0.25);
+	return 'NULL' if nul(0.25);
 	return q_lit(pick('0', '1 second', '-1 second', '1 hour', '-5 days', '178000000 years',
 		'-178000000 years', '1 microsecond', '30 seconds', 'infinity')) . '::interval';
 }
 sub gen_regproc {
-	return 'NULL' if chance(0.2);
+	return 'NULL' if nul(0.2);
 	return "'$dropped_oid'::oid::regprocedure" if chance(0.1);
 	return "'4294967295'::oid::regprocedure" if chance(0.03);
 	return q_lit(pick('fz_handler(ocx.event)', 'fz_bad_handler(ocx.event)', 'fz_apply(jsonb,ocx.event)',
@@ -235,7 +248,7 @@ sub gen_regproc {
 		'ocx.to_cloudevent(ocx.event)', 'fz_nonexistent(jsonb)')) . '::regprocedure';
 }
 sub gen_text_array {
-	return 'NULL' if chance(0.25);
+	return 'NULL' if nul(0.25);
 	return pick("'{}'::text[]", 'ARRAY[NULL]::text[]', "ARRAY['Evt', NULL]::text[]", "ARRAY['Evt']",
 		"ARRAY['Evt', 'Other', 'Cmd']", "ARRAY['fz', 'order']", "ARRAY['']",
 		"(SELECT array_agg('t' || g) FROM generate_series(1, 100000) g)",
@@ -264,6 +277,7 @@ my %appenders = map { $_ => 1 } qw(append append_event append_cloudevents);
 # one call: SQL text, and the stream id value an append would write to
 sub gen_call {
 	my ($f) = @_;
+	$sane = chance(0.5);
 	my @a;
 	my $stream;
 	for my $i (0 .. $#{ $f->{args} }) {
