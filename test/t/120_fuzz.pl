@@ -298,7 +298,7 @@ my %states;          # SQLSTATE => count
 my %fstates;         # function => { SQLSTATE => count }
 my @internal;        # calls that raised XX000 / OX000
 my @log_changed;     # failed calls after which the log had changed
-my %ok_streams;      # stream ids of appends that succeeded
+my %ok_streams = ('fz-1' => 1);    # stream ids of appends that succeeded (fz-1: the set-up's)
 my $max_ctx = 0;
 my $max_anon = 0;
 my $done = 0;
