@@ -570,8 +570,11 @@ UpcastContextCallback(void *arg)
 int32
 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version)
 {
-	int32		v = Max(from_version, 1);
+	int32		v = from_version;
 
+	/* no chain starts below version 1 (the log stores versions > 0) */
+	if (from_version < 1)
+		return from_version;
 	while (v < def->schema_version && v < def->nupcasters && def->upcasters[v] != NULL)
 		v++;
 	return Max(v, from_version);
@@ -665,6 +668,12 @@ ocx_upcast(PG_FUNCTION_ARGS)
 	OcxEventTypeDef *def;
 	Jsonb	   *volatile result = NULL;
 
+	if (version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("schema_version must be a positive integer"),
+				 errdetail("The event has schema_version %d.", version),
+				 errhint("Events in the log have a schema_version of 1 or more.")));
 	if (!OcxAnyUpcasting())
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
 	type = PG_GETARG_TEXT_PP(0);
@@ -784,6 +793,12 @@ ocx_upcast_version(PG_FUNCTION_ARGS)
 	text	   *type;
 	OcxEventTypeDef *def;
 
+	if (version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+				 errmsg("schema_version must be a positive integer"),
+				 errdetail("The event has schema_version %d.", version),
+				 errhint("Events in the log have a schema_version of 1 or more.")));
 	if (!OcxAnyUpcasting())
 		PG_RETURN_INT32(version);
 	type = PG_GETARG_TEXT_PP(0);

@@ -66,6 +66,12 @@ SELECT stream_version, type, schema_version, data FROM ocx.read_stream('upcust-1
 SELECT stream_version, schema_version, data FROM ocx.read_all(NULL, NULL) WHERE stream_id = 'upcust-1';
 SELECT stream_version, schema_version, data FROM ocx.read_category('upcust', NULL, NULL);
 SELECT (ocx.upcast(e)).data FROM ocx.read_stream('upcust-1', 1, 1) e;
+-- a hand-made event with a schema_version below 1 (the log has none) is refused
+SELECT ocx.upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                      -1, e.time, e.data, e.metadata, e.correlation_id, e.causation_id, e.tenant_id,
+                      e.txid, e."cursor")::ocx.event)
+  FROM ocx.read_stream('upcust-1', 1, 1) e;
+\echo :LAST_ERROR_SQLSTATE
 
 -- load: the apply function and the reducer see upcast events
 CREATE FUNCTION public.up_apply(state jsonb, e ocx.event) RETURNS jsonb LANGUAGE sql
