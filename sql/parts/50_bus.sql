@@ -133,12 +133,14 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval'
             USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(lease::text, 'NULL'));
     END IF;
-    IF types IS NOT NULL AND (cardinality(types) = 0 OR array_position(types, NULL) IS NOT NULL) THEN
-        RAISE EXCEPTION 'types must be NULL (all types) or a non-empty array without NULLs'
+    IF types IS NOT NULL AND (cardinality(types) = 0 OR array_ndims(types) > 1
+                              OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL)) THEN
+        RAISE EXCEPTION 'types must be NULL (all types) or a non-empty one-dimensional array without NULLs'
             USING ERRCODE = 'OX301';
     END IF;
-    IF categories IS NOT NULL AND (cardinality(categories) = 0 OR array_position(categories, NULL) IS NOT NULL) THEN
-        RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty array without NULLs'
+    IF categories IS NOT NULL AND (cardinality(categories) = 0 OR array_ndims(categories) > 1
+                                   OR EXISTS (SELECT FROM unnest(categories) u WHERE u IS NULL)) THEN
+        RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty one-dimensional array without NULLs'
             USING ERRCODE = 'OX301';
     END IF;
     INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease)
@@ -835,8 +837,9 @@ AS $$
 DECLARE
     t text;
 BEGIN
-    IF types IS NULL OR cardinality(types) = 0 OR array_position(types, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'types must be a non-empty array of command types'
+    IF types IS NULL OR cardinality(types) = 0 OR array_ndims(types) > 1
+       OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL) THEN
+        RAISE EXCEPTION 'types must be a non-empty one-dimensional array of command types'
             USING ERRCODE = 'OX322';
     END IF;
     IF max_count IS NULL OR max_count < 1 OR max_count > 10000 THEN

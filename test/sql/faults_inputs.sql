@@ -88,5 +88,18 @@ SELECT ocx.send_command('Later', '{}', run_at => '-infinity');
 SELECT ocx.send_command('Later', '{}', run_at => '2030-01-01T00:00:00Z') IS NOT NULL AS sent;
 SELECT count(*) FROM ocx.commands;
 
+-- two-dimensional filter arrays (found by the fuzz test: PostgreSQL's 0A000
+-- from array_position); an ocx SQLSTATE, nothing written
+SELECT * FROM ocx.claim_commands('{{a,b},{c,d}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.create_subscription('fz_sub', types => '{{a,b},{c,d}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.create_subscription('fz_sub', categories => '{{a,b},{c,d}}');
+\echo :LAST_ERROR_SQLSTATE
+CREATE FUNCTION fz_handler(e ocx.event) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT ocx.define_projection('fz_proj', 'fz_handler(ocx.event)', types => '{{a,b},{c,d}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT (SELECT count(*) FROM ocx.subscriptions) + (SELECT count(*) FROM ocx.projections) AS defined;
+
 \c contrib_regression
 DROP DATABASE ocx_faults_inputs WITH (FORCE);

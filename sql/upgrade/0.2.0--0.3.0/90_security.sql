@@ -117,9 +117,10 @@ BEGIN
     IF reset IS NOT NULL AND NOT has_function_privilege(ocx._caller(), reset, 'EXECUTE') THEN
         RAISE EXCEPTION 'permission denied for projection reset function %', reset USING ERRCODE = '42501';
     END IF;
-    IF cardinality(types) = 0 OR cardinality(categories) = 0 OR array_position(types, NULL) IS NOT NULL
-       OR array_position(categories, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'projection filters must not be empty or contain nulls' USING ERRCODE = 'OX201',
+    IF cardinality(types) = 0 OR cardinality(categories) = 0 OR array_ndims(types) > 1
+       OR array_ndims(categories) > 1 OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL)
+       OR EXISTS (SELECT FROM unnest(categories) u WHERE u IS NULL) THEN
+        RAISE EXCEPTION 'projection filters must not be empty, multidimensional or contain nulls' USING ERRCODE = 'OX201',
             HINT = 'Pass NULL to select every type or category.';
     END IF;
     policy := ocx._projection_retry(retry);
@@ -646,8 +647,9 @@ AS $$
 DECLARE
     t text;
 BEGIN
-    IF types IS NULL OR cardinality(types) = 0 OR array_position(types, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'types must be a non-empty array of command types'
+    IF types IS NULL OR cardinality(types) = 0 OR array_ndims(types) > 1
+       OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL) THEN
+        RAISE EXCEPTION 'types must be a non-empty one-dimensional array of command types'
             USING ERRCODE = 'OX322';
     END IF;
     IF max_count IS NULL OR max_count < 1 OR max_count > 10000 THEN
