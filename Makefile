@@ -1,4 +1,4 @@
-# ocx: PGXS build.  `make`, `make install`, `make test`, `make demo`, `make bench`.
+# ocx: PGXS build.  `make`, `make install`, `make test`, `make demo`, `make bench`, `make soak`.
 #
 # The install script of the current version, sql/ocx--$(EXTVERSION).sql, is
 # generated from the parts in sql/parts/ (one per subsystem, concatenated in
@@ -51,7 +51,7 @@ sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql))
 
 $(OBJS): $(HEADERS)
 
-.PHONY: deps test demo demo-stop bench
+.PHONY: deps test demo demo-stop bench soak
 
 deps:
 	@test/deps.sh
@@ -67,3 +67,6 @@ demo-stop:
 
 bench:
 	@test/bench/run.sh
+
+soak:
+	@test/soak/run.sh
