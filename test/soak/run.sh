@@ -60,16 +60,21 @@ worker_pid() { P -c "SELECT pid FROM ocx.worker_status() WHERE datname = 'soak'"
 WPID=$(worker_pid)
 [ -n "$WPID" ] || { echo "soak: no ocx worker for database soak"; exit 1; }
 
-# RSS sampler: seconds since start, worker pid, VmRSS in kB, every 10 s
+# RSS sampler, every 10 s: seconds since start, worker pid, RssAnon and VmRSS
+# in kB.  VmRSS also counts the pages of shared_buffers the worker has touched
+# (RssShmem), which grows towards shared_buffers as it reads more of the
+# database and is no leak; RssAnon is its private memory, the one that is checked.
 RSS=$RUN/rss.tsv
 START=$(date +%s)
+sample_rss() {
+    local pid
+    pid=$(worker_pid)
+    printf '%s\t%s\t%s\t%s\n' $(( $(date +%s) - START )) "${pid:-none}" \
+        "$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)" \
+        "$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)" >> "$RSS"
+}
 (
-    while :; do
-        pid=$(worker_pid)
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
-        printf '%s\t%s\t%s\n' $(( $(date +%s) - START )) "${pid:-none}" "${kb:-0}" >> "$RSS"
-        sleep 10
-    done
+    while :; do sample_rss; sleep 10; done
 ) & PIDS+=($!); SAMPLER=$!
 
 echo "soak: ${SOAK_SECONDS}s, 8 clients, ${SOAK_RATE} tx/s (writers 80%, sagas+commands 20%, 10% rolled back)"
@@ -93,10 +98,8 @@ for p in $C1 $C2 $CL; do
     for _ in $(seq 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
 # a last sample after the load
-pid=$(worker_pid)
-printf '%s\t%s\t%s\n' $(( $(date +%s) - START )) "${pid:-none}" \
-    "$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)" >> "$RSS"
 kill "$SAMPLER" 2>/dev/null
+sample_rss
 
 FAIL=0
 check() {   # check NAME OK(t/f) DETAIL
@@ -153,16 +156,27 @@ r=$(P -F ' ' -c "SELECT (SELECT count(*) FROM ocx.saga_instances WHERE state = '
 read -r done comp other wrong <<<"$r"
 check "sagas" "$([ "$other$wrong" = 00 ] && echo t || echo f)" "$done completed, $comp compensated (amount % 5 = 0), $other other, $wrong ended otherwise than their input says"
 
+# atomicity: every business transaction started one saga and sent one Deposit
+# and one Notify, committed or rolled back together; each Notify made one event
+r=$(P -F ' ' -c "SELECT (SELECT count(*) FROM ocx.saga_instances),
+                        (SELECT count(*) FROM ocx.commands WHERE type = 'soak.Deposit'),
+                        (SELECT count(*) FROM ocx.commands WHERE type = 'soak.Notify'),
+                        (SELECT count(*) FROM ocx.events WHERE type = 'Notified')")
+read -r sagas deps notes notified <<<"$r"
+check "business transactions" "$([ "$sagas" = "$deps" ] && [ "$deps" = "$notes" ] && [ "$notes" = "$notified" ] && echo t || echo f)" \
+    "$sagas sagas, $deps Deposit and $notes Notify commands, $notified Notified events (all equal)"
+
 # RSS: the sample at min(60 s, half the run) is the baseline; the last (after
 # the load) may exceed it by at most 20% or 10 MB, whichever is more
 half=$(( SOAK_SECONDS / 2 < 60 ? SOAK_SECONDS / 2 : 60 ))
 base=$(awk -F'\t' -v h="$half" '$1 >= h && $3 > 0 {print $3; exit}' "$RSS")
 last=$(awk -F'\t' '$3 > 0 {v = $3} END {print v}' "$RSS")
-pids=$(cut -f2 "$RSS" | sort -u | tr '\n' ' ')
+pids=$(cut -f2 "$RSS" | sort -u | paste -sd' ')
 max=$(awk -F'\t' 'BEGIN {m = 0} $3 > m {m = $3} END {print m}' "$RSS")
 ok=$(awk -v b="${base:-0}" -v l="${last:-0}" 'BEGIN {lim = b * 0.2; if (lim < 10240) lim = 10240; print (b > 0 && l - b <= lim) ? "t" : "f"}')
 [ "$(echo $pids | wc -w)" = 1 ] || ok=f
-check "worker RSS" "$ok" "pid $pids; ${base:-?} kB at ${half}s, ${last:-?} kB at the end, max $max kB ($(wc -l < "$RSS") samples)"
+vm=$(awk -F'\t' '{v = $4} END {print v}' "$RSS")
+check "worker RSS" "$ok" "pid $pids; RssAnon ${base:-?} kB at ${half}s, ${last:-?} kB at the end, max $max kB ($(wc -l < "$RSS") samples; VmRSS at the end $vm kB)"
 
 restarts=$(P -c "SELECT worker_restarts FROM ocx.worker_status() WHERE datname = 'soak'")
 check "worker restarts" "$([ "$restarts" = 0 ] && echo t || echo f)" "$restarts"
@@ -178,7 +192,7 @@ check "client loops" "$([ -z "$cerrs" ] && echo t || echo f)" "$(printf '%s' "$c
 [ -n "$cerrs" ] && printf '%s\n' "$cerrs" | head -20
 
 echo
-echo "RSS samples (s, pid, kB):"
-awk -F'\t' '{printf "  %s:%s", $1, $3} END {print ""}' "$RSS"
+echo "worker RSS samples (s: RssAnon/VmRSS kB):"
+awk -F'\t' '{printf "  %s:%s/%s", $1, $3, $4} END {print ""}' "$RSS"
 if [ $FAIL = 0 ]; then echo "soak: passed"; else echo "soak: FAILED"; OCX_KEEP=1; fi
 exit $FAIL
