@@ -37,9 +37,11 @@
 #include "ocx_security.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
@@ -260,9 +262,24 @@ AuthorCheck(Oid author, const char *what)
 void
 OcxUserCodeCheck(Oid author, Oid fn, const char *what)
 {
-	char	   *rolename = AuthorCheck(author, psprintf("%s %s", what, format_procedure(fn)));
+	/*
+	 * The last check that passed, valid for the rest of its statement: a
+	 * read path calls this per event that needs a transform, and neither
+	 * role membership, grants nor the session's temporary objects change in
+	 * the middle of a statement.
+	 */
+	static Oid	passed_author = InvalidOid;
+	static Oid	passed_fn = InvalidOid;
+	static LocalTransactionId passed_lxid = InvalidLocalTransactionId;
+	static CommandId passed_cid = InvalidCommandId;
+	char	   *rolename;
 	Oid			temp_ns;
 	Oid			temp_toast_ns;
+
+	if (author == passed_author && fn == passed_fn && MyProc->lxid == passed_lxid &&
+		GetCurrentCommandId(false) == passed_cid)
+		return;
+	rolename = AuthorCheck(author, psprintf("%s %s", what, format_procedure(fn)));
 
 	if (pg_proc_aclcheck(fn, author, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
@@ -280,6 +297,10 @@ OcxUserCodeCheck(Oid author, Oid fn, const char *what)
 				 errdetail("Its SET search_path does not end with pg_temp, and this session has temporary objects; "
 						   "it runs as role \"%s\".", rolename),
 				 errhint("Put pg_temp last in the function's search_path, e.g. ALTER FUNCTION ... SET search_path = public, pg_temp.")));
+	passed_author = author;
+	passed_fn = fn;
+	passed_lxid = MyProc->lxid;
+	passed_cid = GetCurrentCommandId(false);
 }
 
 /* Set ocx's search_path at the current settings level, unless it is set already. */
