@@ -55,6 +55,12 @@ extern void OcxCheckStreamId(text *stream_id);
 extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
 extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 
+/* logspace.c: the database's log xid space (docs/architecture.md) */
+extern uint64 OcxLogXidOffset(void);
+extern uint64 OcxLogTxid(void);
+extern uint64 OcxLogHorizon(void);
+extern bool OcxRestoreConnected(void);
+
 /* cloudevents.c */
 extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);
 

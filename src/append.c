@@ -869,7 +869,7 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	nulls[1] = 'n';
 	FillOneEvent(values, nulls, ev, now);
 	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
-	values[12] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	values[12] = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	values[13] = CStringGetTextDatum(StreamCategory(sid_str));
 	values[14] = Int64GetDatum(expected);
 
@@ -886,7 +886,7 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 {
 	Datum		values[13];
 	char		nulls[13];
-	Datum		txid = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	int			i;
 
 	memset(nulls, ' ', sizeof(nulls));

@@ -194,7 +194,7 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	arg = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	arg = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	if (SPI_execute_with_args("SELECT e.global_position, e.stream_id FROM ocx.events e "
 							  "WHERE e.txid OPERATOR(pg_catalog.=) $1 "
 							  "ORDER BY e.txid DESC, e.global_position DESC LIMIT 1",
@@ -211,7 +211,7 @@ ocx_notify_immediate(PG_FUNCTION_ARGS)
 		/* the cursor only: stream ids and types are not for every listener */
 		initStringInfo(&buf);
 		appendStringInfoString(&buf, "{\"cursor\": ");
-		AppendCursor(&buf, U64FromFullTransactionId(GetTopFullTransactionId()), position);
+		AppendCursor(&buf, OcxLogTxid(), position);
 		appendStringInfo(&buf, ", \"global_position\": " INT64_FORMAT ", \"immediate\": true}",
 						 position);
 		OcxNotify(OCX_EVENTS_CHANNEL, buf.data);
@@ -269,23 +269,23 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	"COALESCE((SELECT e.txid FROM ocx.events e "
 	"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position) "
 	"ORDER BY e.txid, e.global_position LIMIT 1) "
-	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false), "
+	"OPERATOR(pg_catalog.<) ocx.log_horizon(), false), "
 	"COALESCE((SELECT c.txid FROM ocx.commands c "
 	"WHERE (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq) "
 	"ORDER BY c.txid, c.seq LIMIT 1) "
-	"OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()), false) "
+	"OPERATOR(pg_catalog.<) ocx.log_horizon(), false) "
 	"FROM ocx.bus_state b",
 	[BUS_PLAN_STATE] =
 	"SELECT events_txid, events_position, commands_txid, commands_seq "
 	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
 	[BUS_PLAN_EVENTS] =
 	"SELECT e.txid, e.global_position, e.stream_id FROM ocx.events e "
-	"WHERE e.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"WHERE e.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "
 	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
 	"ORDER BY e.txid, e.global_position LIMIT 1000",
 	[BUS_PLAN_COMMANDS] =
 	"SELECT c.txid, c.seq FROM ocx.commands c "
-	"WHERE c.txid OPERATOR(pg_catalog.<) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) "
+	"WHERE c.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "
 	"AND (c.txid, c.seq) OPERATOR(pg_catalog.>) ($1, $2) "
 	"ORDER BY c.txid, c.seq LIMIT 1000",
 	[BUS_PLAN_SAVE] =

@@ -963,6 +963,7 @@ typedef struct ListStep
 {
 	bool		installed;
 	bool		served;
+	bool		restoring;
 	List	   *names;
 } ListStep;
 
@@ -975,7 +976,8 @@ StepList(void *arg)
 	ls->installed = OidIsValid(get_extension_oid("ocx", true));
 	ls->served = DatabaseServed();
 	ls->names = NIL;
-	if (ls->installed && ls->served)
+	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
+	if (ls->installed && ls->served && !ls->restoring)
 		ls->names = OcxProjectionsToRun(worker_context);
 	return false;
 }
@@ -1120,6 +1122,14 @@ OcxDatabaseWorkerMain(Datum arg)
 			WorkerExit(OCX_EXIT_NO_EXTENSION);
 		if (!failed && !ls.served)
 			WorkerExit(OCX_EXIT_NOT_SERVED);
+		if (ls.restoring)
+		{
+			/* a pg_restore is loading this database: act on none of it yet */
+			pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for pg_restore to finish");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ocx_naptime, PG_WAIT_EXTENSION);
+			continue;
+		}
 
 		foreach(lc, ls.names)
 		{

@@ -51,6 +51,64 @@ SELECT pg_catalog.pg_extension_config_dump('ocx.events', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.events_global_position_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.streams', '');
 
+-- The log xid space (docs/architecture.md, "Log order across clusters"):
+-- events store their writer's transaction id plus xid_offset, and readers
+-- compare with their snapshot's xmin plus xid_offset.  The offset is 0 until
+-- a restore: the row is dumped with the data, and the restore's COPY into
+-- the row CREATE EXTENSION made raises it by 2^48 above both, so that every
+-- new transaction orders after every restored event in any cluster.
+CREATE TABLE ocx.log_space (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    xid_offset  bigint NOT NULL DEFAULT 0 CHECK (xid_offset >= 0),
+    restores    integer NOT NULL DEFAULT 0 CHECK (restores >= 0),
+    restored_at timestamptz
+);
+INSERT INTO ocx.log_space DEFAULT VALUES;
+COMMENT ON TABLE ocx.log_space IS
+    'one row: the offset from this cluster''s transaction ids to the log''s (0 until the database is restored)';
+COMMENT ON COLUMN ocx.log_space.xid_offset IS
+    'added to a transaction id to give its log txid; raised by 2^48 at each restore';
+COMMENT ON COLUMN ocx.log_space.restores IS 'how many restores this database''s log has been through';
+SELECT pg_catalog.pg_extension_config_dump('ocx.log_space', '');
+
+CREATE FUNCTION ocx._log_space_restore() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE ocx.log_space s
+       SET xid_offset = GREATEST(s.xid_offset, NEW.xid_offset) OPERATOR(pg_catalog.+) 281474976710656,
+           restores = GREATEST(s.restores, NEW.restores) OPERATOR(pg_catalog.+) 1,
+           restored_at = pg_catalog.now()
+     WHERE s.id;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION ocx._log_space_restore() IS
+    'trigger: a restore''s COPY into ocx.log_space raises the offset by 2^48 above the restored and the existing one instead of failing on its key';
+CREATE TRIGGER log_space_restore BEFORE INSERT ON ocx.log_space
+    FOR EACH ROW EXECUTE FUNCTION ocx._log_space_restore();
+
+CREATE FUNCTION ocx._log_space_changed() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_log_space_changed';
+COMMENT ON FUNCTION ocx._log_space_changed() IS
+    'internal trigger: every backend rereads the log xid offset';
+CREATE TRIGGER log_space_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ocx.log_space
+    FOR EACH STATEMENT EXECUTE FUNCTION ocx._log_space_changed();
+
+CREATE FUNCTION ocx.log_txid() RETURNS xid8
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'ocx_log_txid';
+COMMENT ON FUNCTION ocx.log_txid() IS
+    'the current transaction''s id in the log xid space (pg_current_xact_id() plus ocx.log_space.xid_offset); assigns one like pg_current_xact_id()';
+CREATE FUNCTION ocx.log_horizon() RETURNS xid8
+    LANGUAGE C STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'ocx_log_horizon';
+COMMENT ON FUNCTION ocx.log_horizon() IS
+    'the snapshot''s xmin in the log xid space: every event with a txid below it is committed or gone, so readers see only those';
+
 -- A place in log order: a base type written "txid/global_position".
 CREATE TYPE ocx.cursor;
 CREATE FUNCTION ocx.cursor_in(cstring) RETURNS ocx.cursor

@@ -75,7 +75,7 @@ BEGIN ATOMIC
                 ELSE ocx._upcast(e.type, e.schema_version, e.data) END, e.metadata, e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
-     WHERE e.txid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+     WHERE e.txid < ocx.log_horizon()
        AND (e.txid, e.global_position) > (COALESCE(ocx.txid(read_all."after"), '0'::xid8),
                                           COALESCE(ocx.global_position(read_all."after"), 0))
        AND (read_all.types IS NULL OR e.type = ANY (read_all.types))

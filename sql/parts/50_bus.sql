@@ -250,7 +250,7 @@ BEGIN
 
     -- one horizon for the whole poll: the snapshot's xmin (every transaction
     -- below it has ended, so the log there is complete)
-    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    horizon := ocx.log_horizon();
     SELECT q.acked_txid, q.acked_position INTO lo_txid, lo_pos FROM ocx.subscription_partitions q
      WHERE q.subscription = sub.name AND q.owner = poll.consumer
      ORDER BY q.acked_txid, q.acked_position LIMIT 1;
@@ -428,7 +428,7 @@ CREATE TABLE ocx.commands (
     claimed_until   timestamptz,
     result          jsonb,
     last_error      text,
-    txid            xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    txid            xid8 NOT NULL DEFAULT ocx.log_txid(),
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     finished_at     timestamptz,

@@ -774,7 +774,7 @@ BEGIN
     END IF;
     -- every transaction below the horizon has finished: events before it
     -- can no longer appear behind the cursor
-    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    horizon := ocx.log_horizon();
 
     IF NOT EXISTS (SELECT 1 FROM ocx.saga_instances x WHERE x.state = 'running') THEN
         -- nothing can match: jump to the end of the readable log

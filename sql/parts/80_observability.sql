@@ -82,7 +82,7 @@ BEGIN
                         ON (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
                        AND ocx.stream_partition(e.stream_id, s.partitions) = p.partition
                      WHERE p.subscription = s.name
-                       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+                       AND e.txid < ocx.log_horizon()
                        AND (s.types IS NULL OR e.type = ANY (s.types))
                        AND (s.categories IS NULL OR ocx.category(e.stream_id) = ANY (s.categories))
                    )::numeric,
