@@ -64,7 +64,9 @@ CREATE TABLE ocx.subscriptions (
     partitions  integer NOT NULL DEFAULT 1,
     lease       interval NOT NULL DEFAULT '30 seconds',
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    on_poison   text NOT NULL DEFAULT 'as_stored',
     CONSTRAINT subscriptions_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200),
+    CONSTRAINT subscriptions_on_poison_check CHECK (on_poison IN ('as_stored', 'stop')),
     CONSTRAINT subscriptions_partitions_check CHECK (partitions BETWEEN 1 AND 1024),
     CONSTRAINT subscriptions_lease_check CHECK (lease > '0'::interval)
 );
@@ -98,6 +100,53 @@ COMMENT ON TABLE ocx.subscription_consumers IS
 SELECT pg_catalog.pg_extension_config_dump('ocx.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.subscription_partitions', '');
 REVOKE ALL ON ocx.subscriptions, ocx.subscription_partitions, ocx.subscription_consumers FROM PUBLIC;
+COMMENT ON COLUMN ocx.subscriptions.on_poison IS
+    'what poll does with an event whose upcaster fails (OX121): as_stored hands it over as stored, marked, and records it in ocx.subscription_dead_letters; stop fails the poll';
+
+-- Poison events of subscriptions (issue 11, item 3): one row per event a
+-- subscription could not upcast, recorded by poll.
+CREATE TABLE ocx.subscription_dead_letters (
+    subscription    text NOT NULL REFERENCES ocx.subscriptions ON DELETE CASCADE,
+    global_position bigint NOT NULL,
+    txid            xid8 NOT NULL,
+    stream_id       text NOT NULL,
+    stream_version  bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    type            text NOT NULL,
+    schema_version  integer NOT NULL,
+    sqlstate        text NOT NULL,
+    error           text NOT NULL,
+    tenant_id       text,
+    failed_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subscription, global_position)
+);
+COMMENT ON TABLE ocx.subscription_dead_letters IS
+    'events a subscription''s poll could not upcast (on_poison = as_stored: they were handed over as stored, marked with metadata.ocx_poison)';
+SELECT pg_catalog.pg_extension_config_dump('ocx.subscription_dead_letters', '');
+REVOKE ALL ON ocx.subscription_dead_letters FROM PUBLIC;
+ALTER TABLE ocx.subscription_dead_letters ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx.subscription_dead_letters FORCE ROW LEVEL SECURITY;
+CREATE POLICY subscription_dead_letters_tenant ON ocx.subscription_dead_letters FOR ALL
+    USING (tenant_id IS NOT DISTINCT FROM
+           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    WITH CHECK (tenant_id IS NOT DISTINCT FROM
+                (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY subscription_dead_letters_tenant ON ocx.subscription_dead_letters IS
+    'a session sees the poison events of its ocx.tenant only';
+
+-- An event upcast to its type's current version (OX121 when an upcaster fails).
+CREATE FUNCTION ocx._upcast_event(e ocx.event) RETURNS ocx.event
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    e.data := ocx._upcast(e.type, e.schema_version, e.data);
+    e.schema_version := ocx._upcast_version(e.type, e.schema_version);
+    RETURN e;
+END
+$$;
+COMMENT ON FUNCTION ocx._upcast_event(ocx.event) IS
+    'internal: the event upcast to its type''s current schema version';
 
 -- The partition of a stream: every event of a stream lands in one partition,
 -- so one consumer sees a stream's events in order.
@@ -117,7 +166,8 @@ CREATE FUNCTION ocx.create_subscription(name text, types text[] DEFAULT NULL,
                                         categories text[] DEFAULT NULL,
                                         partitions integer DEFAULT 1,
                                         "after" ocx.cursor DEFAULT NULL,
-                                        lease interval DEFAULT '30 seconds')
+                                        lease interval DEFAULT '30 seconds',
+                                        on_poison text DEFAULT 'as_stored')
     RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -133,6 +183,11 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval'
             USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(lease::text, 'NULL'));
     END IF;
+    IF on_poison IS NULL OR on_poison NOT IN ('as_stored', 'stop') THEN
+        RAISE EXCEPTION 'on_poison must be ''as_stored'' or ''stop'''
+            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(quote_literal(on_poison), 'NULL')),
+                  HINT = 'as_stored hands an event whose upcaster fails over as stored and records it; stop fails the poll.';
+    END IF;
     IF types IS NOT NULL AND (cardinality(types) = 0 OR array_ndims(types) > 1
                               OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL)) THEN
         RAISE EXCEPTION 'types must be NULL (all types) or a non-empty one-dimensional array without NULLs'
@@ -143,9 +198,9 @@ BEGIN
         RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty one-dimensional array without NULLs'
             USING ERRCODE = 'OX301';
     END IF;
-    INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease)
+    INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease, on_poison)
         VALUES (create_subscription.name, create_subscription.types, create_subscription.categories,
-                create_subscription.partitions, create_subscription.lease)
+                create_subscription.partitions, create_subscription.lease, create_subscription.on_poison)
         ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" already exists', name
@@ -158,8 +213,8 @@ BEGIN
           FROM generate_series(0, create_subscription.partitions - 1) p;
 END
 $$;
-COMMENT ON FUNCTION ocx.create_subscription(text, text[], text[], integer, ocx.cursor, interval) IS
-    'create a durable subscription (optionally filtered by types and categories; partitions > 1 for consumer groups)';
+COMMENT ON FUNCTION ocx.create_subscription(text, text[], text[], integer, ocx.cursor, interval, text) IS
+    'create a durable subscription (optionally filtered by types and categories; partitions > 1 for consumer groups; on_poison: as_stored or stop)';
 
 CREATE FUNCTION ocx.drop_subscription(name text, if_exists boolean DEFAULT false) RETURNS boolean
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
@@ -203,6 +258,8 @@ DECLARE
     lo_pos  bigint;
     end_txid xid8;
     end_pos bigint;
+    ev      ocx.event;
+    msg     text;
 BEGIN
     PERFORM ocx._bus_name_arg('subscription name', name);
     PERFORM ocx._bus_name_arg('consumer name', consumer);
@@ -255,11 +312,10 @@ BEGIN
      WHERE q.subscription = sub.name AND q.owner = poll.consumer
      ORDER BY q.acked_txid, q.acked_position LIMIT 1;
 
-    -- upcast like every read (filters first: an event filtered out is never upcast)
+    -- the events as stored (filters first: an event filtered out is never upcast)
     SELECT array_agg(x ORDER BY (x).txid, (x).global_position) INTO evs FROM (
         SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-               ocx._upcast_version(e.type, e.schema_version), e.time,
-               ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+               e.schema_version, e.time, e.data, e.metadata, e.correlation_id,
                e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
           FROM ocx.events e
           JOIN ocx.subscription_partitions p
@@ -273,6 +329,37 @@ BEGIN
            AND (sub.categories IS NULL OR ocx.category(e.stream_id) = ANY (sub.categories))
          ORDER BY e.txid, e.global_position
          LIMIT max_count) x;
+
+    -- upcast like every read; a poison event (its upcaster fails, OX121)
+    -- fails the poll (on_poison = stop) or is handed over as stored, marked
+    -- in metadata.ocx_poison, and recorded as the subscription's dead letter
+    IF evs IS NOT NULL THEN
+        BEGIN
+            SELECT array_agg(ocx._upcast_event(evs[i]) ORDER BY i) INTO evs
+              FROM pg_catalog.generate_subscripts(evs, 1) i;
+        EXCEPTION WHEN SQLSTATE 'OX121' THEN
+            IF sub.on_poison = 'stop' THEN
+                RAISE;
+            END IF;
+            FOR i IN 1 .. cardinality(evs) LOOP
+                BEGIN
+                    evs[i] := ocx._upcast_event(evs[i]);
+                EXCEPTION WHEN SQLSTATE 'OX121' THEN
+                    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                    ev := evs[i];
+                    INSERT INTO ocx.subscription_dead_letters AS d
+                        (subscription, global_position, txid, stream_id, stream_version, event_id,
+                         type, schema_version, sqlstate, error, tenant_id)
+                        VALUES (sub.name, ev.global_position, ev.txid, ev.stream_id, ev.stream_version,
+                                ev.event_id, ev.type, ev.schema_version, 'OX121', msg, ev.tenant_id)
+                        ON CONFLICT ON CONSTRAINT subscription_dead_letters_pkey DO NOTHING;
+                    ev.metadata := ev.metadata || jsonb_build_object('ocx_poison',
+                        jsonb_build_object('sqlstate', 'OX121', 'error', msg));
+                    evs[i] := ev;
+                END;
+            END LOOP;
+        END;
+    END IF;
 
     -- nothing for this consumer up to the horizon: the scan went through
     -- the whole log below it, so its partitions move to the last event there
@@ -310,7 +397,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.poll(text, integer, text) IS
-    'up to max_count events after the acknowledged cursor, in gap-free log order, upcast, from the partitions this consumer holds; an empty poll moves their cursor to the last event below its horizon, so the next poll scans only what is new';
+    'up to max_count events after the acknowledged cursor, in gap-free log order, upcast (a poison event as stored, marked, per on_poison), from the partitions this consumer holds; an empty poll moves their cursor to the last event below its horizon, so the next poll scans only what is new';
 
 CREATE FUNCTION ocx.ack(name text, "cursor" ocx.cursor, consumer text DEFAULT 'default') RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE

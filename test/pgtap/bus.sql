@@ -21,7 +21,7 @@ SELECT is((SELECT count(*)::int FROM ocx.bus_state), 1, 'bus_state has its one r
 
 -- the public API
 SELECT has_function('ocx', 'publish', ARRAY['text', 'jsonb']);
-SELECT has_function('ocx', 'create_subscription', ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval']);
+SELECT has_function('ocx', 'create_subscription', ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval', 'text']);
 SELECT has_function('ocx', 'poll', ARRAY['text', 'integer', 'text']);
 SELECT has_function('ocx', 'ack', ARRAY['text', 'ocx.cursor', 'text']);
 SELECT has_function('ocx', 'drop_subscription', ARRAY['text', 'boolean']);

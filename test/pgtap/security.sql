@@ -70,7 +70,7 @@ SELECT function_privs_are('ocx', 'send_command',
                           ARRAY['text', 'jsonb', 'uuid', 'uuid', 'uuid', 'jsonb', 'timestamp with time zone'],
                           'ocx_writer', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'create_subscription',
-                          ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval'],
+                          ARRAY['text', 'text[]', 'text[]', 'integer', 'ocx.cursor', 'interval', 'text'],
                           'ocx_writer', ARRAY[]::text[]);
 SELECT table_privs_are('ocx', 'subscriptions', 'ocx_writer', ARRAY['SELECT']);
 SELECT column_privs_are('ocx', 'subscriptions', 'created_at', 'ocx_writer', ARRAY['SELECT'],

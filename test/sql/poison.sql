@@ -56,5 +56,40 @@ SELECT ocx.ack('poison_never', '0/0'::ocx.cursor, 'nobody');
 SELECT ocx.append('poisonn-2', NULL, '[{"type":"poison.Never","data":{"x":1}}]');
 SELECT stream_id, type, data FROM ocx.poll('poison_never');
 
+-- item 3 for subscriptions: a poison event is the dead letter of the
+-- subscription that cannot read it, per its on_poison
+SELECT ocx.define_upcaster('U', 1, spec => '{"op":"cast","path":"n","to":"integer"}');
+SELECT ocx.create_subscription('poison_sub', categories => ARRAY['poison'],
+                               "after" => (SELECT c FROM poison_start));
+SELECT ocx.create_subscription('poison_stop', categories => ARRAY['poison'],
+                               "after" => (SELECT c FROM poison_start), on_poison => 'stop');
+SELECT ocx.create_subscription('poison_other', types => ARRAY['poison.Ok'],
+                               "after" => (SELECT c FROM poison_start));
+-- as_stored (the default): every event in order, the poison one as stored and marked
+SELECT stream_id, type, schema_version, data, metadata->'ocx_poison' AS poison
+  FROM ocx.poll('poison_sub', 100);
+-- polled again before an ack: delivered again, recorded once
+SELECT stream_id, schema_version, metadata ? 'ocx_poison' AS marked FROM ocx.poll('poison_sub', 100);
+SELECT subscription, stream_id, stream_version, type, schema_version, sqlstate, error
+  FROM ocx.subscription_dead_letters;
+-- acknowledged like any event: the subscription goes on
+SELECT ocx.ack('poison_sub', (SELECT max("cursor"::text) FROM ocx.poll('poison_sub', 100))::ocx.cursor);
+SELECT count(*) AS after_ack FROM ocx.poll('poison_sub', 100);
+-- stop: the poll fails with OX121 and hands out nothing
+SELECT count(*) FROM ocx.poll('poison_stop', 100);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS stop_recorded FROM ocx.subscription_dead_letters WHERE subscription = 'poison_stop';
+-- a subscription to other types never upcasts it
+SELECT stream_id, type FROM ocx.poll('poison_other', 100);
+-- an unknown policy: OX301
+SELECT ocx.create_subscription('poison_bad', on_poison => 'skip');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.drop_subscription('poison_sub');
+SELECT ocx.drop_subscription('poison_stop');
+SELECT ocx.drop_subscription('poison_other');
+SELECT count(*) AS dead_letters_dropped FROM ocx.subscription_dead_letters;
+-- the upcaster fixed again for the tests that read the whole log after this one
+SELECT ocx.define_upcaster('U', 1, spec => '{"op":"cast","path":"n","to":"string"}');
+
 SELECT ocx.drop_subscription('poison_v');
 SELECT ocx.drop_subscription('poison_never');
