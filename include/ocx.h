@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "utils/jsonb.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -60,6 +61,14 @@ extern uint64 OcxLogXidOffset(void);
 extern uint64 OcxLogTxid(void);
 extern uint64 OcxLogHorizon(void);
 extern bool OcxRestoreConnected(void);
+
+/* appenders.c: the appenders' horizon (ocx.horizon = 'appenders') */
+extern void OcxAppendersInit(void);
+extern void OcxAppendersShmemRequest(void);
+extern void OcxAppendersShmemStartup(void);
+extern void OcxAppenderEnter(void);
+extern uint64 OcxAppendersHorizon(Snapshot snap);
+extern bool OcxAppendersMode(void);
 
 /* cloudevents.c */
 extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);

@@ -61,6 +61,7 @@ typedef enum ProjPlan
 {
 	Q_LIST,
 	Q_PROJ,
+	Q_RECHECK,
 	Q_EVENTS,
 	Q_CKPT,
 	Q_STATE,
@@ -95,9 +96,20 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"(retry OPERATOR(pg_catalog.->>) 'base_delay_ms')::pg_catalog.int8, "
 		"(retry OPERATOR(pg_catalog.->>) 'max_delay_ms')::pg_catalog.int8, "
 		"retry OPERATOR(pg_catalog.->>) 'on_exhausted' "
-		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
-		"FOR NO KEY UPDATE SKIP LOCKED",
+		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
+	},
+	/*
+	 * Before the checkpoint is written: the row is as the batch read it
+	 * (no rebuild, pause or drop meanwhile) and no administrator holds it.
+	 */
+	[Q_RECHECK] = {
+		"SELECT 1 FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
+		"AND checkpoint_txid OPERATOR(pg_catalog.=) $2 "
+		"AND checkpoint_position OPERATOR(pg_catalog.=) $3 "
+		"AND state OPERATOR(pg_catalog.=) $4 "
+		"FOR NO KEY UPDATE SKIP LOCKED",
+		4, {TEXTOID, XID8OID, INT8OID, TEXTOID}
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
@@ -618,6 +630,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	Oid			owner;
 	Datum		ckpt_txid;
 	int64		ckpt_pos;
+	Datum		start_txid;
+	int64		start_pos;
 	TimestampTz ckpt_time = 0;
 	bool		have_time = false;
 	int64		failing_pos;
@@ -672,6 +686,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	owner = get_role_oid(GetText(0, 6), true);	/* InvalidOid: dropped (OX502) */
 	ckpt_txid = GetCol(0, 7, &isnull);
 	ckpt_pos = DatumGetInt64(GetCol(0, 8, &isnull));
+	start_txid = ckpt_txid;
+	start_pos = ckpt_pos;
 	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
 	failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
 	retry_at = DatumGetTimestampTz(GetCol(0, 11, &retry_null));
@@ -861,6 +877,24 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		retry_null = true;
 		failing_null = true;
 	}
+
+	/*
+	 * The batch read the row without locking it, so that its transaction
+	 * takes no xid before its handlers write (an xid would hold the log
+	 * horizon of every other consumer while a slow handler runs).  Pool
+	 * workers never run one projection twice at once (pool.c); whatever else
+	 * changed the row meanwhile wins, and this batch is tried again.
+	 */
+	values[0] = CStringGetTextDatum(name);
+	values[1] = start_txid;
+	values[2] = Int64GetDatum(start_pos);
+	values[3] = CStringGetTextDatum(state);
+	if (RunProjPlan(Q_RECHECK, values, NULL) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
+				 errmsg("projection \"%s\" changed while its batch ran", name),
+				 errdetail("The batch is rolled back and tried again.")));
+
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ckpt_txid;

@@ -17,12 +17,14 @@ COMMENT ON FUNCTION ocx._require_workers(text) IS
 
 CREATE FUNCTION ocx.worker_status(
     OUT datid oid, OUT datname text, OUT state text, OUT pid integer,
-    OUT launcher_pid integer, OUT worker_restarts bigint)
+    OUT launcher_pid integer, OUT worker_restarts bigint,
+    OUT role text, OUT worker integer, OUT unit text, OUT unit_since timestamptz,
+    OUT units_run bigint)
     RETURNS SETOF record
     LANGUAGE C VOLATILE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_worker_status';
 COMMENT ON FUNCTION ocx.worker_status() IS
-    'the ocx database workers the launcher tracks (cluster-wide); raises OX210 without shared_preload_libraries';
+    'the ocx workers (cluster-wide): one scheduler per database and its pool workers, with the unit each runs; raises OX210 without shared_preload_libraries';
 
 -- Definitions and per-projection state.  handler and reset are stored as
 -- schema-qualified signatures (text, not regprocedure, so pg_upgrade and
