@@ -25,6 +25,7 @@ extern char *ocx_causation_id;
 extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
+extern int	ocx_horizon_warn_after;
 extern void OcxGucInit(void);
 
 /*
@@ -60,6 +61,13 @@ extern uint64 OcxLogXidOffset(void);
 extern uint64 OcxLogTxid(void);
 extern uint64 OcxLogHorizon(void);
 extern bool OcxRestoreConnected(void);
+
+/*
+ * horizon.c: the database worker's look at the log horizon's holder (the
+ * long-transaction stall); runs in the caller's transaction, never asks
+ * for another pass
+ */
+extern bool OcxHorizonWorkerTick(void);
 
 /* cloudevents.c */
 extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);

@@ -1177,6 +1177,13 @@ OcxDatabaseWorkerMain(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 		if (RunStep(StepTick, &saga_tick, "ocx worker: sagas", &failed, NULL))
 			more = true;
+		CHECK_FOR_INTERRUPTS();
+		{
+			/* the long-transaction stall: warn about the horizon's holder */
+			TickStep	horizon_tick = {OcxHorizonWorkerTick};
+
+			RunStep(StepTick, &horizon_tick, "ocx worker: log horizon", &failed, NULL);
+		}
 
 		if (failed)
 			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);
