@@ -96,7 +96,7 @@ HorizonWarn(HeapTuple tup, TupleDesc desc, long secs)
 		ereport(WARNING,
 				(errcode(ERRCODE_OCX_LOG_HORIZON_HELD),
 				 errmsg("process %d has held the ocx log horizon for %ld s", pid, secs),
-				 errdetail("Its transaction %s%s%s%s is the oldest running in the cluster: "
+				 errdetail("Its transaction id %s%s%s%s is the oldest running in the cluster: "
 						   "no projection, subscription, saga or bus wake-up reads the events "
 						   "of transactions that took their ids after it until it ends.",
 						   xid ? xid : "?",
@@ -111,7 +111,7 @@ HorizonWarn(HeapTuple tup, TupleDesc desc, long secs)
 				(errcode(ERRCODE_OCX_LOG_HORIZON_HELD),
 				 errmsg("prepared transaction \"%s\" has held the ocx log horizon for %ld s",
 						gid ? gid : "?", secs),
-				 errdetail("Its transaction %s is the oldest running in the cluster: "
+				 errdetail("Its transaction id %s is the oldest running in the cluster: "
 						   "no projection, subscription, saga or bus wake-up reads the events "
 						   "of transactions that took their ids after it until it is finished.",
 						   xid ? xid : "?"),

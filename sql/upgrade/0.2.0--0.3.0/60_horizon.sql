@@ -20,7 +20,9 @@ CREATE FUNCTION ocx.horizon_holder(OUT pid integer, OUT xact_age interval, OUT b
     LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 BEGIN ATOMIC
     SELECT h.pid,
-           GREATEST(pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) h.since, '0'::interval),
+           CASE WHEN h.since IS NOT NULL
+                THEN GREATEST(pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) h.since, '0'::interval)
+           END,
            h.xid, h.datname, h.gid
       FROM (SELECT a.pid, a.xact_start AS since, a.backend_xid AS xid, a.datname, NULL::text AS gid
               FROM pg_catalog.pg_stat_activity a
