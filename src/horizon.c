@@ -16,7 +16,8 @@
  * committed events of this database wait behind it, the worker logs a
  * WARNING (OX211) that names it and says what to do.
  *
- * No shared state.  Each database worker looks at most once a second and
+ * No shared state.  Each database worker looks at most once a second (and
+ * not at all in a database whose schema predates ocx.horizon_holder) and
  * remembers in its own memory whom it warned about and when, so that it
  * names a holder at most once a minute.  (A holder in one database stalls
  * the consumers of every database; each database's worker warns for its
@@ -26,6 +27,8 @@
 #include "ocx_errors.h"
 
 #include "executor/spi.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -139,6 +142,11 @@ OcxHorizonWorkerTick(void)
 		!TimestampDifferenceExceeds(last_check, now, HORIZON_CHECK_MS))
 		return false;
 	last_check = now;
+
+	/* a database still on the 0.2.0 schema (before ALTER EXTENSION UPDATE) */
+	if (!OidIsValid(LookupFuncName(list_make2(makeString(OCX_SCHEMA), makeString("horizon_holder")),
+								   0, NULL, true)))
+		return false;
 
 	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx horizon check", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(ctx);
