@@ -99,12 +99,15 @@ HorizonWarn(HeapTuple tup, TupleDesc desc, long secs)
 		ereport(WARNING,
 				(errcode(ERRCODE_OCX_LOG_HORIZON_HELD),
 				 errmsg("process %d has held the ocx log horizon for %ld s", pid, secs),
-				 errdetail("Its transaction id %s%s%s%s is the oldest running in the cluster: "
+				 datname ?
+				 errdetail("Its transaction id %s (database \"%s\") is the oldest running in the cluster: "
 						   "no projection, subscription, saga or bus wake-up reads the events "
 						   "of transactions that took their ids after it until it ends.",
-						   xid ? xid : "?",
-						   datname ? " (database \"" : "", datname ? datname : "",
-						   datname ? "\")" : ""),
+						   xid ? xid : "?", datname) :
+				 errdetail("Its transaction id %s is the oldest running in the cluster: "
+						   "no projection, subscription, saga or bus wake-up reads the events "
+						   "of transactions that took their ids after it until it ends.",
+						   xid ? xid : "?"),
 				 errhint("Commit or roll back that transaction, or end it with "
 						 "SELECT pg_terminate_backend(%d); ocx.horizon_holder() shows the holder, "
 						 "idle_in_transaction_session_timeout ends idle ones.", pid)));
