@@ -52,6 +52,7 @@
 #define ERRCODE_OCX_PROJECTION_STOPPED		MAKE_SQLSTATE('O','X','2','0','2')
 #define ERRCODE_OCX_PROJECTION_CHANGED		MAKE_SQLSTATE('O','X','2','0','3')
 #define ERRCODE_OCX_WORKERS_NOT_LOADED		MAKE_SQLSTATE('O','X','2','1','0')
+#define ERRCODE_OCX_LOG_HORIZON_HELD		MAKE_SQLSTATE('O','X','2','1','1')
 #define ERRCODE_OCX_UNKNOWN_DEAD_LETTER		MAKE_SQLSTATE('O','X','2','2','0')
 
 /* OX3xx: message bus, subscriptions, commands */

@@ -231,6 +231,13 @@ StepFailed(void *arg)
 	return false;
 }
 
+/* The holder of the log horizon, warned about (horizon.c). */
+static bool
+StepHorizon(void *arg)
+{
+	return OcxHorizonWorkerTick();
+}
+
 /* One unit of work, run under its advisory lock. */
 typedef struct UnitStep
 {
@@ -554,6 +561,10 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 				return result;
 			proc_exit(0);		/* the database worker decides */
 		}
+
+		/* the database worker also watches the long-transaction stall */
+		if (member == 0 && result == OCX_PASS_OK)
+			OcxRunStep(StepHorizon, NULL, "ocx worker: log horizon", &failed, NULL, NULL);
 
 		if (failed)
 			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);

@@ -397,7 +397,9 @@ COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
     'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success';
 
 -- security_invoker: the caller's row-level security applies to what the
--- view reads (the full error, the lag over ocx.events, the dead letters).
+-- view reads (the full error, the lag over ocx.events, the dead letters),
+-- and pg_stat_activity's rules to the horizon's holder (its age needs
+-- pg_read_all_stats when another role's session holds it).
 CREATE VIEW ocx.projection_status WITH (security_invoker = true) AS
 SELECT p.name, p.mode, p.state,
        ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
@@ -418,7 +420,11 @@ SELECT p.name, p.mode, p.state,
             THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) p.rebuild_done, 0)
                                                   OPERATOR(pg_catalog./) rb.rate)
        END AS rebuild_eta,
-       p.handler, p.types, p.categories, p.retry, p.owner
+       p.handler, p.types, p.categories, p.retry, p.owner,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN hz.xact_age END AS horizon_age,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN hz.pid END AS horizon_pid
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
   LEFT JOIN LATERAL (
@@ -432,9 +438,10 @@ SELECT p.name, p.mode, p.state,
        SELECT p.rebuild_done::float8 OPERATOR(pg_catalog./)
               NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())
                                         OPERATOR(pg_catalog.-) p.rebuild_started_at)::float8, 0) AS rate
-       ) rb ON true;
+       ) rb ON true
+  LEFT JOIN ocx.horizon_holder() hz ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA); read under the caller''s row-level security';
+    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon; read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
 -- A database with ocx gets its worker as soon as the extension is created.
