@@ -8,8 +8,8 @@
  * not, so a long transaction anywhere in the cluster (a report, a slow
  * projection handler that has written) stops every consumer at its xid.
  *
- * With ocx.horizon = 'appenders', the pool workers (pool.c) use another
- * horizon.  Every transaction that writes to the log (an append, a command
+ * With ocx.horizon = 'appenders', every reader (ocx.log_horizon()) uses
+ * another horizon.  Every transaction that writes to the log (an append, a command
  * sent: anything that takes a log txid) first registers here, in shared
  * memory, with a floor below which its xid cannot be:
  *
@@ -20,14 +20,16 @@
  *	  database (published); otherwise it is refused with OX013, a retryable
  *	  error (roll back and retry: the new transaction gets a new xid).
  *
- * A consumer computes the horizon, before it takes the snapshot it reads
- * with, as the lowest floor registered in its database, or the next xid when
- * there is none, and publishes it (the published value only grows).  Every
- * event with a log txid below it is then committed and visible in the later
- * snapshot: its appender either committed before the horizon was computed
- * (its entry is cleared only after the commit is visible) or is registered
- * with a floor at or above it, or will be refused.  Transactions that never
- * write to the log hold nothing back, however long they run.
+ * A reader's horizon for its snapshot (OcxAppendersHorizon) is the lowest
+ * of the floors registered in its database (the next xid when there are
+ * none), the snapshot's xmax, and every xid running at the snapshot that has
+ * committed since; it is published (the published value only grows).
+ * Every event below it is committed and visible in the snapshot: its
+ * appender committed before the snapshot, or was running at it and has
+ * committed since (the third term), or started after it (xmax), or is
+ * registered (its floor), or is not registered yet and will be refused.
+ * Transactions that never write to the log hold nothing back, however long
+ * they run.  docs/architecture.md has the argument in full.
  *
  * Registration and clearing take the lock shared (each backend writes only
  * its own entry); computing and publishing take it exclusively, so a

@@ -137,7 +137,7 @@ OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **m
 /*
  * Projections whose batch failed outside their handlers (a missing handler,
  * say) wait with a growing delay of their own, so that the others go on at
- * full speed.  Kept per process: a pool worker that did not see the failure
+ * full speed.  Kept per process: a process that did not see the failure
  * may try the projection once more before it backs off too.
  */
 typedef struct ProjectionBackoff
@@ -249,7 +249,7 @@ typedef struct UnitStep
 	TimestampTz next_due;		/* projections: when a retry is due */
 } UnitStep;
 
-/* Publish what this pool worker runs (unit "" when idle). */
+/* Publish what this process runs (unit "" when idle). */
 static void
 PublishUnit(const char *unit)
 {
@@ -339,7 +339,7 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name)
 }
 
 /*
- * Run one unit if no other pool worker runs it.  Sets *more when it has more
+ * Run one unit if no other process runs it.  Sets *more when it has more
  * to do at once, *failed on an error, and lowers *next_due to its next
  * retry.
  */

@@ -83,7 +83,7 @@ char	   *ocx_databases = NULL;
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
-/* longest back-off after repeated errors (the launcher's restarts, the scheduler) */
+/* longest back-off after repeated errors (the launcher's restarts) */
 #define OCX_MAX_BACKOFF_MS		30000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;

@@ -24,7 +24,7 @@ CREATE FUNCTION ocx.worker_status(
     LANGUAGE C VOLATILE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_worker_status';
 COMMENT ON FUNCTION ocx.worker_status() IS
-    'the ocx workers (cluster-wide): one scheduler per database and its pool workers, with the unit each runs; raises OX210 without shared_preload_libraries';
+    'the ocx workers (cluster-wide): one worker per database and its helpers, with the unit each runs; raises OX210 without shared_preload_libraries';
 
 -- Definitions and per-projection state.  handler and reset are stored as
 -- schema-qualified signatures (text, not regprocedure, so pg_upgrade and

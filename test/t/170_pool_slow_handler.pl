@@ -56,13 +56,13 @@ CREATE TABLE received (pos bigint, delay float8);
 -- a subscriber that polls, records each event's delivery delay and acknowledges
 CREATE FUNCTION consume() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    e ocx.event;
     last ocx.cursor;
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS batch (LIKE ocx.events);
-    TRUNCATE batch;
-    INSERT INTO batch SELECT (e).* FROM (SELECT e FROM ocx.poll('sub', 10000) e) p;
-    INSERT INTO public.received SELECT global_position, EXTRACT(epoch FROM clock_timestamp() - time) FROM batch;
-    SELECT ocx.cursor(txid, global_position) INTO last FROM batch ORDER BY txid DESC, global_position DESC LIMIT 1;
+    FOR e IN SELECT * FROM ocx.poll('sub', 10000) LOOP     -- in log order
+        INSERT INTO public.received VALUES (e.global_position, EXTRACT(epoch FROM clock_timestamp() - e.time));
+        last := ocx.cursor(e.txid, e.global_position);
+    END LOOP;
     IF last IS NOT NULL THEN
         PERFORM ocx.ack('sub', last);
     END IF;

@@ -1,6 +1,6 @@
 
--- Issue 12: a pool of workers per database.  ocx.worker_status() shows the
--- scheduler and each pool worker with the unit it runs (new trailing columns).
+-- Issue 12: units of work and helpers.  ocx.worker_status() shows each
+-- database's worker and its helpers with the unit each runs (new trailing columns).
 DROP FUNCTION ocx.worker_status();
 CREATE FUNCTION ocx.worker_status(
     OUT datid oid, OUT datname text, OUT state text, OUT pid integer,
@@ -11,4 +11,4 @@ CREATE FUNCTION ocx.worker_status(
     LANGUAGE C VOLATILE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_worker_status';
 COMMENT ON FUNCTION ocx.worker_status() IS
-    'the ocx workers (cluster-wide): one scheduler per database and its pool workers, with the unit each runs; raises OX210 without shared_preload_libraries';
+    'the ocx workers (cluster-wide): one worker per database and its helpers, with the unit each runs; raises OX210 without shared_preload_libraries';
