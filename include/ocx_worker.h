@@ -127,8 +127,9 @@ extern long OcxPoolManage(void);
 extern void OcxPoolStopLocked(OcxDbSlot *slot);
 
 /* projection.c: work the database worker does, each call in its own transaction */
-extern List *OcxProjectionsToRun(MemoryContext cxt);
-extern bool OcxProjectionBatch(const char *name, TimestampTz *next_due);
+extern List *OcxProjectionsToRun(MemoryContext cxt, List **partitions);
+extern bool OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due);
+extern int	OcxStreamPartition(const char *stream_id, int partitions);
 extern void OcxProjectionFailed(const char *name, const char *message);
 
 #endif							/* OCX_WORKER_H */

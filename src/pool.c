@@ -199,6 +199,7 @@ typedef struct ListStep
 	bool		served;
 	bool		restoring;
 	List	   *names;
+	List	   *partitions;		/* of each projection */
 } ListStep;
 
 /* Is ocx still here, is this database served, which projections to run. */
@@ -210,9 +211,10 @@ StepList(void *arg)
 	ls->installed = OidIsValid(get_extension_oid("ocx", true));
 	ls->served = OcxDatabaseServed();
 	ls->names = NIL;
+	ls->partitions = NIL;
 	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
 	if (ls->installed && ls->served && !ls->restoring)
-		ls->names = OcxProjectionsToRun(OcxStepContext);
+		ls->names = OcxProjectionsToRun(OcxStepContext, &ls->partitions);
 	return false;
 }
 
@@ -243,6 +245,7 @@ typedef struct UnitStep
 {
 	UnitKind	kind;
 	const char *name;			/* the projection's, or NULL */
+	int			partition;		/* of a partitioned projection, or -1 */
 	char		label[OCX_UNIT_LEN];
 	LOCKTAG		tag;
 	bool		locked;
@@ -301,7 +304,7 @@ StepUnit(void *arg)
 	switch (us->kind)
 	{
 		case UNIT_PROJECTION:
-			return OcxProjectionBatch(us->name, &us->next_due);
+			return OcxProjectionBatch(us->name, us->partition, &us->next_due);
 		case UNIT_BUS:
 			return OcxBusWorkerTick();
 		case UNIT_COMMANDS:
@@ -313,15 +316,19 @@ StepUnit(void *arg)
 }
 
 static void
-InitUnit(UnitStep *us, UnitKind kind, const char *name)
+InitUnit(UnitStep *us, UnitKind kind, const char *name, int partition)
 {
 	memset(us, 0, sizeof(*us));
 	us->kind = kind;
 	us->name = name;
+	us->partition = partition;
 	switch (kind)
 	{
 		case UNIT_PROJECTION:
-			snprintf(us->label, OCX_UNIT_LEN, "projection %s", name);
+			if (partition >= 0)
+				snprintf(us->label, OCX_UNIT_LEN, "projection %s/%d", name, partition);
+			else
+				snprintf(us->label, OCX_UNIT_LEN, "projection %s", name);
 			break;
 		case UNIT_BUS:
 			strlcpy(us->label, "bus", OCX_UNIT_LEN);
@@ -335,7 +342,7 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name)
 	}
 	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
 						 name ? hash_bytes((const unsigned char *) name, strlen(name)) : 0,
-						 (uint32) kind, OCX_UNIT_LOCK);
+						 (uint32) kind | ((uint32) (partition + 1) << 8), OCX_UNIT_LOCK);
 }
 
 /*
@@ -344,8 +351,8 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name)
  * retry.
  */
 static void
-RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
-		bool *more, bool *failed)
+RunUnit(UnitKind kind, const char *name, int partition, TimestampTz now,
+		TimestampTz *next_due, bool *more, bool *failed)
 {
 	UnitStep	us;
 	char	   *activity;
@@ -365,7 +372,7 @@ RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
 			return;
 		}
 	}
-	InitUnit(&us, kind, name);
+	InitUnit(&us, kind, name, partition);
 	us.next_due = *next_due;
 	activity = psprintf("ocx worker: %s", us.label);
 	if (OcxRunStep(StepUnit, &us, activity, &unit_failed, &message, &sqlerrcode))
@@ -458,6 +465,10 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 	int			np;
 	int			start;
 	int			k;
+	ListCell   *lc;
+	ListCell   *lc2;
+	const char **unit_names;
+	int		   *unit_partitions;
 
 	*more = false;
 	memset(&ls, 0, sizeof(ls));
@@ -480,8 +491,27 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 		return OCX_PASS_RESTORING;
 	}
 
-	/* the projections, then the bus, the command queue and the sagas */
-	np = list_length(ls.names);
+	/*
+	 * The projections (a partitioned one is one unit per partition), then the
+	 * bus, the command queue and the sagas.
+	 */
+	np = 0;
+	foreach(lc, ls.partitions)
+		np += lfirst_int(lc) > 1 ? lfirst_int(lc) : 1;
+	unit_names = palloc(sizeof(char *) * Max(np, 1));
+	unit_partitions = palloc(sizeof(int) * Max(np, 1));
+	np = 0;
+	forboth(lc, ls.names, lc2, ls.partitions)
+	{
+		int			n = lfirst_int(lc2);
+		int			p;
+
+		for (p = 0; p < Max(n, 1); p++)
+		{
+			unit_names[np] = (const char *) lfirst(lc);
+			unit_partitions[np++] = n > 1 ? p : -1;
+		}
+	}
 	nunits = np + 3;
 	start = (int) ((my_member + my_passes++) % (uint32) nunits);
 	for (k = 0; k < nunits; k++)
@@ -492,10 +522,10 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 		if (MemberShouldLeave())
 			break;
 		if (u < np)
-			RunUnit(UNIT_PROJECTION, (const char *) list_nth(ls.names, u), now,
+			RunUnit(UNIT_PROJECTION, unit_names[u], unit_partitions[u], now,
 					next_due, more, failed);
 		else
-			RunUnit((UnitKind) (UNIT_BUS + (u - np)), NULL, now, next_due, more, failed);
+			RunUnit((UnitKind) (UNIT_BUS + (u - np)), NULL, -1, now, next_due, more, failed);
 	}
 	return OCX_PASS_OK;
 }

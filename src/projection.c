@@ -39,6 +39,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -62,6 +63,9 @@ typedef enum ProjPlan
 	Q_LIST,
 	Q_PROJ,
 	Q_RECHECK,
+	Q_RECHECK_PART,
+	Q_CKPT_PART,
+	Q_PART_BEHIND,
 	Q_EVENTS,
 	Q_CKPT,
 	Q_STATE,
@@ -78,26 +82,35 @@ typedef struct ProjPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[11];
 } ProjPlanDef;
 
 static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	[Q_LIST] = {
-		"SELECT name FROM ocx.projections "
+		"SELECT name, partitions FROM ocx.projections "
 		"WHERE state OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}'::pg_catalog.text[]) "
 		"AND (mode OPERATOR(pg_catalog.=) 'async' OR state OPERATOR(pg_catalog.=) 'rebuilding') "
 		"ORDER BY name",
 		0, {0}
 	},
+	/* $2: the partition, or -1; a partition's own checkpoint and retry state */
 	[Q_PROJ] = {
-		"SELECT handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, mode, state, "
-		"owner::pg_catalog.text, checkpoint_txid, checkpoint_position, failing_position, failing_attempts, retry_at, "
-		"(retry OPERATOR(pg_catalog.->>) 'attempts')::pg_catalog.int4, "
-		"(retry OPERATOR(pg_catalog.->>) 'base_delay_ms')::pg_catalog.int8, "
-		"(retry OPERATOR(pg_catalog.->>) 'max_delay_ms')::pg_catalog.int8, "
-		"retry OPERATOR(pg_catalog.->>) 'on_exhausted' "
-		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1",
-		1, {TEXTOID}
+		"SELECT p.handler::pg_catalog.regprocedure::pg_catalog.oid, p.types, p.categories, p.mode, p.state, "
+		"p.owner::pg_catalog.text, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.checkpoint_txid ELSE p.checkpoint_txid END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.checkpoint_position ELSE p.checkpoint_position END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_position ELSE p.failing_position END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_attempts ELSE p.failing_attempts END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.retry_at ELSE p.retry_at END, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'attempts')::pg_catalog.int4, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'base_delay_ms')::pg_catalog.int8, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'max_delay_ms')::pg_catalog.int8, "
+		"p.retry OPERATOR(pg_catalog.->>) 'on_exhausted', "
+		"p.partitions, pp.partition IS NOT NULL "
+		"FROM ocx.projections p LEFT JOIN ocx.projection_partitions pp "
+		"ON pp.projection OPERATOR(pg_catalog.=) p.name AND pp.partition OPERATOR(pg_catalog.=) $2 "
+		"WHERE p.name OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, INT4OID}
 	},
 	/*
 	 * Before the checkpoint is written: the row is as the batch read it
@@ -107,9 +120,37 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT 1 FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
 		"AND checkpoint_txid OPERATOR(pg_catalog.=) $2 "
 		"AND checkpoint_position OPERATOR(pg_catalog.=) $3 "
-		"AND state OPERATOR(pg_catalog.=) $4 "
+		"AND state OPERATOR(pg_catalog.=) $4 AND partitions OPERATOR(pg_catalog.=) 1 "
 		"FOR NO KEY UPDATE SKIP LOCKED",
 		4, {TEXTOID, XID8OID, INT8OID, TEXTOID}
+	},
+	/* the same for a partition: its own row is locked, not the projection's */
+	[Q_RECHECK_PART] = {
+		"SELECT 1 FROM ocx.projection_partitions pp JOIN ocx.projections p "
+		"ON p.name OPERATOR(pg_catalog.=) pp.projection "
+		"WHERE pp.projection OPERATOR(pg_catalog.=) $1 AND pp.partition OPERATOR(pg_catalog.=) $5 "
+		"AND pp.checkpoint_txid OPERATOR(pg_catalog.=) $2 "
+		"AND pp.checkpoint_position OPERATOR(pg_catalog.=) $3 "
+		"AND p.state OPERATOR(pg_catalog.=) $4 AND p.partitions OPERATOR(pg_catalog.=) $6 "
+		"FOR NO KEY UPDATE OF pp SKIP LOCKED",
+		6, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID}
+	},
+	[Q_CKPT_PART] = {
+		"UPDATE ocx.projection_partitions SET checkpoint_txid = $2, checkpoint_position = $3, "
+		"checkpoint_time = COALESCE($4, checkpoint_time), "
+		"events_applied = events_applied OPERATOR(pg_catalog.+) $5, "
+		"failing_position = $6, failing_attempts = $7, retry_at = $8, "
+		"rebuild_done = rebuild_done OPERATOR(pg_catalog.+) $10, updated_at = pg_catalog.now() "
+		"WHERE projection OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $11",
+		11, {TEXTOID, XID8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID,
+		TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID}
+	},
+	/* a partition that caught up while another is still behind it */
+	[Q_PART_BEHIND] = {
+		"SELECT EXISTS (SELECT 1 FROM ocx.projection_partitions "
+		"WHERE projection OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.<>) $2 "
+		"AND (checkpoint_txid, checkpoint_position) OPERATOR(pg_catalog.<) ($3, $4))",
+		4, {TEXTOID, INT4OID, XID8OID, INT8OID}
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
@@ -501,9 +542,12 @@ ocx_projections_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* The names of the projections the worker has work for, in cxt. */
+/*
+ * The names of the projections the worker has work for, in cxt, and in
+ * *partitions the number of partitions of each.
+ */
 List *
-OcxProjectionsToRun(MemoryContext cxt)
+OcxProjectionsToRun(MemoryContext cxt, List **partitions)
 {
 	List	   *names = NIL;
 	uint64		n;
@@ -515,9 +559,12 @@ OcxProjectionsToRun(MemoryContext cxt)
 	for (i = 0; i < n; i++)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		int			np = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
 		names = lappend(names, pstrdup(name));
+		*partitions = lappend_int(*partitions, np);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -607,18 +654,48 @@ FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_po
 	return false;
 }
 
+/* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
+int
+OcxStreamPartition(const char *stream_id, int partitions)
+{
+	text	   *sid = cstring_to_text(stream_id);
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+														  PointerGetDatum(sid)));
+
+	pfree(sid);
+	return (int) ((h & PG_INT32_MAX) % partitions);
+}
+
+/* Whether another partition of the projection is behind this one's checkpoint. */
+static bool
+PartitionBehind(const char *name, int partition, Datum ckpt_txid, int64 ckpt_pos)
+{
+	Datum		values[4];
+	bool		isnull;
+
+	if (partition < 0)
+		return false;
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(partition);
+	values[2] = ckpt_txid;
+	values[3] = Int64GetDatum(ckpt_pos);
+	RunProjPlan(Q_PART_BEHIND, values, NULL);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
- * One batch of projection name, in the caller's transaction.  Returns true
+ * One batch of projection name (of one of its partitions, or -1), in the
+ * caller's transaction.  Returns true
  * when there is probably more to do at once; lowers *next_due to the time a
  * retry is due.
  */
 bool
-OcxProjectionBatch(const char *name, TimestampTz *next_due)
+OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due)
 {
 	MemoryContext cxt;
 	MemoryContext old;
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 	bool		isnull;
 	Oid			handler;
 	Datum		types;
@@ -661,6 +738,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	char	  **category_list;
 	int			ncategories;
 	uint64		nmatch = 0;
+	int32		partitions;
+	bool		have_partition;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
 								ALLOCSET_DEFAULT_SIZES);
@@ -670,6 +749,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	MemoryContextSwitchTo(cxt);
 
 	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(partition);
 	if (RunProjPlan(Q_PROJ, values, NULL) == 0)
 	{
 		/* dropped, or an administrator holds its row: next time */
@@ -695,7 +775,19 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	base_delay = DatumGetInt64(GetCol(0, 13, &isnull));
 	max_delay = DatumGetInt64(GetCol(0, 14, &isnull));
 	on_exhausted = GetText(0, 15);
+	partitions = DatumGetInt32(GetCol(0, 16, &isnull));
+	have_partition = DatumGetBool(GetCol(0, 17, &isnull));
 	rebuilding = strcmp(state, "rebuilding") == 0;
+
+	/* partitioned or not since the unit was listed: the next pass lists it anew */
+	if (partition >= 0 ? (!have_partition || partitions <= 1 || partition >= partitions)
+		: partitions > 1)
+	{
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return false;
+	}
 
 	if ((strcmp(state, "running") != 0 && !rebuilding) ||
 		(strcmp(mode, "async") != 0 && !rebuilding))
@@ -748,7 +840,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		events[i].matches =
 			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
 			InList(category_list, ncategories, events[i].stream_id,
-				   strcspn(events[i].stream_id, "-"));
+				   strcspn(events[i].stream_id, "-")) &&
+			(partition < 0 || OcxStreamPartition(events[i].stream_id, partitions) == partition);
 		if (events[i].matches)
 			nmatch++;
 	}
@@ -756,7 +849,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 
 	if (nev == 0)
 	{
-		if (rebuilding)
+		if (rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos))
 			more = FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
 								 types, types_null, categories, categories_null);
 		SPI_finish();
@@ -889,7 +982,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	values[1] = start_txid;
 	values[2] = Int64GetDatum(start_pos);
 	values[3] = CStringGetTextDatum(state);
-	if (RunProjPlan(Q_RECHECK, values, NULL) != 1)
+	values[4] = Int32GetDatum(partition);
+	values[5] = Int32GetDatum(partitions);
+	if (RunProjPlan(partition >= 0 ? Q_RECHECK_PART : Q_RECHECK, values, NULL) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
 				 errmsg("projection \"%s\" changed while its batch ran", name),
@@ -910,7 +1005,21 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	values[8] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
 	nulls[8] = last_error ? ' ' : 'n';
 	values[9] = Int64GetDatum(rebuilding ? applied + parked : 0);
-	RunProjPlan(Q_CKPT, values, nulls);
+	if (partition < 0)
+		RunProjPlan(Q_CKPT, values, nulls);
+	else
+	{
+		/* a partition's state in its row; the projection's last error in its own */
+		values[10] = Int32GetDatum(partition);
+		nulls[10] = ' ';
+		RunProjPlan(Q_CKPT_PART, values, nulls);
+		if (last_error)
+		{
+			Datum		fvalues[2] = {values[0], values[8]};
+
+			RunProjPlan(Q_FAILED, fvalues, NULL);
+		}
+	}
 	OcxCount(OCX_COUNT_PROJECTION_EVENTS, applied);
 
 	if (stopped)
@@ -926,7 +1035,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	else if (!waiting)
 	{
 		more = (nev == (uint64) ocx_batch_size);
-		if (!more && rebuilding &&
+		if (!more && rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos) &&
 			FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
 						  types, types_null, categories, categories_null))
 		{

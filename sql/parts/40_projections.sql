@@ -54,7 +54,8 @@ CREATE TABLE ocx.projections (
     rebuild_total       bigint,
     rebuild_done        bigint NOT NULL DEFAULT 0,
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    partitions          integer NOT NULL DEFAULT 1 CHECK (partitions BETWEEN 1 AND 64)
 );
 COMMENT ON TABLE ocx.projections IS
     'projection definitions and their state: checkpoint (txid, position), retries, rebuild progress';
@@ -110,6 +111,29 @@ SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('ocx.dead_letters', 'id')::pg_catalog.regclass, '');
 REVOKE ALL ON ocx.projections FROM PUBLIC;
 REVOKE ALL ON ocx.dead_letters FROM PUBLIC;
+
+-- A projection split into partitions by stream (ocx.stream_partition of the
+-- stream id): each partition has its own checkpoint and retry state and is a
+-- unit of work of its own (src/pool.c); the projection's row keeps the
+-- definition.  Rows exist only while partitions > 1.
+CREATE TABLE ocx.projection_partitions (
+    projection          text NOT NULL REFERENCES ocx.projections (name) ON DELETE CASCADE,
+    partition           integer NOT NULL CHECK (partition >= 0),
+    checkpoint_txid     xid8 NOT NULL DEFAULT '0',
+    checkpoint_position bigint NOT NULL DEFAULT 0,
+    checkpoint_time     timestamptz,
+    events_applied      bigint NOT NULL DEFAULT 0,
+    failing_position    bigint,
+    failing_attempts    integer NOT NULL DEFAULT 0,
+    retry_at            timestamptz,
+    rebuild_done        bigint NOT NULL DEFAULT 0,
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (projection, partition)
+);
+COMMENT ON TABLE ocx.projection_partitions IS
+    'the checkpoint and retry state of each partition of a partitioned projection';
+SELECT pg_catalog.pg_extension_config_dump('ocx.projection_partitions', '');
+REVOKE ALL ON ocx.projection_partitions FROM PUBLIC;
 
 -- Backends cache the running inline projections; a change to what they
 -- cache invalidates the cache everywhere (the worker's checkpoint updates
@@ -202,7 +226,8 @@ COMMENT ON FUNCTION ocx._count_matching(text[], text[]) IS 'internal: how many e
 
 CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      partitions integer DEFAULT 1)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -210,6 +235,8 @@ AS $$
 DECLARE
     policy jsonb;
     h pg_proc;
+    old ocx.projections;
+    ckpt record;
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
         RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
@@ -245,22 +272,63 @@ BEGIN
         RAISE EXCEPTION 'projection filters must not be empty, multidimensional or contain nulls' USING ERRCODE = 'OX201',
             HINT = 'Pass NULL to select every type or category.';
     END IF;
+    IF partitions IS NULL OR partitions < 1 OR partitions > 64 THEN
+        RAISE EXCEPTION 'projection partitions must be from 1 to 64' USING ERRCODE = 'OX201',
+            DETAIL = format('Got %s.', coalesce(partitions::text, 'NULL'));
+    END IF;
+    IF partitions > 1 AND mode = 'inline' THEN
+        RAISE EXCEPTION 'an inline projection cannot be partitioned' USING ERRCODE = 'OX201',
+            DETAIL = 'It runs in the appending transaction, one append at a time.',
+            HINT = 'Define it as async to split it into partitions.';
+    END IF;
     policy := ocx._projection_retry(retry);
     PERFORM ocx._require_workers('ocx.define_projection()');
+
+    -- another number of partitions: every partition starts where the
+    -- projection is, which is one checkpoint only if all partitions agree
+    SELECT * INTO old FROM ocx.projections p WHERE p.name = _define_projection.name FOR UPDATE;
+    IF FOUND AND old.partitions <> partitions THEN
+        IF old.partitions > 1 THEN
+            IF (SELECT count(DISTINCT (pp.checkpoint_txid, pp.checkpoint_position)) FROM ocx.projection_partitions pp
+                 WHERE pp.projection = old.name) > 1 THEN
+                RAISE EXCEPTION 'projection "%" has partitions at different checkpoints', name USING ERRCODE = 'OX201',
+                    DETAIL = 'The number of partitions can change only while every partition is at the same checkpoint.',
+                    HINT = 'Call ocx.rebuild_projection() first, in the same transaction.';
+            END IF;
+            SELECT pp.checkpoint_txid, pp.checkpoint_position, pp.checkpoint_time INTO ckpt
+              FROM ocx.projection_partitions pp WHERE pp.projection = old.name LIMIT 1;
+            DELETE FROM ocx.projection_partitions pp WHERE pp.projection = old.name;
+            UPDATE ocx.projections p SET checkpoint_txid = ckpt.checkpoint_txid,
+                   checkpoint_position = ckpt.checkpoint_position, checkpoint_time = ckpt.checkpoint_time,
+                   failing_position = NULL, failing_attempts = 0, retry_at = NULL
+             WHERE p.name = old.name;
+        END IF;
+        IF partitions > 1 THEN
+            INSERT INTO ocx.projection_partitions (projection, partition, checkpoint_txid, checkpoint_position, checkpoint_time)
+            SELECT p.name, g, p.checkpoint_txid, p.checkpoint_position, p.checkpoint_time
+              FROM ocx.projections p, generate_series(0, partitions - 1) g WHERE p.name = old.name;
+        END IF;
+    END IF;
 
     -- an inline projection first catches up in the worker (state rebuilding)
     -- and is applied by appends from the moment it has
     INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, owner, state,
-                                      rebuild_started_at, rebuild_total)
+                                      rebuild_started_at, rebuild_total, partitions)
     VALUES (name, handler::text, types, categories, mode, policy, reset::text,
             pg_get_userbyid(ocx._caller()),
             CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
             CASE mode WHEN 'inline' THEN now() END,
-            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END)
+            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END,
+            partitions)
     ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
        SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
            retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
-           updated_at = now();
+           partitions = excluded.partitions, updated_at = now();
+    IF old.name IS NULL THEN
+        INSERT INTO ocx.projection_partitions (projection, partition)
+        SELECT _define_projection.name, g FROM generate_series(0, partitions - 1) g WHERE partitions > 1
+        ON CONFLICT DO NOTHING;
+    END IF;
     IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
         RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
             HINT = 'Drop it first, or keep its mode.';
@@ -268,18 +336,19 @@ BEGIN
     PERFORM ocx._wake_worker();
 END;
 $$;
-COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
+COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer) IS
     'internal: the body of ocx.define_projection, run as ocx_owner; the caller (ocx._caller()) is recorded as the projection''s owner';
 
 -- Runs with ocx_owner's rights and records its caller: see src/security.c.
 CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      partitions integer DEFAULT 1)
     RETURNS void
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_owner_call';
-COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
-    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append';
+COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer) IS
+    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker (in partitions by stream, processed in parallel) or inline in the append';
 
 CREATE FUNCTION ocx.drop_projection(name text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -324,6 +393,9 @@ BEGIN
                             THEN 'rebuilding' ELSE 'running' END,
                failing_attempts = 0, failing_position = NULL, retry_at = NULL, updated_at = now()
          WHERE projections.name = resume_projection.name;
+        UPDATE ocx.projection_partitions pp
+           SET failing_attempts = 0, failing_position = NULL, retry_at = NULL, updated_at = now()
+         WHERE pp.projection = resume_projection.name;
         PERFORM ocx._wake_worker();
     END IF;
 END;
@@ -358,6 +430,11 @@ BEGIN
            rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
            updated_at = pg_catalog.now()
      WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+    UPDATE ocx.projection_partitions pp
+       SET checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL, events_applied = 0,
+           failing_position = NULL, failing_attempts = 0, retry_at = NULL, rebuild_done = 0,
+           updated_at = pg_catalog.now()
+     WHERE pp.projection OPERATOR(pg_catalog.=) p.name;
     PERFORM ocx._wake_worker();
 END;
 $$;
@@ -402,46 +479,69 @@ COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
 -- pg_read_all_stats when another role's session holds it).
 CREATE VIEW ocx.projection_status WITH (security_invoker = true) AS
 SELECT p.name, p.mode, p.state,
-       ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
-       p.events_applied,
+       ocx.cursor(c.checkpoint_txid, c.checkpoint_position) AS "checkpoint",
+       c.events_applied,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN lag.events ELSE 0 END AS lag_events,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN COALESCE(EXTRACT(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) lag.oldest)::float8, 0)
             ELSE 0 END AS lag_seconds,
        CASE WHEN pe.at OPERATOR(pg_catalog.>=) p.last_error_at THEN pe.error ELSE p.last_error END AS last_error,
-       p.last_error_at, p.failing_attempts, p.retry_at,
+       p.last_error_at, c.failing_attempts, c.retry_at,
        (SELECT pg_catalog.count(*) FROM ocx.dead_letters d
          WHERE d.projection OPERATOR(pg_catalog.=) p.name
            AND d.state OPERATOR(pg_catalog.=) 'parked') AS dead_letters,
-       p.rebuild_done, p.rebuild_total,
+       c.rebuild_done, p.rebuild_total,
        rb.rate AS rebuild_rate,
        CASE WHEN p.state OPERATOR(pg_catalog.=) 'rebuilding' AND rb.rate OPERATOR(pg_catalog.>) 0
-            THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) p.rebuild_done, 0)
+            THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) c.rebuild_done, 0)
                                                   OPERATOR(pg_catalog./) rb.rate)
        END AS rebuild_eta,
        p.handler, p.types, p.categories, p.retry, p.owner,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN hz.xact_age END AS horizon_age,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
-            THEN hz.pid END AS horizon_pid
+            THEN hz.pid END AS horizon_pid,
+       p.partitions
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
+  -- a partitioned projection: its slowest partition's checkpoint, the sums of the others
+  CROSS JOIN LATERAL (
+       SELECT COALESCE(pmin.checkpoint_txid, p.checkpoint_txid) AS checkpoint_txid,
+              COALESCE(pmin.checkpoint_position, p.checkpoint_position) AS checkpoint_position,
+              p.events_applied OPERATOR(pg_catalog.+) COALESCE(psum.events_applied, 0) AS events_applied,
+              CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN psum.failing_attempts
+                   ELSE p.failing_attempts END AS failing_attempts,
+              CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN psum.retry_at ELSE p.retry_at END AS retry_at,
+              p.rebuild_done OPERATOR(pg_catalog.+) COALESCE(psum.rebuild_done, 0) AS rebuild_done
+         FROM (SELECT 1) one
+         LEFT JOIN LATERAL (
+              SELECT pp.checkpoint_txid, pp.checkpoint_position FROM ocx.projection_partitions pp
+               WHERE pp.projection OPERATOR(pg_catalog.=) p.name AND p.partitions OPERATOR(pg_catalog.>) 1
+               ORDER BY pp.checkpoint_txid, pp.checkpoint_position LIMIT 1) pmin ON true
+         LEFT JOIN LATERAL (
+              SELECT pg_catalog.sum(pp.events_applied)::bigint AS events_applied,
+                     pg_catalog.max(pp.failing_attempts) AS failing_attempts,
+                     pg_catalog.min(pp.retry_at) AS retry_at,
+                     pg_catalog.sum(pp.rebuild_done)::bigint AS rebuild_done
+                FROM ocx.projection_partitions pp
+               WHERE pp.projection OPERATOR(pg_catalog.=) p.name AND p.partitions OPERATOR(pg_catalog.>) 1) psum ON true
+       ) c
   LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
          FROM ocx.events e
-        WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (p.checkpoint_txid, p.checkpoint_position)
+        WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position)
           AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types))
           AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))
        ) lag ON true
   LEFT JOIN LATERAL (
-       SELECT p.rebuild_done::float8 OPERATOR(pg_catalog./)
+       SELECT c.rebuild_done::float8 OPERATOR(pg_catalog./)
               NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())
                                         OPERATOR(pg_catalog.-) p.rebuild_started_at)::float8, 0) AS rate
        ) rb ON true
   LEFT JOIN ocx.horizon_holder() hz ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon; read under the caller''s row-level security';
+    'every projection: state, checkpoint (of its slowest partition), lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
 -- A database with ocx gets its worker as soon as the extension is created.
