@@ -62,6 +62,7 @@ typedef struct OcxPoolMember
 	bool		stop_requested; /* leave after the current unit */
 	char		unit[OCX_UNIT_LEN]; /* the unit it runs now, "" when idle */
 	TimestampTz unit_since;		/* when it took that unit, or went idle */
+	TimestampTz busy_since;		/* working without sleeping since, or 0 */
 	int64		units_run;		/* units of work it has run */
 } OcxPoolMember;
 

@@ -45,10 +45,12 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "tcop/utility.h"
+#include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -80,6 +82,7 @@ typedef enum OcxPlan
 	PLAN_ONE_ANY,
 	PLAN_ONE_NEW,
 	PLAN_ONE_AT,
+	PLAN_PREV_TXID,
 	NUM_PLANS
 } OcxPlan;
 
@@ -128,6 +131,11 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_LOCK] = {
 		"SELECT version FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, {TEXTOID}
+	},
+	[PLAN_PREV_TXID] = {
+		"SELECT txid FROM ocx.events WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+		"AND stream_version OPERATOR(pg_catalog.=) $2",
+		2, {TEXTOID, INT8OID}
 	},
 	[PLAN_INSERT_ONE] = {
 		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
@@ -963,6 +971,58 @@ CountWritten(OcxNewEvent *events, int n)
 }
 
 /*
+ * Log order within a stream.  The log order is (txid, global_position), and
+ * a stream's events must follow it in version order: an appender must not
+ * take its xid before the previous appender of the stream committed, or a
+ * later version would sort before an earlier one.  The stream row lock alone
+ * cannot ensure it, since locking a row assigns the xid before waiting; so
+ * an append first takes a heavyweight lock on the stream (an advisory lock
+ * tag, field4 OCX_STREAM_LOCK, that pg_advisory_lock never uses), held to
+ * the end of the transaction, and only then writes.  A transaction that
+ * wrote before it appends already has its xid: CheckStreamOrder refuses its
+ * append (OX014, retryable) when the stream's previous event has a later
+ * txid.
+ */
+#define OCX_STREAM_LOCK 0x6f64
+
+static void
+LockStreamOrder(const char *sid)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 hash_bytes((const unsigned char *) sid, strlen(sid)), 0,
+						 OCX_STREAM_LOCK);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+CheckStreamOrder(Datum sid_datum, const char *sid, int64 previous)
+{
+	Datum		values[2];
+	bool		isnull;
+	uint64		prev;
+	uint64		mine;
+
+	if (previous < 1)
+		return;
+	values[0] = sid_datum;
+	values[1] = Int64GetDatum(previous);
+	if (RunPlan(PLAN_PREV_TXID, values, NULL) != 1)
+		return;
+	prev = U64FromFullTransactionId(DatumGetFullTransactionId(
+									SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+	mine = OcxLogTxid();
+	if (prev > mine)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_STREAM_ORDER),
+				 errmsg("this transaction is older than the last append to stream \"%s\"", sid),
+				 errdetail("It took its transaction id before another transaction appended version %lld and committed; its events would sort before that one in log order.",
+						   (long long) previous),
+				 errhint("Roll back and retry; append before other writes in the transaction.")));
+}
+
+/*
  * Take (or create) the stream row for an append of n events; returns the
  * stream's new version, or -1 when the expected version did not match.
  */
@@ -1096,6 +1156,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	Datum		sid_datum = PointerGetDatum(stream_id);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		has_ids = false;
+	bool		had_xid;
 	int64		new_version;
 	int			i;
 
@@ -1106,6 +1167,9 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		has_ids |= events[i].has_id;
 	if (has_ids)
 		CheckBatchIdsUnique(events, n);
+
+	had_xid = FullTransactionIdIsValid(GetTopFullTransactionIdIfAny());
+	LockStreamOrder(sid);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
@@ -1132,6 +1196,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	if (n == 1 && !has_ids)
 	{
 		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now);
+		if (had_xid)
+			CheckStreamOrder(sid_datum, sid, new_version - 1);
 		SPI_finish();
 		CountWritten(events, 1);
 		OcxAfterAppend(sid, new_version, 1);
@@ -1157,6 +1223,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
 		InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 	}
+	if (had_xid)
+		CheckStreamOrder(sid_datum, sid, new_version - n);
 
 	SPI_finish();
 

@@ -294,13 +294,6 @@ StepUnit(void *arg)
 		return false;
 	PublishUnit(us->label);
 
-	/*
-	 * With ocx.horizon = 'appenders': the command and saga tasks write to the
-	 * log (commands' handlers append, sagas send commands), so they register
-	 * before their first write takes an xid (appenders.c).
-	 */
-	if (us->kind == UNIT_COMMANDS || us->kind == UNIT_SAGAS)
-		OcxAppenderEnter();
 	switch (us->kind)
 	{
 		case UNIT_PROJECTION:
@@ -431,7 +424,19 @@ MemberShouldLeave(void)
 	return leave;
 }
 
-/* Whether another process of this database has been busy on one unit a while. */
+/*
+ * Whether a process is busy: on one unit for OCX_BUSY_MS (a slow unit), or
+ * working without a sleep for that long (more work than it can do).
+ */
+static bool
+MemberBusy(OcxPoolMember *m, TimestampTz now)
+{
+	return m->state == OCX_MEMBER_RUNNING &&
+		((m->unit[0] != '\0' && TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS)) ||
+		 (m->busy_since != 0 && TimestampDifferenceExceeds(m->busy_since, now, OCX_BUSY_MS)));
+}
+
+/* Whether another process of this database is busy. */
 static bool
 OthersBusy(TimestampTz now)
 {
@@ -441,14 +446,28 @@ OthersBusy(TimestampTz now)
 
 	LWLockAcquire(OcxShmem->lock, LW_SHARED);
 	for (i = 0; i < OCX_MAX_POOL && !busy; i++)
-	{
-		OcxPoolMember *m = &slot->members[i];
-
-		busy = i != my_member && m->state == OCX_MEMBER_RUNNING && m->unit[0] != '\0' &&
-			TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS);
-	}
+		busy = i != my_member && MemberBusy(&slot->members[i], now);
 	LWLockRelease(OcxShmem->lock);
 	return busy;
+}
+
+/* Record that this process starts working (now) or goes to sleep (0). */
+static void
+SetBusySince(TimestampTz when)
+{
+	OcxPoolMember *m = &OcxShmem->slots[my_slot].members[my_member];
+	Latch	   *launcher = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (m->generation == my_member_generation)
+	{
+		m->busy_since = when;
+		if (when != 0 && !OcxShmem->launcher_watching)
+			launcher = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
 }
 
 /*
@@ -543,6 +562,7 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 	bool		more = false;
 	TimestampTz last_pass = 0;
 	TimestampTz last_needed = GetCurrentTimestamp();
+	bool		working = false;
 
 	my_slot = slot_index;
 	my_member = member;
@@ -582,6 +602,11 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 		MemoryContextReset(OcxStepContext);
 
 		now = GetCurrentTimestamp();
+		if (!working)
+		{
+			SetBusySince(now);
+			working = true;
+		}
 		last_pass = now;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
 		result = PoolPass(now, &next_due, &more, &failed);
@@ -627,6 +652,8 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 			sleep_ms = Min(sleep_ms, OCX_HELPER_IDLE_MS);
 		if (sleep_ms > 0)
 		{
+			SetBusySince(0);
+			working = false;
 			pgstat_report_activity(STATE_IDLE, result == OCX_PASS_RESTORING ?
 								   "ocx worker: waiting for pg_restore to finish" :
 								   "ocx worker: waiting for appends");
@@ -822,12 +849,10 @@ OcxPoolManage(void)
 				continue;
 			}
 			running++;
-			if (m->unit[0] != '\0')
-			{
+			if (m->unit[0] != '\0' || m->busy_since != 0)
 				watching = true;
-				if (TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS))
-					busy++;
-			}
+			if (MemberBusy(m, now))
+				busy++;
 		}
 		if (waiting || slot->state != OCX_SLOT_RUNNING || slot->stop_requested || running == 0 ||
 			starting > 0 || busy < running || running >= ocx_max_workers)

@@ -306,7 +306,8 @@ BEGIN
         IF partitions > 1 THEN
             INSERT INTO ocx.projection_partitions (projection, partition, checkpoint_txid, checkpoint_position, checkpoint_time)
             SELECT p.name, g, p.checkpoint_txid, p.checkpoint_position, p.checkpoint_time
-              FROM ocx.projections p, generate_series(0, partitions - 1) g WHERE p.name = old.name;
+              FROM ocx.projections p, generate_series(0, _define_projection.partitions - 1) g
+             WHERE p.name = old.name;
         END IF;
     END IF;
 
@@ -319,14 +320,15 @@ BEGIN
             CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
             CASE mode WHEN 'inline' THEN now() END,
             CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END,
-            partitions)
+            _define_projection.partitions)
     ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
        SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
            retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
            partitions = excluded.partitions, updated_at = now();
     IF old.name IS NULL THEN
         INSERT INTO ocx.projection_partitions (projection, partition)
-        SELECT _define_projection.name, g FROM generate_series(0, partitions - 1) g WHERE partitions > 1
+        SELECT _define_projection.name, g FROM generate_series(0, _define_projection.partitions - 1) g
+         WHERE _define_projection.partitions > 1
         ON CONFLICT DO NOTHING;
     END IF;
     IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
