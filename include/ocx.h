@@ -55,6 +55,10 @@ extern void OcxCheckStreamId(text *stream_id);
 extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
 extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 
+/* cursor.c: the ocx.cursor type, (log txid, global position) */
+extern Datum OcxCursorGetDatum(uint64 txid, int64 position);
+extern void OcxCursorParts(Datum cursor, uint64 *txid, int64 *position);
+
 /* logspace.c: the database's log xid space (docs/architecture.md) */
 extern uint64 OcxLogXidOffset(void);
 extern uint64 OcxLogTxid(void);

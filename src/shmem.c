@@ -1,6 +1,7 @@
 /*
  * shmem.c
- *		ocx's shared memory: the launcher's and per-database workers' slots.
+ *		ocx's shared memory: the launcher's and per-database workers' slots,
+ *		and ocx.wait_for's waiters (waitfor.c keeps their struct and lock).
  *
  * The space and one named LWLock tranche ("ocx") are requested in the
  * shmem_request_hook and set up in the shmem_startup_hook, both chained to
@@ -36,6 +37,7 @@ OcxShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxShared)));
 	RequestNamedLWLockTranche("ocx", 1);
+	OcxWaitForShmemRequest();
 }
 
 /* Attach to (or, in the postmaster, create) the shared struct. */
@@ -54,6 +56,7 @@ OcxShmemStartup(void)
 		memset(OcxShmem, 0, sizeof(OcxShared));
 		OcxShmem->lock = &(GetNamedLWLockTranche("ocx"))->lock;
 	}
+	OcxWaitForShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

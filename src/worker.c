@@ -1162,6 +1162,7 @@ OcxDatabaseWorkerMain(Datum arg)
 			}
 			else
 			{
+				OcxWaitForWake(MyDatabaseId, bs.name);	/* ocx.wait_for (waitfor.c) */
 				ForgetBackoff(bs.name);
 				if (bs.next_due < next_due)
 					next_due = bs.next_due;
