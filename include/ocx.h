@@ -101,6 +101,7 @@ extern void OcxValidateNewEvent(OcxNewEvent *ev, int index);
 extern void OcxAfterAppend(const char *stream_id, int64 first_version, int nevents);
 extern void OcxWorkerInit(void);
 extern void OcxShmemInit(void);
+extern void OcxWaitForInit(void);	/* waitfor.c: ocx.wait_for's waiters */
 
 /*
  * Wake the database's ocx worker at commit of the current transaction (a

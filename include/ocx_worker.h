@@ -81,9 +81,7 @@ extern List *OcxProjectionsToRun(MemoryContext cxt);
 extern bool OcxProjectionBatch(const char *name, TimestampTz *next_due);
 extern void OcxProjectionFailed(const char *name, const char *message);
 
-/* waitfor.c: ocx.wait_for's waiters (shared memory requested by shmem.c) */
-extern void OcxWaitForShmemRequest(void);
-extern void OcxWaitForShmemStartup(void);
+/* waitfor.c: wake the ocx.wait_for waiters of a projection the worker advanced */
 extern void OcxWaitForWake(Oid dboid, const char *projection);
 
 #endif							/* OCX_WORKER_H */

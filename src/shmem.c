@@ -1,7 +1,6 @@
 /*
  * shmem.c
- *		ocx's shared memory: the launcher's and per-database workers' slots,
- *		and ocx.wait_for's waiters (waitfor.c keeps their struct and lock).
+ *		ocx's shared memory: the launcher's and per-database workers' slots.
  *
  * The space and one named LWLock tranche ("ocx") are requested in the
  * shmem_request_hook and set up in the shmem_startup_hook, both chained to
@@ -37,7 +36,6 @@ OcxShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxShared)));
 	RequestNamedLWLockTranche("ocx", 1);
-	OcxWaitForShmemRequest();
 }
 
 /* Attach to (or, in the postmaster, create) the shared struct. */
@@ -56,7 +54,6 @@ OcxShmemStartup(void)
 		memset(OcxShmem, 0, sizeof(OcxShared));
 		OcxShmem->lock = &(GetNamedLWLockTranche("ocx"))->lock;
 	}
-	OcxWaitForShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

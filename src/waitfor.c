@@ -21,6 +21,9 @@
  * projection (nobody wakes for those), a hot standby (the worker is on the
  * primary) or ocx loaded without shared_preload_libraries only cost latency.
  *
+ * The table is requested by this file's own shared memory hooks, installed
+ * by OcxWaitForInit when ocx is preloaded.
+ *
  * Locking: OcxWaitFor->lock (the one lock of tranche "ocx wait_for")
  * protects the waiter slots: exclusive to take or free one, shared to set
  * latches.  nwaiters is read without the lock so that a worker with nobody
@@ -79,20 +82,29 @@ static bool exit_callback_registered = false;
 
 static SPIPlanPtr check_plan = NULL;
 
-/* shmem.c's request hook: our space and lock. */
-void
-OcxWaitForShmemRequest(void)
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Ask for the waiters' table and its lock before shared memory is sized. */
+static void
+WaitForShmemRequest(void)
 {
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxWaitForShared)));
 	RequestNamedLWLockTranche("ocx wait_for", 1);
 }
 
-/* shmem.c's startup hook, under AddinShmemInitLock. */
-void
-OcxWaitForShmemStartup(void)
+/* Attach to (or, in the postmaster, create) the waiters' table. */
+static void
+WaitForShmemStartup(void)
 {
 	bool		found;
 
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	OcxWaitFor = ShmemInitStruct("ocx wait_for", sizeof(OcxWaitForShared), &found);
 	if (!found)
 	{
@@ -100,6 +112,23 @@ OcxWaitForShmemStartup(void)
 		OcxWaitFor->lock = &(GetNamedLWLockTranche("ocx wait_for"))->lock;
 		pg_atomic_init_u32(&OcxWaitFor->nwaiters, 0);
 	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Install the shared memory hooks (chained, as shmem.c and metrics.c do); a
+ * no-op unless ocx is being preloaded: then OcxWaitFor stays NULL and every
+ * wait polls.
+ */
+void
+OcxWaitForInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = WaitForShmemRequest;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = WaitForShmemStartup;
 }
 
 /* Free this backend's slot, if it holds one. */
@@ -250,6 +279,7 @@ static bool
 ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 {
 	static const Oid argtypes[1] = {TEXTOID};
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		isnull;
 	uint64		ckpt_txid;
 	int64		ckpt_pos;
@@ -268,6 +298,7 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 				(errcode(ERRCODE_OCX_UNKNOWN_PROJECTION),
 				 errmsg("projection \"%s\" does not exist", name_str),
 				 errhint("See ocx.projection_status for the defined projections.")));
+	MemoryContextSwitchTo(cxt);	/* SPI returned to its own context */
 
 	ckpt_txid = U64FromFullTransactionId(DatumGetFullTransactionId(
 		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
