@@ -11,7 +11,11 @@
  *	  reads, those its filter skips included);
  *	- a running inline projection as soon as the cursor's transaction has
  *	  ended (its log txid is below the log horizon): inline handlers run in
- *	  the appending transaction, so a committed event is applied.
+ *	  the appending transaction, so a committed event is applied;
+ *	- any projection with nothing left to apply up to the cursor: its
+ *	  transaction has ended and no event the projection wants lies between
+ *	  the checkpoint and the cursor (an event it does not want, the cursor of
+ *	  a transaction that rolled back).
  *
  * The waiter sleeps on its latch.  Waiters register in a small table in
  * shared memory (database, projection name, latch); the worker calls
@@ -42,6 +46,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -232,16 +237,24 @@ TimeoutMicros(Interval *timeout)
 }
 
 /*
- * Refuse a wait that cannot succeed because of the transaction it runs in:
- * one that holds a transaction id at or below the cursor's (the event is its
- * own, or one of a later transaction that the log horizon, held down by this
- * one, cannot pass), or one whose snapshot would not show the read model
- * afterwards.
+ * Refuse a wait that cannot succeed because of where it runs: in the ocx
+ * worker (a projection handler), in a transaction that holds a transaction
+ * id at or below the cursor's (the event is its own, or one of a later
+ * transaction that the log horizon, held down by this one, cannot pass), or
+ * in one whose snapshot would not show the read model afterwards.
  */
 static void
 CheckWaitingTransaction(uint64 txid)
 {
 	FullTransactionId mine = GetTopFullTransactionIdIfAny();
+
+	/* a handler in the worker: the worker would wait for itself */
+	if (MyBgworkerEntry != NULL && strcmp(MyBgworkerEntry->bgw_library_name, "ocx") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_CANNOT_WAIT),
+				 errmsg("cannot wait in an ocx background worker"),
+				 errdetail("The worker applies the projections: a handler that waits for one would wait for its own worker."),
+				 errhint("Call ocx.wait_for from client sessions only.")));
 
 	if (FullTransactionIdIsValid(mine))
 	{
@@ -270,30 +283,49 @@ CheckWaitingTransaction(uint64 txid)
 }
 
 /*
+ * The check: the projection's checkpoint, mode, state, the log horizon, and
+ * whether nothing is left for it up to the cursor: the cursor's transaction
+ * has ended and no event it wants lies between its checkpoint and the
+ * cursor (the scan of projection_status's lag, bounded by the cursor, on the
+ * log-order index).
+ */
+#define CHECK_SQL \
+	"SELECT p.checkpoint_txid, p.checkpoint_position, p.mode, p.state, h.horizon, " \
+	"$2 OPERATOR(pg_catalog.<) h.horizon AND NOT EXISTS (SELECT FROM ocx.events e " \
+	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (p.checkpoint_txid, p.checkpoint_position) " \
+	"   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($2, $3) " \
+	"   AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types)) " \
+	"   AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))) " \
+	"FROM ocx.projections p, LATERAL (SELECT ocx.log_horizon() AS horizon) h " \
+	"WHERE p.name OPERATOR(pg_catalog.=) $1"
+
+/*
  * Has projection passed (txid, position)?  One query with a fresh snapshot
  * (READ COMMITTED, not read-only), run with the caller's rights: the caller
- * sees the projections that ocx.projection_status shows it.  OX200 when the
+ * sees the projections that ocx.projection_status shows it, and the events
+ * its row-level security shows it (its own among them).  OX200 when the
  * projection does not exist (or was dropped while we waited).
  */
 static bool
 ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 {
-	static const Oid argtypes[1] = {TEXTOID};
+	static const Oid argtypes[3] = {TEXTOID, XID8OID, INT8OID};
 	MemoryContext cxt = CurrentMemoryContext;
+	Datum		args[3];
 	bool		isnull;
 	uint64		ckpt_txid;
 	int64		ckpt_pos;
 	uint64		horizon;
 	char	   *mode;
 	char	   *state;
+	bool		nothing_left;
 	bool		passed;
 
-	if (OcxRunKeptPlan(OcxKeptPlan(&check_plan,
-								   "SELECT checkpoint_txid, checkpoint_position, mode, state, "
-								   "ocx.log_horizon() FROM ocx.projections "
-								   "WHERE name OPERATOR(pg_catalog.=) $1",
-								   1, argtypes),
-					   &name, NULL, false) == 0)
+	args[0] = name;
+	args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(txid));
+	args[2] = Int64GetDatum(position);
+	if (OcxRunKeptPlan(OcxKeptPlan(&check_plan, CHECK_SQL, 3, argtypes),
+					   args, NULL, false) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_UNKNOWN_PROJECTION),
 				 errmsg("projection \"%s\" does not exist", name_str),
@@ -307,9 +339,11 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 	state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 	horizon = U64FromFullTransactionId(DatumGetFullTransactionId(
 		SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)));
+	nothing_left = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
 
 	passed = ckpt_txid > txid || (ckpt_txid == txid && ckpt_pos >= position) ||
-		(strcmp(mode, "inline") == 0 && strcmp(state, "running") == 0 && txid < horizon);
+		(strcmp(mode, "inline") == 0 && strcmp(state, "running") == 0 && txid < horizon) ||
+		nothing_left;
 	SPI_freetuptable(SPI_tuptable);
 	return passed;
 }

@@ -95,6 +95,16 @@ SELECT ocx.wait_for('wf_async', ocx.cursor('0', 0), '0') AS passed;
 SELECT ocx.resume_projection('wf_async');
 SELECT ocx.wait_for('wf_async', ocx.last_append_cursor(), '20 s') AS resumed;
 SELECT count(*) AS applied FROM wf_model WHERE pos = ocx.global_position(ocx.last_append_cursor());
+-- nothing left for it up to the cursor: passed, paused or not
+SELECT ocx.pause_projection('wf_async');
+SELECT ocx.append_event('wfx-1', 0, 'WfThing', '{}');
+SELECT ocx.wait_for('wf_async', ocx.last_append_cursor(), '20 s') AS an_event_it_does_not_want;
+SELECT ocx.resume_projection('wf_async');
+BEGIN;
+SELECT ocx.append_event('wf-10', 0, 'WfThing', '{}');
+SELECT ocx.last_append_cursor() AS rolled_back \gset
+ROLLBACK;
+SELECT ocx.wait_for('wf_async', :'rolled_back', '20 s') AS a_rolled_back_event;
 
 -- an inline projection: true as soon as the appending transaction committed
 SELECT ocx.define_projection('wf_inline', 'wf_handler(ocx.event)', categories => '{wfi}', mode => 'inline');

@@ -1,8 +1,9 @@
 # Read-your-writes (issue 12): ocx.wait_for returns true once the projection
 # has applied the session's last append, woken by the worker's latch; false
 # after the timeout when it has not; refuses to wait inside the appending
-# transaction; readers may call it; a wait ended by a cancel, a timeout or a
-# terminated backend leaves no slot behind in the waiter table.
+# transaction or in a projection handler; readers may call it; a wait ended
+# by a cancel, a timeout or a terminated backend leaves no slot behind in the
+# waiter table.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -142,6 +143,20 @@ my $count = $node->safe_psql('postgres', q{
 SELECT (SELECT count(*) FROM model) = (SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'acct-%')});
 is($count, 't', 'the read model has every event');
 $canceller->quit;
+
+# 7. a projection handler cannot wait: the worker would wait for itself
+$node->safe_psql('postgres', q{
+CREATE FUNCTION waiting_handler(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ocx.wait_for('waiter', e.cursor, '10s');
+END $$;
+SELECT ocx.define_projection('waiter', 'waiting_handler(ocx.event)', categories => '{wt}',
+                             retry => '{"attempts": 1}');
+SELECT ocx.append_event('wt-1', NULL, 'Fast', '{}');
+});
+ok($node->poll_query_until('postgres', q{
+SELECT string_agg(sqlstate, ',') = 'OX230' FROM ocx.dead_letters WHERE projection = 'waiter'}),
+	'wait_for in a projection handler fails with OX230 (the event is parked)');
 
 $node->stop;
 done_testing();

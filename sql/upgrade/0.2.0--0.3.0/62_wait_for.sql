@@ -18,4 +18,4 @@ CREATE FUNCTION ocx.wait_for(projection text, cursor ocx.cursor, timeout interva
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_wait_for';
 COMMENT ON FUNCTION ocx.wait_for(text, ocx.cursor, interval) IS
-    'wait until the projection has passed the cursor (an async one''s checkpoint is at or after it; an inline one: the cursor''s transaction has ended): true, or false when the timeout passes first; woken by the worker''s latch';
+    'wait until the projection has passed the cursor (its checkpoint is at or after it; or the cursor''s transaction has ended and the projection is inline or has no event it wants up to the cursor left): true, or false when the timeout passes first; woken by the worker''s latch';
