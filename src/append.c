@@ -278,9 +278,12 @@ LastAppendSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 		last_subid = parentSubid;
 }
 
-/* Remember (txid, position) as the cursor of this session's last append. */
+/*
+ * Remember (txid, position) as the cursor of this session's last append;
+ * ours: the event is this transaction's (its rollback takes the cursor too).
+ */
 static void
-RememberAppend(uint64 txid, int64 position)
+RememberAppend(uint64 txid, int64 position, bool ours)
 {
 	if (!last_callbacks)
 	{
@@ -291,7 +294,7 @@ RememberAppend(uint64 txid, int64 position)
 	last_valid = true;
 	last_txid = txid;
 	last_position = position;
-	last_in_xact = true;
+	last_in_xact = ours;
 	last_subid = GetCurrentSubTransactionId();
 }
 
@@ -852,6 +855,7 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 	int64		base;
 	uint64		stored_txid = 0;
 	int64		stored_position = 0;
+	FullTransactionId mine;
 
 	for (i = 0; i < n; i++)
 	{
@@ -924,7 +928,10 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 		RaiseConflict(sid, expected, CurrentVersion(CStringGetTextDatum(sid)));
 
 	/* the retry's cursor is the stored batch's: wait_for it as for the original */
-	RememberAppend(stored_txid, stored_position);
+	mine = GetTopFullTransactionIdIfAny();
+	RememberAppend(stored_txid, stored_position,
+				   FullTransactionIdIsValid(mine) &&
+				   U64FromFullTransactionId(mine) + OcxLogXidOffset() == stored_txid);
 	return base + n;
 }
 
@@ -1272,7 +1279,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now,
 								&position);
 		SPI_finish();
-		RememberAppend(OcxLogTxid(), position);
+		RememberAppend(OcxLogTxid(), position, true);
 		CountWritten(events, 1);
 		OcxAfterAppend(sid, new_version, 1);
 		return new_version;
@@ -1299,7 +1306,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	}
 
 	SPI_finish();
-	RememberAppend(OcxLogTxid(), position);
+	RememberAppend(OcxLogTxid(), position, true);
 
 	CountWritten(events, n);
 	OcxAfterAppend(sid, new_version - n + 1, n);

@@ -45,6 +45,13 @@ SELECT ocx.last_append_cursor()::text = :'c3' AND ocx.last_append_cursor()::text
 -- a failed append leaves the cursor as it was
 SELECT ocx.append_event('wf-3', 0, 'WfThing', '{}');
 SELECT ocx.last_append_cursor()::text = :'c3' AS after_a_conflict;
+-- a retry in a transaction that rolls back: the stored batch is still there
+SELECT ocx.append_event('wf-4', 1, 'WfThing', '{}');
+BEGIN;
+SELECT ocx.append('wf-3', 0, '[{"type": "WfThing", "id": "0a000000-0000-4000-8000-000000000001"},
+                               {"type": "WfThing", "id": "0a000000-0000-4000-8000-000000000002"}]');
+ROLLBACK;
+SELECT ocx.last_append_cursor()::text = :'c3' AS retry_kept_after_rollback;
 
 -- rolled back: the event is gone, and so is the cursor
 BEGIN;
