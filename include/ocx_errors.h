@@ -55,6 +55,7 @@
 #define ERRCODE_OCX_WORKERS_NOT_LOADED		MAKE_SQLSTATE('O','X','2','1','0')
 #define ERRCODE_OCX_LOG_HORIZON_HELD		MAKE_SQLSTATE('O','X','2','1','1')
 #define ERRCODE_OCX_UNKNOWN_DEAD_LETTER		MAKE_SQLSTATE('O','X','2','2','0')
+#define ERRCODE_OCX_CANNOT_WAIT				MAKE_SQLSTATE('O','X','2','3','0')
 
 /* OX3xx: message bus, subscriptions, commands */
 #define ERRCODE_OCX_UNKNOWN_SUBSCRIPTION	MAKE_SQLSTATE('O','X','3','0','0')

@@ -133,4 +133,7 @@ extern bool OcxProjectionBatch(const char *name, int partition, TimestampTz *nex
 extern int	OcxStreamPartition(const char *stream_id, int partitions);
 extern void OcxProjectionFailed(const char *name, const char *message);
 
+/* waitfor.c: wake the ocx.wait_for waiters of a projection the worker advanced */
+extern void OcxWaitForWake(Oid dboid, const char *projection);
+
 #endif							/* OCX_WORKER_H */

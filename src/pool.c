@@ -397,6 +397,7 @@ RunUnit(UnitKind kind, const char *name, int partition, TimestampTz now,
 	}
 	else if (us.locked)
 	{
+		OcxWaitForWake(MyDatabaseId, name);	/* ocx.wait_for (waitfor.c) */
 		ForgetBackoff(name);
 		if (us.next_due < *next_due)
 			*next_due = us.next_due;

@@ -546,5 +546,13 @@ COMMENT ON VIEW ocx.projection_status IS
     'every projection: state, checkpoint (of its slowest partition), lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
+-- Read-your-writes (issue 12): wait until a projection has passed a cursor.
+-- Runs with the caller's rights; see src/waitfor.c.
+CREATE FUNCTION ocx.wait_for(projection text, cursor ocx.cursor, timeout interval) RETURNS boolean
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_wait_for';
+COMMENT ON FUNCTION ocx.wait_for(text, ocx.cursor, interval) IS
+    'wait until the projection has passed the cursor (its checkpoint is at or after it; or the cursor''s transaction has ended and the projection is inline or has no event it wants up to the cursor left): true, or false when the timeout passes first; woken by the worker''s latch';
+
 -- A database with ocx gets its worker as soon as the extension is created.
 SELECT ocx._wake_worker();

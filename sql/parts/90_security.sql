@@ -142,7 +142,8 @@ BEGIN ATOMIC
         ('routine', '^(_call_as_author|_regprocedure_as|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$)', 'ocx_reader'),
+                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
+                    'last_append_cursor$|wait_for$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',

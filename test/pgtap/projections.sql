@@ -1,6 +1,6 @@
 -- pgTAP: the projection API's objects, defaults, state changes and errors.
 BEGIN;
-SELECT plan(37);
+SELECT plan(39);
 
 SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
@@ -17,6 +17,10 @@ SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection'
 SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
 SELECT has_function('ocx', 'rebuild_projection', ARRAY['text'], 'rebuild_projection');
 SELECT has_function('ocx', 'retry_dead_letter', ARRAY['bigint'], 'retry_dead_letter');
+SELECT function_returns('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'boolean',
+    'wait_for(projection, cursor, timeout) returns boolean');
+SELECT volatility_is('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'volatile',
+    'wait_for is volatile');
 SELECT volatility_is('ocx', 'define_projection',
     ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure', 'integer'], 'volatile',
     'define_projection is volatile');
