@@ -25,6 +25,7 @@ extern char *ocx_causation_id;
 extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
+extern char *ocx_projection_schema;
 extern void OcxGucInit(void);
 
 /*

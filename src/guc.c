@@ -20,6 +20,7 @@ char	   *ocx_causation_id = NULL;
 char	   *ocx_traceparent = NULL;
 char	   *ocx_source = NULL;
 char	   *ocx_tenant = NULL;
+char	   *ocx_projection_schema = NULL;
 
 /* Empty means unset; anything else must be a UUID. */
 static bool
@@ -113,4 +114,12 @@ OcxGucInit(void)
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
 
+	/* set by ocx around each handler call of a blue/green rebuild (projection.c) */
+	DefineCustomStringVariable("ocx.projection_schema",
+							   gettext_noop("Schema a projection handler should write its read-model tables in."),
+							   gettext_noop("Set by ocx to the shadow schema while a blue/green rebuild replays "
+											"the log; empty otherwise (the handler writes its own tables)."),
+							   &ocx_projection_schema, "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
 }

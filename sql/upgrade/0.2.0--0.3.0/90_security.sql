@@ -53,7 +53,9 @@ COMMENT ON COLUMN ocx.aggregates.definer IS 'the role that defined the aggregate
 
 -- The entry points that record their caller: the 0.2.0 function becomes the
 -- body ocx._<name>, a C trampoline takes its name (src/security.c).
-ALTER FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) RENAME TO _define_projection;
+-- (define_projection took a new parameter, tables, in 63_rebuild.sql: the
+-- 0.2.0 function is dropped and its body created below with it.)
+DROP FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure);
 ALTER FUNCTION ocx.define_aggregate(text, regprocedure, jsonb, integer, jsonb) RENAME TO _define_aggregate;
 ALTER FUNCTION ocx.define_module(text, jsonb) RENAME TO _define_module;
 ALTER FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) RENAME TO _define_command_handler;
@@ -78,9 +80,10 @@ CREATE FUNCTION ocx._regprocedure_as(signature text, role regrole) RETURNS regpr
 COMMENT ON FUNCTION ocx._regprocedure_as(text, regrole) IS
     'internal: the function a signature names, looked up with role''s rights (entry points only)';
 
-CREATE OR REPLACE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
+CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      tables regclass[] DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -88,6 +91,7 @@ AS $$
 DECLARE
     policy jsonb;
     h pg_proc;
+    table_names text[] := ocx._projection_tables(tables);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
         RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
@@ -129,16 +133,17 @@ BEGIN
     -- an inline projection first catches up in the worker (state rebuilding)
     -- and is applied by appends from the moment it has
     INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, owner, state,
-                                      rebuild_started_at, rebuild_total)
+                                      rebuild_started_at, rebuild_total, tables)
     VALUES (name, handler::text, types, categories, mode, policy, reset::text,
             pg_get_userbyid(ocx._caller()),
             CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
             CASE mode WHEN 'inline' THEN now() END,
-            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END)
+            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END,
+            table_names)
     ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
        SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
            retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
-           updated_at = now();
+           tables = excluded.tables, updated_at = now();
     IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
         RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
             HINT = 'Drop it first, or keep its mode.';
@@ -146,7 +151,7 @@ BEGIN
     PERFORM ocx._wake_worker();
 END;
 $$;
-COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
+COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, regclass[]) IS
     'internal: the body of ocx.define_projection, run as ocx_owner; the caller (ocx._caller()) is recorded as the projection''s owner';
 
 CREATE OR REPLACE FUNCTION ocx._define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
@@ -456,12 +461,13 @@ COMMENT ON FUNCTION ocx._define_upcaster(text, integer, regprocedure, jsonb) IS
 
 CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      tables regclass[] DEFAULT NULL)
     RETURNS void
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_owner_call';
-COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
-    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append';
+COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, regclass[]) IS
+    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append; tables declares its read-model tables (for rebuild_projection(shadow => true))';
 
 CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
                                      initial_state jsonb DEFAULT '{}', snapshot_every integer DEFAULT NULL,
@@ -534,14 +540,40 @@ $$;
 COMMENT ON FUNCTION ocx._check_function(regprocedure, regtype[], regtype, text, text) IS
     'internal: raises errcode unless fn is a plain function with exactly these argument types and result type';
 
-CREATE OR REPLACE FUNCTION ocx.rebuild_projection(name text) RETURNS void
+DROP FUNCTION ocx.rebuild_projection(text);
+CREATE FUNCTION ocx.rebuild_projection(name text, shadow boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p ocx.projections := ocx._projection_row(name);
+    sh text;
 BEGIN
     PERFORM ocx._require_workers('ocx.rebuild_projection()');
+    IF shadow IS NULL THEN
+        RAISE EXCEPTION 'shadow must not be null' USING ERRCODE = 'OX201',
+            HINT = 'Pass true for a blue/green rebuild, false to reset and replay in place.';
+    END IF;
+    IF shadow THEN
+        PERFORM ocx._projection_shadow_check(p);
+        IF p.state OPERATOR(pg_catalog.<>) 'running' THEN
+            RAISE EXCEPTION 'projection "%" is %', p.name, p.state USING ERRCODE = 'OX201',
+                DETAIL = 'A blue/green rebuild runs beside a running projection.',
+                HINT = 'Resume it or let its rebuild finish first.';
+        END IF;
+        -- a blue/green rebuild already under way starts again from scratch
+        PERFORM ocx._projection_shadow_discard(p.name);
+        sh := ocx._projection_shadow_create(p);
+        UPDATE ocx.projections
+           SET shadow_schema = sh, shadow_checkpoint_txid = '0', shadow_checkpoint_position = 0,
+               shadow_failures = 0, rebuild_started_at = pg_catalog.now(), rebuild_finished_at = NULL,
+               rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
+               updated_at = pg_catalog.now()
+         WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+        PERFORM ocx._wake_worker();
+        RETURN;
+    END IF;
+    PERFORM ocx._projection_shadow_discard(p.name);
     -- An inline projection: no append may be in flight while its read model
     -- is reset (one that still saw it running would survive the reset and be
     -- replayed again); appends after our commit see it rebuilding.
@@ -563,8 +595,8 @@ BEGIN
     PERFORM ocx._wake_worker();
 END;
 $$;
-COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
-    'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
+COMMENT ON FUNCTION ocx.rebuild_projection(text, boolean) IS
+    'replay the whole log into the projection in the worker: in place (reset function, then replay), or with shadow => true into shadow copies of its declared tables, swapped in when caught up; progress in ocx.projection_status';
 
 CREATE OR REPLACE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
