@@ -197,13 +197,17 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"AND shadow_checkpoint_position OPERATOR(pg_catalog.=) $8",
 		8, {TEXTOID, XID8OID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, XID8OID, INT8OID}
 	},
-	/* the live tables this transaction wrote (the handler must write the shadow) */
+	/*
+	 * The rows written to each live table by this process and not yet sent
+	 * to the statistics system (PG15 keeps earlier transactions' counts
+	 * pending too): read before and after the handlers, a change means the
+	 * handler wrote a live table.
+	 */
 	[Q_LIVE_WRITES] = {
-		"SELECT t FROM pg_catalog.unnest($1) t "
-		"WHERE pg_catalog.pg_stat_get_xact_tuples_inserted(t::pg_catalog.regclass) "
+		"SELECT t, pg_catalog.pg_stat_get_xact_tuples_inserted(t::pg_catalog.regclass) "
 		"OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(t::pg_catalog.regclass) "
 		"OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(t::pg_catalog.regclass) "
-		"OPERATOR(pg_catalog.>) 0 LIMIT 1",
+		"FROM pg_catalog.unnest($1) WITH ORDINALITY u(t, i) ORDER BY i",
 		1, {TEXTARRAYOID}
 	},
 	[Q_SWAP] = {
@@ -1099,6 +1103,15 @@ OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 	{
 		FmgrInfo	flinfo;
 		ApplyRun	run;
+		int64	   *written;
+		uint64		ntables;
+		uint64		t;
+
+		values[0] = tables;
+		ntables = RunProjPlan(Q_LIVE_WRITES, values, NULL);
+		written = palloc(sizeof(int64) * Max(ntables, 1));
+		for (t = 0; t < ntables; t++)
+			written[t] = DatumGetInt64(GetCol(t, 2, &isnull));
 
 		fmgr_info_cxt(handler, &flinfo, cxt);
 		run.flinfo = &flinfo;
@@ -1109,11 +1122,16 @@ OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 		ApplyInSchema(&run, schema);
 
 		values[0] = tables;
-		if (RunProjPlan(Q_LIVE_WRITES, values, NULL) > 0)
+		if (RunProjPlan(Q_LIVE_WRITES, values, NULL) != ntables)
+			elog(ERROR, "ocx: the read-model tables changed during a batch");
+		for (t = 0; t < ntables; t++)
+			if (DatumGetInt64(GetCol(t, 2, &isnull)) != written[t])
+				break;
+		if (t < ntables)
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_SHADOW_LIVE_WRITE),
 					 errmsg("projection \"%s\" wrote to its live table %s during a blue/green rebuild",
-							name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+							name, GetText(t, 1)),
 					 errdetail("The handler must write to the tables it finds through its search_path, or in schema ocx.projection_schema."),
 					 errhint("Qualify no table names in the handler, or qualify them with current_setting('ocx.projection_schema') when it is set.")));
 	}

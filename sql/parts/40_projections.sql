@@ -224,6 +224,17 @@ CREATE FUNCTION ocx._execute_as_author(author regrole, statements text[]) RETURN
 COMMENT ON FUNCTION ocx._execute_as_author(regrole, text[]) IS
     'internal: run statements ocx built (a blue/green rebuild''s DDL) as author, search_path pg_catalog, security-restricted (entry points and the worker only)';
 
+-- A read-model table by its stored name, looked up in the catalogs: ocx_owner
+-- (rebuild_projection) has no USAGE on the schemas of user tables.
+CREATE FUNCTION ocx._relation_oid(name text) RETURNS oid
+    LANGUAGE sql STABLE STRICT PARALLEL SAFE
+    RETURN (SELECT c.oid FROM pg_catalog.pg_class c
+              JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+             WHERE n.nspname OPERATOR(pg_catalog.=) (pg_catalog.parse_ident(name))[1]
+               AND c.relname OPERATOR(pg_catalog.=) (pg_catalog.parse_ident(name))[2]);
+COMMENT ON FUNCTION ocx._relation_oid(text) IS
+    'internal: the oid of a table named schema.table (quoted as needed), from the catalogs; NULL if none';
+
 CREATE FUNCTION ocx._projection_tables(tables regclass[]) RETURNS text[]
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
@@ -306,7 +317,7 @@ BEGIN
             HINT = format('GRANT CREATE ON DATABASE %I TO %I.', current_database(), p.owner);
     END IF;
     FOREACH tn IN ARRAY p.tables LOOP
-        t := to_regclass(tn);
+        t := ocx._relation_oid(tn);
         IF t IS NULL THEN
             RAISE EXCEPTION 'read-model table % of projection "%" does not exist', tn, p.name USING ERRCODE = 'OX230',
                 HINT = 'Define the projection again with its current tables.';
@@ -445,7 +456,7 @@ BEGIN
     FOREACH tn IN ARRAY p.tables LOOP
         SELECT cl.relname, cl.relpersistence, ts.spcname INTO c
           FROM pg_class cl LEFT JOIN pg_tablespace ts ON ts.oid = cl.reltablespace
-         WHERE cl.oid = tn::regclass;
+         WHERE cl.oid = ocx._relation_oid(tn);
         stmts := stmts || format('CREATE %sTABLE %I.%I (LIKE %s INCLUDING ALL)%s',
                                  CASE c.relpersistence WHEN 'u' THEN 'UNLOGGED ' ELSE '' END, sh, c.relname, tn,
                                  CASE WHEN c.spcname IS NOT NULL THEN format(' TABLESPACE %I', c.spcname) ELSE '' END);
@@ -453,8 +464,9 @@ BEGIN
     PERFORM ocx._execute_as_author(owner, stmts);
     stmts := '{}';
     FOREACH tn IN ARRAY p.tables LOOP
-        stmts := stmts || ocx._projection_acl_sync(tn::regclass,
-                              format('%I.%I', sh, (SELECT relname FROM pg_class WHERE oid = tn::regclass))::regclass);
+        stmts := stmts || ocx._projection_acl_sync(ocx._relation_oid(tn)::regclass,
+                              ocx._relation_oid(format('%I.%I', sh, (SELECT relname FROM pg_class
+                                                                      WHERE oid = ocx._relation_oid(tn))))::regclass);
     END LOOP;
     PERFORM ocx._execute_as_author(owner, stmts);
     RETURN sh;
@@ -497,9 +509,10 @@ BEGIN
     PERFORM ocx._projection_shadow_check(p);
     FOREACH tn IN ARRAY p.tables LOOP
         SELECT cl.relname, n.nspname INTO c
-          FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = tn::regclass;
+          FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = ocx._relation_oid(tn);
         stmts := stmts
-                 || ocx._projection_acl_sync(tn::regclass, format('%I.%I', p.shadow_schema, c.relname)::regclass)
+                 || ocx._projection_acl_sync(ocx._relation_oid(tn)::regclass,
+                                             ocx._relation_oid(format('%I.%I', p.shadow_schema, c.relname))::regclass)
                  || format('DROP TABLE %s', tn)
                  || format('ALTER TABLE %I.%I SET SCHEMA %I', p.shadow_schema, c.relname, c.nspname);
     END LOOP;
