@@ -286,10 +286,11 @@ COMMENT ON FUNCTION ocx._projection_shadow_create(ocx.projections) IS
     'internal: create a projection''s shadow schema with empty copies of its read-model tables (as its owner); returns the schema';
 
 -- Called by the worker once the shadow replay has caught up: in the worker's
--- transaction, lock the live tables (waiting at most 1 s: false, try again
--- later), give the shadow tables their owner, privileges and comment, drop
--- the live tables, move the shadow tables in, and move the checkpoint to the
--- shadow's.
+-- transaction, lock the live tables (waiting at most 1 s), give the shadow
+-- tables their owner, privileges and comment, drop the live tables, move the
+-- shadow tables in, and move the checkpoint to the shadow's.  false (try
+-- again later) when the locks were not granted or the live checkpoint is
+-- still ahead of the shadow's.
 CREATE FUNCTION ocx._projection_swap(name text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -304,6 +305,11 @@ DECLARE
 BEGIN
     SELECT * INTO p FROM ocx.projections WHERE projections.name = _projection_swap.name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND OR p.shadow_schema IS NULL THEN
+        RETURN false;
+    END IF;
+    -- not before the shadow has every event the live tables have: a reader
+    -- must never see the read model go back
+    IF (p.shadow_checkpoint_txid, p.shadow_checkpoint_position) < (p.checkpoint_txid, p.checkpoint_position) THEN
         RETURN false;
     END IF;
     owner := to_regrole(quote_ident(p.owner));
