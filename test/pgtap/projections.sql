@@ -6,20 +6,20 @@ SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
 SELECT has_view('ocx', 'projection_status', 'ocx.projection_status exists');
 SELECT has_function('ocx', 'define_projection',
-    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'define_projection signature');
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure', 'regclass[]'], 'define_projection signature');
 SELECT has_function('ocx', 'drop_projection', ARRAY['text'], 'drop_projection');
 SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection');
 SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
-SELECT has_function('ocx', 'rebuild_projection', ARRAY['text'], 'rebuild_projection');
+SELECT has_function('ocx', 'rebuild_projection', ARRAY['text', 'boolean'], 'rebuild_projection');
 SELECT has_function('ocx', 'retry_dead_letter', ARRAY['bigint'], 'retry_dead_letter');
 SELECT volatility_is('ocx', 'define_projection',
-    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'volatile',
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure', 'regclass[]'], 'volatile',
     'define_projection is volatile');
 SELECT columns_are('ocx', 'projection_status', ARRAY[
     'name', 'mode', 'state', 'checkpoint', 'events_applied', 'lag_events', 'lag_seconds',
     'last_error', 'last_error_at', 'failing_attempts', 'retry_at', 'dead_letters',
     'rebuild_done', 'rebuild_total', 'rebuild_rate', 'rebuild_eta',
-    'handler', 'types', 'categories', 'retry', 'owner'], 'projection_status columns');
+    'handler', 'types', 'categories', 'retry', 'owner', 'shadow_checkpoint'], 'projection_status columns');
 
 CREATE TABLE tap_model (pos bigint);
 CREATE FUNCTION tap_h(e ocx.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO tap_model VALUES (e.global_position) $$;
