@@ -145,6 +145,44 @@ SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ocx\_shadow\_%';
 SELECT ocx.drop_projection('bg');
 SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ocx\_shadow\_%';
 
+-- a projection owned by a role that is no superuser: the DDL runs as that
+-- role, the table keeps its owner and grants
+CREATE ROLE bg_admin IN ROLE ocx_admin;
+DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO bg_admin', current_database()); END $$;
+GRANT CREATE ON SCHEMA public TO bg_admin;
+CREATE TABLE bg_owned (stream_id text PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+ALTER TABLE bg_owned OWNER TO bg_admin;
+GRANT SELECT ON bg_owned TO bg_reader;
+CREATE FUNCTION bg_owned_handler(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bg_owned AS t VALUES (e.stream_id, (e.data ->> 'n')::bigint)
+    ON CONFLICT (stream_id) DO UPDATE SET n = t.n + excluded.n;
+END $$;
+ALTER FUNCTION bg_owned_handler(ocx.event) OWNER TO bg_admin;
+SET ROLE bg_admin;
+SELECT ocx.define_projection('bg_owned', 'bg_owned_handler(ocx.event)', categories => '{bg}',
+                             tables => '{bg_owned}');
+SELECT bg_wait('bg_owned');
+UPDATE bg_owned SET n = 0;
+SELECT ocx.rebuild_projection('bg_owned', shadow => true);
+SELECT bg_wait('bg_owned');
+RESET ROLE;
+SELECT * FROM bg_owned ORDER BY stream_id;
+SELECT pg_get_userbyid(relowner) AS owner, has_table_privilege('bg_reader', 'bg_owned', 'SELECT') AS reader_select,
+       (SELECT last_error FROM ocx.projections WHERE name = 'bg_owned') AS last_error
+  FROM pg_class WHERE oid = 'bg_owned'::regclass;
+-- a role that may not create the shadow schema is refused up front
+DO $$ BEGIN EXECUTE format('REVOKE CREATE ON DATABASE %I FROM bg_admin', current_database()); END $$;
+SET ROLE bg_admin;
+SELECT ocx.rebuild_projection('bg_owned', shadow => true);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT ocx.drop_projection('bg_owned');
+DROP TABLE bg_owned;
+DROP FUNCTION bg_owned_handler(ocx.event);
+REVOKE CREATE ON SCHEMA public FROM bg_admin;
+DROP ROLE bg_admin;
+
 DROP TABLE bg_totals;
 DROP ROLE bg_reader;
 DROP FUNCTION bg_handler(ocx.event), bg_qualified(ocx.event), bg_wait(text), bg_trig();
