@@ -27,6 +27,12 @@
  * no append can hold concurrently, and only when no event is left beyond its
  * checkpoint, so from then on every append applies it and none is missed.
  *
+ * A blue/green rebuild replays the log into shadow copies of the
+ * projection's declared tables as a unit of work of its own (the shadow
+ * replay, OcxProjectionShadowBatch, with its own checkpoint), beside the live
+ * projection's batches, and swaps the copies in with the checkpoint in one
+ * transaction once caught up (ocx._projection_swap; docs/projections.md).
+ *
  * Backends cache the running inline projections; a statement trigger on
  * ocx.projections sends a relcache invalidation when what they cache
  * changes.  No shared memory here.
@@ -1013,6 +1019,25 @@ LiveBatch(const char *name, TimestampTz *next_due)
 	return more;
 }
 
+/* ApplyEvents with schema first in the handler's search_path and as ocx.projection_schema. */
+static void
+ApplyInSchema(ApplyRun *run, const char *schema)
+{
+	ForgetEventSettings();
+	OcxUserCodeSchemaFirst(schema);
+	handler_schema = schema;
+	PG_TRY();
+	{
+		ApplyEvents(run);
+	}
+	PG_FINALLY();
+	{
+		OcxUserCodeSchemaFirst(NULL);
+		handler_schema = NULL;
+	}
+	PG_END_TRY();
+}
+
 /*
  * Blue/green rebuilds.  rebuild_projection(name, shadow => true) created a
  * shadow schema holding empty copies of the projection's declared tables;
@@ -1034,25 +1059,6 @@ LiveBatch(const char *name, TimestampTz *next_due)
  * (OcxProjectionShadowFailed), and after the retry policy's attempts in a
  * row the rebuild is abandoned: shadow tables dropped, live ones untouched.
  */
-/* ApplyEvents with schema first in the handler's search_path and as ocx.projection_schema. */
-static void
-ApplyInSchema(ApplyRun *run, const char *schema)
-{
-	ForgetEventSettings();
-	OcxUserCodeSchemaFirst(schema);
-	handler_schema = schema;
-	PG_TRY();
-	{
-		ApplyEvents(run);
-	}
-	PG_FINALLY();
-	{
-		OcxUserCodeSchemaFirst(NULL);
-		handler_schema = NULL;
-	}
-	PG_END_TRY();
-}
-
 bool
 OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 {

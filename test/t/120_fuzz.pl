@@ -258,7 +258,7 @@ sub gen_text_array {
 		'ARRAY[' . join(', ', map { q_lit(rand_str()) } 1 .. int(rand(5)) + 1) . ']');
 }
 sub gen_regclass_array {
-	return 'NULL' if nul(0.25);
+	return 'NULL' if nul(0.6);    # most define_projection calls declare no tables
 	return pick("'{}'::regclass[]", 'ARRAY[NULL]::regclass[]', "ARRAY['fz_model']::regclass[]",
 		"ARRAY['fz_model', 'fz_model']::regclass[]", "ARRAY['pg_class']::regclass[]",
 		"ARRAY['fz_view']::regclass[]", "ARRAY['ocx.events']::regclass[]", "'{{fz_model}}'::regclass[]",
