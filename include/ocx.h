@@ -27,6 +27,7 @@ extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
 extern int	ocx_horizon_warn_after;
+extern char *ocx_projection_schema;
 extern void OcxGucInit(void);
 
 /*

@@ -56,6 +56,8 @@
 #define ERRCODE_OCX_LOG_HORIZON_HELD		MAKE_SQLSTATE('O','X','2','1','1')
 #define ERRCODE_OCX_UNKNOWN_DEAD_LETTER		MAKE_SQLSTATE('O','X','2','2','0')
 #define ERRCODE_OCX_CANNOT_WAIT				MAKE_SQLSTATE('O','X','2','3','0')
+#define ERRCODE_OCX_SHADOW_REFUSED			MAKE_SQLSTATE('O','X','2','3','2')
+#define ERRCODE_OCX_SHADOW_LIVE_WRITE		MAKE_SQLSTATE('O','X','2','3','3')
 
 /* OX3xx: message bus, subscriptions, commands */
 #define ERRCODE_OCX_UNKNOWN_SUBSCRIPTION	MAKE_SQLSTATE('O','X','3','0','0')

@@ -136,4 +136,15 @@ extern void OcxProjectionFailed(const char *name, const char *message);
 /* waitfor.c: wake the ocx.wait_for waiters of a projection the worker advanced */
 extern void OcxWaitForWake(Oid dboid, const char *projection);
 
+/*
+ * Blue/green rebuilds: OcxProjectionsToRun lists the shadow replay of a
+ * projection as a unit of work of its own, its name prefixed with
+ * OCX_SHADOW_PREFIX (which no projection name can contain), after the
+ * projection itself; OcxProjectionBatch/OcxProjectionFailed dispatch on the
+ * prefix.  A worker pool may call these two directly instead.
+ */
+#define OCX_SHADOW_PREFIX "(shadow) "
+extern bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
+extern void OcxProjectionShadowFailed(const char *name, const char *message);
+
 #endif							/* OCX_WORKER_H */

@@ -1,7 +1,8 @@
 
 -- Issue 12: a projection split into partitions by stream, each partition a
--- unit of work with its own checkpoint (ocx.projection_partitions).  After
--- 90_security, which renames 0.2.0's define_projection to _define_projection.
+-- unit of work with its own checkpoint (ocx.projection_partitions).
+-- define_projection, _define_projection and rebuild_projection, which use
+-- them, are in 90_security.sql.
 ALTER TABLE ocx.projections
     ADD COLUMN partitions integer NOT NULL DEFAULT 1 CHECK (partitions BETWEEN 1 AND 64);
 -- A projection split into partitions by stream (ocx.stream_partition of the
@@ -27,135 +28,6 @@ COMMENT ON TABLE ocx.projection_partitions IS
 SELECT pg_catalog.pg_extension_config_dump('ocx.projection_partitions', '');
 REVOKE ALL ON ocx.projection_partitions FROM PUBLIC;
 
-DROP FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure);
-DROP FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure);
-CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
-                                      categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
-                                      partitions integer DEFAULT 1)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    policy jsonb;
-    h pg_proc;
-    old ocx.projections;
-    ckpt record;
-BEGIN
-    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
-        RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
-            USING ERRCODE = 'OX201',
-            DETAIL = 'A projection name is 1 to 63 letters, digits, "_", ".", ":" or "-", starting with a letter or "_".';
-    END IF;
-    IF mode IS NULL OR mode NOT IN ('async', 'inline') THEN
-        RAISE EXCEPTION 'invalid projection mode %', coalesce(quote_literal(mode), 'NULL')
-            USING ERRCODE = 'OX201', DETAIL = 'The mode is "async" (the worker) or "inline" (the appending transaction).';
-    END IF;
-    IF handler IS NULL THEN
-        RAISE EXCEPTION 'projection handler must not be null' USING ERRCODE = 'OX201',
-            HINT = 'Pass a function handler(e ocx.event) returning void.';
-    END IF;
-    SELECT * INTO h FROM pg_proc WHERE oid = handler;
-    IF h.pronargs <> 1 OR h.proargtypes[0] <> 'ocx.event'::regtype OR h.prokind <> 'f' THEN
-        RAISE EXCEPTION 'projection handler % must take one ocx.event argument', handler
-            USING ERRCODE = 'OX201', HINT = 'Declare it as handler(e ocx.event) RETURNS void.';
-    END IF;
-    IF NOT has_function_privilege(ocx._caller(), handler, 'EXECUTE') THEN
-        RAISE EXCEPTION 'permission denied for projection handler %', handler USING ERRCODE = '42501';
-    END IF;
-    IF reset IS NOT NULL AND (SELECT pronargs FROM pg_proc WHERE oid = reset) <> 0 THEN
-        RAISE EXCEPTION 'projection reset function % must take no arguments', reset
-            USING ERRCODE = 'OX201', HINT = 'Declare it as reset() RETURNS void; it empties the read model.';
-    END IF;
-    IF reset IS NOT NULL AND NOT has_function_privilege(ocx._caller(), reset, 'EXECUTE') THEN
-        RAISE EXCEPTION 'permission denied for projection reset function %', reset USING ERRCODE = '42501';
-    END IF;
-    IF cardinality(types) = 0 OR cardinality(categories) = 0 OR array_ndims(types) > 1
-       OR array_ndims(categories) > 1 OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL)
-       OR EXISTS (SELECT FROM unnest(categories) u WHERE u IS NULL) THEN
-        RAISE EXCEPTION 'projection filters must not be empty, multidimensional or contain nulls' USING ERRCODE = 'OX201',
-            HINT = 'Pass NULL to select every type or category.';
-    END IF;
-    IF partitions IS NULL OR partitions < 1 OR partitions > 64 THEN
-        RAISE EXCEPTION 'projection partitions must be from 1 to 64' USING ERRCODE = 'OX201',
-            DETAIL = format('Got %s.', coalesce(partitions::text, 'NULL'));
-    END IF;
-    IF partitions > 1 AND mode = 'inline' THEN
-        RAISE EXCEPTION 'an inline projection cannot be partitioned' USING ERRCODE = 'OX201',
-            DETAIL = 'It runs in the appending transaction, one append at a time.',
-            HINT = 'Define it as async to split it into partitions.';
-    END IF;
-    policy := ocx._projection_retry(retry);
-    PERFORM ocx._require_workers('ocx.define_projection()');
-
-    -- another number of partitions: every partition starts where the
-    -- projection is, which is one checkpoint only if all partitions agree
-    SELECT * INTO old FROM ocx.projections p WHERE p.name = _define_projection.name FOR UPDATE;
-    IF FOUND AND old.partitions <> partitions THEN
-        IF old.partitions > 1 THEN
-            IF (SELECT count(DISTINCT (pp.checkpoint_txid, pp.checkpoint_position)) FROM ocx.projection_partitions pp
-                 WHERE pp.projection = old.name) > 1 THEN
-                RAISE EXCEPTION 'projection "%" has partitions at different checkpoints', name USING ERRCODE = 'OX201',
-                    DETAIL = 'The number of partitions can change only while every partition is at the same checkpoint.',
-                    HINT = 'Call ocx.rebuild_projection() first, in the same transaction.';
-            END IF;
-            SELECT pp.checkpoint_txid, pp.checkpoint_position, pp.checkpoint_time INTO ckpt
-              FROM ocx.projection_partitions pp WHERE pp.projection = old.name LIMIT 1;
-            DELETE FROM ocx.projection_partitions pp WHERE pp.projection = old.name;
-            UPDATE ocx.projections p SET checkpoint_txid = ckpt.checkpoint_txid,
-                   checkpoint_position = ckpt.checkpoint_position, checkpoint_time = ckpt.checkpoint_time,
-                   failing_position = NULL, failing_attempts = 0, retry_at = NULL
-             WHERE p.name = old.name;
-        END IF;
-        IF partitions > 1 THEN
-            INSERT INTO ocx.projection_partitions (projection, partition, checkpoint_txid, checkpoint_position, checkpoint_time)
-            SELECT p.name, g, p.checkpoint_txid, p.checkpoint_position, p.checkpoint_time
-              FROM ocx.projections p, generate_series(0, _define_projection.partitions - 1) g
-             WHERE p.name = old.name;
-        END IF;
-    END IF;
-
-    -- an inline projection first catches up in the worker (state rebuilding)
-    -- and is applied by appends from the moment it has
-    INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, owner, state,
-                                      rebuild_started_at, rebuild_total, partitions)
-    VALUES (name, handler::text, types, categories, mode, policy, reset::text,
-            pg_get_userbyid(ocx._caller()),
-            CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
-            CASE mode WHEN 'inline' THEN now() END,
-            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END,
-            _define_projection.partitions)
-    ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
-       SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
-           retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
-           partitions = excluded.partitions, updated_at = now();
-    IF old.name IS NULL THEN
-        INSERT INTO ocx.projection_partitions (projection, partition)
-        SELECT _define_projection.name, g FROM generate_series(0, _define_projection.partitions - 1) g
-         WHERE _define_projection.partitions > 1
-        ON CONFLICT DO NOTHING;
-    END IF;
-    IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
-        RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
-            HINT = 'Drop it first, or keep its mode.';
-    END IF;
-    PERFORM ocx._wake_worker();
-END;
-$$;
-COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer) IS
-    'internal: the body of ocx.define_projection, run as ocx_owner; the caller (ocx._caller()) is recorded as the projection''s owner';
-
-CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
-                                      categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
-                                      partitions integer DEFAULT 1)
-    RETURNS void
-    LANGUAGE C VOLATILE PARALLEL UNSAFE
-    AS 'MODULE_PATHNAME', 'ocx_owner_call';
-COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer) IS
-    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker (in partitions by stream, processed in parallel) or inline in the append';
-
 CREATE OR REPLACE FUNCTION ocx.resume_projection(name text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -179,43 +51,10 @@ $$;
 COMMENT ON FUNCTION ocx.resume_projection(text) IS
     'resume a paused projection, or one stopped by its retry policy (the failed event is tried again)';
 
-CREATE OR REPLACE FUNCTION ocx.rebuild_projection(name text) RETURNS void
-    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    p ocx.projections := ocx._projection_row(name);
-BEGIN
-    PERFORM ocx._require_workers('ocx.rebuild_projection()');
-    -- An inline projection: no append may be in flight while its read model
-    -- is reset (one that still saw it running would survive the reset and be
-    -- replayed again); appends after our commit see it rebuilding.
-    IF p.mode OPERATOR(pg_catalog.=) 'inline' THEN
-        LOCK TABLE ocx.streams IN SHARE MODE;
-    END IF;
-    IF p.reset IS NOT NULL THEN
-        PERFORM ocx._call_as_author(p.reset, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)));
-    END IF;
-    DELETE FROM ocx.dead_letters d
-     WHERE d.projection OPERATOR(pg_catalog.=) p.name AND d.state OPERATOR(pg_catalog.=) 'parked';
-    UPDATE ocx.projections
-       SET state = 'rebuilding', checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL,
-           events_applied = 0, failing_position = NULL, failing_attempts = 0, retry_at = NULL,
-           rebuild_started_at = pg_catalog.now(), rebuild_finished_at = NULL,
-           rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
-           updated_at = pg_catalog.now()
-     WHERE projections.name OPERATOR(pg_catalog.=) p.name;
-    UPDATE ocx.projection_partitions pp
-       SET checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL, events_applied = 0,
-           failing_position = NULL, failing_attempts = 0, retry_at = NULL, rebuild_done = 0,
-           updated_at = pg_catalog.now()
-     WHERE pp.projection OPERATOR(pg_catalog.=) p.name;
-    PERFORM ocx._wake_worker();
-END;
-$$;
-COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
-    'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
-
+-- security_invoker: the caller's row-level security applies to what the
+-- view reads (the full error, the lag over ocx.events, the dead letters),
+-- and pg_stat_activity's rules to the horizon's holder (its age needs
+-- pg_read_all_stats when another role's session holds it).
 CREATE OR REPLACE VIEW ocx.projection_status WITH (security_invoker = true) AS
 SELECT p.name, p.mode, p.state,
        ocx.cursor(c.checkpoint_txid, c.checkpoint_position) AS "checkpoint",
@@ -232,7 +71,8 @@ SELECT p.name, p.mode, p.state,
            AND d.state OPERATOR(pg_catalog.=) 'parked') AS dead_letters,
        c.rebuild_done, p.rebuild_total,
        rb.rate AS rebuild_rate,
-       CASE WHEN p.state OPERATOR(pg_catalog.=) 'rebuilding' AND rb.rate OPERATOR(pg_catalog.>) 0
+       CASE WHEN (p.state OPERATOR(pg_catalog.=) 'rebuilding' OR p.shadow_schema IS NOT NULL)
+                 AND rb.rate OPERATOR(pg_catalog.>) 0
             THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) c.rebuild_done, 0)
                                                   OPERATOR(pg_catalog./) rb.rate)
        END AS rebuild_eta,
@@ -241,6 +81,8 @@ SELECT p.name, p.mode, p.state,
             THEN hz.xact_age END AS horizon_age,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN hz.pid END AS horizon_pid,
+       CASE WHEN p.shadow_schema IS NOT NULL
+            THEN ocx.cursor(p.shadow_checkpoint_txid, p.shadow_checkpoint_position) END AS shadow_checkpoint,
        p.partitions
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
@@ -280,5 +122,5 @@ SELECT p.name, p.mode, p.state,
        ) rb ON true
   LEFT JOIN ocx.horizon_holder() hz ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint (of its slowest partition), lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
+    'every projection: state, checkpoint (of its slowest partition), lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA; shadow_checkpoint during a blue/green rebuild), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
