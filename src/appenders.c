@@ -21,8 +21,9 @@
  *	  error (roll back and retry: the new transaction gets a new xid).
  *
  * A reader's horizon for its snapshot (OcxAppendersHorizon) is the lowest
- * of the floors registered in its database (the next xid when there are
- * none), the snapshot's xmax, and every xid running at the snapshot that has
+ * of the xids of the registered appenders of its database that have one
+ * (one without an xid yet will get one at or above the next xid), the next
+ * xid, the snapshot's xmax, and every xid running at the snapshot that has
  * committed since; it is published (the published value only grows).
  * Every event below it is committed and visible in the snapshot: its
  * appender committed before the snapshot, or was running at it and has
@@ -52,6 +53,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "port/atomics.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
 #include "utils/snapshot.h"
@@ -296,9 +298,25 @@ OcxAppendersHorizon(Snapshot snap)
 	for (i = 0; i < (uint32) Appenders->nappenders; i++)
 	{
 		OcxAppender *a = &Appenders->appenders[i];
+		TransactionId x;
+		uint64		floor;
 
-		if (a->active && a->dboid == MyDatabaseId && a->floor < h)
-			h = a->floor;
+		if (!a->active || a->dboid != MyDatabaseId)
+			continue;
+
+		/*
+		 * An appender that has no xid yet holds nothing back: the xid it gets
+		 * will be at least next, read above under XidGenLock, before which
+		 * every xid already assigned was stored in its PGPROC.  One that has
+		 * an xid holds the horizon at it.
+		 */
+		x = ProcGlobal->allProcs[i].xid;
+		pg_read_barrier();
+		floor = TransactionIdIsValid(x) ? FullXid(next, x) : U64FromFullTransactionId(next);
+		if (a->floor > floor)
+			floor = a->floor;
+		if (floor < h)
+			h = floor;
 	}
 	if (TransactionIdIsNormal(snap->xmax) && FullXid(next, snap->xmax) < h)
 		h = FullXid(next, snap->xmax);
