@@ -145,6 +145,7 @@ BEGIN ATOMIC
                     'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
+        ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin')
       ) AS r(kind, pattern, grantee);
