@@ -232,8 +232,8 @@ BEGIN
                           HINT = format('Keep "%s" only; "%s" is the deprecated spelling.', new_keys[i], old_keys[i]);
             END IF;
             v := retry -> old_keys[i];
-            IF jsonb_typeof(v) <> 'number' OR v::text::numeric <> trunc(v::text::numeric)
-               OR v::text::numeric < CASE i WHEN 1 THEN 1 ELSE 0 END OR v::text::numeric > 86400000 THEN
+            IF (jsonb_typeof(v) <> 'number' OR v::text::numeric <> trunc(v::text::numeric)
+                OR v::text::numeric < (CASE i WHEN 1 THEN 1 ELSE 0 END) OR v::text::numeric > 86400000) THEN
                 RAISE EXCEPTION 'retry policy "%" must be a whole number %', old_keys[i],
                     CASE i WHEN 1 THEN 'from 1' ELSE 'from 0' END || ' to 86400000'
                     USING ERRCODE = 'OX201', DETAIL = format('Got %s.', v),
@@ -486,6 +486,8 @@ DECLARE
     h ocx.dead_letters;
     e ocx.event;
     n integer := 0;
+    msg text;
+    code text;
 BEGIN
     IF EXISTS (SELECT FROM ocx.dead_letters d
                 WHERE d.projection OPERATOR(pg_catalog.=) p.name
@@ -508,8 +510,9 @@ BEGIN
             DELETE FROM ocx.dead_letters d WHERE d.id OPERATOR(pg_catalog.=) h.id;
             n := n OPERATOR(pg_catalog.+) 1;
         EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
             UPDATE ocx.dead_letters d
-               SET state = 'parked', holds_stream = true, attempts = 1, error = SQLERRM, sqlstate = SQLSTATE,
+               SET state = 'parked', holds_stream = true, attempts = 1, error = msg, sqlstate = code,
                    created_at = pg_catalog.now()
              WHERE d.id OPERATOR(pg_catalog.=) h.id;
             EXIT;
