@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(45);
+SELECT plan(47);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -43,9 +43,13 @@ SELECT function_privs_are('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'tex
 SELECT function_privs_are('ocx', 'stream_version', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', '_stream_arg', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_reader', ARRAY[]::text[]);
+-- the backoff of retry policies is arithmetic, for readers too (not an admin's retry_)
+SELECT function_privs_are('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'skip_dead_letter', ARRAY['bigint'], 'ocx_reader', ARRAY[]::text[]);
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace
-                      AND p.proname ~ '^(append|send_command|publish|poll|ack|claim_|complete_|fail_|start_saga|define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND p.proname ~ '^(append|send_command|publish|poll|ack|claim_|complete_|fail_|start_saga|define_|drop_|create_|rebuild_|pause_|resume_|retry_|skip_|snapshot|reset_)'
+                      AND p.proname <> 'retry_delay'
                       AND pg_catalog.has_function_privilege('ocx_reader', p.oid, 'EXECUTE') $$,
                 'ocx_reader can execute no writer or admin routine');
 SELECT table_privs_are('ocx', 'events', 'ocx_reader', ARRAY['SELECT']);
@@ -59,7 +63,8 @@ SELECT table_privs_are('ocx', 'events', 'ocx_writer', ARRAY['SELECT']);
 SELECT table_privs_are('ocx', 'streams', 'ocx_writer', ARRAY['SELECT']);
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace
-                      AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|skip_|snapshot|reset_)'
+                      AND p.proname <> 'retry_delay'
                       AND pg_catalog.has_function_privilege('ocx_writer', p.oid, 'EXECUTE') $$,
                 'ocx_writer can execute no admin routine');
 
