@@ -1,6 +1,6 @@
 -- pgTAP: the projection API's objects, defaults, state changes and errors.
 BEGIN;
-SELECT plan(40);
+SELECT plan(39);
 
 SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
