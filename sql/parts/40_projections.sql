@@ -471,6 +471,25 @@ $$;
 COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
     'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
 
+-- The event of a dead letter (parked or held): the first in log order after
+-- (txid, position - 1), upcast, under the caller's row-level security.
+CREATE FUNCTION ocx._dead_letter_event(d ocx.dead_letters) RETURNS ocx.event
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e ocx.event;
+BEGIN
+    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
+    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
+        RAISE EXCEPTION 'the event of dead letter % is not readable', d.id USING ERRCODE = 'OX220';
+    END IF;
+    RETURN e;
+END;
+$$;
+COMMENT ON FUNCTION ocx._dead_letter_event(ocx.dead_letters) IS
+    'internal: the event of a dead letter or held event, or raises OX220';
+
 -- Once a stream's dead letter is resolved (retried or skipped), the events
 -- held back behind it (on_failure park_stream) are applied, in log order, in
 -- the caller's transaction: each one that succeeds is removed from
@@ -484,7 +503,6 @@ CREATE FUNCTION ocx._release_held(p ocx.projections, stream_id text) RETURNS int
 AS $$
 DECLARE
     h ocx.dead_letters;
-    e ocx.event;
     n integer := 0;
     msg text;
     code text;
@@ -502,11 +520,8 @@ BEGIN
               ORDER BY d.txid, d.global_position
                 FOR UPDATE LOOP
         BEGIN
-            SELECT * INTO e FROM ocx.read_all(ocx.cursor(h.txid, h.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-            IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) h.global_position THEN
-                RAISE EXCEPTION 'the held event % is not readable', h.global_position USING ERRCODE = 'OX220';
-            END IF;
-            PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+            PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
+                                        ocx._dead_letter_event(h));
             DELETE FROM ocx.dead_letters d WHERE d.id OPERATOR(pg_catalog.=) h.id;
             n := n OPERATOR(pg_catalog.+) 1;
         EXCEPTION WHEN OTHERS THEN
@@ -555,14 +570,9 @@ AS $$
 DECLARE
     d ocx.dead_letters := ocx._parked_dead_letter(id);
     p ocx.projections := ocx._projection_row(d.projection);
-    e ocx.event;
 BEGIN
-    -- the event is the first in log order after (txid, position - 1)
-    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
-        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
-    END IF;
-    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
+                                ocx._dead_letter_event(d));
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
      WHERE dl.id OPERATOR(pg_catalog.=) d.id;
     PERFORM ocx._release_held(p, d.stream_id);

@@ -186,6 +186,25 @@ UPDATE ocx.projections p
            '{}', 'OX201', ARRAY['on_exhausted', 'on_failure'])
  WHERE NOT p.retry ? 'max_attempts';
 
+-- The event of a dead letter (parked or held): the first in log order after
+-- (txid, position - 1), upcast, under the caller's row-level security.
+CREATE FUNCTION ocx._dead_letter_event(d ocx.dead_letters) RETURNS ocx.event
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e ocx.event;
+BEGIN
+    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
+    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
+        RAISE EXCEPTION 'the event of dead letter % is not readable', d.id USING ERRCODE = 'OX220';
+    END IF;
+    RETURN e;
+END;
+$$;
+COMMENT ON FUNCTION ocx._dead_letter_event(ocx.dead_letters) IS
+    'internal: the event of a dead letter or held event, or raises OX220';
+
 -- Once a stream's dead letter is resolved (retried or skipped), the events
 -- held back behind it (on_failure park_stream) are applied, in log order, in
 -- the caller's transaction: each one that succeeds is removed from
@@ -199,7 +218,6 @@ CREATE FUNCTION ocx._release_held(p ocx.projections, stream_id text) RETURNS int
 AS $$
 DECLARE
     h ocx.dead_letters;
-    e ocx.event;
     n integer := 0;
     msg text;
     code text;
@@ -217,11 +235,8 @@ BEGIN
               ORDER BY d.txid, d.global_position
                 FOR UPDATE LOOP
         BEGIN
-            SELECT * INTO e FROM ocx.read_all(ocx.cursor(h.txid, h.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-            IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) h.global_position THEN
-                RAISE EXCEPTION 'the held event % is not readable', h.global_position USING ERRCODE = 'OX220';
-            END IF;
-            PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+            PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
+                                        ocx._dead_letter_event(h));
             DELETE FROM ocx.dead_letters d WHERE d.id OPERATOR(pg_catalog.=) h.id;
             n := n OPERATOR(pg_catalog.+) 1;
         EXCEPTION WHEN OTHERS THEN

@@ -555,14 +555,9 @@ AS $$
 DECLARE
     d ocx.dead_letters := ocx._parked_dead_letter(id);
     p ocx.projections := ocx._projection_row(d.projection);
-    e ocx.event;
 BEGIN
-    -- the event is the first in log order after (txid, position - 1)
-    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
-        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
-    END IF;
-    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
+                                ocx._dead_letter_event(d));
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
      WHERE dl.id OPERATOR(pg_catalog.=) d.id;
     PERFORM ocx._release_held(p, d.stream_id);
