@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "utils/jsonb.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -25,6 +26,7 @@ extern char *ocx_causation_id;
 extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
+extern int	ocx_horizon_warn_after;
 extern void OcxGucInit(void);
 
 /*
@@ -60,6 +62,21 @@ extern uint64 OcxLogXidOffset(void);
 extern uint64 OcxLogTxid(void);
 extern uint64 OcxLogHorizon(void);
 extern bool OcxRestoreConnected(void);
+
+/* appenders.c: the appenders' horizon (ocx.horizon = 'appenders') */
+extern void OcxAppendersInit(void);
+extern void OcxAppendersShmemRequest(void);
+extern void OcxAppendersShmemStartup(void);
+extern void OcxAppenderEnter(void);
+extern uint64 OcxAppendersHorizon(Snapshot snap);
+extern bool OcxAppendersMode(void);
+
+/*
+ * horizon.c: the database worker's look at the log horizon's holder (the
+ * long-transaction stall); runs in the caller's transaction, never asks
+ * for another pass
+ */
+extern bool OcxHorizonWorkerTick(void);
 
 /* cloudevents.c */
 extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);

@@ -21,6 +21,11 @@
 /* Per-database worker slots; a database holds at most one slot. */
 #define OCX_MAX_DB_SLOTS	64
 
+/* Processes per database: its worker and helpers (bound of ocx.max_workers). */
+#define OCX_MAX_POOL		16
+/* "projection " plus a projection name, or "bus", "commands", "sagas" */
+#define OCX_UNIT_LEN		(NAMEDATALEN + 32)
+
 typedef enum OcxSlotState
 {
 	OCX_SLOT_FREE = 0,
@@ -40,6 +45,26 @@ typedef enum OcxExitReason
 	OCX_EXIT_NOT_SERVED			/* ocx.databases leaves the database out */
 } OcxExitReason;
 
+/* A process of a database: member 0 is its worker, the others helpers (pool.c). */
+typedef enum OcxMemberState
+{
+	OCX_MEMBER_FREE = 0,
+	OCX_MEMBER_STARTING,		/* a helper registered by the launcher */
+	OCX_MEMBER_RUNNING			/* attached: pid and latch set */
+} OcxMemberState;
+
+typedef struct OcxPoolMember
+{
+	OcxMemberState state;
+	uint32		generation;		/* bumped at each start; stale members leave */
+	pid_t		pid;			/* while RUNNING */
+	Latch	   *latch;			/* while RUNNING */
+	bool		stop_requested; /* leave after the current unit */
+	char		unit[OCX_UNIT_LEN]; /* the unit it runs now, "" when idle */
+	TimestampTz unit_since;		/* when it took that unit, or went idle */
+	int64		units_run;		/* units of work it has run */
+} OcxPoolMember;
+
 typedef struct OcxDbSlot
 {
 	OcxSlotState state;
@@ -53,6 +78,7 @@ typedef struct OcxDbSlot
 	OcxExitReason exit_reason;
 	TimestampTz restart_at;		/* HOLD: when a worker may start again */
 	int			failures;		/* consecutive failed starts (backoff) */
+	OcxPoolMember members[OCX_MAX_POOL];	/* the database worker and its helpers */
 } OcxDbSlot;
 
 typedef struct OcxShared
@@ -61,6 +87,7 @@ typedef struct OcxShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	int64		worker_restarts;	/* workers restarted after a failure */
+	bool		launcher_watching;	/* the launcher looks at busy units often */
 	OcxDbSlot	slots[OCX_MAX_DB_SLOTS];
 } OcxShared;
 
@@ -74,7 +101,30 @@ extern int	ocx_naptime;
 extern int	ocx_batch_size;
 extern char *ocx_databases;
 extern PGDLLEXPORT void OcxLauncherMain(Datum arg);
+extern int	ocx_max_workers;
 extern PGDLLEXPORT void OcxDatabaseWorkerMain(Datum arg);
+extern bool OcxDatabaseServed(void);
+
+/* pool.c: the units of work, the database worker's and helpers' loop */
+typedef enum OcxPassResult
+{
+	OCX_PASS_OK,
+	OCX_PASS_FAILED,
+	OCX_PASS_RESTORING,
+	OCX_PASS_NO_EXTENSION,
+	OCX_PASS_NOT_SERVED,
+	OCX_PASS_STOP
+} OcxPassResult;
+
+typedef bool (*OcxStepFn) (void *arg);
+extern MemoryContext OcxStepContext;
+extern bool OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed,
+					   char **message, int *sqlerrcode);
+extern OcxPassResult OcxPoolLoop(int slot_index, int member, uint32 slot_generation,
+								 uint32 member_generation);
+extern PGDLLEXPORT void OcxHelperMain(Datum arg);
+extern long OcxPoolManage(void);
+extern void OcxPoolStopLocked(OcxDbSlot *slot);
 
 /* projection.c: work the database worker does, each call in its own transaction */
 extern List *OcxProjectionsToRun(MemoryContext cxt);

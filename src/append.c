@@ -1100,6 +1100,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	int			i;
 
 	Assert(n > 0);
+	/* before anything this append writes takes an xid (appenders.c) */
+	OcxAppenderEnter();
 	for (i = 0; i < n; i++)
 		has_ids |= events[i].has_id;
 	if (has_ids)

@@ -6,10 +6,13 @@
  * SET LOCAL them per transaction; their check hooks refuse malformed values at
  * SET time, so append never meets a bad one.  The size limit is SUSET: it is a
  * guard an administrator sets, not something a writer may lift.
+ * ocx.horizon_warn_after is read by the database workers (horizon.c) and is
+ * SIGHUP, like the workers' own settings in worker.c.
  */
 #include "ocx.h"
 
 #include <ctype.h>
+#include <limits.h>
 
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -20,6 +23,7 @@ char	   *ocx_causation_id = NULL;
 char	   *ocx_traceparent = NULL;
 char	   *ocx_source = NULL;
 char	   *ocx_tenant = NULL;
+int			ocx_horizon_warn_after = 5 * 60 * 1000;
 
 /* Empty means unset; anything else must be a UUID. */
 static bool
@@ -112,5 +116,13 @@ OcxGucInit(void)
 							   &ocx_tenant, "",
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ocx.horizon_warn_after",
+							gettext_noop("Age of the transaction holding the ocx log horizon past which the database worker logs a warning; 0 turns it off."),
+							gettext_noop("Every ocx consumer waits for the oldest running transaction id in the cluster; the warning names its process."),
+							&ocx_horizon_warn_after,
+							5 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 }

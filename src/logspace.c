@@ -113,6 +113,7 @@ OcxLogXidOffset(void)
 uint64
 OcxLogTxid(void)
 {
+	OcxAppenderEnter();
 	return U64FromFullTransactionId(GetTopFullTransactionId()) + OcxLogXidOffset();
 }
 
@@ -128,8 +129,14 @@ OcxLogHorizon(void)
 	FullTransactionId next;
 	uint64		xmin;
 
+	uint64		appenders;
+
 	if (snap == NULL)
 		elog(ERROR, "ocx: no active snapshot for the log horizon");
+	/* with ocx.horizon = 'appenders', only appenders hold it (appenders.c) */
+	appenders = OcxAppendersHorizon(snap);
+	if (appenders != 0)
+		return appenders + OcxLogXidOffset();
 	next = ReadNextFullTransactionId();
 	if (!TransactionIdIsNormal(snap->xmin))
 		xmin = (uint64) snap->xmin;

@@ -24,6 +24,7 @@ _PG_init(void)
 	OcxShmemInit();
 	OcxMetricsInit();
 	OcxWorkerInit();
+	OcxAppendersInit();
 
 	/* after every subsystem has defined its settings */
 	MarkGUCPrefixReserved("ocx");

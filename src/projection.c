@@ -73,6 +73,7 @@ typedef enum ProjPlan
 {
 	Q_LIST,
 	Q_PROJ,
+	Q_RECHECK,
 	Q_EVENTS,
 	Q_CKPT,
 	Q_STATE,
@@ -108,10 +109,22 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"(retry OPERATOR(pg_catalog.->>) 'base_delay')::pg_catalog.interval, "
 		"(retry OPERATOR(pg_catalog.->>) 'max_delay')::pg_catalog.interval, "
 		"retry OPERATOR(pg_catalog.->>) 'on_exhausted', "
-		"retry OPERATOR(pg_catalog.->>) 'on_failure' "
-		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
-		"FOR NO KEY UPDATE SKIP LOCKED",
+		"retry OPERATOR(pg_catalog.->>) 'on_failure', xmin "
+		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
+	},
+	/*
+	 * Before the checkpoint is written: the row is as the batch read it
+	 * (no rebuild, pause or drop meanwhile) and no administrator holds it.
+	 */
+	[Q_RECHECK] = {
+		"SELECT 1 FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
+		"AND checkpoint_txid OPERATOR(pg_catalog.=) $2 "
+		"AND checkpoint_position OPERATOR(pg_catalog.=) $3 "
+		"AND state OPERATOR(pg_catalog.=) $4 "
+		"AND xmin OPERATOR(pg_catalog.=) $5 "
+		"FOR NO KEY UPDATE SKIP LOCKED",
+		5, {TEXTOID, XID8OID, INT8OID, TEXTOID, XIDOID}
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
@@ -744,6 +757,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	Oid			owner;
 	Datum		ckpt_txid;
 	int64		ckpt_pos;
+	Datum		start_txid;
+	int64		start_pos;
 	TimestampTz ckpt_time = 0;
 	bool		have_time = false;
 	int64		failing_pos;
@@ -755,8 +770,10 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	Interval   *base_delay;
 	Interval   *max_delay;
 	char	   *on_exhausted;
+	char	   *on_failure;
 	bool		park_stream;
 	bool		policy_null;
+	Datum		row_xmin;		/* of the row as read: the recheck compares it */
 	TimestampTz now = GetCurrentTimestamp();
 	BatchEvent *events;
 	uint64		nev;
@@ -802,6 +819,8 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	owner = get_role_oid(GetText(0, 6), true);	/* InvalidOid: dropped (OX502) */
 	ckpt_txid = GetCol(0, 7, &isnull);
 	ckpt_pos = DatumGetInt64(GetCol(0, 8, &isnull));
+	start_txid = ckpt_txid;
+	start_pos = ckpt_pos;
 	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
 	failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
 	retry_at = DatumGetTimestampTz(GetCol(0, 11, &retry_null));
@@ -811,7 +830,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	max_delay = DatumGetIntervalP(GetCol(0, 14, &isnull));
 	policy_null |= isnull;
 	on_exhausted = GetText(0, 15);
-	park_stream = GetText(0, 16) != NULL && strcmp(GetText(0, 16), "park_stream") == 0;
+	on_failure = GetText(0, 16);
+	park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
+	row_xmin = GetCol(0, 17, &isnull);
 	if (policy_null || on_exhausted == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_PROJECTION),
@@ -902,18 +923,13 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	/* fast path: the whole batch in one subtransaction (held events apart) */
 	i = 0;
 	if (nmatch == nheld)
-	{
-		/* nothing for this projection to apply: hold back, move on */
-		held = InsertHeldEvents(name, events, nev);
-		i = nev;
-	}
+		i = nev;				/* nothing for this projection to apply */
 	else if (failing_null)
 	{
 		ErrorData  *edata = NULL;
 
 		if (ApplyInSubtransaction(&flinfo, owner, events, 0, nev, &edata))
 		{
-			held = InsertHeldEvents(name, events, nev);
 			i = nev;
 			applied = nmatch - nheld;
 		}
@@ -930,11 +946,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		if (!events[i].matches)
 			continue;
 		if (events[i].held)
-		{
-			InsertDeadLetter(name, &events[i], 0, NULL, false);
-			held++;
-			continue;
-		}
+			continue;			/* recorded below */
 		if (ApplyInSubtransaction(&flinfo, owner, events, i, i + 1, &edata))
 		{
 			applied++;
@@ -988,6 +1000,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		FreeErrorData(edata);
 	}
 
+	/* the held events up to the checkpoint, once every handler has run */
+	held = InsertHeldEvents(name, events, i);
+
 	/* the checkpoint: the last event read before the one that waits, if any */
 	if (i > 0)
 	{
@@ -1002,6 +1017,28 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 		retry_null = true;
 		failing_null = true;
 	}
+
+	/*
+	 * The batch read the row without locking it, so that its transaction
+	 * takes no xid before its handlers write (an xid would hold the log
+	 * horizon of every other consumer while a slow handler runs).  Pool
+	 * workers never run one projection twice at once (pool.c); whatever else
+	 * changed the row meanwhile wins, and this batch is tried again.  Any
+	 * update counts (xmin): retry_dead_letter and skip_dead_letter touch the
+	 * row when they release a stream, so a batch that read the stream as held
+	 * back before they committed does not hold back more of it after.
+	 */
+	values[0] = CStringGetTextDatum(name);
+	values[1] = start_txid;
+	values[2] = Int64GetDatum(start_pos);
+	values[3] = CStringGetTextDatum(state);
+	values[4] = row_xmin;
+	if (RunProjPlan(Q_RECHECK, values, NULL) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
+				 errmsg("projection \"%s\" changed while its batch ran", name),
+				 errdetail("The batch is rolled back and tried again.")));
+
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ckpt_txid;

@@ -36,6 +36,7 @@ OcxShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxShared)));
 	RequestNamedLWLockTranche("ocx", 1);
+	OcxAppendersShmemRequest();
 }
 
 /* Attach to (or, in the postmaster, create) the shared struct. */
@@ -54,6 +55,7 @@ OcxShmemStartup(void)
 		memset(OcxShmem, 0, sizeof(OcxShared));
 		OcxShmem->lock = &(GetNamedLWLockTranche("ocx"))->lock;
 	}
+	OcxAppendersShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -83,9 +83,7 @@ char	   *ocx_databases = NULL;
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
-/* shortest time between two passes of a database worker that found no work */
-#define OCX_MIN_PASS_MS			2
-/* longest back-off after repeated errors */
+/* longest back-off after repeated errors (the launcher's restarts) */
 #define OCX_MAX_BACKOFF_MS		30000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
@@ -115,7 +113,6 @@ RequestSlot(OcxDbSlot *slot, Oid dboid, bool wake)
 static int	my_slot = -1;
 static uint32 my_generation = 0;
 static OcxExitReason my_exit_reason = OCX_EXIT_UNKNOWN;
-static MemoryContext worker_context = NULL;
 
 /* launcher side */
 static BackgroundWorkerHandle *handles[OCX_MAX_DB_SLOTS];
@@ -146,8 +143,14 @@ WakeDatabaseWorker(Oid dboid)
 
 		if (slot->state == OCX_SLOT_RUNNING && slot->dboid == dboid)
 		{
+			int			j;
+
 			if (slot->latch)
 				SetLatch(slot->latch);
+			/* and its helpers, if a slow unit made the launcher start any */
+			for (j = 1; j < OCX_MAX_POOL; j++)
+				if (slot->members[j].state == OCX_MEMBER_RUNNING && slot->members[j].latch)
+					SetLatch(slot->members[j].latch);
 			LWLockRelease(OcxShmem->lock);
 			return;
 		}
@@ -261,6 +264,7 @@ StopDatabaseWorker(Oid dboid, int hold_ms)
 		slot->stop_requested = true;
 		slot->stop_hold_ms = hold_ms;
 		slot->wake_pending = false;
+		OcxPoolStopLocked(slot);
 		if (slot->state == OCX_SLOT_RUNNING && slot->pid != 0)
 			kill(slot->pid, SIGTERM);
 		else if (slot->state == OCX_SLOT_REQUESTED || slot->state == OCX_SLOT_HOLD)
@@ -772,6 +776,7 @@ OcxLauncherMain(Datum arg)
 
 				sleep_ms = ManageSlots(&r);
 				rescan = r;
+				sleep_ms = Min(sleep_ms, OcxPoolManage());
 			}
 		}
 		PG_CATCH();
@@ -817,6 +822,11 @@ WorkerDetach(int code, Datum arg)
 		slot->pid = 0;
 		slot->latch = NULL;
 		slot->exit_reason = slot->stop_requested ? OCX_EXIT_STOP_REQUESTED : my_exit_reason;
+		slot->members[0].state = OCX_MEMBER_FREE;
+		slot->members[0].pid = 0;
+		slot->members[0].latch = NULL;
+		slot->members[0].unit[0] = '\0';
+		OcxPoolStopLocked(slot);
 		launcher = OcxShmem->launcher_latch;
 	}
 	LWLockRelease(OcxShmem->lock);
@@ -833,8 +843,8 @@ WorkerExit(OcxExitReason reason)
 }
 
 /* Whether ocx.databases names this database (empty: every database). */
-static bool
-DatabaseServed(void)
+bool
+OcxDatabaseServed(void)
 {
 	char	   *list;
 	List	   *names;
@@ -857,185 +867,18 @@ DatabaseServed(void)
 }
 
 /*
- * Projections whose batch failed outside their handlers (a missing handler,
- * say) wait with a growing delay of their own, so that the others go on at
- * full speed.
+ * The per-database worker's main function: attach to the slot (and to
+ * member 0 of its processes), then run the database's units (pool.c) until
+ * the database needs no worker or a stop is requested.
  */
-typedef struct ProjectionBackoff
-{
-	char		name[NAMEDATALEN];
-	int			delay_ms;
-	TimestampTz retry_at;
-} ProjectionBackoff;
-
-#define OCX_MAX_BACKOFFS 64
-static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
-static int	n_backoffs = 0;
-
-/* The backoff entry of a projection, or NULL. */
-static ProjectionBackoff *
-FindBackoff(const char *name)
-{
-	int			i;
-
-	for (i = 0; i < n_backoffs; i++)
-		if (strcmp(backoffs[i].name, name) == 0)
-			return &backoffs[i];
-	return NULL;
-}
-
-/* A projection's batch failed: double its delay (0.5 s to 30 s). */
-static void
-NoteBackoff(const char *name, TimestampTz *next_due)
-{
-	ProjectionBackoff *pb = FindBackoff(name);
-
-	if (pb == NULL)
-	{
-		if (n_backoffs == OCX_MAX_BACKOFFS)
-			return;
-		pb = &backoffs[n_backoffs++];
-		strlcpy(pb->name, name, NAMEDATALEN);
-		pb->delay_ms = 0;
-	}
-	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
-	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
-	if (pb->retry_at < *next_due)
-		*next_due = pb->retry_at;
-}
-
-/* A projection's batch succeeded: no more delay. */
-static void
-ForgetBackoff(const char *name)
-{
-	ProjectionBackoff *pb = FindBackoff(name);
-
-	if (pb)
-		*pb = backoffs[--n_backoffs];
-}
-
-typedef bool (*OcxStepFn) (void *arg);
-
-/*
- * Run fn in its own transaction.  An error is caught: the transaction is
- * aborted, the error logged and *failed set; the worker goes on.
- */
-static bool
-RunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **message)
-{
-	volatile bool result = false;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	PG_TRY();
-	{
-		result = fn(arg);
-		if (ActiveSnapshotSet())
-			PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(worker_context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errcode(edata->sqlerrcode),
-				 errmsg("ocx worker: %s failed: %s", activity, edata->message)));
-		if (message)
-			*message = pstrdup(edata->message);
-		FreeErrorData(edata);
-		*failed = true;
-		result = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(worker_context);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return result;
-}
-
-typedef struct ListStep
-{
-	bool		installed;
-	bool		served;
-	bool		restoring;
-	List	   *names;
-} ListStep;
-
-/* Is ocx still here, is this database served, which projections to run. */
-static bool
-StepList(void *arg)
-{
-	ListStep   *ls = (ListStep *) arg;
-
-	ls->installed = OidIsValid(get_extension_oid("ocx", true));
-	ls->served = DatabaseServed();
-	ls->names = NIL;
-	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
-	if (ls->installed && ls->served && !ls->restoring)
-		ls->names = OcxProjectionsToRun(worker_context);
-	return false;
-}
-
-typedef struct BatchStep
-{
-	const char *name;
-	TimestampTz next_due;
-} BatchStep;
-
-/* RunStep adapters: one projection batch, recording a failure, a tick. */
-static bool
-StepBatch(void *arg)
-{
-	BatchStep  *bs = (BatchStep *) arg;
-
-	return OcxProjectionBatch(bs->name, &bs->next_due);
-}
-
-typedef struct FailedStep
-{
-	const char *name;
-	const char *message;
-} FailedStep;
-
-static bool
-StepFailed(void *arg)
-{
-	FailedStep *fs = (FailedStep *) arg;
-
-	OcxProjectionFailed(fs->name, fs->message);
-	return false;
-}
-
-typedef struct TickStep
-{
-	bool		(*tick) (void);
-} TickStep;
-
-static bool
-StepTick(void *arg)
-{
-	return ((TickStep *) arg)->tick();
-}
-
-/* The per-database worker's main loop. */
 void
 OcxDatabaseWorkerMain(Datum arg)
 {
 	OcxDbSlot  *slot;
+	OcxPoolMember *me;
 	Oid			dboid;
 	bool		pending;
-	int			backoff_ms = 0;
-	bool		more = false;
-	TimestampTz last_pass = 0;
-	TickStep	bus_tick = {OcxBusWorkerTick};
-	TickStep	command_tick = {OcxCommandWorkerTick};
-	TickStep	saga_tick = {OcxSagaWorkerTick};
+	uint32		member_generation;
 
 	my_slot = DatumGetInt32(arg);
 	memcpy(&my_generation, MyBgworkerEntry->bgw_extra, sizeof(uint32));
@@ -1046,6 +889,7 @@ OcxDatabaseWorkerMain(Datum arg)
 
 	/* attach to our slot, unless the launcher has moved on */
 	slot = &OcxShmem->slots[my_slot];
+	me = &slot->members[0];
 	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
 	if (slot->generation != my_generation || slot->state != OCX_SLOT_STARTING ||
 		slot->stop_requested)
@@ -1063,6 +907,15 @@ OcxDatabaseWorkerMain(Datum arg)
 	slot->state = OCX_SLOT_RUNNING;
 	slot->pid = MyProcPid;
 	slot->latch = MyLatch;
+	me->generation++;
+	member_generation = me->generation;
+	me->state = OCX_MEMBER_RUNNING;
+	me->pid = MyProcPid;
+	me->latch = MyLatch;
+	me->stop_requested = false;
+	me->unit[0] = '\0';
+	me->unit_since = GetCurrentTimestamp();
+	me->units_run = 0;
 	dboid = slot->dboid;
 	pending = slot->wake_pending;
 	slot->wake_pending = false;
@@ -1074,134 +927,21 @@ OcxDatabaseWorkerMain(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("ocx worker");
 
-	worker_context = AllocSetContextCreate(TopMemoryContext, "ocx worker",
+	OcxStepContext = AllocSetContextCreate(TopMemoryContext, "ocx worker",
 										   ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(worker_context);
+	MemoryContextSwitchTo(OcxStepContext);
 
-	for (;;)
+	switch (OcxPoolLoop(my_slot, 0, my_generation, member_generation))
 	{
-		ListStep	ls;
-		bool		failed = false;
-		TimestampTz now;
-		TimestampTz next_due;
-		ListCell   *lc;
-		long		sleep_ms;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		if (slot->stop_requested)
-			WorkerExit(OCX_EXIT_STOP_REQUESTED);
-
-		/*
-		 * Under a stream of appends the latch is set again and again; after a
-		 * pass that found nothing to do, let wake-ups gather for a moment
-		 * rather than run a pass per append.
-		 */
-		now = GetCurrentTimestamp();
-		if (!more && last_pass != 0 &&
-			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
-			pg_usleep(OCX_MIN_PASS_MS * 1000L -
-					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
-		ResetLatch(MyLatch);
-		MemoryContextReset(worker_context);
-
-		now = GetCurrentTimestamp();
-		last_pass = now;
-		more = false;
-		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
-
-		memset(&ls, 0, sizeof(ls));
-		ls.installed = true;
-		ls.served = true;
-		RunStep(StepList, &ls, "ocx worker: checking for work", &failed, NULL);
-		if (!failed && !ls.installed)
+		case OCX_PASS_NO_EXTENSION:
 			WorkerExit(OCX_EXIT_NO_EXTENSION);
-		if (!failed && !ls.served)
+			break;
+		case OCX_PASS_NOT_SERVED:
 			WorkerExit(OCX_EXIT_NOT_SERVED);
-		if (ls.restoring)
-		{
-			/* a pg_restore is loading this database: act on none of it yet */
-			pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for pg_restore to finish");
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 ocx_naptime, PG_WAIT_EXTENSION);
-			continue;
-		}
-
-		foreach(lc, ls.names)
-		{
-			BatchStep	bs;
-			char	   *activity;
-			char	   *message = NULL;
-			bool		batch_failed = false;
-			ProjectionBackoff *pb;
-
-			CHECK_FOR_INTERRUPTS();
-			bs.name = (const char *) lfirst(lc);
-			bs.next_due = next_due;
-			pb = FindBackoff(bs.name);
-			if (pb && pb->retry_at > now)
-			{
-				/* this one failed lately: the others go on meanwhile */
-				if (pb->retry_at < next_due)
-					next_due = pb->retry_at;
-				continue;
-			}
-			activity = psprintf("ocx worker: projection %s", bs.name);
-			if (RunStep(StepBatch, &bs, activity, &batch_failed, &message))
-				more = true;
-			if (batch_failed)
-			{
-				FailedStep	fs = {bs.name, message};
-
-				RunStep(StepFailed, &fs, activity, &failed, NULL);
-				NoteBackoff(bs.name, &next_due);
-			}
-			else
-			{
-				ForgetBackoff(bs.name);
-				if (bs.next_due < next_due)
-					next_due = bs.next_due;
-			}
-		}
-
-		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, &bus_tick, "ocx worker: bus", &failed, NULL))
-			more = true;
-		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, &command_tick, "ocx worker: commands", &failed, NULL))
-			more = true;
-		CHECK_FOR_INTERRUPTS();
-		if (RunStep(StepTick, &saga_tick, "ocx worker: sagas", &failed, NULL))
-			more = true;
-
-		if (failed)
-			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);
-		else
-		{
-			backoff_ms = 0;
-			LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
-			slot->failures = 0;
-			LWLockRelease(OcxShmem->lock);
-		}
-
-		now = GetCurrentTimestamp();
-		if (more && !failed)
-			sleep_ms = 0;
-		else
-		{
-			sleep_ms = TimestampDifferenceMilliseconds(now, next_due);
-			sleep_ms = Max(sleep_ms, backoff_ms);
-		}
-		if (sleep_ms > 0)
-		{
-			pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for appends");
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-		}
+			break;
+		default:
+			WorkerExit(OCX_EXIT_STOP_REQUESTED);
+			break;
 	}
 }
 
@@ -1233,48 +973,76 @@ SlotStateName(OcxSlotState s)
 }
 
 /*
- * SQL: ocx.worker_status() -- one row per database the launcher tracks, for
- * operators; raises OX210 when the workers are not loaded.
+ * SQL: ocx.worker_status() -- for operators, one row per database the
+ * launcher tracks (role 'worker', state as the slot's) and one row per
+ * helper (role 'helper', state 'starting', 'idle' or 'busy'), each with the
+ * unit it runs; raises OX210 when the workers are not loaded.
  */
 Datum
 ocx_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	OcxDbSlot	copy[OCX_MAX_DB_SLOTS];
+	OcxDbSlot  *copy;
 	pid_t		launcher_pid;
 	int64		restarts;
 	int			i;
+	int			j;
 
 	OcxRequireWorkers("ocx.worker_status()");
 	InitMaterializedSRF(fcinfo, 0);
 
+	copy = palloc(sizeof(OcxDbSlot) * OCX_MAX_DB_SLOTS);
 	LWLockAcquire(OcxShmem->lock, LW_SHARED);
-	memcpy(copy, OcxShmem->slots, sizeof(copy));
+	memcpy(copy, OcxShmem->slots, sizeof(OcxDbSlot) * OCX_MAX_DB_SLOTS);
 	launcher_pid = OcxShmem->launcher_pid;
 	restarts = OcxShmem->worker_restarts;
 	LWLockRelease(OcxShmem->lock);
 
 	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
 	{
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum		values[11];
+		bool		nulls[11];
 		char	   *name;
 
 		if (copy[i].state == OCX_SLOT_FREE)
 			continue;
 		name = get_database_name(copy[i].dboid);
-		values[0] = ObjectIdGetDatum(copy[i].dboid);
-		if (name)
-			values[1] = CStringGetTextDatum(name);
-		else
-			nulls[1] = true;
-		values[2] = CStringGetTextDatum(SlotStateName(copy[i].state));
-		values[3] = Int32GetDatum(copy[i].pid);
-		nulls[3] = copy[i].pid == 0;
-		values[4] = Int32GetDatum(launcher_pid);
-		nulls[4] = launcher_pid == 0;
-		values[5] = Int64GetDatum(restarts);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		for (j = -1; j < OCX_MAX_POOL; j++)
+		{
+			OcxPoolMember *m = j > 0 ? &copy[i].members[j] : NULL;
+
+			if (j == 0 || (m && m->state == OCX_MEMBER_FREE))
+				continue;
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = ObjectIdGetDatum(copy[i].dboid);
+			if (name)
+				values[1] = CStringGetTextDatum(name);
+			else
+				nulls[1] = true;
+			if (m == NULL)
+				values[2] = CStringGetTextDatum(SlotStateName(copy[i].state));
+			else
+				values[2] = CStringGetTextDatum(m->state == OCX_MEMBER_STARTING ? "starting" :
+												m->unit[0] != '\0' ? "busy" : "idle");
+			values[3] = Int32GetDatum(m ? m->pid : copy[i].pid);
+			nulls[3] = (m ? m->pid : copy[i].pid) == 0;
+			values[4] = Int32GetDatum(launcher_pid);
+			nulls[4] = launcher_pid == 0;
+			values[5] = Int64GetDatum(restarts);
+			if (m == NULL)
+				m = &copy[i].members[0];	/* the database worker's unit */
+			values[6] = CStringGetTextDatum(j < 0 ? "worker" : "helper");
+			values[7] = Int32GetDatum(Max(j, 0));
+			if (m->state == OCX_MEMBER_RUNNING && m->unit[0] != '\0')
+			{
+				values[8] = CStringGetTextDatum(m->unit);
+				values[9] = TimestampTzGetDatum(m->unit_since);
+			}
+			else
+				nulls[8] = nulls[9] = true;
+			values[10] = Int64GetDatum(m->units_run);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 	}
 	return (Datum) 0;
 }
@@ -1300,6 +1068,14 @@ OcxWorkerInit(void)
 							NULL,
 							&ocx_batch_size,
 							1000, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ocx.max_workers",
+							gettext_noop("Most ocx processes per database (its worker and helpers) that run projections, the bus, commands and sagas."),
+							gettext_noop("Helpers start only while every process of the database is busy on a slow unit; each is a background worker: count them in max_worker_processes."),
+							&ocx_max_workers,
+							4, 1, OCX_MAX_POOL,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 

@@ -109,6 +109,36 @@ CREATE FUNCTION ocx.log_horizon() RETURNS xid8
 COMMENT ON FUNCTION ocx.log_horizon() IS
     'the snapshot''s xmin in the log xid space: every event with a txid below it is committed or gone, so readers see only those';
 
+-- The long-transaction stall (docs/projections.md): the log horizon is the
+-- oldest transaction id still running in the cluster (other than the
+-- caller's own), so the transaction that holds it is the session, worker
+-- or prepared transaction with the oldest xid.  Read from pg_stat_activity
+-- and pg_prepared_xacts with their rules: every role sees the pid and the
+-- xid, the age of another role's session needs pg_read_all_stats.  One row,
+-- all NULL when no transaction holds an xid.
+CREATE FUNCTION ocx.horizon_holder(OUT pid integer, OUT xact_age interval, OUT backend_xid xid,
+                                   OUT datname name, OUT prepared_gid text)
+    RETURNS record
+    LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT h.pid,
+           CASE WHEN h.since IS NOT NULL
+                THEN GREATEST(pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) h.since, '0'::interval)
+           END,
+           h.xid, h.datname, h.gid
+      FROM (SELECT a.pid, a.xact_start AS since, a.backend_xid AS xid, a.datname, NULL::text AS gid
+              FROM pg_catalog.pg_stat_activity a
+             WHERE a.backend_xid IS NOT NULL
+               AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+            UNION ALL
+            SELECT NULL::integer, x.prepared, x.transaction, x.database, x.gid
+              FROM pg_catalog.pg_prepared_xacts x) h
+     ORDER BY pg_catalog.age(h.xid) DESC
+     LIMIT 1;
+END;
+COMMENT ON FUNCTION ocx.horizon_holder() IS
+    'the transaction that holds the log horizon (the oldest running xid in the cluster): its backend pid (NULL for a prepared transaction), age, xid, database and prepared gid; all NULL when none';
+
 -- A place in log order: a base type written "txid/global_position".
 CREATE TYPE ocx.cursor;
 CREATE FUNCTION ocx.cursor_in(cstring) RETURNS ocx.cursor

@@ -17,12 +17,14 @@ COMMENT ON FUNCTION ocx._require_workers(text) IS
 
 CREATE FUNCTION ocx.worker_status(
     OUT datid oid, OUT datname text, OUT state text, OUT pid integer,
-    OUT launcher_pid integer, OUT worker_restarts bigint)
+    OUT launcher_pid integer, OUT worker_restarts bigint,
+    OUT role text, OUT worker integer, OUT unit text, OUT unit_since timestamptz,
+    OUT units_run bigint)
     RETURNS SETOF record
     LANGUAGE C VOLATILE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_worker_status';
 COMMENT ON FUNCTION ocx.worker_status() IS
-    'the ocx database workers the launcher tracks (cluster-wide); raises OX210 without shared_preload_libraries';
+    'the ocx workers (cluster-wide): one worker per database and its helpers, with the unit each runs; raises OX210 without shared_preload_libraries';
 
 -- Definitions and per-projection state.  handler and reset are stored as
 -- schema-qualified signatures (text, not regprocedure, so pg_upgrade and
@@ -495,8 +497,9 @@ COMMENT ON FUNCTION ocx._dead_letter_event(ocx.dead_letters) IS
 -- the caller's transaction: each one that succeeds is removed from
 -- ocx.dead_letters; the first that fails becomes the stream's dead letter
 -- (state parked, holds_stream) and the rest stay held.  The caller holds the
--- projection's row lock, which the worker's batch takes too, so no batch
--- holds back an event of the stream meanwhile.  Returns how many were applied.
+-- projection's row lock, which a batch takes before it commits; the row is
+-- updated here, so a batch that read the stream as held back before starts
+-- again (src/projection.c, Q_RECHECK).  Returns how many were applied.
 CREATE FUNCTION ocx._release_held(p ocx.projections, stream_id text) RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -507,6 +510,9 @@ DECLARE
     msg text;
     code text;
 BEGIN
+    -- a batch running meanwhile read the stream as held back: touching the
+    -- row makes it start again (its recheck compares the row's xmin)
+    UPDATE ocx.projections x SET updated_at = pg_catalog.now() WHERE x.name OPERATOR(pg_catalog.=) p.name;
     IF EXISTS (SELECT FROM ocx.dead_letters d
                 WHERE d.projection OPERATOR(pg_catalog.=) p.name
                   AND d.stream_id OPERATOR(pg_catalog.=) _release_held.stream_id
@@ -598,7 +604,9 @@ COMMENT ON FUNCTION ocx.skip_dead_letter(bigint) IS
     'give up on a dead-lettered event: mark it resolved without running it, then apply the events of its stream held back behind it (on_failure park_stream), in this transaction';
 
 -- security_invoker: the caller's row-level security applies to what the
--- view reads (the full error, the lag over ocx.events, the dead letters).
+-- view reads (the full error, the lag over ocx.events, the dead letters),
+-- and pg_stat_activity's rules to the horizon's holder (its age needs
+-- pg_read_all_stats when another role's session holds it).
 CREATE VIEW ocx.projection_status WITH (security_invoker = true) AS
 SELECT p.name, p.mode, p.state,
        ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS "checkpoint",
@@ -619,7 +627,11 @@ SELECT p.name, p.mode, p.state,
             THEN pg_catalog.make_interval(secs => GREATEST(p.rebuild_total OPERATOR(pg_catalog.-) p.rebuild_done, 0)
                                                   OPERATOR(pg_catalog./) rb.rate)
        END AS rebuild_eta,
-       p.handler, p.types, p.categories, p.retry, p.owner
+       p.handler, p.types, p.categories, p.retry, p.owner,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN hz.xact_age END AS horizon_age,
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN hz.pid END AS horizon_pid
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
   LEFT JOIN LATERAL (
@@ -633,9 +645,10 @@ SELECT p.name, p.mode, p.state,
        SELECT p.rebuild_done::float8 OPERATOR(pg_catalog./)
               NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())
                                         OPERATOR(pg_catalog.-) p.rebuild_started_at)::float8, 0) AS rate
-       ) rb ON true;
+       ) rb ON true
+  LEFT JOIN ocx.horizon_holder() hz ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA); read under the caller''s row-level security';
+    'every projection: state, checkpoint, lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA), the age and pid of the transaction holding the log horizon; read under the caller''s row-level security';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
 -- A database with ocx gets its worker as soon as the extension is created.

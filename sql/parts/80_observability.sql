@@ -51,6 +51,22 @@ BEGIN
                'The highest global position handed out so far.'::text
           FROM ocx.events_global_position_seq s;
 
+    -- the long-transaction stall: who holds the log horizon, for how long
+    -- (the age is left out when the caller may not see it, see
+    -- ocx.horizon_holder)
+    RETURN QUERY
+        SELECT g.name, '{}'::jsonb, g.value, g.description
+          FROM ocx.horizon_holder() h,
+               LATERAL (VALUES
+                 ('horizon_age_seconds',
+                  CASE WHEN h.backend_xid IS NULL THEN 0
+                       ELSE round(EXTRACT(epoch FROM h.xact_age), 3) END,
+                  'Age in seconds of the transaction that holds the log horizon (the oldest running transaction id in the cluster); 0 when none.'),
+                 ('horizon_holder_pid', COALESCE(h.pid, 0)::numeric,
+                  'Process id of the backend whose transaction holds the log horizon; 0 when none holds it or a prepared transaction does.')
+               ) AS g(name, value, description)
+         WHERE g.value IS NOT NULL;
+
     IF to_regclass('ocx.projection_status') IS NOT NULL THEN
         RETURN QUERY EXECUTE $q$
             SELECT g.name, jsonb_build_object('projection', p.name), g.value, g.description
@@ -125,7 +141,7 @@ EXCEPTION
 END
 $$;
 COMMENT ON FUNCTION ocx._gauges() IS
-    'internal: gauges read from the ocx tables (lag per projection and subscription, commands, sagas)';
+    'internal: gauges read from the ocx tables (lag per projection and subscription, commands, sagas) and the log horizon''s holder';
 
 -- Command counters come from the status transitions of ocx.commands (when
 -- the bus is installed), whoever makes them: SQL functions or the worker.

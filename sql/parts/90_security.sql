@@ -142,7 +142,7 @@ BEGIN ATOMIC
         ('routine', '^(_call_as_author|_regprocedure_as|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$)', 'ocx_reader'),
+                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),

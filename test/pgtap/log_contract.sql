@@ -1,6 +1,6 @@
 -- pgTAP: the event log's schema, privileges, immutability and error-code contract.
 BEGIN;
-SELECT plan(56);
+SELECT plan(59);
 
 -- schema
 SELECT has_schema('ocx');
@@ -42,6 +42,11 @@ SELECT function_returns('ocx', 'stream_version', ARRAY['text'], 'bigint');
 SELECT volatility_is('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'volatile');
 SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'stable');
 SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'stable');
+SELECT function_returns('ocx', 'horizon_holder', ARRAY[]::text[], 'record');
+SELECT volatility_is('ocx', 'horizon_holder', ARRAY[]::text[], 'volatile');
+SELECT is(pg_catalog.pg_get_function_arguments('ocx.horizon_holder()'::regprocedure),
+          'OUT pid integer, OUT xact_age interval, OUT backend_xid xid, OUT datname name, OUT prepared_gid text',
+          'horizon_holder: the holder''s pid, age, xid, database and prepared gid');
 SELECT is((SELECT count(*)::int FROM pg_proc p
             WHERE p.pronamespace = 'ocx'::regnamespace
               AND pg_catalog.obj_description(p.oid, 'pg_proc') IS NULL),

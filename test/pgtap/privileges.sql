@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(63);
+SELECT plan(64);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');
@@ -210,6 +210,7 @@ SELECT is((SELECT replayed FROM ocx.last_load()), 1::bigint, 'ocx_reader: last_l
 SELECT lives_ok($$ SELECT * FROM ocx.trace('7a000000-0000-4000-8000-000000000001') $$, 'ocx_reader: trace');
 SELECT ok(ocx.metrics() LIKE '%ocx_%', 'ocx_reader: metrics');
 SELECT cmp_ok((SELECT count(*) FROM ocx.stats), '>', 0::bigint, 'ocx_reader: ocx.stats');
+SELECT lives_ok($$ SELECT * FROM ocx.horizon_holder() $$, 'ocx_reader: horizon_holder');
 SELECT is((SELECT count(*) FROM ocx.saga_instances), 1::bigint, 'ocx_reader of acme: its saga');
 RESET ocx.tenant;
 SELECT is((SELECT count(*) FROM ocx.read_stream('tapthing-1')), 0::bigint,

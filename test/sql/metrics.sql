@@ -76,6 +76,12 @@ SELECT count(*) AS bad_lines FROM m
  WHERE line !~ '^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge))$'
    AND line !~ '^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*"(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")*\})? -?[0-9]+(\.[0-9]+)?$';
 SELECT line FROM m WHERE line ~ '^# (HELP|TYPE) ocx_(events_total|log_position) ' ORDER BY line;
+-- the log horizon's holder: one sample each, whether or not a transaction
+-- holds it now (0 when none)
+SELECT line FROM m WHERE line ~ '^# (HELP|TYPE) ocx_horizon_' ORDER BY line;
+SELECT count(*) FILTER (WHERE line ~ '^ocx_horizon_age_seconds [0-9]+(\.[0-9]+)?$') AS age_samples,
+       count(*) FILTER (WHERE line ~ '^ocx_horizon_holder_pid [0-9]+$') AS pid_samples
+  FROM m;
 SELECT (SELECT pg_catalog.split_part(line, ' ', 2)::bigint FROM m WHERE line ~ '^ocx_events_total ')
      = (SELECT value FROM ocx.stats WHERE name = 'events') AS metrics_match_stats;
 

@@ -15,6 +15,7 @@ $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ocx'
 max_worker_processes = 4   # launcher, logical replication launcher, two workers
+ocx.max_workers = 1        # no helpers: one process per database
 ocx.batch_size = 20
 max_parallel_workers_per_gather = 0
 ocx.naptime = '1s'
@@ -77,6 +78,9 @@ is($node->safe_psql('d1',
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ocx worker' AND query LIKE 'ocx worker: projection slow'}),
 	'2', 'pg_stat_activity shows what each worker does');
+is($node->safe_psql('d1',
+	q{SELECT string_agg(datname || ' ' || role || ' ' || unit, ',' ORDER BY datname) FROM ocx.worker_status() WHERE unit IS NOT NULL}),
+	'd1 worker projection slow,d2 worker projection slow', 'worker_status shows the unit each worker runs');
 
 # no free worker slot: a WARNING and a retry, not a crash loop
 $node->safe_psql('postgres', 'CREATE DATABASE d3');
@@ -84,7 +88,7 @@ $node->safe_psql('d3', q{CREATE EXTENSION ocx; CREATE TABLE m (pos bigint);
 CREATE FUNCTION h(e ocx.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO public.m VALUES (e.global_position) $$;
 SELECT ocx.define_projection('h', 'h(ocx.event)');
 SELECT ocx.append_event('x-1', NULL, 'X', '{}');});
-ok($node->wait_for_log(qr/no background worker slot available/), 'no free slot: a WARNING');
+ok($node->wait_for_log(qr/no background worker slot available for a database worker/), 'no free slot: a WARNING');
 
 # DROP DATABASE while its worker is busy
 my ($rc, $secs, $err) = timed('postgres', 'DROP DATABASE d1');

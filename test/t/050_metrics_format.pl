@@ -93,6 +93,10 @@ is($fam->{ocx_events_total}{type}, 'counter', 'ocx_events_total is a counter');
 is($fam->{ocx_log_position}{type}, 'gauge', 'ocx_log_position is a gauge');
 ok(defined $fam->{ocx_appends_total}{help}, 'counters have HELP');
 is(sample_value($samples, 'ocx_shared_memory'), 1, 'counters live in shared memory');
+# the log horizon's holder: gauges, one sample each (0 when nobody holds it)
+is($fam->{ocx_horizon_age_seconds}{type}, 'gauge', 'ocx_horizon_age_seconds is a gauge');
+is($fam->{ocx_horizon_holder_pid}{type}, 'gauge', 'ocx_horizon_holder_pid is a gauge');
+like(sample_value($samples, 'ocx_horizon_holder_pid'), qr/^[0-9]+$/, 'ocx_horizon_holder_pid is a pid or 0');
 my $events0 = sample_value($samples, 'ocx_events_total');
 my $appends0 = sample_value($samples, 'ocx_appends_total');
 
@@ -119,6 +123,8 @@ $node->safe_psql('postgres', q{SELECT ocx.append_event('mx-4', NULL, 'A', '{}')}
 ok(defined $fam, 'metrics text parses without shared_preload_libraries') or diag($@);
 is(sample_value($samples, 'ocx_shared_memory'), 0, 'ocx_shared_memory says the counters are off');
 is(sample_value($samples, 'ocx_events_total'), 0, 'nothing is counted without shared memory');
+ok(defined sample_value($samples, 'ocx_horizon_age_seconds'),
+	'the horizon gauges do not need shared memory');
 is($node->safe_psql('postgres', 'SELECT ocx.reset_stats()'), 'f', 'reset_stats says there is nothing to reset');
 
 $node->stop;

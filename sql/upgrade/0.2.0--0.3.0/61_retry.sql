@@ -210,8 +210,9 @@ COMMENT ON FUNCTION ocx._dead_letter_event(ocx.dead_letters) IS
 -- the caller's transaction: each one that succeeds is removed from
 -- ocx.dead_letters; the first that fails becomes the stream's dead letter
 -- (state parked, holds_stream) and the rest stay held.  The caller holds the
--- projection's row lock, which the worker's batch takes too, so no batch
--- holds back an event of the stream meanwhile.  Returns how many were applied.
+-- projection's row lock, which a batch takes before it commits; the row is
+-- updated here, so a batch that read the stream as held back before starts
+-- again (src/projection.c, Q_RECHECK).  Returns how many were applied.
 CREATE FUNCTION ocx._release_held(p ocx.projections, stream_id text) RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -222,6 +223,9 @@ DECLARE
     msg text;
     code text;
 BEGIN
+    -- a batch running meanwhile read the stream as held back: touching the
+    -- row makes it start again (its recheck compares the row's xmin)
+    UPDATE ocx.projections x SET updated_at = pg_catalog.now() WHERE x.name OPERATOR(pg_catalog.=) p.name;
     IF EXISTS (SELECT FROM ocx.dead_letters d
                 WHERE d.projection OPERATOR(pg_catalog.=) p.name
                   AND d.stream_id OPERATOR(pg_catalog.=) _release_held.stream_id

@@ -1,0 +1,347 @@
+/*
+ * appenders.c
+ *		The appenders' horizon: a log horizon that only appenders hold back
+ *		(ocx.horizon = 'appenders').
+ *
+ * The default log horizon is the xmin of the reader's snapshot (logspace.c):
+ * every transaction that holds an xid holds it back, whether it appends or
+ * not, so a long transaction anywhere in the cluster (a report, a slow
+ * projection handler that has written) stops every consumer at its xid.
+ *
+ * With ocx.horizon = 'appenders', every reader (ocx.log_horizon()) uses
+ * another horizon.  Every transaction that writes to the log (an append, a command
+ * sent: anything that takes a log txid) first registers here, in shared
+ * memory, with a floor below which its xid cannot be:
+ *
+ *	- a transaction without an xid yet registers the next xid to be
+ *	  assigned: the one it gets later is at least that;
+ *	- a transaction that already has an xid registers it, but only if it is
+ *	  not below the horizon that a consumer has already used in this
+ *	  database (published); otherwise it is refused with OX013, a retryable
+ *	  error (roll back and retry: the new transaction gets a new xid).
+ *
+ * A reader's horizon for its snapshot (OcxAppendersHorizon) is the lowest
+ * of the floors registered in its database (the next xid when there are
+ * none), the snapshot's xmax, and every xid running at the snapshot that has
+ * committed since; it is published (the published value only grows).
+ * Every event below it is committed and visible in the snapshot: its
+ * appender committed before the snapshot, or was running at it and has
+ * committed since (the third term), or started after it (xmax), or is
+ * registered (its floor), or is not registered yet and will be refused.
+ * Transactions that never write to the log hold nothing back, however long
+ * they run.  docs/architecture.md has the argument in full.
+ *
+ * Registration and clearing take the lock shared (each backend writes only
+ * its own entry); computing and publishing take it exclusively, so a
+ * registration's check and a consumer's publication never interleave.  The
+ * setting is fixed at server start, so appenders and consumers always agree.
+ *
+ * Not covered, and refused or documented: PREPARE TRANSACTION of a
+ * transaction that registered (refused, OX013); events written without the
+ * append functions (logical replication apply into ocx.events,
+ * pg_restore: the worker waits for the latter).
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+#include "ocx_worker.h"
+
+#include "access/transam.h"
+#include "access/xlog.h"
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/snapshot.h"
+
+/* ocx.horizon */
+typedef enum OcxHorizonMode
+{
+	OCX_HORIZON_SNAPSHOT,
+	OCX_HORIZON_APPENDERS
+} OcxHorizonMode;
+
+static const struct config_enum_entry horizon_options[] = {
+	{"snapshot", OCX_HORIZON_SNAPSHOT, false},
+	{"appenders", OCX_HORIZON_APPENDERS, false},
+	{NULL, 0, false}
+};
+
+static int	ocx_horizon = OCX_HORIZON_SNAPSHOT;
+
+/* one per backend, indexed by pgprocno */
+typedef struct OcxAppender
+{
+	Oid			dboid;
+	bool		active;
+	uint64		floor;			/* full xid: the appender's xid is at least this */
+} OcxAppender;
+
+/* the horizon consumers of a database have used */
+typedef struct OcxPublished
+{
+	Oid			dboid;
+	uint64		horizon;		/* full xid */
+} OcxPublished;
+
+/*
+ * Databases with a published horizon.  Entries are never reused (a reused
+ * one would let an old appender pass): past this many databases the others
+ * keep the snapshot horizon, which is always safe.
+ */
+#define OCX_MAX_PUBLISHED 64
+
+typedef struct OcxAppenders
+{
+	LWLock	   *lock;
+	int			nappenders;
+	OcxPublished published[OCX_MAX_PUBLISHED];
+	OcxAppender appenders[FLEXIBLE_ARRAY_MEMBER];
+} OcxAppenders;
+
+static OcxAppenders *Appenders = NULL;
+
+/* this backend */
+static bool registered = false;
+static bool callback_registered = false;
+
+static Size
+AppendersSize(void)
+{
+	return add_size(offsetof(OcxAppenders, appenders),
+					mul_size(sizeof(OcxAppender), MaxBackends));
+}
+
+void
+OcxAppendersShmemRequest(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(AppendersSize()));
+	RequestNamedLWLockTranche("ocx horizon", 1);
+}
+
+void
+OcxAppendersShmemStartup(void)
+{
+	bool		found;
+
+	Appenders = ShmemInitStruct("ocx horizon", AppendersSize(), &found);
+	if (!found)
+	{
+		memset(Appenders, 0, AppendersSize());
+		Appenders->lock = &(GetNamedLWLockTranche("ocx horizon"))->lock;
+		Appenders->nappenders = MaxBackends;
+	}
+}
+
+void
+OcxAppendersInit(void)
+{
+	DefineCustomEnumVariable("ocx.horizon",
+							 gettext_noop("Which transactions hold back the log horizon of the ocx workers."),
+							 gettext_noop("snapshot: every transaction with an xid; appenders: only transactions that write to the log (an appender older than a horizon already used is refused with OX013)."),
+							 &ocx_horizon,
+							 OCX_HORIZON_SNAPSHOT, horizon_options,
+							 PGC_POSTMASTER, 0,
+							 NULL, NULL, NULL);
+}
+
+/* Whether the appenders' horizon is in use in this process. */
+static bool
+AppendersOn(void)
+{
+	return ocx_horizon == OCX_HORIZON_APPENDERS && Appenders != NULL &&
+		MyProc != NULL && MyProc->pgprocno >= 0 &&
+		MyProc->pgprocno < Appenders->nappenders;
+}
+
+static void
+AppendersXactCallback(XactEvent event, void *arg)
+{
+	OcxAppender *me;
+
+	if (!registered)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_HORIZON_PASSED),
+					 errmsg("cannot prepare a transaction that wrote to the ocx log with ocx.horizon = 'appenders'"),
+					 errhint("Commit it directly, or set ocx.horizon to 'snapshot'.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* after the commit is visible: a later horizon may pass it */
+			me = &Appenders->appenders[MyProc->pgprocno];
+			LWLockAcquire(Appenders->lock, LW_SHARED);
+			me->active = false;
+			LWLockRelease(Appenders->lock);
+			registered = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* The published horizon of dboid, 0 if none (lock held). */
+static uint64
+PublishedLocked(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < OCX_MAX_PUBLISHED; i++)
+		if (Appenders->published[i].dboid == dboid)
+			return Appenders->published[i].horizon;
+	return 0;
+}
+
+/*
+ * Called before a transaction first writes to the log (OcxAppend, and
+ * OcxLogTxid for everything else that takes a log txid).  A no-op with the
+ * snapshot horizon.
+ */
+void
+OcxAppenderEnter(void)
+{
+	OcxAppender *me;
+	FullTransactionId fxid;
+	uint64		floor;
+
+	if (registered || !AppendersOn())
+		return;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(AppendersXactCallback, NULL);
+		callback_registered = true;
+	}
+	me = &Appenders->appenders[MyProc->pgprocno];
+	LWLockAcquire(Appenders->lock, LW_SHARED);
+	fxid = GetTopFullTransactionIdIfAny();
+	if (FullTransactionIdIsValid(fxid))
+	{
+		floor = U64FromFullTransactionId(fxid);
+		if (floor < PublishedLocked(MyDatabaseId))
+		{
+			LWLockRelease(Appenders->lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_HORIZON_PASSED),
+					 errmsg("this transaction is older than the log horizon the ocx workers have passed"),
+					 errdetail("It took its transaction id before its first write to the log, and ocx.horizon is 'appenders'."),
+					 errhint("Roll back and retry; write to the log early in the transaction, or before other writes.")));
+		}
+	}
+	else
+		floor = U64FromFullTransactionId(ReadNextFullTransactionId());
+	me->dboid = MyDatabaseId;
+	me->floor = floor;
+	me->active = true;
+	LWLockRelease(Appenders->lock);
+	registered = true;
+}
+
+/* x (a 32-bit xid near next) as a full xid */
+static uint64
+FullXid(FullTransactionId next, TransactionId x)
+{
+	return U64FromFullTransactionId(next) + (int32) (x - XidFromFullTransactionId(next));
+}
+
+/*
+ * The appenders' horizon for a reader whose snapshot is snap, as a full xid,
+ * or 0 when the snapshot horizon applies (the setting is off, on a standby,
+ * no room to publish).  It is the lowest of:
+ *
+ *	- the floors of the registered appenders of this database, or the next
+ *	  xid when there is none: every appender below it committed before now
+ *	  or, not yet registered, will be refused (the horizon is published);
+ *	- the snapshot's xmax: a transaction that started after the snapshot
+ *	  may have committed by now, unseen by it;
+ *	- every xid that was running at the snapshot and has committed since:
+ *	  its events, if any, are not in the snapshot.
+ *
+ * So every event below it is visible in snap.  Kept for the rest of the
+ * statement (the same snapshot gives the same answer): ocx.log_horizon() is
+ * evaluated per row in a filter.
+ */
+uint64
+OcxAppendersHorizon(Snapshot snap)
+{
+	static Snapshot last_snap = NULL;
+	static uint64 last_completions = 0;
+	static TransactionId last_xmin = InvalidTransactionId;
+	static TransactionId last_xmax = InvalidTransactionId;
+	static uint64 last_h = 0;
+	FullTransactionId next;
+	uint64		h;
+	uint32		i;
+	int			free_entry = -1;
+
+	if (!AppendersOn() || snap == NULL || snap->takenDuringRecovery || RecoveryInProgress())
+		return 0;
+	if (snap == last_snap && snap->snapXactCompletionCount == last_completions &&
+		snap->xmin == last_xmin && snap->xmax == last_xmax && last_h != 0)
+		return last_h;
+
+	LWLockAcquire(Appenders->lock, LW_EXCLUSIVE);
+	next = ReadNextFullTransactionId();
+	h = U64FromFullTransactionId(next);
+	for (i = 0; i < (uint32) Appenders->nappenders; i++)
+	{
+		OcxAppender *a = &Appenders->appenders[i];
+
+		if (a->active && a->dboid == MyDatabaseId && a->floor < h)
+			h = a->floor;
+	}
+	if (TransactionIdIsNormal(snap->xmax) && FullXid(next, snap->xmax) < h)
+		h = FullXid(next, snap->xmax);
+	for (i = 0; i < snap->xcnt; i++)
+	{
+		uint64		x = FullXid(next, snap->xip[i]);
+
+		if (x < h && TransactionIdDidCommit(snap->xip[i]))
+			h = x;
+	}
+	for (i = 0; i < OCX_MAX_PUBLISHED; i++)
+	{
+		OcxPublished *p = &Appenders->published[i];
+
+		if (p->dboid == MyDatabaseId)
+		{
+			if (p->horizon < h)
+				p->horizon = h;
+			break;
+		}
+		if (p->dboid == InvalidOid && free_entry < 0)
+			free_entry = i;
+	}
+	if (i == OCX_MAX_PUBLISHED)
+	{
+		if (free_entry < 0)
+		{
+			LWLockRelease(Appenders->lock);
+			return 0;
+		}
+		Appenders->published[free_entry].dboid = MyDatabaseId;
+		Appenders->published[free_entry].horizon = h;
+	}
+	LWLockRelease(Appenders->lock);
+
+	last_snap = snap;
+	last_completions = snap->snapXactCompletionCount;
+	last_xmin = snap->xmin;
+	last_xmax = snap->xmax;
+	last_h = h;
+	return h;
+}
+
+/* Whether ocx.horizon is 'appenders'. */
+bool
+OcxAppendersMode(void)
+{
+	return ocx_horizon == OCX_HORIZON_APPENDERS;
+}

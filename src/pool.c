@@ -1,0 +1,852 @@
+/*
+ * pool.c
+ *		The units of work of a database and the helpers that take them.
+ *
+ * Each database served by ocx has one database worker ("ocx worker", kept
+ * by the launcher, worker.c) and, when it needs them, helpers ("ocx worker
+ * helper"), up to ocx.max_workers processes in all.  The work of a database
+ * is split into units: each projection is one, the bus, the command queue
+ * and the saga task are one each.  The database worker and its helpers run
+ * the same loop (PoolPass): walk every unit, starting at a different one
+ * each pass, and run a unit only if no other process runs it, which is
+ * known by taking the unit's session-level advisory lock without waiting
+ * (field4 OCX_UNIT_LOCK, which pg_advisory_lock never uses).  A unit held by
+ * another process is skipped, so a blocked or slow unit delays only itself.
+ *
+ * Each process publishes the unit it runs and since when (members[] of its
+ * slot).  The launcher, which runs no user code, starts a helper when every
+ * process of a database has been busy on one unit for OCX_BUSY_MS
+ * (OcxPoolManage); a helper leaves after OCX_HELPER_IDLE_MS in which no
+ * other process of its database was busy that long.  So an idle database
+ * has one process, as in 0.2.0, and one with a stuck handler gets a second
+ * within about 200 ms.
+ *
+ * Each step runs in its own transaction with errors caught (OcxRunStep):
+ * abort, log, back off, go on.  A unit's lock is released after its
+ * transaction ends, and by process exit on any other path.
+ *
+ * Locking: every member field is protected by OcxShmem->lock, as the slot
+ * fields are (ocx_worker.h).  A process publishes its pid and latch under
+ * the lock and clears them in a before_shmem_exit callback.
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+#include "ocx_worker.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+int			ocx_max_workers = 4;
+
+/* the context steps return to; reset by the loops between passes */
+MemoryContext OcxStepContext = NULL;
+
+/* a unit held this long by every process of a database: start a helper */
+#define OCX_BUSY_MS				100
+/* a helper leaves when nobody else was busy that long for this long */
+#define OCX_HELPER_IDLE_MS		10000
+/* shortest time between two passes that found no work */
+#define OCX_MIN_PASS_MS			2
+/* longest back-off after repeated errors */
+#define OCX_MAX_BACKOFF_MS		30000
+/* locktag field4 of the units' advisory locks */
+#define OCX_UNIT_LOCK			0x6f63
+
+/* which kind of unit, locktag field3 */
+typedef enum UnitKind
+{
+	UNIT_PROJECTION = 1,
+	UNIT_BUS,
+	UNIT_COMMANDS,
+	UNIT_SAGAS
+} UnitKind;
+
+/* this process: member 0 is the database worker, the others are helpers */
+static int	my_slot = -1;
+static int	my_member = -1;
+static uint32 my_slot_generation = 0;
+static uint32 my_member_generation = 0;
+static uint32 my_passes = 0;
+
+/* launcher side */
+static BackgroundWorkerHandle *helper_handles[OCX_MAX_DB_SLOTS][OCX_MAX_POOL];
+static TimestampTz last_no_slot_warning = 0;
+
+/*
+ * Run fn in its own transaction.  An error is caught: the transaction is
+ * aborted, the error logged and *failed set; the caller goes on.
+ */
+bool
+OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **message,
+		   int *sqlerrcode)
+{
+	volatile bool result = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	PG_TRY();
+	{
+		result = fn(arg);
+		if (ActiveSnapshotSet())
+			PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(OcxStepContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		/* a batch that lost a race with an administrator is simply retried */
+		ereport(edata->sqlerrcode == ERRCODE_OCX_PROJECTION_CHANGED ? DEBUG1 : LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("ocx worker: %s failed: %s", activity, edata->message)));
+		if (message)
+			*message = pstrdup(edata->message);
+		if (sqlerrcode)
+			*sqlerrcode = edata->sqlerrcode;
+		FreeErrorData(edata);
+		*failed = true;
+		result = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(OcxStepContext);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/*
+ * Projections whose batch failed outside their handlers (a missing handler,
+ * say) wait with a growing delay of their own, so that the others go on at
+ * full speed.  Kept per process: a process that did not see the failure
+ * may try the projection once more before it backs off too.
+ */
+typedef struct ProjectionBackoff
+{
+	char		name[NAMEDATALEN];
+	int			delay_ms;
+	TimestampTz retry_at;
+} ProjectionBackoff;
+
+#define OCX_MAX_BACKOFFS 64
+static ProjectionBackoff backoffs[OCX_MAX_BACKOFFS];
+static int	n_backoffs = 0;
+
+/* The backoff entry of a projection, or NULL. */
+static ProjectionBackoff *
+FindBackoff(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < n_backoffs; i++)
+		if (strcmp(backoffs[i].name, name) == 0)
+			return &backoffs[i];
+	return NULL;
+}
+
+/* A projection's batch failed: double its delay (0.5 s to 30 s). */
+static void
+NoteBackoff(const char *name, TimestampTz *next_due)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb == NULL)
+	{
+		if (n_backoffs == OCX_MAX_BACKOFFS)
+			return;
+		pb = &backoffs[n_backoffs++];
+		strlcpy(pb->name, name, NAMEDATALEN);
+		pb->delay_ms = 0;
+	}
+	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
+	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
+	if (pb->retry_at < *next_due)
+		*next_due = pb->retry_at;
+}
+
+/* A projection's batch succeeded: no more delay. */
+static void
+ForgetBackoff(const char *name)
+{
+	ProjectionBackoff *pb = FindBackoff(name);
+
+	if (pb)
+		*pb = backoffs[--n_backoffs];
+}
+
+typedef struct ListStep
+{
+	bool		installed;
+	bool		served;
+	bool		restoring;
+	List	   *names;
+} ListStep;
+
+/* Is ocx still here, is this database served, which projections to run. */
+static bool
+StepList(void *arg)
+{
+	ListStep   *ls = (ListStep *) arg;
+
+	ls->installed = OidIsValid(get_extension_oid("ocx", true));
+	ls->served = OcxDatabaseServed();
+	ls->names = NIL;
+	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
+	if (ls->installed && ls->served && !ls->restoring)
+		ls->names = OcxProjectionsToRun(OcxStepContext);
+	return false;
+}
+
+typedef struct FailedStep
+{
+	const char *name;
+	const char *message;
+} FailedStep;
+
+static bool
+StepFailed(void *arg)
+{
+	FailedStep *fs = (FailedStep *) arg;
+
+	OcxProjectionFailed(fs->name, fs->message);
+	return false;
+}
+
+/* The holder of the log horizon, warned about (horizon.c). */
+static bool
+StepHorizon(void *arg)
+{
+	return OcxHorizonWorkerTick();
+}
+
+/* One unit of work, run under its advisory lock. */
+typedef struct UnitStep
+{
+	UnitKind	kind;
+	const char *name;			/* the projection's, or NULL */
+	char		label[OCX_UNIT_LEN];
+	LOCKTAG		tag;
+	bool		locked;
+	TimestampTz next_due;		/* projections: when a retry is due */
+} UnitStep;
+
+/* Publish what this process runs (unit "" when idle). */
+static void
+PublishUnit(const char *unit)
+{
+	OcxPoolMember *m;
+	Latch	   *launcher = NULL;
+
+	if (my_member < 0)
+		return;
+	m = &OcxShmem->slots[my_slot].members[my_member];
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (m->generation == my_member_generation)
+	{
+		strlcpy(m->unit, unit, OCX_UNIT_LEN);
+		m->unit_since = GetCurrentTimestamp();
+		if (unit[0] != '\0')
+		{
+			m->units_run++;
+			/* the launcher sleeps long when nothing is busy: it must look */
+			if (!OcxShmem->launcher_watching)
+				launcher = OcxShmem->launcher_latch;
+		}
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/*
+ * Take the unit's lock without waiting (a session lock: it outlives the
+ * step's transaction), then run it.  Returns whether it has more to do.
+ */
+static bool
+StepUnit(void *arg)
+{
+	UnitStep   *us = (UnitStep *) arg;
+
+	us->locked = LockAcquire(&us->tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+	if (!us->locked)
+		return false;
+	PublishUnit(us->label);
+
+	/*
+	 * With ocx.horizon = 'appenders': the command and saga tasks write to the
+	 * log (commands' handlers append, sagas send commands), so they register
+	 * before their first write takes an xid (appenders.c).
+	 */
+	if (us->kind == UNIT_COMMANDS || us->kind == UNIT_SAGAS)
+		OcxAppenderEnter();
+	switch (us->kind)
+	{
+		case UNIT_PROJECTION:
+			return OcxProjectionBatch(us->name, &us->next_due);
+		case UNIT_BUS:
+			return OcxBusWorkerTick();
+		case UNIT_COMMANDS:
+			return OcxCommandWorkerTick();
+		case UNIT_SAGAS:
+			return OcxSagaWorkerTick();
+	}
+	return false;
+}
+
+static void
+InitUnit(UnitStep *us, UnitKind kind, const char *name)
+{
+	memset(us, 0, sizeof(*us));
+	us->kind = kind;
+	us->name = name;
+	switch (kind)
+	{
+		case UNIT_PROJECTION:
+			snprintf(us->label, OCX_UNIT_LEN, "projection %s", name);
+			break;
+		case UNIT_BUS:
+			strlcpy(us->label, "bus", OCX_UNIT_LEN);
+			break;
+		case UNIT_COMMANDS:
+			strlcpy(us->label, "commands", OCX_UNIT_LEN);
+			break;
+		case UNIT_SAGAS:
+			strlcpy(us->label, "sagas", OCX_UNIT_LEN);
+			break;
+	}
+	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
+						 name ? hash_bytes((const unsigned char *) name, strlen(name)) : 0,
+						 (uint32) kind, OCX_UNIT_LOCK);
+}
+
+/*
+ * Run one unit if no other process runs it.  Sets *more when it has more
+ * to do at once, *failed on an error, and lowers *next_due to its next
+ * retry.
+ */
+static void
+RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
+		bool *more, bool *failed)
+{
+	UnitStep	us;
+	char	   *activity;
+	char	   *message = NULL;
+	bool		unit_failed = false;
+	int			sqlerrcode = 0;
+	ProjectionBackoff *pb = NULL;
+
+	if (kind == UNIT_PROJECTION)
+	{
+		pb = FindBackoff(name);
+		if (pb && pb->retry_at > now)
+		{
+			/* this one failed lately: the others go on meanwhile */
+			if (pb->retry_at < *next_due)
+				*next_due = pb->retry_at;
+			return;
+		}
+	}
+	InitUnit(&us, kind, name);
+	us.next_due = *next_due;
+	activity = psprintf("ocx worker: %s", us.label);
+	if (OcxRunStep(StepUnit, &us, activity, &unit_failed, &message, &sqlerrcode))
+		*more = true;
+	if (us.locked)
+	{
+		LockRelease(&us.tag, ExclusiveLock, true);
+		PublishUnit("");
+	}
+	if (kind != UNIT_PROJECTION)
+	{
+		if (unit_failed)
+			*failed = true;
+	}
+	else if (unit_failed && sqlerrcode == ERRCODE_OCX_PROJECTION_CHANGED)
+	{
+		/* rolled back: read the row again soon (the change's commit wakes us) */
+		TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+
+		if (soon < *next_due)
+			*next_due = soon;
+	}
+	else if (unit_failed)
+	{
+		FailedStep	fs = {name, message};
+
+		OcxRunStep(StepFailed, &fs, activity, failed, NULL, NULL);
+		NoteBackoff(name, next_due);
+	}
+	else if (us.locked)
+	{
+		ForgetBackoff(name);
+		if (us.next_due < *next_due)
+			*next_due = us.next_due;
+	}
+	pfree(activity);
+}
+
+/* Whether this helper is asked to leave (false in the database worker). */
+static bool
+MemberShouldLeave(void)
+{
+	OcxDbSlot  *slot;
+	OcxPoolMember *m;
+	bool		leave;
+
+	if (my_member <= 0)
+		return false;
+	slot = &OcxShmem->slots[my_slot];
+	m = &slot->members[my_member];
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	leave = m->stop_requested || m->generation != my_member_generation ||
+		slot->generation != my_slot_generation || slot->state != OCX_SLOT_RUNNING ||
+		slot->stop_requested;
+	LWLockRelease(OcxShmem->lock);
+	return leave;
+}
+
+/* Whether another process of this database has been busy on one unit a while. */
+static bool
+OthersBusy(TimestampTz now)
+{
+	OcxDbSlot  *slot = &OcxShmem->slots[my_slot];
+	bool		busy = false;
+	int			i;
+
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	for (i = 0; i < OCX_MAX_POOL && !busy; i++)
+	{
+		OcxPoolMember *m = &slot->members[i];
+
+		busy = i != my_member && m->state == OCX_MEMBER_RUNNING && m->unit[0] != '\0' &&
+			TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS);
+	}
+	LWLockRelease(OcxShmem->lock);
+	return busy;
+}
+
+/*
+ * One pass over every unit of the database.  Returns what it found of the
+ * database; sets *more when some unit has more to do at once, lowers
+ * *next_due, sets *failed on an error.
+ */
+static OcxPassResult
+PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
+{
+	ListStep	ls;
+	bool		list_failed = false;
+	int			nunits;
+	int			np;
+	int			start;
+	int			k;
+
+	*more = false;
+	memset(&ls, 0, sizeof(ls));
+	ls.installed = true;
+	ls.served = true;
+	OcxRunStep(StepList, &ls, "ocx worker: checking for work", &list_failed, NULL, NULL);
+	if (list_failed)
+	{
+		*failed = true;
+		return OCX_PASS_FAILED;
+	}
+	if (!ls.installed)
+		return OCX_PASS_NO_EXTENSION;
+	if (!ls.served)
+		return OCX_PASS_NOT_SERVED;
+	if (ls.restoring)
+	{
+		/* a pg_restore is loading this database: act on none of it yet */
+		pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for pg_restore to finish");
+		return OCX_PASS_RESTORING;
+	}
+
+	/* the projections, then the bus, the command queue and the sagas */
+	np = list_length(ls.names);
+	nunits = np + 3;
+	start = (int) ((my_member + my_passes++) % (uint32) nunits);
+	for (k = 0; k < nunits; k++)
+	{
+		int			u = (start + k) % nunits;
+
+		CHECK_FOR_INTERRUPTS();
+		if (MemberShouldLeave())
+			break;
+		if (u < np)
+			RunUnit(UNIT_PROJECTION, (const char *) list_nth(ls.names, u), now,
+					next_due, more, failed);
+		else
+			RunUnit((UnitKind) (UNIT_BUS + (u - np)), NULL, now, next_due, more, failed);
+	}
+	return OCX_PASS_OK;
+}
+
+/*
+ * The loop of the database worker (member 0) and of its helpers: a pass,
+ * then sleep on the latch until woken, until a retry is due or until
+ * ocx.naptime passes.  Returns only in the database worker, with why the
+ * database needs no worker.  Runs in OcxStepContext.
+ */
+OcxPassResult
+OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_generation)
+{
+	int			backoff_ms = 0;
+	bool		more = false;
+	TimestampTz last_pass = 0;
+	TimestampTz last_needed = GetCurrentTimestamp();
+
+	my_slot = slot_index;
+	my_member = member;
+	my_slot_generation = slot_generation;
+	my_member_generation = member_generation;
+
+	for (;;)
+	{
+		bool		failed = false;
+		TimestampTz now;
+		TimestampTz next_due;
+		long		sleep_ms;
+		OcxPassResult result;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (member == 0 && OcxShmem->slots[slot_index].stop_requested)
+			return OCX_PASS_STOP;
+		if (MemberShouldLeave())
+			proc_exit(0);
+
+		/*
+		 * Under a stream of appends the latch is set again and again; after a
+		 * pass that found nothing to do, let wake-ups gather for a moment
+		 * rather than run a pass per append.
+		 */
+		now = GetCurrentTimestamp();
+		if (!more && last_pass != 0 &&
+			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
+			pg_usleep(OCX_MIN_PASS_MS * 1000L -
+					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
+		ResetLatch(MyLatch);
+		MemoryContextReset(OcxStepContext);
+
+		now = GetCurrentTimestamp();
+		last_pass = now;
+		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
+		result = PoolPass(now, &next_due, &more, &failed);
+		if (result == OCX_PASS_NO_EXTENSION || result == OCX_PASS_NOT_SERVED)
+		{
+			if (member == 0)
+				return result;
+			proc_exit(0);		/* the database worker decides */
+		}
+
+		/* the database worker also watches the long-transaction stall */
+		if (member == 0 && result == OCX_PASS_OK)
+			OcxRunStep(StepHorizon, NULL, "ocx worker: log horizon", &failed, NULL, NULL);
+
+		if (failed)
+			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);
+		else
+		{
+			backoff_ms = 0;
+			if (member == 0 && result == OCX_PASS_OK && OcxShmem->slots[slot_index].failures != 0)
+			{
+				LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+				OcxShmem->slots[slot_index].failures = 0;
+				LWLockRelease(OcxShmem->lock);
+			}
+		}
+
+		/* a helper is needed while another process is held by a slow unit */
+		now = GetCurrentTimestamp();
+		if (member > 0)
+		{
+			if (more || OthersBusy(now))
+				last_needed = now;
+			else if (TimestampDifferenceExceeds(last_needed, now, OCX_HELPER_IDLE_MS))
+				proc_exit(0);
+		}
+
+		if (more && !failed)
+			sleep_ms = 0;
+		else
+			sleep_ms = Max(TimestampDifferenceMilliseconds(now, next_due), backoff_ms);
+		if (member > 0)
+			sleep_ms = Min(sleep_ms, OCX_HELPER_IDLE_MS);
+		if (sleep_ms > 0)
+		{
+			pgstat_report_activity(STATE_IDLE, result == OCX_PASS_RESTORING ?
+								   "ocx worker: waiting for pg_restore to finish" :
+								   "ocx worker: waiting for appends");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+		}
+	}
+}
+
+/* Report that this helper has gone, so nobody signals a stranger. */
+static void
+HelperDetach(int code, Datum arg)
+{
+	OcxDbSlot  *slot = &OcxShmem->slots[my_slot];
+	OcxPoolMember *m = &slot->members[my_member];
+	Latch	   *launcher = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (m->generation == my_member_generation)
+	{
+		m->state = OCX_MEMBER_FREE;
+		m->pid = 0;
+		m->latch = NULL;
+		m->unit[0] = '\0';
+		m->stop_requested = false;
+		launcher = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
+}
+
+/* A helper's main function: attach to its member entry, then the loop. */
+void
+OcxHelperMain(Datum arg)
+{
+	OcxDbSlot  *slot;
+	OcxPoolMember *m;
+	uint32		extra[3];
+	int			si = DatumGetInt32(arg);
+	Oid			dboid;
+
+	memcpy(extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (si < 0 || si >= OCX_MAX_DB_SLOTS || extra[1] < 1 || extra[1] >= OCX_MAX_POOL)
+		proc_exit(0);
+	my_slot = si;
+	my_member = (int) extra[1];
+	my_member_generation = extra[2];
+	slot = &OcxShmem->slots[si];
+	m = &slot->members[my_member];
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (m->generation != extra[2] || m->state != OCX_MEMBER_STARTING ||
+		m->stop_requested || slot->generation != extra[0] ||
+		slot->state != OCX_SLOT_RUNNING || slot->stop_requested)
+	{
+		if (m->generation == extra[2])
+		{
+			m->state = OCX_MEMBER_FREE;
+			m->stop_requested = false;
+		}
+		LWLockRelease(OcxShmem->lock);
+		proc_exit(0);
+	}
+	m->state = OCX_MEMBER_RUNNING;
+	m->pid = MyProcPid;
+	m->latch = MyLatch;
+	m->unit[0] = '\0';
+	m->unit_since = GetCurrentTimestamp();
+	dboid = slot->dboid;
+	LWLockRelease(OcxShmem->lock);
+	before_shmem_exit(HelperDetach, (Datum) 0);
+	SetLatch(MyLatch);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("ocx worker helper");
+
+	OcxStepContext = AllocSetContextCreate(TopMemoryContext, "ocx worker helper",
+										   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(OcxStepContext);
+	(void) OcxPoolLoop(si, my_member, extra[0], extra[2]);
+	proc_exit(0);
+}
+
+/* ---------------------------------------------------------------------
+ * The launcher's side
+ * ---------------------------------------------------------------------
+ */
+
+/* Register helper i of slot si (lock held); false when no slot is free. */
+static bool
+StartHelperLocked(int si, int i)
+{
+	OcxDbSlot  *slot = &OcxShmem->slots[si];
+	OcxPoolMember *m = &slot->members[i];
+	BackgroundWorker worker;
+	uint32		extra[3];
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "OcxHelperMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ocx worker helper %d for database %u", i, slot->dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ocx worker helper");
+	worker.bgw_main_arg = Int32GetDatum(si);
+	worker.bgw_notify_pid = MyProcPid;
+	m->generation++;
+	extra[0] = slot->generation;
+	extra[1] = (uint32) i;
+	extra[2] = m->generation;
+	memcpy(worker.bgw_extra, extra, sizeof(extra));
+
+	if (helper_handles[si][i])
+	{
+		pfree(helper_handles[si][i]);
+		helper_handles[si][i] = NULL;
+	}
+	if (!RegisterDynamicBackgroundWorker(&worker, &helper_handles[si][i]))
+	{
+		helper_handles[si][i] = NULL;
+		return false;
+	}
+	m->state = OCX_MEMBER_STARTING;
+	m->stop_requested = false;
+	m->pid = 0;
+	m->latch = NULL;
+	m->unit[0] = '\0';
+	m->unit_since = GetCurrentTimestamp();
+	m->units_run = 0;
+	return true;
+}
+
+/*
+ * The launcher's pass over every database's processes: forget helpers that
+ * never attached, stop the ones beyond ocx.max_workers, start one where
+ * every process has been busy on one unit for OCX_BUSY_MS.  Returns how
+ * long the launcher may sleep before it must look again (LONG_MAX: nothing
+ * is busy, a unit that starts wakes it).
+ */
+long
+OcxPoolManage(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = LONG_MAX;
+	bool		no_slot = false;
+	bool		watching = false;
+	bool		waiting = false;
+	int			si;
+	int			i;
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+
+	/* a database waiting for its worker goes before helpers of another */
+	for (si = 0; si < OCX_MAX_DB_SLOTS; si++)
+		if (OcxShmem->slots[si].state == OCX_SLOT_REQUESTED ||
+			OcxShmem->slots[si].state == OCX_SLOT_STARTING ||
+			(OcxShmem->slots[si].state == OCX_SLOT_HOLD && !OcxShmem->slots[si].stop_requested))
+			waiting = true;
+
+	for (si = 0; si < OCX_MAX_DB_SLOTS; si++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[si];
+		int			running = 0;
+		int			starting = 0;
+		int			busy = 0;
+
+		for (i = 0; i < OCX_MAX_POOL; i++)
+		{
+			OcxPoolMember *m = &slot->members[i];
+			pid_t		pid;
+
+			if (i > 0 && m->state == OCX_MEMBER_STARTING && helper_handles[si][i] != NULL &&
+				GetBackgroundWorkerPid(helper_handles[si][i], &pid) == BGWH_STOPPED)
+				m->state = OCX_MEMBER_FREE; /* it never attached */
+			if (m->state == OCX_MEMBER_FREE)
+				continue;
+			if (i > 0 && i >= ocx_max_workers && !m->stop_requested)
+			{
+				/* ocx.max_workers was lowered */
+				m->stop_requested = true;
+				if (m->latch)
+					SetLatch(m->latch);
+			}
+			if (m->state == OCX_MEMBER_STARTING)
+			{
+				starting++;
+				continue;
+			}
+			running++;
+			if (m->unit[0] != '\0')
+			{
+				watching = true;
+				if (TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS))
+					busy++;
+			}
+		}
+		if (waiting || slot->state != OCX_SLOT_RUNNING || slot->stop_requested || running == 0 ||
+			starting > 0 || busy < running || running >= ocx_max_workers)
+			continue;
+		for (i = 1; i < ocx_max_workers && i < OCX_MAX_POOL; i++)
+			if (slot->members[i].state == OCX_MEMBER_FREE)
+				break;
+		if (i < ocx_max_workers && i < OCX_MAX_POOL)
+		{
+			if (!StartHelperLocked(si, i))
+				no_slot = true;
+		}
+	}
+	OcxShmem->launcher_watching = watching;
+	LWLockRelease(OcxShmem->lock);
+	if (watching)
+		sleep_ms = OCX_BUSY_MS / 2;
+
+	if (no_slot && TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
+	{
+		last_no_slot_warning = now;
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ocx: no background worker slot available for a worker helper"),
+				 errdetail("Every ocx process of a database is busy; ocx.max_workers is %d.",
+						   ocx_max_workers),
+				 errhint("Raise max_worker_processes.")));
+	}
+	return sleep_ms;
+}
+
+/*
+ * Ask every helper of the slot to leave now (lock held exclusively): the
+ * database worker leaves, or DROP DATABASE needs the database.  Holding the
+ * lock keeps the pids from being reused under us.
+ */
+void
+OcxPoolStopLocked(OcxDbSlot *slot)
+{
+	int			i;
+
+	for (i = 1; i < OCX_MAX_POOL; i++)
+	{
+		OcxPoolMember *m = &slot->members[i];
+
+		if (m->state == OCX_MEMBER_FREE)
+			continue;
+		m->stop_requested = true;
+		if (m->state == OCX_MEMBER_RUNNING && m->pid != 0)
+			kill(m->pid, SIGTERM);
+	}
+}
