@@ -46,8 +46,9 @@ sql/ocx--$(EXTVERSION).sql: $(SQL_PARTS) ocx.control
 	cat $(SQL_PARTS) > $@
 
 .SECONDEXPANSION:
-sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql))
-	cat $^ > $@
+# the directory too: a fragment renamed or removed changes its mtime
+sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql)) sql/upgrade/$$*
+	cat $(filter %.sql,$^) > $@
 
 $(OBJS): $(HEADERS)
 

@@ -27,6 +27,7 @@ extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
 extern int	ocx_horizon_warn_after;
+extern char *ocx_projection_schema;
 extern void OcxGucInit(void);
 
 /*
@@ -56,6 +57,10 @@ extern int64 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 extern void OcxCheckStreamId(text *stream_id);
 extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
 extern void OcxFinishEvent(OcxNewEvent *ev, int index);
+
+/* cursor.c: the ocx.cursor type, (log txid, global position) */
+extern Datum OcxCursorGetDatum(uint64 txid, int64 position);
+extern void OcxCursorParts(Datum cursor, uint64 *txid, int64 *position);
 
 /* logspace.c: the database's log xid space (docs/architecture.md) */
 extern uint64 OcxLogXidOffset(void);
@@ -114,6 +119,7 @@ extern void OcxValidateNewEvent(OcxNewEvent *ev, int index);
 extern void OcxAfterAppend(const char *stream_id, int64 first_version, int nevents);
 extern void OcxWorkerInit(void);
 extern void OcxShmemInit(void);
+extern void OcxWaitForInit(void);	/* waitfor.c: ocx.wait_for's waiters */
 
 /*
  * Wake the database's ocx worker at commit of the current transaction (a

@@ -32,6 +32,7 @@
 #define ERRCODE_OCX_INVALID_SETTING			MAKE_SQLSTATE('O','X','0','1','1')
 #define ERRCODE_OCX_STREAM_OF_ANOTHER_TENANT MAKE_SQLSTATE('O','X','0','1','2')
 #define ERRCODE_OCX_HORIZON_PASSED			MAKE_SQLSTATE('O','X','0','1','3')
+#define ERRCODE_OCX_STREAM_ORDER			MAKE_SQLSTATE('O','X','0','1','4')
 
 /* OX1xx: aggregates, snapshots, contracts, upcasters, modules */
 #define ERRCODE_OCX_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('O','X','1','0','0')
@@ -55,6 +56,9 @@
 #define ERRCODE_OCX_WORKERS_NOT_LOADED		MAKE_SQLSTATE('O','X','2','1','0')
 #define ERRCODE_OCX_LOG_HORIZON_HELD		MAKE_SQLSTATE('O','X','2','1','1')
 #define ERRCODE_OCX_UNKNOWN_DEAD_LETTER		MAKE_SQLSTATE('O','X','2','2','0')
+#define ERRCODE_OCX_CANNOT_WAIT				MAKE_SQLSTATE('O','X','2','3','0')
+#define ERRCODE_OCX_SHADOW_REFUSED			MAKE_SQLSTATE('O','X','2','3','2')
+#define ERRCODE_OCX_SHADOW_LIVE_WRITE		MAKE_SQLSTATE('O','X','2','3','3')
 
 /* OX3xx: message bus, subscriptions, commands */
 #define ERRCODE_OCX_UNKNOWN_SUBSCRIPTION	MAKE_SQLSTATE('O','X','3','0','0')

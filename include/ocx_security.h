@@ -51,5 +51,6 @@ extern int	OcxUserCodeScopeBegin(void);
 extern void OcxUserCodeScopeEnd(int nest_level);
 extern void OcxUserCodeBegin(Oid author, OcxUserCall *call);
 extern void OcxUserCodeEnd(OcxUserCall *call);
+extern void OcxUserCodeSchemaFirst(const char *schema);
 
 #endif							/* OCX_SECURITY_H */

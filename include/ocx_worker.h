@@ -62,6 +62,7 @@ typedef struct OcxPoolMember
 	bool		stop_requested; /* leave after the current unit */
 	char		unit[OCX_UNIT_LEN]; /* the unit it runs now, "" when idle */
 	TimestampTz unit_since;		/* when it took that unit, or went idle */
+	TimestampTz busy_since;		/* working without sleeping since, or 0 */
 	int64		units_run;		/* units of work it has run */
 } OcxPoolMember;
 
@@ -127,8 +128,23 @@ extern long OcxPoolManage(void);
 extern void OcxPoolStopLocked(OcxDbSlot *slot);
 
 /* projection.c: work the database worker does, each call in its own transaction */
-extern List *OcxProjectionsToRun(MemoryContext cxt);
-extern bool OcxProjectionBatch(const char *name, TimestampTz *next_due);
+extern List *OcxProjectionsToRun(MemoryContext cxt, List **partitions);
+extern bool OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due);
+extern int	OcxStreamPartition(const char *stream_id, int partitions);
 extern void OcxProjectionFailed(const char *name, const char *message);
+
+/* waitfor.c: wake the ocx.wait_for waiters of a projection the worker advanced */
+extern void OcxWaitForWake(Oid dboid, const char *projection);
+
+/*
+ * Blue/green rebuilds: OcxProjectionsToRun lists the shadow replay of a
+ * projection as a unit of work of its own, its name prefixed with
+ * OCX_SHADOW_PREFIX (which no projection name can contain), after the
+ * projection itself; OcxProjectionBatch/OcxProjectionFailed dispatch on the
+ * prefix.  A worker pool may call these two directly instead.
+ */
+#define OCX_SHADOW_PREFIX "(shadow) "
+extern bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
+extern void OcxProjectionShadowFailed(const char *name, const char *message);
 
 #endif							/* OCX_WORKER_H */

@@ -45,10 +45,12 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "tcop/utility.h"
+#include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -63,6 +65,7 @@ PG_FUNCTION_INFO_V1(ocx_refuse_modification);
 PG_FUNCTION_INFO_V1(ocx_stream_arg);
 PG_FUNCTION_INFO_V1(ocx_count_arg);
 PG_FUNCTION_INFO_V1(ocx_version_arg);
+PG_FUNCTION_INFO_V1(ocx_last_append_cursor);
 
 #define OCX_MAX_STREAM_ID_LEN	1024
 #define OCX_MAX_TYPE_LEN		256
@@ -80,6 +83,7 @@ typedef enum OcxPlan
 	PLAN_ONE_ANY,
 	PLAN_ONE_NEW,
 	PLAN_ONE_AT,
+	PLAN_PREV_TXID,
 	NUM_PLANS
 } OcxPlan;
 
@@ -96,7 +100,7 @@ typedef struct OcxPlanDef
 #define ONE_EVENT_FROM_S \
 	"INSERT INTO ocx.events (" EVENT_COLUMNS ") " \
 	"SELECT $1, s.version, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 " \
-	"FROM s RETURNING stream_version"
+	"FROM s RETURNING stream_version, global_position"
 #define ONE_EVENT_TYPES \
 	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
 	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
@@ -129,9 +133,15 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		"SELECT version FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 		1, {TEXTOID}
 	},
+	[PLAN_PREV_TXID] = {
+		"SELECT txid FROM ocx.events WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+		"AND stream_version OPERATOR(pg_catalog.=) $2",
+		2, {TEXTOID, INT8OID}
+	},
 	[PLAN_INSERT_ONE] = {
 		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+		"RETURNING global_position",
 		13, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
 		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID}
 	},
@@ -142,13 +152,14 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
 		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)) "
-		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, ord)",
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, ord) "
+		"RETURNING global_position",
 		13, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
 		TEXTOID, XID8OID}
 	},
 	[PLAN_FIND_IDS] = {
-		"SELECT k.ord, e.stream_id, e.stream_version, e.type, e.data "
+		"SELECT k.ord, e.stream_id, e.stream_version, e.type, e.data, e.txid, e.global_position "
 		"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) "
 		"WITH ORDINALITY AS k(source, id, ord) "
 		"JOIN ocx.events e ON e.source OPERATOR(pg_catalog.=) k.source "
@@ -207,6 +218,105 @@ FirstInt64(void)
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	Assert(!isnull);
 	return DatumGetInt64(d);
+}
+
+/* The int8 in column col of the last result's row: a RETURNING global_position. */
+static int64
+ResultInt64(uint64 row, int col)
+{
+	bool		isnull;
+	Datum		d;
+
+	d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, &isnull);
+	Assert(!isnull);
+	return DatumGetInt64(d);
+}
+
+/*
+ * The cursor of the last event this session appended, for
+ * ocx.last_append_cursor() (read-your-writes with ocx.wait_for).  Three
+ * statics set at the end of every append that succeeds; it lives on after
+ * the appending transaction commits, until the next append.  When the
+ * (sub)transaction that set it rolls back, the event is gone and the cursor
+ * with it: the transaction callbacks clear it.  last_subid is the
+ * subtransaction that owns it while last_in_xact (its commit passes it to
+ * the parent).
+ */
+static bool last_valid = false;
+static uint64 last_txid;
+static int64 last_position;
+static bool last_in_xact = false;
+static SubTransactionId last_subid;
+static bool last_callbacks = false;
+
+static void
+LastAppendXactCallback(XactEvent event, void *arg)
+{
+	if (!last_in_xact)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			last_valid = false;
+			last_in_xact = false;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			last_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+LastAppendSubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (!last_in_xact || last_subid != mySubid)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		last_valid = false;
+		last_in_xact = false;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		last_subid = parentSubid;
+}
+
+/*
+ * Remember (txid, position) as the cursor of this session's last append;
+ * ours: the event is this transaction's (its rollback takes the cursor too).
+ */
+static void
+RememberAppend(uint64 txid, int64 position, bool ours)
+{
+	if (!last_callbacks)
+	{
+		RegisterXactCallback(LastAppendXactCallback, NULL);
+		RegisterSubXactCallback(LastAppendSubXactCallback, NULL);
+		last_callbacks = true;
+	}
+	last_valid = true;
+	last_txid = txid;
+	last_position = position;
+	last_in_xact = ours;
+	last_subid = GetCurrentSubTransactionId();
+}
+
+/*
+ * ocx.last_append_cursor() -> ocx.cursor: the cursor of the last event the
+ * last append of this session stored (or found stored, for an idempotent
+ * retry); NULL before the first append and after its transaction rolled back.
+ */
+Datum
+ocx_last_append_cursor(PG_FUNCTION_ARGS)
+{
+	if (!last_valid)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(OcxCursorGetDatum(last_txid, last_position));
 }
 
 void
@@ -613,6 +723,7 @@ typedef struct StreamPlanRun
 	Datum	   *values;
 	const char *nulls;
 	int64		version;
+	int64		position;		/* of the event, for the single-event statements */
 } StreamPlanRun;
 
 static void
@@ -620,13 +731,21 @@ RunStreamPlanOnce(void *arg)
 {
 	StreamPlanRun *run = (StreamPlanRun *) arg;
 
-	run->version = RunPlan(run->which, run->values, run->nulls) > 0 ? FirstInt64() : -1;
+	run->version = -1;
+	if (RunPlan(run->which, run->values, run->nulls) > 0)
+	{
+		run->version = FirstInt64();
+		if (SPI_tuptable->tupdesc->natts > 1)
+			run->position = ResultInt64(0, 2);
+	}
 }
 
+/* position: where to put the event's global position (the PLAN_ONE_* statements), or NULL */
 static int64
-RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
+RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid,
+			  int64 *position)
 {
-	StreamPlanRun run = {which, values, nulls, -1};
+	StreamPlanRun run = {which, values, nulls, -1, 0};
 	ErrorData  *edata;
 
 	if (!IsolationUsesXactSnapshot())
@@ -648,12 +767,18 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid)
 			RaiseStreamOfAnotherTenant(sid);
 		}
 		PG_END_TRY();
+		if (position)
+			*position = run.position;
 		return run.version;
 	}
 
 	edata = OcxInSubtransaction(RunStreamPlanOnce, &run);
 	if (edata == NULL)
+	{
+		if (position)
+			*position = run.position;
 		return run.version;
+	}
 	if (IsStreamsRlsError(edata))
 		RaiseStreamOfAnotherTenant(sid);
 	if (edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE)
@@ -736,6 +861,9 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 				r;
 	int			i;
 	int64		base;
+	uint64		stored_txid = 0;
+	int64		stored_position = 0;
+	FullTransactionId mine;
 
 	for (i = 0; i < n; i++)
 	{
@@ -758,6 +886,8 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 		int64		version = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		char	   *type = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
 		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 5, &isnull));
+		uint64		txid = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 6, &isnull)));
+		int64		position = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
 		OcxNewEvent *ev = &events[ord];
 
 		if (strcmp(stream, sid) != 0)
@@ -778,6 +908,11 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 					 errhint("A retry must repeat the original event exactly; a new event needs a new id.")));
 		seen[ord] = true;
 		versions[ord] = version;
+		if (txid > stored_txid || (txid == stored_txid && position > stored_position))
+		{
+			stored_txid = txid;
+			stored_position = position;
+		}
 	}
 
 	for (i = 0; i < n; i++)
@@ -800,6 +935,11 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 	if (!expected_isnull && expected != base)
 		RaiseConflict(sid, expected, CurrentVersion(CStringGetTextDatum(sid)));
 
+	/* the retry's cursor is the stored batch's: wait_for it as for the original */
+	mine = GetTopFullTransactionIdIfAny();
+	RememberAppend(stored_txid, stored_position,
+				   FullTransactionIdIsValid(mine) &&
+				   U64FromFullTransactionId(mine) + OcxLogXidOffset() == stored_txid);
 	return base + n;
 }
 
@@ -851,11 +991,12 @@ FillOneEvent(Datum *values, char *nulls, OcxNewEvent *ev, TimestampTz now)
 
 /*
  * One event with a generated id: lock or create the stream row and insert in
- * a single statement.  Returns the new version, or raises the conflict.
+ * a single statement.  Returns the new version, or raises the conflict;
+ * *position is the event's global position.
  */
 static int64
 AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
-		  OcxNewEvent *ev, TimestampTz now)
+		  OcxNewEvent *ev, TimestampTz now, int64 *position)
 {
 	Datum		values[15];
 	char		nulls[15];
@@ -874,19 +1015,25 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	values[14] = Int64GetDatum(expected);
 
 	plan = expected_isnull ? PLAN_ONE_ANY : (expected == 0 ? PLAN_ONE_NEW : PLAN_ONE_AT);
-	version = RunStreamPlan(plan, values, nulls, sid_str);
+	version = RunStreamPlan(plan, values, nulls, sid_str, position);
 	if (version < 0)
 		RaiseConflict(sid_str, expected, CurrentVersion(sid));
 	return version;
 }
 
-/* Insert the batch at versions first .. first + n - 1 with one statement. */
-static void
+/*
+ * Insert the batch at versions first .. first + n - 1 with one statement;
+ * returns the global position of its last event.
+ */
+static int64
 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
 {
 	Datum		values[13];
 	char		nulls[13];
 	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
+	int64		last = 0;
+	uint64		r,
+				rows;
 	int			i;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -902,7 +1049,7 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	{
 		FillOneEvent(values, nulls, &events[0], now);
 		values[1] = Int64GetDatum(first);
-		RunPlan(PLAN_INSERT_ONE, values, nulls);
+		rows = RunPlan(PLAN_INSERT_ONE, values, nulls);
 	}
 	else
 	{
@@ -945,8 +1092,11 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 		values[8] = MakeArray(metas, NULL, n, JSONBOID);
 		values[9] = MakeArray(corrs, corr_nulls, n, UUIDOID);
 		values[10] = MakeArray(causes, cause_nulls, n, UUIDOID);
-		RunPlan(PLAN_INSERT_MANY, values, nulls);
+		rows = RunPlan(PLAN_INSERT_MANY, values, nulls);
 	}
+	for (r = 0; r < rows; r++)
+		last = Max(last, ResultInt64(r, 1));
+	return last;
 }
 
 static void
@@ -960,6 +1110,58 @@ CountWritten(OcxNewEvent *events, int n)
 	OcxCount(OCX_COUNT_APPENDS, 1);
 	OcxCount(OCX_COUNT_EVENTS, n);
 	OcxCount(OCX_COUNT_BYTES, bytes);
+}
+
+/*
+ * Log order within a stream.  The log order is (txid, global_position), and
+ * a stream's events must follow it in version order: an appender must not
+ * take its xid before the previous appender of the stream committed, or a
+ * later version would sort before an earlier one.  The stream row lock alone
+ * cannot ensure it, since locking a row assigns the xid before waiting; so
+ * an append first takes a heavyweight lock on the stream (an advisory lock
+ * tag, field4 OCX_STREAM_LOCK, that pg_advisory_lock never uses), held to
+ * the end of the transaction, and only then writes.  A transaction that
+ * wrote before it appends already has its xid: CheckStreamOrder refuses its
+ * append (OX014, retryable) when the stream's previous event has a later
+ * txid.
+ */
+#define OCX_STREAM_LOCK 0x6f64
+
+static void
+LockStreamOrder(const char *sid)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 hash_bytes((const unsigned char *) sid, strlen(sid)), 0,
+						 OCX_STREAM_LOCK);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+CheckStreamOrder(Datum sid_datum, const char *sid, int64 previous)
+{
+	Datum		values[2];
+	bool		isnull;
+	uint64		prev;
+	uint64		mine;
+
+	if (previous < 1)
+		return;
+	values[0] = sid_datum;
+	values[1] = Int64GetDatum(previous);
+	if (RunPlan(PLAN_PREV_TXID, values, NULL) != 1)
+		return;
+	prev = U64FromFullTransactionId(DatumGetFullTransactionId(
+									SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+	mine = OcxLogTxid();
+	if (prev > mine)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_STREAM_ORDER),
+				 errmsg("this transaction is older than the last append to stream \"%s\"", sid),
+				 errdetail("It took its transaction id before another transaction appended version %lld and committed; its events would sort before that one in log order.",
+						   (long long) previous),
+				 errhint("Roll back and retry; append before other writes in the transaction.")));
 }
 
 /*
@@ -979,11 +1181,11 @@ LockStream(Datum sid_datum, const char *sid, bool expected_isnull, int64 expecte
 		values[2] = Int64GetDatum(n);
 		values[3] = TextOrNull(ocx_tenant, &nulls[3]);
 		return RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
-							 values, nulls, sid);
+							 values, nulls, sid, NULL);
 	}
 	values[1] = Int64GetDatum(expected);
 	values[2] = Int64GetDatum(n);
-	return RunStreamPlan(PLAN_ADVANCE, values, NULL, sid);
+	return RunStreamPlan(PLAN_ADVANCE, values, NULL, sid, NULL);
 }
 
 /*
@@ -1002,6 +1204,7 @@ typedef struct IdAppend
 	int			n;
 	TimestampTz now;
 	int64		version;
+	int64		position;		/* of the last event written */
 } IdAppend;
 
 static void
@@ -1011,7 +1214,7 @@ IdAppendOnce(void *arg)
 
 	a->version = LockStream(a->sid_datum, a->sid, a->expected_isnull, a->expected, a->n);
 	if (a->version >= 0)
-		InsertEvents(a->sid_datum, a->version - a->n + 1, a->events, a->n, a->now);
+		a->position = InsertEvents(a->sid_datum, a->version - a->n + 1, a->events, a->n, a->now);
 }
 
 /* Is edata the unique violation of ocx.events' (source, event_id) key? */
@@ -1037,16 +1240,19 @@ IsEventIdConflict(ErrorData *edata)
  */
 static int64
 AppendWithIds(Datum sid_datum, const char *sid, bool expected_isnull, int64 expected,
-			  OcxNewEvent *events, int n, TimestampTz now, bool *written)
+			  OcxNewEvent *events, int n, TimestampTz now, bool *written, int64 *position)
 {
-	IdAppend	a = {sid_datum, sid, expected_isnull, expected, events, n, now, -1};
+	IdAppend	a = {sid_datum, sid, expected_isnull, expected, events, n, now, -1, 0};
 	ErrorData  *edata;
 	int64		done;
 
 	*written = true;
 	edata = OcxInSubtransaction(IdAppendOnce, &a);
 	if (edata == NULL && a.version >= 0)
+	{
+		*position = a.position;
 		return a.version;
+	}
 	if (edata != NULL && !IsEventIdConflict(edata))
 		ReThrowError(edata);
 
@@ -1096,7 +1302,9 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	Datum		sid_datum = PointerGetDatum(stream_id);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		has_ids = false;
+	bool		had_xid;
 	int64		new_version;
+	int64		position = 0;
 	int			i;
 
 	Assert(n > 0);
@@ -1106,6 +1314,9 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		has_ids |= events[i].has_id;
 	if (has_ids)
 		CheckBatchIdsUnique(events, n);
+
+	had_xid = FullTransactionIdIsValid(GetTopFullTransactionIdIfAny());
+	LockStreamOrder(sid);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
@@ -1131,8 +1342,12 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 
 	if (n == 1 && !has_ids)
 	{
-		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now);
+		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now,
+								&position);
+		if (had_xid)
+			CheckStreamOrder(sid_datum, sid, new_version - 1);
 		SPI_finish();
+		RememberAppend(OcxLogTxid(), position, true);
 		CountWritten(events, 1);
 		OcxAfterAppend(sid, new_version, 1);
 		return new_version;
@@ -1143,7 +1358,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		bool		written;
 
 		new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
-									events, n, now, &written);
+									events, n, now, &written, &position);
 		if (!written)
 		{
 			SPI_finish();
@@ -1155,10 +1370,13 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
 		if (new_version < 0)
 			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
-		InsertEvents(sid_datum, new_version - n + 1, events, n, now);
+		position = InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 	}
+	if (had_xid)
+		CheckStreamOrder(sid_datum, sid, new_version - n);
 
 	SPI_finish();
+	RememberAppend(OcxLogTxid(), position, true);
 
 	CountWritten(events, n);
 	OcxAfterAppend(sid, new_version - n + 1, n);

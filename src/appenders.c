@@ -138,6 +138,9 @@ OcxAppendersShmemStartup(void)
 void
 OcxAppendersInit(void)
 {
+	/* a server-start setting can be defined only while preloading */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
 	DefineCustomEnumVariable("ocx.horizon",
 							 gettext_noop("Which transactions hold back the log horizon of the ocx workers."),
 							 gettext_noop("snapshot: every transaction with an xid; appenders: only transactions that write to the log (an appender older than a horizon already used is refused with OX013)."),

@@ -213,6 +213,8 @@ OcxCommandWorkerTick(void)
 		RunCmdPlan(CMD_PLAN_PEEK, NULL, NULL);
 		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 			done = -1;
+		else
+			OcxAppenderEnter();	/* handlers append: before the claim's xid (appenders.c) */
 	}
 
 	while (done >= 0 && done < COMMAND_BATCH)

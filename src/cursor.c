@@ -60,6 +60,23 @@ MakeCursor(uint64 txid, int64 position)
 	return c;
 }
 
+/* A cursor for C callers: ocx.last_append_cursor(), ocx.wait_for(). */
+Datum
+OcxCursorGetDatum(uint64 txid, int64 position)
+{
+	return PointerGetDatum(MakeCursor(txid, position));
+}
+
+/* The two halves of a cursor datum. */
+void
+OcxCursorParts(Datum cursor, uint64 *txid, int64 *position)
+{
+	OcxCursor  *c = DatumGetOcxCursor(cursor);
+
+	*txid = c->txid;
+	*position = c->position;
+}
+
 /* Parse an unsigned decimal; *p advances past it.  False if none or overflow. */
 static bool
 ParseDigits(const char **p, uint64 *out)

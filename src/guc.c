@@ -24,6 +24,7 @@ char	   *ocx_traceparent = NULL;
 char	   *ocx_source = NULL;
 char	   *ocx_tenant = NULL;
 int			ocx_horizon_warn_after = 5 * 60 * 1000;
+char	   *ocx_projection_schema = NULL;
 
 /* Empty means unset; anything else must be a UUID. */
 static bool
@@ -125,4 +126,12 @@ OcxGucInit(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	/* set by ocx around each handler call of a blue/green rebuild (projection.c) */
+	DefineCustomStringVariable("ocx.projection_schema",
+							   gettext_noop("Schema a projection handler should write its read-model tables in."),
+							   gettext_noop("Set by ocx to the shadow schema while a blue/green rebuild replays "
+											"the log; empty otherwise (the handler writes its own tables)."),
+							   &ocx_projection_schema, "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
 }

@@ -22,6 +22,7 @@ _PG_init(void)
 	OcxGucInit();
 	OcxBusInit();
 	OcxShmemInit();
+	OcxWaitForInit();
 	OcxMetricsInit();
 	OcxWorkerInit();
 	OcxAppendersInit();

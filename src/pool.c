@@ -199,6 +199,7 @@ typedef struct ListStep
 	bool		served;
 	bool		restoring;
 	List	   *names;
+	List	   *partitions;		/* of each projection */
 } ListStep;
 
 /* Is ocx still here, is this database served, which projections to run. */
@@ -210,9 +211,10 @@ StepList(void *arg)
 	ls->installed = OidIsValid(get_extension_oid("ocx", true));
 	ls->served = OcxDatabaseServed();
 	ls->names = NIL;
+	ls->partitions = NIL;
 	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
 	if (ls->installed && ls->served && !ls->restoring)
-		ls->names = OcxProjectionsToRun(OcxStepContext);
+		ls->names = OcxProjectionsToRun(OcxStepContext, &ls->partitions);
 	return false;
 }
 
@@ -243,6 +245,7 @@ typedef struct UnitStep
 {
 	UnitKind	kind;
 	const char *name;			/* the projection's, or NULL */
+	int			partition;		/* of a partitioned projection, or -1 */
 	char		label[OCX_UNIT_LEN];
 	LOCKTAG		tag;
 	bool		locked;
@@ -291,17 +294,10 @@ StepUnit(void *arg)
 		return false;
 	PublishUnit(us->label);
 
-	/*
-	 * With ocx.horizon = 'appenders': the command and saga tasks write to the
-	 * log (commands' handlers append, sagas send commands), so they register
-	 * before their first write takes an xid (appenders.c).
-	 */
-	if (us->kind == UNIT_COMMANDS || us->kind == UNIT_SAGAS)
-		OcxAppenderEnter();
 	switch (us->kind)
 	{
 		case UNIT_PROJECTION:
-			return OcxProjectionBatch(us->name, &us->next_due);
+			return OcxProjectionBatch(us->name, us->partition, &us->next_due);
 		case UNIT_BUS:
 			return OcxBusWorkerTick();
 		case UNIT_COMMANDS:
@@ -313,15 +309,19 @@ StepUnit(void *arg)
 }
 
 static void
-InitUnit(UnitStep *us, UnitKind kind, const char *name)
+InitUnit(UnitStep *us, UnitKind kind, const char *name, int partition)
 {
 	memset(us, 0, sizeof(*us));
 	us->kind = kind;
 	us->name = name;
+	us->partition = partition;
 	switch (kind)
 	{
 		case UNIT_PROJECTION:
-			snprintf(us->label, OCX_UNIT_LEN, "projection %s", name);
+			if (partition >= 0)
+				snprintf(us->label, OCX_UNIT_LEN, "projection %s/%d", name, partition);
+			else
+				snprintf(us->label, OCX_UNIT_LEN, "projection %s", name);
 			break;
 		case UNIT_BUS:
 			strlcpy(us->label, "bus", OCX_UNIT_LEN);
@@ -335,7 +335,7 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name)
 	}
 	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
 						 name ? hash_bytes((const unsigned char *) name, strlen(name)) : 0,
-						 (uint32) kind, OCX_UNIT_LOCK);
+						 (uint32) kind | ((uint32) (partition + 1) << 8), OCX_UNIT_LOCK);
 }
 
 /*
@@ -344,8 +344,8 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name)
  * retry.
  */
 static void
-RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
-		bool *more, bool *failed)
+RunUnit(UnitKind kind, const char *name, int partition, TimestampTz now,
+		TimestampTz *next_due, bool *more, bool *failed)
 {
 	UnitStep	us;
 	char	   *activity;
@@ -365,7 +365,7 @@ RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
 			return;
 		}
 	}
-	InitUnit(&us, kind, name);
+	InitUnit(&us, kind, name, partition);
 	us.next_due = *next_due;
 	activity = psprintf("ocx worker: %s", us.label);
 	if (OcxRunStep(StepUnit, &us, activity, &unit_failed, &message, &sqlerrcode))
@@ -397,6 +397,7 @@ RunUnit(UnitKind kind, const char *name, TimestampTz now, TimestampTz *next_due,
 	}
 	else if (us.locked)
 	{
+		OcxWaitForWake(MyDatabaseId, name);	/* ocx.wait_for (waitfor.c) */
 		ForgetBackoff(name);
 		if (us.next_due < *next_due)
 			*next_due = us.next_due;
@@ -424,7 +425,19 @@ MemberShouldLeave(void)
 	return leave;
 }
 
-/* Whether another process of this database has been busy on one unit a while. */
+/*
+ * Whether a process is busy: on one unit for OCX_BUSY_MS (a slow unit), or
+ * working without a sleep for that long (more work than it can do).
+ */
+static bool
+MemberBusy(OcxPoolMember *m, TimestampTz now)
+{
+	return m->state == OCX_MEMBER_RUNNING &&
+		((m->unit[0] != '\0' && TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS)) ||
+		 (m->busy_since != 0 && TimestampDifferenceExceeds(m->busy_since, now, OCX_BUSY_MS)));
+}
+
+/* Whether another process of this database is busy. */
 static bool
 OthersBusy(TimestampTz now)
 {
@@ -434,14 +447,28 @@ OthersBusy(TimestampTz now)
 
 	LWLockAcquire(OcxShmem->lock, LW_SHARED);
 	for (i = 0; i < OCX_MAX_POOL && !busy; i++)
-	{
-		OcxPoolMember *m = &slot->members[i];
-
-		busy = i != my_member && m->state == OCX_MEMBER_RUNNING && m->unit[0] != '\0' &&
-			TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS);
-	}
+		busy = i != my_member && MemberBusy(&slot->members[i], now);
 	LWLockRelease(OcxShmem->lock);
 	return busy;
+}
+
+/* Record that this process starts working (now) or goes to sleep (0). */
+static void
+SetBusySince(TimestampTz when)
+{
+	OcxPoolMember *m = &OcxShmem->slots[my_slot].members[my_member];
+	Latch	   *launcher = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	if (m->generation == my_member_generation)
+	{
+		m->busy_since = when;
+		if (when != 0 && !OcxShmem->launcher_watching)
+			launcher = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+	if (launcher)
+		SetLatch(launcher);
 }
 
 /*
@@ -458,6 +485,10 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 	int			np;
 	int			start;
 	int			k;
+	ListCell   *lc;
+	ListCell   *lc2;
+	const char **unit_names;
+	int		   *unit_partitions;
 
 	*more = false;
 	memset(&ls, 0, sizeof(ls));
@@ -480,8 +511,27 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 		return OCX_PASS_RESTORING;
 	}
 
-	/* the projections, then the bus, the command queue and the sagas */
-	np = list_length(ls.names);
+	/*
+	 * The projections (a partitioned one is one unit per partition), then the
+	 * bus, the command queue and the sagas.
+	 */
+	np = 0;
+	foreach(lc, ls.partitions)
+		np += lfirst_int(lc) > 1 ? lfirst_int(lc) : 1;
+	unit_names = palloc(sizeof(char *) * Max(np, 1));
+	unit_partitions = palloc(sizeof(int) * Max(np, 1));
+	np = 0;
+	forboth(lc, ls.names, lc2, ls.partitions)
+	{
+		int			n = lfirst_int(lc2);
+		int			p;
+
+		for (p = 0; p < Max(n, 1); p++)
+		{
+			unit_names[np] = (const char *) lfirst(lc);
+			unit_partitions[np++] = n > 1 ? p : -1;
+		}
+	}
 	nunits = np + 3;
 	start = (int) ((my_member + my_passes++) % (uint32) nunits);
 	for (k = 0; k < nunits; k++)
@@ -492,10 +542,10 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 		if (MemberShouldLeave())
 			break;
 		if (u < np)
-			RunUnit(UNIT_PROJECTION, (const char *) list_nth(ls.names, u), now,
+			RunUnit(UNIT_PROJECTION, unit_names[u], unit_partitions[u], now,
 					next_due, more, failed);
 		else
-			RunUnit((UnitKind) (UNIT_BUS + (u - np)), NULL, now, next_due, more, failed);
+			RunUnit((UnitKind) (UNIT_BUS + (u - np)), NULL, -1, now, next_due, more, failed);
 	}
 	return OCX_PASS_OK;
 }
@@ -513,6 +563,7 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 	bool		more = false;
 	TimestampTz last_pass = 0;
 	TimestampTz last_needed = GetCurrentTimestamp();
+	bool		working = false;
 
 	my_slot = slot_index;
 	my_member = member;
@@ -552,6 +603,11 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 		MemoryContextReset(OcxStepContext);
 
 		now = GetCurrentTimestamp();
+		if (!working)
+		{
+			SetBusySince(now);
+			working = true;
+		}
 		last_pass = now;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
 		result = PoolPass(now, &next_due, &more, &failed);
@@ -597,6 +653,8 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 			sleep_ms = Min(sleep_ms, OCX_HELPER_IDLE_MS);
 		if (sleep_ms > 0)
 		{
+			SetBusySince(0);
+			working = false;
 			pgstat_report_activity(STATE_IDLE, result == OCX_PASS_RESTORING ?
 								   "ocx worker: waiting for pg_restore to finish" :
 								   "ocx worker: waiting for appends");
@@ -792,12 +850,10 @@ OcxPoolManage(void)
 				continue;
 			}
 			running++;
-			if (m->unit[0] != '\0')
-			{
+			if (m->unit[0] != '\0' || m->busy_since != 0)
 				watching = true;
-				if (TimestampDifferenceExceeds(m->unit_since, now, OCX_BUSY_MS))
-					busy++;
-			}
+			if (MemberBusy(m, now))
+				busy++;
 		}
 		if (waiting || slot->state != OCX_SLOT_RUNNING || slot->stop_requested || running == 0 ||
 			starting > 0 || busy < running || running >= ocx_max_workers)

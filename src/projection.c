@@ -37,6 +37,12 @@
  * no append can hold concurrently, and only when no event is left beyond its
  * checkpoint, so from then on every append applies it and none is missed.
  *
+ * A blue/green rebuild replays the log into shadow copies of the
+ * projection's declared tables as a unit of work of its own (the shadow
+ * replay, OcxProjectionShadowBatch, with its own checkpoint), beside the live
+ * projection's batches, and swaps the copies in with the checkpoint in one
+ * transaction once caught up (ocx._projection_swap; docs/projections.md).
+ *
  * Backends cache the running inline projections; a statement trigger on
  * ocx.projections sends a relcache invalidation when what they cache
  * changes.  No shared memory here.
@@ -50,6 +56,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -74,6 +81,9 @@ typedef enum ProjPlan
 	Q_LIST,
 	Q_PROJ,
 	Q_RECHECK,
+	Q_RECHECK_PART,
+	Q_CKPT_PART,
+	Q_PART_BEHIND,
 	Q_EVENTS,
 	Q_CKPT,
 	Q_STATE,
@@ -84,6 +94,12 @@ typedef enum ProjPlan
 	Q_ERROR,
 	Q_INLINE,
 	Q_STREAM_EVENTS,
+	Q_SHADOW,
+	Q_SHADOW_CKPT,
+	Q_LIVE_WRITES,
+	Q_SWAP,
+	Q_SHADOW_FAILED,
+	Q_SHADOW_ABANDON,
 	NUM_PROJ_PLANS
 } ProjPlan;
 
@@ -95,23 +111,37 @@ typedef struct ProjPlanDef
 } ProjPlanDef;
 
 static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
+	/* each projection, then the shadow replay of its blue/green rebuild */
 	[Q_LIST] = {
-		"SELECT name FROM ocx.projections "
+		"SELECT n, parts FROM ("
+		"SELECT name AS base, 0 AS k, name AS n, partitions AS parts FROM ocx.projections "
 		"WHERE state OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}'::pg_catalog.text[]) "
 		"AND (mode OPERATOR(pg_catalog.=) 'async' OR state OPERATOR(pg_catalog.=) 'rebuilding') "
-		"ORDER BY name",
+		"UNION ALL SELECT name, 1, '" OCX_SHADOW_PREFIX "' OPERATOR(pg_catalog.||) name, 1 FROM ocx.projections "
+		"WHERE shadow_schema IS NOT NULL AND state OPERATOR(pg_catalog.=) 'running' "
+		"AND mode OPERATOR(pg_catalog.=) 'async') l "
+		"ORDER BY base, k",
 		0, {0}
 	},
+	/* $2: the partition, or -1; a partition's own checkpoint and retry state */
 	[Q_PROJ] = {
-		"SELECT handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, mode, state, "
-		"owner::pg_catalog.text, checkpoint_txid, checkpoint_position, failing_position, failing_attempts, retry_at, "
-		"(retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4, "
-		"(retry OPERATOR(pg_catalog.->>) 'base_delay')::pg_catalog.interval, "
-		"(retry OPERATOR(pg_catalog.->>) 'max_delay')::pg_catalog.interval, "
-		"retry OPERATOR(pg_catalog.->>) 'on_exhausted', "
-		"retry OPERATOR(pg_catalog.->>) 'on_failure', xmin "
-		"FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1",
-		1, {TEXTOID}
+		"SELECT p.handler::pg_catalog.regprocedure::pg_catalog.oid, p.types, p.categories, p.mode, p.state, "
+		"p.owner::pg_catalog.text, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.checkpoint_txid ELSE p.checkpoint_txid END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.checkpoint_position ELSE p.checkpoint_position END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_position ELSE p.failing_position END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_attempts ELSE p.failing_attempts END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.retry_at ELSE p.retry_at END, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'base_delay')::pg_catalog.interval, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'max_delay')::pg_catalog.interval, "
+		"p.retry OPERATOR(pg_catalog.->>) 'on_exhausted', "
+		"p.partitions, pp.partition IS NOT NULL, "
+		"p.retry OPERATOR(pg_catalog.->>) 'on_failure', p.updated_at "
+		"FROM ocx.projections p LEFT JOIN ocx.projection_partitions pp "
+		"ON pp.projection OPERATOR(pg_catalog.=) p.name AND pp.partition OPERATOR(pg_catalog.=) $2 "
+		"WHERE p.name OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, INT4OID}
 	},
 	/*
 	 * Before the checkpoint is written: the row is as the batch read it
@@ -121,10 +151,39 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT 1 FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
 		"AND checkpoint_txid OPERATOR(pg_catalog.=) $2 "
 		"AND checkpoint_position OPERATOR(pg_catalog.=) $3 "
-		"AND state OPERATOR(pg_catalog.=) $4 "
-		"AND xmin OPERATOR(pg_catalog.=) $5 "
+		"AND state OPERATOR(pg_catalog.=) $4 AND partitions OPERATOR(pg_catalog.=) 1 "
+		"AND updated_at OPERATOR(pg_catalog.=) $7 "
 		"FOR NO KEY UPDATE SKIP LOCKED",
-		5, {TEXTOID, XID8OID, INT8OID, TEXTOID, XIDOID}
+		7, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID}
+	},
+	/* the same for a partition: its own row is locked, not the projection's */
+	[Q_RECHECK_PART] = {
+		"SELECT 1 FROM ocx.projection_partitions pp JOIN ocx.projections p "
+		"ON p.name OPERATOR(pg_catalog.=) pp.projection "
+		"WHERE pp.projection OPERATOR(pg_catalog.=) $1 AND pp.partition OPERATOR(pg_catalog.=) $5 "
+		"AND pp.checkpoint_txid OPERATOR(pg_catalog.=) $2 "
+		"AND pp.checkpoint_position OPERATOR(pg_catalog.=) $3 "
+		"AND p.state OPERATOR(pg_catalog.=) $4 AND p.partitions OPERATOR(pg_catalog.=) $6 "
+		"AND p.updated_at OPERATOR(pg_catalog.=) $7 "
+		"FOR NO KEY UPDATE OF pp SKIP LOCKED FOR KEY SHARE OF p SKIP LOCKED",
+		7, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID}
+	},
+	[Q_CKPT_PART] = {
+		"UPDATE ocx.projection_partitions SET checkpoint_txid = $2, checkpoint_position = $3, "
+		"checkpoint_time = COALESCE($4, checkpoint_time), "
+		"events_applied = events_applied OPERATOR(pg_catalog.+) $5, "
+		"failing_position = $6, failing_attempts = $7, retry_at = $8, "
+		"rebuild_done = rebuild_done OPERATOR(pg_catalog.+) $10, updated_at = pg_catalog.now() "
+		"WHERE projection OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $11",
+		11, {TEXTOID, XID8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT4OID,
+		TIMESTAMPTZOID, TEXTOID, INT8OID, INT4OID}
+	},
+	/* a partition that caught up while another is still behind it */
+	[Q_PART_BEHIND] = {
+		"SELECT EXISTS (SELECT 1 FROM ocx.projection_partitions "
+		"WHERE projection OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.<>) $2 "
+		"AND (checkpoint_txid, checkpoint_position) OPERATOR(pg_catalog.<) ($3, $4))",
+		4, {TEXTOID, INT4OID, XID8OID, INT8OID}
 	},
 	[Q_EVENTS] = {
 		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
@@ -207,9 +266,65 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT e, e.type FROM ocx.read_stream($1, $2, $3) e",
 		3, {TEXTOID, INT8OID, INT4OID}
 	},
+	[Q_SHADOW] = {
+		"SELECT handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, "
+		"owner::pg_catalog.text, shadow_schema, shadow_checkpoint_txid, shadow_checkpoint_position, "
+		"tables, rebuild_started_at FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
+		"AND shadow_schema IS NOT NULL AND state OPERATOR(pg_catalog.=) 'running' "
+		"AND mode OPERATOR(pg_catalog.=) 'async'",
+		1, {TEXTOID}
+	},
+	/* only if the rebuild read is still the one under way (optimistic) */
+	[Q_SHADOW_CKPT] = {
+		"UPDATE ocx.projections SET shadow_checkpoint_txid = $2, shadow_checkpoint_position = $3, "
+		"rebuild_done = rebuild_done OPERATOR(pg_catalog.+) $4, shadow_failures = 0, "
+		"updated_at = pg_catalog.now() "
+		"WHERE name OPERATOR(pg_catalog.=) $1 AND shadow_schema OPERATOR(pg_catalog.=) $5 "
+		"AND rebuild_started_at OPERATOR(pg_catalog.=) $6 "
+		"AND shadow_checkpoint_txid OPERATOR(pg_catalog.=) $7 "
+		"AND shadow_checkpoint_position OPERATOR(pg_catalog.=) $8",
+		8, {TEXTOID, XID8OID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, XID8OID, INT8OID}
+	},
+	/*
+	 * The rows written to each live table by this process and not yet sent
+	 * to the statistics system (PG15 keeps earlier transactions' counts
+	 * pending too): read before and after the handlers, a change means the
+	 * handler wrote a live table.
+	 */
+	[Q_LIVE_WRITES] = {
+		"SELECT t, pg_catalog.pg_stat_get_xact_tuples_inserted(t::pg_catalog.regclass) "
+		"OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated(t::pg_catalog.regclass) "
+		"OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted(t::pg_catalog.regclass) "
+		"FROM pg_catalog.unnest($1) WITH ORDINALITY u(t, i) ORDER BY i",
+		1, {TEXTARRAYOID}
+	},
+	[Q_SWAP] = {
+		"SELECT ocx._projection_swap($1)",
+		1, {TEXTOID}
+	},
+	[Q_SHADOW_FAILED] = {
+		"UPDATE ocx.projections SET shadow_failures = shadow_failures OPERATOR(pg_catalog.+) 1, "
+		"last_error = $2, last_error_at = pg_catalog.now() "
+		"WHERE name OPERATOR(pg_catalog.=) $1 AND shadow_schema IS NOT NULL "
+		"RETURNING shadow_failures OPERATOR(pg_catalog.>=) "
+		"(retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4",
+		2, {TEXTOID, TEXTOID}
+	},
+	[Q_SHADOW_ABANDON] = {
+		"SELECT ocx._projection_shadow_discard($1, $2)",
+		2, {TEXTOID, TEXTOID}
+	},
 };
 
 static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
+
+static bool LiveBatch(const char *name, int partition, TimestampTz *next_due);
+
+/*
+ * The schema handlers write to while a blue/green rebuild's shadow replay
+ * calls them (ocx.projection_schema), else NULL: the setting is left alone.
+ */
+static const char *handler_schema = NULL;
 
 /* An event of a batch, copied out of SPI's result. */
 typedef struct BatchEvent
@@ -374,6 +489,59 @@ RunAsWorkerReader(Datum *values)
 }
 
 /*
+ * The next batch after the checkpoint (ckpt_txid, ckpt_pos), in log order,
+ * in its stored form, each event marked with whether the projection's types
+ * and categories select it.  In the current memory context.
+ */
+static BatchEvent *
+ReadBatch(Datum ckpt_txid, int64 ckpt_pos, Datum types, bool types_null,
+		  Datum categories, bool categories_null, int partition, int partitions,
+		  uint64 *nev, uint64 *nmatch)
+{
+	char	  **type_list;
+	int			ntypes;
+	char	  **category_list;
+	int			ncategories;
+	Datum		values[3];
+	BatchEvent *events;
+	bool		isnull;
+	uint64		i;
+
+	type_list = TextArrayStrings(types, types_null, &ntypes);
+	category_list = TextArrayStrings(categories, categories_null, &ncategories);
+	values[0] = ckpt_txid;
+	values[1] = Int64GetDatum(ckpt_pos);
+	values[2] = Int32GetDatum(ocx_batch_size);
+	*nev = RunAsWorkerReader(values);
+	*nmatch = 0;
+	events = palloc0(sizeof(BatchEvent) * Max(*nev, 1));
+	for (i = 0; i < *nev; i++)
+	{
+		events[i].event = GetCol(i, 1, &isnull);
+		events[i].position = DatumGetInt64(GetCol(i, 2, &isnull));
+		events[i].txid = GetCol(i, 3, &isnull);
+		events[i].time = DatumGetTimestampTz(GetCol(i, 4, &isnull));
+		events[i].stream_id = GetText(i, 5);
+		events[i].stream_version = DatumGetInt64(GetCol(i, 6, &isnull));
+		memcpy(&events[i].event_id, DatumGetUUIDP(GetCol(i, 7, &isnull)), sizeof(pg_uuid_t));
+		events[i].type = GetText(i, 8);
+		events[i].correlation_id = GetText(i, 9);
+		events[i].causation_id = GetText(i, 10);
+		events[i].traceparent = GetText(i, 11);
+		events[i].tenant_id = GetText(i, 12);
+		events[i].matches =
+			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
+			InList(category_list, ncategories, events[i].stream_id,
+				   strcspn(events[i].stream_id, "-")) &&
+			(partition < 0 || OcxStreamPartition(events[i].stream_id, partitions) == partition);
+		if (events[i].matches)
+			(*nmatch)++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return events;
+}
+
+/*
  * Call handler(event) as role owner (src/security.c: a settings level of its
  * own, ocx's search_path, a security-restricted operation), with the event's
  * tenant, correlation id and traceparent as ocx.tenant, ocx.correlation_id
@@ -394,6 +562,8 @@ CallHandler(FmgrInfo *flinfo, Oid owner, Datum event)
 	char	   *traceparent = NULL;
 
 	OcxUserCodeBegin(owner, &call);
+	if (handler_schema)
+		SetHandlerSetting("ocx.projection_schema", handler_schema);
 	d = GetAttributeByName(ev, "tenant_id", &isnull);
 	SetHandlerSetting("ocx.tenant", isnull ? NULL : TextDatumGetCString(d));
 	SetHandlerSetting("ocx.correlation_id", EventUuidAttr(ev, "correlation_id"));
@@ -530,9 +700,12 @@ ocx_projections_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* The names of the projections the worker has work for, in cxt. */
+/*
+ * The names of the projections the worker has work for, in cxt, and in
+ * *partitions the number of partitions of each.
+ */
 List *
-OcxProjectionsToRun(MemoryContext cxt)
+OcxProjectionsToRun(MemoryContext cxt, List **partitions)
 {
 	List	   *names = NIL;
 	uint64		n;
@@ -544,9 +717,12 @@ OcxProjectionsToRun(MemoryContext cxt)
 	for (i = 0; i < n; i++)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		int			np = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
 		names = lappend(names, pstrdup(name));
+		*partitions = lappend_int(*partitions, np);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -559,6 +735,11 @@ OcxProjectionFailed(const char *name, const char *message)
 {
 	Datum		values[2];
 
+	if (strncmp(name, OCX_SHADOW_PREFIX, strlen(OCX_SHADOW_PREFIX)) == 0)
+	{
+		OcxProjectionShadowFailed(name + strlen(OCX_SHADOW_PREFIX), message);
+		return;
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
 	values[0] = CStringGetTextDatum(name);
@@ -634,6 +815,35 @@ FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_po
 		return true;
 	SetState(name, "running");
 	return false;
+}
+
+/* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
+int
+OcxStreamPartition(const char *stream_id, int partitions)
+{
+	text	   *sid = cstring_to_text(stream_id);
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+														  PointerGetDatum(sid)));
+
+	pfree(sid);
+	return (int) ((h & PG_INT32_MAX) % partitions);
+}
+
+/* Whether another partition of the projection is behind this one's checkpoint. */
+static bool
+PartitionBehind(const char *name, int partition, Datum ckpt_txid, int64 ckpt_pos)
+{
+	Datum		values[4];
+	bool		isnull;
+
+	if (partition < 0)
+		return false;
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(partition);
+	values[2] = ckpt_txid;
+	values[3] = Int64GetDatum(ckpt_pos);
+	RunProjPlan(Q_PART_BEHIND, values, NULL);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -735,17 +945,28 @@ InsertHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 }
 
 /*
- * One batch of projection name, in the caller's transaction.  Returns true
+ * One batch of projection name (of one of its partitions, or -1), in the
+ * caller's transaction.  Returns true
  * when there is probably more to do at once; lowers *next_due to the time a
- * retry is due.
+ * retry is due.  A name OcxProjectionsToRun gave with OCX_SHADOW_PREFIX is
+ * the shadow replay of that projection's blue/green rebuild.
  */
 bool
-OcxProjectionBatch(const char *name, TimestampTz *next_due)
+OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due)
+{
+	if (strncmp(name, OCX_SHADOW_PREFIX, strlen(OCX_SHADOW_PREFIX)) == 0)
+		return OcxProjectionShadowBatch(name + strlen(OCX_SHADOW_PREFIX), next_due);
+	return LiveBatch(name, partition, next_due);
+}
+
+/* One batch of the live projection name, or of one of its partitions. */
+static bool
+LiveBatch(const char *name, int partition, TimestampTz *next_due)
 {
 	MemoryContext cxt;
 	MemoryContext old;
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 	bool		isnull;
 	Oid			handler;
 	Datum		types;
@@ -773,7 +994,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	char	   *on_failure;
 	bool		park_stream;
 	bool		policy_null;
-	Datum		row_xmin;		/* of the row as read: the recheck compares it */
+	Datum		row_updated_at; /* of the row as read: the recheck compares it */
 	TimestampTz now = GetCurrentTimestamp();
 	BatchEvent *events;
 	uint64		nev;
@@ -789,11 +1010,9 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	FmgrInfo	flinfo;
 	bool		more = false;
 	bool		rebuilding;
-	char	  **type_list;
-	int			ntypes;
-	char	  **category_list;
-	int			ncategories;
 	uint64		nmatch = 0;
+	int32		partitions;
+	bool		have_partition;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
 								ALLOCSET_DEFAULT_SIZES);
@@ -803,6 +1022,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	MemoryContextSwitchTo(cxt);
 
 	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(partition);
 	if (RunProjPlan(Q_PROJ, values, NULL) == 0)
 	{
 		/* dropped, or an administrator holds its row: next time */
@@ -830,15 +1050,27 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	max_delay = DatumGetIntervalP(GetCol(0, 14, &isnull));
 	policy_null |= isnull;
 	on_exhausted = GetText(0, 15);
-	on_failure = GetText(0, 16);
+	partitions = DatumGetInt32(GetCol(0, 16, &isnull));
+	have_partition = DatumGetBool(GetCol(0, 17, &isnull));
+	on_failure = GetText(0, 18);
 	park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
-	row_xmin = GetCol(0, 17, &isnull);
+	row_updated_at = GetCol(0, 19, &isnull);
 	if (policy_null || on_exhausted == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_PROJECTION),
 				 errmsg("projection \"%s\" has a retry policy without max_attempts, base_delay, max_delay or on_exhausted", name),
 				 errhint("Define the projection again (ocx.define_projection) to store its policy in the current shape.")));
 	rebuilding = strcmp(state, "rebuilding") == 0;
+
+	/* partitioned or not since the unit was listed: the next pass lists it anew */
+	if (partition >= 0 ? (!have_partition || partitions <= 1 || partition >= partitions)
+		: partitions > 1)
+	{
+		SPI_finish();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		return false;
+	}
 
 	if ((strcmp(state, "running") != 0 && !rebuilding) ||
 		(strcmp(mode, "async") != 0 && !rebuilding))
@@ -867,41 +1099,14 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	 * retried and dead-lettered per its retry policy, and is never upcast for
 	 * a projection that filters it out.
 	 */
-	type_list = TextArrayStrings(types, types_null, &ntypes);
-	category_list = TextArrayStrings(categories, categories_null, &ncategories);
-	values[0] = ckpt_txid;
-	values[1] = Int64GetDatum(ckpt_pos);
-	values[2] = Int32GetDatum(ocx_batch_size);
-	nev = RunAsWorkerReader(values);
-	events = palloc0(sizeof(BatchEvent) * Max(nev, 1));
-	for (i = 0; i < nev; i++)
-	{
-		events[i].event = GetCol(i, 1, &isnull);
-		events[i].position = DatumGetInt64(GetCol(i, 2, &isnull));
-		events[i].txid = GetCol(i, 3, &isnull);
-		events[i].time = DatumGetTimestampTz(GetCol(i, 4, &isnull));
-		events[i].stream_id = GetText(i, 5);
-		events[i].stream_version = DatumGetInt64(GetCol(i, 6, &isnull));
-		memcpy(&events[i].event_id, DatumGetUUIDP(GetCol(i, 7, &isnull)), sizeof(pg_uuid_t));
-		events[i].type = GetText(i, 8);
-		events[i].correlation_id = GetText(i, 9);
-		events[i].causation_id = GetText(i, 10);
-		events[i].traceparent = GetText(i, 11);
-		events[i].tenant_id = GetText(i, 12);
-		events[i].matches =
-			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
-			InList(category_list, ncategories, events[i].stream_id,
-				   strcspn(events[i].stream_id, "-"));
-		if (events[i].matches)
-			nmatch++;
-	}
-	SPI_freetuptable(SPI_tuptable);
+	events = ReadBatch(ckpt_txid, ckpt_pos, types, types_null, categories, categories_null,
+					   partition, partitions, &nev, &nmatch);
 	if (nmatch > 0)
 		nheld = MarkHeldEvents(name, events, nev);
 
 	if (nev == 0)
 	{
-		if (rebuilding)
+		if (rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos))
 			more = FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
 								 types, types_null, categories, categories_null);
 		SPI_finish();
@@ -1023,17 +1228,21 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	 * takes no xid before its handlers write (an xid would hold the log
 	 * horizon of every other consumer while a slow handler runs).  Pool
 	 * workers never run one projection twice at once (pool.c); whatever else
-	 * changed the row meanwhile wins, and this batch is tried again.  Any
-	 * update counts (xmin): retry_dead_letter and skip_dead_letter touch the
-	 * row when they release a stream, so a batch that read the stream as held
-	 * back before they committed does not hold back more of it after.
+	 * changed the row meanwhile wins, and this batch is tried again.
+	 * retry_dead_letter and skip_dead_letter move updated_at when they
+	 * release a stream, holding the row (FOR UPDATE) until they commit: a
+	 * batch that read the stream as held back before that starts again, and
+	 * one that got here first (a partition's batch shares the row with KEY
+	 * SHARE) commits before they read the held events.
 	 */
 	values[0] = CStringGetTextDatum(name);
 	values[1] = start_txid;
 	values[2] = Int64GetDatum(start_pos);
 	values[3] = CStringGetTextDatum(state);
-	values[4] = row_xmin;
-	if (RunProjPlan(Q_RECHECK, values, NULL) != 1)
+	values[4] = Int32GetDatum(partition);
+	values[5] = Int32GetDatum(partitions);
+	values[6] = row_updated_at;
+	if (RunProjPlan(partition >= 0 ? Q_RECHECK_PART : Q_RECHECK, values, NULL) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
 				 errmsg("projection \"%s\" changed while its batch ran", name),
@@ -1054,7 +1263,21 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	values[8] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
 	nulls[8] = last_error ? ' ' : 'n';
 	values[9] = Int64GetDatum(rebuilding ? applied + parked + (int64) held : 0);
-	RunProjPlan(Q_CKPT, values, nulls);
+	if (partition < 0)
+		RunProjPlan(Q_CKPT, values, nulls);
+	else
+	{
+		/* a partition's state in its row; the projection's last error in its own */
+		values[10] = Int32GetDatum(partition);
+		nulls[10] = ' ';
+		RunProjPlan(Q_CKPT_PART, values, nulls);
+		if (last_error)
+		{
+			Datum		fvalues[2] = {values[0], values[8]};
+
+			RunProjPlan(Q_FAILED, fvalues, NULL);
+		}
+	}
 	OcxCount(OCX_COUNT_PROJECTION_EVENTS, applied);
 
 	if (stopped)
@@ -1070,7 +1293,7 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	else if (!waiting)
 	{
 		more = (nev == (uint64) ocx_batch_size);
-		if (!more && rebuilding &&
+		if (!more && rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos) &&
 			FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
 						  types, types_null, categories, categories_null))
 		{
@@ -1085,6 +1308,202 @@ OcxProjectionBatch(const char *name, TimestampTz *next_due)
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return more;
+}
+
+/* ApplyEvents with schema first in the handler's search_path and as ocx.projection_schema. */
+static void
+ApplyInSchema(ApplyRun *run, const char *schema)
+{
+	ForgetEventSettings();
+	OcxUserCodeSchemaFirst(schema);
+	handler_schema = schema;
+	PG_TRY();
+	{
+		ApplyEvents(run);
+	}
+	PG_FINALLY();
+	{
+		OcxUserCodeSchemaFirst(NULL);
+		handler_schema = NULL;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Blue/green rebuilds.  rebuild_projection(name, shadow => true) created a
+ * shadow schema holding empty copies of the projection's declared tables;
+ * this is the worker's unit of work for it, one transaction per call, beside
+ * (never instead of) the live projection's batches:
+ *
+ *	read the batch after the shadow checkpoint; call the handler on the
+ *	matching events with the shadow schema first in its search_path and
+ *	ocx.projection_schema set to it; refuse (OX233) if the handler wrote a
+ *	live table; move the shadow checkpoint.  When the read found less than a
+ *	batch (caught up), ocx._projection_swap, in the same transaction, locks
+ *	the live tables, drops them, moves the shadow tables in and sets the live
+ *	checkpoint to the shadow's.
+ *
+ * The live projection's row is not locked while the shadow batch runs (the
+ * checkpoint update checks that the rebuild it read is still the current
+ * one), so a pool of workers may run the two side by side.  A batch that
+ * fails is rolled back whole; the worker records the failure
+ * (OcxProjectionShadowFailed), and after the retry policy's attempts in a
+ * row the rebuild is abandoned: shadow tables dropped, live ones untouched.
+ */
+bool
+OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	Datum		values[8];
+	char		nulls[8];
+	bool		isnull;
+	Oid			handler;
+	Datum		types;
+	bool		types_null;
+	Datum		categories;
+	bool		categories_null;
+	Oid			owner;
+	char	   *schema;
+	Datum		ckpt_txid;
+	int64		ckpt_pos;
+	Datum		tables;
+	Datum		started_at;
+	BatchEvent *events;
+	uint64		nev;
+	uint64		nmatch;
+	bool		more = false;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx shadow batch",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
+
+	values[0] = CStringGetTextDatum(name);
+	if (RunProjPlan(Q_SHADOW, values, NULL) == 0)
+		goto done;				/* finished, abandoned, paused or dropped */
+	handler = DatumGetObjectId(GetCol(0, 1, &isnull));
+	types = GetCol(0, 2, &types_null);
+	categories = GetCol(0, 3, &categories_null);
+	owner = get_role_oid(GetText(0, 4), true);	/* InvalidOid: dropped (OX502) */
+	schema = GetText(0, 5);
+	ckpt_txid = GetCol(0, 6, &isnull);
+	ckpt_pos = DatumGetInt64(GetCol(0, 7, &isnull));
+	tables = GetCol(0, 8, &isnull);
+	started_at = GetCol(0, 9, &isnull);
+
+	events = ReadBatch(ckpt_txid, ckpt_pos, types, types_null, categories, categories_null,
+					   -1, 1, &nev, &nmatch);
+	if (nmatch > 0)
+	{
+		FmgrInfo	flinfo;
+		ApplyRun	run;
+		int64	   *written;
+		uint64		ntables;
+		uint64		t;
+
+		values[0] = tables;
+		ntables = RunProjPlan(Q_LIVE_WRITES, values, NULL);
+		written = palloc(sizeof(int64) * Max(ntables, 1));
+		for (t = 0; t < ntables; t++)
+			written[t] = DatumGetInt64(GetCol(t, 2, &isnull));
+
+		fmgr_info_cxt(handler, &flinfo, cxt);
+		run.flinfo = &flinfo;
+		run.owner = owner;
+		run.events = events;
+		run.from = 0;
+		run.to = nev;
+		ApplyInSchema(&run, schema);
+
+		values[0] = tables;
+		if (RunProjPlan(Q_LIVE_WRITES, values, NULL) != ntables)
+			elog(ERROR, "ocx: the read-model tables changed during a batch");
+		for (t = 0; t < ntables; t++)
+			if (DatumGetInt64(GetCol(t, 2, &isnull)) != written[t])
+				break;
+		if (t < ntables)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_SHADOW_LIVE_WRITE),
+					 errmsg("projection \"%s\" wrote to its live table %s during a blue/green rebuild",
+							name, GetText(t, 1)),
+					 errdetail("The handler must write to the tables it finds through its search_path, or in schema ocx.projection_schema."),
+					 errhint("Qualify no table names in the handler, or qualify them with current_setting('ocx.projection_schema') when it is set.")));
+	}
+
+	if (nev > 0)
+	{
+		memset(nulls, ' ', sizeof(nulls));
+		values[0] = CStringGetTextDatum(name);
+		values[1] = events[nev - 1].txid;
+		values[2] = Int64GetDatum(events[nev - 1].position);
+		values[3] = Int64GetDatum(nmatch);
+		values[4] = CStringGetTextDatum(schema);
+		values[5] = started_at;
+		values[6] = ckpt_txid;
+		values[7] = Int64GetDatum(ckpt_pos);
+		if (RunProjPlan(Q_SHADOW_CKPT, values, nulls) != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_PROJECTION),
+					 errmsg("the blue/green rebuild of projection \"%s\" changed while a batch ran", name)));
+		OcxCount(OCX_COUNT_PROJECTION_EVENTS, nmatch);
+	}
+
+	more = (nev == (uint64) ocx_batch_size);
+	if (!more)
+	{
+		/* caught up: swap now, in this transaction, or try again soon */
+		values[0] = CStringGetTextDatum(name);
+		RunProjPlan(Q_SWAP, values, NULL);
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			ereport(LOG,
+					(errmsg("ocx: projection \"%s\" swapped in its rebuilt tables", name)));
+		else
+		{
+			TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+
+			if (soon < *next_due)
+				*next_due = soon;
+		}
+	}
+
+done:
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return more;
+}
+
+/*
+ * A shadow batch failed (its transaction was rolled back): count it, and
+ * after the retry policy's attempts in a row abandon the blue/green rebuild.
+ */
+void
+OcxProjectionShadowFailed(const char *name, const char *message)
+{
+	Datum		values[2];
+	bool		isnull;
+	char	   *error = psprintf("blue/green rebuild: %s", message ? message : "unknown error");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(error);
+	if (RunProjPlan(Q_SHADOW_FAILED, values, NULL) == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		values[1] = CStringGetTextDatum(psprintf("blue/green rebuild abandoned: %s",
+												 message ? message : "unknown error"));
+		RunProjPlan(Q_SHADOW_ABANDON, values, NULL);
+		ereport(WARNING,
+				(errcode(ERRCODE_OCX_PROJECTION_STOPPED),
+				 errmsg("ocx: blue/green rebuild of projection \"%s\" abandoned", name),
+				 errdetail("%s", message ? message : "unknown error"),
+				 errhint("The live tables were left as they were. Fix the cause, then call ocx.rebuild_projection('%s', shadow => true) again.", name)));
+	}
+	SPI_finish();
 }
 
 /* The relcache callback: forget the inline cache when ocx.projections changes. */

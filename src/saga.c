@@ -126,7 +126,11 @@ SagaRound(bool check_dead_letters, bool idle_ok, bool *skipped)
 		elog(ERROR, "ocx: SPI_connect failed");
 	*skipped = idle_ok && !AnyActiveSaga();
 	if (!*skipped)
+	{
+		/* the round sends commands: an appender from here on (appenders.c) */
+		OcxAppenderEnter();
 		done = RunSagaRound(Max(ocx_batch_size, 1), check_dead_letters);
+	}
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(ctx);

@@ -40,6 +40,8 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "nodes/makefuncs.h"
@@ -49,6 +51,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/varlena.h"
@@ -303,12 +306,34 @@ OcxUserCodeCheck(Oid author, Oid fn, const char *what)
 	passed_cid = GetCurrentCommandId(false);
 }
 
+/*
+ * The search_path user code starts with: ocx's, or during a blue/green
+ * rebuild's replay the shadow schema first (OcxUserCodeSchemaFirst), so that
+ * a handler's unqualified table names find the shadow tables.
+ */
+static char *user_search_path = NULL;
+
+/* Put schema first in user code's search_path from now on (NULL: ocx's again). */
+void
+OcxUserCodeSchemaFirst(const char *schema)
+{
+	if (user_search_path)
+		pfree(user_search_path);
+	user_search_path = NULL;
+	if (schema)
+		user_search_path = MemoryContextStrdup(TopMemoryContext,
+											   psprintf("%s, %s", quote_identifier(schema),
+														OCX_USER_SEARCH_PATH));
+}
+
 /* Set ocx's search_path at the current settings level, unless it is set already. */
 static void
 SetUserSearchPath(void)
 {
-	if (namespace_search_path == NULL || strcmp(namespace_search_path, OCX_USER_SEARCH_PATH) != 0)
-		(void) set_config_option("search_path", OCX_USER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+	const char *path = user_search_path ? user_search_path : OCX_USER_SEARCH_PATH;
+
+	if (namespace_search_path == NULL || strcmp(namespace_search_path, path) != 0)
+		(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 }
 
@@ -379,11 +404,14 @@ OcxResolveFunctionAs(const char *signature, Oid role)
 	return DatumGetObjectId(d);
 }
 
-/* Only ocx's entry points (running as ocx_owner) may name a role to act as. */
+/*
+ * Only ocx's entry points (running as ocx_owner) may name a role to act as;
+ * with allow_superuser, a superuser (the database worker) too.
+ */
 static void
-RequireOwner(const char *fname)
+RequireOwner(const char *fname, bool allow_superuser)
 {
-	if (GetUserId() != OcxOwnerRole())
+	if (GetUserId() != OcxOwnerRole() && !(allow_superuser && superuser()))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", fname),
@@ -396,7 +424,7 @@ PG_FUNCTION_INFO_V1(ocx_regprocedure_as);
 Datum
 ocx_regprocedure_as(PG_FUNCTION_ARGS)
 {
-	RequireOwner("ocx._regprocedure_as");
+	RequireOwner("ocx._regprocedure_as", false);
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	PG_RETURN_OID(OcxResolveFunctionAs(text_to_cstring(PG_GETARG_TEXT_PP(0)),
@@ -422,7 +450,7 @@ ocx_call_as_author(PG_FUNCTION_ARGS)
 	OcxUserCall call;
 	LOCAL_FCINFO(ufcinfo, 1);
 
-	RequireOwner("ocx._call_as_author");
+	RequireOwner("ocx._call_as_author", false);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
@@ -445,5 +473,58 @@ ocx_call_as_author(PG_FUNCTION_ARGS)
 	OcxUserCodeBegin(author, &call);
 	(void) FunctionCallInvoke(ufcinfo);
 	OcxUserCodeEnd(&call);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(ocx_execute_as_author);
+
+/*
+ * SQL: ocx._execute_as_author(author, statements) runs statements (SQL that
+ * ocx built: a blue/green rebuild's DDL on the author's read-model tables,
+ * names quoted) one by one as author, on a settings level of their own with
+ * search_path = pg_catalog, pg_temp, as a security-restricted operation.
+ * ocx's entry points and the database worker only; the role must exist.
+ */
+Datum
+ocx_execute_as_author(PG_FUNCTION_ARGS)
+{
+	Oid			author;
+	Datum	   *items;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	int			nest_level;
+	Oid			save_user;
+	int			save_sec;
+
+	RequireOwner("ocx._execute_as_author", true);
+	author = PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0);
+	if (!OidIsValid(author) || GetUserNameFromId(author, true) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_AUTHOR_NOT_ALLOWED),
+				 errmsg("the role that defined the projection no longer exists")));
+	if (PG_ARGISNULL(1))
+		PG_RETURN_VOID();
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
+					  &items, &nulls, &n);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(author, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		if (SPI_execute(TextDatumGetCString(items[i]), false, 0) < 0)
+			elog(ERROR, "ocx: SPI_execute failed");
+	}
+	/* an error above is cleaned up by the (sub)transaction abort */
+	SetUserIdAndSecContext(save_user, save_sec);
+	AtEOXact_GUC(true, nest_level);
+	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -255,6 +255,14 @@ CREATE FUNCTION ocx.append_cloudevents(stream_id text, expected_version bigint, 
 COMMENT ON FUNCTION ocx.append_cloudevents(text, bigint, jsonb) IS
     'append structured-mode CloudEvents 1.0 JSON (one event or a batch array); returns the new version';
 
+-- Read-your-writes: the cursor of what this session appended last, for
+-- ocx.wait_for (docs/projections.md#read-your-writes).
+CREATE FUNCTION ocx.last_append_cursor() RETURNS ocx.cursor
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_last_append_cursor';
+COMMENT ON FUNCTION ocx.last_append_cursor() IS
+    'the cursor of the last event this session''s last append stored (or found stored, for an idempotent retry); kept after commit until the next append; NULL before any append and after the appending (sub)transaction rolled back';
+
 CREATE FUNCTION ocx.to_cloudevent(e ocx.event) RETURNS jsonb
     LANGUAGE C STABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_to_cloudevent';

@@ -139,10 +139,11 @@ CREATE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_apply_privileges)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$)', 'ocx_reader'),
+                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
+                    'last_append_cursor$|wait_for$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),

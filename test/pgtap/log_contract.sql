@@ -1,6 +1,6 @@
 -- pgTAP: the event log's schema, privileges, immutability and error-code contract.
 BEGIN;
-SELECT plan(59);
+SELECT plan(61);
 
 -- schema
 SELECT has_schema('ocx');
@@ -39,6 +39,8 @@ SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer']
 SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'setof ocx.event');
 SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean'], 'setof ocx.event');
 SELECT function_returns('ocx', 'stream_version', ARRAY['text'], 'bigint');
+SELECT function_returns('ocx', 'last_append_cursor', ARRAY[]::text[], 'ocx.cursor');
+SELECT volatility_is('ocx', 'last_append_cursor', ARRAY[]::text[], 'volatile');
 SELECT volatility_is('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'volatile');
 SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'stable');
 SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'stable');

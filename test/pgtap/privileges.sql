@@ -117,7 +117,8 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                 'every trampoline has its body ocx._<name>, executable by ocx_owner only');
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.oid IN ('ocx._call_as_author(text, regrole, ocx.event)'::regprocedure,
-                                    'ocx._regprocedure_as(text, regrole)'::regprocedure)
+                                    'ocx._regprocedure_as(text, regrole)'::regprocedure,
+                                    'ocx._execute_as_author(regrole, text[])'::regprocedure)
                       AND (pg_catalog.has_function_privilege('ocx_admin', p.oid, 'EXECUTE')
                            OR pg_catalog.has_function_privilege('ocx_tap_login', p.oid, 'EXECUTE')) $$,
                 'the functions that act as another role are granted to nobody');

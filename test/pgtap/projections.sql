@@ -1,29 +1,38 @@
 -- pgTAP: the projection API's objects, defaults, state changes and errors.
 BEGIN;
-SELECT plan(41);
+SELECT plan(46);
 
 SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
 SELECT has_view('ocx', 'projection_status', 'ocx.projection_status exists');
 SELECT has_function('ocx', 'define_projection',
-    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'define_projection signature');
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure', 'integer', 'regclass[]'], 'define_projection signature');
+SELECT has_table('ocx', 'projection_partitions', 'ocx.projection_partitions exists');
+SELECT col_default_is('ocx', 'projections', 'partitions', '1', 'a projection has one partition unless asked');
+SELECT is((SELECT proargnames[7:11] FROM pg_proc WHERE oid = 'ocx.worker_status'::regproc),
+          ARRAY['role', 'worker', 'unit', 'unit_since', 'units_run'],
+          'worker_status shows role, worker, unit, unit_since, units_run');
 SELECT has_function('ocx', 'drop_projection', ARRAY['text'], 'drop_projection');
 SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection');
 SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
-SELECT has_function('ocx', 'rebuild_projection', ARRAY['text'], 'rebuild_projection');
+SELECT has_function('ocx', 'rebuild_projection', ARRAY['text', 'boolean'], 'rebuild_projection');
 SELECT has_function('ocx', 'retry_dead_letter', ARRAY['bigint'], 'retry_dead_letter');
 SELECT has_function('ocx', 'skip_dead_letter', ARRAY['bigint'], 'skip_dead_letter');
 SELECT function_returns('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'interval', 'retry_delay(policy, attempt) returns interval');
 SELECT volatility_is('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'immutable', 'retry_delay is immutable');
 SELECT has_column('ocx', 'dead_letters', 'holds_stream', 'dead_letters.holds_stream');
+SELECT function_returns('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'boolean',
+    'wait_for(projection, cursor, timeout) returns boolean');
+SELECT volatility_is('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'volatile',
+    'wait_for is volatile');
 SELECT volatility_is('ocx', 'define_projection',
-    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure'], 'volatile',
+    ARRAY['text', 'regprocedure', 'text[]', 'text[]', 'text', 'jsonb', 'regprocedure', 'integer', 'regclass[]'], 'volatile',
     'define_projection is volatile');
 SELECT columns_are('ocx', 'projection_status', ARRAY[
     'name', 'mode', 'state', 'checkpoint', 'events_applied', 'lag_events', 'lag_seconds',
     'last_error', 'last_error_at', 'failing_attempts', 'retry_at', 'dead_letters',
     'rebuild_done', 'rebuild_total', 'rebuild_rate', 'rebuild_eta',
-    'handler', 'types', 'categories', 'retry', 'owner', 'horizon_age', 'horizon_pid'],
+    'handler', 'types', 'categories', 'retry', 'owner', 'horizon_age', 'horizon_pid', 'shadow_checkpoint', 'partitions'],
     'projection_status columns');
 SELECT col_type_is('ocx', 'projection_status', 'horizon_age', 'interval', 'horizon_age is an interval');
 SELECT col_type_is('ocx', 'projection_status', 'horizon_pid', 'integer', 'horizon_pid is an integer');

@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(47);
+SELECT plan(50);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -42,6 +42,11 @@ SELECT function_privs_are('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer
 SELECT function_privs_are('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'stream_version', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', '_stream_arg', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'last_append_cursor', ARRAY[]::text[], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT ok(NOT (SELECT p.prosecdef FROM pg_catalog.pg_proc p
+                WHERE p.oid = 'ocx.wait_for(text, ocx.cursor, interval)'::regprocedure),
+          'wait_for runs with the caller''s rights (it shows only the projections the caller may read)');
 SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_reader', ARRAY[]::text[]);
 -- the backoff of retry policies is arithmetic, for readers too (not an admin's retry_)
 SELECT function_privs_are('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'ocx_reader', ARRAY['EXECUTE']);

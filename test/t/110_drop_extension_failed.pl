@@ -31,7 +31,7 @@ SELECT ocx.append_event('tick-' || i, NULL, 'Tick', '{}') FROM generate_series(1
 CREATE VIEW event_counts AS SELECT type, count(*) FROM ocx.events GROUP BY type;
 });
 ok($node->poll_query_until('d', q{SELECT count(*) > 0 FROM model}), 'the worker is busy');
-my $pid = $node->safe_psql('d', q{SELECT pid FROM ocx.worker_status() WHERE datname = 'd'});
+my $pid = $node->safe_psql('d', q{SELECT pid FROM ocx.worker_status() WHERE datname = 'd' AND role = 'worker'});
 like($pid, qr/^\d+$/, 'the worker runs');
 my $log_offset = -s $node->logfile;
 

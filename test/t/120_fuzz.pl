@@ -41,6 +41,8 @@ CREATE FUNCTION fz_reset() RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $
 CREATE FUNCTION fz_cmd(c ocx.command) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{}'::jsonb $$;
 CREATE FUNCTION fz_dropped(e ocx.event) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 CREATE TABLE fz_oid AS SELECT 'fz_dropped(ocx.event)'::regprocedure::oid AS oid;
+CREATE TABLE fz_model (n int);
+CREATE VIEW fz_view AS SELECT 1 AS n;
 DROP FUNCTION fz_dropped(ocx.event);
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO PUBLIC;
 -- something for the calls to find
@@ -256,6 +258,13 @@ sub gen_text_array {
 		"ARRAY[repeat('x', 100000)]", "'{{a,b},{c,d}}'::text[]",
 		'ARRAY[' . join(', ', map { q_lit(rand_str()) } 1 .. int(rand(5)) + 1) . ']');
 }
+sub gen_regclass_array {
+	return 'NULL' if nul(0.6);    # most define_projection calls declare no tables
+	return pick("'{}'::regclass[]", 'ARRAY[NULL]::regclass[]', "ARRAY['fz_model']::regclass[]",
+		"ARRAY['fz_model', 'fz_model']::regclass[]", "ARRAY['pg_class']::regclass[]",
+		"ARRAY['fz_view']::regclass[]", "ARRAY['ocx.events']::regclass[]", "'{{fz_model}}'::regclass[]",
+		"ARRAY['4294967295'::oid::regclass]");
+}
 sub gen_arg {
 	my ($type) = @_;
 	return (gen_text())[0] if $type eq 'text';
@@ -270,6 +279,7 @@ sub gen_arg {
 	return gen_interval() if $type eq 'interval';
 	return gen_regproc() if $type eq 'regprocedure';
 	return gen_text_array() if $type eq 'text[]';
+	return gen_regclass_array() if $type eq 'regclass[]';
 	return pick('NULL', "'0'", "'1'", "'18446744073709551615'", 'pg_current_xact_id()') if $type eq 'xid8';
 	die "no generator for argument type $type";
 }

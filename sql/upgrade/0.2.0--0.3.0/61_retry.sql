@@ -223,9 +223,12 @@ DECLARE
     msg text;
     code text;
 BEGIN
-    -- a batch running meanwhile read the stream as held back: touching the
-    -- row makes it start again (its recheck compares the row's xmin)
-    UPDATE ocx.projections x SET updated_at = pg_catalog.now() WHERE x.name OPERATOR(pg_catalog.=) p.name;
+    -- a batch running meanwhile read the stream as held back: moving
+    -- updated_at makes it start again (its recheck compares it)
+    UPDATE ocx.projections x
+       SET updated_at = GREATEST(pg_catalog.clock_timestamp(),
+                                 x.updated_at OPERATOR(pg_catalog.+) '1 microsecond'::pg_catalog.interval)
+     WHERE x.name OPERATOR(pg_catalog.=) p.name;
     IF EXISTS (SELECT FROM ocx.dead_letters d
                 WHERE d.projection OPERATOR(pg_catalog.=) p.name
                   AND d.stream_id OPERATOR(pg_catalog.=) _release_held.stream_id

@@ -53,7 +53,10 @@ COMMENT ON COLUMN ocx.aggregates.definer IS 'the role that defined the aggregate
 
 -- The entry points that record their caller: the 0.2.0 function becomes the
 -- body ocx._<name>, a C trampoline takes its name (src/security.c).
-ALTER FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) RENAME TO _define_projection;
+-- (define_projection took new parameters, partitions and tables: the 0.2.0
+-- function is dropped and its body created below with them; 63_rebuild.sql
+-- and 95_partitions.sql add the columns and tables they use.)
+DROP FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure);
 ALTER FUNCTION ocx.define_aggregate(text, regprocedure, jsonb, integer, jsonb) RENAME TO _define_aggregate;
 ALTER FUNCTION ocx.define_module(text, jsonb) RENAME TO _define_module;
 ALTER FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) RENAME TO _define_command_handler;
@@ -78,9 +81,10 @@ CREATE FUNCTION ocx._regprocedure_as(signature text, role regrole) RETURNS regpr
 COMMENT ON FUNCTION ocx._regprocedure_as(text, regrole) IS
     'internal: the function a signature names, looked up with role''s rights (entry points only)';
 
-CREATE OR REPLACE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
+CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      partitions integer DEFAULT 1, tables regclass[] DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -88,6 +92,9 @@ AS $$
 DECLARE
     policy jsonb;
     h pg_proc;
+    old ocx.projections;
+    ckpt record;
+    table_names text[] := ocx._projection_tables(tables);
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
         RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
@@ -123,6 +130,15 @@ BEGIN
         RAISE EXCEPTION 'projection filters must not be empty, multidimensional or contain nulls' USING ERRCODE = 'OX201',
             HINT = 'Pass NULL to select every type or category.';
     END IF;
+    IF partitions IS NULL OR partitions < 1 OR partitions > 64 THEN
+        RAISE EXCEPTION 'projection partitions must be from 1 to 64' USING ERRCODE = 'OX201',
+            DETAIL = format('Got %s.', coalesce(partitions::text, 'NULL'));
+    END IF;
+    IF partitions > 1 AND mode = 'inline' THEN
+        RAISE EXCEPTION 'an inline projection cannot be partitioned' USING ERRCODE = 'OX201',
+            DETAIL = 'It runs in the appending transaction, one append at a time.',
+            HINT = 'Define it as async to split it into partitions.';
+    END IF;
     policy := ocx._projection_retry(retry);
     IF mode = 'inline' AND policy ->> 'on_failure' = 'park_stream' THEN
         RAISE EXCEPTION 'an inline projection cannot park streams' USING ERRCODE = 'OX201',
@@ -131,19 +147,57 @@ BEGIN
     END IF;
     PERFORM ocx._require_workers('ocx.define_projection()');
 
+    -- another number of partitions: every partition starts where the
+    -- projection is, which is one checkpoint only if all partitions agree
+    SELECT * INTO old FROM ocx.projections p WHERE p.name = _define_projection.name FOR UPDATE;
+    IF FOUND AND old.partitions <> partitions THEN
+        IF old.shadow_schema IS NOT NULL THEN
+            RAISE EXCEPTION 'projection "%" is being rebuilt blue/green', name USING ERRCODE = 'OX201',
+                HINT = 'Change its partitions after the swap, or rebuild it in place.';
+        END IF;
+        IF old.partitions > 1 THEN
+            IF (SELECT count(DISTINCT (pp.checkpoint_txid, pp.checkpoint_position)) FROM ocx.projection_partitions pp
+                 WHERE pp.projection = old.name) > 1 THEN
+                RAISE EXCEPTION 'projection "%" has partitions at different checkpoints', name USING ERRCODE = 'OX201',
+                    DETAIL = 'The number of partitions can change only while every partition is at the same checkpoint.',
+                    HINT = 'Call ocx.rebuild_projection() first, in the same transaction.';
+            END IF;
+            SELECT pp.checkpoint_txid, pp.checkpoint_position, pp.checkpoint_time INTO ckpt
+              FROM ocx.projection_partitions pp WHERE pp.projection = old.name LIMIT 1;
+            DELETE FROM ocx.projection_partitions pp WHERE pp.projection = old.name;
+            UPDATE ocx.projections p SET checkpoint_txid = ckpt.checkpoint_txid,
+                   checkpoint_position = ckpt.checkpoint_position, checkpoint_time = ckpt.checkpoint_time,
+                   failing_position = NULL, failing_attempts = 0, retry_at = NULL
+             WHERE p.name = old.name;
+        END IF;
+        IF partitions > 1 THEN
+            INSERT INTO ocx.projection_partitions (projection, partition, checkpoint_txid, checkpoint_position, checkpoint_time)
+            SELECT p.name, g, p.checkpoint_txid, p.checkpoint_position, p.checkpoint_time
+              FROM ocx.projections p, generate_series(0, _define_projection.partitions - 1) g
+             WHERE p.name = old.name;
+        END IF;
+    END IF;
+
     -- an inline projection first catches up in the worker (state rebuilding)
     -- and is applied by appends from the moment it has
     INSERT INTO ocx.projections AS p (name, handler, types, categories, mode, retry, reset, owner, state,
-                                      rebuild_started_at, rebuild_total)
+                                      rebuild_started_at, rebuild_total, partitions, tables)
     VALUES (name, handler::text, types, categories, mode, policy, reset::text,
             pg_get_userbyid(ocx._caller()),
             CASE mode WHEN 'inline' THEN 'rebuilding' ELSE 'running' END,
             CASE mode WHEN 'inline' THEN now() END,
-            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END)
+            CASE mode WHEN 'inline' THEN ocx._count_matching(types, categories) END,
+            _define_projection.partitions, table_names)
     ON CONFLICT ON CONSTRAINT projections_pkey DO UPDATE
        SET handler = excluded.handler, types = excluded.types, categories = excluded.categories,
            retry = excluded.retry, reset = excluded.reset, owner = excluded.owner,
-           updated_at = now();
+           partitions = excluded.partitions, tables = excluded.tables, updated_at = now();
+    IF old.name IS NULL THEN
+        INSERT INTO ocx.projection_partitions (projection, partition)
+        SELECT _define_projection.name, g FROM generate_series(0, _define_projection.partitions - 1) g
+         WHERE _define_projection.partitions > 1
+        ON CONFLICT DO NOTHING;
+    END IF;
     IF (SELECT p.mode FROM ocx.projections p WHERE p.name = _define_projection.name) <> mode THEN
         RAISE EXCEPTION 'projection "%" already exists with another mode', name USING ERRCODE = 'OX201',
             HINT = 'Drop it first, or keep its mode.';
@@ -151,7 +205,7 @@ BEGIN
     PERFORM ocx._wake_worker();
 END;
 $$;
-COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
+COMMENT ON FUNCTION ocx._define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer, regclass[]) IS
     'internal: the body of ocx.define_projection, run as ocx_owner; the caller (ocx._caller()) is recorded as the projection''s owner';
 
 CREATE OR REPLACE FUNCTION ocx._define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
@@ -437,12 +491,13 @@ COMMENT ON FUNCTION ocx._define_upcaster(text, integer, regprocedure, jsonb) IS
 
 CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
-                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL)
+                                      retry jsonb DEFAULT NULL, reset regprocedure DEFAULT NULL,
+                                      partitions integer DEFAULT 1, tables regclass[] DEFAULT NULL)
     RETURNS void
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_owner_call';
-COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure) IS
-    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker or inline in the append';
+COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer, regclass[]) IS
+    'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker (in partitions by stream, processed in parallel) or inline in the append; tables declares its read-model tables (for rebuild_projection(shadow => true))';
 
 CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
                                      initial_state jsonb DEFAULT '{}', snapshot_every integer DEFAULT NULL,
@@ -515,14 +570,45 @@ $$;
 COMMENT ON FUNCTION ocx._check_function(regprocedure, regtype[], regtype, text, text) IS
     'internal: raises errcode unless fn is a plain function with exactly these argument types and result type';
 
-CREATE OR REPLACE FUNCTION ocx.rebuild_projection(name text) RETURNS void
+DROP FUNCTION ocx.rebuild_projection(text);
+CREATE FUNCTION ocx.rebuild_projection(name text, shadow boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p ocx.projections := ocx._projection_row(name);
+    sh text;
 BEGIN
     PERFORM ocx._require_workers('ocx.rebuild_projection()');
+    IF shadow IS NULL THEN
+        RAISE EXCEPTION 'shadow must not be null' USING ERRCODE = 'OX201',
+            HINT = 'Pass true for a blue/green rebuild, false to reset and replay in place.';
+    END IF;
+    IF shadow THEN
+        IF p.partitions OPERATOR(pg_catalog.>) 1 THEN
+            RAISE EXCEPTION 'projection "%" has % partitions', p.name, p.partitions USING ERRCODE = 'OX201',
+                DETAIL = 'A blue/green rebuild replays into one shadow checkpoint, not one per partition.',
+                HINT = 'Rebuild it in place, or define it with one partition first.';
+        END IF;
+        PERFORM ocx._projection_shadow_check(p);
+        IF p.state OPERATOR(pg_catalog.<>) 'running' THEN
+            RAISE EXCEPTION 'projection "%" is %', p.name, p.state USING ERRCODE = 'OX201',
+                DETAIL = 'A blue/green rebuild runs beside a running projection.',
+                HINT = 'Resume it or let its rebuild finish first.';
+        END IF;
+        -- a blue/green rebuild already under way starts again from scratch
+        PERFORM ocx._projection_shadow_discard(p.name);
+        sh := ocx._projection_shadow_create(p);
+        UPDATE ocx.projections
+           SET shadow_schema = sh, shadow_checkpoint_txid = '0', shadow_checkpoint_position = 0,
+               shadow_failures = 0, rebuild_started_at = pg_catalog.now(), rebuild_finished_at = NULL,
+               rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
+               updated_at = pg_catalog.now()
+         WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+        PERFORM ocx._wake_worker();
+        RETURN;
+    END IF;
+    PERFORM ocx._projection_shadow_discard(p.name);
     -- An inline projection: no append may be in flight while its read model
     -- is reset (one that still saw it running would survive the reset and be
     -- replayed again); appends after our commit see it rebuilding.
@@ -542,11 +628,16 @@ BEGIN
            rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
            updated_at = pg_catalog.now()
      WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+    UPDATE ocx.projection_partitions pp
+       SET checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL, events_applied = 0,
+           failing_position = NULL, failing_attempts = 0, retry_at = NULL, rebuild_done = 0,
+           updated_at = pg_catalog.now()
+     WHERE pp.projection OPERATOR(pg_catalog.=) p.name;
     PERFORM ocx._wake_worker();
 END;
 $$;
-COMMENT ON FUNCTION ocx.rebuild_projection(text) IS
-    'call the projection''s reset function and replay the whole log into it in the worker; progress in ocx.projection_status';
+COMMENT ON FUNCTION ocx.rebuild_projection(text, boolean) IS
+    'replay the whole log into the projection in the worker: in place (reset function, then replay), or with shadow => true into shadow copies of its declared tables, swapped in when caught up; progress in ocx.projection_status';
 
 CREATE OR REPLACE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -680,10 +771,11 @@ CREATE OR REPLACE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_apply_privileges)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$)', 'ocx_reader'),
+                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
+                    'last_append_cursor$|wait_for$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),

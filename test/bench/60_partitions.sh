@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Partitioned projections (issue 12): a handler that waits 1 ms per event
+# (pg_sleep(0.001), a stand-in for a call out), over the same 4,000 events
+# in 400 streams, as 4 partitions (the database worker and 3 helpers) against
+# 1 partition: events/s from define to caught up.  Target: >= 3x.
+set -euo pipefail
+. "$BENCH_DIR/lib.sh"
+P="$PGBIN/psql -qAtX -v ON_ERROR_STOP=1"
+N=${BENCH_PARTITION_EVENTS:-4000}
+
+$P -o /dev/null <<SQL
+CREATE TABLE bench_model (projection text, pos bigint);
+CREATE FUNCTION bench_slow(e ocx.event) RETURNS void LANGUAGE plpgsql AS \$\$
+BEGIN
+    PERFORM pg_sleep(0.001);
+    INSERT INTO public.bench_model VALUES (current_setting('bench.projection', true), e.global_position);
+END \$\$;
+SELECT ocx.append_event('acct-' || (i % 400), NULL, 'Tick', '{}') FROM generate_series(1, $N) i;
+SQL
+
+# events/s of a projection with $1 partitions, from define to caught up
+rate() {
+    local parts=$1 t
+    $P -o /dev/null -c "SELECT ocx.define_projection('bench_p$parts', 'bench_slow(ocx.event)', partitions => $parts)"
+    t=$($P <<SQL
+DO \$\$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        EXIT WHEN (SELECT lag_events = 0 AND events_applied >= $N FROM ocx.projection_status WHERE name = 'bench_p$parts');
+        IF clock_timestamp() > t0 + interval '5 minutes' THEN
+            RAISE EXCEPTION 'projection bench_p$parts did not catch up';
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END \$\$;
+SELECT extract(epoch FROM max(updated_at) - min(created_at)) FROM (
+    SELECT p.created_at, greatest(p.updated_at, (SELECT max(pp.updated_at) FROM ocx.projection_partitions pp
+                                                 WHERE pp.projection = p.name)) AS updated_at
+      FROM ocx.projections p WHERE p.name = 'bench_p$parts') s;
+SQL
+)
+    $P -o /dev/null -c "SELECT ocx.drop_projection('bench_p$parts')"
+    awk -v n="$N" -v t="$t" 'BEGIN { printf "%.1f", (t > 0) ? n / t : 0 }'
+}
+
+one=$(rate 1)
+four=$(rate 4)
+row "projection, 4 partitions vs 1, handler waits 1 ms/event (events/s)" "$four" "$one" 3
