@@ -32,7 +32,6 @@
 #define ERRCODE_OCX_INVALID_SETTING			MAKE_SQLSTATE('O','X','0','1','1')
 #define ERRCODE_OCX_STREAM_OF_ANOTHER_TENANT MAKE_SQLSTATE('O','X','0','1','2')
 #define ERRCODE_OCX_HORIZON_PASSED			MAKE_SQLSTATE('O','X','0','1','3')
-#define ERRCODE_OCX_STREAM_ORDER			MAKE_SQLSTATE('O','X','0','1','4')
 
 /* OX1xx: aggregates, snapshots, contracts, upcasters, modules */
 #define ERRCODE_OCX_UNKNOWN_AGGREGATE		MAKE_SQLSTATE('O','X','1','0','0')

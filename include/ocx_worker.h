@@ -92,19 +92,22 @@ typedef struct OcxShared
 	OcxDbSlot	slots[OCX_MAX_DB_SLOTS];
 } OcxShared;
 
-/* shmem.c */
+/* shmem.c: the shared slots, and waking a database's worker at commit */
 extern OcxShared *OcxShmem;
+extern void OcxRequestSlot(OcxDbSlot *slot, Oid dboid, bool wake);
 extern bool OcxWorkersLoaded(void);
 extern void OcxRequireWorkers(const char *what);
 
-/* worker.c */
+/* guc.c: the workers' settings */
 extern int	ocx_naptime;
 extern int	ocx_batch_size;
 extern char *ocx_databases;
-extern PGDLLEXPORT void OcxLauncherMain(Datum arg);
 extern int	ocx_max_workers;
-extern PGDLLEXPORT void OcxDatabaseWorkerMain(Datum arg);
 extern bool OcxDatabaseServed(void);
+
+/* worker.c */
+extern PGDLLEXPORT void OcxLauncherMain(Datum arg);
+extern PGDLLEXPORT void OcxDatabaseWorkerMain(Datum arg);
 
 /* pool.c: the units of work, the database worker's and helpers' loop */
 typedef enum OcxPassResult

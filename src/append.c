@@ -1121,9 +1121,10 @@ CountWritten(OcxNewEvent *events, int n)
  * an append first takes a heavyweight lock on the stream (an advisory lock
  * tag, field4 OCX_STREAM_LOCK, that pg_advisory_lock never uses), held to
  * the end of the transaction, and only then writes.  A transaction that
- * wrote before it appends already has its xid: CheckStreamOrder refuses its
- * append (OX014, retryable) when the stream's previous event has a later
- * txid.
+ * wrote before it appends (or appended to another stream first) already has
+ * its xid: CheckStreamOrder refuses its append with SQLSTATE 40001, a
+ * serialization failure that clients and pgbench --max-tries retry, when
+ * the stream's previous event has a later txid.
  */
 #define OCX_STREAM_LOCK 0x6f64
 
@@ -1157,11 +1158,11 @@ CheckStreamOrder(Datum sid_datum, const char *sid, int64 previous)
 	mine = OcxLogTxid();
 	if (prev > mine)
 		ereport(ERROR,
-				(errcode(ERRCODE_OCX_STREAM_ORDER),
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("this transaction is older than the last append to stream \"%s\"", sid),
 				 errdetail("It took its transaction id before another transaction appended version %lld and committed; its events would sort before that one in log order.",
 						   (long long) previous),
-				 errhint("Roll back and retry; append before other writes in the transaction.")));
+				 errhint("Roll back and retry (a serialization failure, like those of SERIALIZABLE transactions); appending first in the transaction avoids it.")));
 }
 
 /*

@@ -7,14 +7,21 @@
  * SET time, so append never meets a bad one.  The size limit is SUSET: it is a
  * guard an administrator sets, not something a writer may lift.
  * ocx.horizon_warn_after is read by the database workers (horizon.c) and is
- * SIGHUP, like the workers' own settings in worker.c.
+ * SIGHUP, like the workers' own settings (ocx.naptime, ocx.batch_size,
+ * ocx.databases, ocx.max_workers), defined here too so that the workers'
+ * code (worker.c, pool.c) and what it runs read them from below.
  */
 #include "ocx.h"
 
 #include <ctype.h>
 #include <limits.h>
 
+#include "ocx_worker.h"
+
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 #include "utils/memutils.h"
 
 int			ocx_max_event_size = 1024 * 1024;
@@ -25,6 +32,12 @@ char	   *ocx_source = NULL;
 char	   *ocx_tenant = NULL;
 int			ocx_horizon_warn_after = 5 * 60 * 1000;
 char	   *ocx_projection_schema = NULL;
+
+/* the workers' settings (worker.c, pool.c) */
+int			ocx_naptime = 5000;
+int			ocx_batch_size = 1000;
+char	   *ocx_databases = NULL;
+int			ocx_max_workers = 4;
 
 /* Empty means unset; anything else must be a UUID. */
 static bool
@@ -134,4 +147,61 @@ OcxGucInit(void)
 							   &ocx_projection_schema, "",
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
+
+	/* the workers' settings: read by worker.c and pool.c, defined with or without preloading */
+	DefineCustomIntVariable("ocx.naptime",
+							gettext_noop("Longest time an ocx worker sleeps when nothing wakes it."),
+							gettext_noop("Appends wake the worker at commit; this is the fallback."),
+							&ocx_naptime,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ocx.batch_size",
+							gettext_noop("Events an async projection applies per transaction."),
+							NULL,
+							&ocx_batch_size,
+							1000, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ocx.max_workers",
+							gettext_noop("Most ocx processes per database (its worker and helpers) that run projections, the bus, commands and sagas."),
+							gettext_noop("Helpers start only while every process of the database is busy on a slow unit; each is a background worker: count them in max_worker_processes."),
+							&ocx_max_workers,
+							4, 1, OCX_MAX_POOL,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ocx.databases",
+							   gettext_noop("Databases the ocx workers serve (comma-separated); empty means every database with ocx installed."),
+							   NULL,
+							   &ocx_databases, "",
+							   PGC_SIGHUP, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+}
+
+/* Whether ocx.databases names this database (empty: every database). */
+bool
+OcxDatabaseServed(void)
+{
+	char	   *list;
+	List	   *names;
+	ListCell   *lc;
+	char	   *me;
+	bool		found = false;
+
+	if (ocx_databases == NULL || ocx_databases[0] == '\0')
+		return true;
+	me = get_database_name(MyDatabaseId);
+	if (me == NULL)
+		return false;
+	list = pstrdup(ocx_databases);
+	if (!SplitIdentifierString(list, ',', &names))
+		return false;
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), me) == 0)
+			found = true;
+	return found;
 }

@@ -51,8 +51,6 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-int			ocx_max_workers = 4;
-
 /* the context steps return to; reset by the loops between passes */
 MemoryContext OcxStepContext = NULL;
 

@@ -22,6 +22,8 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "access/xact.h"
+#include "utils/timestamp.h"
 
 OcxShared  *OcxShmem = NULL;
 
@@ -92,3 +94,149 @@ OcxRequireWorkers(const char *what)
 				 errdetail("The ocx library was not loaded through shared_preload_libraries."),
 				 errhint("Add ocx to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
+
+/* ---------------------------------------------------------------------
+ * Waking a database's worker: the one thing appends and definitions need
+ * of the workers (worker.c starts them, pool.c runs what they do)
+ * ---------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(ocx_wake_worker);
+
+/* backend side: wake the worker when the current transaction commits */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/*
+ * Turn a free slot into a request for a worker in dboid (caller holds
+ * OcxShmem->lock exclusively); wake: start it with work pending.
+ */
+void
+OcxRequestSlot(OcxDbSlot *slot, Oid dboid, bool wake)
+{
+	slot->state = OCX_SLOT_REQUESTED;
+	slot->dboid = dboid;
+	slot->pid = 0;
+	slot->latch = NULL;
+	slot->wake_pending = wake;
+	slot->stop_requested = false;
+	slot->exit_reason = OCX_EXIT_UNKNOWN;
+	slot->failures = 0;
+}
+
+/*
+ * Wake dboid's worker, or, with none, ask the launcher for one.  Shared lock
+ * on the common path (a running worker): appends commit concurrently.
+ */
+static void
+WakeDatabaseWorker(Oid dboid)
+{
+	int			i;
+	int			free_slot = -1;
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(OcxShmem->lock, LW_SHARED);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_RUNNING && slot->dboid == dboid)
+		{
+			int			j;
+
+			if (slot->latch)
+				SetLatch(slot->latch);
+			/* and its helpers, if a slow unit made the launcher start any */
+			for (j = 1; j < OCX_MAX_POOL; j++)
+				if (slot->members[j].state == OCX_MEMBER_RUNNING && slot->members[j].latch)
+					SetLatch(slot->members[j].latch);
+			LWLockRelease(OcxShmem->lock);
+			return;
+		}
+	}
+	LWLockRelease(OcxShmem->lock);
+
+	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
+	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
+	{
+		OcxDbSlot  *slot = &OcxShmem->slots[i];
+
+		if (slot->state == OCX_SLOT_FREE)
+		{
+			if (free_slot < 0)
+				free_slot = i;
+			continue;
+		}
+		if (slot->dboid != dboid)
+			continue;
+		if (slot->state == OCX_SLOT_RUNNING && slot->latch)
+			SetLatch(slot->latch);
+		else
+			slot->wake_pending = true;
+		LWLockRelease(OcxShmem->lock);
+		return;
+	}
+	if (free_slot >= 0)
+	{
+		OcxRequestSlot(&OcxShmem->slots[free_slot], dboid, true);
+		latch = OcxShmem->launcher_latch;
+	}
+	LWLockRelease(OcxShmem->lock);
+
+	if (latch)
+		SetLatch(latch);
+	else if (free_slot < 0)
+		ereport(LOG,
+				(errmsg("ocx: no free worker slot for database %u", dboid),
+				 errdetail("ocx serves at most %d databases.", OCX_MAX_DB_SLOTS)));
+}
+
+/* At commit, wake the worker that a committed append has work for. */
+static void
+OcxXactCallback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (wake_at_commit && OcxShmem != NULL && OidIsValid(MyDatabaseId))
+			{
+				wake_at_commit = false;
+				WakeDatabaseWorker(MyDatabaseId);
+			}
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Called by append (and by definitions that give the worker new work): the
+ * worker is woken when, and only if, this transaction commits, so it never
+ * wakes to find the events still invisible.
+ */
+void
+OcxWakeWorkerAtCommit(void)
+{
+	if (OcxShmem == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(OcxXactCallback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* SQL: ocx._wake_worker(), for the install script and definitions. */
+Datum
+ocx_wake_worker(PG_FUNCTION_ARGS)
+{
+	OcxWakeWorkerAtCommit();
+	PG_RETURN_BOOL(OcxShmem != NULL);
+}
+

@@ -283,20 +283,29 @@ CheckWaitingTransaction(uint64 txid)
 }
 
 /*
- * The check: the projection's checkpoint, mode, state, the log horizon, and
+ * The check: the projection's checkpoint (its slowest partition's, when it
+ * is partitioned), mode, state, the log horizon, and
  * whether nothing is left for it up to the cursor: the cursor's transaction
  * has ended and no event it wants lies between its checkpoint and the
  * cursor (the scan of projection_status's lag, bounded by the cursor, on the
  * log-order index).
  */
 #define CHECK_SQL \
-	"SELECT p.checkpoint_txid, p.checkpoint_position, p.mode, p.state, h.horizon, " \
+	"SELECT c.checkpoint_txid, c.checkpoint_position, p.mode, p.state, h.horizon, " \
 	"$2 OPERATOR(pg_catalog.<) h.horizon AND NOT EXISTS (SELECT FROM ocx.events e " \
-	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (p.checkpoint_txid, p.checkpoint_position) " \
+	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position) " \
 	"   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($2, $3) " \
 	"   AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types)) " \
 	"   AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))) " \
-	"FROM ocx.projections p, LATERAL (SELECT ocx.log_horizon() AS horizon) h " \
+	"FROM ocx.projections p " \
+	/* a partitioned projection: its slowest partition */ \
+	"CROSS JOIN LATERAL (SELECT COALESCE(pm.checkpoint_txid, p.checkpoint_txid) AS checkpoint_txid, " \
+	" COALESCE(pm.checkpoint_position, p.checkpoint_position) AS checkpoint_position " \
+	" FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT pp.checkpoint_txid, pp.checkpoint_position " \
+	"  FROM ocx.projection_partitions pp WHERE pp.projection OPERATOR(pg_catalog.=) p.name " \
+	"   AND p.partitions OPERATOR(pg_catalog.>) 1 " \
+	"  ORDER BY pp.checkpoint_txid, pp.checkpoint_position LIMIT 1) pm ON true) c, " \
+	"LATERAL (SELECT ocx.log_horizon() AS horizon) h " \
 	"WHERE p.name OPERATOR(pg_catalog.=) $1"
 
 /*

@@ -65,12 +65,8 @@
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
 
-PG_FUNCTION_INFO_V1(ocx_wake_worker);
 PG_FUNCTION_INFO_V1(ocx_worker_status);
 
-int			ocx_naptime = 5000;
-int			ocx_batch_size = 1000;
-char	   *ocx_databases = NULL;
 
 /*
  * How long a database stays without worker after DROP/ALTER DATABASE asked
@@ -88,26 +84,6 @@ char	   *ocx_databases = NULL;
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
-/* backend side: wake the worker when the current transaction commits */
-static bool wake_at_commit = false;
-static bool xact_callback_registered = false;
-
-/*
- * Turn a free slot into a request for a worker in dboid (caller holds
- * OcxShmem->lock exclusively); wake: start it with work pending.
- */
-static void
-RequestSlot(OcxDbSlot *slot, Oid dboid, bool wake)
-{
-	slot->state = OCX_SLOT_REQUESTED;
-	slot->dboid = dboid;
-	slot->pid = 0;
-	slot->latch = NULL;
-	slot->wake_pending = wake;
-	slot->stop_requested = false;
-	slot->exit_reason = OCX_EXIT_UNKNOWN;
-	slot->failures = 0;
-}
 
 /* database worker side */
 static int	my_slot = -1;
@@ -124,122 +100,6 @@ typedef struct OcxDatabase
 	Oid			oid;
 	bool		connectable;
 } OcxDatabase;
-
-/*
- * Wake dboid's worker, or, with none, ask the launcher for one.  Shared lock
- * on the common path (a running worker): appends commit concurrently.
- */
-static void
-WakeDatabaseWorker(Oid dboid)
-{
-	int			i;
-	int			free_slot = -1;
-	Latch	   *latch = NULL;
-
-	LWLockAcquire(OcxShmem->lock, LW_SHARED);
-	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
-	{
-		OcxDbSlot  *slot = &OcxShmem->slots[i];
-
-		if (slot->state == OCX_SLOT_RUNNING && slot->dboid == dboid)
-		{
-			int			j;
-
-			if (slot->latch)
-				SetLatch(slot->latch);
-			/* and its helpers, if a slow unit made the launcher start any */
-			for (j = 1; j < OCX_MAX_POOL; j++)
-				if (slot->members[j].state == OCX_MEMBER_RUNNING && slot->members[j].latch)
-					SetLatch(slot->members[j].latch);
-			LWLockRelease(OcxShmem->lock);
-			return;
-		}
-	}
-	LWLockRelease(OcxShmem->lock);
-
-	LWLockAcquire(OcxShmem->lock, LW_EXCLUSIVE);
-	for (i = 0; i < OCX_MAX_DB_SLOTS; i++)
-	{
-		OcxDbSlot  *slot = &OcxShmem->slots[i];
-
-		if (slot->state == OCX_SLOT_FREE)
-		{
-			if (free_slot < 0)
-				free_slot = i;
-			continue;
-		}
-		if (slot->dboid != dboid)
-			continue;
-		if (slot->state == OCX_SLOT_RUNNING && slot->latch)
-			SetLatch(slot->latch);
-		else
-			slot->wake_pending = true;
-		LWLockRelease(OcxShmem->lock);
-		return;
-	}
-	if (free_slot >= 0)
-	{
-		RequestSlot(&OcxShmem->slots[free_slot], dboid, true);
-		latch = OcxShmem->launcher_latch;
-	}
-	LWLockRelease(OcxShmem->lock);
-
-	if (latch)
-		SetLatch(latch);
-	else if (free_slot < 0)
-		ereport(LOG,
-				(errmsg("ocx: no free worker slot for database %u", dboid),
-				 errdetail("ocx serves at most %d databases.", OCX_MAX_DB_SLOTS)));
-}
-
-/* At commit, wake the worker that a committed append has work for. */
-static void
-OcxXactCallback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-			if (wake_at_commit && OcxShmem != NULL && OidIsValid(MyDatabaseId))
-			{
-				wake_at_commit = false;
-				WakeDatabaseWorker(MyDatabaseId);
-			}
-			wake_at_commit = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PREPARE:
-			wake_at_commit = false;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * Called by append (and by definitions that give the worker new work): the
- * worker is woken when, and only if, this transaction commits, so it never
- * wakes to find the events still invisible.
- */
-void
-OcxWakeWorkerAtCommit(void)
-{
-	if (OcxShmem == NULL)
-		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(OcxXactCallback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
-}
-
-/* SQL: ocx._wake_worker(), for the install script and definitions. */
-Datum
-ocx_wake_worker(PG_FUNCTION_ARGS)
-{
-	OcxWakeWorkerAtCommit();
-	PG_RETURN_BOOL(OcxShmem != NULL);
-}
 
 /*
  * Ask dboid's worker to leave now and keep it away for a while, so that a
@@ -530,7 +390,7 @@ RequestSlotLocked(Oid dboid)
 	}
 	if (free_slot >= 0)
 	{
-		RequestSlot(&OcxShmem->slots[free_slot], dboid, false);
+		OcxRequestSlot(&OcxShmem->slots[free_slot], dboid, false);
 	}
 }
 
@@ -842,30 +702,6 @@ WorkerExit(OcxExitReason reason)
 	proc_exit(0);
 }
 
-/* Whether ocx.databases names this database (empty: every database). */
-bool
-OcxDatabaseServed(void)
-{
-	char	   *list;
-	List	   *names;
-	ListCell   *lc;
-	char	   *me;
-	bool		found = false;
-
-	if (ocx_databases == NULL || ocx_databases[0] == '\0')
-		return true;
-	me = get_database_name(MyDatabaseId);
-	if (me == NULL)
-		return false;
-	list = pstrdup(ocx_databases);
-	if (!SplitIdentifierString(list, ',', &names))
-		return false;
-	foreach(lc, names)
-		if (strcmp((char *) lfirst(lc), me) == 0)
-			found = true;
-	return found;
-}
-
 /*
  * The per-database worker's main function: attach to the slot (and to
  * member 0 of its processes), then run the database's units (pool.c) until
@@ -1054,37 +890,6 @@ void
 OcxWorkerInit(void)
 {
 	BackgroundWorker worker;
-
-	DefineCustomIntVariable("ocx.naptime",
-							gettext_noop("Longest time an ocx worker sleeps when nothing wakes it."),
-							gettext_noop("Appends wake the worker at commit; this is the fallback."),
-							&ocx_naptime,
-							5000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("ocx.batch_size",
-							gettext_noop("Events an async projection applies per transaction."),
-							NULL,
-							&ocx_batch_size,
-							1000, 1, 100000,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("ocx.max_workers",
-							gettext_noop("Most ocx processes per database (its worker and helpers) that run projections, the bus, commands and sagas."),
-							gettext_noop("Helpers start only while every process of the database is busy on a slow unit; each is a background worker: count them in max_worker_processes."),
-							&ocx_max_workers,
-							4, 1, OCX_MAX_POOL,
-							PGC_SIGHUP, 0,
-							NULL, NULL, NULL);
-
-	DefineCustomStringVariable("ocx.databases",
-							   gettext_noop("Databases the ocx workers serve (comma-separated); empty means every database with ocx installed."),
-							   NULL,
-							   &ocx_databases, "",
-							   PGC_SIGHUP, GUC_LIST_INPUT,
-							   NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

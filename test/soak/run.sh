@@ -78,7 +78,7 @@ sample_rss() {
 ) & PIDS+=($!); SAMPLER=$!
 
 echo "soak: ${SOAK_SECONDS}s, 8 clients, ${SOAK_RATE} tx/s (writers 80%, sagas+commands 20%, 10% rolled back)"
-"$PGBIN/pgbench" -n -c 8 -j 4 -T "$SOAK_SECONDS" -R "$SOAK_RATE" \
+"$PGBIN/pgbench" -n -c 8 -j 4 -T "$SOAK_SECONDS" -R "$SOAK_RATE" --max-tries 20 \
     -f "$SOAK_DIR/writer.sql@8" -f "$SOAK_DIR/business.sql@2" > "$RUN/pgbench.log" 2>&1
 PGBENCH_RC=$?
 

@@ -73,9 +73,9 @@ COMMIT;
 \endif
 });
 $node->command_ok(
-	[ 'pgbench', '-n', '-c', '8', '-j', '2', '-t', '150', '-f', $script,
+	[ 'pgbench', '-n', '-c', '8', '-j', '2', '-t', '150', '--max-tries', '100', '-f', $script,
 	  '-h', $node->host, '-p', $node->port, 'postgres' ],
-	'(a) 8 concurrent writers with rolled-back transactions');
+	'(a) 8 concurrent writers with rolled-back transactions (two streams each: a serialization failure, 40001, is retried)');
 my $rolled = $node->safe_psql('postgres', q{SELECT 3 * 8 * 150 - count(*) FROM ocx.events WHERE stream_id LIKE 'acct-%'});
 ok($rolled > 0, "(a) some appends were rolled back ($rolled events)");
 caught_up('(a)');

@@ -98,6 +98,12 @@ SELECT count(*) FROM (
          row_number() OVER (PARTITION BY stream_id ORDER BY version) AS by_version
     FROM model) x WHERE by_apply <> by_version};
 ok(caught_up(), 'the partitions catch up after the crash');
+is($node->safe_psql('postgres', q{
+	SELECT ocx.append_event('acct-7', NULL, 'Tick', '{}') > 0;
+	SELECT ocx.wait_for('part', ocx.last_append_cursor(), '20 s');
+	SELECT count(*) FROM model m JOIN ocx.events e ON e.global_position = m.pos
+	 WHERE (e.txid, e.global_position) = (ocx.txid(ocx.last_append_cursor()), ocx.global_position(ocx.last_append_cursor()))}),
+	"t\nt\n1", 'wait_for a partitioned projection returns once its partitions passed the cursor');
 is($node->safe_psql('postgres', $diff), '0', 'the read model equals a replay: every event exactly once');
 is($node->safe_psql('postgres', $order), '0', "each stream's events were applied in order");
 is($node->safe_psql('postgres', q{
