@@ -16,9 +16,19 @@
  * The batch first runs in one subtransaction (cheap).  If any event fails,
  * that subtransaction is rolled back and the batch is run again one event
  * per subtransaction, so the failing event is isolated: it is retried with
- * exponential backoff per the projection's retry policy, then parked in
- * ocx.dead_letters (the projection goes on) or the projection is stopped.
- * Handlers run as the role that defined the projection.
+ * exponential backoff per the projection's retry policy (OcxRetryDelay,
+ * retry.c), then parked in ocx.dead_letters (the projection goes on) or the
+ * projection is stopped.  Handlers run as the role that defined the
+ * projection.
+ *
+ * With "on_failure": "park_stream" the dead letter holds its stream: the
+ * later events of that stream are not applied but recorded in
+ * ocx.dead_letters as held (the checkpoint moves past them, other streams go
+ * on), in this batch and every later one (Q_HELD_STREAMS), until
+ * ocx.retry_dead_letter or ocx.skip_dead_letter resolves the dead letter and
+ * applies the held events in order (sql/parts/40_projections.sql).  Both take
+ * the projection's row lock, as a batch does, so a batch never holds back an
+ * event while they release its stream.
  *
  * Inline projections run in the appending transaction (OcxAfterAppend): an
  * error in their handler fails the append.  A new or rebuilt inline
@@ -40,6 +50,7 @@
 #include "ocx.h"
 #include "ocx_aggregate.h"
 #include "ocx_errors.h"
+#include "ocx_retry.h"
 #include "ocx_security.h"
 #include "ocx_worker.h"
 
@@ -60,6 +71,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(ocx_require_workers);
 PG_FUNCTION_INFO_V1(ocx_projections_changed);
@@ -76,6 +88,7 @@ typedef enum ProjPlan
 	Q_CKPT,
 	Q_STATE,
 	Q_DEAD,
+	Q_HELD_STREAMS,
 	Q_BEYOND,
 	Q_FAILED,
 	Q_ERROR,
@@ -94,7 +107,7 @@ typedef struct ProjPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[11];
+	Oid			argtypes[12];
 } ProjPlanDef;
 
 static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
@@ -119,11 +132,12 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_position ELSE p.failing_position END, "
 		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.failing_attempts ELSE p.failing_attempts END, "
 		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN pp.retry_at ELSE p.retry_at END, "
-		"(p.retry OPERATOR(pg_catalog.->>) 'attempts')::pg_catalog.int4, "
-		"(p.retry OPERATOR(pg_catalog.->>) 'base_delay_ms')::pg_catalog.int8, "
-		"(p.retry OPERATOR(pg_catalog.->>) 'max_delay_ms')::pg_catalog.int8, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'base_delay')::pg_catalog.interval, "
+		"(p.retry OPERATOR(pg_catalog.->>) 'max_delay')::pg_catalog.interval, "
 		"p.retry OPERATOR(pg_catalog.->>) 'on_exhausted', "
-		"p.partitions, pp.partition IS NOT NULL "
+		"p.partitions, pp.partition IS NOT NULL, "
+		"p.retry OPERATOR(pg_catalog.->>) 'on_failure', p.updated_at "
 		"FROM ocx.projections p LEFT JOIN ocx.projection_partitions pp "
 		"ON pp.projection OPERATOR(pg_catalog.=) p.name AND pp.partition OPERATOR(pg_catalog.=) $2 "
 		"WHERE p.name OPERATOR(pg_catalog.=) $1",
@@ -138,8 +152,9 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"AND checkpoint_txid OPERATOR(pg_catalog.=) $2 "
 		"AND checkpoint_position OPERATOR(pg_catalog.=) $3 "
 		"AND state OPERATOR(pg_catalog.=) $4 AND partitions OPERATOR(pg_catalog.=) 1 "
+		"AND updated_at OPERATOR(pg_catalog.=) $7 "
 		"FOR NO KEY UPDATE SKIP LOCKED",
-		4, {TEXTOID, XID8OID, INT8OID, TEXTOID}
+		7, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID}
 	},
 	/* the same for a partition: its own row is locked, not the projection's */
 	[Q_RECHECK_PART] = {
@@ -149,8 +164,9 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"AND pp.checkpoint_txid OPERATOR(pg_catalog.=) $2 "
 		"AND pp.checkpoint_position OPERATOR(pg_catalog.=) $3 "
 		"AND p.state OPERATOR(pg_catalog.=) $4 AND p.partitions OPERATOR(pg_catalog.=) $6 "
-		"FOR NO KEY UPDATE OF pp SKIP LOCKED",
-		6, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID}
+		"AND p.updated_at OPERATOR(pg_catalog.=) $7 "
+		"FOR NO KEY UPDATE OF pp SKIP LOCKED FOR KEY SHARE OF p SKIP LOCKED",
+		7, {TEXTOID, XID8OID, INT8OID, TEXTOID, INT4OID, INT4OID, TIMESTAMPTZOID}
 	},
 	[Q_CKPT_PART] = {
 		"UPDATE ocx.projection_partitions SET checkpoint_txid = $2, checkpoint_position = $3, "
@@ -195,12 +211,25 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"updated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1",
 		2, {TEXTOID, TEXTOID}
 	},
+	/* a dead letter (state parked) or an event held back behind one (held) */
 	[Q_DEAD] = {
 		"INSERT INTO ocx.dead_letters (projection, global_position, txid, stream_id, "
-		"stream_version, event_id, type, attempts, error, sqlstate) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-		10, {TEXTOID, INT8OID, XID8OID, TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID,
-		TEXTOID, TEXTOID}
+		"stream_version, event_id, type, attempts, error, sqlstate, state, holds_stream) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		12, {TEXTOID, INT8OID, XID8OID, TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID,
+		TEXTOID, TEXTOID, TEXTOID, BOOLOID}
+	},
+	/*
+	 * Of these streams, those whose later events wait: behind a dead letter
+	 * that holds its stream (on_failure park_stream), or behind held events.
+	 */
+	[Q_HELD_STREAMS] = {
+		"SELECT DISTINCT d.stream_id FROM ocx.dead_letters d "
+		"WHERE d.projection OPERATOR(pg_catalog.=) $1 "
+		"AND d.state OPERATOR(pg_catalog.=) ANY ('{parked,held}'::pg_catalog.text[]) "
+		"AND d.stream_id OPERATOR(pg_catalog.=) ANY ($2) "
+		"AND (d.state OPERATOR(pg_catalog.=) 'held' OR d.holds_stream)",
+		2, {TEXTOID, TEXTARRAYOID}
 	},
 	[Q_BEYOND] = {
 		"SELECT EXISTS (SELECT 1 FROM ocx.events e "
@@ -278,7 +307,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"last_error = $2, last_error_at = pg_catalog.now() "
 		"WHERE name OPERATOR(pg_catalog.=) $1 AND shadow_schema IS NOT NULL "
 		"RETURNING shadow_failures OPERATOR(pg_catalog.>=) "
-		"(retry OPERATOR(pg_catalog.->>) 'attempts')::pg_catalog.int4",
+		"(retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4",
 		2, {TEXTOID, TEXTOID}
 	},
 	[Q_SHADOW_ABANDON] = {
@@ -313,6 +342,7 @@ typedef struct BatchEvent
 	char	   *traceparent;	/* from its metadata, or NULL */
 	char	   *tenant_id;		/* or NULL */
 	bool		matches;		/* of the projection's types and categories */
+	bool		held;			/* its stream waits behind a dead letter */
 } BatchEvent;
 
 /* A running inline projection, as cached by a backend. */
@@ -625,7 +655,7 @@ ApplyEvents(void *arg)
 	scope = OcxUserCodeScopeBegin();
 	for (i = run->from; i < run->to; i++)
 	{
-		if (!run->events[i].matches)
+		if (!run->events[i].matches || run->events[i].held)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		SetEventSettings(&run->events[i]);
@@ -817,6 +847,104 @@ PartitionBehind(const char *name, int partition, Datum ckpt_txid, int64 ckpt_pos
 }
 
 /*
+ * Record events[i] in ocx.dead_letters: a dead letter after its attempts
+ * (edata says why), or, with edata NULL, an event held back behind its
+ * stream's dead letter (on_failure park_stream).
+ */
+static void
+InsertDeadLetter(const char *name, BatchEvent *ev, int32 attempts, ErrorData *edata,
+				 bool holds_stream)
+{
+	Datum		values[12];
+	char		nulls[12];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int64GetDatum(ev->position);
+	values[2] = ev->txid;
+	values[3] = CStringGetTextDatum(ev->stream_id);
+	values[4] = Int64GetDatum(ev->stream_version);
+	values[5] = UUIDPGetDatum(&ev->event_id);
+	values[6] = CStringGetTextDatum(ev->type);
+	values[7] = Int32GetDatum(attempts);
+	values[8] = CStringGetTextDatum(edata ? edata->message :
+									"held back: an earlier event of its stream is a dead letter");
+	values[9] = edata ? CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode)) : (Datum) 0;
+	nulls[9] = edata ? ' ' : 'n';
+	values[10] = CStringGetTextDatum(edata ? "parked" : "held");
+	values[11] = BoolGetDatum(holds_stream);
+	RunProjPlan(Q_DEAD, values, nulls);
+}
+
+/*
+ * Mark the matching events of the batch whose stream waits behind a dead
+ * letter (Q_HELD_STREAMS): they are held back, not applied.  Returns how
+ * many were marked.  One query per batch, over the batch's streams only.
+ */
+static uint64
+MarkHeldEvents(const char *name, BatchEvent *events, uint64 nev)
+{
+	Datum	   *streams = palloc(sizeof(Datum) * Max(nev, 1));
+	int			nstreams = 0;
+	Datum		values[2];
+	uint64		nrows;
+	uint64		r;
+	uint64		i;
+	uint64		nheld = 0;
+
+	for (i = 0; i < nev; i++)
+		if (events[i].matches)
+			streams[nstreams++] = CStringGetTextDatum(events[i].stream_id);
+	if (nstreams == 0)
+		return 0;
+	values[0] = CStringGetTextDatum(name);
+	values[1] = PointerGetDatum(construct_array(streams, nstreams, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	nrows = RunProjPlan(Q_HELD_STREAMS, values, NULL);
+	for (r = 0; r < nrows; r++)
+	{
+		char	   *stream = GetText(r, 1);
+
+		for (i = 0; i < nev; i++)
+			if (events[i].matches && !events[i].held &&
+				strcmp(events[i].stream_id, stream) == 0)
+			{
+				events[i].held = true;
+				nheld++;
+			}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return nheld;
+}
+
+/* events[from] was parked with park_stream: the rest of its stream waits. */
+static void
+HoldRestOfStream(BatchEvent *events, uint64 from, uint64 nev)
+{
+	uint64		i;
+
+	for (i = from + 1; i < nev; i++)
+		if (events[i].matches && strcmp(events[i].stream_id, events[from].stream_id) == 0)
+			events[i].held = true;
+}
+
+/* Record the held events of events[0..nev) (the batch applied the others). */
+static uint64
+InsertHeldEvents(const char *name, BatchEvent *events, uint64 nev)
+{
+	uint64		i;
+	uint64		n = 0;
+
+	for (i = 0; i < nev; i++)
+		if (events[i].matches && events[i].held)
+		{
+			InsertDeadLetter(name, &events[i], 0, NULL, false);
+			n++;
+		}
+	return n;
+}
+
+/*
  * One batch of projection name (of one of its partitions, or -1), in the
  * caller's transaction.  Returns true
  * when there is probably more to do at once; lowers *next_due to the time a
@@ -860,15 +988,21 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	TimestampTz retry_at;
 	bool		retry_null;
 	int32		max_attempts;
-	int64		base_delay;
-	int64		max_delay;
+	Interval   *base_delay;
+	Interval   *max_delay;
 	char	   *on_exhausted;
+	char	   *on_failure;
+	bool		park_stream;
+	bool		policy_null;
+	Datum		row_updated_at; /* of the row as read: the recheck compares it */
 	TimestampTz now = GetCurrentTimestamp();
 	BatchEvent *events;
 	uint64		nev;
 	uint64		i;
 	int64		applied = 0;
 	int64		parked = 0;
+	uint64		nheld = 0;		/* events of the batch marked held */
+	uint64		held = 0;		/* held events recorded */
 	bool		stopped = false;
 	bool		waiting = false;
 	char	   *last_error = NULL;	/* for every reader: position, SQLSTATE */
@@ -910,12 +1044,22 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
 	failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
 	retry_at = DatumGetTimestampTz(GetCol(0, 11, &retry_null));
-	max_attempts = DatumGetInt32(GetCol(0, 12, &isnull));
-	base_delay = DatumGetInt64(GetCol(0, 13, &isnull));
-	max_delay = DatumGetInt64(GetCol(0, 14, &isnull));
+	max_attempts = DatumGetInt32(GetCol(0, 12, &policy_null));
+	base_delay = DatumGetIntervalP(GetCol(0, 13, &isnull));
+	policy_null |= isnull;
+	max_delay = DatumGetIntervalP(GetCol(0, 14, &isnull));
+	policy_null |= isnull;
 	on_exhausted = GetText(0, 15);
 	partitions = DatumGetInt32(GetCol(0, 16, &isnull));
 	have_partition = DatumGetBool(GetCol(0, 17, &isnull));
+	on_failure = GetText(0, 18);
+	park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
+	row_updated_at = GetCol(0, 19, &isnull);
+	if (policy_null || on_exhausted == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_PROJECTION),
+				 errmsg("projection \"%s\" has a retry policy without max_attempts, base_delay, max_delay or on_exhausted", name),
+				 errhint("Define the projection again (ocx.define_projection) to store its policy in the current shape.")));
 	rebuilding = strcmp(state, "rebuilding") == 0;
 
 	/* partitioned or not since the unit was listed: the next pass lists it anew */
@@ -957,6 +1101,8 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	 */
 	events = ReadBatch(ckpt_txid, ckpt_pos, types, types_null, categories, categories_null,
 					   partition, partitions, &nev, &nmatch);
+	if (nmatch > 0)
+		nheld = MarkHeldEvents(name, events, nev);
 
 	if (nev == 0)
 	{
@@ -979,10 +1125,10 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	fmgr_info_cxt(handler, &flinfo, cxt);
 	ForgetEventSettings();
 
-	/* fast path: the whole batch in one subtransaction */
+	/* fast path: the whole batch in one subtransaction (held events apart) */
 	i = 0;
-	if (nmatch == 0)
-		i = nev;				/* nothing for this projection: move on */
+	if (nmatch == nheld)
+		i = nev;				/* nothing for this projection to apply */
 	else if (failing_null)
 	{
 		ErrorData  *edata = NULL;
@@ -990,7 +1136,7 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 		if (ApplyInSubtransaction(&flinfo, owner, events, 0, nev, &edata))
 		{
 			i = nev;
-			applied = nmatch;
+			applied = nmatch - nheld;
 		}
 		else
 			FreeErrorData(edata);
@@ -1004,6 +1150,8 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 
 		if (!events[i].matches)
 			continue;
+		if (events[i].held)
+			continue;			/* recorded below */
 		if (ApplyInSubtransaction(&flinfo, owner, events, i, i + 1, &edata))
 		{
 			applied++;
@@ -1018,17 +1166,15 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 		full_error = RecordError(name, &events[i], edata);
 		if (attempts < max_attempts)
 		{
-			int64		delay = base_delay;
-			int			k;
+			Interval   *delay = OcxRetryDelay(base_delay, max_delay, attempts);
 
-			for (k = 1; k < attempts && delay < max_delay; k++)
-				delay *= 2;
-			delay = Min(delay, max_delay);
 			failing_null = false;
 			failing_pos = events[i].position;
 			failing_attempts = attempts;
 			retry_null = false;
-			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+			retry_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															   TimestampTzGetDatum(GetCurrentTimestamp()),
+															   IntervalPGetDatum(delay)));
 			if (retry_at < *next_due)
 				*next_due = retry_at;
 			waiting = true;
@@ -1043,18 +1189,10 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 			break;
 		}
 
-		/* park it and go on */
-		values[0] = CStringGetTextDatum(name);
-		values[1] = Int64GetDatum(events[i].position);
-		values[2] = events[i].txid;
-		values[3] = CStringGetTextDatum(events[i].stream_id);
-		values[4] = Int64GetDatum(events[i].stream_version);
-		values[5] = UUIDPGetDatum(&events[i].event_id);
-		values[6] = CStringGetTextDatum(events[i].type);
-		values[7] = Int32GetDatum(attempts);
-		values[8] = CStringGetTextDatum(edata->message);
-		values[9] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
-		RunProjPlan(Q_DEAD, values, NULL);
+		/* park it and go on (with park_stream, without the rest of its stream) */
+		InsertDeadLetter(name, &events[i], attempts, edata, park_stream);
+		if (park_stream)
+			HoldRestOfStream(events, i, nev);
 		ereport(LOG,
 				(errmsg("ocx: projection \"%s\" parked event %lld in ocx.dead_letters after %d attempts",
 						name, (long long) events[i].position, attempts),
@@ -1066,6 +1204,9 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 		retry_null = true;
 		FreeErrorData(edata);
 	}
+
+	/* the held events up to the checkpoint, once every handler has run */
+	held = InsertHeldEvents(name, events, i);
 
 	/* the checkpoint: the last event read before the one that waits, if any */
 	if (i > 0)
@@ -1088,6 +1229,11 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	 * horizon of every other consumer while a slow handler runs).  Pool
 	 * workers never run one projection twice at once (pool.c); whatever else
 	 * changed the row meanwhile wins, and this batch is tried again.
+	 * retry_dead_letter and skip_dead_letter move updated_at when they
+	 * release a stream, holding the row (FOR UPDATE) until they commit: a
+	 * batch that read the stream as held back before that starts again, and
+	 * one that got here first (a partition's batch shares the row with KEY
+	 * SHARE) commits before they read the held events.
 	 */
 	values[0] = CStringGetTextDatum(name);
 	values[1] = start_txid;
@@ -1095,6 +1241,7 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	values[3] = CStringGetTextDatum(state);
 	values[4] = Int32GetDatum(partition);
 	values[5] = Int32GetDatum(partitions);
+	values[6] = row_updated_at;
 	if (RunProjPlan(partition >= 0 ? Q_RECHECK_PART : Q_RECHECK, values, NULL) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
@@ -1115,7 +1262,7 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	nulls[7] = retry_null ? 'n' : ' ';
 	values[8] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
 	nulls[8] = last_error ? ' ' : 'n';
-	values[9] = Int64GetDatum(rebuilding ? applied + parked : 0);
+	values[9] = Int64GetDatum(rebuilding ? applied + parked + (int64) held : 0);
 	if (partition < 0)
 		RunProjPlan(Q_CKPT, values, nulls);
 	else

@@ -589,10 +589,7 @@ CREATE FUNCTION ocx._define_command_handler(command_type text, handler regproced
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    attempts    integer := 5;
-    base        interval := '1 second';
-    maxd        interval := '5 minutes';
-    k           text;
+    policy      jsonb;
     nargs       integer;
     argtype     oid;
     rettype     oid;
@@ -616,35 +613,14 @@ BEGIN
                 USING ERRCODE = '42501', DETAIL = 'It will run as you, the role that defines it.';
         END IF;
     END IF;
-    IF retry IS NOT NULL THEN
-        IF jsonb_typeof(retry) <> 'object' THEN
-            RAISE EXCEPTION 'retry must be a JSON object' USING ERRCODE = 'OX322';
-        END IF;
-        FOR k IN SELECT jsonb_object_keys(retry) LOOP
-            IF k NOT IN ('max_attempts', 'base_delay', 'max_delay') THEN
-                RAISE EXCEPTION 'unknown key "%" in retry', k
-                    USING ERRCODE = 'OX322', HINT = 'The keys are max_attempts, base_delay and max_delay.';
-            END IF;
-        END LOOP;
-        BEGIN
-            attempts := coalesce((retry->>'max_attempts')::integer, attempts);
-            base := coalesce((retry->>'base_delay')::interval, base);
-            maxd := coalesce((retry->>'max_delay')::interval, maxd);
-        EXCEPTION WHEN data_exception THEN
-            RAISE EXCEPTION 'invalid retry policy: %', SQLERRM
-                USING ERRCODE = 'OX322',
-                      HINT = 'Use {"max_attempts": 5, "base_delay": "1 second", "max_delay": "5 minutes"}.';
-        END;
-        IF attempts < 1 OR attempts > 1000 OR base < '0'::interval OR maxd < base THEN
-            RAISE EXCEPTION 'invalid retry policy'
-                USING ERRCODE = 'OX322',
-                      DETAIL = 'max_attempts must be 1 to 1000 and 0 <= base_delay <= max_delay.';
-        END IF;
-    END IF;
+    -- the one policy shape and its checks (sql/parts/40_projections.sql)
+    policy := ocx._retry_policy(retry, '{"max_attempts": 5, "base_delay": "00:00:01", "max_delay": "00:05:00"}',
+                                'OX322');
     INSERT INTO ocx.command_handlers AS h (command_type, handler, max_attempts, base_delay, max_delay,
                                            handler_role)
-        VALUES (_define_command_handler.command_type, _define_command_handler.handler, attempts, base, maxd,
-                ocx._caller())
+        VALUES (_define_command_handler.command_type, _define_command_handler.handler,
+                (policy ->> 'max_attempts')::integer, (policy ->> 'base_delay')::interval,
+                (policy ->> 'max_delay')::interval, ocx._caller())
         ON CONFLICT ON CONSTRAINT command_handlers_pkey DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'command type "%" already has a handler', command_type
@@ -1039,7 +1015,8 @@ BEGIN
         h.max_attempts := 5; h.base_delay := '1 second'; h.max_delay := '5 minutes';
     END IF;
     IF coalesce(retry, true) AND c.attempts < h.max_attempts THEN
-        delay := least(h.base_delay * power(2, c.attempts - 1), h.max_delay);
+        delay := ocx.retry_delay(jsonb_build_object('base_delay', h.base_delay, 'max_delay', h.max_delay),
+                                 c.attempts);
         UPDATE ocx.commands x SET status = 'pending', claimed_by = NULL, claimed_until = NULL,
                run_after = now() + delay, last_error = fail_command.error, updated_at = now()
          WHERE x.command_id = c.command_id;

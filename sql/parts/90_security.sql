@@ -146,6 +146,7 @@ BEGIN ATOMIC
                     'last_append_cursor$|wait_for$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
+        ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin')
       ) AS r(kind, pattern, grantee);

@@ -1,6 +1,6 @@
 -- pgTAP: the projection API's objects, defaults, state changes and errors.
 BEGIN;
-SELECT plan(39);
+SELECT plan(46);
 
 SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
@@ -17,6 +17,10 @@ SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection'
 SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
 SELECT has_function('ocx', 'rebuild_projection', ARRAY['text', 'boolean'], 'rebuild_projection');
 SELECT has_function('ocx', 'retry_dead_letter', ARRAY['bigint'], 'retry_dead_letter');
+SELECT has_function('ocx', 'skip_dead_letter', ARRAY['bigint'], 'skip_dead_letter');
+SELECT function_returns('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'interval', 'retry_delay(policy, attempt) returns interval');
+SELECT volatility_is('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'immutable', 'retry_delay is immutable');
+SELECT has_column('ocx', 'dead_letters', 'holds_stream', 'dead_letters.holds_stream');
 SELECT function_returns('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'boolean',
     'wait_for(projection, cursor, timeout) returns boolean');
 SELECT volatility_is('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'volatile',
@@ -44,12 +48,12 @@ SELECT results_eq($$SELECT mode, state, ocx.global_position(checkpoint), events_
     $$VALUES ('async'::text, 'running'::text, 0::bigint, 0::bigint, 0::bigint)$$,
     'a new async projection starts at the beginning of the log');
 SELECT is((SELECT retry FROM ocx.projections WHERE name = 'tap'),
-    '{"attempts": 3, "base_delay_ms": 100, "max_delay_ms": 10000, "on_exhausted": "dead_letter"}'::jsonb,
+    '{"max_attempts": 3, "base_delay": "00:00:00.1", "max_delay": "00:00:10", "on_exhausted": "dead_letter", "on_failure": "skip"}'::jsonb,
     'the default retry policy');
-SELECT lives_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', types => '{A}', retry => '{"attempts": 7}')$$,
+SELECT lives_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', types => '{A}', retry => '{"max_attempts": 7}')$$,
     'redefine it');
-SELECT results_eq($$SELECT types, (retry->>'attempts')::int, (retry->>'base_delay_ms')::int FROM ocx.projections WHERE name = 'tap'$$,
-    $$VALUES ('{A}'::text[], 7, 100)$$, 'redefinition replaces the filter and merges the policy with defaults');
+SELECT results_eq($$SELECT types, (retry->>'max_attempts')::int, (retry->>'base_delay')::interval FROM ocx.projections WHERE name = 'tap'$$,
+    $$VALUES ('{A}'::text[], 7, '100 milliseconds'::interval)$$, 'redefinition replaces the filter and merges the policy with defaults');
 SELECT is((SELECT handler FROM ocx.projections WHERE name = 'tap'), 'public.tap_h(ocx.event)',
     'the handler is stored schema-qualified');
 
@@ -75,6 +79,11 @@ SELECT throws_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', mode 
 SELECT throws_ok($$SELECT ocx.drop_projection('nope')$$, 'OX200', 'projection "nope" does not exist',
     'unknown projection');
 SELECT throws_ok($$SELECT ocx.retry_dead_letter(0)$$, 'OX220', NULL, 'unknown dead letter');
+SELECT throws_ok($$SELECT ocx.skip_dead_letter(0)$$, 'OX220', NULL, 'skip: unknown dead letter');
+SELECT throws_ok($$INSERT INTO ocx.dead_letters (projection, attempts, error, state) VALUES ('tap', 0, 'x', 'lost')$$,
+    '23514', NULL, 'dead letter states are parked, held and resolved');
+SELECT throws_ok($$SELECT ocx.define_projection('tap', 'tap_h(ocx.event)', retry => '{"max_attempts": 2, "attempts": 2}')$$,
+    'OX201', NULL, 'the old and the new spelling of a key together');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -48,9 +48,13 @@ SELECT ok(NOT (SELECT p.prosecdef FROM pg_catalog.pg_proc p
                 WHERE p.oid = 'ocx.wait_for(text, ocx.cursor, interval)'::regprocedure),
           'wait_for runs with the caller''s rights (it shows only the projections the caller may read)');
 SELECT function_privs_are('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'ocx_reader', ARRAY[]::text[]);
+-- the backoff of retry policies is arithmetic, for readers too (not an admin's retry_)
+SELECT function_privs_are('ocx', 'retry_delay', ARRAY['jsonb', 'integer'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'skip_dead_letter', ARRAY['bigint'], 'ocx_reader', ARRAY[]::text[]);
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace
-                      AND p.proname ~ '^(append|send_command|publish|poll|ack|claim_|complete_|fail_|start_saga|define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND p.proname ~ '^(append|send_command|publish|poll|ack|claim_|complete_|fail_|start_saga|define_|drop_|create_|rebuild_|pause_|resume_|retry_|skip_|snapshot|reset_)'
+                      AND p.proname <> 'retry_delay'
                       AND pg_catalog.has_function_privilege('ocx_reader', p.oid, 'EXECUTE') $$,
                 'ocx_reader can execute no writer or admin routine');
 SELECT table_privs_are('ocx', 'events', 'ocx_reader', ARRAY['SELECT']);
@@ -64,7 +68,8 @@ SELECT table_privs_are('ocx', 'events', 'ocx_writer', ARRAY['SELECT']);
 SELECT table_privs_are('ocx', 'streams', 'ocx_writer', ARRAY['SELECT']);
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace
-                      AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_)'
+                      AND p.proname ~ '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|skip_|snapshot|reset_)'
+                      AND p.proname <> 'retry_delay'
                       AND pg_catalog.has_function_privilege('ocx_writer', p.oid, 'EXECUTE') $$,
                 'ocx_writer can execute no admin routine');
 

@@ -37,7 +37,7 @@ END $$;
 
 SELECT ocx.define_projection('soak_async', 'soak.apply_async(ocx.event)',
                              types => '{Deposited,Withdrawn,Poison}', categories => '{acct}',
-                             retry => '{"attempts": 2, "base_delay_ms": 10, "max_delay_ms": 50}');
+                             retry => '{"max_attempts": 2, "base_delay": "10 milliseconds", "max_delay": "50 milliseconds"}');
 SELECT ocx.define_projection('soak_inline', 'soak.apply_inline(ocx.event)',
                              types => '{Deposited,Withdrawn}', categories => '{acct}', mode => 'inline');
 

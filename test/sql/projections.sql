@@ -47,13 +47,13 @@ SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '[1]');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"tries": 3}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"attempts": 0}');
+SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"max_attempts": 0}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"attempts": 1.5}');
+SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"max_attempts": 1.5}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"on_exhausted": "shrug"}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"base_delay_ms": 500, "max_delay_ms": 10}');
+SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', retry => '{"base_delay": "500 milliseconds", "max_delay": "10 milliseconds"}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', reset => 'pj_bad_handler(int)');
 \echo :LAST_ERROR_SQLSTATE
@@ -74,7 +74,7 @@ SELECT count(*) FROM ocx.projections WHERE name LIKE 'pj%';
 -- an async projection: past and new events, in log order, exactly once
 SELECT ocx.append_event('pja-1', NULL, 'Added', '{"n": 1}');
 SELECT ocx.define_projection('pj', 'pj_handler(ocx.event)', categories => '{pja}',
-                             retry => '{"attempts": 2, "base_delay_ms": 10, "max_delay_ms": 20}',
+                             retry => '{"max_attempts": 2, "base_delay": "10 milliseconds", "max_delay": "20 milliseconds"}',
                              reset => 'pj_reset()');
 SELECT ocx.append('pja-1', 1, '[{"type": "Added", "data": {"n": 2}}, {"type": "Added", "data": {"n": 3}}]');
 SELECT ocx.append_event('pjb-1', NULL, 'Added', '{"n": 99}');  -- another category
@@ -143,7 +143,7 @@ BEGIN
     INSERT INTO pj_stop_model VALUES (e.global_position);
 END $$;
 SELECT ocx.define_projection('pj_stop', 'pj_stop_handler(ocx.event)', categories => '{pjs}',
-                             retry => '{"attempts": 1, "on_exhausted": "stop"}');
+                             retry => '{"max_attempts": 1, "on_exhausted": "stop"}');
 SELECT ocx.append('pjs-1', NULL, '[{"type": "Ok", "data": {}}, {"type": "Bad", "data": {}}, {"type": "Ok", "data": {}}]');
 SELECT pj_wait('pj_stop');
 SELECT state, events_applied, lag_events, dead_letters, regexp_replace(last_error, '\d+', 'N') AS last_error

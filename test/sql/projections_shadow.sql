@@ -113,7 +113,7 @@ BEGIN
     ON CONFLICT (stream_id) DO UPDATE SET n = t.n + 1;
 END $$;
 SELECT ocx.define_projection('bg', 'bg_qualified(ocx.event)', categories => '{bg}', tables => '{bg_totals}',
-                             retry => '{"attempts": 1}');
+                             retry => '{"max_attempts": 1}');
 SELECT ocx.rebuild_projection('bg', shadow => true);
 SELECT bg_wait('bg');
 SELECT last_error FROM ocx.projections WHERE name = 'bg';

@@ -17,7 +17,7 @@ END $$;
 ALTER FUNCTION leak_handler(ocx.event) OWNER TO ocx_regress_leak_admin;
 SET ROLE ocx_regress_leak_admin;
 SELECT ocx.define_projection('leak_proj', 'leak_handler(ocx.event)', categories => '{acme.leak}',
-                             retry => '{"attempts": 1000, "base_delay_ms": 60000, "max_delay_ms": 60000}');
+                             retry => '{"max_attempts": 1000, "base_delay": "1 minute", "max_delay": "1 minute"}');
 RESET ROLE;
 
 SET ROLE ocx_regress_leak_writer;

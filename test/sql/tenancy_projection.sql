@@ -38,7 +38,7 @@ CREATE TEMP TABLE before AS SELECT name, value FROM ocx.stats WHERE kind = 'coun
 
 SET ROLE ocx_regress_tp_admin;
 SELECT ocx.define_projection('tp_async', 'tp_handler(ocx.event)', categories => '{tnp}',
-                             retry => '{"attempts": 1}');
+                             retry => '{"max_attempts": 1}');
 RESET ROLE;
 
 SET ROLE ocx_regress_tp_writer;

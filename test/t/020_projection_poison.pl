@@ -33,7 +33,7 @@ CREATE FUNCTION gone(e ocx.event) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO public.gone_model VALUES (e.global_position) $$;
 SELECT ocx.define_projection('good', 'good(ocx.event)');
 SELECT ocx.define_projection('picky', 'picky(ocx.event)',
-    retry => '{"attempts": 3, "base_delay_ms": 1000, "max_delay_ms": 2000}');
+    retry => '{"max_attempts": 3, "base_delay": "1 second", "max_delay": "2 seconds"}');
 SELECT ocx.define_projection('gone', 'gone(ocx.event)');
 DROP FUNCTION gone(ocx.event);
 });

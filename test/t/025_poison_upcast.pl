@@ -26,7 +26,7 @@ CREATE FUNCTION other_events(e ocx.event) RETURNS void LANGUAGE sql
 SELECT ocx.define_event_type('U', 2);
 SELECT ocx.define_upcaster('U', 1, spec => '{"op":"cast","path":"n","to":"integer"}');
 SELECT ocx.define_projection('everything', 'all_events(ocx.event)',
-    retry => '{"attempts": 2, "base_delay_ms": 100, "max_delay_ms": 200}');
+    retry => '{"max_attempts": 2, "base_delay": "100 milliseconds", "max_delay": "200 milliseconds"}');
 SELECT ocx.define_projection('others', 'other_events(ocx.event)', types => ARRAY['Other']);
 });
 

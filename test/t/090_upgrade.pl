@@ -91,6 +91,12 @@ SELECT ocx.append('acct-1', 0, '[{"type": "Opened", "data": {"owner": "ann"}},
                                  {"type": "Deposited", "data": {"amount": 100}}]')});
 for my $v (@versions[1 .. $#versions]) {
     $node->safe_psql('upgraded', "ALTER EXTENSION ocx UPDATE TO '$v'");
+    next unless $v eq '0.2.0';
+    # a projection whose retry policy is stored in the 0.2.0 keys
+    $node->safe_psql('upgraded', q{
+CREATE FUNCTION public.upg_handler(e ocx.event) RETURNS void LANGUAGE sql AS 'SELECT';
+SELECT ocx.define_projection('upg', 'public.upg_handler(ocx.event)',
+    retry => '{"attempts": 7, "base_delay_ms": 250, "max_delay_ms": 5000, "on_exhausted": "stop"}')});
 }
 is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'ocx'}),
    $current, "updated step by step from $first to $current");
@@ -103,6 +109,9 @@ if ($got ne $want) {
 }
 ok($got eq $want, 'the upgraded extension equals a fresh install, object by object');
 
+is($node->safe_psql('upgraded', q{SELECT retry FROM ocx.projections WHERE name = 'upg'}),
+   '{"max_delay": "00:00:05", "base_delay": "00:00:00.25", "on_failure": "skip", "max_attempts": 7, "on_exhausted": "stop"}',
+   'a stored retry policy is rewritten into the one shape');
 is($node->safe_psql('upgraded', q{SELECT string_agg(type, ',' ORDER BY stream_version) FROM ocx.read_stream('acct-1')}),
    'Opened,Deposited', 'events appended before the upgrade are read after it');
 is($node->safe_psql('upgraded', q{SELECT ocx.append_event('acct-1', 2, 'Deposited', '{"amount": 5}')}),

@@ -186,7 +186,7 @@ SELECT ocx.define_event_type('ProbeOld', 2);
 SELECT ocx.define_upcaster('ProbeOld', 1, 'public.probe_up(jsonb)'::regprocedure);
 SELECT ocx.define_aggregate('probe', 'public.probe_apply(jsonb, ocx.event)');
 SELECT ocx.define_projection('probe_async', 'public.probe_async(ocx.event)', types => '{ProbeAsync,ProbeFail}',
-                             retry => '{"attempts": 1}', reset => 'public.probe_reset()');
+                             retry => '{"max_attempts": 1}', reset => 'public.probe_reset()');
 SELECT ocx.define_projection('probe_inline', 'public.probe_inline(ocx.event)', types => '{ProbeInline}',
                              mode => 'inline');
 SELECT ocx.define_command_handler('probe.Cmd', 'public.probe_cmd(ocx.command)');

@@ -192,6 +192,7 @@ sub gen_jsonb {
 	return q_lit('[' . join(',', map { rand_cloudevent() } 1 .. int(rand(3))) . ']') . '::jsonb' if $r < 0.72;
 	return q_lit(pick(
 		'{"attempts": 3, "base_delay_ms": 10}', '{"attempts": -1}', '{"on_exhausted": "stop"}',
+		'{"max_attempts": 3, "base_delay": "10 ms", "on_failure": "park_stream"}', '{"base_delay": 5}',
 		'{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}',
 		'{"type": "nope"}', '{"$ref": "#"}',
 		'{"Evt": {"n": {"add": "$.data.n"}}}', '{"Evt": {"set": 1}}',

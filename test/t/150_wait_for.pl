@@ -151,7 +151,7 @@ BEGIN
     PERFORM ocx.wait_for('waiter', e.cursor, '10s');
 END $$;
 SELECT ocx.define_projection('waiter', 'waiting_handler(ocx.event)', categories => '{wt}',
-                             retry => '{"attempts": 1}');
+                             retry => '{"max_attempts": 1}');
 SELECT ocx.append_event('wt-1', NULL, 'Fast', '{}');
 });
 ok($node->poll_query_until('postgres', q{

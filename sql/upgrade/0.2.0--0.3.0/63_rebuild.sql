@@ -334,7 +334,7 @@ BEGIN
     END LOOP;
     PERFORM ocx._execute_as_author(owner, stmts || format('DROP SCHEMA %I', p.shadow_schema));
     -- every event up to the shadow checkpoint is in the new tables
-    DELETE FROM ocx.dead_letters d WHERE d.projection = p.name AND d.state = 'parked';
+    DELETE FROM ocx.dead_letters d WHERE d.projection = p.name AND d.state IN ('parked', 'held');
     UPDATE ocx.projections
        SET checkpoint_txid = p.shadow_checkpoint_txid, checkpoint_position = p.shadow_checkpoint_position,
            checkpoint_time = (SELECT e.time FROM ocx.events e WHERE e.global_position = p.shadow_checkpoint_position),

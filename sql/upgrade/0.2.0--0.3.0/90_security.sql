@@ -140,6 +140,11 @@ BEGIN
             HINT = 'Define it as async to split it into partitions.';
     END IF;
     policy := ocx._projection_retry(retry);
+    IF mode = 'inline' AND policy ->> 'on_failure' = 'park_stream' THEN
+        RAISE EXCEPTION 'an inline projection cannot park streams' USING ERRCODE = 'OX201',
+            DETAIL = 'Appends apply an inline projection at once: they cannot hold back the events of a stream.',
+            HINT = 'Use "on_failure": "skip", or define it as async.';
+    END IF;
     PERFORM ocx._require_workers('ocx.define_projection()');
 
     -- another number of partitions: every partition starts where the
@@ -363,10 +368,7 @@ CREATE OR REPLACE FUNCTION ocx._define_command_handler(command_type text, handle
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    attempts    integer := 5;
-    base        interval := '1 second';
-    maxd        interval := '5 minutes';
-    k           text;
+    policy      jsonb;
     nargs       integer;
     argtype     oid;
     rettype     oid;
@@ -390,35 +392,14 @@ BEGIN
                 USING ERRCODE = '42501', DETAIL = 'It will run as you, the role that defines it.';
         END IF;
     END IF;
-    IF retry IS NOT NULL THEN
-        IF jsonb_typeof(retry) <> 'object' THEN
-            RAISE EXCEPTION 'retry must be a JSON object' USING ERRCODE = 'OX322';
-        END IF;
-        FOR k IN SELECT jsonb_object_keys(retry) LOOP
-            IF k NOT IN ('max_attempts', 'base_delay', 'max_delay') THEN
-                RAISE EXCEPTION 'unknown key "%" in retry', k
-                    USING ERRCODE = 'OX322', HINT = 'The keys are max_attempts, base_delay and max_delay.';
-            END IF;
-        END LOOP;
-        BEGIN
-            attempts := coalesce((retry->>'max_attempts')::integer, attempts);
-            base := coalesce((retry->>'base_delay')::interval, base);
-            maxd := coalesce((retry->>'max_delay')::interval, maxd);
-        EXCEPTION WHEN data_exception THEN
-            RAISE EXCEPTION 'invalid retry policy: %', SQLERRM
-                USING ERRCODE = 'OX322',
-                      HINT = 'Use {"max_attempts": 5, "base_delay": "1 second", "max_delay": "5 minutes"}.';
-        END;
-        IF attempts < 1 OR attempts > 1000 OR base < '0'::interval OR maxd < base THEN
-            RAISE EXCEPTION 'invalid retry policy'
-                USING ERRCODE = 'OX322',
-                      DETAIL = 'max_attempts must be 1 to 1000 and 0 <= base_delay <= max_delay.';
-        END IF;
-    END IF;
+    -- the one policy shape and its checks (sql/parts/40_projections.sql)
+    policy := ocx._retry_policy(retry, '{"max_attempts": 5, "base_delay": "00:00:01", "max_delay": "00:05:00"}',
+                                'OX322');
     INSERT INTO ocx.command_handlers AS h (command_type, handler, max_attempts, base_delay, max_delay,
                                            handler_role)
-        VALUES (_define_command_handler.command_type, _define_command_handler.handler, attempts, base, maxd,
-                ocx._caller())
+        VALUES (_define_command_handler.command_type, _define_command_handler.handler,
+                (policy ->> 'max_attempts')::integer, (policy ->> 'base_delay')::interval,
+                (policy ->> 'max_delay')::interval, ocx._caller())
         ON CONFLICT ON CONSTRAINT command_handlers_pkey DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'command type "%" already has a handler', command_type
@@ -638,7 +619,8 @@ BEGIN
         PERFORM ocx._call_as_author(p.reset, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)));
     END IF;
     DELETE FROM ocx.dead_letters d
-     WHERE d.projection OPERATOR(pg_catalog.=) p.name AND d.state OPERATOR(pg_catalog.=) 'parked';
+     WHERE d.projection OPERATOR(pg_catalog.=) p.name
+       AND d.state OPERATOR(pg_catalog.=) ANY ('{parked,held}'::pg_catalog.text[]);
     UPDATE ocx.projections
        SET state = 'rebuilding', checkpoint_txid = '0', checkpoint_position = 0, checkpoint_time = NULL,
            events_applied = 0, failing_position = NULL, failing_attempts = 0, retry_at = NULL,
@@ -662,31 +644,18 @@ CREATE OR REPLACE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d ocx.dead_letters;
-    p ocx.projections;
-    e ocx.event;
+    d ocx.dead_letters := ocx._parked_dead_letter(id);
+    p ocx.projections := ocx._projection_row(d.projection);
 BEGIN
-    SELECT * INTO d FROM ocx.dead_letters dl
-     WHERE dl.id OPERATOR(pg_catalog.=) retry_dead_letter.id FOR UPDATE;
-    IF NOT FOUND OR d.state OPERATOR(pg_catalog.<>) 'parked'
-       OR d.kind OPERATOR(pg_catalog.<>) 'projection' THEN
-        RAISE EXCEPTION 'no parked projection dead letter with id %', coalesce(id::pg_catalog.text, 'NULL')
-            USING ERRCODE = 'OX220',
-            HINT = 'SELECT id FROM ocx.dead_letters WHERE state = ''parked'' lists the ones you can retry.';
-    END IF;
-    p := ocx._projection_row(d.projection);
-    -- the event is the first in log order after (txid, position - 1)
-    SELECT * INTO e FROM ocx.read_all(ocx.cursor(d.txid, d.global_position OPERATOR(pg_catalog.-) 1), 1) r;
-    IF e.global_position IS NULL OR e.global_position OPERATOR(pg_catalog.<>) d.global_position THEN
-        RAISE EXCEPTION 'the event of dead letter % is not readable', id USING ERRCODE = 'OX220';
-    END IF;
-    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)), e);
+    PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
+                                ocx._dead_letter_event(d));
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()
      WHERE dl.id OPERATOR(pg_catalog.=) d.id;
+    PERFORM ocx._release_held(p, d.stream_id);
 END;
 $$;
 COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
-    'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success';
+    'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success, then applies the events of its stream held back behind it (on_failure park_stream)';
 
 CREATE OR REPLACE FUNCTION ocx.send_command(type text, data jsonb, correlation_id uuid DEFAULT NULL,
                                  causation_id uuid DEFAULT NULL, command_id uuid DEFAULT NULL,
@@ -809,6 +778,7 @@ BEGIN ATOMIC
                     'last_append_cursor$|wait_for$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
+        ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin')
       ) AS r(kind, pattern, grantee);
