@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: ocx against a plain-SQL baseline in the same run, as ratios.
 # See test/bench/README.md.  BENCH_SECONDS (default 10) per pgbench run;
-# BENCH_ONLY=NN runs only test/bench/NN_*.sh.
+# BENCH_ONLY=NN runs only test/bench/NN_*.sh; BENCH_CONF='setting = value' adds
+# one line to the cluster's postgresql.conf (e.g. "ocx.horizon = 'appenders'").
 set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
 cd "$OCX_ROOT"
@@ -17,7 +18,7 @@ ocx_tmp_install "$RUN/install" || exit 1
 ocx_cluster_init "$DATA" "$RUN/sock" \
     "fsync = on" "synchronous_commit = on" "shared_buffers = 512MB" \
     "max_connections = 100" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
-    "log_min_messages = warning"
+    "log_min_messages = warning" ${BENCH_CONF:+"$BENCH_CONF"}
 ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; exit 1; }
 
 export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGBIN
@@ -29,7 +30,7 @@ mkdir -p "$(dirname "$results")"
 {
     echo "# make bench, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
-    echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); ${BENCH_SECONDS}s per pgbench run, runs alternate ocx/baseline."
+    echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, $(uname -sr), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); ${BENCH_SECONDS}s per pgbench run, runs alternate ocx/baseline.${BENCH_CONF:+ Extra setting: \`$BENCH_CONF\`.}"
     echo
     echo "| what | ocx | baseline | ratio | target | ok |"
     echo "|---|---|---|---|---|---|"
