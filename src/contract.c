@@ -7,8 +7,8 @@
  * (defcache.c) compiles it once per backend, with json-c, into the OcxSchema
  * tree below (OcxCompileSchema, registered in ocx_def_compilers), and append
  * validates each event's data against the tree in C (CheckNewEvent, set as
- * ocx_check_event_hook): no query, no json-c and no text parsing per event.  The supported subset
- * is type, required, properties, enum, minimum/maximum,
+ * ocx_check_event_hook): no query, no json-c and no text parsing per event.
+ * The supported subset is type, required, properties, enum, minimum/maximum,
  * minLength/maxLength, items and additionalProperties (docs/contracts.md);
  * any other keyword is refused at definition time, so a schema never
  * silently checks less than it says.
