@@ -111,12 +111,26 @@ extern void OcxPushString(JsonbParseState **state, const char *key, const char *
 extern void OcxPushValue(JsonbParseState **state, const char *key, JsonbValue *val);
 
 /*
- * Hooks between the log and the subsystems built on it.  Each is implemented
- * by the subsystem that owns it (contract.c, projection.c, worker.c).
+ * append.c: where the subsystems built on the log join the append path, so
+ * that the log calls none of them by name.  Each hook is set by its
+ * subsystem's Init (from _PG_init), which keeps the previous value and calls
+ * it first, as PostgreSQL's hooks are chained.
+ *
+ * ocx_check_event_hook sees every event after the log's own checks and before
+ * anything of the append is written; it may set a schema_version of 0 (left
+ * 0, append.c makes it 1) and raises to refuse the event (contract.c: the
+ * contract).  ocx_after_append_hook runs once the events are stored, in the
+ * appending transaction, and not for an idempotent retry that wrote nothing;
+ * an error there fails the append (projection.c: inline projections, and the
+ * worker's wake-up at commit).
  */
-extern int32 OcxCurrentSchemaVersion(const char *type);
-extern void OcxValidateNewEvent(OcxNewEvent *ev, int index);
-extern void OcxAfterAppend(const char *stream_id, int64 first_version, int nevents);
+typedef void (*OcxCheckEventHook) (OcxNewEvent *ev, int index);
+typedef void (*OcxAfterAppendHook) (const char *stream_id, int64 first_version,
+									int nevents);
+extern PGDLLIMPORT OcxCheckEventHook ocx_check_event_hook;
+extern PGDLLIMPORT OcxAfterAppendHook ocx_after_append_hook;
+
+extern void OcxProjectionInit(void);
 extern void OcxWorkerInit(void);
 extern void OcxShmemInit(void);
 extern void OcxWaitForInit(void);	/* waitfor.c: ocx.wait_for's waiters */

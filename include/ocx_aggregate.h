@@ -71,6 +71,22 @@ typedef struct OcxAggregateDef
 	int64		fingerprint;	/* of the apply function's body and the upcasters */
 } OcxAggregateDef;
 
+/*
+ * defcache.c keeps the compiled forms of definitions but does not compile
+ * them: it stands below the subsystems whose definitions it keeps, and each of
+ * them sets its compiler here from its Init (_PG_init), as PostgreSQL's hooks
+ * are set.  A cache built before all three are set is a bug (elog ERROR).
+ */
+typedef struct OcxDefCompilers
+{
+	OcxSchema  *(*schema) (const char *json, MemoryContext cxt);	/* contract.c */
+	OcxUpcaster *(*upcaster) (Oid transform, const char *spec,
+							  MemoryContext cxt);	/* upcast.c */
+	OcxReducer *(*reducer) (const char *json, MemoryContext cxt);	/* reducer.c */
+} OcxDefCompilers;
+
+extern PGDLLIMPORT OcxDefCompilers ocx_def_compilers;
+
 /* defcache.c */
 extern bool OcxFunctionHasSignature(Oid fn, int nargs, const Oid *argtypes, Oid rettype);
 extern void OcxDefCachePin(void);
@@ -80,17 +96,20 @@ extern OcxAggregateDef *OcxLookupAggregate(const char *name, int len);
 extern bool OcxAnyUpcasting(void);
 
 /* contract.c */
+extern void OcxContractInit(void);
 extern OcxSchema *OcxCompileSchema(const char *json, MemoryContext cxt);
 extern void OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type,
 							int32 version, int index);
 
 /* upcast.c */
+extern void OcxUpcastInit(void);
 extern OcxUpcaster *OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt);
 extern int32 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version);
 extern Jsonb *OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data);
 extern Datum OcxUpcastEvent(Datum event);
 
 /* reducer.c */
+extern void OcxReducerInit(void);
 extern OcxReducer *OcxCompileReducer(const char *json, MemoryContext cxt);
 typedef struct OcxFold OcxFold;
 extern OcxFold *OcxFoldBegin(OcxReducer *reducer, Jsonb *state);

@@ -27,6 +27,12 @@
  * SPI plans are prepared once per backend and kept; the plan cache replans
  * them when the tables change (DROP/CREATE EXTENSION included), and every
  * name in them is schema-qualified.
+ *
+ * The log is the ground floor: the subsystems built on it join the append
+ * through two hooks that their Inits set (ocx.h), ocx_check_event_hook for
+ * each event before anything is written (the contract) and
+ * ocx_after_append_hook after the insert in the same transaction (inline
+ * projections, the worker's wake-up), and this file calls none of them.
  */
 #include "ocx.h"
 #include "ocx_errors.h"
@@ -66,6 +72,10 @@ PG_FUNCTION_INFO_V1(ocx_stream_arg);
 PG_FUNCTION_INFO_V1(ocx_count_arg);
 PG_FUNCTION_INFO_V1(ocx_version_arg);
 PG_FUNCTION_INFO_V1(ocx_last_append_cursor);
+
+/* set by the subsystems' Inits, chained (ocx.h) */
+OcxCheckEventHook ocx_check_event_hook = NULL;
+OcxAfterAppendHook ocx_after_append_hook = NULL;
 
 #define OCX_MAX_STREAM_ID_LEN	1024
 #define OCX_MAX_TYPE_LEN		256
@@ -558,7 +568,7 @@ OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
 }
 
 /*
- * Defaults from the settings, the type's contract, and the size limit: what
+ * Defaults from the settings, the size limit, and the type's contract: what
  * every event gets whichever way it came in.
  */
 void
@@ -602,9 +612,6 @@ OcxFinishEvent(OcxNewEvent *ev, int index)
 			ev->metadata = OcxJsonbSetKey(ev->metadata, "traceparent", &tv);
 		}
 	}
-	if (ev->schema_version == 0)
-		ev->schema_version = OcxCurrentSchemaVersion(ev->type);
-
 	size = VARSIZE(ev->data) + VARSIZE(ev->metadata);
 	if (size > (Size) ocx_max_event_size)
 		ereport(ERROR,
@@ -614,7 +621,11 @@ OcxFinishEvent(OcxNewEvent *ev, int index)
 						   size, ocx_max_event_size),
 				 errhint("Store large payloads elsewhere and put a reference in the event.")));
 
-	OcxValidateNewEvent(ev, index);
+	/* the subsystems' checks (contract.c: the type's contract) */
+	if (ocx_check_event_hook)
+		ocx_check_event_hook(ev, index);
+	if (ev->schema_version == 0)
+		ev->schema_version = 1;
 }
 
 static void
@@ -1350,7 +1361,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		SPI_finish();
 		RememberAppend(OcxLogTxid(), position, true);
 		CountWritten(events, 1);
-		OcxAfterAppend(sid, new_version, 1);
+		if (ocx_after_append_hook)
+			ocx_after_append_hook(sid, new_version, 1);
 		return new_version;
 	}
 
@@ -1380,7 +1392,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	RememberAppend(OcxLogTxid(), position, true);
 
 	CountWritten(events, n);
-	OcxAfterAppend(sid, new_version - n + 1, n);
+	if (ocx_after_append_hook)
+		ocx_after_append_hook(sid, new_version - n + 1, n);
 	return new_version;
 }
 

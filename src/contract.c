@@ -5,9 +5,10 @@
  *
  * ocx.define_event_type stores a JSON Schema; the definition cache
  * (defcache.c) compiles it once per backend, with json-c, into the OcxSchema
- * tree below, and append validates each event's data against the tree in C:
- * no query, no json-c and no text parsing per event.  The supported subset
- * is type, required, properties, enum, minimum/maximum,
+ * tree below (OcxCompileSchema, registered in ocx_def_compilers), and append
+ * validates each event's data against the tree in C (CheckNewEvent, set as
+ * ocx_check_event_hook): no query, no json-c and no text parsing per event.
+ * The supported subset is type, required, properties, enum, minimum/maximum,
  * minLength/maxLength, items and additionalProperties (docs/contracts.md);
  * any other keyword is refused at definition time, so a schema never
  * silently checks less than it says.
@@ -27,10 +28,7 @@
 #include "utils/numeric.h"
 
 #undef json_object
-#include <json-c/json.h>
-
-json_object *OcxParseJsonC(const char *json, int errcode, const char *what);
-
+#include "ocx_jsonc.h"
 
 PG_FUNCTION_INFO_V1(ocx_check_schema);
 
@@ -262,56 +260,6 @@ CompileNode(json_object *o, const char *path)
 		}
 	}
 	return s;
-}
-
-/*
- * Parse JSON text with json-c; the caller owns (and must put) the result.
- * errcode is raised on malformed text.
- */
-json_object *
-OcxParseJsonC(const char *json, int code, const char *what)
-{
-	enum json_tokener_error err;
-	json_tokener *tok;
-	json_object *o;
-	size_t		len = strlen(json);
-
-	/* bounds first: a definition never costs more than they allow */
-	if (len > OCX_MAX_DEFINITION_SIZE)
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
-				 errmsg("JSON of %s is too large", what),
-				 errdetail("It takes %zu bytes as JSON text; the limit is %d bytes.",
-						   len, OCX_MAX_DEFINITION_SIZE),
-				 errhint("Split the definition or simplify it.")));
-	tok = json_tokener_new_ex(OCX_MAX_DEFINITION_DEPTH);
-	if (tok == NULL)
-		elog(ERROR, "ocx: out of memory in json_tokener_new_ex");
-	o = json_tokener_parse_ex(tok, json, (int) len);
-	err = json_tokener_get_error(tok);
-	if (err == json_tokener_continue)
-		err = json_tokener_error_parse_eof;
-	json_tokener_free(tok);
-	if (err == json_tokener_error_depth)
-	{
-		if (o != NULL)
-			json_object_put(o);
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
-				 errmsg("JSON of %s is nested too deeply", what),
-				 errdetail("JSON nesting is limited to %d levels.", OCX_MAX_DEFINITION_DEPTH),
-				 errhint("Flatten the definition.")));
-	}
-	if (err != json_tokener_success)
-	{
-		if (o != NULL)
-			json_object_put(o);
-		ereport(ERROR,
-				(errcode(code),
-				 errmsg("could not parse %s", what),
-				 errdetail("%s.", json_tokener_error_desc(err))));
-	}
-	return o;
 }
 
 /* Compile a JSON Schema text into cxt; raises OX111 when it is not valid. */
@@ -594,27 +542,28 @@ OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type, int32 version,
 	pfree(v.path.data);
 }
 
-/* The current schema version of type (1 when the type is not registered). */
-int32
-OcxCurrentSchemaVersion(const char *type)
-{
-	OcxEventTypeDef *def = OcxLookupEventType(type, strlen(type));
-
-	return def ? def->schema_version : 1;
-}
+static OcxCheckEventHook prev_check_event_hook = NULL;
 
 /*
- * Raise an ocx error if ev breaks its type's contract.  Events written at an
+ * ocx_check_event_hook: an event with no schema version (0) gets its type's
+ * current one (append.c makes it 1 when the type has no contract), and an
+ * ocx error is raised if ev breaks its type's contract.  Events written at an
  * older schema version (by producers not yet upgraded) are stored as they
  * are and upcast on read; a version newer than the contract is refused.
  */
-void
-OcxValidateNewEvent(OcxNewEvent *ev, int index)
+static void
+CheckNewEvent(OcxNewEvent *ev, int index)
 {
-	OcxEventTypeDef *def = OcxLookupEventType(ev->type, strlen(ev->type));
+	OcxEventTypeDef *def;
 
+	if (prev_check_event_hook)
+		prev_check_event_hook(ev, index);
+
+	def = OcxLookupEventType(ev->type, strlen(ev->type));
 	if (def == NULL)
 		return;
+	if (ev->schema_version == 0)
+		ev->schema_version = def->schema_version;
 	if (ev->schema_version > def->schema_version)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_CONTRACT_VIOLATION),
@@ -644,4 +593,13 @@ ocx_check_schema(PG_FUNCTION_ARGS)
 	OcxCompileSchema(text, cxt);
 	MemoryContextDelete(cxt);
 	PG_RETURN_VOID();
+}
+
+/* _PG_init: the definition cache compiles schemas, append checks events here. */
+void
+OcxContractInit(void)
+{
+	ocx_def_compilers.schema = OcxCompileSchema;
+	prev_check_event_hook = ocx_check_event_hook;
+	ocx_check_event_hook = CheckNewEvent;
 }

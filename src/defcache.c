@@ -7,6 +7,9 @@
  * The first use in a backend reads the three (small) definition tables with
  * SPI, compiles the declarative parts (JSON Schemas, upcaster specs, reducer
  * rules) and keeps the result in a memory context under CacheMemoryContext.
+ * The compilers belong to contract.c, upcast.c and reducer.c, which use this
+ * cache: each registers its own in ocx_def_compilers at _PG_init, so this
+ * file calls none of theirs by name.
  *
  * Invalidation: a statement trigger on each definition table calls
  * CacheInvalidateRelcacheByRelid, and our relcache callback marks the cache
@@ -60,6 +63,9 @@ static int	pin_count = 0;
 static uint64 inval_count = 0;	/* invalidations seen, to detect one during a build */
 static uint64 build_count = 0;	/* caches built: lookups remembered per build */
 static bool callbacks_registered = false;
+
+/* How to compile each kind of definition (set by its owner, ocx_aggregate.h) */
+OcxDefCompilers ocx_def_compilers = {NULL, NULL, NULL};
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
 static void
@@ -238,19 +244,19 @@ TryCompile(CompileFn fn, const char *text, MemoryContext cxt, void *arg, char **
 static void *
 CompileSchemaFn(const char *text, MemoryContext cxt, void *arg)
 {
-	return OcxCompileSchema(text, cxt);
+	return ocx_def_compilers.schema(text, cxt);
 }
 
 static void *
 CompileUpcasterFn(const char *text, MemoryContext cxt, void *arg)
 {
-	return OcxCompileUpcaster(InvalidOid, text, cxt);
+	return ocx_def_compilers.upcaster(InvalidOid, text, cxt);
 }
 
 static void *
 CompileReducerFn(const char *text, MemoryContext cxt, void *arg)
 {
-	return OcxCompileReducer(text, cxt);
+	return ocx_def_compilers.reducer(text, cxt);
 }
 
 /* A string-keyed hash table in cxt, so that it goes with the cache. */
@@ -284,6 +290,11 @@ BuildCache(void)
 	uint64		r;
 	uint64		start_count;
 	Oid			event_typid;
+
+	/* set by contract.c, upcast.c and reducer.c from _PG_init */
+	if (ocx_def_compilers.schema == NULL || ocx_def_compilers.upcaster == NULL ||
+		ocx_def_compilers.reducer == NULL)
+		elog(ERROR, "ocx: definition cache built before its compilers were registered");
 
 	RegisterCallbacks();
 	start_count = inval_count;
@@ -364,7 +375,7 @@ BuildCache(void)
 				def->nupcasters = n;
 			}
 			if (OidIsValid(transform))
-				up = OcxCompileUpcaster(transform, NULL, cxt);
+				up = ocx_def_compilers.upcaster(transform, NULL, cxt);
 			else
 			{
 				char	   *error;

@@ -1,17 +1,22 @@
 /*
  * jsonutil.c
- *		Small helpers over PostgreSQL's jsonb API, UUID and timestamp parsing.
+ *		Small helpers over PostgreSQL's jsonb API, UUID and timestamp parsing,
+ *		and the json-c parse that the compilers of definitions share.
  *
- * The parsers here return false instead of raising, so that callers can raise
- * an ocx error that names the offending field (the datatype input functions
- * would raise 22P02/22007 with no context, and catching those needs a
- * subtransaction).
+ * The parsers of UUIDs and timestamps return false instead of raising, so that
+ * callers can raise an ocx error that names the offending field (the datatype
+ * input functions would raise 22P02/22007 with no context, and catching those
+ * needs a subtransaction).
  */
 #include "ocx.h"
+#include "ocx_aggregate.h"
+#include "ocx_errors.h"
 
 #include <ctype.h>
 
 #include "utils/datetime.h"
+
+#include "ocx_jsonc.h"
 
 /* Hex value of c, or -1. */
 static int
@@ -297,4 +302,54 @@ OcxPushString(JsonbParseState **state, const char *key, const char *val)
 	v.val.string.val = (char *) val;
 	v.val.string.len = strlen(val);
 	OcxPushValue(state, key, &v);
+}
+
+/*
+ * Parse the JSON text of a definition with json-c; the caller owns (and must
+ * put) the result.  code is raised on malformed text.
+ */
+json_object *
+OcxParseJsonC(const char *json, int code, const char *what)
+{
+	enum json_tokener_error err;
+	json_tokener *tok;
+	json_object *o;
+	size_t		len = strlen(json);
+
+	/* bounds first: a definition never costs more than they allow */
+	if (len > OCX_MAX_DEFINITION_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
+				 errmsg("JSON of %s is too large", what),
+				 errdetail("It takes %zu bytes as JSON text; the limit is %d bytes.",
+						   len, OCX_MAX_DEFINITION_SIZE),
+				 errhint("Split the definition or simplify it.")));
+	tok = json_tokener_new_ex(OCX_MAX_DEFINITION_DEPTH);
+	if (tok == NULL)
+		elog(ERROR, "ocx: out of memory in json_tokener_new_ex");
+	o = json_tokener_parse_ex(tok, json, (int) len);
+	err = json_tokener_get_error(tok);
+	if (err == json_tokener_continue)
+		err = json_tokener_error_parse_eof;
+	json_tokener_free(tok);
+	if (err == json_tokener_error_depth)
+	{
+		if (o != NULL)
+			json_object_put(o);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_DEFINITION_OUT_OF_BOUNDS),
+				 errmsg("JSON of %s is nested too deeply", what),
+				 errdetail("JSON nesting is limited to %d levels.", OCX_MAX_DEFINITION_DEPTH),
+				 errhint("Flatten the definition.")));
+	}
+	if (err != json_tokener_success)
+	{
+		if (o != NULL)
+			json_object_put(o);
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("could not parse %s", what),
+				 errdetail("%s.", json_tokener_error_desc(err))));
+	}
+	return o;
 }

@@ -2,12 +2,17 @@
  * ocx.c
  *		Module entry point: _PG_init calls each subsystem's Init.
  *
+ * The lower files call nothing of the subsystems above them: the subsystems
+ * register what those files need here, through their Inits (the definition
+ * cache's compilers, the append path's hooks; ocx.h, ocx_aggregate.h).
+ *
  * Everything that does not need a background worker works when the library is
  * loaded on first use; the workers and shared memory need
  * shared_preload_libraries = 'ocx' (OcxWorkerInit and OcxShmemInit check
  * process_shared_preload_libraries_in_progress themselves).
  */
 #include "ocx.h"
+#include "ocx_aggregate.h"
 #include "ocx_bus.h"
 
 #include "utils/guc.h"
@@ -20,6 +25,11 @@ void
 _PG_init(void)
 {
 	OcxGucInit();
+	/* the compilers of definitions and the hooks of the append path */
+	OcxContractInit();
+	OcxUpcastInit();
+	OcxReducerInit();
+	OcxProjectionInit();
 	OcxBusInit();
 	OcxShmemInit();
 	OcxWaitForInit();

@@ -30,8 +30,9 @@
  * the projection's row lock, as a batch does, so a batch never holds back an
  * event while they release its stream.
  *
- * Inline projections run in the appending transaction (OcxAfterAppend): an
- * error in their handler fails the append.  A new or rebuilt inline
+ * Inline projections run in the appending transaction (AfterAppend, the
+ * ocx_after_append_hook that OcxProjectionInit sets): an error in their
+ * handler fails the append.  A new or rebuilt inline
  * projection first catches up in the worker (state "rebuilding"); the worker
  * switches it to "running" while holding a SHARE lock on ocx.streams, which
  * no append can hold concurrently, and only when no event is left beyond its
@@ -1573,12 +1574,15 @@ LoadInlineProjections(void)
 	MemoryContextSwitchTo(old);
 }
 
+static OcxAfterAppendHook prev_after_append_hook = NULL;
+
 /*
- * Called by append after a batch is stored, in the appending transaction:
- * run the inline projections on the new events and wake the worker at commit.
+ * ocx_after_append_hook: after append stored a batch, in the appending
+ * transaction, run the inline projections on the new events and wake the
+ * worker at commit.
  */
-void
-OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
+static void
+AfterAppend(const char *stream_id, int64 first_version, int nevents)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -1587,6 +1591,8 @@ OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 	uint64		i;
 	int			j;
 
+	if (prev_after_append_hook)
+		prev_after_append_hook(stream_id, first_version, nevents);
 	OcxWakeWorkerAtCommit();
 	if (inline_valid && n_inline == 0)
 		return;
@@ -1653,4 +1659,12 @@ OcxAfterAppend(const char *stream_id, int64 first_version, int nevents)
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
+}
+
+/* _PG_init: inline projections run in the append. */
+void
+OcxProjectionInit(void)
+{
+	prev_after_append_hook = ocx_after_append_hook;
+	ocx_after_append_hook = AfterAppend;
 }

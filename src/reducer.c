@@ -28,10 +28,7 @@
 #include "utils/numeric.h"
 
 #undef json_object
-#include <json-c/json.h>
-
-extern json_object *OcxParseJsonC(const char *json, int errcode, const char *what);
-
+#include "ocx_jsonc.h"
 
 PG_FUNCTION_INFO_V1(ocx_check_reducer);
 
@@ -915,4 +912,11 @@ ocx_check_reducer(PG_FUNCTION_ARGS)
 	OcxCompileReducer(text, cxt);
 	MemoryContextDelete(cxt);
 	PG_RETURN_VOID();
+}
+
+/* _PG_init: the definition cache compiles reducer rules here. */
+void
+OcxReducerInit(void)
+{
+	ocx_def_compilers.reducer = OcxCompileReducer;
 }

@@ -38,10 +38,7 @@
 #include "executor/spi.h"
 
 #undef json_object
-#include <json-c/json.h>
-
-extern json_object *OcxParseJsonC(const char *json, int errcode, const char *what);
-
+#include "ocx_jsonc.h"
 
 PG_FUNCTION_INFO_V1(ocx_upcast);
 PG_FUNCTION_INFO_V1(ocx_upcast_version);
@@ -820,4 +817,11 @@ ocx_check_upcaster_spec(PG_FUNCTION_ARGS)
 	OcxCompileUpcaster(InvalidOid, text, cxt);
 	MemoryContextDelete(cxt);
 	PG_RETURN_VOID();
+}
+
+/* _PG_init: the definition cache compiles upcasters here. */
+void
+OcxUpcastInit(void)
+{
+	ocx_def_compilers.upcaster = OcxCompileUpcaster;
 }
