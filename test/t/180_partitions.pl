@@ -148,5 +148,25 @@ $node->safe_psql('postgres', q{SELECT ocx.resume_projection('part'); SELECT ocx.
 ok(caught_up(), 'unpartitioned, it goes on from there');
 is($node->safe_psql('postgres', $diff), '0', 'exactly once');
 
+# DROP DATABASE is not held up by a database's helpers
+$node->safe_psql('postgres', 'CREATE DATABASE busy');
+$node->safe_psql('busy', q{
+CREATE EXTENSION ocx;
+CREATE TABLE m (pos bigint);
+CREATE FUNCTION slow(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(0.05);
+    INSERT INTO public.m VALUES (e.global_position);
+END $$;
+SELECT ocx.define_projection('slow', 'slow(ocx.event)', partitions => 4);
+SELECT count(ocx.append_event('s-' || i, NULL, 'Tick', '{}')) FROM generate_series(1, 400) i;});
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) >= 1 FROM ocx.worker_status() WHERE datname = 'busy' AND role = 'helper' AND state = 'busy'}),
+	'database busy has a busy helper');
+my $t0 = time();
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE busy');
+is($rc, 0, 'DROP DATABASE succeeds while its helpers are busy (it needs every session gone)') or diag($err);
+cmp_ok(time() - $t0, '<', 4, 'and is not held up by them');
+
 $node->stop;
 done_testing();
