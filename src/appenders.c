@@ -55,7 +55,10 @@
 #include "storage/proc.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/tuplestore.h"
 #include "utils/snapshot.h"
 
 /* ocx.horizon */
@@ -365,4 +368,43 @@ bool
 OcxAppendersMode(void)
 {
 	return ocx_horizon == OCX_HORIZON_APPENDERS;
+}
+
+/*
+ * SQL: ocx._horizon_appenders() -- the registered appenders of this database
+ * that hold the appenders' horizon (those with an xid): pid and xid.  No rows
+ * with the snapshot horizon.  ocx.horizon_holder() names the oldest of them
+ * when ocx.horizon is 'appenders'.
+ */
+PG_FUNCTION_INFO_V1(ocx_horizon_appenders);
+
+Datum
+ocx_horizon_appenders(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!AppendersOn())
+		return (Datum) 0;
+	LWLockAcquire(Appenders->lock, LW_SHARED);
+	for (i = 0; i < Appenders->nappenders; i++)
+	{
+		OcxAppender *a = &Appenders->appenders[i];
+		PGPROC	   *proc = &ProcGlobal->allProcs[i];
+		TransactionId x;
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		if (!a->active || a->dboid != MyDatabaseId)
+			continue;
+		x = proc->xid;
+		if (!TransactionIdIsValid(x))
+			continue;
+		values[0] = Int32GetDatum(proc->pid);
+		values[1] = TransactionIdGetDatum(x);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(Appenders->lock);
+	return (Datum) 0;
 }

@@ -116,6 +116,11 @@ COMMENT ON FUNCTION ocx.log_horizon() IS
 -- and pg_prepared_xacts with their rules: every role sees the pid and the
 -- xid, the age of another role's session needs pg_read_all_stats.  One row,
 -- all NULL when no transaction holds an xid.
+CREATE FUNCTION ocx._horizon_appenders(OUT pid integer, OUT xid xid) RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'ocx_horizon_appenders';
+COMMENT ON FUNCTION ocx._horizon_appenders() IS
+    'internal: with ocx.horizon = ''appenders'', the appending transactions of this database that hold the horizon (pid, xid)';
+
 CREATE FUNCTION ocx.horizon_holder(OUT pid integer, OUT xact_age interval, OUT backend_xid xid,
                                    OUT datname name, OUT prepared_gid text)
     RETURNS record
@@ -130,14 +135,17 @@ BEGIN ATOMIC
               FROM pg_catalog.pg_stat_activity a
              WHERE a.backend_xid IS NOT NULL
                AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+               AND (pg_catalog.current_setting('ocx.horizon', true) IS DISTINCT FROM 'appenders'
+                    OR a.pid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ap.pid FROM ocx._horizon_appenders() ap)))
             UNION ALL
             SELECT NULL::integer, x.prepared, x.transaction, x.database, x.gid
-              FROM pg_catalog.pg_prepared_xacts x) h
+              FROM pg_catalog.pg_prepared_xacts x
+             WHERE pg_catalog.current_setting('ocx.horizon', true) IS DISTINCT FROM 'appenders') h
      ORDER BY pg_catalog.age(h.xid) DESC
      LIMIT 1;
 END;
 COMMENT ON FUNCTION ocx.horizon_holder() IS
-    'the transaction that holds the log horizon (the oldest running xid in the cluster): its backend pid (NULL for a prepared transaction), age, xid, database and prepared gid; all NULL when none';
+    'the transaction that holds the log horizon (the oldest running xid in the cluster; with ocx.horizon = ''appenders'', the oldest appending transaction of this database): its backend pid (NULL for a prepared transaction), age, xid, database and prepared gid; all NULL when none';
 
 -- A place in log order: a base type written "txid/global_position".
 CREATE TYPE ocx.cursor;

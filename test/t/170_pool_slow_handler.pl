@@ -91,6 +91,10 @@ is($node->safe_psql('postgres', qq{
 	SELECT query || ' | ' || (backend_xid IS NOT NULL) FROM pg_stat_activity
 	 WHERE pid = $slow_pid AND backend_type IN ('ocx worker', 'ocx worker helper')}),
 	'ocx worker: projection slow | true', 'pg_stat_activity shows it, holding an xid');
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM ocx.horizon_holder() WHERE pid = $slow_pid}), '0',
+	'it holds an xid but does not append: horizon_holder does not name it');
+is($node->safe_psql('postgres', q{SELECT pid IS NULL FROM ocx.horizon_holder()}), 't',
+	'and with no appender running, nobody holds the horizon');
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) >= 1 FROM ocx.worker_status() WHERE role = 'helper' AND state IN ('idle', 'busy')}),
 	'the launcher started a helper for the other units');
