@@ -90,7 +90,9 @@ SELECT ocx.define_projection('h', 'h(ocx.event)');
 SELECT ocx.append_event('x-1', NULL, 'X', '{}');});
 ok($node->wait_for_log(qr/no background worker slot available for a database worker/), 'no free slot: a WARNING');
 
-# DROP DATABASE while its worker is busy
+# DROP DATABASE while its worker is busy.  The time limits below are far from
+# what being held up would take: each busy database has 2000 events queued at
+# 20 ms each (40 s of work), and the worker would only let go at the end of it.
 my ($rc, $secs, $err) = timed('postgres', 'DROP DATABASE d1');
 is($rc, 0, 'DROP DATABASE succeeds while its worker is busy') or diag($err);
 cmp_ok($secs, '<', 4, sprintf('and is not held up by the worker (%.2f s)', $secs));
@@ -155,6 +157,7 @@ $node->reload;
 ok($node->poll_query_until('d3',
 	q{SELECT string_agg(datname, ',') = 'd3' FROM ocx.worker_status() WHERE state = 'running'}),
 	'ocx.databases: only d3 keeps its worker');
+# (pg_ctl waits up to 60 s; workers that ignored SIGTERM would use all of it)
 my $t0 = time();
 $node->stop('fast');
 cmp_ok(time() - $t0, '<', 10, 'a fast shutdown is not held up by the workers');
