@@ -41,21 +41,73 @@ ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; echo "0 
 export PGHOST=$SOCK PGPORT=$OCX_PORT PGUSER=postgres
 PGXS_DIR=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../.." && pwd)   # .../lib/pgxs
 
-count_regress() {   # file with pg_regress output, its exit code
-    local p f
-    p=$(grep -cE '\.\.\. +ok' "$1")
-    f=$(grep -cE '\.\.\. +FAILED' "$1")
-    if [ "${2:-0}" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+SUMMARY=""
+# Every suite's counts go through tally: it prints them, adds them up, and turns a
+# suite that ran nothing, or whose runner printed something these parsers cannot
+# read, into a counted failure with a message (never a silent 0).
+tally() {           # suite, passed, failed, [problem]
+    local suite=$1 p=$2 f=$3 problem=${4:-}
+    if [ -z "$problem" ] && [ $((p + f)) -eq 0 ]; then
+        problem="ran nothing"
+    fi
+    if [ -n "$problem" ]; then
+        echo "ocx: $suite: $problem: counted as a failure" >&2
+        f=$((f + 1))
+    fi
+    echo "== $suite: $p passed, $f failed"
+    SUMMARY="$SUMMARY  $suite: $p passed, $f failed
+"
     passed=$((passed + p)); failed=$((failed + f))
 }
 
-count_prove() {     # file with prove output, prove's exit code
-    local out=$1 rc=$2 tests fails
+# pg_regress / pg_isolation_regress: PostgreSQL 15 prints "test NAME ... ok" (or
+# "... FAILED", "... failed (ignored)"); 16 and later print TAP: "ok N - NAME" and
+# "not ok N - NAME". Either is read; one result per test file given, or it is a
+# format problem.
+count_regress() {   # suite, file with the output, exit code, number of tests given
+    local suite=$1 out=$2 rc=$3 want=$4 p f problem=""
+    p=$(grep -cE '\.\.\. +ok|^ok +[0-9]+ +- ' "$out")
+    f=$(grep -cE '\.\.\. +(FAILED|failed)|^not ok +[0-9]+ +- ' "$out")
+    if [ $((p + f)) -ne "$want" ]; then
+        problem="$want tests given, $((p + f)) results read (output format not understood?)"
+    elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        problem="exit status $rc with no test failed"
+    fi
+    tally "$suite" "$p" "$f" "$problem"
+}
+
+# prove / pg_prove: "Files=N, Tests=N, ..." and "Failed N/M subtests"; a missing
+# summary line is a format problem, a non-zero exit with nothing failed is a failure.
+count_prove() {     # suite, file with prove output, prove's exit code, files given
+    local suite=$1 out=$2 rc=$3 want=$4 files tests fails problem=""
+    files=$(sed -n 's/.*Files=\([0-9]*\), Tests=[0-9]*.*/\1/p' "$out" | tail -n1)
     tests=$(sed -n 's/.*Files=[0-9]*, Tests=\([0-9]*\).*/\1/p' "$out" | tail -n1)
     fails=$(sed -n 's/.*Failed \([0-9]*\)\/[0-9]* subtests.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
-    tests=${tests:-0}
-    if [ "$rc" -ne 0 ] && [ "$fails" -eq 0 ]; then fails=1; fi
-    passed=$((passed + tests - (fails > tests ? tests : fails))); failed=$((failed + fails))
+    if [ -z "$tests" ]; then
+        problem="no 'Files=N, Tests=N' summary in the output of prove"
+        tests=0
+    elif [ "$files" -ne "$want" ]; then
+        problem="$want files given, prove reports $files"
+    fi
+    if [ "$rc" -ne 0 ] && [ "$fails" -eq 0 ] && [ -z "$problem" ]; then
+        problem="exit status $rc with no subtest failed"
+    fi
+    tally "$suite" "$((tests - (fails > tests ? tests : fails)))" "$fails" "$problem"
+}
+
+# node --test with the TAP reporter forced (the default reporter changed in Node 23):
+# the run ends with "# pass N" and "# fail N".
+count_node() {      # file with the output, exit code
+    local out=$1 rc=$2 p f problem=""
+    p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -n1)
+    f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -n1)
+    if [ -z "$p" ] || [ -z "$f" ]; then
+        problem="no '# pass N' / '# fail N' in the TAP output of node --test"
+        p=${p:-0}; f=${f:-0}
+    elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        problem="exit status $rc with no test failed"
+    fi
+    tally node "$p" "$f" "$problem"
 }
 
 has() { case ",$SUITES," in *",$1,"*) return 0;; esac; return 1; }
@@ -67,7 +119,7 @@ if has regress && ls test/sql/*.sql >/dev/null 2>&1; then
     "$PGXS_DIR/src/test/regress/pg_regress" --inputdir=test --outputdir=. \
         --bindir="$PGBIN" --dbname=contrib_regression --load-extension=ocx \
         $tests 2>&1 | tee "$RUN/regress.out"
-    count_regress "$RUN/regress.out" "${PIPESTATUS[0]}"
+    count_regress pg_regress "$RUN/regress.out" "${PIPESTATUS[0]}" "$(echo $tests | wc -w)"
     [ -f regression.diffs ] && { echo "== regression.diffs"; cat regression.diffs; }
 fi
 
@@ -78,7 +130,7 @@ if has isolation && ls test/specs/*.spec >/dev/null 2>&1; then
     "$PGXS_DIR/src/test/isolation/pg_isolation_regress" --inputdir=test --outputdir="$RUN/iso" \
         --bindir="$PGBIN" --dbname=isolation_regression --load-extension=ocx \
         $tests 2>&1 | tee "$RUN/isolation.out"
-    count_regress "$RUN/isolation.out" "${PIPESTATUS[0]}"
+    count_regress isolation "$RUN/isolation.out" "${PIPESTATUS[0]}" "$(echo $tests | wc -w)"
     [ -f "$RUN/iso/regression.diffs" ] && { echo "== isolation regression.diffs"; cat "$RUN/iso/regression.diffs"; }
 fi
 
@@ -87,7 +139,7 @@ if has pgtap && ls test/pgtap/*.sql >/dev/null 2>&1; then
     "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE ocx_tap" >/dev/null
     "$PGBIN/psql" -qX -d ocx_tap -c "CREATE EXTENSION pgtap; CREATE EXTENSION ocx;" >/dev/null
     pg_prove -d ocx_tap test/pgtap/*.sql 2>&1 | tee "$RUN/pgtap.out"
-    count_prove "$RUN/pgtap.out" "${PIPESTATUS[0]}"
+    count_prove pgTAP "$RUN/pgtap.out" "${PIPESTATUS[0]}" "$(ls test/pgtap/*.sql | wc -l)"
 fi
 
 if has tap && ls test/t/*.pl >/dev/null 2>&1; then
@@ -98,7 +150,7 @@ if has tap && ls test/t/*.pl >/dev/null 2>&1; then
     (cd "$RUN/tap" && as_pg env PATH="$PGBIN:$PATH" TESTDIR="$RUN/tap" \
         PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" \
         prove -I "$PGXS_DIR/src/test/perl" -I t t/*.pl) 2>&1 | tee "$RUN/tap.out"
-    count_prove "$RUN/tap.out" "${PIPESTATUS[0]}"
+    count_prove "Perl TAP" "$RUN/tap.out" "${PIPESTATUS[0]}" "$(ls test/t/*.pl | wc -l)"
 fi
 
 if has node && [ -f test/node/package.json ]; then
@@ -107,14 +159,10 @@ if has node && [ -f test/node/package.json ]; then
     "$PGBIN/psql" -qX -d ocx_node -c "CREATE EXTENSION ocx" >/dev/null
     (cd test/node &&
         { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --silent --no-audit --no-fund; } &&
-        OCX_NODE_DB=ocx_node node --test) 2>&1 | tee "$RUN/node.out"
-    rc=${PIPESTATUS[0]}
-    p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$RUN/node.out" | tail -n1)
-    f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$RUN/node.out" | tail -n1)
-    p=${p:-0}; f=${f:-0}
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-    passed=$((passed + p)); failed=$((failed + f))
+        OCX_NODE_DB=ocx_node node --test --test-reporter=tap) 2>&1 | tee "$RUN/node.out"
+    count_node "$RUN/node.out" "${PIPESTATUS[0]}"
 fi
 
+printf '== per suite\n%s' "$SUMMARY"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

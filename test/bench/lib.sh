@@ -1,11 +1,25 @@
 # Helpers for test/bench/NN_*.sh (sourced).
 
 # pgbench_tps SCRIPT CLIENTS [extra pgbench args]: transactions per second.
+# A pgbench that exits non-zero, aborts clients or prints no tps is a failure:
+# it is said on stderr, recorded in $BENCH_OUT/pgbench_failures (run.sh fails the
+# run on it) and gives 0, never a figure from a partial run.
 pgbench_tps() {
-    local script=$1 clients=$2
+    local script=$1 clients=$2 out rc tps
     shift 2
-    "$PGBIN/pgbench" -n -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" -T "$BENCH_SECONDS" \
-        -f "$script" "$@" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -n1
+    out=$("$PGBIN/pgbench" -n -c "$clients" -j "$(( clients < 2 ? 1 : 2 ))" -T "$BENCH_SECONDS" \
+        -f "$script" "$@" 2>&1)
+    rc=$?
+    tps=$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | tail -n1)
+    if [ "$rc" -ne 0 ] || [ -z "$tps" ] || printf '%s\n' "$out" | grep -q 'aborted'; then
+        {
+            echo "bench: pgbench $(basename "$script") with $clients clients failed (exit $rc):"
+            printf '%s\n' "$out" | grep -E 'error|abort|FATAL|ERROR' | head -n5
+        } | tee -a "${BENCH_OUT:-/tmp}/pgbench_failures" >&2
+        echo 0
+        return 1
+    fi
+    echo "$tps"
 }
 
 # row WHAT OCX BASELINE TARGET_RATIO [higher|lower]: a result row.  For
@@ -20,13 +34,27 @@ row() {
     }'
 }
 
-# Average of alternating runs: alt_tps OCX_SCRIPT BASE_SCRIPT CLIENTS ROUNDS -> "ocx base"
+# Average of alternating runs: alt_tps OCX_SCRIPT BASE_SCRIPT CLIENTS ROUNDS -> "ocx base".
+# The order alternates from round to round (ocx first in odd rounds, the baseline
+# first in even ones); every round's figures and their spread (min-max) go to
+# stderr.
 alt_tps() {
-    local a=$1 b=$2 c=$3 rounds=${4:-2} i sa=0 sb=0 ta tb
+    local a=$1 b=$2 c=$3 rounds=${4:-2} i ta tb la="" lb=""
     for i in $(seq "$rounds"); do
-        ta=$(pgbench_tps "$a" "$c"); tb=$(pgbench_tps "$b" "$c")
-        sa=$(awk -v x="$sa" -v y="${ta:-0}" 'BEGIN {print x + y}')
-        sb=$(awk -v x="$sb" -v y="${tb:-0}" 'BEGIN {print x + y}')
+        if [ $((i % 2)) -eq 1 ]; then
+            ta=$(pgbench_tps "$a" "$c"); tb=$(pgbench_tps "$b" "$c")
+        else
+            tb=$(pgbench_tps "$b" "$c"); ta=$(pgbench_tps "$a" "$c")
+        fi
+        la="$la ${ta:-0}"; lb="$lb ${tb:-0}"
     done
-    awk -v x="$sa" -v y="$sb" -v n="$rounds" 'BEGIN {print x / n, y / n}'
+    for l in "ocx $(basename "$a"):$la" "baseline $(basename "$b"):$lb"; do
+        echo "$l" | awk -F: '{ n = split($2, v, " "); min = v[1]; max = v[1]
+            for (i = 2; i <= n; i++) { if (v[i] < min) min = v[i]; if (v[i] > max) max = v[i] }
+            printf "bench: %s rounds:%s (spread %.1f-%.1f)\n", $1, $2, min, max }' >&2
+    done
+    echo "$la|$lb" | awk -F'|' -v n="$rounds" '{
+        na = split($1, x, " "); nb = split($2, y, " "); sa = 0; sb = 0
+        for (i = 1; i <= na; i++) sa += x[i]; for (i = 1; i <= nb; i++) sb += y[i]
+        print sa / n, sb / n }'
 }

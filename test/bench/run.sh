@@ -49,4 +49,10 @@ for script in "$BENCH_DIR"/[0-9][0-9]_*.sh; do
     "$PGBIN/psql" -qX -d postgres -c "DROP DATABASE $PGDATABASE" >/dev/null
 done
 
+if [ -s "$BENCH_OUT/pgbench_failures" ]; then
+    { echo; echo "**pgbench failed in this run; the figures above are not valid:**"; echo '```'
+      cat "$BENCH_OUT/pgbench_failures"; echo '```'; } >> "$results"
+    cat "$results"
+    exit 1
+fi
 cat "$results"

@@ -1,7 +1,7 @@
 -- The contract of the definition and snapshot tables (aggregates, event
 -- types, upcasters, snapshots, modules) and of the functions over them.
 BEGIN;
-SELECT plan(43);
+SELECT plan(45);
 
 SELECT has_table('ocx', 'aggregates', 'ocx.aggregates exists');
 SELECT has_table('ocx', 'snapshots', 'ocx.snapshots exists');
@@ -71,8 +71,11 @@ SELECT throws_ok($$INSERT INTO ocx.snapshots (aggregate_type, stream_id, version
 -- deleting an aggregate deletes its snapshots; deleting a type its upcasters
 SELECT lives_ok($$SELECT ocx.define_aggregate('tap_agg', reducer => '{"tap.E": [{"add": "n", "value": 1}]}', snapshot_every => 1);
                   SELECT ocx.append('tapagg-1', 0, '{"type": "tap.E", "data": {}}');
-                  SELECT ocx.load('tap_agg', 'tapagg-1');
-                  DELETE FROM ocx.aggregates WHERE aggregate_type = 'tap_agg'$$,
+                  SELECT ocx.load('tap_agg', 'tapagg-1')$$,
+                'an aggregate is loaded with snapshot_every 1');
+SELECT ok((SELECT count(*) FROM ocx.snapshots WHERE aggregate_type = 'tap_agg') > 0,
+          'the aggregate has a snapshot');
+SELECT lives_ok($$DELETE FROM ocx.aggregates WHERE aggregate_type = 'tap_agg'$$,
                 'an aggregate with snapshots can be deleted');
 SELECT is((SELECT count(*) FROM ocx.snapshots WHERE aggregate_type = 'tap_agg'), 0::bigint,
           'its snapshots went with it');

@@ -111,3 +111,16 @@ BEGIN READ ONLY;
 SELECT ocx.append('ro-1', 0, '{"type": "A"}');
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
+
+-- ocx.source, the default source of events that give none, empty or too long: OX011
+SET ocx.source = '';
+SELECT ocx.append('aesrc-1', 0, '{"type": "A", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT repeat('x', 1025) AS long_source \gset
+SET ocx.source = :'long_source';
+SELECT ocx.append('aesrc-1', 0, '{"type": "A", "data": {}}');
+\echo :LAST_ERROR_SQLSTATE
+-- an event that names its own source does not need the setting
+SELECT ocx.append('aesrc-1', 0, '{"type": "A", "data": {}, "source": "urn:x"}');
+RESET ocx.source;
+SELECT stream_id, stream_version, source FROM ocx.read_stream('aesrc-1');

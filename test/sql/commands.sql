@@ -175,9 +175,12 @@ SELECT ocx.complete_command('c0000000-0000-4000-8000-0000000001ff');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.complete_command(NULL);
 \echo :LAST_ERROR_SQLSTATE
--- a failure is retried after the default backoff (1 s, doubling)
+-- a failure is retried after the default backoff (1 s, doubling); failed and
+-- claimed again in one transaction (one now()), "not yet" does not depend on speed
+BEGIN;
 SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000102', 'smtp down', claim_token => pg_temp.tok('c0000000-0000-4000-8000-000000000102'));
 SELECT count(*) AS not_yet FROM ocx.claim_commands(ARRAY['cmdt.Email']);
+COMMIT;
 SELECT status, attempts, last_error, run_after > now() AS backing_off
   FROM ocx.commands WHERE command_id = 'c0000000-0000-4000-8000-000000000102';
 -- retry => false: straight to the dead letters

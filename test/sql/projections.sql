@@ -114,10 +114,21 @@ EXCEPTION WHEN SQLSTATE 'OX220' THEN
 END $$;
 SELECT stream_id, n FROM pj_model ORDER BY pos;
 
--- pause: nothing applied; resume: caught up
+-- pause: nothing applied; resume: caught up.  "Nothing applied" is read after the
+-- worker has provably run past the event: a probe projection on the same category
+-- applies it, then an event appended after that one (a later pass)
+CREATE TABLE pj_probe_seen (stream_id text);
+CREATE FUNCTION pj_probe(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO pj_probe_seen VALUES (e.stream_id) $$;
+SELECT ocx.define_projection('pj_probe', 'pj_probe(ocx.event)', categories => '{pja,pjq}');
+SELECT pj_wait('pj_probe');
 SELECT ocx.pause_projection('pj');
 SELECT ocx.append_event('pja-3', NULL, 'Added', '{"n": 6}');
-SELECT pg_sleep(0.3);
+SELECT pj_wait('pj_probe');
+SELECT ocx.append_event('pjq-1', NULL, 'Probe', '{}');
+SELECT pj_wait('pj_probe');
+SELECT count(*) AS probe_saw_both FROM pj_probe_seen WHERE stream_id IN ('pja-3', 'pjq-1');
+SELECT ocx.drop_projection('pj_probe');
 SELECT state, lag_events FROM ocx.projection_status WHERE name = 'pj';
 SELECT count(*) FROM pj_model WHERE stream_id = 'pja-3';
 SELECT ocx.resume_projection('pj');

@@ -23,6 +23,25 @@ SELECT bool_and(ocx.txid("cursor") = txid AND ocx.global_position("cursor") = gl
 SELECT array_agg(c ORDER BY c)::text[] AS sorted
   FROM unnest(ARRAY['10/5', '9/7', '10/2', '9/8']::ocx.cursor[]) c;
 SELECT '5/3'::ocx.cursor OPERATOR(ocx.<) '6/1'::ocx.cursor AS lt, '5/3'::ocx.cursor OPERATOR(ocx.=) '5/3' AS eq;
+-- every comparison operator, both ways and on equal cursors
+SELECT a, b, a OPERATOR(ocx.<) b AS lt, a OPERATOR(ocx.<=) b AS le, a OPERATOR(ocx.=) b AS eq,
+       a OPERATOR(ocx.<>) b AS ne, a OPERATOR(ocx.>=) b AS ge, a OPERATOR(ocx.>) b AS gt,
+       ocx.cursor_cmp(a, b) AS cmp
+  FROM (VALUES ('5/3'::ocx.cursor, '6/1'::ocx.cursor), ('6/1', '5/3'), ('5/3', '5/3'),
+               ('5/3', '5/4'), ('5/4', '5/3')) v(a, b);
+-- the binary form: 8 bytes of txid, 8 of position, and back through cursor_recv
+-- (COPY in binary format), extreme values included
+SELECT ocx.cursor_send('5/3'), ocx.cursor_send('18446744073709551615/9223372036854775807');
+CREATE TEMP TABLE rd_cursors (c ocx.cursor);
+INSERT INTO rd_cursors VALUES ('0/0'), ('5/3'), ('18446744073709551615/9223372036854775807');
+SELECT '/tmp/ocx_regress_cursors_' || pg_backend_pid() || '.bin' AS rd_file \gset
+COPY rd_cursors TO :'rd_file' (FORMAT binary);
+CREATE TEMP TABLE rd_cursors_back (c ocx.cursor);
+SELECT 'cat ' || :'rd_file' || ' && rm -f ' || :'rd_file' AS rd_cat \gset
+COPY rd_cursors_back FROM PROGRAM :'rd_cat' (FORMAT binary);
+SELECT b.c::text FROM rd_cursors_back b ORDER BY b.c;
+SELECT (SELECT array_agg(c::text ORDER BY c) FROM rd_cursors)
+     = (SELECT array_agg(c::text ORDER BY c) FROM rd_cursors_back) AS binary_round_trip;
 -- malformed cursors are refused
 SELECT 'abc'::ocx.cursor;
 \echo :LAST_ERROR_SQLSTATE

@@ -80,6 +80,17 @@ UPDATE ocx.events SET type = 'Changed' WHERE stream_id = 'tenancy-2';
 DELETE FROM ocx.events WHERE stream_id = 'tenancy-2';
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- those met the missing privilege (42501) first; the table's owner has the
+-- privileges and is under row-level security too (FORCE): for its tenant's rows
+-- it reaches the row trigger that refuses every change (OX009)
+SET ROLE ocx_owner;
+SET ocx.tenant = 'globex';
+UPDATE ocx.events SET type = 'Changed' WHERE stream_id = 'tenancy-2';
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM ocx.events WHERE stream_id = 'tenancy-2';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT stream_version, type FROM ocx.read_stream('tenancy-2');
 
 -- a reader reads its tenant and cannot append
 SET ROLE ocx_regress_reader_user;

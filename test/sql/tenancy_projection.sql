@@ -18,6 +18,10 @@ BEGIN
     SELECT e.type, current_setting('ocx.tenant'), current_setting('ocx.correlation_id'),
            current_setting('ocx.causation_id') = e.event_id::text, current_setting('ocx.traceparent'),
            (SELECT count(*) FROM ocx.events x WHERE x.stream_id LIKE 'tnp-%');
+    -- what it appends continues the event's trace (outside the projection's categories)
+    IF e.type = 'AcmeOne' THEN
+        PERFORM ocx.append_event('tnpecho-1', NULL, 'Echoed', '{}');
+    END IF;
 END $$;
 ALTER TABLE tp_seen OWNER TO ocx_regress_tp_admin;
 ALTER FUNCTION tp_handler(ocx.event) OWNER TO ocx_regress_tp_admin;
@@ -57,6 +61,12 @@ RESET ROLE;
 SELECT tp_wait('tp_async');
 SELECT event_type, tenant, correlation_id, causation_is_event, traceparent, visible_events
   FROM tp_seen ORDER BY event_type;
+-- the event the handler appended: the handled event's tenant, correlation id and
+-- trace, caused by it
+SELECT x.stream_id, x.type, x.tenant_id, x.correlation_id, x.causation_id = o.event_id AS caused_by_event,
+       x.metadata->>'traceparent' AS traceparent
+  FROM ocx.events x, ocx.events o
+ WHERE x.stream_id = 'tnpecho-1' AND o.stream_id = 'tnp-1' AND o.type = 'AcmeOne';
 
 -- the poison event's dead letter: its tenant and the admins see it, other tenants do not
 SET ROLE ocx_regress_tp_writer;

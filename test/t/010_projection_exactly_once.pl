@@ -90,9 +90,21 @@ ok($node->poll_query_until('postgres', q{
 SELECT events_applied > (SELECT count(*) - 900 FROM ocx.events WHERE stream_id LIKE 'acct-%')
    AND lag_events > 0 FROM ocx.projection_status WHERE name = 'model'}),
 	'(b) the worker is in the middle of the new events');
-my $pid = $node->safe_psql('postgres',
-	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'ocx worker' AND datname = 'postgres'});
-ok($pid =~ /^\d+$/, "(b) the worker is visible in pg_stat_activity ($pid)");
+# kill the process running the projection's batch while that batch's transaction
+# has written (backend_xid is set once the handler's first insert ran): read the
+# pid and kill it at once, so the batch is the one caught in the middle
+my $pid = '';
+for (1 .. 600)
+{
+	$pid = $node->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity
+		 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND datname = 'postgres'
+		   AND state = 'active' AND query LIKE 'ocx worker: projection model%'
+		   AND backend_xid IS NOT NULL LIMIT 1});
+	last if $pid ne '';
+	usleep(20_000);
+}
+ok($pid =~ /^\d+$/, "(b) a process is in the middle of the projection's batch, its handler has written ($pid)");
 kill 'KILL', $pid;
 # the postmaster restarts everything after a crash
 ok($node->poll_query_until('postgres', q{SELECT true}, 't'), '(b) the cluster is back after the crash');

@@ -38,13 +38,26 @@ COMMIT;
 \endif
 });
 
+# the writers run in the background; finish_writers checks that they did run:
+# pgbench exited 0 and committed transactions
 sub writers
 {
 	my ($secs) = @_;
-	return IPC::Run::start(
+	my %w = (out => '', err => '');
+	$w{h} = IPC::Run::start(
 		[ 'pgbench', '-n', '-c', '8', '-j', '2', '-T', $secs, '-f', $script,
 		  '-h', $node->host, '-p', $node->port, 'postgres' ],
-		'>', \my $out, '2>', \my $err);
+		'>', \$w{out}, '2>', \$w{err});
+	return \%w;
+}
+
+sub finish_writers
+{
+	my ($w, $what) = @_;
+	my $ok = $w->{h}->finish;
+	ok($ok, "$what: pgbench exited 0") or diag("pgbench: $w->{err}");
+	like($w->{out}, qr/number of transactions actually processed: [1-9]/,
+		"$what: the writers committed transactions");
 }
 
 my $diff_sql = q{
@@ -65,7 +78,7 @@ $node->safe_psql('postgres',
 ok($node->poll_query_until('postgres',
 	q{SELECT state = 'running' FROM ocx.projection_status WHERE name = 'model'}),
 	'defined during the load, it catches up and switches to the appends');
-$h->finish;
+finish_writers($h, 'defined during the load');
 my $n = $node->safe_psql('postgres', q{SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'acct-%'});
 is($node->safe_psql('postgres', $diff_sql), "$n:0",
 	'read model equals a full replay: no event missed or applied twice');
@@ -76,7 +89,7 @@ $node->safe_psql('postgres', q{SELECT ocx.rebuild_projection('model')});
 ok($node->poll_query_until('postgres',
 	q{SELECT state = 'running' FROM ocx.projection_status WHERE name = 'model'}),
 	'rebuilt during the load, it switches back to the appends');
-$h->finish;
+finish_writers($h, 'rebuilt during the load');
 $n = $node->safe_psql('postgres', q{SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'acct-%'});
 is($node->safe_psql('postgres', $diff_sql), "$n:0", 'after the rebuild too');
 

@@ -14,6 +14,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ocx'
 ocx.naptime = '10s'
 max_prepared_transactions = 2
+log_error_verbosity = verbose   # SQLSTATEs in the server log (OX202)
 });
 $node->start;
 
@@ -36,6 +37,12 @@ SELECT ocx.define_projection('picky', 'picky(ocx.event)',
     retry => '{"max_attempts": 3, "base_delay": "1 second", "max_delay": "2 seconds"}');
 SELECT ocx.define_projection('gone', 'gone(ocx.event)');
 DROP FUNCTION gone(ocx.event);
+CREATE FUNCTION halt(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.type = 'Poison' THEN RAISE EXCEPTION 'cannot digest %', e.stream_id; END IF;
+END $$;
+SELECT ocx.define_projection('halt', 'halt(ocx.event)',
+    retry => '{"max_attempts": 1, "on_exhausted": "stop"}');
 });
 
 $node->safe_psql('postgres', q{
@@ -47,6 +54,15 @@ ok($node->poll_query_until('postgres',
 	q{SELECT lag_events = 0 FROM ocx.projection_status WHERE name = 'good'}),
 	'the healthy projection applies everything');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM good_model}), '4', 'all four events');
+
+# the "stop" policy: the projection stops at the poison event, with a WARNING OX202
+ok($node->poll_query_until('postgres',
+	q{SELECT state = 'stopped' FROM ocx.projection_status WHERE name = 'halt'}),
+	'a projection with on_exhausted "stop" stops at the poison event');
+my $poison = $node->safe_psql('postgres',
+	q{SELECT global_position FROM ocx.events WHERE stream_id = 'food-1' AND type = 'Poison'});
+ok($node->wait_for_log(qr/WARNING:  OX202: ocx: projection "halt" stopped at event $poison\b/),
+	'and says so in the server log with OX202');
 is($node->safe_psql('postgres',
 	q{SELECT state || ',' || dead_letters || ',' || (failing_attempts > 0) || ',' || (retry_at IS NOT NULL)
 	    FROM ocx.projection_status WHERE name = 'picky'}),
@@ -81,8 +97,14 @@ ok($node->poll_query_until('postgres',
 	'with the handler back it catches up');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM gone_model}), '5', 'all five events');
 
-# COMMIT PREPARED of an appending transaction wakes the worker too (the
-# naptime here is 10 s)
+# COMMIT PREPARED of an appending transaction wakes the worker too.  The naptime
+# goes up to 1 hour first (the reload's SIGHUP wakes the worker, which then sleeps
+# with it), so an apply within the minute allowed below is the commit's wake-up,
+# however slow the machine
+$node->append_conf('postgresql.conf', "ocx.naptime = '1h'");
+$node->reload;
+ok($node->poll_query_until('postgres', q{SELECT current_setting('ocx.naptime') = '1h'}),
+	'the naptime is 1 hour');
 $node->safe_psql('postgres', q{
 BEGIN;
 SELECT ocx.append_event('food-4', NULL, 'Meal', '{}');
@@ -92,7 +114,7 @@ my $t0 = time();
 $node->safe_psql('postgres', q{COMMIT PREPARED 'meal'});
 ok($node->poll_query_until('postgres', q{SELECT count(*) = 6 FROM good_model}),
 	'a prepared append is applied after COMMIT PREPARED');
-cmp_ok(time() - $t0, '<', 5, 'woken by the commit, not by the naptime');
+cmp_ok(time() - $t0, '<', 60, 'woken by the commit, not by the naptime (1 hour)');
 
 $node->stop;
 done_testing();

@@ -90,7 +90,9 @@ SELECT ocx.define_projection('h', 'h(ocx.event)');
 SELECT ocx.append_event('x-1', NULL, 'X', '{}');});
 ok($node->wait_for_log(qr/no background worker slot available for a database worker/), 'no free slot: a WARNING');
 
-# DROP DATABASE while its worker is busy
+# DROP DATABASE while its worker is busy.  The time limits below are far from
+# what being held up would take: each busy database has 2000 events queued at
+# 20 ms each (40 s of work), and the worker would only let go at the end of it.
 my ($rc, $secs, $err) = timed('postgres', 'DROP DATABASE d1');
 is($rc, 0, 'DROP DATABASE succeeds while its worker is busy') or diag($err);
 cmp_ok($secs, '<', 4, sprintf('and is not held up by the worker (%.2f s)', $secs));
@@ -122,10 +124,32 @@ ok($node->poll_query_until('d3',
 $node->safe_psql('d3', q{SELECT ocx.append_event('x-1', NULL, 'X', '{}')});
 ok($node->poll_query_until('d3', q{SELECT count(*) = 2 FROM m}), 'and goes on working');
 
-# SIGHUP reaches the workers; the cluster stops promptly with them running
-$node->append_conf('postgresql.conf', "ocx.naptime = '2s'");
+# SIGHUP reaches the workers: the running worker (same pid) reads its batches with
+# the new ocx.batch_size (20 before): a projection recording the transaction of
+# each event sees at most 3 events per transaction after the reload
+$node->safe_psql('d3', q{
+CREATE TABLE mb (pos bigint, x xid8 DEFAULT pg_current_xact_id());
+CREATE FUNCTION hb(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.mb (pos) VALUES (e.global_position) $$;
+SELECT ocx.define_projection('hb', 'hb(ocx.event)', categories => '{b}');
+});
+my $wpid = $node->safe_psql('d3',
+	q{SELECT pid FROM ocx.worker_status() WHERE datname = 'd3' AND state = 'running'});
+$node->append_conf('postgresql.conf', "ocx.naptime = '2s'\nocx.batch_size = 3");
 $node->reload;
-is($node->safe_psql('d3', q{SELECT current_setting('ocx.naptime')}), '2s', 'settings reload');
+ok($node->poll_query_until('d3', q{SELECT current_setting('ocx.batch_size') = '3'}),
+	'settings reload');
+# the worker takes the reload at the top of its next pass (SIGHUP sets its latch)
+$node->safe_psql('d3', q{SELECT ocx.append_event('b-0', NULL, 'B', '{}')});
+ok($node->poll_query_until('d3', q{SELECT count(*) = 1 FROM mb}), 'the worker applies after the reload');
+$node->safe_psql('d3', q{SELECT ocx.append_event('b-' || i, NULL, 'B', '{}') FROM generate_series(1, 30) i});
+ok($node->poll_query_until('d3', q{SELECT count(*) = 31 FROM mb}), 'the worker applies 30 events at once');
+is($node->safe_psql('d3', q{
+	SELECT max(n) || ' ' || (count(*) >= 10) FROM (SELECT count(*) n FROM mb WHERE pos > (SELECT min(pos) FROM mb) GROUP BY x) b}),
+	'3 true', 'SIGHUP reaches the worker: its batches hold the new ocx.batch_size (3) events');
+is($node->safe_psql('d3',
+	q{SELECT pid FROM ocx.worker_status() WHERE datname = 'd3' AND state = 'running'}),
+	$wpid, 'the same worker process, not a restarted one');
 
 # ocx.databases narrows the databases served
 $node->append_conf('postgresql.conf', "ocx.databases = 'd3'");
@@ -133,6 +157,7 @@ $node->reload;
 ok($node->poll_query_until('d3',
 	q{SELECT string_agg(datname, ',') = 'd3' FROM ocx.worker_status() WHERE state = 'running'}),
 	'ocx.databases: only d3 keeps its worker');
+# (pg_ctl waits up to 60 s; workers that ignored SIGTERM would use all of it)
 my $t0 = time();
 $node->stop('fast');
 cmp_ok(time() - $t0, '<', 10, 'a fast shutdown is not held up by the workers');

@@ -42,9 +42,20 @@ SELECT string_agg(d, E'\n' ORDER BY d) FROM (
   SELECT 'column ' || a.attrelid::regclass::text || '.' || a.attname || ' '
          || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text
          || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '') || ' ' || a.attnum
+         || ' ' || coalesce(a.attacl::text, 'default') || ' ' || coalesce(col_description(a.attrelid, a.attnum), '')
     FROM pg_attribute a JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = a.attrelid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  -- the attributes of composite types (ocx.event, ocx.command): their pg_class row is
+  -- not an extension member, the type is
+  SELECT 'attribute ' || t.oid::regtype::text || '.' || a.attname || ' '
+         || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnum || ' '
+         || coalesce((SELECT co.collname FROM pg_collation co WHERE co.oid = a.attcollation AND a.attcollation <> 100), '')
+         || ' ' || coalesce(col_description(a.attrelid, a.attnum), '')
+    FROM pg_type t JOIN members m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
+    JOIN pg_attribute a ON a.attrelid = t.typrelid
+    WHERE t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped
   UNION ALL
   SELECT 'index ' || pg_get_indexdef(i.indexrelid)
     FROM pg_index i JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = i.indrelid
@@ -58,14 +69,17 @@ SELECT string_agg(d, E'\n' ORDER BY d) FROM (
   UNION ALL
   SELECT 'policy ' || po.polrelid::regclass::text || ' ' || po.polname || ' ' || po.polcmd::text || ' '
          || coalesce(pg_get_expr(po.polqual, po.polrelid), '') || ' '
-         || coalesce(pg_get_expr(po.polwithcheck, po.polrelid), '')
+         || coalesce(pg_get_expr(po.polwithcheck, po.polrelid), '') || ' ' || po.polpermissive::text
+         || ' to ' || array_to_string(ARRAY(SELECT CASE r WHEN 0 THEN 'public' ELSE r::regrole::text END
+                                             FROM unnest(po.polroles) r ORDER BY 1), ',')
     FROM pg_policy po JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = po.polrelid
   UNION ALL
   SELECT 'view ' || c.oid::regclass::text || ' ' || md5(pg_get_viewdef(c.oid))
     FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
     WHERE c.relkind IN ('v', 'm')
   UNION ALL
-  SELECT 'type ' || t.oid::regtype::text || ' ' || t.typtype::text
+  SELECT 'type ' || t.oid::regtype::text || ' ' || t.typtype::text || ' ' || coalesce(t.typacl::text, 'default')
+         || ' ' || coalesce(obj_description(t.oid, 'pg_type'), '')
     FROM pg_type t JOIN members m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
   UNION ALL
   SELECT 'operator ' || o.oid::regoperator::text || ' ' || o.oprcode::text
@@ -126,8 +140,9 @@ is($node->safe_psql('restored', q{SELECT count(*) || '/' || ocx.stream_version('
    '3/3', 'a restored database has the events and the stream versions');
 is($node->safe_psql('restored', q{SELECT ocx.append_event('acct-1', 3, 'Deposited', '{"amount": 1}')}),
    '4', 'and accepts appends where the original left off');
-my ($rc) = $node->psql('restored', q{SELECT ocx.append_event('acct-1', 3, 'X', '{}')});
-isnt($rc, 0, 'with the expected-version check intact');
+my ($rc, $out, $err) = $node->psql('restored', q{SELECT ocx.append_event('acct-1', 3, 'X', '{}')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  OX001:/, 'with the expected-version check intact (OX001)');
 
 $node->stop;
 done_testing();
