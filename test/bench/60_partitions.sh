@@ -2,7 +2,7 @@
 # Partitioned projections (issue 12): a handler that waits 1 ms per event
 # (pg_sleep(0.001), a stand-in for a call out), over the same 4,000 events
 # in 400 streams, as 4 partitions (the database worker and 3 helpers) against
-# 1 partition: events/s from define to caught up.  Target: >= 3x.
+# 1 partition: events/s from define to caught up (wall clock around it).  Target: >= 3x.
 set -euo pipefail
 . "$BENCH_DIR/lib.sh"
 P="$PGBIN/psql -qAtX -v ON_ERROR_STOP=1"
@@ -20,9 +20,10 @@ SQL
 
 # events/s of a projection with $1 partitions, from define to caught up
 rate() {
-    local parts=$1 t
+    local parts=$1 t0 t1
+    t0=$(date +%s.%N)
     $P -o /dev/null -c "SELECT ocx.define_projection('bench_p$parts', 'bench_slow(ocx.event)', partitions => $parts)"
-    t=$($P <<SQL
+    $P -o /dev/null <<SQL
 DO \$\$
 DECLARE t0 timestamptz := clock_timestamp();
 BEGIN
@@ -31,17 +32,13 @@ BEGIN
         IF clock_timestamp() > t0 + interval '5 minutes' THEN
             RAISE EXCEPTION 'projection bench_p$parts did not catch up';
         END IF;
-        PERFORM pg_sleep(0.02);
+        PERFORM pg_sleep(0.01);
     END LOOP;
 END \$\$;
-SELECT extract(epoch FROM max(updated_at) - min(created_at)) FROM (
-    SELECT p.created_at, greatest(p.updated_at, (SELECT max(pp.updated_at) FROM ocx.projection_partitions pp
-                                                 WHERE pp.projection = p.name)) AS updated_at
-      FROM ocx.projections p WHERE p.name = 'bench_p$parts') s;
 SQL
-)
+    t1=$(date +%s.%N)
     $P -o /dev/null -c "SELECT ocx.drop_projection('bench_p$parts')"
-    awk -v n="$N" -v t="$t" 'BEGIN { printf "%.1f", (t > 0) ? n / t : 0 }'
+    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { t = b - a; printf "%.1f", (t > 0) ? n / t : 0 }'
 }
 
 one=$(rate 1)
