@@ -128,6 +128,10 @@ extern OcxPassResult OcxPoolLoop(int slot_index, int member, uint32 slot_generat
 								 uint32 member_generation);
 extern PGDLLEXPORT void OcxHelperMain(Datum arg);
 extern long OcxPoolManage(void);
+struct BackgroundWorkerHandle;
+extern bool OcxRegisterDatabaseProcess(const char *function, const char *name, const char *type,
+									   int32 main_arg, const void *extra, size_t extra_len,
+									   struct BackgroundWorkerHandle **handle);
 extern void OcxPoolStopLocked(OcxDbSlot *slot);
 
 /* projection.c: work the database worker does, each call in its own transaction */

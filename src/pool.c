@@ -746,41 +746,61 @@ OcxHelperMain(Datum arg)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Register a dynamic background worker that connects to a database (the
+ * database worker, worker.c, or a helper), notifying the launcher; *handle
+ * is replaced.  False when the postmaster has no free slot.
+ */
+bool
+OcxRegisterDatabaseProcess(const char *function, const char *name, const char *type,
+						   int32 main_arg, const void *extra, size_t extra_len,
+						   BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	Assert(extra_len <= BGW_EXTRALEN);
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, type, BGW_MAXLEN);
+	worker.bgw_main_arg = Int32GetDatum(main_arg);
+	worker.bgw_notify_pid = MyProcPid;
+	memcpy(worker.bgw_extra, extra, extra_len);
+
+	if (*handle)
+	{
+		pfree(*handle);
+		*handle = NULL;
+	}
+	if (!RegisterDynamicBackgroundWorker(&worker, handle))
+	{
+		*handle = NULL;
+		return false;
+	}
+	return true;
+}
+
 /* Register helper i of slot si (lock held); false when no slot is free. */
 static bool
 StartHelperLocked(int si, int i)
 {
 	OcxDbSlot  *slot = &OcxShmem->slots[si];
 	OcxPoolMember *m = &slot->members[i];
-	BackgroundWorker worker;
 	uint32		extra[3];
+	char		name[BGW_MAXLEN];
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "OcxHelperMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "ocx worker helper %d for database %u", i, slot->dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "ocx worker helper");
-	worker.bgw_main_arg = Int32GetDatum(si);
-	worker.bgw_notify_pid = MyProcPid;
 	m->generation++;
 	extra[0] = slot->generation;
 	extra[1] = (uint32) i;
 	extra[2] = m->generation;
-	memcpy(worker.bgw_extra, extra, sizeof(extra));
-
-	if (helper_handles[si][i])
-	{
-		pfree(helper_handles[si][i]);
-		helper_handles[si][i] = NULL;
-	}
-	if (!RegisterDynamicBackgroundWorker(&worker, &helper_handles[si][i]))
-	{
-		helper_handles[si][i] = NULL;
+	snprintf(name, BGW_MAXLEN, "ocx worker helper %d for database %u", i, slot->dboid);
+	if (!OcxRegisterDatabaseProcess("OcxHelperMain", name, "ocx worker helper", si,
+									extra, sizeof(extra), &helper_handles[si][i]))
 		return false;
-	}
 	m->state = OCX_MEMBER_STARTING;
 	m->stop_requested = false;
 	m->pid = 0;

@@ -399,31 +399,13 @@ static bool
 StartWorkerLocked(int i)
 {
 	OcxDbSlot  *slot = &OcxShmem->slots[i];
-	BackgroundWorker worker;
+	char		name[BGW_MAXLEN];
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ocx");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "OcxDatabaseWorkerMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "ocx worker for database %u", slot->dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "ocx worker");
-	worker.bgw_main_arg = Int32GetDatum(i);
-	worker.bgw_notify_pid = MyProcPid;
 	slot->generation++;
-	memcpy(worker.bgw_extra, &slot->generation, sizeof(uint32));
-
-	if (handles[i])
-	{
-		pfree(handles[i]);
-		handles[i] = NULL;
-	}
-	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
-	{
-		handles[i] = NULL;
+	snprintf(name, BGW_MAXLEN, "ocx worker for database %u", slot->dboid);
+	if (!OcxRegisterDatabaseProcess("OcxDatabaseWorkerMain", name, "ocx worker", i,
+									&slot->generation, sizeof(uint32), &handles[i]))
 		return false;
-	}
 	slot->state = OCX_SLOT_STARTING;
 	slot->exit_reason = OCX_EXIT_UNKNOWN;
 	return true;
