@@ -56,16 +56,21 @@ CREATE TABLE received (pos bigint, delay float8);
 -- a subscriber that polls, records each event's delivery delay and acknowledges
 CREATE FUNCTION consume() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    e ocx.event;
+    batch ocx.event[];
+    delivered timestamptz;
     last ocx.cursor;
 BEGIN
-    FOR e IN SELECT * FROM ocx.poll('sub', 10000) LOOP     -- in log order
-        INSERT INTO public.received VALUES (e.global_position, EXTRACT(epoch FROM clock_timestamp() - e.time));
-        last := ocx.cursor(e.txid, e.global_position);
-    END LOOP;
-    IF last IS NOT NULL THEN
-        PERFORM ocx.ack('sub', last);
+    -- the delivery delay: from each event's time to when poll handed it over
+    -- (not to when this loop got round to recording it)
+    SELECT array_agg(e ORDER BY e.txid, e.global_position) INTO batch FROM ocx.poll('sub', 10000) e;
+    delivered := clock_timestamp();
+    IF batch IS NULL THEN
+        RETURN;
     END IF;
+    INSERT INTO public.received
+        SELECT b.global_position, EXTRACT(epoch FROM delivered - b.time) FROM unnest(batch) b;
+    last := ocx.cursor(batch[cardinality(batch)].txid, batch[cardinality(batch)].global_position);
+    PERFORM ocx.ack('sub', last);
 END $$;
 SELECT bank.open_account('src' || i, 'Source ' || i, 100) FROM generate_series(1, 20) i;
 SELECT bank.open_account('dst', 'Destination', 0);
