@@ -109,7 +109,9 @@ my $t_slow = time();
 $node->safe_psql('postgres', q{SELECT bank.transfer('T' || i, 'src' || i, 'dst', 1) FROM generate_series(1, 20) i});
 my $sagas_done_at;
 
-# 8 writers for 10 s, and the subscriber polling all along
+# 8 writers for 10 s at 400 appends/s in all (a load the machine carries: the
+# test is about one slow handler, not about a saturated CPU), and the
+# subscriber polling all along
 my $script = $node->basedir . '/writers.sql';
 append_to_file($script, q{
 \set s random(1, 500)
@@ -121,7 +123,7 @@ SELECT consume();
 });
 my ($out, $err, $cout, $cerr);
 my $writers = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '8', '-j', '2', '-T', '10', '-f', $script,
+	[ 'pgbench', '-n', '-c', '8', '-j', '2', '-T', '10', '-R', '400', '-f', $script,
 	  '-h', $node->host, '-p', $node->port, 'postgres' ],
 	'>', \$out, '2>', \$err);
 my $subscriber = IPC::Run::start(
