@@ -8,7 +8,10 @@
 #   Perl TAP     test/t/*.pl        (prove; each test starts its own clusters)
 # Prints "N passed, N failed" last and exits non-zero on any failure.
 #   node         test/node/*.test.mjs (node --test, npm packages pg and cloudevents)
-# OCX_SUITES=regress,isolation,pgtap,tap,node narrows the run (default: all).
+#   docs         test/docs/*.pl     (links, anchors and tables in README.md and
+#                                    docs/; every function, view, setting and
+#                                    SQLSTATE documented; needs no server)
+# OCX_SUITES=regress,isolation,pgtap,tap,node,docs narrows the run (default: all).
 set -uo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -17,7 +20,7 @@ cd "$OCX_ROOT"
 test/deps.sh || exit 1
 make -s PG_CONFIG="$PG_CONFIG" >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-SUITES=${OCX_SUITES:-regress,isolation,pgtap,tap,node}
+SUITES=${OCX_SUITES:-regress,isolation,pgtap,tap,node,docs}
 RUN=$(ocx_run_dir test)
 SOCK=$RUN/sock
 DATA=$RUN/data
@@ -161,6 +164,12 @@ if has node && [ -f test/node/package.json ]; then
         { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --silent --no-audit --no-fund; } &&
         OCX_NODE_DB=ocx_node node --test --test-reporter=tap) 2>&1 | tee "$RUN/node.out"
     count_node "$RUN/node.out" "${PIPESTATUS[0]}"
+fi
+
+if has docs && ls test/docs/*.pl >/dev/null 2>&1; then
+    echo "== docs"
+    prove test/docs/*.pl 2>&1 | tee "$RUN/docs.out"
+    count_prove docs "$RUN/docs.out" "${PIPESTATUS[0]}" "$(ls test/docs/*.pl | wc -l)"
 fi
 
 printf '== per suite\n%s' "$SUMMARY"

@@ -143,6 +143,7 @@ REVOKE USAGE ON SCHEMA ocx FROM cmdt_role;
 CREATE ROLE cmdt_gone;
 UPDATE ocx.command_handlers SET handler_role = 'cmdt_gone' WHERE command_type = 'cmdt.Void';
 DROP ROLE cmdt_gone;
+DROP ROLE cmdt_role;
 SELECT ocx.send_command('cmdt.Void', '{}', command_id => 'c0000000-0000-4000-8000-000000000007');
 SELECT cmdt_settle() AS settled;
 SELECT status, last_error LIKE 'the role (oid %) that defined the handler no longer exists' AS role_gone
