@@ -74,7 +74,6 @@ extern void OcxAppendersShmemRequest(void);
 extern void OcxAppendersShmemStartup(void);
 extern void OcxAppenderEnter(void);
 extern uint64 OcxAppendersHorizon(Snapshot snap);
-extern bool OcxAppendersMode(void);
 
 /*
  * horizon.c: the database worker's look at the log horizon's holder (the
@@ -180,8 +179,6 @@ typedef enum OcxCounter
 	OCX_NUM_COUNTERS
 } OcxCounter;
 
-/* the counters that existed before the subsystems' (kept for old callers) */
-#define OCX_NUM_CORE_COUNTERS (OCX_COUNT_IDEMPOTENT + 1)
 extern void OcxCount(OcxCounter counter, int64 delta);
 extern void OcxMetricsInit(void);
 

@@ -9,13 +9,6 @@
 
 #include "ocx.h"
 
-/* The states of a saga, as stored in ocx.saga_instances.state. */
-#define OCX_SAGA_RUNNING		"running"
-#define OCX_SAGA_COMPENSATING	"compensating"
-#define OCX_SAGA_COMPLETED		"completed"
-#define OCX_SAGA_COMPENSATED	"compensated"
-#define OCX_SAGA_FAILED			"failed"
-
 /*
  * One round of the saga task in the caller's transaction (declared in ocx.h
  * too, for the worker loop): true when the round was cut short by the batch

@@ -16,7 +16,6 @@
 #define OCX_AUTHOR_ROLE "ocx_admin"
 
 extern Oid	OcxOwnerRole(void);
-extern Oid	OcxCaller(void);
 extern Oid	OcxWorkerRole(void);
 extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
 

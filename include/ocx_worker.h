@@ -95,7 +95,6 @@ typedef struct OcxShared
 /* shmem.c: the shared slots, and waking a database's worker at commit */
 extern OcxShared *OcxShmem;
 extern void OcxRequestSlot(OcxDbSlot *slot, Oid dboid, bool wake);
-extern bool OcxWorkersLoaded(void);
 extern void OcxRequireWorkers(const char *what);
 
 /* guc.c: the workers' settings */
@@ -120,10 +119,7 @@ typedef enum OcxPassResult
 	OCX_PASS_STOP
 } OcxPassResult;
 
-typedef bool (*OcxStepFn) (void *arg);
 extern MemoryContext OcxStepContext;
-extern bool OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed,
-					   char **message, int *sqlerrcode);
 extern OcxPassResult OcxPoolLoop(int slot_index, int member, uint32 slot_generation,
 								 uint32 member_generation);
 extern PGDLLEXPORT void OcxHelperMain(Datum arg);
@@ -151,7 +147,5 @@ extern void OcxWaitForWake(Oid dboid, const char *projection);
  * prefix.  A worker pool may call these two directly instead.
  */
 #define OCX_SHADOW_PREFIX "(shadow) "
-extern bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
-extern void OcxProjectionShadowFailed(const char *name, const char *message);
 
 #endif							/* OCX_WORKER_H */

@@ -363,13 +363,6 @@ OcxAppendersHorizon(Snapshot snap)
 	return h;
 }
 
-/* Whether ocx.horizon is 'appenders'. */
-bool
-OcxAppendersMode(void)
-{
-	return ocx_horizon == OCX_HORIZON_APPENDERS;
-}
-
 /*
  * SQL: ocx._horizon_appenders() -- the registered appenders of this database
  * that hold the appenders' horizon (those with an xid): pid and xid.  No rows

@@ -82,6 +82,8 @@ static uint32 my_member_generation = 0;
 static uint32 my_passes = 0;
 
 /* launcher side */
+typedef bool (*OcxStepFn) (void *arg);
+
 static BackgroundWorkerHandle *helper_handles[OCX_MAX_DB_SLOTS][OCX_MAX_POOL];
 static TimestampTz last_no_slot_warning = 0;
 
@@ -89,7 +91,7 @@ static TimestampTz last_no_slot_warning = 0;
  * Run fn in its own transaction.  An error is caught: the transaction is
  * aborted, the error logged and *failed set; the caller goes on.
  */
-bool
+static bool
 OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **message,
 		   int *sqlerrcode)
 {
@@ -590,13 +592,19 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 		/*
 		 * Under a stream of appends the latch is set again and again; after a
 		 * pass that found nothing to do, let wake-ups gather for a moment
-		 * rather than run a pass per append.
+		 * rather than run a pass per append: a wait on the timeout alone (the
+		 * latch is set already), which still ends with the postmaster, and
+		 * SIGTERM is acted on right after it.
 		 */
 		now = GetCurrentTimestamp();
 		if (!more && last_pass != 0 &&
 			!TimestampDifferenceExceeds(last_pass, now, OCX_MIN_PASS_MS))
-			pg_usleep(OCX_MIN_PASS_MS * 1000L -
-					  TimestampDifferenceMilliseconds(last_pass, now) * 1000L);
+		{
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 OCX_MIN_PASS_MS - TimestampDifferenceMilliseconds(last_pass, now),
+							 PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+		}
 		ResetLatch(MyLatch);
 		MemoryContextReset(OcxStepContext);
 

@@ -320,6 +320,8 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
 
 static bool LiveBatch(const char *name, int partition, TimestampTz *next_due);
+static bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
+static void OcxProjectionShadowFailed(const char *name, const char *message);
 
 /*
  * The schema handlers write to while a blue/green rebuild's shadow replay
@@ -1351,7 +1353,7 @@ ApplyInSchema(ApplyRun *run, const char *schema)
  * (OcxProjectionShadowFailed), and after the retry policy's attempts in a
  * row the rebuild is abandoned: shadow tables dropped, live ones untouched.
  */
-bool
+static bool
 OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 {
 	MemoryContext cxt;
@@ -1481,7 +1483,7 @@ done:
  * A shadow batch failed (its transaction was rolled back): count it, and
  * after the retry policy's attempts in a row abandon the blue/green rebuild.
  */
-void
+static void
 OcxProjectionShadowFailed(const char *name, const char *message)
 {
 	Datum		values[2];

@@ -74,7 +74,7 @@ OcxShmemInit(void)
 }
 
 /* Whether this process can reach the workers' shared state. */
-bool
+static bool
 OcxWorkersLoaded(void)
 {
 	return OcxShmem != NULL;

@@ -142,9 +142,9 @@ BEGIN ATOMIC
         ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|stats$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
+                    'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
                     'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
-        ('routine', '^(append|send_command$|publish$|poll$|ack$|nack$|claim_|complete_|fail_|'
+        ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
                     'start_saga$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',

@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(50);
+SELECT plan(51);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -155,6 +155,19 @@ SELECT is_empty($$ SELECT pol.polname::text FROM pg_catalog.pg_policy pol
                            OR pg_catalog.strpos(pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid),
                                                 'current_setting(''ocx.tenant''::text, true)') = 0) $$,
                 'the tenant policies read and check ocx.tenant');
+
+-- every alternative of every grant rule names a routine that exists (a rule
+-- that matches nothing is dead, or a misspelling that grants nothing)
+SELECT is_empty($$
+    WITH alts AS (
+        SELECT r.grantee, pg_catalog.unnest(pg_catalog.regexp_split_to_array(
+                   pg_catalog.regexp_replace(r.pattern, '^\^\(?|\)\$?$', '', 'g'), '\|')) AS alt
+          FROM ocx.privilege_rules() r WHERE r.kind = 'routine')
+    SELECT a.grantee || ': ' || a.alt FROM alts a
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                        WHERE p.pronamespace = 'ocx'::regnamespace
+                          AND p.proname ~ ('^' || a.alt)) $$,
+    'every alternative of ocx.privilege_rules() matches a routine of schema ocx');
 
 SELECT * FROM finish();
 ROLLBACK;
