@@ -8,9 +8,10 @@
 #   Perl TAP     test/t/*.pl        (prove; each test starts its own clusters)
 # Prints "N passed, N failed" last and exits non-zero on any failure.
 #   node         test/node/*.test.mjs (node --test, npm packages pg and cloudevents)
-#   docs         test/docs/*.pl     (links, anchors and tables in README.md and
-#                                    docs/; every function, view, setting and
-#                                    SQLSTATE documented; needs no server)
+#   docs         test/docs/*.pl     (checks of the checkout, no server: links,
+#                                    anchors and tables in README.md and docs/;
+#                                    every function, view, setting and SQLSTATE
+#                                    documented; released scripts unchanged)
 # OCX_SUITES=regress,isolation,pgtap,tap,node,docs narrows the run (default: all).
 set -uo pipefail
 
