@@ -312,13 +312,11 @@ ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
 ALTER TABLE ocx.streams ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ocx.streams FORCE ROW LEVEL SECURITY;
 CREATE POLICY events_tenant ON ocx.events FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 CREATE POLICY streams_tenant ON ocx.streams FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 COMMENT ON POLICY events_tenant ON ocx.events IS

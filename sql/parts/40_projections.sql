@@ -114,8 +114,7 @@ COMMENT ON TABLE ocx.projection_errors IS
 ALTER TABLE ocx.projection_errors ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ocx.projection_errors FORCE ROW LEVEL SECURITY;
 CREATE POLICY projection_errors_tenant ON ocx.projection_errors FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 COMMENT ON POLICY projection_errors_tenant ON ocx.projection_errors IS

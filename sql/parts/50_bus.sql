@@ -127,8 +127,7 @@ REVOKE ALL ON ocx.subscription_dead_letters FROM PUBLIC;
 ALTER TABLE ocx.subscription_dead_letters ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ocx.subscription_dead_letters FORCE ROW LEVEL SECURITY;
 CREATE POLICY subscription_dead_letters_tenant ON ocx.subscription_dead_letters FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 COMMENT ON POLICY subscription_dead_letters_tenant ON ocx.subscription_dead_letters IS
@@ -557,8 +556,7 @@ ALTER TABLE ocx.commands FORCE ROW LEVEL SECURITY;
 ALTER TABLE ocx.command_history ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ocx.command_history FORCE ROW LEVEL SECURITY;
 CREATE POLICY commands_tenant ON ocx.commands FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 CREATE POLICY command_history_tenant ON ocx.command_history FOR ALL

@@ -121,8 +121,7 @@ ALTER TABLE ocx.saga_instances FORCE ROW LEVEL SECURITY;
 ALTER TABLE ocx.saga_steps ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ocx.saga_steps FORCE ROW LEVEL SECURITY;
 CREATE POLICY saga_instances_tenant ON ocx.saga_instances FOR ALL
-    USING (tenant_id IS NOT DISTINCT FROM
-           (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')))
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 CREATE POLICY saga_steps_tenant ON ocx.saga_steps FOR ALL
