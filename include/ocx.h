@@ -66,6 +66,7 @@ extern void OcxCursorParts(Datum cursor, uint64 *txid, int64 *position);
 extern uint64 OcxLogXidOffset(void);
 extern uint64 OcxLogTxid(void);
 extern uint64 OcxLogHorizon(void);
+extern bool OcxEventsAtOrAbove(uint64 txid);
 extern bool OcxRestoreConnected(void);
 
 /* appenders.c: the appenders' horizon (ocx.horizon = 'appenders') */

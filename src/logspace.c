@@ -35,6 +35,8 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "commands/trigger.h"
 #include "pgstat.h"
 #include "utils/backend_status.h"
@@ -144,6 +146,34 @@ OcxLogHorizon(void)
 		xmin = U64FromFullTransactionId(next) +
 			(int32) (snap->xmin - XidFromFullTransactionId(next));
 	return xmin + OcxLogXidOffset();
+}
+
+/*
+ * Is there an event at or above a log txid (one index probe on the log-order
+ * index)?  The worker asks it after a pass, with the horizon the pass read
+ * under, to learn whether events it could not see yet are waiting (pool.c).
+ */
+bool
+OcxEventsAtOrAbove(uint64 txid)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {XID8OID};
+	Datum		args[1];
+	bool		found;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(txid));
+	if (SPI_execute_plan(OcxKeptPlan(&plan,
+									 "SELECT EXISTS (SELECT FROM ocx.events e "
+									 "WHERE e.txid OPERATOR(pg_catalog.>=) $1)",
+									 1, argtypes),
+						 args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: the look for events above the horizon failed");
+	found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return found;
 }
 
 /* ocx.log_txid() → xid8 */

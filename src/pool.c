@@ -62,6 +62,9 @@ MemoryContext OcxStepContext = NULL;
 #define OCX_MIN_PASS_MS			2
 /* longest back-off after repeated errors */
 #define OCX_MAX_BACKOFF_MS		30000
+/* looking again for events a pass could not see yet: 5 ms, doubling to 1 s */
+#define OCX_HELD_MIN_MS			5
+#define OCX_HELD_MAX_MS			1000
 /* locktag field4 of the units' advisory locks */
 #define OCX_UNIT_LOCK			0x6f63
 
@@ -200,6 +203,7 @@ typedef struct ListStep
 	bool		restoring;
 	List	   *names;
 	List	   *partitions;		/* of each projection */
+	uint64		horizon;		/* the log horizon before the pass's units */
 } ListStep;
 
 /* Is ocx still here, is this database served, which projections to run. */
@@ -214,7 +218,27 @@ StepList(void *arg)
 	ls->partitions = NIL;
 	ls->restoring = ls->installed && ls->served && OcxRestoreConnected();
 	if (ls->installed && ls->served && !ls->restoring)
+	{
+		/* every unit of the pass reads under this horizon or a later one */
+		ls->horizon = OcxLogHorizon();
 		ls->names = OcxProjectionsToRun(OcxStepContext, &ls->partitions);
+	}
+	return false;
+}
+
+/* Are there events the pass could not see yet (logspace.c)? */
+typedef struct HeldStep
+{
+	uint64		horizon;
+	bool		held;
+} HeldStep;
+
+static bool
+StepHeld(void *arg)
+{
+	HeldStep   *hs = (HeldStep *) arg;
+
+	hs->held = OcxEventsAtOrAbove(hs->horizon);
 	return false;
 }
 
@@ -477,7 +501,8 @@ SetBusySince(TimestampTz when)
  * *next_due, sets *failed on an error.
  */
 static OcxPassResult
-PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
+PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
+		 uint64 *horizon)
 {
 	ListStep	ls;
 	bool		list_failed = false;
@@ -491,6 +516,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 	int		   *unit_partitions;
 
 	*more = false;
+	*horizon = 0;
 	memset(&ls, 0, sizeof(ls));
 	ls.installed = true;
 	ls.served = true;
@@ -510,6 +536,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed)
 		pgstat_report_activity(STATE_IDLE, "ocx worker: waiting for pg_restore to finish");
 		return OCX_PASS_RESTORING;
 	}
+	*horizon = ls.horizon;
 
 	/*
 	 * The projections (a partitioned one is one unit per partition), then the
@@ -560,6 +587,7 @@ OcxPassResult
 OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_generation)
 {
 	int			backoff_ms = 0;
+	int			held_ms = 0;
 	bool		more = false;
 	TimestampTz last_pass = 0;
 	TimestampTz last_needed = GetCurrentTimestamp();
@@ -577,6 +605,7 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 		TimestampTz next_due;
 		long		sleep_ms;
 		OcxPassResult result;
+		uint64		pass_horizon = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -616,7 +645,7 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 		}
 		last_pass = now;
 		next_due = TimestampTzPlusMilliseconds(now, ocx_naptime);
-		result = PoolPass(now, &next_due, &more, &failed);
+		result = PoolPass(now, &next_due, &more, &failed, &pass_horizon);
 		if (result == OCX_PASS_NO_EXTENSION || result == OCX_PASS_NOT_SERVED)
 		{
 			if (member == 0)
@@ -639,6 +668,30 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 				OcxShmem->slots[slot_index].failures = 0;
 				LWLockRelease(OcxShmem->lock);
 			}
+		}
+
+		/*
+		 * Events committed at or above the horizon the pass read under were
+		 * invisible to it: an older transaction with an xid was still open.
+		 * Their own commits woke us before the pass, and the blocking
+		 * transaction wakes nobody when it ends unless it appended (a
+		 * command handled, a claim, a report): without a look again the
+		 * events waited for the naptime (5 s by default).  Look again soon,
+		 * backing off while the blocker stays open.
+		 */
+		if (result == OCX_PASS_OK && !more && !failed && pass_horizon != 0)
+		{
+			HeldStep	hs = {pass_horizon, false};
+			bool		held_failed = false;
+
+			OcxRunStep(StepHeld, &hs, "ocx worker: log horizon", &held_failed, NULL, NULL);
+			if (hs.held && !held_failed)
+			{
+				held_ms = held_ms == 0 ? OCX_HELD_MIN_MS : Min(held_ms * 2, OCX_HELD_MAX_MS);
+				next_due = Min(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), held_ms));
+			}
+			else
+				held_ms = 0;
 		}
 
 		/* a helper is needed while another process is held by a slow unit */

@@ -34,17 +34,19 @@ row() {
     }'
 }
 
-# Average of alternating runs: alt_tps OCX_SCRIPT BASE_SCRIPT CLIENTS ROUNDS -> "ocx base".
+# Average of alternating runs: alt_tps OCX_SCRIPT BASE_SCRIPT CLIENTS ROUNDS
+# [extra pgbench args, for both] -> "ocx base".
 # The order alternates from round to round (ocx first in odd rounds, the baseline
 # first in even ones); every round's figures and their spread (min-max) go to
 # stderr.
 alt_tps() {
     local a=$1 b=$2 c=$3 rounds=${4:-2} i ta tb la="" lb=""
+    shift 4
     for i in $(seq "$rounds"); do
         if [ $((i % 2)) -eq 1 ]; then
-            ta=$(pgbench_tps "$a" "$c"); tb=$(pgbench_tps "$b" "$c")
+            ta=$(pgbench_tps "$a" "$c" "$@"); tb=$(pgbench_tps "$b" "$c" "$@")
         else
-            tb=$(pgbench_tps "$b" "$c"); ta=$(pgbench_tps "$a" "$c")
+            tb=$(pgbench_tps "$b" "$c" "$@"); ta=$(pgbench_tps "$a" "$c" "$@")
         fi
         la="$la ${ta:-0}"; lb="$lb ${tb:-0}"
     done
