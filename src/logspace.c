@@ -152,6 +152,10 @@ OcxLogHorizon(void)
  * Is there an event at or above a log txid (one index probe on the log-order
  * index)?  The worker asks it after a pass, with the horizon the pass read
  * under, to learn whether events it could not see yet are waiting (pool.c).
+ * max(), not EXISTS (... WHERE txid >= $1): the kept plan is generic, and
+ * for EXISTS the planner chose a sequential scan that expects an early match
+ * and reads the whole log when there is none (40 ms per pass at 1.3 million
+ * events, the wake-up latency in make bench went from 1 ms to 45 ms).
  */
 bool
 OcxEventsAtOrAbove(uint64 txid)
@@ -166,14 +170,14 @@ OcxEventsAtOrAbove(uint64 txid)
 		elog(ERROR, "ocx: SPI_connect failed");
 	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(txid));
 	if (SPI_execute_plan(OcxKeptPlan(&plan,
-									 "SELECT EXISTS (SELECT FROM ocx.events e "
-									 "WHERE e.txid OPERATOR(pg_catalog.>=) $1)",
+									 "SELECT pg_catalog.max(e.txid) OPERATOR(pg_catalog.>=) $1 "
+									 "FROM ocx.events e",
 									 1, argtypes),
 						 args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "ocx: the look for events above the horizon failed");
 	found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
-	return found;
+	return !isnull && found;
 }
 
 /* ocx.log_txid() → xid8 */
