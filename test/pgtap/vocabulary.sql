@@ -5,7 +5,7 @@
 -- to them (and nothing else).  Each rule is one test that lists what breaks
 -- it, so a failure names the functions.
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 
 -- The concept map: one parameter name per concept, and its type.  Every
 -- input parameter of a public function that is named here has this type;
@@ -53,6 +53,12 @@ INSERT INTO vocab_aliases VALUES
     ('projection_name', 'name'), ('subscription_name', 'name'), ('saga_name', 'name'),
     ('subscription', 'name'), ('limit', 'max_count'), ('count', 'max_count'),
     ('expected', 'expected_version'), ('version', 'expected_version or from_version');
+
+-- Parameter names that mean two things, kept for compatibility (a renamed
+-- parameter breaks calls in named notation, and no wrapper can keep both).
+CREATE TEMP TABLE vocab_homonyms (param text PRIMARY KEY, why text NOT NULL);
+INSERT INTO vocab_homonyms VALUES
+    ('retry', 'a retry policy (jsonb) in define_projection and define_command_handler; whether to retry (boolean) in fail_command, since 0.1.0');
 
 -- Every define_X: a call that defines an object named %1$L (valid when %1$L
 -- is), run twice to prove it creates or replaces and once with bad names to
@@ -126,6 +132,11 @@ SELECT is((SELECT array_agg(format('%s: %s', p.fn, p.name) ORDER BY 1)
             WHERE (p.name ~ '(^|_)(id|ids|type|types)$' OR p.name ~ '^(type|types)_')
               AND NOT EXISTS (SELECT FROM vocab_concepts c WHERE c.param = p.name)),
           NULL, 'every id and type parameter is in the concept map (add new concepts to vocab_concepts)');
+SELECT is((SELECT array_agg(format('%s: %s', p.name, types) ORDER BY 1)
+             FROM (SELECT p.name, string_agg(DISTINCT p.type::text, ', ') AS types
+                     FROM vocab_params p GROUP BY p.name HAVING count(DISTINCT p.type) > 1) p
+            WHERE NOT EXISTS (SELECT FROM vocab_homonyms h WHERE h.param = p.name)),
+          NULL, 'a parameter name has one type in every public function (but the homonyms kept for compatibility)');
 SELECT is((SELECT array_agg(format('%s: %s', p.fn, p.name) ORDER BY 1)
              FROM vocab_params p
             WHERE p.name ~ '_id$' AND p.type NOT IN ('uuid'::regtype, 'bigint'::regtype, 'text'::regtype)),
@@ -158,7 +169,7 @@ SELECT is((SELECT array_agg(v.fn::text ORDER BY 1) FROM vocab_public v
 
 -- the callers: an ocx_admin member (the least privileged role that may
 -- define) and an ocx_writer member (who may not)
-GRANT SELECT ON vocab_concepts, vocab_aliases, vocab_defines, vocab_deprecated, vocab_public, vocab_params TO PUBLIC;
+GRANT SELECT ON vocab_concepts, vocab_aliases, vocab_homonyms, vocab_defines, vocab_deprecated, vocab_public, vocab_params TO PUBLIC;
 CREATE ROLE vocab_admin;
 CREATE ROLE vocab_writer;
 GRANT ocx_admin TO vocab_admin;
