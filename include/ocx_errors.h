@@ -83,6 +83,7 @@
 
 /* OX5xx: security, tenancy, operations */
 #define ERRCODE_OCX_INVALID_NAME			MAKE_SQLSTATE('O','X','5','0','0')
+#define ERRCODE_OCX_DEPRECATED_NAME			MAKE_SQLSTATE('O','X','5','0','1')	/* a WARNING */
 #define ERRCODE_OCX_AUTHOR_NOT_ALLOWED		MAKE_SQLSTATE('O','X','5','0','2')
 #define ERRCODE_OCX_UNSAFE_SEARCH_PATH		MAKE_SQLSTATE('O','X','5','0','3')
 

@@ -543,7 +543,7 @@ ocx_bus_tick(PG_FUNCTION_ARGS)
  */
 PG_FUNCTION_INFO_V1(ocx_stream_partition);
 
-#define OCX_MAX_PARTITIONS 1024	/* as ocx.create_subscription allows */
+#define OCX_MAX_PARTITIONS 1024	/* as ocx.define_subscription allows */
 
 Datum
 ocx_stream_partition(PG_FUNCTION_ARGS)

@@ -2,12 +2,13 @@
  * subscription.c
  *		Argument checks for durable subscriptions.
  *
- * The subscription functions themselves (create_subscription, poll, ack,
+ * The subscription functions themselves (define_subscription, poll, ack,
  * drop_subscription) are set-based SQL over ocx.subscriptions and
- * ocx.subscription_partitions in sql/parts/50_bus.sql: each is a handful of
- * indexed statements, and keeping them in SQL keeps the locking visible.  The
- * one lock that matters is the subscription's row, taken FOR NO KEY UPDATE
- * by poll and ack: it serializes the consumers of one subscription while
+ * ocx.subscription_partitions in sql/parts/50_bus.sql and 70_vocabulary.sql:
+ * each is a handful of indexed statements, and keeping them in SQL keeps the
+ * locking visible.  The one lock that matters is the subscription's row,
+ * taken FOR NO KEY UPDATE by poll and ack (and by define_subscription when it
+ * redefines one): it serializes the consumers of one subscription while
  * partitions change hands, so an event is never delivered to two consumers
  * unless a lease ran out.
  */

@@ -152,6 +152,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'OX111', MESSAGE = 'event type is too long',
             DETAIL = 'Event types are limited to 256 bytes, as in ocx.append.';
     END IF;
+    PERFORM ocx._check_name('event type', type);
     IF schema_version IS NULL OR schema_version OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION USING ERRCODE = 'OX111',
             MESSAGE = pg_catalog.format('schema version of event type "%s" must be a positive integer', type),
@@ -312,6 +313,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'OX101', MESSAGE = 'aggregate type is too long',
             DETAIL = 'Aggregate types are limited to 256 bytes.';
     END IF;
+    PERFORM ocx._check_name('aggregate type', aggregate_type);
     IF (apply IS NULL) OPERATOR(pg_catalog.=) (reducer IS NULL) THEN
         RAISE EXCEPTION USING ERRCODE = 'OX101',
             MESSAGE = pg_catalog.format('aggregate "%s" needs exactly one of apply and reducer', aggregate_type),
@@ -365,7 +367,7 @@ COMMENT ON FUNCTION ocx._define_aggregate(text, regprocedure, jsonb, integer, js
     'internal: the body of ocx.define_aggregate, run as ocx_owner; records the caller (ocx._caller()) as the definer';
 
 -- Runs with ocx_owner's rights and records its caller: see src/security.c.
-CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEFAULT NULL,
+CREATE FUNCTION ocx.define_aggregate(type text, apply regprocedure DEFAULT NULL,
                                      initial_state jsonb DEFAULT '{}', snapshot_every integer DEFAULT NULL,
                                      reducer jsonb DEFAULT NULL)
     RETURNS void
@@ -374,7 +376,7 @@ CREATE FUNCTION ocx.define_aggregate(aggregate_type text, apply regprocedure DEF
 COMMENT ON FUNCTION ocx.define_aggregate(text, regprocedure, jsonb, integer, jsonb) IS
     'define (or redefine) an aggregate type: apply(state jsonb, event ocx.event) -> jsonb or declarative reducer rules; redefinition drops its snapshots';
 
-CREATE FUNCTION ocx.load(aggregate_type text, stream_id text, as_of_version bigint DEFAULT NULL,
+CREATE FUNCTION ocx.load(type text, stream_id text, as_of_version bigint DEFAULT NULL,
                          as_of_time timestamptz DEFAULT NULL,
                          OUT state jsonb, OUT version bigint)
     RETURNS record
@@ -383,7 +385,7 @@ CREATE FUNCTION ocx.load(aggregate_type text, stream_id text, as_of_version bigi
 COMMENT ON FUNCTION ocx.load(text, text, bigint, timestamptz) IS
     'the aggregate''s state after replaying the stream (from the newest usable snapshot), optionally as of a version or a time';
 
-CREATE FUNCTION ocx.snapshot(aggregate_type text, stream_id text) RETURNS bigint
+CREATE FUNCTION ocx.snapshot(type text, stream_id text) RETURNS bigint
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_snapshot';
 COMMENT ON FUNCTION ocx.snapshot(text, text) IS 'store a snapshot of the aggregate''s current state; returns its version';
@@ -401,6 +403,7 @@ BEGIN
     IF name IS NULL OR name OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX130', MESSAGE = 'module name must not be empty';
     END IF;
+    PERFORM ocx._check_name('module', name);
     IF definition IS NULL OR pg_catalog.jsonb_typeof(definition) OPERATOR(pg_catalog.<>) 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'OX130',
             MESSAGE = pg_catalog.format('definition of module "%s" must be a JSON object', name);

@@ -681,11 +681,13 @@ DECLARE
     ckpt record;
     table_names text[] := ocx._projection_tables(tables);
 BEGIN
-    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.:-]*$' OR length(name) > 63 THEN
-        RAISE EXCEPTION 'invalid projection name %', coalesce(quote_literal(name), 'NULL')
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'invalid projection name NULL'
             USING ERRCODE = 'OX201',
             DETAIL = 'A projection name is 1 to 63 letters, digits, "_", ".", ":" or "-", starting with a letter or "_".';
     END IF;
+    -- the one name rule of every named object (src/names.c): OX500
+    PERFORM ocx._check_name('projection', name);
     IF mode IS NULL OR mode NOT IN ('async', 'inline') THEN
         RAISE EXCEPTION 'invalid projection mode %', coalesce(quote_literal(mode), 'NULL')
             USING ERRCODE = 'OX201', DETAIL = 'The mode is "async" (the worker) or "inline" (the appending transaction).';
@@ -804,18 +806,22 @@ CREATE FUNCTION ocx.define_projection(name text, handler regprocedure, types tex
 COMMENT ON FUNCTION ocx.define_projection(text, regprocedure, text[], text[], text, jsonb, regprocedure, integer, regclass[]) IS
     'define (or redefine, keeping its checkpoint) a projection: handler(e ocx.event) per matching event, async in the worker (in partitions by stream, processed in parallel) or inline in the append; tables declares its read-model tables (for rebuild_projection(shadow => true))';
 
-CREATE FUNCTION ocx.drop_projection(name text) RETURNS void
+CREATE FUNCTION ocx.drop_projection(name text, if_exists boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF coalesce(if_exists, false) AND name IS NOT NULL
+       AND NOT EXISTS (SELECT FROM ocx.projections p WHERE p.name OPERATOR(pg_catalog.=) drop_projection.name) THEN
+        RETURN;
+    END IF;
     PERFORM ocx._projection_row(name);
     PERFORM ocx._projection_shadow_discard(name);
     DELETE FROM ocx.projections p WHERE p.name = drop_projection.name;
 END;
 $$;
-COMMENT ON FUNCTION ocx.drop_projection(text) IS
-    'remove a projection, its checkpoint, its dead letters and the shadow tables of a blue/green rebuild (the read model tables are yours to drop)';
+COMMENT ON FUNCTION ocx.drop_projection(text, boolean) IS
+    'remove a projection (if_exists: no error when there is none), its checkpoint, its dead letters and the shadow tables of a blue/green rebuild (the read model tables are yours to drop)';
 
 CREATE FUNCTION ocx.pause_projection(name text) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -1028,12 +1034,12 @@ COMMENT ON FUNCTION ocx._parked_dead_letter(bigint) IS
     'internal: a parked projection dead letter, locked, or raises OX220';
 
 -- The handler runs as the projection's owner (ocx._call_as_author), as in the worker.
-CREATE FUNCTION ocx.retry_dead_letter(id bigint) RETURNS void
+CREATE FUNCTION ocx.retry_dead_letter(dead_letter_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d ocx.dead_letters := ocx._parked_dead_letter(id);
+    d ocx.dead_letters := ocx._parked_dead_letter(dead_letter_id);
     p ocx.projections := ocx._projection_row(d.projection);
 BEGIN
     PERFORM ocx._call_as_author(p.handler, pg_catalog.to_regrole(pg_catalog.quote_ident(p.owner)),
@@ -1046,12 +1052,12 @@ $$;
 COMMENT ON FUNCTION ocx.retry_dead_letter(bigint) IS
     'run a dead-lettered event through its projection''s handler again, now, in this transaction; marks it resolved on success, then applies the events of its stream held back behind it (on_failure park_stream)';
 
-CREATE FUNCTION ocx.skip_dead_letter(id bigint) RETURNS void
+CREATE FUNCTION ocx.skip_dead_letter(dead_letter_id bigint) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d ocx.dead_letters := ocx._parked_dead_letter(id);
+    d ocx.dead_letters := ocx._parked_dead_letter(dead_letter_id);
     p ocx.projections := ocx._projection_row(d.projection);
 BEGIN
     UPDATE ocx.dead_letters dl SET state = 'resolved', resolved_at = pg_catalog.now()

@@ -161,59 +161,7 @@ CREATE FUNCTION ocx._bus_name_arg(what text, val text) RETURNS text
 COMMENT ON FUNCTION ocx._bus_name_arg(text, text) IS
     'internal: a valid subscription or consumer name (1 to 200 bytes), else raises OX301';
 
-CREATE FUNCTION ocx.create_subscription(name text, types text[] DEFAULT NULL,
-                                        categories text[] DEFAULT NULL,
-                                        partitions integer DEFAULT 1,
-                                        "after" ocx.cursor DEFAULT NULL,
-                                        lease interval DEFAULT '30 seconds',
-                                        on_poison text DEFAULT 'as_stored')
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM ocx._bus_name_arg('subscription name', name);
-    IF partitions IS NULL OR partitions < 1 OR partitions > 1024 THEN
-        RAISE EXCEPTION 'partitions must be between 1 and 1024'
-            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(partitions::text, 'NULL')),
-                  HINT = 'Use 1 for a single consumer, or at least as many partitions as consumers in the group.';
-    END IF;
-    IF lease IS NULL OR lease <= '0'::interval THEN
-        RAISE EXCEPTION 'lease must be a positive interval'
-            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(lease::text, 'NULL'));
-    END IF;
-    IF on_poison IS NULL OR on_poison NOT IN ('as_stored', 'stop') THEN
-        RAISE EXCEPTION 'on_poison must be ''as_stored'' or ''stop'''
-            USING ERRCODE = 'OX301', DETAIL = format('Got %s.', coalesce(quote_literal(on_poison), 'NULL')),
-                  HINT = 'as_stored hands an event whose upcaster fails over as stored and records it; stop fails the poll.';
-    END IF;
-    IF types IS NOT NULL AND (cardinality(types) = 0 OR array_ndims(types) > 1
-                              OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL)) THEN
-        RAISE EXCEPTION 'types must be NULL (all types) or a non-empty one-dimensional array without NULLs'
-            USING ERRCODE = 'OX301';
-    END IF;
-    IF categories IS NOT NULL AND (cardinality(categories) = 0 OR array_ndims(categories) > 1
-                                   OR EXISTS (SELECT FROM unnest(categories) u WHERE u IS NULL)) THEN
-        RAISE EXCEPTION 'categories must be NULL (all categories) or a non-empty one-dimensional array without NULLs'
-            USING ERRCODE = 'OX301';
-    END IF;
-    INSERT INTO ocx.subscriptions AS s (name, types, categories, partitions, lease, on_poison)
-        VALUES (create_subscription.name, create_subscription.types, create_subscription.categories,
-                create_subscription.partitions, create_subscription.lease, create_subscription.on_poison)
-        ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'subscription "%" already exists', name
-            USING ERRCODE = 'OX302',
-                  HINT = 'Drop it first with ocx.drop_subscription, or use another name.';
-    END IF;
-    INSERT INTO ocx.subscription_partitions (subscription, partition, acked_txid, acked_position)
-        SELECT create_subscription.name, p, coalesce(ocx.txid("after"), '0'::xid8),
-               coalesce(ocx.global_position("after"), 0)
-          FROM generate_series(0, create_subscription.partitions - 1) p;
-END
-$$;
-COMMENT ON FUNCTION ocx.create_subscription(text, text[], text[], integer, ocx.cursor, interval, text) IS
-    'create a durable subscription (optionally filtered by types and categories; partitions > 1 for consumer groups; on_poison: as_stored or stop)';
+-- ocx.define_subscription (and the deprecated create_subscription): sql/parts/70_vocabulary.sql
 
 CREATE FUNCTION ocx.drop_subscription(name text, if_exists boolean DEFAULT false) RETURNS boolean
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
@@ -596,6 +544,7 @@ BEGIN
         RAISE EXCEPTION 'command type must be a non-empty string of at most 256 bytes'
             USING ERRCODE = 'OX322';
     END IF;
+    PERFORM ocx._check_name('command type', command_type);
     IF handler IS NOT NULL THEN
         SELECT pronargs, proargtypes[0], prorettype INTO nargs, argtype, rettype
           FROM pg_catalog.pg_proc WHERE oid = handler;
@@ -619,13 +568,10 @@ BEGIN
         VALUES (_define_command_handler.command_type, _define_command_handler.handler,
                 (policy ->> 'max_attempts')::integer, (policy ->> 'base_delay')::interval,
                 (policy ->> 'max_delay')::interval, ocx._caller())
-        ON CONFLICT ON CONSTRAINT command_handlers_pkey DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'command type "%" already has a handler', command_type
-            USING ERRCODE = 'OX321',
-                  DETAIL = 'A command has exactly one handler.',
-                  HINT = 'Drop the existing one with ocx.drop_command_handler first.';
-    END IF;
+        ON CONFLICT ON CONSTRAINT command_handlers_pkey DO UPDATE
+           SET handler = excluded.handler, max_attempts = excluded.max_attempts,
+               base_delay = excluded.base_delay, max_delay = excluded.max_delay,
+               handler_role = excluded.handler_role;
     PERFORM ocx._command_sent();
 END
 $$;
@@ -633,26 +579,28 @@ COMMENT ON FUNCTION ocx._define_command_handler(text, regprocedure, jsonb) IS
     'internal: the body of ocx.define_command_handler, run as ocx_owner; records the caller (ocx._caller()) as the handler''s role';
 
 -- Runs with ocx_owner's rights and records its caller: see src/security.c.
-CREATE FUNCTION ocx.define_command_handler(command_type text, handler regprocedure,
+CREATE FUNCTION ocx.define_command_handler(type text, handler regprocedure,
                                            retry jsonb DEFAULT NULL)
     RETURNS void
     LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_owner_call';
 COMMENT ON FUNCTION ocx.define_command_handler(text, regprocedure, jsonb) IS
-    'the one handler of a command type: a function (ocx.command) -> jsonb|void the worker runs, or NULL for client-claimed commands; retry {"max_attempts", "base_delay", "max_delay"}';
+    'define (or replace) the one handler of a command type: a function (ocx.command) -> jsonb|void the worker runs, or NULL for client-claimed commands; retry {"max_attempts", "base_delay", "max_delay"}';
 
-CREATE FUNCTION ocx.drop_command_handler(command_type text) RETURNS void
+CREATE FUNCTION ocx.drop_command_handler(type text, if_exists boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM ocx.command_handlers h WHERE h.command_type = drop_command_handler.command_type;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'command type "%" has no handler', command_type USING ERRCODE = 'OX320';
+    DELETE FROM ocx.command_handlers h WHERE h.command_type = drop_command_handler.type;
+    IF NOT FOUND AND NOT coalesce(if_exists, false) THEN
+        RAISE EXCEPTION 'command type "%" has no handler', type USING ERRCODE = 'OX320',
+            HINT = 'Pass if_exists => true to ignore a missing handler.';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION ocx.drop_command_handler(text) IS 'remove the handler of a command type';
+COMMENT ON FUNCTION ocx.drop_command_handler(text, boolean) IS
+    'remove the handler of a command type (if_exists: no error when there is none)';
 
 -- The queue's one way in.  The command belongs to tenant_id, given
 -- explicitly: send_command passes the sender's ocx.tenant (it runs as

@@ -376,6 +376,7 @@ BEGIN
         RAISE EXCEPTION 'saga name must be a non-empty string of at most 200 bytes'
             USING ERRCODE = 'OX403';
     END IF;
+    PERFORM ocx._check_name('saga', name);
     steps := ocx._saga_normalize(definition);
     INSERT INTO ocx.saga_definitions AS d (name, definition, steps)
         VALUES (define_saga.name, define_saga.definition, steps)
@@ -386,7 +387,7 @@ $fn$;
 COMMENT ON FUNCTION ocx.define_saga(text, jsonb) IS
     'define (or redefine) a saga: {"steps": [{"name", "command", "data", "success", "failure", "timeout", "compensation"}, ...]}; invalid definitions raise OX401';
 
-CREATE FUNCTION ocx.drop_saga(name text) RETURNS void
+CREATE FUNCTION ocx.drop_saga(name text, if_exists boolean DEFAULT false) RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -395,7 +396,11 @@ DECLARE
 BEGIN
     PERFORM 1 FROM ocx.saga_definitions d WHERE d.name = drop_saga.name FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'saga "%" does not exist', name USING ERRCODE = 'OX400';
+        IF coalesce(if_exists, false) THEN
+            RETURN;
+        END IF;
+        RAISE EXCEPTION 'saga "%" does not exist', name USING ERRCODE = 'OX400',
+            HINT = 'Pass if_exists => true to ignore a missing saga.';
     END IF;
     SELECT count(*) INTO active FROM ocx.saga_instances i
      WHERE i.saga_name = drop_saga.name AND i.state IN ('running', 'compensating');
@@ -407,8 +412,8 @@ BEGIN
     DELETE FROM ocx.saga_definitions d WHERE d.name = drop_saga.name;
 END
 $fn$;
-COMMENT ON FUNCTION ocx.drop_saga(text) IS
-    'remove a saga definition that has no running or compensating instances (finished ones stay in the tables)';
+COMMENT ON FUNCTION ocx.drop_saga(text, boolean) IS
+    'remove a saga definition (if_exists: no error when there is none) that has no running or compensating instances (finished ones stay in the tables)';
 
 -- ---------------------------------------------------------------------------
 -- The engine

@@ -12,7 +12,7 @@ SELECT col_default_is('ocx', 'projections', 'partitions', '1', 'a projection has
 SELECT is((SELECT proargnames[7:11] FROM pg_proc WHERE oid = 'ocx.worker_status'::regproc),
           ARRAY['role', 'worker', 'unit', 'unit_since', 'units_run'],
           'worker_status shows role, worker, unit, unit_since, units_run');
-SELECT has_function('ocx', 'drop_projection', ARRAY['text'], 'drop_projection');
+SELECT has_function('ocx', 'drop_projection', ARRAY['text', 'boolean'], 'drop_projection');
 SELECT has_function('ocx', 'pause_projection', ARRAY['text'], 'pause_projection');
 SELECT has_function('ocx', 'resume_projection', ARRAY['text'], 'resume_projection');
 SELECT has_function('ocx', 'rebuild_projection', ARRAY['text', 'boolean'], 'rebuild_projection');

@@ -19,7 +19,7 @@ SELECT columns_are('ocx', 'saga_status', ARRAY['saga_id', 'saga_name', 'state', 
 
 -- the public API
 SELECT has_function('ocx', 'define_saga', ARRAY['text', 'jsonb']);
-SELECT has_function('ocx', 'drop_saga', ARRAY['text']);
+SELECT has_function('ocx', 'drop_saga', ARRAY['text', 'boolean']);
 SELECT has_function('ocx', 'start_saga', ARRAY['text', 'jsonb', 'uuid']);
 SELECT has_function('ocx', 'abort_saga', ARRAY['uuid', 'text']);
 SELECT function_returns('ocx', 'start_saga', ARRAY['text', 'jsonb', 'uuid'], 'uuid');

@@ -7,8 +7,8 @@
 
 -- setup, as the administrator: the client role and the subscriptions
 CREATE ROLE ocx_fence_client LOGIN IN ROLE ocx_writer;
-SELECT ocx.create_subscription('fence_lease', categories => ARRAY['fencel'], lease => '1 second');
-SELECT ocx.create_subscription('fence_group', categories => ARRAY['fenceg'], partitions => 2,
+SELECT ocx.define_subscription('fence_lease', categories => ARRAY['fencel'], lease => '1 second');
+SELECT ocx.define_subscription('fence_group', categories => ARRAY['fenceg'], partitions => 2,
                                lease => '2 seconds');
 -- one stream in each of fence_group's two partitions
 SELECT min(x.s) FILTER (WHERE x.p = 0) AS g0, min(x.s) FILTER (WHERE x.p = 1) AS g1

@@ -38,8 +38,12 @@ CREATE FUNCTION cmdt_wrong(x jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT x $$
 -- defining handlers, and the errors
 SELECT ocx.define_command_handler('cmdt.Place', 'cmdt_place(ocx.command)',
                                   '{"max_attempts": 3, "base_delay": "1 hour", "max_delay": "2 hours"}');
+-- define_X creates or replaces (0.2.0 raised OX321 here): the handler and
+-- its policy are replaced, then defined back as they were
 SELECT ocx.define_command_handler('cmdt.Place', 'cmdt_void(ocx.command)');
-\echo :LAST_ERROR_SQLSTATE
+SELECT handler, max_attempts, base_delay FROM ocx.command_handlers WHERE command_type = 'cmdt.Place';
+SELECT ocx.define_command_handler('cmdt.Place', 'cmdt_place(ocx.command)',
+                                  '{"max_attempts": 3, "base_delay": "1 hour", "max_delay": "2 hours"}');
 SELECT ocx.define_command_handler('cmdt.Void', 'cmdt_void(ocx.command)', '{"max_attempts": 1}');
 SELECT ocx.define_command_handler('cmdt.Wrong', 'cmdt_wrong(jsonb)');
 \echo :LAST_ERROR_SQLSTATE

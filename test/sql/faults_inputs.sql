@@ -92,9 +92,9 @@ SELECT count(*) FROM ocx.commands;
 -- from array_position); an ocx SQLSTATE, nothing written
 SELECT * FROM ocx.claim_commands('{{a,b},{c,d}}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('fz_sub', types => '{{a,b},{c,d}}');
+SELECT ocx.define_subscription('fz_sub', types => '{{a,b},{c,d}}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('fz_sub', categories => '{{a,b},{c,d}}');
+SELECT ocx.define_subscription('fz_sub', categories => '{{a,b},{c,d}}');
 \echo :LAST_ERROR_SQLSTATE
 CREATE FUNCTION fz_handler(e ocx.event) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 SELECT ocx.define_projection('fz_proj', 'fz_handler(ocx.event)', types => '{{a,b},{c,d}}');

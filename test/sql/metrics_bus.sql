@@ -26,7 +26,7 @@ SELECT labels ->> 'status' AS status, value >= 1 AS present
  ORDER BY 1;
 
 -- subscription lag: events readable but not yet acknowledged
-SELECT ocx.create_subscription('mbus_sub', NULL, ARRAY['mbus']);
+SELECT ocx.define_subscription('mbus_sub', NULL, ARRAY['mbus']);
 SELECT ocx.append('mbus-1', 0, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}, {"type": "C", "data": {}}]');
 SELECT value AS lag FROM ocx.stats WHERE name = 'subscription_lag_events' AND labels ->> 'subscription' = 'mbus_sub';
 SELECT count(*) AS polled FROM ocx.poll('mbus_sub', 2);

@@ -32,14 +32,14 @@ SELECT stream_id, type, schema_version, data FROM ocx.read_category('poison', (S
 SELECT ocx.define_event_type('poison.V', 3);
 SELECT ocx.define_upcaster('poison.V', 1, spec => '{"op":"rename","from":"a","to":"b"}');
 SELECT ocx.define_upcaster('poison.V', 2, spec => '{"op":"cast","path":"b","to":"integer"}');
-SELECT ocx.create_subscription('poison_v', types => ARRAY['poison.V'],
+SELECT ocx.define_subscription('poison_v', types => ARRAY['poison.V'],
                                "after" => (SELECT c FROM poison_start));
 SELECT ocx.append('poisonv-1', NULL, '[{"type":"poison.V","schema_version":1,"data":{"a":"3"}}]');
 SELECT schema_version, data FROM ocx.read_all((SELECT c FROM poison_start), NULL, ARRAY['poison.V']);
 SELECT schema_version, data FROM ocx.poll('poison_v');
 
 -- item 6: a subscription to a type that never occurs
-SELECT ocx.create_subscription('poison_never', types => ARRAY['poison.Never']);
+SELECT ocx.define_subscription('poison_never', types => ARRAY['poison.Never']);
 SELECT ocx.append('poisonn-1', NULL, '[{"type":"poison.Noise","data":{}},{"type":"poison.Noise","data":{}}]');
 SELECT count(*) AS polled FROM ocx.poll('poison_never');
 -- the empty poll moved the stored position past the events it filtered out
@@ -59,11 +59,11 @@ SELECT stream_id, type, data FROM ocx.poll('poison_never');
 -- item 3 for subscriptions: a poison event is the dead letter of the
 -- subscription that cannot read it, per its on_poison
 SELECT ocx.define_upcaster('U', 1, spec => '{"op":"cast","path":"n","to":"integer"}');
-SELECT ocx.create_subscription('poison_sub', categories => ARRAY['poison'],
+SELECT ocx.define_subscription('poison_sub', categories => ARRAY['poison'],
                                "after" => (SELECT c FROM poison_start));
-SELECT ocx.create_subscription('poison_stop', categories => ARRAY['poison'],
+SELECT ocx.define_subscription('poison_stop', categories => ARRAY['poison'],
                                "after" => (SELECT c FROM poison_start), on_poison => 'stop');
-SELECT ocx.create_subscription('poison_other', types => ARRAY['poison.Ok'],
+SELECT ocx.define_subscription('poison_other', types => ARRAY['poison.Ok'],
                                "after" => (SELECT c FROM poison_start));
 -- as_stored (the default): every event in order, the poison one as stored and marked
 SELECT stream_id, type, schema_version, data, metadata->'ocx_poison' AS poison
@@ -82,7 +82,7 @@ SELECT count(*) AS stop_recorded FROM ocx.subscription_dead_letters WHERE subscr
 -- a subscription to other types never upcasts it
 SELECT stream_id, type FROM ocx.poll('poison_other', 100);
 -- an unknown policy: OX301
-SELECT ocx.create_subscription('poison_bad', on_poison => 'skip');
+SELECT ocx.define_subscription('poison_bad', on_poison => 'skip');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.drop_subscription('poison_sub');
 SELECT ocx.drop_subscription('poison_stop');

@@ -99,7 +99,7 @@ SELECT ocx.metrics() IS NOT NULL AS metrics;
 SELECT count(*) AS traced FROM ocx.trace('6c9a7d1e-0b3a-4f57-9a43-0000000000ff');
 
 -- the bus: subscriptions, commands, ephemeral messages
-SELECT ocx.create_subscription('shadow_sub', NULL, ARRAY['shadow']);
+SELECT ocx.define_subscription('shadow_sub', NULL, ARRAY['shadow']);
 SELECT count(*) AS polled FROM ocx.poll('shadow_sub', 100);
 SELECT ocx.ack('shadow_sub', (SELECT e."cursor" FROM ocx.read_category('shadow', NULL, NULL) e
                               ORDER BY e."cursor" DESC LIMIT 1));

@@ -3,21 +3,21 @@
 \set SHOW_CONTEXT never
 
 -- bad arguments
-SELECT ocx.create_subscription(NULL);
+SELECT ocx.define_subscription(NULL);
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('');
+SELECT ocx.define_subscription('');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription(repeat('s', 201));
+SELECT ocx.define_subscription(repeat('s', 201));
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('subt_bad', partitions => 0);
+SELECT ocx.define_subscription('subt_bad', partitions => 0);
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('subt_bad', partitions => 2000);
+SELECT ocx.define_subscription('subt_bad', partitions => 2000);
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('subt_bad', lease => '0 seconds');
+SELECT ocx.define_subscription('subt_bad', lease => '0 seconds');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('subt_bad', types => '{}');
+SELECT ocx.define_subscription('subt_bad', types => '{}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_subscription('subt_bad', categories => ARRAY['a', NULL]);
+SELECT ocx.define_subscription('subt_bad', categories => ARRAY['a', NULL]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS nothing_written FROM ocx.subscriptions WHERE name LIKE 'subt_bad%';
 SELECT * FROM ocx.poll('subt_missing');
@@ -29,8 +29,8 @@ SELECT ocx.drop_subscription('subt_missing');
 SELECT ocx.drop_subscription('subt_missing', if_exists => true) AS dropped;
 
 -- one consumer: poll returns events after the acknowledged cursor
-SELECT ocx.create_subscription('subt_orders', categories => ARRAY['subt_order']);
-SELECT ocx.create_subscription('subt_orders');
+SELECT ocx.define_subscription('subt_orders', categories => ARRAY['subt_order']);
+SELECT ocx.create_subscription('subt_orders');  -- deprecated: WARNING OX501, then OX302 as in 0.2.0
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.append('subt_order-1', 0, '[{"type": "Placed", "data": {"n": 1}},
                                       {"type": "Paid", "data": {"n": 2}}]');
@@ -73,14 +73,14 @@ SELECT name, partition, partitions, owner, acked OPERATOR(ocx.=) :'c5'::ocx.curs
   FROM ocx.subscription_status WHERE name = 'subt_orders';
 
 -- type filter, and starting after a cursor
-SELECT ocx.create_subscription('subt_placed', types => ARRAY['Placed'], categories => ARRAY['subt_order']);
+SELECT ocx.define_subscription('subt_placed', types => ARRAY['Placed'], categories => ARRAY['subt_order']);
 SELECT stream_id, type FROM ocx.poll('subt_placed', 10);
-SELECT ocx.create_subscription('subt_late', categories => ARRAY['subt_order'], "after" => :'c2');
+SELECT ocx.define_subscription('subt_late', categories => ARRAY['subt_order'], "after" => :'c2');
 SELECT stream_id, stream_version FROM ocx.poll('subt_late', 10);
 
 -- consumer groups: four partitions, two consumers; each stream's events go
 -- to exactly one of them, in order
-SELECT ocx.create_subscription('subt_group', categories => ARRAY['subt_grp'], partitions => 4);
+SELECT ocx.define_subscription('subt_group', categories => ARRAY['subt_grp'], partitions => 4);
 SELECT count(*) FROM ocx.poll('subt_group', 100, 'a');
 SELECT count(*) FROM ocx.poll('subt_group', 100, 'b');
 SELECT ocx.append('subt_grp-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}]')
@@ -114,7 +114,7 @@ SELECT count(*) AS delivered, count(DISTINCT global_position) AS distinct_events
 
 -- a consumer whose lease runs out loses its partitions; its events go to
 -- another consumer and its late ack is refused
-SELECT ocx.create_subscription('subt_lease', categories => ARRAY['subt_lease'], lease => '200 milliseconds');
+SELECT ocx.define_subscription('subt_lease', categories => ARRAY['subt_lease'], lease => '200 milliseconds');
 SELECT ocx.append('subt_lease-1', 0, '{"type": "A", "data": {}}');
 -- (x's poll and y's first poll in one transaction: one now(), so the lease has not
 -- run out whatever the speed of the machine)

@@ -8,7 +8,7 @@ CREATE FUNCTION public.tenancy_apply(state jsonb, e ocx.event) RETURNS jsonb LAN
     RETURN pg_catalog.jsonb_build_object('n', COALESCE((state ->> 'n')::int, 0) + 1, 'last', e.type);
 SELECT ocx.define_aggregate('tenancy_acct', 'public.tenancy_apply(jsonb, ocx.event)', snapshot_every => 2);
 CREATE ROLE ocx_regress_reader_user NOLOGIN IN ROLE ocx_reader;
-SELECT ocx.create_subscription('tenancy_acme', NULL, ARRAY['tenancy']);
+SELECT ocx.define_subscription('tenancy_acme', NULL, ARRAY['tenancy']);
 -- the superuser appends first, so append's plans are cached without policies
 -- applied: they must be planned again for the tenant's role
 SELECT ocx.append('tenancy-0', NULL, '{"type": "Untenanted", "data": {}}');
