@@ -38,6 +38,7 @@
 #include "ocx_errors.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -472,18 +473,27 @@ static SPIPlanPtr check_plan = NULL;
  * Raise OX014 if an event matching the condition is after its cursor.  Runs
  * with a new snapshot after the tag locks are held, so it sees every event
  * committed until now, whatever the caller's isolation level; row-level
- * security keeps it to the session's tenant.
+ * security keeps it to the session's tenant.  The cursor comparison is
+ * written as a CASE so that no index matches it: the (kept, generic) plan
+ * must find the events through the tags' GIN index, never by scanning the
+ * log order index from the cursor (from the start when there is none).
+ * Row-level security would keep the GIN index out too (arraycontains is not
+ * leakproof, so it may not run before the policy's qual): the fixed,
+ * parameterized query runs as the bootstrap superuser, as the worker's
+ * queries do, with the tenant policy's condition written out ($5).
  */
 static void
 CheckCondition(Condition *c)
 {
-	static const Oid argtypes[4] = {TEXTARRAYOID, TEXTARRAYOID, XID8OID, INT8OID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	static const Oid argtypes[5] = {TEXTARRAYOID, TEXTARRAYOID, XID8OID, INT8OID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			save_userid;
+	int			save_sec_context;
 	Datum	   *d;
 	SPIPlanPtr	plan;
-	int			rc,
-				i;
+	volatile int rc = 0;
+	int			i;
 
 	d = palloc(sizeof(Datum) * c->ntags);
 	for (i = 0; i < c->ntags; i++)
@@ -503,6 +513,7 @@ CheckCondition(Condition *c)
 	}
 	values[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(c->has_after ? c->after_txid : 0));
 	values[3] = Int64GetDatum(c->has_after ? c->after_position : 0);
+	values[4] = CStringGetTextDatum(ocx_tenant ? ocx_tenant : "");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
@@ -510,11 +521,23 @@ CheckCondition(Condition *c)
 					   "SELECT e.stream_id, e.type, e.txid, e.global_position FROM ocx.events e "
 					   "WHERE e.tags OPERATOR(pg_catalog.@>) $1 "
 					   "AND ($2 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($2)) "
-					   "AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($3, $4) "
-					   "LIMIT 1",
-					   4, argtypes);
-	rc = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
-							  true, false, 1);
+					   "AND CASE WHEN e.txid OPERATOR(pg_catalog.>) $3 THEN true "
+					   "WHEN e.txid OPERATOR(pg_catalog.=) $3 THEN e.global_position OPERATOR(pg_catalog.>) $4 "
+					   "ELSE false END "
+					   "AND COALESCE(e.tenant_id, '') OPERATOR(pg_catalog.=) $5",
+					   5, argtypes);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		rc = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+								  true, false, 1);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ocx: the append condition check failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed > 0)
