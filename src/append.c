@@ -89,6 +89,8 @@ typedef enum OcxPlan
 	PLAN_LOCK,
 	PLAN_INSERT_ONE,
 	PLAN_INSERT_MANY,
+	PLAN_INSERT_ONE_TAGGED,
+	PLAN_INSERT_MANY_TAGGED,
 	PLAN_FIND_IDS,
 	PLAN_ONE_ANY,
 	PLAN_ONE_NEW,
@@ -149,6 +151,18 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		2, {TEXTOID, INT8OID}
 	},
 	[PLAN_INSERT_ONE] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+		"RETURNING global_position",
+		13, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID}
+	},
+	/*
+	 * Tagged events (dcb.c): only these statements name the tags column, so
+	 * untagged appends work against the schemas of 0.1.0 and 0.2.0 too
+	 * (before ALTER EXTENSION UPDATE) and pay nothing for it.
+	 */
+	[PLAN_INSERT_ONE_TAGGED] = {
 		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
 		"RETURNING global_position",
@@ -156,6 +170,19 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTARRAYOID}
 	},
 	[PLAN_INSERT_MANY] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
+		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
+		"u.d, u.m, u.c, u.ca, $12, $13 "
+		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)) "
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, ord) "
+		"RETURNING global_position",
+		13, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+		TEXTOID, XID8OID}
+	},
+	[PLAN_INSERT_MANY_TAGGED] = {
 		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags) "
 		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
 		"u.d, u.m, u.c, u.ca, $12, $13, "
@@ -1095,7 +1122,8 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 			values[13] = OcxTagsDatum(&events[0]);
 			nulls[13] = ' ';
 		}
-		rows = RunPlan(PLAN_INSERT_ONE, values, nulls);
+		rows = RunPlan(events[0].ntags > 0 ? PLAN_INSERT_ONE_TAGGED : PLAN_INSERT_ONE,
+					   values, nulls);
 	}
 	else
 	{
@@ -1144,13 +1172,12 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 		values[8] = MakeArray(metas, NULL, n, JSONBOID);
 		values[9] = MakeArray(corrs, corr_nulls, n, UUIDOID);
 		values[10] = MakeArray(causes, cause_nulls, n, UUIDOID);
-		/* untagged batches pass NULL: ROWS FROM pads the column with NULLs */
 		if (any_tags)
 		{
 			values[13] = MakeArray(tags, tag_nulls, n, JSONBOID);
 			nulls[13] = ' ';
 		}
-		rows = RunPlan(PLAN_INSERT_MANY, values, nulls);
+		rows = RunPlan(any_tags ? PLAN_INSERT_MANY_TAGGED : PLAN_INSERT_MANY, values, nulls);
 	}
 	for (r = 0; r < rows; r++)
 		last = Max(last, ResultInt64(r, 1));
