@@ -49,6 +49,9 @@ typedef struct OcxNewEvent
 	bool		has_correlation_id;
 	pg_uuid_t	causation_id;
 	bool		has_causation_id;
+	char	  **tags;			/* sorted, distinct; NULL when none (dcb.c) */
+	int			ntags;
+	char	   *stream_id;		/* ocx.append_if only: the event's stream */
 } OcxNewEvent;
 
 /* append.c */
@@ -57,6 +60,22 @@ extern int64 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 extern void OcxCheckStreamId(text *stream_id);
 extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
 extern void OcxFinishEvent(OcxNewEvent *ev, int index);
+extern void OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
+								   bool with_stream_id);
+extern bool OcxLastAppendCursor(uint64 *txid, int64 *position);
+
+/*
+ * dcb.c: event tags and the tag locks that make ocx.append_if race-free
+ * (docs/consistency.md).  Tags are part of the log: every append of tagged
+ * events takes their locks before it writes.
+ */
+#define OCX_MAX_TAGS			32
+#define OCX_MAX_TAG_LEN			256
+extern void OcxParseTags(JsonbValue *v, const char *what, int index,
+						 char ***tags, int *ntags);
+extern void OcxLockEventTags(OcxNewEvent *events, int n);
+extern Datum OcxTagsDatum(OcxNewEvent *ev);
+extern Datum OcxTagsJsonb(OcxNewEvent *ev);
 
 /* cursor.c: the ocx.cursor type, (log txid, global position) */
 extern Datum OcxCursorGetDatum(uint64 txid, int64 position);

@@ -89,6 +89,8 @@ typedef enum OcxPlan
 	PLAN_LOCK,
 	PLAN_INSERT_ONE,
 	PLAN_INSERT_MANY,
+	PLAN_INSERT_ONE_TAGGED,
+	PLAN_INSERT_MANY_TAGGED,
 	PLAN_FIND_IDS,
 	PLAN_ONE_ANY,
 	PLAN_ONE_NEW,
@@ -155,6 +157,18 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		13, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
 		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID}
 	},
+	/*
+	 * Tagged events (dcb.c): only these statements name the tags column, so
+	 * untagged appends work against the schemas of 0.1.0 and 0.2.0 too
+	 * (before ALTER EXTENSION UPDATE) and pay nothing for it.
+	 */
+	[PLAN_INSERT_ONE_TAGGED] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+		"RETURNING global_position",
+		14, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTARRAYOID}
+	},
 	[PLAN_INSERT_MANY] = {
 		"INSERT INTO ocx.events (" EVENT_COLUMNS ") "
 		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
@@ -167,6 +181,21 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		13, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
 		TEXTOID, XID8OID}
+	},
+	[PLAN_INSERT_MANY_TAGGED] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags) "
+		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
+		"u.d, u.m, u.c, u.ca, $12, $13, "
+		"CASE WHEN u.tg IS NOT NULL THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(u.tg)) END "
+		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), "
+		"pg_catalog.unnest($14)) "
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, tg, ord) "
+		"RETURNING global_position",
+		14, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+		TEXTOID, XID8OID, JSONBARRAYOID}
 	},
 	[PLAN_FIND_IDS] = {
 		"SELECT k.ord, e.stream_id, e.stream_version, e.type, e.data, e.txid, e.global_position "
@@ -316,6 +345,17 @@ RememberAppend(uint64 txid, int64 position, bool ours)
 	last_subid = GetCurrentSubTransactionId();
 }
 
+/* The cursor of this session's last append, for ocx.append_if (false: none). */
+bool
+OcxLastAppendCursor(uint64 *txid, int64 *position)
+{
+	if (!last_valid)
+		return false;
+	*txid = last_txid;
+	*position = last_position;
+	return true;
+}
+
 /*
  * ocx.last_append_cursor() -> ocx.cursor: the cursor of the last event the
  * last append of this session stored (or found stored, for an idempotent
@@ -448,6 +488,14 @@ CheckType(const char *type, int index)
 void
 OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
 {
+	OcxParseEventObjectExt(obj, index, ev, false);
+}
+
+/* with_stream_id: the object names its stream (ocx.append_if) */
+void
+OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
+					   bool with_stream_id)
+{
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
 	JsonbValue	k,
@@ -540,12 +588,20 @@ OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
 		}
 		else if (strcmp(key, "datacontenttype") == 0)
 			datacontenttype = RequireString(&v, index, key, false);
+		else if (strcmp(key, "tags") == 0)
+			OcxParseTags(&v, "event", index, &ev->tags, &ev->ntags);
+		else if (with_stream_id && strcmp(key, "stream_id") == 0)
+		{
+			ev->stream_id = RequireString(&v, index, key, true);
+			OcxCheckStreamId(cstring_to_text(ev->stream_id));
+		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_INVALID_EVENT),
 					 errmsg("unknown key \"%s\" in event %d", key, index),
 					 errhint("An event object has the keys type, data, id, source, time, "
-							 "schema_version, metadata, correlation_id, causation_id and datacontenttype.")));
+							 "schema_version, metadata, correlation_id, causation_id, datacontenttype and tags%s.",
+							 with_stream_id ? ", and stream_id in ocx.append_if" : "")));
 	}
 
 	if (ev->type == NULL)
@@ -1039,8 +1095,8 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 static int64
 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
 {
-	Datum		values[13];
-	char		nulls[13];
+	Datum		values[14];
+	char		nulls[14];
 	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	int64		last = 0;
 	uint64		r,
@@ -1051,6 +1107,7 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	values[0] = sid;
 	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
 	values[12] = txid;
+	nulls[13] = 'n';
 
 	for (i = 0; i < n; i++)
 		if (!events[i].has_id)
@@ -1060,7 +1117,13 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	{
 		FillOneEvent(values, nulls, &events[0], now);
 		values[1] = Int64GetDatum(first);
-		rows = RunPlan(PLAN_INSERT_ONE, values, nulls);
+		if (events[0].ntags > 0)
+		{
+			values[13] = OcxTagsDatum(&events[0]);
+			nulls[13] = ' ';
+		}
+		rows = RunPlan(events[0].ntags > 0 ? PLAN_INSERT_ONE_TAGGED : PLAN_INSERT_ONE,
+					   values, nulls);
 	}
 	else
 	{
@@ -1075,6 +1138,9 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 		bool	   *corr_nulls = palloc(sizeof(bool) * n);
 		Datum	   *causes = palloc(sizeof(Datum) * n);
 		bool	   *cause_nulls = palloc(sizeof(bool) * n);
+		Datum	   *tags = palloc(sizeof(Datum) * n);
+		bool	   *tag_nulls = palloc(sizeof(bool) * n);
+		bool		any_tags = false;
 
 		for (i = 0; i < n; i++)
 		{
@@ -1091,6 +1157,9 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 			corr_nulls[i] = !ev->has_correlation_id;
 			causes[i] = UUIDPGetDatum(&ev->causation_id);
 			cause_nulls[i] = !ev->has_causation_id;
+			tag_nulls[i] = ev->ntags == 0;
+			tags[i] = tag_nulls[i] ? (Datum) 0 : OcxTagsJsonb(ev);
+			any_tags |= !tag_nulls[i];
 		}
 		/* the statement adds the 1-based ordinality to first - 1 */
 		values[1] = Int64GetDatum(first - 1);
@@ -1103,7 +1172,12 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 		values[8] = MakeArray(metas, NULL, n, JSONBOID);
 		values[9] = MakeArray(corrs, corr_nulls, n, UUIDOID);
 		values[10] = MakeArray(causes, cause_nulls, n, UUIDOID);
-		rows = RunPlan(PLAN_INSERT_MANY, values, nulls);
+		if (any_tags)
+		{
+			values[13] = MakeArray(tags, tag_nulls, n, JSONBOID);
+			nulls[13] = ' ';
+		}
+		rows = RunPlan(any_tags ? PLAN_INSERT_MANY_TAGGED : PLAN_INSERT_MANY, values, nulls);
 	}
 	for (r = 0; r < rows; r++)
 		last = Max(last, ResultInt64(r, 1));
@@ -1327,6 +1401,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	if (has_ids)
 		CheckBatchIdsUnique(events, n);
 
+	/* tagged events: the tag locks of ocx.append_if (dcb.c), before the stream's */
+	OcxLockEventTags(events, n);
 	had_xid = FullTransactionIdIsValid(GetTopFullTransactionIdIfAny());
 	LockStreamOrder(sid);
 
@@ -1352,7 +1428,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		}
 	}
 
-	if (n == 1 && !has_ids)
+	if (n == 1 && !has_ids && events[0].ntags == 0)
 	{
 		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now,
 								&position);

@@ -8,7 +8,7 @@ SELECT has_table('ocx', 'events', 'the log exists');
 SELECT has_table('ocx', 'streams', 'the stream table exists');
 SELECT columns_are('ocx', 'events', ARRAY['global_position', 'stream_id', 'stream_version',
     'event_id', 'source', 'type', 'schema_version', 'time', 'data', 'metadata',
-    'correlation_id', 'causation_id', 'tenant_id', 'txid']);
+    'correlation_id', 'causation_id', 'tenant_id', 'txid', 'tags']);
 SELECT col_type_is('ocx', 'events', 'global_position', 'bigint', 'col_type_is ocx, events, global_position, bigint');
 SELECT col_type_is('ocx', 'events', 'stream_version', 'bigint', 'col_type_is ocx, events, stream_version, bigint');
 SELECT col_type_is('ocx', 'events', 'event_id', 'uuid', 'col_type_is ocx, events, event_id, uuid');

@@ -1,0 +1,712 @@
+/*
+ * dcb.c
+ *		Event tags and ocx.append_if: consistency boundaries beyond one
+ *		stream (Dynamic Consistency Boundaries, dcb.events).
+ *
+ * An event may carry tags, a set of strings stored sorted and distinct in
+ * ocx.events.tags (GIN-indexed).  ocx.append_if(events, condition) appends
+ * only if no event matching the condition's query (its type is one of
+ * "types", or any type when none are given, and it carries every tag of
+ * "tags") was written after the condition's cursor "after".
+ *
+ * Race freedom without a global lock comes from tag locks: heavyweight
+ * locks with an advisory lock tag (field4 OCX_TAG_LOCK, which
+ * pg_advisory_lock never uses), one per (tenant, tag), keyed by a 64-bit
+ * hash of both.  Every append of tagged events takes ShareLock on each of
+ * its events' tags; append_if takes ExclusiveLock on each tag of its
+ * condition (and ShareLock on its events' other tags), all in one pass in
+ * key order, held to the end of the transaction, and only then runs the
+ * check with a new snapshot (GetLatestSnapshot, under READ COMMITTED,
+ * REPEATABLE READ and SERIALIZABLE alike).  An event that matches the
+ * condition carries all of its tags, so its writer holds ShareLock on one of
+ * them: the check waits until that writer has ended and then sees its
+ * event; a writer that comes later waits until the append_if's transaction
+ * has ended.  Two append_ifs on the same query serialize; writers of the
+ * same tags do not block each other; disjoint tags never meet.  A hash
+ * collision only makes two tags share a lock.  Locks of one call are taken
+ * in key order, tag locks before the stream locks of append.c, so two calls
+ * do not deadlock; a transaction that appends several times can (40P01).
+ *
+ * "after" is a place in log order (txid, global_position).  Readers of the
+ * log (ocx.read_tagged, ocx.read_all) show only events below the log
+ * horizon, so every event at or before the cursor they hand out was
+ * finished when it was read, and every event the reader did not see is
+ * after it: the check compares in log order, never by global_position.
+ * docs/consistency.md says this for users.
+ */
+#include "ocx.h"
+#include "ocx_errors.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/xid8.h"
+
+PG_FUNCTION_INFO_V1(ocx_append_if);
+PG_FUNCTION_INFO_V1(ocx_tags_arg);
+
+#define OCX_TAG_LOCK			0x6f65
+#define OCX_MAX_CONDITION_TYPES 64
+#define OCX_MAX_TYPE_LEN		256
+
+/* set while ocx.append_if appends: its tag locks are taken already */
+static bool tags_locked = false;
+
+typedef struct TagKey
+{
+	uint32		k1;
+	uint32		k2;
+	LOCKMODE	mode;
+} TagKey;
+
+typedef struct Condition
+{
+	char	  **tags;
+	int			ntags;
+	char	  **types;			/* NULL: any type */
+	int			ntypes;
+	bool		has_after;
+	uint64		after_txid;
+	int64		after_position;
+} Condition;
+
+static int
+CompareStrings(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Sort and drop duplicates; returns the new count. */
+static int
+SortDistinct(char **s, int n)
+{
+	int			m = 0,
+				i;
+
+	if (n == 0)
+		return 0;
+	qsort(s, n, sizeof(char *), CompareStrings);
+	for (i = 1; i < n; i++)
+		if (strcmp(s[i], s[m]) != 0)
+			s[++m] = s[i];
+	return m + 1;
+}
+
+/* The error for one bad tag; what is "event" (index >= 1) or "condition". */
+static void
+CheckTag(const char *tag, int len, const char *what, int index)
+{
+	if (len == 0 || len > OCX_MAX_TAG_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 index > 0 ?
+				 errmsg("a tag of %s %d is %s", what, index, len == 0 ? "empty" : "too long") :
+				 errmsg("a tag of the %s is %s", what, len == 0 ? "empty" : "too long"),
+				 errdetail("Tags are non-empty strings of at most %d bytes.", OCX_MAX_TAG_LEN)));
+}
+
+/*
+ * Parse a JSON "tags" value: an array of at most OCX_MAX_TAGS non-empty
+ * strings; returned sorted and distinct (NULL, 0 for an empty array).
+ */
+void
+OcxParseTags(JsonbValue *v, const char *what, int index, char ***tags, int *ntags)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	e;
+	char	  **out;
+	int			n = 0,
+				count;
+
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
+		JsonContainerIsScalar(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 index > 0 ?
+				 errmsg("\"tags\" of %s %d must be an array of strings, not %s",
+						what, index, OcxJsonbTypeName(v)) :
+				 errmsg("\"tags\" of the %s must be an array of strings, not %s",
+						what, OcxJsonbTypeName(v))));
+	count = JsonContainerSize(v->val.binary.data);
+	if (count > OCX_MAX_TAGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 index > 0 ?
+				 errmsg("%s %d has too many tags", what, index) :
+				 errmsg("the %s has too many tags", what),
+				 errdetail("It has %d; the limit is %d.", count, OCX_MAX_TAGS)));
+	out = palloc(sizeof(char *) * Max(count, 1));
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (e.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_TAGS),
+					 index > 0 ?
+					 errmsg("a tag of %s %d must be a string, not %s", what, index,
+							OcxJsonbTypeName(&e)) :
+					 errmsg("a tag of the %s must be a string, not %s", what,
+							OcxJsonbTypeName(&e))));
+		CheckTag(e.val.string.val, e.val.string.len, what, index);
+		out[n++] = pnstrdup(e.val.string.val, e.val.string.len);
+	}
+	n = SortDistinct(out, n);
+	*tags = n > 0 ? out : NULL;
+	*ntags = n;
+}
+
+/* An event's tags as text[] (ntags > 0). */
+Datum
+OcxTagsDatum(OcxNewEvent *ev)
+{
+	Datum	   *d = palloc(sizeof(Datum) * ev->ntags);
+	int			i;
+
+	for (i = 0; i < ev->ntags; i++)
+		d[i] = CStringGetTextDatum(ev->tags[i]);
+	return PointerGetDatum(construct_array(d, ev->ntags, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* An event's tags as a jsonb array of strings, for the batch insert. */
+Datum
+OcxTagsJsonb(OcxNewEvent *ev)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	int			i;
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < ev->ntags; i++)
+	{
+		JsonbValue	s;
+
+		s.type = jbvString;
+		s.val.string.val = ev->tags[i];
+		s.val.string.len = strlen(ev->tags[i]);
+		pushJsonbValue(&state, WJB_ELEM, &s);
+	}
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
+}
+
+/* The lock key of a tag in the session's tenant. */
+static void
+TagKeyOf(const char *tag, LOCKMODE mode, TagKey *key)
+{
+	const char *tenant = (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : "";
+	size_t		tl = strlen(tenant),
+				gl = strlen(tag);
+	char	   *buf = palloc(tl + gl + 1);
+	uint64		h;
+
+	memcpy(buf, tenant, tl);
+	buf[tl] = '\0';				/* no tenant has a NUL in it */
+	memcpy(buf + tl + 1, tag, gl);
+	h = hash_bytes_extended((const unsigned char *) buf, (int) (tl + gl + 1), 0);
+	pfree(buf);
+	key->k1 = (uint32) (h >> 32);
+	key->k2 = (uint32) h;
+	key->mode = mode;
+}
+
+static int
+CompareKeys(const void *a, const void *b)
+{
+	const TagKey *x = (const TagKey *) a;
+	const TagKey *y = (const TagKey *) b;
+
+	if (x->k1 != y->k1)
+		return x->k1 < y->k1 ? -1 : 1;
+	if (x->k2 != y->k2)
+		return x->k2 < y->k2 ? -1 : 1;
+	/* the stronger mode first, so that it is the one kept */
+	return (int) y->mode - (int) x->mode;
+}
+
+/* Take the locks of keys[0..n-1] in key order, each once, in its strongest mode. */
+static void
+LockKeys(TagKey *keys, int n)
+{
+	int			i;
+
+	qsort(keys, n, sizeof(TagKey), CompareKeys);
+	for (i = 0; i < n; i++)
+	{
+		LOCKTAG		tag;
+
+		if (i > 0 && keys[i].k1 == keys[i - 1].k1 && keys[i].k2 == keys[i - 1].k2)
+			continue;
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, keys[i].k1, keys[i].k2, OCX_TAG_LOCK);
+		(void) LockAcquire(&tag, keys[i].mode, false, false);
+	}
+}
+
+/* Collect ShareLock keys of the events' tags into keys; returns how many. */
+static int
+EventKeys(OcxNewEvent *events, int n, TagKey *keys)
+{
+	int			m = 0,
+				i,
+				j;
+
+	for (i = 0; i < n; i++)
+		for (j = 0; j < events[i].ntags; j++)
+			TagKeyOf(events[i].tags[j], ShareLock, &keys[m++]);
+	return m;
+}
+
+/*
+ * Called by every append before it writes: ShareLock on the tags of its
+ * events, so that an ocx.append_if whose condition they match waits for it.
+ */
+void
+OcxLockEventTags(OcxNewEvent *events, int n)
+{
+	int			total = 0,
+				i;
+	TagKey	   *keys;
+
+	if (tags_locked)
+		return;
+	for (i = 0; i < n; i++)
+		total += events[i].ntags;
+	if (total == 0)
+		return;
+	keys = palloc(sizeof(TagKey) * total);
+	LockKeys(keys, EventKeys(events, n, keys));
+	pfree(keys);
+}
+
+static void
+BadCondition(const char *msg, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_INVALID_APPEND_CONDITION),
+			 errmsg("%s", msg),
+			 errdetail("A condition is {\"tags\": [...], \"types\": [...], \"after\": \"txid/position\"}; tags are required, types and after optional."),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* "after": a cursor's text form, txid/global_position. */
+static void
+ParseAfter(JsonbValue *v, Condition *c)
+{
+	char	   *s,
+			   *p,
+			   *end;
+	unsigned long long txid,
+				pos;
+
+	if (v->type != jbvString)
+		BadCondition("\"after\" of the condition must be a cursor string such as \"742/1051\"", NULL);
+	s = OcxJsonbString(v);
+	p = s;
+	if (!isdigit((unsigned char) *p))
+		BadCondition("\"after\" of the condition is not a valid cursor",
+					 "A cursor is written txid/global_position, such as \"742/1051\".");
+	errno = 0;
+	txid = strtoull(p, &end, 10);
+	if (errno != 0 || *end != '/' || !isdigit((unsigned char) end[1]))
+		BadCondition("\"after\" of the condition is not a valid cursor",
+					 "A cursor is written txid/global_position, such as \"742/1051\".");
+	p = end + 1;
+	pos = strtoull(p, &end, 10);
+	if (errno != 0 || *end != '\0' || pos > (unsigned long long) PG_INT64_MAX)
+		BadCondition("\"after\" of the condition is not a valid cursor",
+					 "A cursor is written txid/global_position, such as \"742/1051\".");
+	c->has_after = true;
+	c->after_txid = (uint64) txid;
+	c->after_position = (int64) pos;
+}
+
+static void
+ParseTypes(JsonbValue *v, Condition *c)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	e;
+	int			count;
+
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
+		JsonContainerIsScalar(v->val.binary.data))
+		BadCondition("\"types\" of the condition must be an array of strings", NULL);
+	count = JsonContainerSize(v->val.binary.data);
+	if (count > OCX_MAX_CONDITION_TYPES)
+		BadCondition("the condition has too many types",
+					 "A condition names at most 64 event types.");
+	c->types = palloc(sizeof(char *) * Max(count, 1));
+	c->ntypes = 0;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (e.type != jbvString || e.val.string.len == 0 ||
+			e.val.string.len > OCX_MAX_TYPE_LEN)
+			BadCondition("each of \"types\" of the condition must be a non-empty string of at most 256 bytes",
+						 NULL);
+		c->types[c->ntypes++] = OcxJsonbString(&e);
+	}
+	c->ntypes = SortDistinct(c->types, c->ntypes);
+	if (c->ntypes == 0)
+		c->types = NULL;		/* [] means any type, as an absent key */
+}
+
+static void
+ParseCondition(Jsonb *cond, Condition *c)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				v;
+	bool		has_tags = false;
+
+	memset(c, 0, sizeof(*c));
+	if (!JB_ROOT_IS_OBJECT(cond) || JB_ROOT_IS_SCALAR(cond))
+		BadCondition("the condition must be a JSON object", NULL);
+	it = JsonbIteratorInit(&cond->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = OcxJsonbString(&k);
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (v.type == jbvNull)
+			continue;			/* null means "not given" */
+		if (strcmp(key, "tags") == 0)
+		{
+			OcxParseTags(&v, "condition", 0, &c->tags, &c->ntags);
+			has_tags = true;
+		}
+		else if (strcmp(key, "types") == 0)
+			ParseTypes(&v, c);
+		else if (strcmp(key, "after") == 0)
+			ParseAfter(&v, c);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_APPEND_CONDITION),
+					 errmsg("unknown key \"%s\" in the condition", key),
+					 errhint("A condition has the keys tags, types and after.")));
+	}
+	if (!has_tags || c->ntags == 0)
+		BadCondition("the condition must name at least one tag",
+					 "The tags are what ocx.append_if locks; for a condition on types alone, tag the events with what the decision is about.");
+}
+
+/* The events of the batch, each with its "stream_id". */
+static OcxNewEvent *
+ParseEvents(Jsonb *batch, int *nevents)
+{
+	OcxNewEvent *events;
+	int			n,
+				i;
+
+	if (JB_ROOT_IS_SCALAR(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("events must be a JSON object or an array of objects")));
+	if (JB_ROOT_IS_OBJECT(batch))
+	{
+		n = 1;
+		events = palloc(sizeof(OcxNewEvent));
+		OcxParseEventObjectExt(&batch->root, 1, &events[0], true);
+	}
+	else
+	{
+		JsonbIterator *it;
+		JsonbIteratorToken tok;
+		JsonbValue	v;
+
+		n = JB_ROOT_COUNT(batch);
+		if (n == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_EMPTY_BATCH),
+					 errmsg("events must not be an empty array"),
+					 errhint("Append at least one event.")));
+		events = palloc(sizeof(OcxNewEvent) * n);
+		it = JsonbIteratorInit(&batch->root);
+		i = 0;
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok != WJB_ELEM)
+				continue;
+			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_EVENT),
+						 errmsg("event %d must be a JSON object, not %s", i + 1,
+								OcxJsonbTypeName(&v))));
+			OcxParseEventObjectExt(v.val.binary.data, i + 1, &events[i], true);
+			i++;
+		}
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].stream_id == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_EVENT),
+					 errmsg("event %d has no stream_id", i + 1),
+					 errhint("Each event of ocx.append_if names its stream: {\"stream_id\": \"course-1\", \"type\": ..., \"tags\": [...]}.")));
+		OcxFinishEvent(&events[i], i + 1);
+	}
+	*nevents = n;
+	return events;
+}
+
+static SPIPlanPtr check_plan = NULL;
+
+/*
+ * Raise OX014 if an event matching the condition is after its cursor.  Runs
+ * with a new snapshot after the tag locks are held, so it sees every event
+ * committed until now, whatever the caller's isolation level; row-level
+ * security keeps it to the session's tenant.  The cursor comparison is
+ * written as a CASE so that no index matches it: the (kept, generic) plan
+ * must find the events through the tags' GIN index, never by scanning the
+ * log order index from the cursor (from the start when there is none).
+ * Row-level security would keep the GIN index out too (arraycontains is not
+ * leakproof, so it may not run before the policy's qual): the fixed,
+ * parameterized query runs as the bootstrap superuser, as the worker's
+ * queries do, with the tenant policy's condition written out ($5).
+ */
+static void
+CheckCondition(Condition *c)
+{
+	static const Oid argtypes[5] = {TEXTARRAYOID, TEXTARRAYOID, XID8OID, INT8OID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum	   *d;
+	SPIPlanPtr	plan;
+	volatile int rc = 0;
+	int			i;
+
+	d = palloc(sizeof(Datum) * c->ntags);
+	for (i = 0; i < c->ntags; i++)
+		d[i] = CStringGetTextDatum(c->tags[i]);
+	values[0] = PointerGetDatum(construct_array(d, c->ntags, TEXTOID, -1, false, TYPALIGN_INT));
+	if (c->types)
+	{
+		d = palloc(sizeof(Datum) * c->ntypes);
+		for (i = 0; i < c->ntypes; i++)
+			d[i] = CStringGetTextDatum(c->types[i]);
+		values[1] = PointerGetDatum(construct_array(d, c->ntypes, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	else
+	{
+		values[1] = (Datum) 0;
+		nulls[1] = 'n';
+	}
+	values[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(c->has_after ? c->after_txid : 0));
+	values[3] = Int64GetDatum(c->has_after ? c->after_position : 0);
+	values[4] = CStringGetTextDatum(ocx_tenant ? ocx_tenant : "");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	plan = OcxKeptPlan(&check_plan,
+					   "SELECT e.stream_id, e.type, e.txid, e.global_position FROM ocx.events e "
+					   "WHERE e.tags OPERATOR(pg_catalog.@>) $1 "
+					   "AND ($2 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($2)) "
+					   "AND CASE WHEN e.txid OPERATOR(pg_catalog.>) $3 THEN true "
+					   "WHEN e.txid OPERATOR(pg_catalog.=) $3 THEN e.global_position OPERATOR(pg_catalog.>) $4 "
+					   "ELSE false END "
+					   "AND COALESCE(e.tenant_id, '') OPERATOR(pg_catalog.=) $5",
+					   5, argtypes);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		rc = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+								  true, false, 1);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "ocx: the append condition check failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *sid = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		uint64		txid = U64FromFullTransactionId(DatumGetFullTransactionId(SPI_getbinval(tup, desc, 3, &isnull)));
+		int64		pos = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+		OcxCount(OCX_COUNT_CONFLICTS, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_APPEND_CONDITION_FAILED),
+				 errmsg("append condition failed"),
+				 c->has_after ?
+				 errdetail("Event " UINT64_FORMAT "/" INT64_FORMAT " (type \"%s\", stream \"%s\") matches the condition and is after its cursor " UINT64_FORMAT "/" INT64_FORMAT ".",
+						   txid, pos, type, sid, c->after_txid, c->after_position) :
+				 errdetail("Event " UINT64_FORMAT "/" INT64_FORMAT " (type \"%s\", stream \"%s\") matches the condition, which has no cursor: no matching event may exist.",
+						   txid, pos, type, sid),
+				 errhint("Read the matching events again (ocx.read_tagged), decide again, and retry with the cursor of that read. Nothing was written.")));
+	}
+	SPI_finish();
+}
+
+/* Append events[0..n-1] stream by stream, in the order each stream first appears. */
+static void
+AppendByStream(OcxNewEvent *events, int n)
+{
+	bool	   *done = palloc0(sizeof(bool) * n);
+	OcxNewEvent *group = palloc(sizeof(OcxNewEvent) * n);
+	int			i,
+				j;
+
+	for (i = 0; i < n; i++)
+	{
+		int			k = 0;
+
+		if (done[i])
+			continue;
+		for (j = i; j < n; j++)
+			if (!done[j] && strcmp(events[j].stream_id, events[i].stream_id) == 0)
+			{
+				group[k++] = events[j];
+				done[j] = true;
+			}
+		(void) OcxAppend(cstring_to_text(events[i].stream_id), true, 0, group, k);
+	}
+}
+
+/* AppendByStream with the tag locks known to be held (OcxLockEventTags skips) */
+static void
+AppendLocked(OcxNewEvent *events, int n)
+{
+	tags_locked = true;
+	PG_TRY();
+	{
+		AppendByStream(events, n);
+	}
+	PG_FINALLY();
+	{
+		tags_locked = false;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * ocx.append_if(events jsonb, condition jsonb) -> ocx.cursor: append the
+ * events (each naming its stream) only if no event matching the condition
+ * was written after its cursor; returns the cursor of the last event written.
+ */
+Datum
+ocx_append_if(PG_FUNCTION_ARGS)
+{
+	MemoryContext ctx,
+				old;
+	OcxNewEvent *events;
+	Condition	c;
+	TagKey	   *keys;
+	int			n,
+				nkeys,
+				i,
+				total;
+	uint64		txid;
+	int64		position;
+
+	PreventCommandIfReadOnly("ocx.append_if()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_EVENT),
+				 errmsg("events must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_APPEND_CONDITION),
+				 errmsg("condition must not be null"),
+				 errhint("Use ocx.append for an append without a condition.")));
+
+	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx append_if", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(ctx);
+
+	ParseCondition(PG_GETARG_JSONB_P(1), &c);
+	events = ParseEvents(PG_GETARG_JSONB_P(0), &n);
+
+	/* the condition's tags exclusive, the events' shared, one pass in key order */
+	total = c.ntags;
+	for (i = 0; i < n; i++)
+		total += events[i].ntags;
+	keys = palloc(sizeof(TagKey) * total);
+	nkeys = 0;
+	for (i = 0; i < c.ntags; i++)
+		TagKeyOf(c.tags[i], ExclusiveLock, &keys[nkeys++]);
+	nkeys += EventKeys(events, n, keys + nkeys);
+	LockKeys(keys, nkeys);
+
+	CheckCondition(&c);
+
+	AppendLocked(events, n);
+
+	if (!OcxLastAppendCursor(&txid, &position))
+		elog(ERROR, "ocx: append_if wrote no event");
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(ctx);
+	PG_RETURN_DATUM(OcxCursorGetDatum(txid, position));
+}
+
+/*
+ * ocx._tags_arg(text[]) -> text[]: the tags of a read (ocx.read_tagged),
+ * checked as an event's are: one dimension, 1 to OCX_MAX_TAGS non-empty
+ * strings of at most OCX_MAX_TAG_LEN bytes, no NULL.
+ */
+Datum
+ocx_tags_arg(PG_FUNCTION_ARGS)
+{
+	ArrayType  *a;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 errmsg("tags must not be null"),
+				 errhint("Name at least one tag, such as ARRAY['course:c1'].")));
+	a = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 errmsg("tags must be a one-dimensional array")));
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 errmsg("tags must name at least one tag"),
+				 errhint("To read by type alone, use ocx.read_all(types => ...).")));
+	if (n > OCX_MAX_TAGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_INVALID_TAGS),
+				 errmsg("too many tags"),
+				 errdetail("Got %d; the limit is %d.", n, OCX_MAX_TAGS)));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_TAGS),
+					 errmsg("tags must not contain NULL")));
+		CheckTag(VARDATA_ANY(DatumGetPointer(elems[i])),
+				 VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])), "read", 0);
+	}
+	PG_RETURN_ARRAYTYPE_P(a);
+}
