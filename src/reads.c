@@ -48,6 +48,8 @@ PG_FUNCTION_INFO_V1(ocx_read_start);
 
 /* the width of a time map bucket: one minute */
 #define OCX_TIME_BUCKET_USECS	INT64CONST(60000000)
+/* the worker maps at most this often while it keeps up */
+#define OCX_TIME_MAP_TICK_MS	1000
 
 /*
  * ocx._direction_arg(text) -> boolean: true for 'backward', false for
@@ -211,7 +213,11 @@ TimeMapTickOnce(void *arg)
 
 /*
  * The database worker's share of the time map: merge what passed the
- * horizon since the last tick (ocx._time_map_tick, one batch).  Runs in a
+ * horizon since the last tick (ocx._time_map_tick, one batch), at most once
+ * every OCX_TIME_MAP_TICK_MS while it keeps up.  A tick that writes holds a
+ * transaction id, and with it every reader's log horizon, for its few
+ * statements; a second's delay costs a read from a time only the unmapped
+ * tail, which it reads and filters.  Runs in a
  * subtransaction of the caller's (the bus unit's) transaction, so that its
  * failure is logged and costs the bus nothing; a database whose ocx is older
  * than the library (no ocx._time_map_tick yet) is left alone.  Returns
@@ -220,13 +226,22 @@ TimeMapTickOnce(void *arg)
 bool
 OcxTimeMapTick(void)
 {
+	static TimestampTz last_tick = 0;
+	TimestampTz now = GetCurrentTimestamp();
 	TickRun		run = {false};
 	ErrorData  *edata;
+	static const Oid argtypes[1] = {INT4OID};
 
 	if (!OidIsValid(LookupFuncName(list_make2(makeString("ocx"), makeString("_time_map_tick")),
-								   0, NULL, true)))
+								   1, argtypes, true)))
 		return false;
+	/* at most once a second unless a full batch left more (see above) */
+	if (!TimestampDifferenceExceeds(last_tick, now, OCX_TIME_MAP_TICK_MS))
+		return false;
+	last_tick = now;
 	edata = OcxInSubtransaction(TimeMapTickOnce, &run);
+	if (run.more)
+		last_tick = 0;
 	if (edata != NULL)
 	{
 		ereport(LOG,

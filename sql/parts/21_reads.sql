@@ -108,84 +108,91 @@ COMMENT ON FUNCTION ocx._time_bucket(timestamptz) IS
 
 -- One batch of the map's upkeep, in log order, below the log horizon: the
 -- lowest cursor per bucket of the batch, merged into the suffix minima from
--- the highest bucket down.  Run by the database worker each pass (reads.c);
--- returns whether more is waiting.
+-- the highest bucket down.  Run by the database worker (reads.c); returns
+-- whether more is waiting.  Everything is read first, without a lock or a
+-- transaction id; only then is the state row locked (and checked unchanged)
+-- and the few rows written, so the worker holds an xid, and with it the log
+-- horizon of every reader, for as short a time as it can.
 CREATE FUNCTION ocx._time_map_tick(batch integer DEFAULT 10000) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 AS $$
 DECLARE
-    h     xid8 := ocx.log_horizon();
-    st    record;
-    upto  record;
-    r     record;
-    n     bigint;
+    h         xid8 := ocx.log_horizon();
+    st        record;
+    n         bigint;
+    ltxid     xid8;
+    lpos      bigint;
+    buckets   timestamptz[];
+    txids     xid8[];
+    positions bigint[];
+    i         integer;
 BEGIN
     batch := GREATEST(COALESCE(batch, 10000), 1);
     SELECT s.txid, s.global_position INTO st FROM ocx.time_map_state s;
-    -- the usual answer under no load: nothing new, nothing written
-    IF NOT FOUND OR NOT EXISTS (
-        SELECT FROM ocx.events e
-         WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (st.txid, st.global_position)
-           AND e.txid OPERATOR(pg_catalog.<) h) THEN
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
-    SELECT s.txid, s.global_position INTO st FROM ocx.time_map_state s FOR UPDATE SKIP LOCKED;
+    -- the batch (an index range scan with a limit), its size, its last
+    -- cursor and the lowest cursor of each of its buckets, highest first
+    WITH b AS MATERIALIZED (
+        SELECT e.txid, e.global_position, ocx._time_bucket(e.time) AS bucket
+          FROM ocx.events e
+         WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (st.txid, st.global_position)
+           AND e.txid OPERATOR(pg_catalog.<) h
+         ORDER BY e.txid, e.global_position LIMIT batch),
+    per AS (
+        SELECT DISTINCT ON (b.bucket) b.bucket, b.txid, b.global_position
+          FROM b ORDER BY b.bucket DESC, b.txid, b.global_position)
+    SELECT (SELECT pg_catalog.count(*) FROM b),
+           (SELECT b.txid FROM b ORDER BY b.txid DESC, b.global_position DESC LIMIT 1),
+           (SELECT b.global_position FROM b ORDER BY b.txid DESC, b.global_position DESC LIMIT 1),
+           (SELECT pg_catalog.array_agg(per.bucket ORDER BY per.bucket DESC) FROM per),
+           (SELECT pg_catalog.array_agg(per.txid ORDER BY per.bucket DESC) FROM per),
+           (SELECT pg_catalog.array_agg(per.global_position ORDER BY per.bucket DESC) FROM per)
+      INTO n, ltxid, lpos, buckets, txids, positions;
+    IF n OPERATOR(pg_catalog.=) 0 THEN
+        RETURN false;
+    END IF;
+    IF n OPERATOR(pg_catalog.<) batch THEN
+        -- everything below the horizon: the map is complete up to it
+        ltxid := h;
+        lpos := 0;
+    END IF;
+
+    -- another tick holds the row or got here first: it maps these
+    PERFORM FROM ocx.time_map_state s
+      WHERE s.txid OPERATOR(pg_catalog.=) st.txid
+        AND s.global_position OPERATOR(pg_catalog.=) st.global_position
+      FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
 
-    SELECT pg_catalog.count(*) INTO n
-      FROM (SELECT e.txid FROM ocx.events e
-             WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (st.txid, st.global_position)
-               AND e.txid OPERATOR(pg_catalog.<) h
-             ORDER BY e.txid, e.global_position LIMIT batch) b;
-    IF n OPERATOR(pg_catalog.=) 0 THEN
-        RETURN false;
-    END IF;
-    IF n OPERATOR(pg_catalog.>=) batch THEN
-        -- a full batch: map up to its last event
-        SELECT e.txid, e.global_position INTO upto FROM ocx.events e
-         WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (st.txid, st.global_position)
-           AND e.txid OPERATOR(pg_catalog.<) h
-         ORDER BY e.txid, e.global_position OFFSET batch OPERATOR(pg_catalog.-) 1 LIMIT 1;
-    ELSE
-        -- everything below the horizon: map up to it
-        SELECT h AS txid, 0::bigint AS global_position INTO upto;
-    END IF;
-
-    FOR r IN
-        SELECT DISTINCT ON (b.bucket) b.bucket, b.txid, b.global_position
-          FROM (SELECT ocx._time_bucket(e.time) AS bucket, e.txid, e.global_position
-                  FROM ocx.events e
-                 WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (st.txid, st.global_position)
-                   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) (upto.txid, upto.global_position)
-                   AND e.txid OPERATOR(pg_catalog.<) h) b
-         ORDER BY b.bucket DESC, b.txid, b.global_position
-    LOOP
+    FOR i IN 1 .. pg_catalog.array_length(buckets, 1) LOOP
         -- every bucket at or below this one covers the event (values never
         -- decrease with the bucket, so these are the highest rows)
-        UPDATE ocx.time_map m SET txid = r.txid, global_position = r.global_position
-         WHERE m.bucket OPERATOR(pg_catalog.<=) r.bucket
-           AND (m.txid, m.global_position) OPERATOR(pg_catalog.>) (r.txid, r.global_position);
+        UPDATE ocx.time_map m SET txid = txids[i], global_position = positions[i]
+         WHERE m.bucket OPERATOR(pg_catalog.<=) buckets[i]
+           AND (m.txid, m.global_position) OPERATOR(pg_catalog.>) (txids[i], positions[i]);
         -- a new bucket: its value is the lower of this event and the next row's
         INSERT INTO ocx.time_map AS m (bucket, txid, global_position)
-        SELECT r.bucket,
+        SELECT buckets[i],
                CASE WHEN nx.txid IS NULL
-                      OR (r.txid, r.global_position) OPERATOR(pg_catalog.<=) (nx.txid, nx.global_position)
-                    THEN r.txid ELSE nx.txid END,
+                      OR (txids[i], positions[i]) OPERATOR(pg_catalog.<=) (nx.txid, nx.global_position)
+                    THEN txids[i] ELSE nx.txid END,
                CASE WHEN nx.txid IS NULL
-                      OR (r.txid, r.global_position) OPERATOR(pg_catalog.<=) (nx.txid, nx.global_position)
-                    THEN r.global_position ELSE nx.global_position END
+                      OR (txids[i], positions[i]) OPERATOR(pg_catalog.<=) (nx.txid, nx.global_position)
+                    THEN positions[i] ELSE nx.global_position END
           FROM (SELECT) one
           LEFT JOIN LATERAL (SELECT m2.txid, m2.global_position FROM ocx.time_map m2
-                              WHERE m2.bucket OPERATOR(pg_catalog.>) r.bucket
+                              WHERE m2.bucket OPERATOR(pg_catalog.>) buckets[i]
                               ORDER BY m2.bucket LIMIT 1) nx ON true
         ON CONFLICT (bucket) DO NOTHING;
     END LOOP;
 
-    UPDATE ocx.time_map_state SET txid = upto.txid, global_position = upto.global_position;
+    UPDATE ocx.time_map_state SET txid = ltxid, global_position = lpos;
     RETURN n OPERATOR(pg_catalog.>=) batch;
 END
 $$;
 COMMENT ON FUNCTION ocx._time_map_tick(integer) IS
-    'internal: merge the next batch of events below the log horizon into ocx.time_map (the database worker, each pass); true when more is waiting';
+    'internal: merge the next batch of events below the log horizon into ocx.time_map (the database worker); true when more is waiting';

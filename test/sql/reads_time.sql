@@ -139,6 +139,24 @@ SELECT ocx._time_map_tick();
 RESET ROLE;
 RESET ocx.tenant;
 
+-- the database worker keeps the map by itself (no tick called here)
+CREATE FUNCTION pg_temp.worker_mapped(goal ocx.cursor) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 300 LOOP
+        IF (SELECT ocx.cursor(s.txid, s.global_position) FROM ocx.time_map_state s) OPERATOR(ocx.>) goal THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_catalog.pg_sleep(0.05);
+    END LOOP;
+    RETURN false;
+END
+$$;
+SELECT ocx.append('rdtime-3', 0, '{"type": "rdt.Note", "time": "2100-01-03T10:00:00Z", "data": {}}');
+SELECT pg_temp.worker_mapped(ocx.last_append_cursor());
+SELECT ocx._read_start(NULL, '2100-01-03 10:00+00') OPERATOR(ocx.=)
+       (SELECT ocx.cursor(txid, global_position - 1) FROM ocx.events WHERE stream_id = 'rdtime-3')
+       AS start_just_before_it;
+
 DELETE FROM ocx.event_types WHERE type = 'rdt.Item';
 DROP ROLE ocx_regress_rdt_writer;
 DROP ROLE ocx_regress_rdt_reader;
