@@ -94,7 +94,7 @@ RESET ROLE;
 
 -- error codes
 SELECT throws_ok($$SELECT ocx.append('tap-1', 0, '{"type": "A"}')$$, 'OX001', NULL, 'conflict is OX001');
-SELECT throws_ok($$SELECT ocx.append('tap-1', -1, '{"type": "A"}')$$, 'OX007', NULL, 'negative expected version is OX007');
+SELECT throws_ok($$SELECT ocx.append('tap-1', -2, '{"type": "A"}')$$, 'OX007', NULL, 'negative expected version other than ocx.stream_exists() is OX007');
 SELECT throws_ok($$SELECT ocx.append(NULL, 0, '{"type": "A"}')$$, 'OX003', NULL, 'NULL stream id is OX003');
 SELECT throws_ok($$SELECT ocx.append('tap-2', 0, '[]')$$, 'OX008', NULL, 'empty batch is OX008');
 SELECT throws_ok($$SELECT ocx.append('tap-2', 0, '{"data": {}}')$$, 'OX002', NULL, 'missing type is OX002');

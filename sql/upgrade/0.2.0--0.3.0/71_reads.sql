@@ -172,6 +172,7 @@ COMMENT ON FUNCTION ocx._time_bucket(timestamptz) IS
 -- horizon of every reader, for as short a time as it can.
 CREATE FUNCTION ocx._time_map_tick(batch integer DEFAULT 10000) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     h         xid8 := ocx.log_horizon();
