@@ -37,12 +37,12 @@ row "read_stream backward, 10 of 100,000 events, 2 clients (reads/s)" "$o" "$b" 
 # after_time: the last 100 events of the log carry a later time; wait until
 # the worker has mapped them, then read from that time
 $P -c "SELECT ocx.append('rdbench-late', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Late', 'time', '2100-01-01T00:00:00Z', 'data', '{}'::jsonb)) FROM generate_series(1, 100) i))" >/dev/null
-for _ in $(seq 200); do
+for _ in $(seq 300); do
     done_=$($P -tAc "SELECT (SELECT ocx.cursor(txid, global_position) FROM ocx.time_map_state) OPERATOR(ocx.>) (SELECT ocx.cursor(txid, global_position) FROM ocx.events WHERE stream_id = 'rdbench-late' AND stream_version = 100)")
     [ "$done_" = t ] && break
     sleep 0.1
 done
-start=$($P -tAc "SELECT ocx._read_start(NULL, '2100-01-01')")
+start=$($P -tAc "SELECT COALESCE(ocx._read_start(NULL, '2100-01-01')::text, '0/0')")
 echo "bench: after_time 2100-01-01 maps to cursor $start (mapped: $done_)" >&2
 cat > "$BENCH_OUT/rd_time.sql" <<'SQL'
 SELECT * FROM ocx.read_all(NULL, 100, after_time => '2100-01-01');
