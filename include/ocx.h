@@ -168,6 +168,9 @@ extern void OcxWakeWorkerAtCommit(void);
  */
 extern bool OcxBusWorkerTick(void);
 
+/* reads.c: the time map behind read_all(after_time => ...), kept by the worker */
+extern bool OcxTimeMapTick(void);
+
 /*
  * Counters for ocx.stats / ocx.metrics() (metrics.c).  Cheap and callable from
  * any backend, with or without shared_preload_libraries (then no-ops).

@@ -77,6 +77,12 @@ PG_FUNCTION_INFO_V1(ocx_last_append_cursor);
 OcxCheckEventHook ocx_check_event_hook = NULL;
 OcxAfterAppendHook ocx_after_append_hook = NULL;
 
+/*
+ * The expected version "the stream exists, any version": what
+ * ocx.stream_exists() returns (21_reads.sql); the only negative one allowed.
+ */
+#define OCX_EXPECT_EXISTS		INT64CONST(-1)
+
 #define OCX_MAX_STREAM_ID_LEN	1024
 #define OCX_MAX_TYPE_LEN		256
 
@@ -96,6 +102,8 @@ typedef enum OcxPlan
 	PLAN_ONE_NEW,
 	PLAN_ONE_AT,
 	PLAN_PREV_TXID,
+	PLAN_ADVANCE_EXISTING,
+	PLAN_ONE_EXISTING,
 	NUM_PLANS
 } OcxPlan;
 
@@ -229,6 +237,23 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
 		"updated_at = pg_catalog.now() "
 		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 "
+		"RETURNING version) "
+		ONE_EVENT_FROM_S,
+		15, ONE_EVENT_TYPES
+	},
+
+	/* ocx.stream_exists(): the stream row must be there, at any version */
+	[PLAN_ADVANCE_EXISTING] = {
+		"UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) $2, "
+		"updated_at = pg_catalog.now() "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+		"RETURNING version",
+		2, {TEXTOID, INT8OID}
+	},
+	[PLAN_ONE_EXISTING] = {
+		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.now() "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
 		"RETURNING version) "
 		ONE_EVENT_FROM_S,
 		15, ONE_EVENT_TYPES
@@ -693,6 +718,8 @@ RaiseConflict(const char *sid, int64 expected, int64 actual)
 			 errmsg("wrong expected version for stream \"%s\"", sid),
 			 expected == 0 ?
 			 errdetail("Expected the stream not to exist, but it is at version " INT64_FORMAT ".", actual) :
+			 expected == OCX_EXPECT_EXISTS ?
+			 errdetail("Expected the stream to exist (ocx.stream_exists()), but it does not.") :
 			 actual == 0 ?
 			 errdetail("Expected version " INT64_FORMAT ", but the stream does not exist (version 0).", expected) :
 			 errdetail("Expected version " INT64_FORMAT ", actual version " INT64_FORMAT ".", expected, actual),
@@ -999,7 +1026,8 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 					 errdetail("Event %d is at version " INT64_FORMAT ", expected " INT64_FORMAT ".",
 							   i + 1, versions[i], base + 1 + i)));
 
-	if (!expected_isnull && expected != base)
+	if (!expected_isnull &&
+		(expected == OCX_EXPECT_EXISTS ? base == 0 : expected != base))
 		RaiseConflict(sid, expected, CurrentVersion(CStringGetTextDatum(sid)));
 
 	/* the retry's cursor is the stored batch's: wait_for it as for the original */
@@ -1081,7 +1109,9 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	values[13] = CStringGetTextDatum(StreamCategory(sid_str));
 	values[14] = Int64GetDatum(expected);
 
-	plan = expected_isnull ? PLAN_ONE_ANY : (expected == 0 ? PLAN_ONE_NEW : PLAN_ONE_AT);
+	plan = expected_isnull ? PLAN_ONE_ANY :
+		expected == 0 ? PLAN_ONE_NEW :
+		expected == OCX_EXPECT_EXISTS ? PLAN_ONE_EXISTING : PLAN_ONE_AT;
 	version = RunStreamPlan(plan, values, nulls, sid_str, position);
 	if (version < 0)
 		RaiseConflict(sid_str, expected, CurrentVersion(sid));
@@ -1269,6 +1299,11 @@ LockStream(Datum sid_datum, const char *sid, bool expected_isnull, int64 expecte
 		return RunStreamPlan(expected_isnull ? PLAN_ADVANCE_ANY : PLAN_CREATE,
 							 values, nulls, sid, NULL);
 	}
+	if (expected == OCX_EXPECT_EXISTS)
+	{
+		values[1] = Int64GetDatum(n);
+		return RunStreamPlan(PLAN_ADVANCE_EXISTING, values, NULL, sid, NULL);
+	}
 	values[1] = Int64GetDatum(expected);
 	values[2] = Int64GetDatum(n);
 	return RunStreamPlan(PLAN_ADVANCE, values, NULL, sid, NULL);
@@ -1378,7 +1413,7 @@ AppendWithIds(Datum sid_datum, const char *sid, bool expected_isnull, int64 expe
 /*
  * The append core: n checked events into stream_id, under the expected
  * version rule (expected_isnull = any, 0 = the stream must not exist, N = it
- * must be exactly at N).  Returns the stream's version after the append.
+ * must be exactly at N, OCX_EXPECT_EXISTS = it must exist).  Returns the stream's version after the append.
  */
 int64
 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
@@ -1491,12 +1526,12 @@ AppendArgs(FunctionCallInfo fcinfo, bool *expected_isnull, int64 *expected)
 
 	*expected_isnull = PG_ARGISNULL(1);
 	*expected = *expected_isnull ? 0 : PG_GETARG_INT64(1);
-	if (!*expected_isnull && *expected < 0)
+	if (!*expected_isnull && *expected < 0 && *expected != OCX_EXPECT_EXISTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EXPECTED_VERSION),
 				 errmsg("expected version must not be negative"),
-				 errdetail("Got " INT64_FORMAT ".", *expected),
-				 errhint("Use NULL for any version, 0 for a new stream, or the version you read.")));
+				 errdetail("Got " INT64_FORMAT "; the one negative expected version is ocx.stream_exists() (-1).", *expected),
+				 errhint("Use NULL for any version, 0 for a new stream, ocx.stream_exists() for an existing stream at any version, or the version you read.")));
 	return stream_id;
 }
 

@@ -323,7 +323,12 @@ StepUnit(void *arg)
 		case UNIT_PROJECTION:
 			return OcxProjectionBatch(us->name, us->partition, &us->next_due);
 		case UNIT_BUS:
-			return OcxBusWorkerTick();
+			{
+				bool		more = OcxBusWorkerTick();
+
+				/* the time map follows the log as the bus does (reads.c) */
+				return OcxTimeMapTick() || more;
+			}
 		case UNIT_COMMANDS:
 			return OcxCommandWorkerTick();
 		case UNIT_SAGAS:

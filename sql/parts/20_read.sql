@@ -45,26 +45,19 @@ CREATE FUNCTION ocx._upcast_version(type text, schema_version integer) RETURNS i
     AS 'MODULE_PATHNAME', 'ocx_upcast_version';
 COMMENT ON FUNCTION ocx._upcast_version(text, integer) IS 'internal: the schema version ocx._upcast brings an event to';
 
-CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT 1, max_count integer DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
-           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx.events e
-     WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
-       AND e.stream_version >= ocx._version_arg(read_stream.from_version)
-     ORDER BY e.stream_version
-     LIMIT ocx._count_arg(read_stream.max_count);
-END;
-COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer) IS
-    'the events of one stream from from_version on, in stream order';
+-- ocx.read_stream is in 21_reads.sql (directions and a type filter).
+
+-- Where read_all starts: the later of its cursor and, for after_time, the
+-- time map's start (src/reads.c, tables in 21_reads.sql).
+CREATE FUNCTION ocx._read_start("after" ocx.cursor, after_time timestamptz) RETURNS ocx.cursor
+    LANGUAGE C STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_read_start';
+COMMENT ON FUNCTION ocx._read_start(ocx.cursor, timestamptz) IS
+    'internal: the later of after and a cursor before every event whose time is >= after_time (the time map); after when after_time is NULL';
 
 CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
                              types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
-                             upcast boolean DEFAULT true)
+                             upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -76,23 +69,25 @@ BEGIN ATOMIC
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.txid < ocx.log_horizon()
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(read_all."after"), '0'::xid8),
-                                          COALESCE(ocx.global_position(read_all."after"), 0))
+       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(ocx._read_start(read_all."after", read_all.after_time)), '0'::xid8),
+                                          COALESCE(ocx.global_position(ocx._read_start(read_all."after", read_all.after_time)), 0))
+       AND (read_all.after_time IS NULL OR e.time >= read_all.after_time)
        AND (read_all.types IS NULL OR e.type = ANY (read_all.types))
        AND (read_all.categories IS NULL OR ocx.category(e.stream_id) = ANY (read_all.categories))
      ORDER BY e.txid, e.global_position
      LIMIT ocx._count_arg(read_all.max_count);
 END;
-COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean) IS
-    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121)';
+COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz) IS
+    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log';
 
 CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                                  upcast boolean DEFAULT true)
+                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
-                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast);
+                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast,
+                               read_category.after_time);
 END;
-COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean) IS
-    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored';
+COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz) IS
+    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it';

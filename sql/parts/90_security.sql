@@ -147,6 +147,7 @@ BEGIN ATOMIC
         ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
                     'start_saga$|cancel_command$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
+        ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin')
       ) AS r(kind, pattern, grantee);

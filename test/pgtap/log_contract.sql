@@ -35,15 +35,15 @@ SELECT function_returns('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'bigi
 SELECT function_returns('ocx', 'append_event', ARRAY['text', 'bigint', 'text', 'jsonb', 'jsonb', 'uuid'], 'bigint');
 SELECT function_returns('ocx', 'append_cloudevents', ARRAY['text', 'bigint', 'jsonb'], 'bigint');
 SELECT function_returns('ocx', 'to_cloudevent', ARRAY['ocx.event'], 'jsonb');
-SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean', 'timestamp with time zone'], 'setof ocx.event');
 SELECT function_returns('ocx', 'stream_version', ARRAY['text'], 'bigint');
 SELECT function_returns('ocx', 'last_append_cursor', ARRAY[]::text[], 'ocx.cursor');
 SELECT volatility_is('ocx', 'last_append_cursor', ARRAY[]::text[], 'volatile');
 SELECT volatility_is('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'volatile');
-SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer'], 'stable');
-SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean'], 'stable');
+SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]'], 'stable');
+SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone'], 'stable');
 SELECT function_returns('ocx', 'horizon_holder', ARRAY[]::text[], 'record');
 SELECT volatility_is('ocx', 'horizon_holder', ARRAY[]::text[], 'volatile');
 SELECT is(pg_catalog.pg_get_function_arguments('ocx.horizon_holder()'::regprocedure),
@@ -94,7 +94,7 @@ RESET ROLE;
 
 -- error codes
 SELECT throws_ok($$SELECT ocx.append('tap-1', 0, '{"type": "A"}')$$, 'OX001', NULL, 'conflict is OX001');
-SELECT throws_ok($$SELECT ocx.append('tap-1', -1, '{"type": "A"}')$$, 'OX007', NULL, 'negative expected version is OX007');
+SELECT throws_ok($$SELECT ocx.append('tap-1', -2, '{"type": "A"}')$$, 'OX007', NULL, 'negative expected version other than ocx.stream_exists() is OX007');
 SELECT throws_ok($$SELECT ocx.append(NULL, 0, '{"type": "A"}')$$, 'OX003', NULL, 'NULL stream id is OX003');
 SELECT throws_ok($$SELECT ocx.append('tap-2', 0, '[]')$$, 'OX008', NULL, 'empty batch is OX008');
 SELECT throws_ok($$SELECT ocx.append('tap-2', 0, '{"data": {}}')$$, 'OX002', NULL, 'missing type is OX002');

@@ -7,7 +7,7 @@ SELECT ocx.append('', 0, '{"type": "A"}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.append(repeat('x', 1025), 0, '{"type": "A"}');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.append('bad-1', -1, '{"type": "A"}');
+SELECT ocx.append('bad-1', -2, '{"type": "A"}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.append('bad-1', 0, NULL);
 \echo :LAST_ERROR_SQLSTATE
