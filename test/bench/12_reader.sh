@@ -18,7 +18,10 @@ VACUUM ANALYZE ocx.events;
 SQL
 n=$($P -At -c "SELECT count(*) FROM ocx.events")
 
-# 1. a page of 1,000 after a random cursor, rows sent to the client
+# 1. a page of 1,000 after a random cursor, rows sent to the client.
+# Target 0.7: before the one reader (read_all with its own inlined body) this
+# row measured 0.91 on the same machine, and the brief is "no slower than
+# 1.3x of that" (0.91 / 1.3 = 0.70).
 cat > "$BENCH_OUT/reader_page_ocx.sql" <<SQL
 \set p random(1, $((n - 1000)))
 SELECT * FROM ocx.read_all(ocx.cursor((SELECT e.txid FROM ocx.events e WHERE e.global_position = :p), :p), 1000);
@@ -33,7 +36,7 @@ SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e
  ORDER BY e.txid, e.global_position LIMIT 1000;
 SQL
 read -r o b < <(alt_tps "$BENCH_OUT/reader_page_ocx.sql" "$BENCH_OUT/reader_page_sql.sql" 1 2)
-row "read_all, pages of 1,000 after a cursor, vs the plain SELECT in log order (pages/s)" "$o" "$b" 0.77
+row "read_all, pages of 1,000 after a cursor, vs the plain SELECT in log order (pages/s)" "$o" "$b" 0.7
 
 # 2. a category's page (the category rule applied to every row)
 cat > "$BENCH_OUT/reader_cat_ocx.sql" <<SQL
@@ -51,7 +54,7 @@ SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e
  ORDER BY e.txid, e.global_position LIMIT 1000;
 SQL
 read -r o b < <(alt_tps "$BENCH_OUT/reader_cat_ocx.sql" "$BENCH_OUT/reader_cat_sql.sql" 1 2)
-row "read_category, pages of 1,000, vs the plain SELECT with split_part (pages/s)" "$o" "$b" 0.77
+row "read_category, pages of 1,000, vs the plain SELECT with split_part (pages/s, informative)" "$o" "$b" 0.7
 
 # 3. count(*) over the whole log
 echo "SELECT count(*) FROM ocx.read_all(NULL, NULL);" > "$BENCH_OUT/reader_count_ocx.sql"
