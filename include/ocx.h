@@ -88,6 +88,11 @@ extern uint64 OcxLogHorizon(void);
 extern bool OcxEventsAtOrAbove(uint64 txid);
 extern bool OcxRestoreConnected(void);
 
+/* reader.c: the one reader of the log, for C consumers (ocx._read_log) */
+extern uint64 OcxReadLog(Datum after_txid, int64 after_pos, int32 max_count);
+extern bool OcxLogSelects(const char *type, const char *stream_id,
+						  char **types, int ntypes, char **categories, int ncategories);
+
 /* appenders.c: the appenders' horizon (ocx.horizon = 'appenders') */
 extern void OcxAppendersInit(void);
 extern void OcxAppendersShmemRequest(void);

@@ -260,16 +260,15 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	/*
 	 * Is the first event (command) after the cursor, in log order, readable?
 	 * Later ones have larger txids, so if it is not, none is.  Written as
-	 * ORDER BY ... LIMIT 1 so that it is always one step of the log-order
-	 * index: an EXISTS would let the planner pick a sequential scan that
-	 * reads the whole log when nothing is new.
+	 * ORDER BY ... LIMIT 1 (for events: the one reader, ocx._read_log, with
+	 * max_count 1) so that it is always one step of the log-order index: an
+	 * EXISTS would let the planner pick a sequential scan that reads the
+	 * whole log when nothing is new.
 	 */
 	[BUS_PLAN_PEEK] =
 	"SELECT pg_catalog.pg_notification_queue_usage(), "
-	"COALESCE((SELECT e.txid FROM ocx.events e "
-	"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (b.events_txid, b.events_position) "
-	"ORDER BY e.txid, e.global_position LIMIT 1) "
-	"OPERATOR(pg_catalog.<) ocx.log_horizon(), false), "
+	"COALESCE((SELECT true FROM ocx._read_log(ocx.cursor(b.events_txid, b.events_position), 1, "
+	"NULL, NULL, false) e), false), "
 	"COALESCE((SELECT c.txid FROM ocx.commands c "
 	"WHERE (c.txid, c.seq) OPERATOR(pg_catalog.>) (b.commands_txid, b.commands_seq) "
 	"ORDER BY c.txid, c.seq LIMIT 1) "
@@ -279,10 +278,9 @@ static const char *const bus_plan_sql[BUS_NUM_PLANS] = {
 	"SELECT events_txid, events_position, commands_txid, commands_seq "
 	"FROM ocx.bus_state FOR UPDATE SKIP LOCKED",
 	[BUS_PLAN_EVENTS] =
-	"SELECT e.txid, e.global_position, e.stream_id FROM ocx.events e "
-	"WHERE e.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "
-	"AND (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
-	"ORDER BY e.txid, e.global_position LIMIT 1000",
+	"SELECT e.txid, e.global_position, e.stream_id "
+	"FROM ocx._read_log(ocx.cursor($1, $2), 1000, NULL, NULL, false) e "
+	"ORDER BY e.txid, e.global_position",
 	[BUS_PLAN_COMMANDS] =
 	"SELECT c.txid, c.seq FROM ocx.commands c "
 	"WHERE c.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "

@@ -85,7 +85,6 @@ typedef enum ProjPlan
 	Q_RECHECK_PART,
 	Q_CKPT_PART,
 	Q_PART_BEHIND,
-	Q_EVENTS,
 	Q_CKPT,
 	Q_STATE,
 	Q_DEAD,
@@ -186,13 +185,6 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"AND (checkpoint_txid, checkpoint_position) OPERATOR(pg_catalog.<) ($3, $4))",
 		4, {TEXTOID, INT4OID, XID8OID, INT8OID}
 	},
-	[Q_EVENTS] = {
-		"SELECT e, e.global_position, e.txid, e.time, e.stream_id, e.stream_version, "
-		"e.event_id, e.type, COALESCE(e.correlation_id, e.event_id)::pg_catalog.text, "
-		"e.event_id::pg_catalog.text, e.metadata OPERATOR(pg_catalog.->>) 'traceparent', e.tenant_id "
-		"FROM ocx.read_all(ocx.cursor($1, $2), $3, upcast => false) e",
-		3, {XID8OID, INT8OID, INT4OID}
-	},
 	[Q_CKPT] = {
 		"UPDATE ocx.projections SET checkpoint_txid = $2, checkpoint_position = $3, "
 		"checkpoint_time = COALESCE($4, checkpoint_time), "
@@ -235,8 +227,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 	[Q_BEYOND] = {
 		"SELECT EXISTS (SELECT 1 FROM ocx.events e "
 		"WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
-		"AND ($3 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($3)) "
-		"AND ($4 IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY ($4)))",
+		"AND ocx._log_selects(e.type, e.stream_id, $3, $4))",
 		4, {XID8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID}
 	},
 	[Q_FAILED] = {
@@ -427,20 +418,6 @@ TextArrayStrings(Datum arr, bool isnull, int *n)
 	return out;
 }
 
-/* Whether s[0..len) is in list (a NULL list holds everything). */
-static bool
-InList(char **list, int n, const char *s, size_t len)
-{
-	int			i;
-
-	if (list == NULL)
-		return true;
-	for (i = 0; i < n; i++)
-		if (strlen(list[i]) == len && strncmp(list[i], s, len) == 0)
-			return true;
-	return false;
-}
-
 /*
  * Set one ocx.* setting for the handler from an event attribute (NULL or an
  * invalid value leaves it empty: the check hooks report at DEBUG1 only).
@@ -463,12 +440,12 @@ EventUuidAttr(HeapTupleHeader event, const char *attr)
 }
 
 /*
- * Read the next batch (Q_EVENTS) as ocx_worker, not as the bootstrap
+ * Read the next batch (OcxReadLog, the one reader: reader.c) as ocx_worker, not as the bootstrap
  * superuser the worker connects as: a role that may read every tenant's
  * events and nothing else.  Upcasters the read needs run as their authors.
  */
 static uint64
-RunAsWorkerReader(Datum *values)
+RunAsWorkerReader(Datum ckpt_txid, int64 ckpt_pos, int32 max_count)
 {
 	Oid			reader = OcxWorkerRole();
 	Oid			save_user;
@@ -481,7 +458,7 @@ RunAsWorkerReader(Datum *values)
 							   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		n = RunProjPlan(Q_EVENTS, values, NULL);
+		n = OcxReadLog(ckpt_txid, ckpt_pos, max_count);
 	}
 	PG_FINALLY();
 	{
@@ -505,17 +482,13 @@ ReadBatch(Datum ckpt_txid, int64 ckpt_pos, Datum types, bool types_null,
 	int			ntypes;
 	char	  **category_list;
 	int			ncategories;
-	Datum		values[3];
 	BatchEvent *events;
 	bool		isnull;
 	uint64		i;
 
 	type_list = TextArrayStrings(types, types_null, &ntypes);
 	category_list = TextArrayStrings(categories, categories_null, &ncategories);
-	values[0] = ckpt_txid;
-	values[1] = Int64GetDatum(ckpt_pos);
-	values[2] = Int32GetDatum(ocx_batch_size);
-	*nev = RunAsWorkerReader(values);
+	*nev = RunAsWorkerReader(ckpt_txid, ckpt_pos, ocx_batch_size);
 	*nmatch = 0;
 	events = palloc0(sizeof(BatchEvent) * Max(*nev, 1));
 	for (i = 0; i < *nev; i++)
@@ -533,9 +506,8 @@ ReadBatch(Datum ckpt_txid, int64 ckpt_pos, Datum types, bool types_null,
 		events[i].traceparent = GetText(i, 11);
 		events[i].tenant_id = GetText(i, 12);
 		events[i].matches =
-			InList(type_list, ntypes, events[i].type, strlen(events[i].type)) &&
-			InList(category_list, ncategories, events[i].stream_id,
-				   strcspn(events[i].stream_id, "-")) &&
+			OcxLogSelects(events[i].type, events[i].stream_id, type_list, ntypes,
+						  category_list, ncategories) &&
 			(partition < 0 || OcxStreamPartition(events[i].stream_id, partitions) == partition);
 		if (events[i].matches)
 			(*nmatch)++;
@@ -1630,14 +1602,11 @@ AfterAppend(const char *stream_id, int64 first_version, int nevents)
 		for (j = 0; j < nprojs; j++)
 		{
 			InlineProjection *p = &projs[j];
-			const char *dash = strchr(stream_id, '-');
-			size_t		catlen = dash ? (size_t) (dash - stream_id) : strlen(stream_id);
 			FmgrInfo	flinfo;
 
-			if (!InList(p->categories, p->ncategories, stream_id, catlen))
-				continue;
 			for (i = 0; i < n; i++)
-				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))
+				if (OcxLogSelects(types[i], stream_id, p->types, p->ntypes,
+								  p->categories, p->ncategories))
 					break;
 			if (i == n)
 				continue;		/* none of its events: its author is not asked */
@@ -1651,7 +1620,8 @@ AfterAppend(const char *stream_id, int64 first_version, int nevents)
 			OcxUserCodeCheck(p->owner, p->handler, "inline projection handler");
 			fmgr_info_cxt(p->handler, &flinfo, cxt);
 			for (i = 0; i < n; i++)
-				if (InList(p->types, p->ntypes, types[i], strlen(types[i])))
+				if (OcxLogSelects(types[i], stream_id, p->types, p->ntypes,
+								  p->categories, p->ncategories))
 				{
 					CallHandler(&flinfo, p->owner, events[i]);
 					OcxCount(OCX_COUNT_PROJECTION_EVENTS, 1);

@@ -55,39 +55,4 @@ CREATE FUNCTION ocx._read_start("after" ocx.cursor, after_time timestamptz) RETU
 COMMENT ON FUNCTION ocx._read_start(ocx.cursor, timestamptz) IS
     'internal: the later of after and a cursor before every event whose time is >= after_time (the time map); after when after_time is NULL';
 
-CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                             types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
-                             upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           CASE WHEN read_all.upcast IS FALSE THEN e.schema_version
-                ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
-           CASE WHEN read_all.upcast IS FALSE THEN e.data
-                ELSE ocx._upcast(e.type, e.schema_version, e.data) END, e.metadata, e.correlation_id,
-           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx.events e
-     WHERE e.txid < ocx.log_horizon()
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(ocx._read_start(read_all."after", read_all.after_time)), '0'::xid8),
-                                          COALESCE(ocx.global_position(ocx._read_start(read_all."after", read_all.after_time)), 0))
-       AND (read_all.after_time IS NULL OR e.time >= read_all.after_time)
-       AND (read_all.types IS NULL OR e.type = ANY (read_all.types))
-       AND (read_all.categories IS NULL OR ocx.category(e.stream_id) = ANY (read_all.categories))
-     ORDER BY e.txid, e.global_position
-     LIMIT ocx._count_arg(read_all.max_count);
-END;
-COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz) IS
-    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log';
-
-CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
-                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast,
-                               read_category.after_time);
-END;
-COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz) IS
-    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it';
+-- read_all and read_category: sql/parts/22_reader.sql (over the one reader).

@@ -336,8 +336,7 @@ CREATE FUNCTION ocx._count_matching(types text[], categories text[]) RETURNS big
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT pg_catalog.count(*) FROM ocx.events e
-     WHERE (_count_matching.types IS NULL OR e.type = ANY (_count_matching.types))
-       AND (_count_matching.categories IS NULL OR ocx.category(e.stream_id) = ANY (_count_matching.categories));
+     WHERE ocx._log_selects(e.type, e.stream_id, _count_matching.types, _count_matching.categories);
 END;
 COMMENT ON FUNCTION ocx._count_matching(text[], text[]) IS 'internal: how many events a projection filter selects';
 
@@ -1129,8 +1128,7 @@ SELECT p.name, p.mode, p.state,
        SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
          FROM ocx.events e
         WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position)
-          AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types))
-          AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))
+          AND ocx._log_selects(e.type, e.stream_id, p.types, p.categories)
        ) lag ON true
   LEFT JOIN LATERAL (
        SELECT c.rebuild_done::float8 OPERATOR(pg_catalog./)

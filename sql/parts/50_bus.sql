@@ -252,28 +252,24 @@ BEGIN
             OR p.delivered_txid IS NULL
             OR (p.delivered_txid, p.delivered_position) <= (p.acked_txid, p.acked_position));
 
-    -- one horizon for the whole poll: the snapshot's xmin (every transaction
-    -- below it has ended, so the log there is complete)
+    -- one horizon for the whole poll (every transaction below it has ended,
+    -- so the log there is complete): the read and the move past what it
+    -- filters out must agree
     horizon := ocx.log_horizon();
     SELECT q.acked_txid, q.acked_position INTO lo_txid, lo_pos FROM ocx.subscription_partitions q
      WHERE q.subscription = sub.name AND q.owner = poll.consumer
      ORDER BY q.acked_txid, q.acked_position LIMIT 1;
 
-    -- the events as stored (filters first: an event filtered out is never upcast)
+    -- the events as stored, through the one reader (filters first: an event
+    -- filtered out is never upcast), after the lowest acknowledged cursor
     SELECT array_agg(x ORDER BY (x).txid, (x).global_position) INTO evs FROM (
-        SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-               e.schema_version, e.time, e.data, e.metadata, e.correlation_id,
-               e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-          FROM ocx.events e
+        SELECT e.*
+          FROM ocx._read_log(ocx.cursor(lo_txid, lo_pos), NULL, sub.types, sub.categories, false, horizon) e
           JOIN ocx.subscription_partitions p
             ON p.subscription = sub.name
            AND p.owner = poll.consumer
            AND p.partition = ocx.stream_partition(e.stream_id, sub.partitions)
-         WHERE e.txid < horizon
-           AND (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
-           AND (e.txid, e.global_position) > (lo_txid, lo_pos)
-           AND (sub.types IS NULL OR e.type = ANY (sub.types))
-           AND (sub.categories IS NULL OR ocx.category(e.stream_id) = ANY (sub.categories))
+         WHERE (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
          ORDER BY e.txid, e.global_position
          LIMIT max_count) x;
 
@@ -313,9 +309,8 @@ BEGIN
     -- and the next poll starts after it (a subscription never rescans the
     -- history it filters out; nothing is in flight to ack)
     IF evs IS NULL AND max_count > 0 AND lo_txid IS NOT NULL THEN
-        SELECT e.txid, e.global_position INTO end_txid, end_pos FROM ocx.events e
-         WHERE e.txid < horizon AND (e.txid, e.global_position) > (lo_txid, lo_pos)
-         ORDER BY e.txid DESC, e.global_position DESC LIMIT 1;
+        SELECT ocx.txid(t), ocx.global_position(t) INTO end_txid, end_pos
+          FROM ocx._log_tail(ocx.cursor(lo_txid, lo_pos), horizon) t;
     END IF;
 
     IF evs IS NOT NULL THEN

@@ -782,30 +782,23 @@ BEGIN
 
     IF NOT EXISTS (SELECT 1 FROM ocx.saga_instances x WHERE x.state = 'running') THEN
         -- nothing can match: jump to the end of the readable log
-        SELECT e2.txid, e2.global_position INTO last_tx, last_gp
-          FROM ocx.events e2
-         WHERE e2.txid < horizon
-           AND (e2.txid, e2.global_position) > (cur.txid, cur.global_position)
-         ORDER BY e2.txid DESC, e2.global_position DESC
-         LIMIT 1;
+        SELECT ocx.txid(t), ocx.global_position(t) INTO last_tx, last_gp
+          FROM ocx._log_tail(ocx.cursor(cur.txid, cur.global_position), horizon) t;
     ELSE
+        -- the batch, through the one reader (as stored: sagas read data as written)
         SELECT b.txid, b.global_position, b.n INTO last_tx, last_gp, seen FROM (
-            SELECT e2.txid, e2.global_position, count(*) OVER () AS n
-              FROM ocx.events e2
-             WHERE e2.txid < horizon
-               AND (e2.txid, e2.global_position) > (cur.txid, cur.global_position)
-             ORDER BY e2.txid, e2.global_position
-             LIMIT max_events) b
+            SELECT rl.txid, rl.global_position, count(*) OVER () AS n
+              FROM ocx._read_log(ocx.cursor(cur.txid, cur.global_position), max_events,
+                                 NULL, NULL, false, horizon) rl) b
          ORDER BY b.txid DESC, b.global_position DESC
          LIMIT 1;
         IF last_tx IS NOT NULL THEN
             FOR e IN
-                SELECT e2.* FROM ocx.events e2
-                  JOIN ocx.saga_instances x ON x.saga_id = e2.correlation_id AND x.state = 'running'
-                 WHERE e2.txid < horizon
-                   AND (e2.txid, e2.global_position) > (cur.txid, cur.global_position)
-                   AND (e2.txid, e2.global_position) <= (last_tx, last_gp)
-                 ORDER BY e2.txid, e2.global_position
+                SELECT e2.* FROM ocx._read_log(ocx.cursor(cur.txid, cur.global_position), seen,
+                                               NULL, NULL, false, horizon) rl
+                  JOIN ocx.events e2 ON e2.global_position = rl.global_position
+                  JOIN ocx.saga_instances x ON x.saga_id = rl.correlation_id AND x.state = 'running'
+                 ORDER BY rl.txid, rl.global_position
             LOOP
                 BEGIN
                     IF ocx._saga_on_event(e) THEN

@@ -94,13 +94,10 @@ BEGIN
             SELECT 'subscription_lag_events', jsonb_build_object('subscription', s.name),
                    (SELECT count(*)
                       FROM ocx.subscription_partitions p
-                      JOIN ocx.events e
-                        ON (e.txid, e.global_position) > (p.acked_txid, p.acked_position)
-                       AND ocx.stream_partition(e.stream_id, s.partitions) = p.partition
+                     CROSS JOIN LATERAL ocx._read_log(ocx.cursor(p.acked_txid, p.acked_position), NULL,
+                                                      s.types, s.categories, false) e
                      WHERE p.subscription = s.name
-                       AND e.txid < ocx.log_horizon()
-                       AND (s.types IS NULL OR e.type = ANY (s.types))
-                       AND (s.categories IS NULL OR ocx.category(e.stream_id) = ANY (s.categories))
+                       AND ocx.stream_partition(e.stream_id, s.partitions) = p.partition
                    )::numeric,
                    'Events a subscription has still to acknowledge (all its partitions).'
               FROM ocx.subscriptions s

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one reader (issue 12): read_all, which every consumer's read goes
+# through (ocx._read_log), against the plain SELECT on ocx.events in log
+# order that a user would write without ocx, in the same run.
+set -euo pipefail
+. "$BENCH_DIR/lib.sh"
+P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
+
+# 200,000 events in 200 transactions of 1,000, over 2,000 streams of four
+# categories, with small jsonb payloads.
+$P >/dev/null <<'SQL'
+SELECT ocx.append('brd' || (g % 4) || '-' || (g % 500), NULL, (SELECT jsonb_agg(jsonb_build_object(
+    'type', CASE WHEN i % 3 = 0 THEN 'BrdA' ELSE 'BrdB' END,
+    'data', jsonb_build_object('n', i, 'note', 'some payload text')))
+    FROM generate_series(1, 1000) i))
+  FROM generate_series(1, 200) g;
+VACUUM ANALYZE ocx.events;
+SQL
+n=$($P -At -c "SELECT count(*) FROM ocx.events")
+
+# 1. a page of 1,000 after a random cursor, rows sent to the client.
+# Target 0.7: before the one reader (read_all with its own inlined body) this
+# row measured 0.91 on the same machine, and the brief is "no slower than
+# 1.3x of that" (0.91 / 1.3 = 0.70).
+cat > "$BENCH_OUT/reader_page_ocx.sql" <<SQL
+\set p random(1, $((n - 1000)))
+SELECT * FROM ocx.read_all(ocx.cursor((SELECT e.txid FROM ocx.events e WHERE e.global_position = :p), :p), 1000);
+SQL
+cat > "$BENCH_OUT/reader_page_sql.sql" <<SQL
+\set p random(1, $((n - 1000)))
+SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type, e.schema_version,
+       e.time, e.data, e.metadata, e.correlation_id, e.causation_id, e.tenant_id, e.txid,
+       ocx.cursor(e.txid, e.global_position)
+  FROM ocx.events e
+ WHERE (e.txid, e.global_position) > ((SELECT e.txid FROM ocx.events e WHERE e.global_position = :p), :p)
+ ORDER BY e.txid, e.global_position LIMIT 1000;
+SQL
+read -r o b < <(alt_tps "$BENCH_OUT/reader_page_ocx.sql" "$BENCH_OUT/reader_page_sql.sql" 1 2)
+row "read_all, pages of 1,000 after a cursor, vs the plain SELECT in log order (pages/s)" "$o" "$b" 0.7
+
+# 2. a category's page (the category rule applied to every row)
+cat > "$BENCH_OUT/reader_cat_ocx.sql" <<SQL
+\set p random(1, $((n - 4000)))
+SELECT * FROM ocx.read_category('brd1', ocx.cursor((SELECT e.txid FROM ocx.events e WHERE e.global_position = :p), :p), 1000);
+SQL
+cat > "$BENCH_OUT/reader_cat_sql.sql" <<SQL
+\set p random(1, $((n - 4000)))
+SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type, e.schema_version,
+       e.time, e.data, e.metadata, e.correlation_id, e.causation_id, e.tenant_id, e.txid,
+       ocx.cursor(e.txid, e.global_position)
+  FROM ocx.events e
+ WHERE (e.txid, e.global_position) > ((SELECT e.txid FROM ocx.events e WHERE e.global_position = :p), :p)
+   AND split_part(e.stream_id, '-', 1) = ANY ('{brd1}'::text[])
+ ORDER BY e.txid, e.global_position LIMIT 1000;
+SQL
+read -r o b < <(alt_tps "$BENCH_OUT/reader_cat_ocx.sql" "$BENCH_OUT/reader_cat_sql.sql" 1 2)
+row "read_category, pages of 1,000, vs the plain SELECT with split_part (pages/s, informative)" "$o" "$b" 0.7
+
+# 3. count(*) over the whole log
+echo "SELECT count(*) FROM ocx.read_all(NULL, NULL);" > "$BENCH_OUT/reader_count_ocx.sql"
+echo "SELECT count(*) FROM ocx.events e;" > "$BENCH_OUT/reader_count_sql.sql"
+read -r o b < <(alt_tps "$BENCH_OUT/reader_count_ocx.sql" "$BENCH_OUT/reader_count_sql.sql" 1 2)
+row "count(*) over read_all of $n events vs count(*) over ocx.events (scans/s)" "$o" "$b" 0.5
