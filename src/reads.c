@@ -33,9 +33,11 @@
  */
 #include "ocx.h"
 #include "ocx_errors.h"
+#include "ocx_security.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -110,19 +112,39 @@ TimeStart(TimestampTz t, uint64 *txid, int64 *position)
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
+	Oid			save_user;
+	int			save_sec;
+	volatile bool found = false;
 
 	*txid = 0;
 	*position = 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	if (OcxRunKeptPlan(OcxKeptPlan(&start_plan,
+
+	/*
+	 * As ocx_owner: the map has no tenant column, so readers may not select
+	 * it (a tenant would see when others wrote); what it gives back is only
+	 * where a read starts, and the read itself applies the caller's policies.
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(OcxOwnerRole(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		found = OcxRunKeptPlan(OcxKeptPlan(&start_plan,
 								   "SELECT s.txid, s.global_position, m.txid, m.global_position "
 								   "FROM ocx.time_map_state s LEFT JOIN LATERAL "
 								   "(SELECT m.txid, m.global_position FROM ocx.time_map m "
 								   "WHERE m.bucket OPERATOR(pg_catalog.>=) $1 "
 								   "ORDER BY m.bucket LIMIT 1) m ON true",
 								   1, argtypes),
-					   &arg, NULL, true) > 0)
+					   &arg, NULL, true) > 0;
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	if (found)
 	{
 		uint64		stxid,
 					mtxid;

@@ -136,6 +136,11 @@ SELECT count(*) AS initech_sees FROM ocx.read_category('rdtimet', after_time => 
 -- the map's upkeep is not the reader's
 SELECT ocx._time_map_tick();
 \echo :LAST_ERROR_SQLSTATE
+-- nor the map itself: it has no tenant (it would show when others wrote)
+SELECT count(*) FROM ocx.time_map;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM ocx.time_map_state;
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 RESET ocx.tenant;
 

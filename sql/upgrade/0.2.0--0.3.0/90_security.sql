@@ -901,6 +901,11 @@ BEGIN
     EXECUTE 'GRANT USAGE ON SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL TABLES IN SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL SEQUENCES IN SCHEMA ocx TO ocx_reader';
+    -- but the time map: it has no tenant, so a reader would see in which
+    -- minutes any tenant wrote (ocx._read_start reads it as ocx_owner)
+    IF pg_catalog.to_regclass('ocx.time_map') IS NOT NULL THEN
+        EXECUTE 'REVOKE SELECT ON ocx.time_map, ocx.time_map_state FROM ocx_reader';
+    END IF;
     DROP TABLE pg_temp.ocx_privilege_levels;
 END
 $$;
