@@ -76,6 +76,11 @@ extern void OcxParseTags(JsonbValue *v, const char *what, int index,
 extern void OcxLockEventTags(OcxNewEvent *events, int n);
 extern Datum OcxTagsDatum(OcxNewEvent *ev);
 extern Datum OcxTagsJsonb(OcxNewEvent *ev);
+/* tags.c: also for dcb.c */
+extern PGDLLIMPORT bool ocx_tags_locked;
+extern int	OcxSortDistinct(char **s, int n);
+extern void OcxCheckTag(const char *tag, int len, const char *what, int index);
+extern void OcxLockConditionTags(char **tags, int ntags, OcxNewEvent *events, int n);
 
 /* cursor.c: the ocx.cursor type, (log txid, global position) */
 extern Datum OcxCursorGetDatum(uint64 txid, int64 position);
