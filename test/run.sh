@@ -12,7 +12,8 @@
 #                                    anchors and tables in README.md and docs/;
 #                                    every function, view, setting and SQLSTATE
 #                                    documented; released scripts unchanged)
-# OCX_SUITES=regress,isolation,pgtap,tap,node,docs narrows the run (default: all).
+# OCX_SUITES=regress,isolation,pgtap,tap,node,docs narrows the run (default: all);
+# OCX_TAP='t/190_*.pl t/120_fuzz.pl' narrows the Perl TAP files (relative to test/).
 set -uo pipefail
 
 . "$(dirname "$0")/lib.sh"
@@ -153,8 +154,8 @@ if has tap && ls test/t/*.pl >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$RUN/tap"
     (cd "$RUN/tap" && as_pg env PATH="$PGBIN:$PATH" TESTDIR="$RUN/tap" \
         PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" \
-        prove -I "$PGXS_DIR/src/test/perl" -I t t/*.pl) 2>&1 | tee "$RUN/tap.out"
-    count_prove "Perl TAP" "$RUN/tap.out" "${PIPESTATUS[0]}" "$(ls test/t/*.pl | wc -l)"
+        prove -I "$PGXS_DIR/src/test/perl" -I t ${OCX_TAP:-t/*.pl}) 2>&1 | tee "$RUN/tap.out"
+    count_prove "Perl TAP" "$RUN/tap.out" "${PIPESTATUS[0]}" "$(cd test && ls ${OCX_TAP:-t/*.pl} | wc -l)"
 fi
 
 if has node && [ -f test/node/package.json ]; then
