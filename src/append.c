@@ -1099,7 +1099,6 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	int64		version;
 
 	memset(nulls, ' ', sizeof(nulls));
-	NewEventId(&ev->id);
 	values[0] = sid;
 	values[1] = (Datum) 0;
 	nulls[1] = 'n';
@@ -1138,10 +1137,6 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
 	values[12] = txid;
 	nulls[13] = 'n';
-
-	for (i = 0; i < n; i++)
-		if (!events[i].has_id)
-			NewEventId(&events[i].id);
 
 	if (n == 1)
 	{
@@ -1435,6 +1430,15 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		has_ids |= events[i].has_id;
 	if (has_ids)
 		CheckBatchIdsUnique(events, n);
+
+	/*
+	 * Every event's id is final from here on (assigned once, here): what
+	 * runs before the insert (a transformation of the stored fields, a hash
+	 * of them) sees the id that is stored.
+	 */
+	for (i = 0; i < n; i++)
+		if (!events[i].has_id)
+			NewEventId(&events[i].id);
 
 	/* tagged events: the tag locks of ocx.append_if (dcb.c), before the stream's */
 	OcxLockEventTags(events, n);
