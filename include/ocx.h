@@ -218,4 +218,18 @@ extern void OcxMetricsInit(void);
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);
 
+/*
+ * integrity.c (chain): the per-stream hash chain, seals and proofs
+ * (docs/integrity.md)
+ */
+extern bool ocx_chain;
+extern int	ocx_seal_interval;
+extern int	ocx_seal_max_events;
+extern char *ocx_seal_signing_key_file;
+extern void OcxIntegrityInit(void);
+extern bool OcxChainOn(void);
+extern void OcxChainBatch(bytea *prev, const char *sid, int64 first, OcxNewEvent *events,
+						  int n, TimestampTz now, Datum *hashes);
+extern bool OcxIntegrityTick(void);
+
 #endif							/* OCX_H */

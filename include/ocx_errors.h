@@ -91,4 +91,13 @@
 #define ERRCODE_OCX_AUTHOR_NOT_ALLOWED		MAKE_SQLSTATE('O','X','5','0','2')
 #define ERRCODE_OCX_UNSAFE_SEARCH_PATH		MAKE_SQLSTATE('O','X','5','0','3')
 
+/* OX600-OX619: tamper evidence (integrity.c, docs/integrity.md) */
+#define ERRCODE_OCX_CHAIN_BROKEN			MAKE_SQLSTATE('O','X','6','0','0')
+#define ERRCODE_OCX_INVALID_INTEGRITY_ARGUMENT	MAKE_SQLSTATE('O','X','6','0','1')
+#define ERRCODE_OCX_SIGNING_KEY				MAKE_SQLSTATE('O','X','6','0','2')
+#define ERRCODE_OCX_INTEGRITY_CRYPTO		MAKE_SQLSTATE('O','X','6','0','3')
+#define ERRCODE_OCX_NOT_SEALED				MAKE_SQLSTATE('O','X','6','0','4')
+#define ERRCODE_OCX_UNKNOWN_SEAL			MAKE_SQLSTATE('O','X','6','0','5')
+#define ERRCODE_OCX_UNKNOWN_EVENT			MAKE_SQLSTATE('O','X','6','0','6')
+
 #endif							/* OCX_ERRORS_H */

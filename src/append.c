@@ -104,6 +104,16 @@ typedef enum OcxPlan
 	PLAN_PREV_TXID,
 	PLAN_ADVANCE_EXISTING,
 	PLAN_ONE_EXISTING,
+	/* the chained variants (integrity.c; used when OcxChainOn()) */
+	PLAN_HEAD,
+	PLAN_INSERT_ONE_CHAIN,
+	PLAN_INSERT_MANY_CHAIN,
+	PLAN_INSERT_ONE_TAGGED_CHAIN,
+	PLAN_INSERT_MANY_TAGGED_CHAIN,
+	PLAN_ONE_ANY_CHAIN,
+	PLAN_ONE_NEW_CHAIN,
+	PLAN_ONE_AT_CHAIN,
+	PLAN_ONE_EXISTING_CHAIN,
 	NUM_PLANS
 } OcxPlan;
 
@@ -111,7 +121,7 @@ typedef struct OcxPlanDef
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[15];
+	Oid			argtypes[16];
 } OcxPlanDef;
 
 #define EVENT_COLUMNS "stream_id, stream_version, event_id, source, type, schema_version, " \
@@ -121,6 +131,20 @@ typedef struct OcxPlanDef
 	"INSERT INTO ocx.events (" EVENT_COLUMNS ") " \
 	"SELECT $1, s.version, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 " \
 	"FROM s RETURNING stream_version, global_position"
+/*
+ * Tamper evidence (docs/integrity.md): the single-event statements hash the
+ * event with ocx.event_hash() in the statement that bumps the stream's
+ * version, from the head it replaces, and store the new head there; the
+ * event takes the stream's new head as its hash.
+ */
+#define EVENT_HASH(prev, version) \
+	"ocx._event_hash(" prev ", $1, " version ", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL::text[])"
+#define ONE_EVENT_FROM_S_CHAIN \
+	"INSERT INTO ocx.events (" EVENT_COLUMNS ", hash) " \
+	"SELECT $1, s.version, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, s.head " \
+	"FROM s RETURNING stream_version, global_position"
+/* a batch's hashes come from C ($15, integrity.c); its last is the new head ($16) */
+#define SET_HEAD "WITH hd AS (UPDATE ocx.streams SET head = $16 WHERE stream_id OPERATOR(pg_catalog.=) $1) "
 #define ONE_EVENT_TYPES \
 	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
 	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
@@ -258,7 +282,107 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		ONE_EVENT_FROM_S,
 		15, ONE_EVENT_TYPES
 	},
+
+	/* the head a batch chains from, read under the stream's row lock */
+	[PLAN_HEAD] = {
+		"SELECT head FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1",
+		1, {TEXTOID}
+	},
+	[PLAN_INSERT_ONE_CHAIN] = {
+		SET_HEAD
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", hash) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15) "
+		"RETURNING global_position",
+		16, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTARRAYOID, BYTEAOID, BYTEAOID}
+	},
+	[PLAN_INSERT_ONE_TAGGED_CHAIN] = {
+		SET_HEAD
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags, hash) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+		"RETURNING global_position",
+		16, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTARRAYOID, BYTEAOID, BYTEAOID}
+	},
+	[PLAN_INSERT_MANY_CHAIN] = {
+		SET_HEAD
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", hash) "
+		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
+		"u.d, u.m, u.c, u.ca, $12, $13, u.h "
+		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), "
+		"pg_catalog.unnest($15)) "
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, h, ord) "
+		"RETURNING global_position",
+		16, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+		TEXTOID, XID8OID, JSONBARRAYOID, BYTEAARRAYOID, BYTEAOID}
+	},
+	[PLAN_INSERT_MANY_TAGGED_CHAIN] = {
+		SET_HEAD
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", tags, hash) "
+		"SELECT $1, $2 OPERATOR(pg_catalog.+) u.ord, u.id, u.source, u.type, u.sv, u.t, "
+		"u.d, u.m, u.c, u.ca, $12, $13, "
+		"CASE WHEN u.tg IS NOT NULL THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(u.tg)) END, u.h "
+		"FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+		"pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+		"pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11), "
+		"pg_catalog.unnest($14), pg_catalog.unnest($15)) "
+		"WITH ORDINALITY AS u(id, source, type, sv, t, d, m, c, ca, tg, h, ord) "
+		"RETURNING global_position",
+		16, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+		TEXTOID, XID8OID, JSONBARRAYOID, BYTEAARRAYOID, BYTEAOID}
+	},
+	[PLAN_ONE_ANY_CHAIN] = {
+		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id, head) "
+		"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") ON CONFLICT (stream_id) DO UPDATE "
+		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now(), "
+		"head = " EVENT_HASH("s.head", "s.version OPERATOR(pg_catalog.+) 1") " "
+		"RETURNING s.version, s.head) "
+		ONE_EVENT_FROM_S_CHAIN,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_NEW_CHAIN] = {
+		"WITH s AS (INSERT INTO ocx.streams (stream_id, category, version, tenant_id, head) "
+		"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") "
+		"ON CONFLICT (stream_id) DO NOTHING RETURNING version, head) "
+		ONE_EVENT_FROM_S_CHAIN,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_AT_CHAIN] = {
+		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 "
+		"RETURNING version, head) "
+		ONE_EVENT_FROM_S_CHAIN,
+		15, ONE_EVENT_TYPES
+	},
+	[PLAN_ONE_EXISTING_CHAIN] = {
+		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+		"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " "
+		"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+		"RETURNING version, head) "
+		ONE_EVENT_FROM_S_CHAIN,
+		15, ONE_EVENT_TYPES
+	},
 };
+
+/* the chained variant of a statement, when it has one */
+static const OcxPlan chain_variant[NUM_PLANS] = {
+	[PLAN_INSERT_ONE] = PLAN_INSERT_ONE_CHAIN,
+	[PLAN_INSERT_MANY] = PLAN_INSERT_MANY_CHAIN,
+	[PLAN_INSERT_ONE_TAGGED] = PLAN_INSERT_ONE_TAGGED_CHAIN,
+	[PLAN_INSERT_MANY_TAGGED] = PLAN_INSERT_MANY_TAGGED_CHAIN,
+	[PLAN_ONE_ANY] = PLAN_ONE_ANY_CHAIN,
+	[PLAN_ONE_NEW] = PLAN_ONE_NEW_CHAIN,
+	[PLAN_ONE_AT] = PLAN_ONE_AT_CHAIN,
+	[PLAN_ONE_EXISTING] = PLAN_ONE_EXISTING_CHAIN,
+};
+
+/* whether this append chains its events (OcxChainOn(), read once per append) */
+static bool chain_now = false;
 
 static SPIPlanPtr plans[NUM_PLANS];
 
@@ -266,8 +390,11 @@ static SPIPlanPtr plans[NUM_PLANS];
 static uint64
 RunPlan(OcxPlan which, Datum *values, const char *nulls)
 {
-	const OcxPlanDef *def = &plan_defs[which];
+	const OcxPlanDef *def;
 
+	if (chain_now && chain_variant[which] != 0)
+		which = chain_variant[which];
+	def = &plan_defs[which];
 	return OcxRunKeptPlan(OcxKeptPlan(&plans[which], def->sql, def->nargs, def->argtypes),
 						  values, nulls, false);
 }
@@ -1124,8 +1251,9 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 static int64
 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now)
 {
-	Datum		values[14];
-	char		nulls[14];
+	Datum		values[16];
+	char		nulls[16];
+	Datum	   *hashes = NULL;
 	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	int64		last = 0;
 	uint64		r,
@@ -1137,6 +1265,23 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 	values[11] = TextOrNull(ocx_tenant, &nulls[11]);
 	values[12] = txid;
 	nulls[13] = 'n';
+	if (chain_now)
+	{
+		/* chain from the head, read under the stream row lock this append holds */
+		bytea	   *prev = NULL;
+		bool		isnull;
+		Datum		d;
+
+		if (RunPlan(PLAN_HEAD, &sid, NULL) == 1)
+		{
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				prev = DatumGetByteaPP(d);
+		}
+		hashes = palloc(sizeof(Datum) * n);
+		OcxChainBatch(prev, TextDatumGetCString(sid), first, events, n, now, hashes);
+		values[15] = hashes[n - 1];
+	}
 
 	if (n == 1)
 	{
@@ -1147,6 +1292,8 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 			values[13] = OcxTagsDatum(&events[0]);
 			nulls[13] = ' ';
 		}
+		if (chain_now)
+			values[14] = hashes[0];
 		rows = RunPlan(events[0].ntags > 0 ? PLAN_INSERT_ONE_TAGGED : PLAN_INSERT_ONE,
 					   values, nulls);
 	}
@@ -1202,6 +1349,8 @@ InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now
 			values[13] = MakeArray(tags, tag_nulls, n, JSONBOID);
 			nulls[13] = ' ';
 		}
+		if (chain_now)
+			values[14] = MakeArray(hashes, NULL, n, BYTEAOID);
 		rows = RunPlan(any_tags ? PLAN_INSERT_MANY_TAGGED : PLAN_INSERT_MANY, values, nulls);
 	}
 	for (r = 0; r < rows; r++)
@@ -1447,6 +1596,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
+	/* tamper evidence: hash and chain the events (integrity.c) */
+	chain_now = OcxChainOn();
 
 	if (has_ids)
 	{

@@ -36,6 +36,7 @@ _PG_init(void)
 	OcxMetricsInit();
 	OcxWorkerInit();
 	OcxAppendersInit();
+	OcxIntegrityInit();
 
 	/* after every subsystem has defined its settings */
 	MarkGUCPrefixReserved("ocx");
