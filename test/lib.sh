@@ -68,7 +68,7 @@ ocx_cluster_stop() {
 # A private run directory the postgres user can reach.
 ocx_run_dir() {
     local d
-    d=$(mktemp -d /tmp/ocx-"$1".XXXXXX)
+    d=$(mktemp -d "${OCX_TMPDIR:-/tmp}"/ocx-"$1".XXXXXX)
     chmod 755 "$d"
     echo "$d"
 }

@@ -151,6 +151,8 @@ if has tap && ls test/t/*.pl >/dev/null 2>&1; then
     echo "== Perl TAP"
     mkdir -p "$RUN/tap"
     cp -r test/t "$RUN/tap/t"
+    # the external proof verifier t/190_integrity.pl runs (Node's crypto only)
+    mkdir -p "$RUN/tap/node" && cp test/node/verify_proof.mjs "$RUN/tap/node/"
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$RUN/tap"
     (cd "$RUN/tap" && as_pg env PATH="$PGBIN:$PATH" TESTDIR="$RUN/tap" \
         PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" \

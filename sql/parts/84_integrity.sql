@@ -185,10 +185,14 @@ BEGIN
                 RETURN QUERY SELECT r.sid, last_v OPERATOR(pg_catalog.+) 1, NULL::bigint,
                                     pg_catalog.format('versions %s..%s removed (%s)', last_v OPERATOR(pg_catalog.+) 1,
                                                       r.v OPERATOR(pg_catalog.-) 1, g.kinds), true;
+                -- a recorded head that is no SHA-256 hash: the kept event does not chain from it
+                calc := NULL;
                 SELECT ocx._event_hash(g.last_hash, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
                                        e.schema_version, e.time, e.data, e.metadata, e.correlation_id,
                                        e.causation_id, e.tenant_id, e.tags)
-                  INTO calc FROM ocx.events e WHERE e.global_position OPERATOR(pg_catalog.=) r.gp;
+                  INTO calc FROM ocx.events e
+                 WHERE e.global_position OPERATOR(pg_catalog.=) r.gp
+                   AND pg_catalog.length(g.last_hash) OPERATOR(pg_catalog.=) 32;
             ELSE
                 RETURN QUERY SELECT r.sid, last_v OPERATOR(pg_catalog.+) 1, NULL::bigint,
                                     pg_catalog.format('versions %s..%s missing', last_v OPERATOR(pg_catalog.+) 1,
