@@ -150,7 +150,7 @@ sql(q{ALTER SYSTEM SET ocx.seal_interval = '100ms'; SELECT pg_reload_conf();});
 sql(q{SELECT ocx.append('acct-9', NULL, '{"type": "Late", "data": {}}')});
 my $last = sql(q{SELECT ocx.cursor(txid, global_position) FROM ocx.events WHERE stream_id = 'acct-9'});
 ok($node->poll_query_until('postgres',
-   qq{SELECT EXISTS (SELECT FROM ocx.seals WHERE last_cursor >= '$last')}),
+   qq{SELECT EXISTS (SELECT FROM ocx.seals WHERE last_cursor OPERATOR(ocx.>=) '$last'::ocx.cursor)}),
    'the worker sealed the new event');
 is(sql(q{SELECT count(*) FROM ocx.seals s JOIN LATERAL (SELECT ocx.verify_seal(s.seal_id)) v(ok) ON NOT v.ok}),
    '0', 'every seal verifies');
