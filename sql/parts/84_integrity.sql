@@ -125,6 +125,7 @@ COMMENT ON FUNCTION ocx._removed_gap(text, bigint, bigint) IS
 CREATE FUNCTION ocx.verify(stream_id text DEFAULT NULL, public_key text DEFAULT NULL)
     RETURNS TABLE (stream text, version bigint, seal_id bigint, problem text, authorised boolean)
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -259,6 +260,7 @@ CREATE FUNCTION ocx._verify_tail(sid text, has_row boolean, s_ver bigint, s_head
                                  last_v bigint, last_h bytea, last_bad boolean)
     RETURNS TABLE (stream text, version bigint, seal_id bigint, problem text, authorised boolean)
     LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     g record;

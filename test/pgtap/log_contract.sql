@@ -1,6 +1,6 @@
 -- pgTAP: the event log's schema, privileges, immutability and error-code contract.
 BEGIN;
-SELECT plan(61);
+SELECT plan(62);
 
 -- schema
 SELECT has_schema('ocx');
@@ -8,7 +8,8 @@ SELECT has_table('ocx', 'events', 'the log exists');
 SELECT has_table('ocx', 'streams', 'the stream table exists');
 SELECT columns_are('ocx', 'events', ARRAY['global_position', 'stream_id', 'stream_version',
     'event_id', 'source', 'type', 'schema_version', 'time', 'data', 'metadata',
-    'correlation_id', 'causation_id', 'tenant_id', 'txid', 'tags']);
+    'correlation_id', 'causation_id', 'tenant_id', 'txid', 'tags', 'hash']);
+SELECT col_type_is('ocx', 'events', 'hash', 'bytea', 'col_type_is ocx, events, hash, bytea (the chain, docs/integrity.md)');
 SELECT col_type_is('ocx', 'events', 'global_position', 'bigint', 'col_type_is ocx, events, global_position, bigint');
 SELECT col_type_is('ocx', 'events', 'stream_version', 'bigint', 'col_type_is ocx, events, stream_version, bigint');
 SELECT col_type_is('ocx', 'events', 'event_id', 'uuid', 'col_type_is ocx, events, event_id, uuid');

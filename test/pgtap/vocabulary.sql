@@ -42,7 +42,8 @@ INSERT INTO vocab_concepts VALUES
     ('lease',              'interval',    'a duration: how long a consumer holds a partition'),
     ('visibility_timeout', 'interval',    'a duration: how long a claim holds a command'),
     ('older_than',         'interval',    'a duration: an age'),
-    ('run_at',             'timestamptz', 'when a command runs');
+    ('run_at',             'timestamptz', 'when a command runs'),
+    ('seal_id',            'bigint',      'a seal''s id (ocx.seals, docs/integrity.md)');
 
 -- Spellings that name a concept above by another name (0.2.0 had them).
 CREATE TEMP TABLE vocab_aliases (alias text PRIMARY KEY, canonical text NOT NULL);

@@ -128,6 +128,9 @@ is($node->safe_psql('upgraded', q{SELECT retry FROM ocx.projections WHERE name =
    'a stored retry policy is rewritten into the one shape');
 is($node->safe_psql('upgraded', q{SELECT string_agg(type, ',' ORDER BY stream_version) FROM ocx.read_stream('acct-1')}),
    'Opened,Deposited', 'events appended before the upgrade are read after it');
+is($node->safe_psql('upgraded', q{SELECT count(*) FROM ocx.events WHERE hash IS NULL}) . ' '
+   . $node->safe_psql('upgraded', q{SELECT count(*) FROM ocx.verify()}),
+   '0 0', 'the upgrade hashed and chained the events appended before it: verify() is clean');
 is($node->safe_psql('upgraded', q{SELECT ocx.append_event('acct-1', 2, 'Deposited', '{"amount": 5}')}),
    '3', 'appending goes on at the right version after the upgrade');
 

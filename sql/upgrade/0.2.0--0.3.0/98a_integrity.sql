@@ -125,6 +125,7 @@ COMMENT ON FUNCTION ocx._removed_gap(text, bigint, bigint) IS
 CREATE FUNCTION ocx.verify(stream_id text DEFAULT NULL, public_key text DEFAULT NULL)
     RETURNS TABLE (stream text, version bigint, seal_id bigint, problem text, authorised boolean)
     LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -259,6 +260,7 @@ CREATE FUNCTION ocx._verify_tail(sid text, has_row boolean, s_ver bigint, s_head
                                  last_v bigint, last_h bytea, last_bad boolean)
     RETURNS TABLE (stream text, version bigint, seal_id bigint, problem text, authorised boolean)
     LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     g record;
@@ -315,18 +317,18 @@ BEGIN
         sids := sids || sid;
         heads := heads || prev;
         IF pg_catalog.cardinality(gps) OPERATOR(pg_catalog.>=) batch THEN
-            UPDATE ocx.events e SET hash = u.h FROM pg_catalog.unnest(gps, hs) AS u(gp, h)
+            UPDATE ocx.events e SET hash = u.h FROM ROWS FROM (pg_catalog.unnest(gps), pg_catalog.unnest(hs)) AS u(gp, h)
              WHERE e.global_position OPERATOR(pg_catalog.=) u.gp;
-            UPDATE ocx.streams s SET head = u.h FROM pg_catalog.unnest(sids, heads) AS u(sid, h)
+            UPDATE ocx.streams s SET head = u.h FROM ROWS FROM (pg_catalog.unnest(sids), pg_catalog.unnest(heads)) AS u(sid, h)
              WHERE s.stream_id OPERATOR(pg_catalog.=) u.sid;
             done := done OPERATOR(pg_catalog.+) pg_catalog.cardinality(gps);
             RAISE NOTICE 'ocx: hashed % of % events', done, total;
             gps := '{}'; hs := '{}'; sids := '{}'; heads := '{}';
         END IF;
     END LOOP;
-    UPDATE ocx.events e SET hash = u.h FROM pg_catalog.unnest(gps, hs) AS u(gp, h)
+    UPDATE ocx.events e SET hash = u.h FROM ROWS FROM (pg_catalog.unnest(gps), pg_catalog.unnest(hs)) AS u(gp, h)
      WHERE e.global_position OPERATOR(pg_catalog.=) u.gp;
-    UPDATE ocx.streams s SET head = u.h FROM pg_catalog.unnest(sids, heads) AS u(sid, h)
+    UPDATE ocx.streams s SET head = u.h FROM ROWS FROM (pg_catalog.unnest(sids), pg_catalog.unnest(heads)) AS u(sid, h)
      WHERE s.stream_id OPERATOR(pg_catalog.=) u.sid;
     done := done OPERATOR(pg_catalog.+) pg_catalog.cardinality(gps);
     RAISE NOTICE 'ocx: hashed % of % events', done, total;
