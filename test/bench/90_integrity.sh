@@ -21,13 +21,16 @@ cat > "$BENCH_OUT/chain1.sql" <<'SQL'
 \set s random(1, 100000)
 SELECT ocx.append_event('chain-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
 SQL
+# the same appends into streams of their own: events appended with the chain
+# off carry no hash, and ocx.verify() reports them (section 3 leaves them out)
+sed 's/chain-/nochain-/' "$BENCH_OUT/chain1.sql" > "$BENCH_OUT/nochain1.sql"
 on=""; off=""
 for i in 1 2; do
     if [ $((i % 2)) -eq 1 ]; then
         a=$(pgbench_tps "$BENCH_OUT/chain1.sql" 8)
-        b=$(PGOPTIONS='-c ocx.chain=off' pgbench_tps "$BENCH_OUT/chain1.sql" 8)
+        b=$(PGOPTIONS='-c ocx.chain=off' pgbench_tps "$BENCH_OUT/nochain1.sql" 8)
     else
-        b=$(PGOPTIONS='-c ocx.chain=off' pgbench_tps "$BENCH_OUT/chain1.sql" 8)
+        b=$(PGOPTIONS='-c ocx.chain=off' pgbench_tps "$BENCH_OUT/nochain1.sql" 8)
         a=$(pgbench_tps "$BENCH_OUT/chain1.sql" 8)
     fi
     on="$on $a"; off="$off $b"
@@ -42,17 +45,17 @@ events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, 
 printf '\\set s random(1, 1000000)\nSELECT ocx.append(%sseal-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/chain100.sql"
 append_eps=$(awk -v x="$(pgbench_tps "$BENCH_OUT/chain100.sql" 4 -M prepared)" 'BEGIN {print x * 100}')
 $P -c "SELECT ocx.seal()" >/dev/null     # one seal: the next ones start from it
-sealed=$($P -Atc "SELECT count(*) FROM ocx.events e WHERE (e.txid, e.global_position) >
-                  (SELECT (ocx.txid(last_cursor), ocx.global_position(last_cursor)) FROM ocx.seals ORDER BY seal_id DESC LIMIT 1)")
+sealed=$($P -Atc "SELECT count(*) FROM ocx.events e WHERE ocx.cursor(e.txid, e.global_position) OPERATOR(ocx.>)
+                  (SELECT last_cursor FROM ocx.seals ORDER BY seal_id DESC LIMIT 1)")
 # a backlog of at least 200,000 events
 $P -c "DO \$\$ BEGIN FOR i IN 1..200 LOOP PERFORM ocx.append('backlog-' || i, NULL, (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('type', 'Tick', 'data', pg_catalog.jsonb_build_object('n', g, 'pad', 'abcdefghij'))) FROM pg_catalog.generate_series(1, 1000) g)); END LOOP; END \$\$" >/dev/null
-backlog=$($P -Atc "SELECT count(*) FROM ocx.events e WHERE (e.txid, e.global_position) >
-                  (SELECT (ocx.txid(last_cursor), ocx.global_position(last_cursor)) FROM ocx.seals ORDER BY seal_id DESC LIMIT 1)")
+backlog=$($P -Atc "SELECT count(*) FROM ocx.events e WHERE ocx.cursor(e.txid, e.global_position) OPERATOR(ocx.>)
+                  (SELECT last_cursor FROM ocx.seals ORDER BY seal_id DESC LIMIT 1)")
 t0=$(date +%s.%N)
 while [ -n "$($P -Atc 'SELECT ocx.seal()')" ]; do :; done
 t1=$(date +%s.%N)
 seal_eps=$(awk -v n="$backlog" -v a="$t0" -v b="$t1" 'BEGIN {print n / (b - a)}')
-echo "bench: sealed $backlog events ($sealed before the backlog) in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') s" >&2
+echo "bench: sealed $backlog events ($sealed of them appended by the append run) in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') s" >&2
 row "sealing, 10,000 events per seal (events/s; baseline: append of 100-event batches, 4 clients, events/s)" "$seal_eps" "$append_eps" 1.0
 
 # 3. verify() of 1,000,000 events
@@ -64,10 +67,10 @@ fi
 $P -c "VACUUM ANALYZE ocx.events" >/dev/null
 total=$($P -Atc "SELECT count(*) FROM ocx.events")
 t0=$(date +%s.%N)
-found=$($P -Atc "SELECT count(*) FROM ocx.verify() WHERE NOT authorised")
+found=$($P -Atc "SELECT count(*) FROM ocx.verify() WHERE NOT authorised AND stream NOT LIKE 'nochain-%'")
 t1=$(date +%s.%N)
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
-echo "bench: ocx.verify() of $total events (and every seal): $secs s, $found findings" >&2
+echo "bench: ocx.verify() of $total events (and every seal): $secs s, $found findings outside the chain-off streams" >&2
 [ "$found" = 0 ] || echo "bench: ocx.verify() reported $found findings on an untouched log" | tee -a "$BENCH_OUT/pgbench_failures" >&2
 row "ocx.verify() of $total events and their seals (events/s; baseline: 1,000,000 events in 30 s)" \
     "$(awk -v n="$total" -v s="$secs" 'BEGIN {print n / s}')" 33334 1.0
