@@ -91,4 +91,10 @@
 #define ERRCODE_OCX_AUTHOR_NOT_ALLOWED		MAKE_SQLSTATE('O','X','5','0','2')
 #define ERRCODE_OCX_UNSAFE_SEARCH_PATH		MAKE_SQLSTATE('O','X','5','0','3')
 
+/* OX64x: what leaves the log, stream deletion and retention (removal.c) */
+#define ERRCODE_OCX_UNKNOWN_RETENTION		MAKE_SQLSTATE('O','X','6','4','0')
+#define ERRCODE_OCX_STREAM_DELETED			MAKE_SQLSTATE('O','X','6','4','1')
+#define ERRCODE_OCX_EVENTS_REMOVED			MAKE_SQLSTATE('O','X','6','4','2')
+#define ERRCODE_OCX_INVALID_RETENTION		MAKE_SQLSTATE('O','X','6','4','3')
+
 #endif							/* OCX_ERRORS_H */

@@ -85,7 +85,8 @@ static const struct
 	Oid			argtypes[6];
 }			load_plan_defs[NUM_LOAD_PLANS] = {
 	[LP_VERSION] = {
-		"SELECT s.version FROM ocx.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+		"SELECT s.version, s.hidden_through, s.deleted FROM ocx.streams s "
+		"WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
 	},
 	[LP_AS_OF_TIME] = {
@@ -219,6 +220,9 @@ typedef struct EventSource
 {
 	bool		direct;
 	bool		composite;		/* build ocx.event rows (for apply functions) */
+	text	   *stream_id;
+	int64		expect;			/* the next version (none missing: removal.c) */
+	int64		target;			/* the last version */
 	/* SPI */
 	Portal		portal;
 	SPITupleTable *tuptable;
@@ -353,6 +357,9 @@ OpenSource(Load *ld, EventSource *src, bool composite)
 {
 	memset(src, 0, sizeof(*src));
 	src->composite = composite;
+	src->stream_id = ld->stream_id;
+	src->expect = ld->from + 1;
+	src->target = ld->target;
 	if (!OpenDirect(ld, src))
 	{
 		Datum		args[3];
@@ -392,7 +399,7 @@ UpcastRow(text *type, int32 *sv, Jsonb *data)
 
 /* The next event, or false at the end; allocates in the current context. */
 static bool
-NextEvent(EventSource *src, EventRow *row)
+NextEventRow(EventSource *src, EventRow *row)
 {
 	if (src->direct)
 	{
@@ -479,6 +486,28 @@ NextEvent(EventSource *src, EventRow *row)
 		}
 		return true;
 	}
+}
+
+/*
+ * The next event, or false at the end.  A version missing between the
+ * snapshot (or the start) and the target was removed (retention, or events
+ * removed before a soft delete's start): the load cannot be right, OX642.
+ */
+static bool
+NextEvent(EventSource *src, EventRow *row)
+{
+	bool		found = NextEventRow(src, row);
+
+	if (found ? row->version != src->expect : src->expect <= src->target)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_EVENTS_REMOVED),
+				 errmsg("events of stream \"%s\" from version " INT64_FORMAT " on were removed",
+						text_to_cstring(src->stream_id), src->expect),
+				 errdetail("Retention removed them, and no snapshot of this aggregate covers them."),
+				 errhint("Take ocx.snapshot() of the aggregate before retention reaches a stream's early events (docs/retention.md).")));
+	if (found)
+		src->expect = row->version + 1;
+	return found;
 }
 
 /* Release what OpenSource took (locks, pins, the cursor). */
@@ -718,6 +747,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	{
 		Datum		args[5];
 		int64		current;
+		int64		hidden;
 		bool		isnull;
 		Jsonb	   *state;
 
@@ -731,6 +761,9 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
 					 errhint("Append to the stream first; ocx.stream_version returns 0 for a missing stream.")));
 		current = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		hidden = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+			OcxRaiseStreamDeleted(text_to_cstring(sid));
 		ld.target = ld.current = current;
 
 		if (!force_snapshot && !PG_ARGISNULL(2))
@@ -771,6 +804,12 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				ld.from = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 				state = DatumGetJsonbPCopy(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 			}
+		}
+		/* a soft-deleted stream starts again after its hidden versions (a snapshot at or below them is of the old stream) */
+		if (hidden > 0 && ld.from <= hidden)
+		{
+			state = ld.def->initial_state;
+			ld.from = Min(hidden, ld.target);
 		}
 
 		if (ld.target > ld.from)

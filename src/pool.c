@@ -74,7 +74,8 @@ typedef enum UnitKind
 	UNIT_PROJECTION = 1,
 	UNIT_BUS,
 	UNIT_COMMANDS,
-	UNIT_SAGAS
+	UNIT_SAGAS,
+	UNIT_RETENTION
 } UnitKind;
 
 /* this process: member 0 is the database worker, the others are helpers */
@@ -333,6 +334,8 @@ StepUnit(void *arg)
 			return OcxCommandWorkerTick();
 		case UNIT_SAGAS:
 			return OcxSagaWorkerTick();
+		case UNIT_RETENTION:
+			return OcxRetentionTick();	/* removal.c */
 	}
 	return false;
 }
@@ -360,6 +363,9 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name, int partition)
 			break;
 		case UNIT_SAGAS:
 			strlcpy(us->label, "sagas", OCX_UNIT_LEN);
+			break;
+		case UNIT_RETENTION:
+			strlcpy(us->label, "retention", OCX_UNIT_LEN);
 			break;
 	}
 	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
@@ -564,7 +570,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 			unit_partitions[np++] = n > 1 ? p : -1;
 		}
 	}
-	nunits = np + 3;
+	nunits = np + 4;
 	start = (int) ((my_member + my_passes++) % (uint32) nunits);
 	for (k = 0; k < nunits; k++)
 	{
