@@ -126,10 +126,10 @@ BEGIN
     END LOOP;
 END $$;
 -- a stream whose early events go: one snapshot now, one aggregate without
-SELECT ocx.append('tele-snap', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', '{}'))
+SELECT ocx.append('tele-snap', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', '{}'::jsonb))
                                     FROM generate_series(1, 150)));
 SELECT ocx.snapshot('tele_count', 'tele-snap');
-SELECT ocx.append('tele-nosnap', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', '{}'))
+SELECT ocx.append('tele-nosnap', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', '{}'::jsonb))
                                       FROM generate_series(1, 150)));
 SELECT ocx.define_retention('tele', max_count => 100);
 });
