@@ -238,8 +238,8 @@ static const struct
 		"FROM ocx.retention r JOIN ocx.streams s ON s.category OPERATOR(pg_catalog.=) r.category "
 		"CROSS JOIN LATERAL (SELECT e.stream_version AS v, e.time AS t FROM ocx.events e "
 		" WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id ORDER BY e.stream_version LIMIT 1) f "
-		"WHERE NOT s.deleted AND (f.v OPERATOR(pg_catalog.<=) s.version OPERATOR(pg_catalog.-) r.max_count "
-		" OR f.t OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) r.max_age) "
+		"WHERE NOT s.deleted AND (f.v OPERATOR(pg_catalog.<=) (s.version OPERATOR(pg_catalog.-) r.max_count) "
+		" OR f.t OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) r.max_age)) "
 		"ORDER BY s.stream_id OPERATOR(pg_catalog.>) $1 DESC, s.stream_id LIMIT $2",
 		2, {TEXTOID, INT8OID}
 	},
