@@ -159,10 +159,27 @@ my $writers = IPC::Run::start(
 ok($writers->finish, 'the 8 writers exited 0') or diag($werr);
 like($wout, qr/number of transactions actually processed: [1-9]/, 'the writers committed');
 
-is($node->safe_psql('postgres',
-	q{SELECT count(*) FROM ocx.streams s WHERE s.category = 'tele'
-         AND (SELECT count(*) FROM ocx.events e WHERE e.stream_id = s.stream_id) > 600}), '0',
-	'at the end of the load every stream of the category holds at most 100 + one batch');
+# At the end of the load: retention never removes what a consumer has not
+# consumed, so the bound is on the events every consumer has (projection
+# checkpoint and subscription ack): beyond the last 100 of a stream, at most
+# one batch of them is still there.  What the consumers still lag by is
+# shown, and the strict bound (100) is checked below once they caught up.
+diag('at the end of the load: ' . $node->safe_psql('postgres', q{
+SELECT 'largest capped stream ' || (SELECT max(n) FROM (SELECT count(*) AS n FROM ocx.events e
+                                     WHERE e.stream_id LIKE 'tele-%' GROUP BY e.stream_id) x)
+    || ', projection lag ' || (SELECT lag_events FROM ocx.projection_status WHERE name = 'tele_model')
+    || ', removed so far ' || (SELECT events_removed FROM ocx.retention WHERE category = 'tele')}));
+is($node->safe_psql('postgres', q{
+WITH floor AS (
+    SELECT least((SELECT ocx.cursor(checkpoint_txid, checkpoint_position) FROM ocx.projections WHERE name = 'tele_model'),
+                 (SELECT ocx.cursor(acked_txid, acked_position) FROM ocx.subscription_partitions
+                   WHERE subscription = 'tele_sub' ORDER BY 1 LIMIT 1)) AS c)
+SELECT count(*) FROM ocx.streams s, floor f
+ WHERE s.category = 'tele'
+   AND (SELECT count(*) FROM ocx.events e
+         WHERE e.stream_id = s.stream_id AND e.stream_version <= s.version - 100
+           AND ocx.cursor(e.txid, e.global_position) <= f.c) > 500}), '0',
+	'at the end of the load every stream of the category holds at most 100 + one batch of what its consumers consumed');
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM ocx.streams s WHERE s.category = 'keep'
          AND version <> (SELECT count(*) FROM ocx.events e WHERE e.stream_id = s.stream_id)}), '0',
@@ -215,7 +232,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM ocx.dead_letters WHERE pr
 # aggregates whose early events went
 is($node->safe_psql('postgres', q{SELECT min(stream_version) FROM ocx.events WHERE stream_id = 'tele-snap'}), '51',
 	'retention removed the early events of a quiet stream too');
-is($node->safe_psql('postgres', q{SELECT state || ' ' || version FROM ocx.load('tele_count', 'tele-snap')}),
+is($node->safe_psql('postgres', q{SELECT state::text || ' ' || version FROM ocx.load('tele_count', 'tele-snap')}),
 	'{"n": 150} 150', 'an aggregate whose early events went loads from its snapshot');
 ($rc, $out, $err) = $node->psql('postgres',
 	q{DO $$ BEGIN PERFORM ocx.load('tele_count', 'tele-nosnap'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'state %: %', SQLSTATE, SQLERRM; END $$});
