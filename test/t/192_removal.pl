@@ -178,7 +178,7 @@ SELECT count(*) FROM ocx.streams s, floor f
  WHERE s.category = 'tele'
    AND (SELECT count(*) FROM ocx.events e
          WHERE e.stream_id = s.stream_id AND e.stream_version <= s.version - 100
-           AND ocx.cursor(e.txid, e.global_position) <= f.c) > 500}), '0',
+           AND ocx.cursor(e.txid, e.global_position) OPERATOR(ocx.<=) f.c) > 500}), '0',
 	'at the end of the load every stream of the category holds at most 100 + one batch of what its consumers consumed');
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM ocx.streams s WHERE s.category = 'keep'
