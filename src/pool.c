@@ -339,6 +339,8 @@ StepUnit(void *arg)
 		case UNIT_SAGAS:
 			return OcxSagaWorkerTick();
 		case UNIT_RETENTION:
+			/* removes consumed events only: books, no reader waits for it */
+			OcxBystanderEnter();
 			return OcxRetentionTick();	/* removal.c */
 	}
 	return false;

@@ -20,6 +20,9 @@
  * acknowledged cursor of every subscription partition and, when sagas are
  * defined, the saga cursor.  So no consumer ever finds a gap.  At most
  * RETENTION_BATCH events per transaction, one ocx.removals row per stream.
+ * Its transactions are bystanders (OcxBystanderEnter, called by pool.c before
+ * the step takes an xid): they never write to the log and hold back no
+ * reader's horizon.
  *
  * Events are deleted through OcxRemoveStreamEvents (append.c), the one
  * controlled exception to the immutability trigger.
