@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(75);
+SELECT plan(74);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');

@@ -20,7 +20,7 @@ SELECT count(*) AS read_backward FROM ocx.read_stream('rm-1', direction => 'back
 SELECT count(*) AS last_event FROM ocx.last_event('rm-1');
 SELECT state, version FROM ocx.load('rm_counter', 'rm-1');
 -- the log is unchanged
-SELECT count(*) AS in_the_log FROM ocx.read_all() WHERE stream_id = 'rm-1';
+SELECT count(*) AS in_the_log FROM ocx.events WHERE stream_id = 'rm-1';
 RESET ROLE;
 -- appends go on at the next version
 SET ROLE rm_writer;
