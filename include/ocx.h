@@ -211,11 +211,25 @@ typedef enum OcxCounter
 	OCX_COUNT_SAGAS_COMPENSATED,	/* sagas that reached compensated */
 	OCX_COUNT_SAGAS_FAILED,		/* sagas that reached failed */
 	OCX_COUNT_WORKER_RESTARTS,	/* worker loops restarted after an error */
+	OCX_COUNT_STREAMS_SOFT_DELETED,	/* ocx.delete_stream, soft */
+	OCX_COUNT_STREAMS_HARD_DELETED,	/* ocx.delete_stream, hard */
+	OCX_COUNT_DELETED_EVENTS,	/* events removed by hard deletes */
+	OCX_COUNT_RETENTION_BATCHES,	/* retention batches (one stream each) */
+	OCX_COUNT_RETENTION_EVENTS, /* events removed by retention */
 	OCX_NUM_COUNTERS
 } OcxCounter;
 
 extern void OcxCount(OcxCounter counter, int64 delta);
 extern void OcxMetricsInit(void);
+
+/*
+ * removal: what leaves the log (issue 14).  append.c: the controlled
+ * exception to the immutability trigger and the tombstone's error;
+ * removal.c: ocx.delete_stream and the worker's retention unit.
+ */
+extern uint64 OcxRemoveStreamEvents(const char *stream_id, int64 through);
+extern void OcxRaiseStreamDeleted(const char *stream_id) pg_attribute_noreturn();
+extern bool OcxRetentionTick(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

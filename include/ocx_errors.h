@@ -99,5 +99,10 @@
 #define ERRCODE_OCX_NOT_SEALED				MAKE_SQLSTATE('O','X','6','0','4')
 #define ERRCODE_OCX_UNKNOWN_SEAL			MAKE_SQLSTATE('O','X','6','0','5')
 #define ERRCODE_OCX_UNKNOWN_EVENT			MAKE_SQLSTATE('O','X','6','0','6')
+/* OX64x: what leaves the log, stream deletion and retention (removal.c) */
+#define ERRCODE_OCX_UNKNOWN_RETENTION		MAKE_SQLSTATE('O','X','6','4','0')
+#define ERRCODE_OCX_STREAM_DELETED			MAKE_SQLSTATE('O','X','6','4','1')
+#define ERRCODE_OCX_EVENTS_REMOVED			MAKE_SQLSTATE('O','X','6','4','2')
+#define ERRCODE_OCX_INVALID_RETENTION		MAKE_SQLSTATE('O','X','6','4','3')
 
 #endif							/* OCX_ERRORS_H */

@@ -69,6 +69,7 @@ typedef enum LoadPlan
 	LP_EVENTS_APPLY,
 	LP_EVENTS_REDUCER,
 	LP_SAVE_SNAPSHOT,
+	LP_REMOVED,
 	NUM_LOAD_PLANS
 } LoadPlan;
 
@@ -85,7 +86,8 @@ static const struct
 	Oid			argtypes[6];
 }			load_plan_defs[NUM_LOAD_PLANS] = {
 	[LP_VERSION] = {
-		"SELECT s.version FROM ocx.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+		"SELECT s.version, s.hidden_through, s.deleted FROM ocx.streams s "
+		"WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
 	},
 	[LP_AS_OF_TIME] = {
@@ -122,6 +124,12 @@ static const struct
 		"SET state = excluded.state, definition_version = excluded.definition_version, "
 		"fingerprint = excluded.fingerprint, taken_at = pg_catalog.now()",
 		6, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT8OID, INT8OID}
+	},
+	/* the last version retention removed (it removes prefixes): removal.c */
+	[LP_REMOVED] = {
+		"SELECT pg_catalog.max(r.last_version) FROM ocx.removals r "
+		"WHERE r.stream_id OPERATOR(pg_catalog.=) $1 AND r.kind OPERATOR(pg_catalog.=) 'retention'",
+		1, {TEXTOID}
 	},
 };
 
@@ -219,6 +227,9 @@ typedef struct EventSource
 {
 	bool		direct;
 	bool		composite;		/* build ocx.event rows (for apply functions) */
+	text	   *stream_id;
+	int64		expect;			/* direct: the next version (none missing: removal.c) */
+	int64		target;			/* the last version */
 	/* SPI */
 	Portal		portal;
 	SPITupleTable *tuptable;
@@ -347,17 +358,45 @@ OpenDirect(Load *ld, EventSource *src)
 	return true;
 }
 
+/* OX642: the load needs events from version "from" on that were removed. */
+static void
+RaiseEventsRemoved(text *stream_id, int64 from)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_EVENTS_REMOVED),
+			 errmsg("events of stream \"%s\" from version " INT64_FORMAT " on were removed",
+					text_to_cstring(stream_id), from),
+			 errdetail("Retention removed them, and no snapshot of this aggregate covers them."),
+			 errhint("Take ocx.snapshot() of the aggregate before retention reaches a stream's early events (docs/retention.md).")));
+}
+
 /* Open the events (from, target] of the stream: directly if allowed, else SPI. */
 static void
 OpenSource(Load *ld, EventSource *src, bool composite)
 {
 	memset(src, 0, sizeof(*src));
 	src->composite = composite;
+	src->stream_id = ld->stream_id;
+	src->expect = ld->from + 1;
+	src->target = ld->target;
 	if (!OpenDirect(ld, src))
 	{
 		Datum		args[3];
+		Oid			save_user;
+		int			save_sec;
+		bool		isnull;
+		int64		removed;
 
+		/* what retention removed, read as ocx_owner (the caller may not see ocx.removals) */
 		args[0] = PointerGetDatum(ld->stream_id);
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(OcxOwnerRole(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		RunLoadPlan(LP_REMOVED, args, true);
+		SetUserIdAndSecContext(save_user, save_sec);
+		removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (!isnull && removed > ld->from)
+			RaiseEventsRemoved(ld->stream_id, ld->from + 1);
+
 		args[1] = Int64GetDatum(ld->from);
 		args[2] = Int64GetDatum(ld->target);
 		src->portal = SPI_cursor_open(NULL, LoadPlanPtr(composite ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER),
@@ -392,7 +431,7 @@ UpcastRow(text *type, int32 *sv, Jsonb *data)
 
 /* The next event, or false at the end; allocates in the current context. */
 static bool
-NextEvent(EventSource *src, EventRow *row)
+NextEventRow(EventSource *src, EventRow *row)
 {
 	if (src->direct)
 	{
@@ -479,6 +518,25 @@ NextEvent(EventSource *src, EventRow *row)
 		}
 		return true;
 	}
+}
+
+/*
+ * The next event, or false at the end.  On the direct path (no row-level
+ * security, the whole stream is visible) a version missing between the
+ * snapshot (or the start) and the target was removed by retention: the load
+ * cannot be right, OX642.  Through SPI, where row-level security may hide
+ * events on purpose, OpenSource asked ocx.removals instead.
+ */
+static bool
+NextEvent(EventSource *src, EventRow *row)
+{
+	bool		found = NextEventRow(src, row);
+
+	if (src->direct && (found ? row->version != src->expect : src->expect <= src->target))
+		RaiseEventsRemoved(src->stream_id, src->expect);
+	if (found)
+		src->expect = row->version + 1;
+	return found;
 }
 
 /* Release what OpenSource took (locks, pins, the cursor). */
@@ -718,6 +776,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	{
 		Datum		args[5];
 		int64		current;
+		int64		hidden;
 		bool		isnull;
 		Jsonb	   *state;
 
@@ -731,6 +790,9 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
 					 errhint("Append to the stream first; ocx.stream_version returns 0 for a missing stream.")));
 		current = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		hidden = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+			OcxRaiseStreamDeleted(text_to_cstring(sid));
 		ld.target = ld.current = current;
 
 		if (!force_snapshot && !PG_ARGISNULL(2))
@@ -771,6 +833,12 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 				ld.from = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 				state = DatumGetJsonbPCopy(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 			}
+		}
+		/* a soft-deleted stream starts again after its hidden versions (a snapshot at or below them is of the old stream) */
+		if (hidden > 0 && ld.from <= hidden)
+		{
+			state = ld.def->initial_state;
+			ld.from = Min(hidden, ld.target);
 		}
 
 		if (ld.target > ld.from)

@@ -38,6 +38,7 @@
 #include "ocx_errors.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/xact.h"
@@ -68,6 +69,7 @@ PG_FUNCTION_INFO_V1(ocx_append);
 PG_FUNCTION_INFO_V1(ocx_append_event);
 PG_FUNCTION_INFO_V1(ocx_append_cloudevents);
 PG_FUNCTION_INFO_V1(ocx_refuse_modification);
+PG_FUNCTION_INFO_V1(ocx_refuse_tombstone);
 PG_FUNCTION_INFO_V1(ocx_stream_arg);
 PG_FUNCTION_INFO_V1(ocx_count_arg);
 PG_FUNCTION_INFO_V1(ocx_version_arg);
@@ -170,7 +172,7 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		3, {TEXTOID, INT8OID, INT8OID}
 	},
 	[PLAN_CURRENT] = {
-		"SELECT version FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1",
+		"SELECT version, deleted FROM ocx.streams WHERE stream_id OPERATOR(pg_catalog.=) $1",
 		1, {TEXTOID}
 	},
 	[PLAN_LOCK] = {
@@ -1021,6 +1023,8 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid,
 static int64
 CurrentVersion(Datum sid)
 {
+	bool		isnull;
+
 	if (RunPlan(PLAN_CURRENT, &sid, NULL) == 0)
 	{
 		char	   *s = TextDatumGetCString(sid);
@@ -1029,6 +1033,9 @@ CurrentVersion(Datum sid)
 			RaiseStreamOfAnotherTenant(s);
 		return 0;
 	}
+	/* a tombstone (ocx.delete_stream hard) refuses rather than conflicts */
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		OcxRaiseStreamDeleted(TextDatumGetCString(sid));
 	return FirstInt64();
 }
 
@@ -1865,8 +1872,116 @@ ocx_append_cloudevents(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The one controlled exception to immutability (issue 14): while
+ * OcxRemoveStreamEvents runs its DELETE, the trigger lets through the rows
+ * of that one stream up to that one version, and nothing else.  Backend-local
+ * and set only from C for the duration of the statement: no setting a user
+ * can SET reaches it.
+ */
+static const char *removal_stream = NULL;
+static int64 removal_through = 0;
+
+/* Is the row a DELETE trigger fired for one that the running removal covers? */
+static bool
+RemovalCovers(TriggerData *trigdata)
+{
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	int			a_stream = SPI_fnumber(desc, "stream_id");
+	int			a_version = SPI_fnumber(desc, "stream_version");
+	bool		isnull;
+	Datum		d;
+	char	   *sid;
+	bool		same;
+
+	if (removal_stream == NULL || !TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || a_stream <= 0 || a_version <= 0)
+		return false;
+	d = heap_getattr(trigdata->tg_trigtuple, a_version, desc, &isnull);
+	if (isnull || DatumGetInt64(d) > removal_through)
+		return false;
+	d = heap_getattr(trigdata->tg_trigtuple, a_stream, desc, &isnull);
+	if (isnull)
+		return false;
+	sid = TextDatumGetCString(d);
+	same = strcmp(sid, removal_stream) == 0;
+	pfree(sid);
+	return same;
+}
+
+/*
+ * Delete the events of stream_id up to version through (all of them when
+ * through is its version), with the immutability trigger letting exactly
+ * those rows through.  The caller holds SPI, decided that they may go and
+ * records the removal (removal.c).  Runs as the current user, under its
+ * row-level security.  Returns the number of events deleted.
+ */
+uint64
+OcxRemoveStreamEvents(const char *stream_id, int64 through)
+{
+	static SPIPlanPtr plan = NULL;
+	static const Oid argtypes[2] = {TEXTOID, INT8OID};
+	Datum		args[2];
+	volatile uint64 n = 0;
+
+	if (removal_stream != NULL)
+		elog(ERROR, "ocx: a removal from the log is already running");
+	args[0] = CStringGetTextDatum(stream_id);
+	args[1] = Int64GetDatum(through);
+	OcxKeptPlan(&plan, "DELETE FROM ocx.events WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+				"AND stream_version OPERATOR(pg_catalog.<=) $2", 2, argtypes);
+	removal_stream = stream_id;
+	removal_through = through;
+	PG_TRY();
+	{
+		n = OcxRunKeptPlan(plan, args, NULL, false);
+	}
+	PG_FINALLY();
+	{
+		removal_stream = NULL;
+		removal_through = 0;
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/* The error for an append to (or a delete or load of) a hard-deleted stream. */
+void
+OcxRaiseStreamDeleted(const char *stream_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_STREAM_DELETED),
+			 errmsg("stream \"%s\" was deleted", stream_id),
+			 errdetail("The stream was hard-deleted (ocx.delete_stream with hard => true); its tombstone takes no more events."),
+			 errhint("Use another stream id; ocx.removals records the deletion.")));
+}
+
+/*
+ * Trigger on ocx.streams, for the rows of hard-deleted streams only (WHEN
+ * OLD.deleted): a tombstone never changes again, so every append path that
+ * advances the stream's version is refused here.
+ */
+Datum
+ocx_refuse_tombstone(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ocx._refuse_tombstone() must be called as a row trigger")));
+	desc = RelationGetDescr(trigdata->tg_relation);
+	d = heap_getattr(trigdata->tg_trigtuple, SPI_fnumber(desc, "stream_id"), desc, &isnull);
+	OcxRaiseStreamDeleted(isnull ? "" : TextDatumGetCString(d));
+	PG_RETURN_NULL();
+}
+
+/*
  * Trigger on ocx.events: the log is append-only for every role.  Fires
- * ALWAYS, so session_replication_role cannot switch it off.
+ * ALWAYS, so session_replication_role cannot switch it off.  The one
+ * exception is the running removal's rows (RemovalCovers).
  */
 Datum
 ocx_refuse_modification(PG_FUNCTION_ARGS)
@@ -1878,6 +1993,8 @@ ocx_refuse_modification(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ocx._refuse_modification() must be called as a trigger")));
+	if (RemovalCovers(trigdata))
+		return PointerGetDatum(trigdata->tg_trigtuple);
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 		op = "UPDATE";
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))

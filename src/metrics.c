@@ -93,6 +93,11 @@ static const struct
 	[OCX_COUNT_SAGAS_COMPENSATED] = {"sagas_compensated", "Sagas that were compensated."},
 	[OCX_COUNT_SAGAS_FAILED] = {"sagas_failed", "Sagas that failed."},
 	[OCX_COUNT_WORKER_RESTARTS] = {"worker_restarts", "Database workers restarted after they failed."},
+	[OCX_COUNT_STREAMS_SOFT_DELETED] = {"streams_soft_deleted", "Streams soft-deleted (ocx.delete_stream)."},
+	[OCX_COUNT_STREAMS_HARD_DELETED] = {"streams_hard_deleted", "Streams hard-deleted (ocx.delete_stream with hard => true)."},
+	[OCX_COUNT_DELETED_EVENTS] = {"deleted_events", "Events removed by hard deletes of streams."},
+	[OCX_COUNT_RETENTION_BATCHES] = {"retention_batches", "Retention batches run by the worker (one stream each)."},
+	[OCX_COUNT_RETENTION_EVENTS] = {"retention_events", "Events removed by retention."},
 };
 
 static OcxMetricsShared *metrics = NULL;

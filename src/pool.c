@@ -75,7 +75,8 @@ typedef enum UnitKind
 	UNIT_BUS,
 	UNIT_COMMANDS,
 	UNIT_SAGAS,
-	UNIT_INTEGRITY				/* seals the log (integrity.c) */
+	UNIT_INTEGRITY,				/* seals the log (integrity.c) */
+	UNIT_RETENTION				/* removes what retention allows (removal.c) */
 } UnitKind;
 
 /* this process: member 0 is the database worker, the others are helpers */
@@ -340,6 +341,10 @@ StepUnit(void *arg)
 			return OcxSagaWorkerTick();
 		case UNIT_INTEGRITY:
 			return OcxIntegrityTick();
+		case UNIT_RETENTION:
+			/* removes consumed events only: books, no reader waits for it */
+			OcxBystanderEnter();
+			return OcxRetentionTick();	/* removal.c */
 	}
 	return false;
 }
@@ -370,6 +375,9 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name, int partition)
 			break;
 		case UNIT_INTEGRITY:
 			strlcpy(us->label, "seals", OCX_UNIT_LEN);
+			break;
+		case UNIT_RETENTION:
+			strlcpy(us->label, "retention", OCX_UNIT_LEN);
 			break;
 	}
 	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
@@ -555,7 +563,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 
 	/*
 	 * The projections (a partitioned one is one unit per partition), then the
-	 * bus, the command queue and the sagas.
+	 * bus, the command queue, the sagas, the seals and retention (one unit each).
 	 */
 	np = 0;
 	foreach(lc, ls.partitions)
@@ -574,7 +582,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 			unit_partitions[np++] = n > 1 ? p : -1;
 		}
 	}
-	nunits = np + 4;
+	nunits = np + 5;
 	start = (int) ((my_member + my_passes++) % (uint32) nunits);
 	for (k = 0; k < nunits; k++)
 	{

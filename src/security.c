@@ -80,7 +80,7 @@ OcxWorkerRole(void)
  * innermost trampoline; in a SECURITY DEFINER entry point (current user
  * ocx_owner) the session's role (after SET ROLE); else the current user.
  */
-static Oid
+Oid
 OcxCaller(void)
 {
 	Oid			user = GetUserId();

@@ -41,11 +41,14 @@ CREATE TABLE ocx.streams (
     tenant_id   text,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    deleted     boolean NOT NULL DEFAULT false
+    deleted     boolean NOT NULL DEFAULT false,
+    hidden_through bigint NOT NULL DEFAULT 0 CHECK (hidden_through >= 0)
 );
 CREATE INDEX streams_category_idx ON ocx.streams (category);
 
 COMMENT ON TABLE ocx.streams IS 'one row per stream: its version; the row is the stream''s append lock';
+COMMENT ON COLUMN ocx.streams.deleted IS 'a tombstone: the stream was hard-deleted (ocx.delete_stream) and takes no more events';
+COMMENT ON COLUMN ocx.streams.hidden_through IS 'the last soft-deleted version (ocx.delete_stream): stream reads and loads start after it';
 
 SELECT pg_catalog.pg_extension_config_dump('ocx.events', '');
 SELECT pg_catalog.pg_extension_config_dump('ocx.events_global_position_seq', '');

@@ -41,6 +41,7 @@ BEGIN ATOMIC
       WHERE NOT ocx._direction_arg(read_stream.direction)
         AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
         AND e.stream_version >= ocx._version_arg(read_stream.from_version)
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
         AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
       ORDER BY e.stream_version
       LIMIT ocx._count_arg(read_stream.max_count))
@@ -54,6 +55,7 @@ BEGIN ATOMIC
         AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
         AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
                                      ELSE ocx._version_arg(read_stream.from_version) END
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
         AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
       ORDER BY e.stream_version DESC
       LIMIT ocx._count_arg(read_stream.max_count));
@@ -72,6 +74,7 @@ BEGIN ATOMIC
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(last_event.stream_id)
        AND (last_event.type IS NULL OR e.type = last_event.type)
+       AND e.stream_version > ocx._hidden_through(last_event.stream_id)
      ORDER BY e.stream_version DESC
      LIMIT 1;
 END;

@@ -145,7 +145,7 @@ BEGIN ATOMIC
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
                     'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
-                    'start_saga$|cancel_command$)', 'ocx_writer'),
+                    'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',

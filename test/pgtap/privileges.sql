@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(64);
+SELECT plan(74);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');
@@ -190,9 +190,19 @@ SELECT lives_ok($$ SELECT ocx.publish('tap_channel', '{"hello": 1}') $$, 'ocx_wr
 SELECT isnt(ocx.start_saga('tap_saga', '{}', '7b000000-0000-4000-8000-000000000001'), NULL, 'ocx_writer: start_saga');
 SELECT is((SELECT tenant_id FROM ocx.saga_instances WHERE saga_id = '7b000000-0000-4000-8000-000000000001'), 'acme',
           'the saga belongs to the caller''s tenant');
+-- stream deletion (docs/retention.md): soft for writers, hard for ocx_owner/ocx_admin only
+SELECT is(ocx.append_event('tapdel-1', 0, 'TapThing', '{}'), 1::bigint, 'ocx_writer: append to delete');
+SELECT is(ocx.delete_stream('tapdel-1', 1), 1::bigint, 'ocx_writer: soft delete_stream');
+SELECT is((SELECT count(*) FROM ocx.read_stream('tapdel-1')), 0::bigint, 'ocx_writer: a soft-deleted stream reads empty');
+SELECT throws_ok($$ SELECT ocx.delete_stream('tapdel-1', NULL, hard => true) $$, '42501', NULL,
+                 'ocx_writer: hard delete_stream is refused (42501)');
+SELECT throws_ok($$ SELECT ocx.define_retention('tapdel', max_count => 1) $$, '42501', NULL,
+                 'ocx_writer: define_retention is refused (42501)');
 SET ocx.tenant = 'globex';
 SELECT throws_ok($$ SELECT ocx.append_event('tapthing-1', NULL, 'TapThing', '{}') $$, 'OX012', NULL,
                  'ocx_writer: another tenant''s stream is refused with OX012');
+SELECT throws_ok($$ SELECT ocx.delete_stream('tapdel-1', NULL) $$, 'OX102', NULL,
+                 'ocx_writer: another tenant''s stream cannot be deleted (it does not exist for the session)');
 RESET ocx.tenant;
 RESET ROLE;
 
@@ -212,6 +222,8 @@ SELECT lives_ok($$ SELECT * FROM ocx.trace('7a000000-0000-4000-8000-000000000001
 SELECT ok(ocx.metrics() LIKE '%ocx_%', 'ocx_reader: metrics');
 SELECT cmp_ok((SELECT count(*) FROM ocx.stats), '>', 0::bigint, 'ocx_reader: ocx.stats');
 SELECT lives_ok($$ SELECT * FROM ocx.horizon_holder() $$, 'ocx_reader: horizon_holder');
+SELECT throws_ok($$ SELECT ocx.delete_stream('tapdel-1', NULL) $$, '42501', NULL,
+                 'ocx_reader: delete_stream is refused (42501)');
 SELECT is((SELECT count(*) FROM ocx.saga_instances), 1::bigint, 'ocx_reader of acme: its saga');
 RESET ocx.tenant;
 SELECT is((SELECT count(*) FROM ocx.read_stream('tapthing-1')), 0::bigint,
@@ -223,6 +235,11 @@ RESET ROLE;
 SET ROLE ocx_tap_admin;
 SET ocx.tenant = 'acme';
 SELECT lives_ok($$ SELECT ocx.snapshot('tap_thing', 'tapthing-2') $$, 'ocx_admin: snapshot');
+SELECT is(ocx.delete_stream('tapdel-1', NULL, hard => true), 1::bigint, 'ocx_admin: hard delete_stream');
+SELECT throws_ok($$ SELECT ocx.append_event('tapdel-1', NULL, 'TapThing', '{}') $$, 'OX641', NULL,
+                 'the tombstone refuses appends (OX641)');
+SELECT lives_ok($$ SELECT ocx.define_retention('tapdel', '1 day', 10); SELECT ocx.drop_retention('tapdel') $$,
+                'ocx_admin: define_retention, drop_retention');
 SELECT lives_ok($$ SELECT ocx.abort_saga('7b000000-0000-4000-8000-000000000001', 'tap') $$, 'ocx_admin: abort_saga');
 SELECT lives_ok($$ SELECT ocx.retry_command('7a000000-0000-4000-8000-000000000002') $$, 'ocx_admin: retry_command');
 SELECT lives_ok($$ SELECT ocx.purge_commands('0 seconds') $$, 'ocx_admin: purge_commands');

@@ -42,6 +42,7 @@ INSERT INTO vocab_concepts VALUES
     ('lease',              'interval',    'a duration: how long a consumer holds a partition'),
     ('visibility_timeout', 'interval',    'a duration: how long a claim holds a command'),
     ('older_than',         'interval',    'a duration: an age'),
+    ('max_age',            'interval',    'a duration: how old an event may get before retention removes it'),
     ('run_at',             'timestamptz', 'when a command runs'),
     ('seal_id',            'bigint',      'a seal''s id (ocx.seals, docs/integrity.md)');
 
@@ -85,7 +86,8 @@ INSERT INTO vocab_defines VALUES
     ('ocx.define_saga(text, jsonb)',
      $$SELECT ocx.define_saga(%1$L, '{"steps": [{"name": "a", "command": "vocab.Cmd", "success": "VocabDone"}]}')$$),
     ('ocx.define_subscription(text, text[], text[], integer, ocx.cursor, interval, text)',
-     $$SELECT ocx.define_subscription(%1$L, types => '{VocabDone}')$$);
+     $$SELECT ocx.define_subscription(%1$L, types => '{VocabDone}')$$),
+    ('ocx.define_retention(text, interval, integer)', $$SELECT ocx.define_retention(%1$L, max_count => 10)$$);
 
 -- The deprecated spellings kept for one release, and what replaces them.
 CREATE TEMP TABLE vocab_deprecated (fn regprocedure PRIMARY KEY, replacement text NOT NULL);

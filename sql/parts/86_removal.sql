@@ -1,0 +1,103 @@
+
+-- ---------------------------------------------------------------------------
+-- What leaves the log (issue 14, docs/retention.md): stream deletion and
+-- retention, the only controlled exceptions to the log's immutability.
+--
+-- ocx.delete_stream soft-deletes a stream (ocx.streams.hidden_through: the
+-- stream reads skip those versions, appends go on after them, the log is
+-- unchanged) or hard-deletes it (its events removed physically, the stream
+-- row kept as a tombstone, ocx.streams.deleted, that refuses every later
+-- append with OX641).  ocx.define_retention caps a category by age and/or
+-- count; the worker's retention unit (src/removal.c) removes the oldest
+-- events of its streams in small batches, never one a projection,
+-- subscription or saga has not consumed yet.  Each hard delete and each
+-- retention batch of a stream writes a row in ocx.removals.  The events are
+-- deleted from C with the immutability trigger let through for exactly the
+-- rows of that one statement (a backend-local flag, src/append.c), never by
+-- a setting a user can SET.
+-- ---------------------------------------------------------------------------
+
+-- Every authorised removal is recorded in ocx.removals (84_integrity.sql /
+-- 98a_integrity.sql), which ocx.verify() reads to tell it from tampering.
+
+-- Retention policies: one per category.
+CREATE TABLE ocx.retention (
+    category       text PRIMARY KEY,
+    max_age        interval,
+    max_count      integer,
+    defined_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    events_removed bigint NOT NULL DEFAULT 0,
+    batches        bigint NOT NULL DEFAULT 0,
+    last_batch_at  timestamptz,
+    CONSTRAINT retention_limit_check CHECK (max_age IS NOT NULL OR max_count IS NOT NULL),
+    CONSTRAINT retention_max_age_check CHECK (max_age > '0'::interval),
+    CONSTRAINT retention_max_count_check CHECK (max_count >= 0)
+);
+COMMENT ON TABLE ocx.retention IS
+    'retention policies: the events of a category''s streams older than max_age, or beyond the last max_count of a stream, are removed by the worker; with its progress';
+SELECT pg_catalog.pg_extension_config_dump('ocx.retention', '');
+
+-- Tombstones: a hard-deleted stream's row refuses every change (the append
+-- paths that update it; the one that inserts reports OX641 from its
+-- conflict path).  The WHEN clause keeps the trigger off every other row.
+CREATE FUNCTION ocx._refuse_tombstone() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_refuse_tombstone';
+COMMENT ON FUNCTION ocx._refuse_tombstone() IS
+    'trigger: a hard-deleted stream (a tombstone) takes no more events (OX641)';
+CREATE TRIGGER streams_tombstone BEFORE UPDATE ON ocx.streams
+    FOR EACH ROW WHEN (OLD.deleted) EXECUTE FUNCTION ocx._refuse_tombstone();
+ALTER TABLE ocx.streams ENABLE ALWAYS TRIGGER streams_tombstone;
+
+CREATE FUNCTION ocx.delete_stream(stream_id text, expected_version bigint, hard boolean DEFAULT false)
+    RETURNS bigint
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_delete_stream';
+COMMENT ON FUNCTION ocx.delete_stream(text, bigint, boolean) IS
+    'delete a stream at expected_version (NULL: any): soft (reads skip its events, appends go on after them) or, with hard => true (ocx_owner or ocx_admin), remove its events and leave a tombstone that refuses appends; returns the last deleted version';
+
+CREATE FUNCTION ocx.define_retention(name text, max_age interval DEFAULT NULL, max_count integer DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ocx._check_name('retention category', define_retention.name);
+    IF define_retention.max_age IS NULL AND define_retention.max_count IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX643',
+            MESSAGE = pg_catalog.format('retention of category "%s" needs max_age or max_count', define_retention.name),
+            HINT = 'Give max_age, max_count or both; ocx.drop_retention removes a policy.';
+    END IF;
+    IF define_retention.max_age OPERATOR(pg_catalog.<=) '0'::interval THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX643',
+            MESSAGE = pg_catalog.format('max_age of retention "%s" must be positive', define_retention.name),
+            DETAIL = pg_catalog.format('Got %s.', define_retention.max_age);
+    END IF;
+    IF define_retention.max_count OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX643',
+            MESSAGE = pg_catalog.format('max_count of retention "%s" must not be negative', define_retention.name),
+            DETAIL = pg_catalog.format('Got %s.', define_retention.max_count);
+    END IF;
+    INSERT INTO ocx.retention AS r (category, max_age, max_count)
+    VALUES (define_retention.name, define_retention.max_age, define_retention.max_count)
+    ON CONFLICT (category) DO UPDATE
+       SET max_age = excluded.max_age, max_count = excluded.max_count, defined_at = pg_catalog.now();
+END
+$$;
+COMMENT ON FUNCTION ocx.define_retention(text, interval, integer) IS
+    'create or replace the retention policy of a category (name): the worker removes events older than max_age and beyond the last max_count of each of its streams (either may be NULL, not both)';
+
+CREATE FUNCTION ocx.drop_retention(name text, if_exists boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM ocx.retention r WHERE r.category OPERATOR(pg_catalog.=) drop_retention.name;
+    IF NOT FOUND AND NOT COALESCE(drop_retention.if_exists, false) THEN
+        RAISE EXCEPTION USING ERRCODE = 'OX640',
+            MESSAGE = pg_catalog.format('retention of category "%s" is not defined', drop_retention.name);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ocx.drop_retention(text, boolean) IS
+    'remove the retention policy of a category (name); events already removed stay removed';
