@@ -42,6 +42,7 @@ CREATE TABLE ocx.streams (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     deleted     boolean NOT NULL DEFAULT false,
+    head        bytea,              -- the hash chain's head (84_integrity.sql)
     hidden_through bigint NOT NULL DEFAULT 0 CHECK (hidden_through >= 0)
 );
 CREATE INDEX streams_category_idx ON ocx.streams (category);

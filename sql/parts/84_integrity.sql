@@ -7,7 +7,8 @@
 ALTER TABLE ocx.events ADD COLUMN hash bytea;
 COMMENT ON COLUMN ocx.events.hash IS
     'SHA-256 of the event''s stored fields and its stream''s previous hash (docs/integrity.md); NULL only for events written without the chain';
-ALTER TABLE ocx.streams ADD COLUMN head bytea;
+-- ocx.streams.head is created with the table (10_log.sql), before hidden_through,
+-- in the order the upgrade adds them (98a_integrity.sql, then 98c_removal.sql).
 COMMENT ON COLUMN ocx.streams.head IS 'the hash of the stream''s last event: the head of its hash chain';
 
 -- The hash of one event (docs/integrity.md, "The event hash"): what an
