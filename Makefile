@@ -23,7 +23,7 @@ DOCS := $(wildcard docs/*.md)
 
 PG_CPPFLAGS = -I$(CURDIR)/include
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
-SHLIB_LINK = -ljson-c
+SHLIB_LINK = -ljson-c -lcrypto
 
 # Test inputs (run by test/run.sh through `make test`; see docs/testing.md).
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))

@@ -17,6 +17,7 @@
 
 extern Oid	OcxOwnerRole(void);
 extern Oid	OcxWorkerRole(void);
+extern Oid	OcxCallerRole(void);
 extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
 
 /*

@@ -36,6 +36,7 @@ _PG_init(void)
 	OcxMetricsInit();
 	OcxWorkerInit();
 	OcxAppendersInit();
+	OcxPrivacyInit();
 
 	/* after every subsystem has defined its settings */
 	MarkGUCPrefixReserved("ocx");

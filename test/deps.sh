@@ -8,6 +8,7 @@ pkgs=(
     postgresql-15
     postgresql-server-dev-15
     libjson-c-dev
+    libssl-dev
     postgresql-15-pgtap
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
