@@ -592,6 +592,8 @@ FetchKey(const pg_uuid_t *key_id, uint8 *dek)
 		uint64		n;
 		uint8		tmp[PD_KEY_LEN];
 
+		MemoryContext cxt = CurrentMemoryContext;
+
 		BecomeOwner(&save_user, &save_sec);
 		n = OcxRunKeptPlan(OcxKeptPlan(&plan_key_by_id,
 									   "SELECT k.wrapped_key FROM ocx.subject_keys k "
@@ -599,6 +601,8 @@ FetchKey(const pg_uuid_t *key_id, uint8 *dek)
 									   1, (Oid[]) {UUIDOID}),
 						   &arg, NULL, true);
 		SetUserIdAndSecContext(save_user, save_sec);
+		/* SPI leaves its procedure context current: back to the walk's */
+		MemoryContextSwitchTo(cxt);
 		if (n > 0)
 		{
 			bool		isnull;
