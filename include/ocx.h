@@ -225,7 +225,7 @@ extern char *ocx_privacy_key_file;
 extern void OcxPrivacyInit(void);
 extern void OcxPrivacyProtect(OcxNewEvent *events, int nevents);
 extern Jsonb *OcxPrivacyReveal(const char *type, int typelen, Jsonb *data,
-							   const pg_uuid_t *event_id, bool allowed);
+							   const pg_uuid_t *event_id, bool allowed, bool *erased);
 extern bool OcxPrivacyAllowed(void);
 extern bool OcxPrivacyInUse(void);
 

@@ -992,7 +992,7 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 					 errdetail("Event ids are unique per source (\"%s\"); an event cannot be appended to two streams.",
 							   ev->source)));
 		if (strcmp(type, ev->type) != 0 ||
-			compareJsonbContainers(&OcxPrivacyReveal(type, strlen(type), data, &ev->id, true)->root,
+			compareJsonbContainers(&OcxPrivacyReveal(type, strlen(type), data, &ev->id, true, NULL)->root,
 								   &(ev->clear_data ? ev->clear_data : ev->data)->root) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),

@@ -67,6 +67,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #define PD_MARKER_PREFIX "ocx:pd1:"
 #define PD_MARKER_PREFIX_LEN 8
@@ -99,6 +100,7 @@ typedef struct PdKey
 	pg_uuid_t	id;
 	bool		exists;			/* false: destroyed (or never there) */
 	uint8		dek[PD_KEY_LEN];
+	void	   *dec;			/* EVP_CIPHER_CTX with the key set, or NULL */
 } PdKey;
 
 /* The key of a subject (key: SHA-256 of the subject). */
@@ -124,7 +126,9 @@ static bool kek_loaded = false;
 static uint8 kek[PD_KEY_LEN];
 static char kek_id[17];
 
-static EVP_CIPHER_CTX *pd_evp = NULL;
+static EVP_CIPHER *pd_aes = NULL;	/* fetched once */
+static EVP_CIPHER_CTX *pd_enc = NULL;	/* initialised with pd_aes once */
+static EVP_CIPHER_CTX *pd_dec = NULL;
 
 static SPIPlanPtr plan_defs_load = NULL;
 static SPIPlanPtr plan_key_by_subject = NULL;
@@ -145,7 +149,12 @@ ResetKeyCaches(void)
 
 		hash_seq_init(&st, pd_keys);
 		while ((k = hash_seq_search(&st)) != NULL)
+		{
 			explicit_bzero(k->dek, PD_KEY_LEN);
+			if (k->dec)
+				EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *) k->dec);
+			k->dec = NULL;
+		}
 	}
 	pd_keys_stale = false;
 	if (pd_keys)
@@ -454,16 +463,30 @@ CurrentKek(void)
 	return kek;
 }
 
-static EVP_CIPHER_CTX *
-Evp(void)
+/*
+ * The cipher contexts, set up once per backend (fetching the cipher and
+ * setting a context's cipher cost more than an encryption of a field);
+ * each operation only sets the key and nonce.
+ */
+static void
+EvpSetup(void)
 {
-	if (pd_evp == NULL)
+	if (pd_aes != NULL)
+		return;
+	pd_enc = EVP_CIPHER_CTX_new();
+	pd_dec = EVP_CIPHER_CTX_new();
+	pd_aes = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	if (pd_enc == NULL || pd_dec == NULL || pd_aes == NULL ||
+		EVP_EncryptInit_ex(pd_enc, pd_aes, NULL, NULL, NULL) != 1 ||
+		EVP_DecryptInit_ex(pd_dec, pd_aes, NULL, NULL, NULL) != 1)
 	{
-		pd_evp = EVP_CIPHER_CTX_new();
-		if (pd_evp == NULL)
-			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		EVP_CIPHER_CTX_free(pd_enc);
+		EVP_CIPHER_CTX_free(pd_dec);
+		EVP_CIPHER_free(pd_aes);
+		pd_enc = pd_dec = NULL;
+		pd_aes = NULL;
+		elog(ERROR, "ocx: could not set up AES-256-GCM");
 	}
-	return pd_evp;
 }
 
 /* AES-256-GCM: out = nonce | ciphertext | tag (ptlen + 28 bytes). */
@@ -471,13 +494,15 @@ static void
 GcmEncrypt(const uint8 *key, const uint8 *aad, int aadlen,
 		   const uint8 *pt, int ptlen, uint8 *out)
 {
-	EVP_CIPHER_CTX *c = Evp();
+	EVP_CIPHER_CTX *c;
 	int			len;
 	bool		ok;
 
+	EvpSetup();
+	c = pd_enc;
 	if (RAND_bytes(out, PD_NONCE_LEN) != 1)
 		elog(ERROR, "ocx: RAND_bytes failed");
-	ok = EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, out) == 1 &&
+	ok = EVP_EncryptInit_ex(c, NULL, NULL, key, out) == 1 &&
 		EVP_EncryptUpdate(c, NULL, &len, aad, aadlen) == 1 &&
 		EVP_EncryptUpdate(c, out + PD_NONCE_LEN, &len, pt, ptlen) == 1 &&
 		EVP_EncryptFinal_ex(c, out + PD_NONCE_LEN + len, &len) == 1 &&
@@ -492,13 +517,15 @@ static bool
 GcmDecrypt(const uint8 *key, const uint8 *aad, int aadlen,
 		   const uint8 *in, int inlen, uint8 *out)
 {
-	EVP_CIPHER_CTX *c = Evp();
+	EVP_CIPHER_CTX *c;
 	int			ctlen = inlen - PD_NONCE_LEN - PD_TAG_LEN;
 	int			len;
 
 	if (ctlen < 0)
 		return false;
-	if (EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, in) != 1 ||
+	EvpSetup();
+	c = pd_dec;
+	if (EVP_DecryptInit_ex(c, NULL, NULL, key, in) != 1 ||
 		EVP_DecryptUpdate(c, NULL, &len, aad, aadlen) != 1 ||
 		EVP_DecryptUpdate(c, out, &len, in + PD_NONCE_LEN, ctlen) != 1 ||
 		EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, PD_TAG_LEN,
@@ -573,11 +600,12 @@ LockSubject(const uint8 *hash, LOCKMODE mode)
 }
 
 /*
- * The data key of a key id into dek; false when the key is gone.  SPI
- * must be connected; runs the lookup as ocx_owner.
+ * The cached data key of a key id (exists false when the key is gone),
+ * valid until the next look-up.  A miss reads ocx.subject_keys as
+ * ocx_owner (its own SPI connection).
  */
-static bool
-FetchKey(const pg_uuid_t *key_id, uint8 *dek)
+static PdKey *
+LookupKey(const pg_uuid_t *key_id)
 {
 	PdKey	   *k;
 	bool		found;
@@ -591,9 +619,10 @@ FetchKey(const pg_uuid_t *key_id, uint8 *dek)
 		Datum		arg = UUIDPGetDatum(key_id);
 		uint64		n;
 		uint8		tmp[PD_KEY_LEN];
-
 		MemoryContext cxt = CurrentMemoryContext;
 
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "ocx: SPI_connect failed");
 		BecomeOwner(&save_user, &save_sec);
 		n = OcxRunKeptPlan(OcxKeptPlan(&plan_key_by_id,
 									   "SELECT k.wrapped_key FROM ocx.subject_keys k "
@@ -601,8 +630,6 @@ FetchKey(const pg_uuid_t *key_id, uint8 *dek)
 									   1, (Oid[]) {UUIDOID}),
 						   &arg, NULL, true);
 		SetUserIdAndSecContext(save_user, save_sec);
-		/* SPI leaves its procedure context current: back to the walk's */
-		MemoryContextSwitchTo(cxt);
 		if (n > 0)
 		{
 			bool		isnull;
@@ -611,16 +638,93 @@ FetchKey(const pg_uuid_t *key_id, uint8 *dek)
 
 			UnwrapKey(CurrentKek(), key_id, w, tmp);
 		}
+		SPI_finish();
+		MemoryContextSwitchTo(cxt);
 		EnsureKeyCaches();
 		k = hash_search(pd_keys, key_id, HASH_ENTER, &found);
+		if (found && k->dec)
+			EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *) k->dec);
 		k->exists = n > 0;
+		k->dec = NULL;
 		if (k->exists)
 			memcpy(k->dek, tmp, PD_KEY_LEN);
 		explicit_bzero(tmp, sizeof(tmp));
 	}
+	return k;
+}
+
+/* The data key of a key id into dek; false when the key is gone. */
+static bool
+FetchKey(const pg_uuid_t *key_id, uint8 *dek)
+{
+	PdKey	   *k = LookupKey(key_id);
+
 	if (k->exists)
 		memcpy(dek, k->dek, PD_KEY_LEN);
 	return k->exists;
+}
+
+/* Decrypt with a cached key's own context (its key schedule kept). */
+static bool
+GcmDecryptWith(PdKey *k, const uint8 *aad, int aadlen,
+			   const uint8 *in, int inlen, uint8 *out)
+{
+	EVP_CIPHER_CTX *c;
+	int			ctlen = inlen - PD_NONCE_LEN - PD_TAG_LEN;
+	int			len;
+
+	if (ctlen < 0)
+		return false;
+	EvpSetup();
+	if (k->dec == NULL)
+	{
+		c = EVP_CIPHER_CTX_new();
+		if (c == NULL || EVP_DecryptInit_ex(c, pd_aes, NULL, k->dek, NULL) != 1)
+		{
+			EVP_CIPHER_CTX_free(c);
+			elog(ERROR, "ocx: could not set up AES-256-GCM");
+		}
+		k->dec = c;
+	}
+	c = (EVP_CIPHER_CTX *) k->dec;
+	if (EVP_DecryptInit_ex(c, NULL, NULL, NULL, in) != 1 ||
+		EVP_DecryptUpdate(c, NULL, &len, aad, aadlen) != 1 ||
+		EVP_DecryptUpdate(c, out, &len, in + PD_NONCE_LEN, ctlen) != 1 ||
+		EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, PD_TAG_LEN,
+							(void *) (in + PD_NONCE_LEN + ctlen)) != 1)
+		return false;
+	return EVP_DecryptFinal_ex(c, out + len, &len) == 1;
+}
+
+/*
+ * The key of row 0 of the last SPI result (key_id, wrapped_key): unwrapped
+ * into dek unless cached, and cached.
+ */
+static void
+KeyFromRow(pg_uuid_t *key_id, uint8 *dek)
+{
+	bool		isnull;
+	PdKey	   *k;
+	bool		found;
+
+	*key_id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	EnsureKeyCaches();
+	k = hash_search(pd_keys, key_id, HASH_FIND, NULL);
+	if (k != NULL && k->exists)
+	{
+		memcpy(dek, k->dek, PD_KEY_LEN);
+		return;
+	}
+	UnwrapKey(CurrentKek(), key_id,
+			  DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+			  dek);
+	k = hash_search(pd_keys, key_id, HASH_ENTER, &found);
+	if (found && k->dec)
+		EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *) k->dec);
+	k->dec = NULL;
+	k->exists = true;
+	memcpy(k->dek, dek, PD_KEY_LEN);
 }
 
 /*
@@ -655,17 +759,12 @@ SubjectKey(const uint8 *hash, pg_uuid_t *key_id, uint8 *dek)
 	}
 	BecomeOwner(&save_user, &save_sec);
 	n = OcxRunKeptPlan(OcxKeptPlan(&plan_key_by_subject,
-								   "SELECT k.key_id FROM ocx.subject_keys k "
+								   "SELECT k.key_id, k.wrapped_key FROM ocx.subject_keys k "
 								   "WHERE k.subject_hash OPERATOR(pg_catalog.=) $1",
 								   1, (Oid[]) {BYTEAOID}),
 					   args, NULL, true);
 	if (n > 0)
-	{
-		bool		isnull;
-
-		*key_id = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		KeyFromRow(key_id, dek);
 	else
 	{
 		uint8		wrapped[PD_WRAPPED_LEN];
@@ -682,25 +781,51 @@ SubjectKey(const uint8 *hash, pg_uuid_t *key_id, uint8 *dek)
 		args[2] = PointerGetDatum(w);
 		args[3] = CStringGetTextDatum(kek_id);
 		pd_created_in_xact = true;
-		/* the subject's lock serialises its appends: no conflict here */
-		OcxRunKeptPlan(OcxKeptPlan(&plan_key_insert,
-								   "INSERT INTO ocx.subject_keys (subject_hash, key_id, wrapped_key, kek_id) "
-								   "VALUES ($1, $2, $3, $4)",
-								   4, (Oid[]) {BYTEAOID, UUIDOID, BYTEAOID, TEXTOID}),
-					   args, NULL, false);
-		*key_id = *id;
-		EnsureKeyCaches();
-		{
-			PdKey	   *k = hash_search(pd_keys, id, HASH_ENTER, &found);
 
-			k->exists = true;
-			memcpy(k->dek, dek, PD_KEY_LEN);
+		/*
+		 * Two first appends of a subject race here (both hold the subject's
+		 * lock in share mode): the loser waits for the winner's commit and
+		 * inserts nothing, then reads the winner's key.
+		 */
+		if (OcxRunKeptPlan(OcxKeptPlan(&plan_key_insert,
+									   "INSERT INTO ocx.subject_keys AS k (subject_hash, key_id, wrapped_key, kek_id) "
+									   "VALUES ($1, $2, $3, $4) "
+									   "ON CONFLICT (subject_hash) DO NOTHING RETURNING k.key_id",
+									   4, (Oid[]) {BYTEAOID, UUIDOID, BYTEAOID, TEXTOID}),
+						   args, NULL, false) == 1)
+		{
+			*key_id = *id;
+			EnsureKeyCaches();
+			{
+				PdKey	   *k = hash_search(pd_keys, id, HASH_ENTER, &found);
+
+				if (found && k->dec)
+					EVP_CIPHER_CTX_free((EVP_CIPHER_CTX *) k->dec);
+				k->dec = NULL;
+				k->exists = true;
+				memcpy(k->dek, dek, PD_KEY_LEN);
+			}
+			n = 0;
 		}
-		n = 0;
+		else
+		{
+			/* not read-only: a new snapshot sees the winner's commit */
+			n = OcxRunKeptPlan(OcxKeptPlan(&plan_key_by_subject,
+										   "SELECT k.key_id, k.wrapped_key FROM ocx.subject_keys k "
+										   "WHERE k.subject_hash OPERATOR(pg_catalog.=) $1",
+										   1, (Oid[]) {BYTEAOID}),
+							   args, NULL, false);
+			if (n == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access to the data key of a new subject"),
+						 errdetail("A concurrent transaction created it after this transaction's snapshot."),
+						 errhint("Retry the transaction.")));
+			KeyFromRow(key_id, dek);
+		}
+		explicit_bzero(wrapped, sizeof(wrapped));
 	}
 	SetUserIdAndSecContext(save_user, save_sec);
-	if (n > 0 && !FetchKey(key_id, dek))
-		elog(ERROR, "ocx: data key vanished under the subject's lock");
 	EnsureKeyCaches();
 	s = hash_search(pd_subjects, hash, HASH_ENTER, &found);
 	s->key_id = *key_id;
@@ -806,27 +931,11 @@ typedef struct PdWalk
 	const pg_uuid_t *key_id;	/* encrypt */
 	const uint8 *dek;			/* encrypt */
 	bool		allowed;		/* reveal: clear values, else null */
-	bool		spi;			/* SPI connected by the walk */
 	int			markers;
 	bool		erased;
 	StringInfoData path;
 	JsonbParseState *st;
 } PdWalk;
-
-static void
-WalkSpi(PdWalk *w)
-{
-	if (!w->spi)
-	{
-		MemoryContext old = CurrentMemoryContext;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "ocx: SPI_connect failed");
-		/* the walk builds its result in the caller's context */
-		MemoryContextSwitchTo(old);
-		w->spi = true;
-	}
-}
 
 static bool
 IsField(PdWalk *w, bool *prefix)
@@ -895,7 +1004,7 @@ RevealMarker(PdWalk *w, JsonbValue *v, JsonbValue *out)
 	const char *s = v->val.string.val;
 	int			len = v->val.string.len;
 	pg_uuid_t	key_id;
-	uint8		dek[PD_KEY_LEN];
+	PdKey	   *k;
 	const char *b64 = s + PD_MARKER_PREFIX_LEN + PD_UUID_TEXT_LEN + 1;
 	int			blen = len - PD_MARKER_PREFIX_LEN - PD_UUID_TEXT_LEN - 1;
 	uint8	   *ct;
@@ -903,7 +1012,6 @@ RevealMarker(PdWalk *w, JsonbValue *v, JsonbValue *out)
 	uint8	   *aad;
 	int			aadlen;
 	Jsonb	   *j;
-	bool		exists;
 
 	w->markers++;
 	out->type = jbvNull;
@@ -912,9 +1020,8 @@ RevealMarker(PdWalk *w, JsonbValue *v, JsonbValue *out)
 		BadMarker(w);
 	if (w->mode == PD_REVEAL && !w->allowed)
 		return;
-	WalkSpi(w);
-	exists = FetchKey(&key_id, dek);
-	if (!exists)
+	k = LookupKey(&key_id);
+	if (!k->exists)
 	{
 		w->erased = true;
 		return;
@@ -928,9 +1035,8 @@ RevealMarker(PdWalk *w, JsonbValue *v, JsonbValue *out)
 	j = palloc(VARHDRSZ + clen);
 	SET_VARSIZE(j, VARHDRSZ + clen - PD_NONCE_LEN - PD_TAG_LEN);
 	aad = FieldAad(w->event_id, &key_id, &w->path, &aadlen);
-	if (!GcmDecrypt(dek, aad, aadlen, ct, clen, (uint8 *) VARDATA(j)))
+	if (!GcmDecryptWith(k, aad, aadlen, ct, clen, (uint8 *) VARDATA(j)))
 		BadMarker(w);
-	explicit_bzero(dek, sizeof(dek));
 	pfree(ct);
 	pfree(aad);
 	if (JB_ROOT_IS_SCALAR(j))
@@ -1024,37 +1130,8 @@ static Jsonb *
 Walk(PdWalk *w, Jsonb *data)
 {
 	JsonbValue *root = WalkObject(w, &data->root);
-	Jsonb	   *res = root ? JsonbValueToJsonb(root) : NULL;
 
-	/* (an error on the way: the (sub)transaction's abort closes SPI) */
-	if (w->spi)
-		SPI_finish();
-	w->spi = false;
-	return res;
-}
-
-/* Does the data hold a marker anywhere (cheap: no key look-ups)? */
-static bool
-HasMarker(JsonbContainer *c, int depth)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken r;
-
-	check_stack_depth();
-	if (!JsonContainerIsObject(c))
-		return false;
-	it = JsonbIteratorInit(c);
-	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (r != WJB_VALUE)
-			continue;
-		if (IsMarker(&v))
-			return true;
-		if (v.type == jbvBinary && HasMarker(v.val.binary.data, depth + 1))
-			return true;
-	}
-	return false;
+	return root && w->markers > 0 ? JsonbValueToJsonb(root) : NULL;
 }
 
 /* ------------------------------------------------------------------------
@@ -1171,19 +1248,25 @@ OcxPrivacyProtect(OcxNewEvent *events, int n)
  */
 Jsonb *
 OcxPrivacyReveal(const char *type, int typelen, Jsonb *data, const pg_uuid_t *event_id,
-				 bool allowed)
+				 bool allowed, bool *erased)
 {
 	PdWalk		w;
 	PdDef	   *def;
+	Jsonb	   *res;
 
 	if (!JB_ROOT_IS_OBJECT(data))
 		return data;
 	def = LookupDef(type, typelen);
-	if (def == NULL || !HasMarker(&data->root, 0))
+	if (erased)
+		*erased = false;
+	if (def == NULL)
 		return data;
 	WalkInit(&w, PD_REVEAL, event_id);
 	w.allowed = allowed;
-	return Walk(&w, data);
+	res = Walk(&w, data);
+	if (erased)
+		*erased = w.erased;
+	return w.markers > 0 ? res : data;
 }
 
 /*
@@ -1197,9 +1280,53 @@ OcxPrivacyInUse(void)
 	return pd_any;
 }
 
-/* May the caller see personal data in clear? */
+/*
+ * May the caller see personal data in clear?  Cached for the (current,
+ * outer) user pair when the current user is not ocx_owner (in an entry
+ * point the caller comes from security.c); role changes drop the cache.
+ */
+static Oid	allowed_user = InvalidOid;
+static Oid	allowed_outer = InvalidOid;
+static bool allowed_value = false;
+static Oid	owner_role = InvalidOid;
+static bool role_callback = false;
+
+static void
+PdRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	allowed_user = InvalidOid;
+	owner_role = InvalidOid;
+	pd_role = InvalidOid;
+}
+
+static bool AllowedUncached(void);
+
 bool
 OcxPrivacyAllowed(void)
+{
+	Oid			user = GetUserId();
+
+	if (!role_callback)
+	{
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, PdRoleCallback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, PdRoleCallback, (Datum) 0);
+		role_callback = true;
+	}
+	if (!OidIsValid(owner_role))
+		owner_role = OcxOwnerRole();
+	if (user == owner_role)
+		return AllowedUncached();
+	if (user != allowed_user || GetOuterUserId() != allowed_outer)
+	{
+		allowed_value = AllowedUncached();
+		allowed_user = user;
+		allowed_outer = GetOuterUserId();
+	}
+	return allowed_value;
+}
+
+static bool
+AllowedUncached(void)
 {
 	Oid			caller = OcxCallerRole();
 
@@ -1223,19 +1350,51 @@ PG_FUNCTION_INFO_V1(ocx_privacy_changed);
 PG_FUNCTION_INFO_V1(ocx_shred_subject_key);
 PG_FUNCTION_INFO_V1(ocx_rotate_privacy_key);
 
+/*
+ * What the last ocx._reveal of a row with markers learnt, for the
+ * ocx._reveal_metadata of the same row (readers call both): a copy of the
+ * stored data and whether a key was gone.  One row's worth of memory.
+ */
+static MemoryContext memo_cxt = NULL;
+static Jsonb *memo_data = NULL;
+static bool memo_erased = false;
+
+static void
+Memo(Jsonb *data, bool erased)
+{
+	if (memo_cxt == NULL)
+		memo_cxt = AllocSetContextCreate(TopMemoryContext, "ocx privacy memo",
+										 ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(memo_cxt);
+	memo_data = NULL;
+	if (VARSIZE(data) > 64 * 1024)
+		return;
+	memo_data = MemoryContextAlloc(memo_cxt, VARSIZE(data));
+	memcpy(memo_data, data, VARSIZE(data));
+	memo_erased = erased;
+}
+
 /* ocx._reveal(type text, data jsonb, event_id uuid) -> jsonb */
 Datum
 ocx_reveal(PG_FUNCTION_ARGS)
 {
 	text	   *type = PG_GETARG_TEXT_PP(0);
 	Jsonb	   *data;
+	Jsonb	   *res;
+	bool		allowed;
+	bool		erased;
 
 	LoadDefinitions();
 	if (!pd_any)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(1));
 	data = PG_GETARG_JSONB_P(1);
-	PG_RETURN_JSONB_P(OcxPrivacyReveal(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type), data,
-									   PG_GETARG_UUID_P(2), OcxPrivacyAllowed()));
+	allowed = OcxPrivacyAllowed();
+	res = OcxPrivacyReveal(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type), data,
+						   PG_GETARG_UUID_P(2), allowed, &erased);
+	/* not allowed: keys were not looked at, the metadata function looks */
+	if (res != data && allowed)
+		Memo(data, erased);
+	PG_RETURN_JSONB_P(res);
 }
 
 /*
@@ -1262,11 +1421,17 @@ ocx_reveal_metadata(PG_FUNCTION_ARGS)
 	if (def == NULL)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
 	data = PG_GETARG_JSONB_P(1);
-	if (!JB_ROOT_IS_OBJECT(data) || !HasMarker(&data->root, 0))
+	if (!JB_ROOT_IS_OBJECT(data))
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
-	memset(&none, 0, sizeof(none));
-	WalkInit(&w, PD_SCAN, &none);
-	Walk(&w, data);
+	if (memo_data != NULL && VARSIZE(memo_data) == VARSIZE(data) &&
+		memcmp(memo_data, data, VARSIZE(data)) == 0)
+		w.erased = memo_erased;
+	else
+	{
+		memset(&none, 0, sizeof(none));
+		WalkInit(&w, PD_SCAN, &none);
+		Walk(&w, data);
+	}
 	if (!w.erased)
 		PG_RETURN_DATUM(PG_GETARG_DATUM(2));
 
