@@ -105,6 +105,8 @@ extern void OcxAppendersInit(void);
 extern void OcxAppendersShmemRequest(void);
 extern void OcxAppendersShmemStartup(void);
 extern void OcxAppenderEnter(void);
+extern void OcxBystanderEnter(void);
+extern TransactionId OcxBystandersHorizon(Snapshot snap);
 extern uint64 OcxAppendersHorizon(Snapshot snap);
 
 /*

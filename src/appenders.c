@@ -41,6 +41,20 @@
  * transaction that registered (refused, OX013); events written without the
  * append functions (logical replication apply into ocx.events,
  * pg_restore: the worker waits for the latter).
+ *
+ * Bystanders (both settings).  ocx's own worker transactions that only keep
+ * books -- the bus unit's wake-ups and position, the time map -- run right
+ * after every append, take an xid, and with the snapshot horizon would hold
+ * back every reader for their length: a read just after an append could
+ * miss it while the worker wrote.  Such a transaction declares itself a
+ * bystander (OcxBystanderEnter) before it takes an xid; from then on it can
+ * never write to the log (OcxAppenderEnter refuses it), so no event can
+ * ever carry its xid, and the snapshot horizon (OcxBystandersHorizon) is
+ * the lowest xid running at the snapshot that is not a bystander's, or the
+ * snapshot's xmax.  Marking and clearing take the lock exclusively, reading
+ * takes it shared: while a reader holds it, a marked slot's PGPROC xid is
+ * the bystander's own or none (the mark is cleared after commit has
+ * cleared the xid), so only bystanders' xids are ever skipped.
  */
 #include "ocx.h"
 #include "ocx_errors.h"
@@ -81,6 +95,7 @@ typedef struct OcxAppender
 {
 	Oid			dboid;
 	bool		active;
+	bool		bystander;		/* a bystander's transaction: never writes to the log */
 	uint64		floor;			/* full xid: the appender's xid is at least this */
 } OcxAppender;
 
@@ -102,6 +117,7 @@ typedef struct OcxAppenders
 {
 	LWLock	   *lock;
 	int			nappenders;
+	pg_atomic_uint32 nbystanders;	/* slots marked bystander */
 	OcxPublished published[OCX_MAX_PUBLISHED];
 	OcxAppender appenders[FLEXIBLE_ARRAY_MEMBER];
 } OcxAppenders;
@@ -110,6 +126,7 @@ static OcxAppenders *Appenders = NULL;
 
 /* this backend */
 static bool registered = false;
+static bool bystander = false;
 static bool callback_registered = false;
 
 static Size
@@ -137,6 +154,7 @@ OcxAppendersShmemStartup(void)
 		memset(Appenders, 0, AppendersSize());
 		Appenders->lock = &(GetNamedLWLockTranche("ocx horizon"))->lock;
 		Appenders->nappenders = MaxBackends;
+		pg_atomic_init_u32(&Appenders->nbystanders, 0);
 	}
 }
 
@@ -164,11 +182,51 @@ AppendersOn(void)
 		MyProc->pgprocno < Appenders->nappenders;
 }
 
+/* Whether this process has a slot (shared memory is ours). */
+static bool
+HasSlot(void)
+{
+	return Appenders != NULL && MyProc != NULL && MyProc->pgprocno >= 0 &&
+		MyProc->pgprocno < Appenders->nappenders;
+}
+
+/* End this backend's bystander transaction (lock not held). */
+static void
+BystanderExit(void)
+{
+	OcxAppender *me = &Appenders->appenders[MyProc->pgprocno];
+
+	LWLockAcquire(Appenders->lock, LW_EXCLUSIVE);
+	if (me->bystander)
+	{
+		me->bystander = false;
+		pg_atomic_fetch_sub_u32(&Appenders->nbystanders, 1);
+	}
+	LWLockRelease(Appenders->lock);
+	bystander = false;
+}
+
 static void
 AppendersXactCallback(XactEvent event, void *arg)
 {
 	OcxAppender *me;
 
+	if (bystander)
+	{
+		switch (event)
+		{
+			case XACT_EVENT_COMMIT:
+			case XACT_EVENT_PARALLEL_COMMIT:
+			case XACT_EVENT_ABORT:
+			case XACT_EVENT_PARALLEL_ABORT:
+			case XACT_EVENT_PREPARE:
+				/* after the commit (or abort) has cleared the xid */
+				BystanderExit();
+				break;
+			default:
+				break;
+		}
+	}
 	if (!registered)
 		return;
 	switch (event)
@@ -220,6 +278,8 @@ OcxAppenderEnter(void)
 	FullTransactionId fxid;
 	uint64		floor;
 
+	if (bystander)
+		elog(ERROR, "ocx: a bystander transaction cannot write to the log");
 	if (registered || !AppendersOn())
 		return;
 	if (!callback_registered)
@@ -250,6 +310,99 @@ OcxAppenderEnter(void)
 	me->active = true;
 	LWLockRelease(Appenders->lock);
 	registered = true;
+}
+
+/*
+ * Declare the current transaction a bystander: it will never write to the
+ * log (an append in it is refused), so it holds back no reader's horizon.
+ * For ocx's own bookkeeping transactions (worker units), before their
+ * first write.  A transaction that already has an xid, or has written to
+ * the log, stays what it is.
+ */
+void
+OcxBystanderEnter(void)
+{
+	OcxAppender *me;
+
+	if (bystander || registered || !HasSlot() ||
+		FullTransactionIdIsValid(GetTopFullTransactionIdIfAny()))
+		return;
+	if (!callback_registered)
+	{
+		RegisterXactCallback(AppendersXactCallback, NULL);
+		callback_registered = true;
+	}
+	me = &Appenders->appenders[MyProc->pgprocno];
+	LWLockAcquire(Appenders->lock, LW_EXCLUSIVE);
+	Assert(!me->bystander);
+	me->bystander = true;
+	pg_atomic_fetch_add_u32(&Appenders->nbystanders, 1);
+	LWLockRelease(Appenders->lock);
+	bystander = true;
+}
+
+/*
+ * The snapshot horizon of snap, as an xid: the lowest xid running at the
+ * snapshot that is not a bystander's, or its xmax when none is.  With no
+ * bystander marked (or on a standby, where the primary's are unknown) it
+ * is the snapshot's xmin.
+ */
+TransactionId
+OcxBystandersHorizon(Snapshot snap)
+{
+	static Snapshot last_snap = NULL;
+	static uint64 last_completions = 0;
+	static TransactionId last_xmin = InvalidTransactionId;
+	static TransactionId last_xmax = InvalidTransactionId;
+	static TransactionId last_h = InvalidTransactionId;
+	TransactionId skip[64];
+	int			nskip = 0;
+	TransactionId h;
+	uint32		i;
+
+	if (!HasSlot() || snap->takenDuringRecovery || snap->xcnt == 0 ||
+		pg_atomic_read_u32(&Appenders->nbystanders) == 0)
+		return snap->xmin;
+	if (snap == last_snap && snap->snapXactCompletionCount == last_completions &&
+		snap->xmin == last_xmin && snap->xmax == last_xmax &&
+		TransactionIdIsValid(last_h))
+		return last_h;
+
+	LWLockAcquire(Appenders->lock, LW_SHARED);
+	for (i = 0; i < (uint32) Appenders->nappenders && nskip < (int) lengthof(skip); i++)
+	{
+		TransactionId x;
+
+		if (!Appenders->appenders[i].bystander)
+			continue;
+		x = ProcGlobal->allProcs[i].xid;
+		if (TransactionIdIsNormal(x))
+			skip[nskip++] = x;
+	}
+	LWLockRelease(Appenders->lock);
+
+	/* more bystanders than room: skipping fewer is always safe */
+	h = snap->xmax;
+	for (i = 0; i < snap->xcnt; i++)
+	{
+		TransactionId x = snap->xip[i];
+		int			j;
+
+		if (!TransactionIdPrecedes(x, h))
+			continue;
+		for (j = 0; j < nskip; j++)
+			if (TransactionIdEquals(skip[j], x))
+				break;
+		if (j == nskip)
+			h = x;
+	}
+
+	last_snap = snap;
+	last_completions = snap->snapXactCompletionCount;
+	last_xmin = snap->xmin;
+	last_xmax = snap->xmax;
+	last_h = h;
+	return h;
 }
 
 /* x (a 32-bit xid near next) as a full xid */
@@ -400,4 +553,53 @@ ocx_horizon_appenders(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(Appenders->lock);
 	return (Datum) 0;
+}
+
+/*
+ * SQL: ocx._horizon_bystanders() -- the processes whose running transaction
+ * is a bystander (holds no reader back), and its xid if it has one;
+ * ocx.horizon_holder() passes them over.
+ */
+PG_FUNCTION_INFO_V1(ocx_horizon_bystanders);
+
+Datum
+ocx_horizon_bystanders(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!HasSlot() || pg_atomic_read_u32(&Appenders->nbystanders) == 0)
+		return (Datum) 0;
+	LWLockAcquire(Appenders->lock, LW_SHARED);
+	for (i = 0; i < Appenders->nappenders; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+		TransactionId x;
+
+		if (!Appenders->appenders[i].bystander)
+			continue;
+		x = ProcGlobal->allProcs[i].xid;
+		values[0] = Int32GetDatum(ProcGlobal->allProcs[i].pid);
+		values[1] = TransactionIdGetDatum(x);
+		nulls[1] = !TransactionIdIsValid(x);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(Appenders->lock);
+	return (Datum) 0;
+}
+
+/*
+ * SQL: ocx._bystander() -- declare the calling transaction a bystander
+ * (OcxBystanderEnter).  Internal: granted to nobody; the tests use it to
+ * hold a bystander transaction open.
+ */
+PG_FUNCTION_INFO_V1(ocx_bystander);
+
+Datum
+ocx_bystander(PG_FUNCTION_ARGS)
+{
+	OcxBystanderEnter();
+	PG_RETURN_BOOL(bystander);
 }

@@ -132,6 +132,7 @@ OcxLogHorizon(void)
 	uint64		xmin;
 
 	uint64		appenders;
+	TransactionId h;
 
 	if (snap == NULL)
 		elog(ERROR, "ocx: no active snapshot for the log horizon");
@@ -139,12 +140,14 @@ OcxLogHorizon(void)
 	appenders = OcxAppendersHorizon(snap);
 	if (appenders != 0)
 		return appenders + OcxLogXidOffset();
+	/* ocx's bookkeeping transactions hold nothing back (appenders.c) */
+	h = OcxBystandersHorizon(snap);
 	next = ReadNextFullTransactionId();
-	if (!TransactionIdIsNormal(snap->xmin))
-		xmin = (uint64) snap->xmin;
+	if (!TransactionIdIsNormal(h))
+		xmin = (uint64) h;
 	else
 		xmin = U64FromFullTransactionId(next) +
-			(int32) (snap->xmin - XidFromFullTransactionId(next));
+			(int32) (h - XidFromFullTransactionId(next));
 	return xmin + OcxLogXidOffset();
 }
 

@@ -324,7 +324,11 @@ StepUnit(void *arg)
 			return OcxProjectionBatch(us->name, us->partition, &us->next_due);
 		case UNIT_BUS:
 			{
-				bool		more = OcxBusWorkerTick();
+				bool		more;
+
+				/* wake-ups and the time map: books only, no reader waits for them */
+				OcxBystanderEnter();
+				more = OcxBusWorkerTick();
 
 				/* the time map follows the log as the bus does (reads.c) */
 				return OcxTimeMapTick() || more;

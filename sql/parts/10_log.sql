@@ -107,11 +107,11 @@ COMMENT ON FUNCTION ocx.log_txid() IS
 CREATE FUNCTION ocx.log_horizon() RETURNS xid8
     LANGUAGE C STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'ocx_log_horizon';
 COMMENT ON FUNCTION ocx.log_horizon() IS
-    'the snapshot''s xmin in the log xid space: every event with a txid below it is committed or gone, so readers see only those';
+    'the snapshot''s xmin in the log xid space (passing over ocx''s bookkeeping transactions, which never write to the log): every event with a txid below it is committed or gone, so readers see only those';
 
 -- The long-transaction stall (docs/projections.md): the log horizon is the
 -- oldest transaction id still running in the cluster (other than the
--- caller's own), so the transaction that holds it is the session, worker
+-- caller's own and ocx's bookkeeping transactions, the bystanders), so the transaction that holds it is the session, worker
 -- or prepared transaction with the oldest xid.  Read from pg_stat_activity
 -- and pg_prepared_xacts with their rules: every role sees the pid and the
 -- xid, the age of another role's session needs pg_read_all_stats.  One row,
@@ -120,6 +120,17 @@ CREATE FUNCTION ocx._horizon_appenders(OUT pid integer, OUT xid xid) RETURNS SET
     LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'ocx_horizon_appenders';
 COMMENT ON FUNCTION ocx._horizon_appenders() IS
     'internal: with ocx.horizon = ''appenders'', the appending transactions of this database that hold the horizon (pid, xid)';
+
+-- Bystanders: ocx's own bookkeeping transactions (the bus unit), which can
+-- never write to the log and so hold back no reader (src/appenders.c).
+CREATE FUNCTION ocx._horizon_bystanders(OUT pid integer, OUT xid xid) RETURNS SETOF record
+    LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'ocx_horizon_bystanders';
+COMMENT ON FUNCTION ocx._horizon_bystanders() IS
+    'internal: the processes whose running transaction is a bystander, and its xid if it has one (it can never write to the log, so it holds back no reader''s horizon)';
+CREATE FUNCTION ocx._bystander() RETURNS boolean
+    LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'ocx_bystander';
+COMMENT ON FUNCTION ocx._bystander() IS
+    'internal: declare the calling transaction a bystander (before it takes an xid; true when it is one): it holds back no reader''s horizon and cannot write to the log';
 
 CREATE FUNCTION ocx.horizon_holder(OUT pid integer, OUT xact_age interval, OUT backend_xid xid,
                                    OUT datname name, OUT prepared_gid text)
@@ -135,6 +146,7 @@ BEGIN ATOMIC
               FROM pg_catalog.pg_stat_activity a
              WHERE a.backend_xid IS NOT NULL
                AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+               AND a.pid OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT b.pid FROM ocx._horizon_bystanders() b))
                AND (pg_catalog.current_setting('ocx.horizon', true) IS DISTINCT FROM 'appenders'
                     OR a.pid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT ap.pid FROM ocx._horizon_appenders() ap)))
             UNION ALL
@@ -145,7 +157,7 @@ BEGIN ATOMIC
      LIMIT 1;
 END;
 COMMENT ON FUNCTION ocx.horizon_holder() IS
-    'the transaction that holds the log horizon (the oldest running xid in the cluster; with ocx.horizon = ''appenders'', the oldest appending transaction of this database): its backend pid (NULL for a prepared transaction), age, xid, database and prepared gid; all NULL when none';
+    'the transaction that holds the log horizon (the oldest running xid in the cluster other than ocx''s bookkeeping transactions, the bystanders; with ocx.horizon = ''appenders'', the oldest appending transaction of this database): its backend pid (NULL for a prepared transaction), age, xid, database and prepared gid; all NULL when none';
 
 -- A place in log order: a base type written "txid/global_position".
 CREATE TYPE ocx.cursor;
