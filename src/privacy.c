@@ -1127,17 +1127,28 @@ WalkObject(PdWalk *w, JsonbContainer *c)
 		{
 			bool		prefix;
 
+			/*
+			 * A string that looks like a marker would be read as one (and
+			 * fail to decrypt): refused wherever the reveal looks.
+			 */
+			if (IsMarker(&v))
+				ereport(ERROR,
+						(errcode(ERRCODE_OCX_INVALID_PERSONAL_DATA),
+						 errmsg("event data of type \"%s\" holds a string starting with \"%s\" at \"%s\"",
+								w->def->type, PD_MARKER_PREFIX, w->path.data),
+						 errdetail("Such strings are ocx's encrypted personal data."),
+						 errhint("Nothing was written.")));
 			if (IsField(w, &prefix))
 			{
-				if (v.type != jbvNull && !IsMarker(&v))
+				if (v.type != jbvNull)
 				{
 					EncryptValue(w, &v, &out);
 					put = &out;
 					w->markers++;
 				}
 			}
-			else if (prefix && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
-				recurse = true;
+			else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+				recurse = true;	/* a field below, or a marker-like string */
 		}
 		else if (IsMarker(&v))
 		{

@@ -110,6 +110,11 @@ like(ocx_tables_containing($city), qr/ocx\.events\.data/, 'the non-personal city
 
 append_customer('c2', 'bob.clear@example.com', 'Bob Clear', 'Bobstreet 2', 'Bobtown');
 append_customer('c1', $email, $name, $street, $city);    # a second event of c1, same key
+my ($rc, $out, $err) = $node->psql('postgres', q{
+SELECT ocx.append('customer-c2', NULL, '{"type": "CustomerRegistered", "data": {"customer_id": "c2", "email": "b@example.com", "address": {"note": "ocx:pd1:00000000-0000-0000-0000-000000000000:AAAA"}}}')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/OX621.*starting with "ocx:pd1:" at "address.note"/s, 'a string that looks like encrypted personal data is refused');
+
 $node->safe_psql('postgres', q{SELECT ocx.append_event('customer-c1', NULL, 'Noted', '{"note": "no personal data"}')});
 
 is($node->safe_psql('postgres', q{SELECT string_agg(data->>'email', ',' ORDER BY global_position) FROM ocx.read_all()}),
