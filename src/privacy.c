@@ -313,17 +313,20 @@ LoadDefinitions(void)
 	if (pd_defs != NULL)
 		return;
 	EnsureKeyCaches();
-	pd_cxt = AllocSetContextCreate(TopMemoryContext, "ocx privacy definitions",
-								   ALLOCSET_SMALL_SIZES);
 	pd_defs_relid = OcxRelid("personal_data");
 	pd_keys_relid = OcxRelid("subject_keys");
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(PdDef);
-	ctl.hcxt = pd_cxt;
 	pd_any = false;
 	if (!OidIsValid(pd_defs_relid))
 		return;
+	/* (a load that failed half-way left its context) */
+	if (pd_cxt)
+		MemoryContextDelete(pd_cxt);
+	pd_cxt = AllocSetContextCreate(TopMemoryContext, "ocx privacy definitions",
+								   ALLOCSET_SMALL_SIZES);
+	ctl.hcxt = pd_cxt;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
