@@ -577,7 +577,7 @@ RandomUuid(pg_uuid_t *u)
 	u->data[8] = (u->data[8] & 0x3f) | 0x80;
 }
 
-/* Run the rest as ocx_owner (restricted); restore with RestoreUser. */
+/* Run the rest as ocx_owner (restricted); the caller restores save_user/save_sec. */
 static void
 BecomeOwner(Oid *save_user, int *save_sec)
 {
