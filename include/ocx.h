@@ -52,6 +52,8 @@ typedef struct OcxNewEvent
 	char	  **tags;			/* sorted, distinct; NULL when none (dcb.c) */
 	int			ntags;
 	char	   *stream_id;		/* ocx.append_if only: the event's stream */
+	Jsonb	   *clear_data;		/* privacy.c: data as given when data holds
+								 * encrypted personal fields, else NULL */
 } OcxNewEvent;
 
 /* append.c */
@@ -247,5 +249,13 @@ extern bool OcxChainOn(void);
 extern void OcxChainBatch(bytea *prev, const char *sid, int64 first, OcxNewEvent *events,
 						  int n, TimestampTz now, Datum *hashes);
 extern bool OcxIntegrityTick(void);
+/* privacy.c: crypto-shredding of personal data (docs/privacy.md) */
+extern char *ocx_privacy_key_file;
+extern void OcxPrivacyInit(void);
+extern void OcxPrivacyProtect(OcxNewEvent *events, int nevents);
+extern Jsonb *OcxPrivacyReveal(const char *type, int typelen, Jsonb *data,
+							   const pg_uuid_t *event_id, bool allowed, bool *erased);
+extern bool OcxPrivacyAllowed(void);
+extern bool OcxPrivacyInUse(void);
 
 #endif							/* OCX_H */

@@ -99,6 +99,14 @@
 #define ERRCODE_OCX_NOT_SEALED				MAKE_SQLSTATE('O','X','6','0','4')
 #define ERRCODE_OCX_UNKNOWN_SEAL			MAKE_SQLSTATE('O','X','6','0','5')
 #define ERRCODE_OCX_UNKNOWN_EVENT			MAKE_SQLSTATE('O','X','6','0','6')
+/* OX62x: personal data (privacy.c, docs/privacy.md) */
+#define ERRCODE_OCX_UNKNOWN_PERSONAL_DATA	MAKE_SQLSTATE('O','X','6','2','0')
+#define ERRCODE_OCX_INVALID_PERSONAL_DATA	MAKE_SQLSTATE('O','X','6','2','1')
+#define ERRCODE_OCX_PRIVACY_KEY_UNAVAILABLE	MAKE_SQLSTATE('O','X','6','2','2')
+#define ERRCODE_OCX_PRIVACY_NO_SUBJECT		MAKE_SQLSTATE('O','X','6','2','3')
+#define ERRCODE_OCX_PRIVACY_DECRYPT_FAILED	MAKE_SQLSTATE('O','X','6','2','4')
+#define ERRCODE_OCX_INVALID_SUBJECT			MAKE_SQLSTATE('O','X','6','2','5')
+#define ERRCODE_OCX_PRIVACY_NOT_ALLOWED		MAKE_SQLSTATE('O','X','6','2','6')
 /* OX64x: what leaves the log, stream deletion and retention (removal.c) */
 #define ERRCODE_OCX_UNKNOWN_RETENTION		MAKE_SQLSTATE('O','X','6','4','0')
 #define ERRCODE_OCX_STREAM_DELETED			MAKE_SQLSTATE('O','X','6','4','1')

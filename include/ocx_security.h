@@ -18,6 +18,7 @@
 extern Oid	OcxOwnerRole(void);
 extern Oid	OcxWorkerRole(void);
 extern Oid	OcxCaller(void);
+extern Oid	OcxCallerRole(void);
 extern Oid	OcxResolveFunctionAs(const char *signature, Oid role);
 
 /*

@@ -107,13 +107,15 @@ static const struct
 	[LP_EVENTS_APPLY] = {
 		"SELECT e.stream_version, ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, "
 		"e.source, e.type, ocx._upcast_version(e.type, e.schema_version), e.time, "
-		"ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id, "
+		"ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)), "
+		"ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id, "
 		"e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event"
 		EVENT_RANGE,
 		3, {TEXTOID, INT8OID, INT8OID}
 	},
 	[LP_EVENTS_REDUCER] = {
-		"SELECT e.stream_version, e.type, ocx._upcast(e.type, e.schema_version, e.data), e.time"
+		"SELECT e.stream_version, e.type, "
+		"ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)), e.time"
 		EVENT_RANGE,
 		3, {TEXTOID, INT8OID, INT8OID}
 	},
@@ -280,6 +282,9 @@ OpenDirect(Load *ld, EventSource *src)
 	int			rls;
 
 	if (!OidIsValid(relid) || !OidIsValid(idxid))
+		return false;
+	/* personal data: the kept plans reveal it (ocx._reveal, privacy.c) */
+	if (OcxPrivacyInUse())
 		return false;
 	rls = check_enable_rls(relid, InvalidOid, true);
 	if ((rls != RLS_NONE && rls != RLS_NONE_ENV) ||

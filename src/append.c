@@ -1126,7 +1126,8 @@ CheckStoredIds(const char *sid, bool expected_isnull, int64 expected,
 					 errdetail("Event ids are unique per source (\"%s\"); an event cannot be appended to two streams.",
 							   ev->source)));
 		if (strcmp(type, ev->type) != 0 ||
-			compareJsonbContainers(&data->root, &ev->data->root) != 0)
+			compareJsonbContainers(&OcxPrivacyReveal(type, strlen(type), data, &ev->id, true, NULL)->root,
+								   &(ev->clear_data ? ev->clear_data : ev->data)->root) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
 					 errmsg("event id %s is already stored with a different payload",
@@ -1595,6 +1596,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	for (i = 0; i < n; i++)
 		if (!events[i].has_id)
 			NewEventId(&events[i].id);
+	OcxPrivacyProtect(events, n);	/* personal fields encrypted (privacy.c) */
 
 	/* tagged events: the tag locks of ocx.append_if (dcb.c), before the stream's */
 	OcxLockEventTags(events, n);

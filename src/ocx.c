@@ -37,6 +37,7 @@ _PG_init(void)
 	OcxWorkerInit();
 	OcxAppendersInit();
 	OcxIntegrityInit();
+	OcxPrivacyInit();
 
 	/* after every subsystem has defined its settings */
 	MarkGUCPrefixReserved("ocx");

@@ -92,6 +92,13 @@ OcxCaller(void)
 	return user;
 }
 
+/* The caller (as ocx._caller()), for privacy.c's reveal rule. */
+Oid
+OcxCallerRole(void)
+{
+	return OcxCaller();
+}
+
 PG_FUNCTION_INFO_V1(ocx_caller);
 
 /* SQL: ocx._caller() -> regrole, the role recorded as having done something. */

@@ -55,6 +55,22 @@ CREATE FUNCTION ocx._upcast_version(type text, schema_version integer) RETURNS i
     AS 'MODULE_PATHNAME', 'ocx_upcast_version';
 COMMENT ON FUNCTION ocx._upcast_version(text, integer) IS 'internal: the schema version ocx._upcast brings an event to';
 
+-- Personal data on read (src/privacy.c, docs/privacy.md): every reader
+-- passes data through ocx._reveal before upcasting and metadata through
+-- ocx._reveal_metadata.  Both return their argument untouched when no event
+-- type has personal data, or this one has none.
+CREATE FUNCTION ocx._reveal(type text, data jsonb, event_id uuid) RETURNS jsonb
+    LANGUAGE C STABLE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_reveal';
+COMMENT ON FUNCTION ocx._reveal(text, jsonb, uuid) IS
+    'internal: data with its encrypted personal fields in clear (members of ocx_personal_data) or null (others, or erased)';
+
+CREATE FUNCTION ocx._reveal_metadata(type text, data jsonb, metadata jsonb) RETURNS jsonb
+    LANGUAGE C STABLE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_reveal_metadata';
+COMMENT ON FUNCTION ocx._reveal_metadata(text, jsonb, jsonb) IS
+    'internal: metadata with "erased": true when personal fields of the data were erased (ocx.forget_subject)';
+
 -- ocx.read_stream is in 21_reads.sql (directions and a type filter).
 
 -- Where read_all starts: the later of its cursor and, for after_time, the

@@ -35,7 +35,8 @@ CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL
 BEGIN ATOMIC
     (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
             ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
        FROM ocx.events e
       WHERE NOT ocx._direction_arg(read_stream.direction)
@@ -48,7 +49,8 @@ BEGIN ATOMIC
     UNION ALL
     (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
             ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
        FROM ocx.events e
       WHERE ocx._direction_arg(read_stream.direction)
@@ -69,7 +71,8 @@ CREATE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL)
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(last_event.stream_id)

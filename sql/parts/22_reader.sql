@@ -40,8 +40,9 @@ BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            CASE WHEN _read_log.upcast IS FALSE THEN e.schema_version
                 ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
-           CASE WHEN _read_log.upcast IS FALSE THEN e.data
-                ELSE ocx._upcast(e.type, e.schema_version, e.data) END, e.metadata, e.correlation_id,
+           CASE WHEN _read_log.upcast IS FALSE THEN ocx._reveal(e.type, e.data, e.event_id)
+                ELSE ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) END,
+           ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.txid < COALESCE(_read_log.horizon, (SELECT ocx.log_horizon()))

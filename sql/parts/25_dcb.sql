@@ -30,7 +30,8 @@ CREATE FUNCTION ocx.read_tagged(tags text[], types text[] DEFAULT NULL, "after" 
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.tags @> ocx._tags_arg(read_tagged.tags)

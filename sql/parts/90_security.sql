@@ -274,6 +274,11 @@ BEGIN
     IF pg_catalog.to_regclass('ocx.time_map') IS NOT NULL THEN
         EXECUTE 'REVOKE SELECT ON ocx.time_map, ocx.time_map_state FROM ocx_reader';
     END IF;
+    -- and the data keys of personal data and the erasures (docs/privacy.md):
+    -- ocx_owner only
+    IF pg_catalog.to_regclass('ocx.subject_keys') IS NOT NULL THEN
+        EXECUTE 'REVOKE SELECT ON ocx.subject_keys, ocx.erasures FROM ocx_reader';
+    END IF;
     DROP TABLE pg_temp.ocx_privilege_levels;
 END
 $$;

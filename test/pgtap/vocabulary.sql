@@ -87,7 +87,9 @@ INSERT INTO vocab_defines VALUES
      $$SELECT ocx.define_saga(%1$L, '{"steps": [{"name": "a", "command": "vocab.Cmd", "success": "VocabDone"}]}')$$),
     ('ocx.define_subscription(text, text[], text[], integer, ocx.cursor, interval, text)',
      $$SELECT ocx.define_subscription(%1$L, types => '{VocabDone}')$$),
-    ('ocx.define_retention(text, interval, integer)', $$SELECT ocx.define_retention(%1$L, max_count => 10)$$);
+    ('ocx.define_retention(text, interval, integer)', $$SELECT ocx.define_retention(%1$L, max_count => 10)$$),
+    ('ocx.define_personal_data(text, text, text[])',
+     $$SELECT ocx.define_personal_data(%1$L, 'customer_id', '{email}')$$);
 
 -- The deprecated spellings kept for one release, and what replaces them.
 CREATE TEMP TABLE vocab_deprecated (fn regprocedure PRIMARY KEY, replacement text NOT NULL);

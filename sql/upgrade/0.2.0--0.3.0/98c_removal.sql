@@ -20,6 +20,8 @@ CREATE FUNCTION ocx._hidden_through(stream_id text) RETURNS bigint
 COMMENT ON FUNCTION ocx._hidden_through(text) IS
     'internal: the last soft-deleted version of a stream (0 when none): stream reads return only the versions after it';
 
+-- read_stream and last_event as issue 14 leaves them: personal fields revealed
+-- (98b_privacy.sql) and soft-deleted versions skipped (above)
 CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
                                 direction text DEFAULT 'forward', types text[] DEFAULT NULL)
     RETURNS SETOF ocx.event
@@ -27,7 +29,8 @@ CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint D
 BEGIN ATOMIC
     (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
             ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
        FROM ocx.events e
       WHERE NOT ocx._direction_arg(read_stream.direction)
@@ -40,7 +43,8 @@ BEGIN ATOMIC
     UNION ALL
     (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
             ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
        FROM ocx.events e
       WHERE ocx._direction_arg(read_stream.direction)
@@ -61,7 +65,8 @@ CREATE OR REPLACE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
            ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+           ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(last_event.stream_id)
