@@ -34,6 +34,12 @@
  * compensation command ids are derived from (saga id, step, do/undo), so a
  * repeated send would be a no-op anyway.
  *
+ * While no saga is running or compensating, the worker skips rounds, and at
+ * most every SAGA_IDLE_ROUND_MS runs an idle round (ocx._saga_idle_round)
+ * that only moves the cursor to the end of the readable log; it sends
+ * nothing, so it runs as a bystander (appenders.c) and its xid holds back
+ * no reader.
+ *
  * No shared memory: all state is in tables, protected by row locks.  The
  * only process-local state is when this worker last looked for dead letters
  * and last ran a round with no saga active.
@@ -42,6 +48,7 @@
 #include "ocx_saga.h"
 #include "ocx_worker.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -66,6 +73,7 @@ PG_FUNCTION_INFO_V1(ocx_saga_tick);
 
 static SPIPlanPtr saga_run_plan = NULL;
 static SPIPlanPtr saga_active_plan = NULL;
+static SPIPlanPtr saga_idle_plan = NULL;
 static TimestampTz last_dead_letter_check = 0;
 static TimestampTz last_idle_round = 0;
 
@@ -109,23 +117,53 @@ RunSagaRound(int32 max_events, bool check_dead_letters)
 }
 
 /*
- * One round in the caller's transaction, in its own memory context.  With
- * idle_ok, a round is skipped when no saga is active (see
- * SAGA_IDLE_ROUND_MS); *skipped says so.
+ * The idle round (ocx._saga_idle_round): only moves the cursor, sends
+ * nothing.  Returns false when a saga became active meanwhile.
  */
 static bool
-SagaRound(bool check_dead_letters, bool idle_ok, bool *skipped)
+RunIdleRound(void)
+{
+	SPIPlanPtr	plan = OcxKeptPlan(&saga_idle_plan, "SELECT ocx._saga_idle_round()", 0, NULL);
+	bool		isnull;
+	Datum		d;
+	int			rc = SPI_execute_plan(plan, NULL, NULL, false, 1);
+
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: the saga task failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && DatumGetBool(d);
+}
+
+/*
+ * One round in the caller's transaction, in its own memory context.  With
+ * idle_ok, a round is skipped when no saga is active (see
+ * SAGA_IDLE_ROUND_MS); *skipped says so.  In the worker (worker), a round
+ * while no saga is active only moves the cursor, as a bystander: its xid
+ * holds back no reader (appenders.c).
+ */
+static bool
+SagaRound(bool check_dead_letters, bool idle_ok, bool worker, bool *skipped)
 {
 	MemoryContext ctx,
 				old;
 	int32		done = 0;
+	bool		active;
 
 	ctx = AllocSetContextCreate(CurrentMemoryContext, "ocx saga tick", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(ctx);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	*skipped = idle_ok && !AnyActiveSaga();
-	if (!*skipped)
+	active = AnyActiveSaga();
+	*skipped = idle_ok && !active;
+	if (!*skipped && !active && worker &&
+		!FullTransactionIdIsValid(GetTopFullTransactionIdIfAny()))
+	{
+		/* books only: the cursor moves, nothing is sent */
+		OcxBystanderEnter();
+		if (!RunIdleRound())
+			done = 1;			/* a saga became active: a full round at once */
+	}
+	else if (!*skipped)
 	{
 		/* the round sends commands: an appender from here on (appenders.c) */
 		OcxAppenderEnter();
@@ -151,7 +189,7 @@ OcxSagaWorkerTick(void)
 	bool		idle_ok = !TimestampDifferenceExceeds(last_idle_round, now,
 													  SAGA_IDLE_ROUND_MS);
 	bool		skipped;
-	bool		more = SagaRound(check, idle_ok, &skipped);
+	bool		more = SagaRound(check, idle_ok, true, &skipped);
 
 	/* reached only when the round ran without error */
 	if (!skipped)
@@ -173,5 +211,5 @@ ocx_saga_tick(PG_FUNCTION_ARGS)
 {
 	bool		skipped;
 
-	PG_RETURN_BOOL(SagaRound(true, false, &skipped));
+	PG_RETURN_BOOL(SagaRound(true, false, false, &skipped));
 }
