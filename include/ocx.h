@@ -106,6 +106,15 @@ extern void OcxAppendersShmemRequest(void);
 extern void OcxAppendersShmemStartup(void);
 extern void OcxAppenderEnter(void);
 extern void OcxBystanderEnter(void);
+
+/*
+ * ocx's relcache callbacks: ocx.c registers one callback for all of them
+ * (a backend has room for only ten, shared with every other extension).
+ */
+extern void OcxDefCacheRelcacheCallback(Datum arg, Oid relid);
+extern void OcxLogSpaceRelcacheCallback(Datum arg, Oid relid);
+extern void OcxPrivacyRelcacheCallback(Datum arg, Oid relid);
+extern void OcxInlineRelcacheCallback(Datum arg, Oid relid);
 extern TransactionId OcxBystandersHorizon(Snapshot snap);
 extern uint64 OcxAppendersHorizon(Snapshot snap);
 

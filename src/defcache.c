@@ -68,8 +68,8 @@ static bool callbacks_registered = false;
 OcxDefCompilers ocx_def_compilers = {NULL, NULL, NULL};
 
 /* Any change to a definition table (or a full reset) makes the cache stale. */
-static void
-RelcacheCallback(Datum arg, Oid relid)
+void
+OcxDefCacheRelcacheCallback(Datum arg, Oid relid)
 {
 	int			i;
 
@@ -111,7 +111,7 @@ RegisterCallbacks(void)
 {
 	if (callbacks_registered)
 		return;
-	CacheRegisterRelcacheCallback(RelcacheCallback, (Datum) 0);
+	/* the relcache callback is ocx.c's, one for all of ocx */
 	CacheRegisterSyscacheCallback(PROCOID, ProcCallback, (Datum) 0);
 	RegisterXactCallback(DefCacheXactCallback, NULL);
 	callbacks_registered = true;

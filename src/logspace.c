@@ -52,10 +52,9 @@ PG_FUNCTION_INFO_V1(ocx_log_horizon);
 static bool offset_valid = false;
 static uint64 xid_offset = 0;
 static Oid	log_space_relid = InvalidOid;
-static bool callback_registered = false;
 
-static void
-LogSpaceRelcacheCallback(Datum arg, Oid relid)
+void
+OcxLogSpaceRelcacheCallback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == log_space_relid)
 		offset_valid = false;
@@ -78,11 +77,6 @@ OcxLogXidOffset(void)
 
 	if (offset_valid)
 		return xid_offset;
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(LogSpaceRelcacheCallback, (Datum) 0);
-		callback_registered = true;
-	}
 
 	nsp = get_namespace_oid(OCX_SCHEMA, true);
 	log_space_relid = OidIsValid(nsp) ? get_relname_relid("log_space", nsp) : InvalidOid;

@@ -16,15 +16,31 @@
 #include "ocx_bus.h"
 
 #include "utils/guc.h"
+#include "utils/inval.h"
 
 PG_MODULE_MAGIC;
 
 PGDLLEXPORT void _PG_init(void);
 
+/*
+ * The one relcache callback of ocx: a backend has room for ten
+ * (MAX_RELCACHE_CALLBACKS), shared with every other loaded extension
+ * (Citus registers several), so the caches of ocx's subsystems share one.
+ */
+static void
+OcxRelcacheCallback(Datum arg, Oid relid)
+{
+	OcxDefCacheRelcacheCallback(arg, relid);
+	OcxLogSpaceRelcacheCallback(arg, relid);
+	OcxPrivacyRelcacheCallback(arg, relid);
+	OcxInlineRelcacheCallback(arg, relid);
+}
+
 void
 _PG_init(void)
 {
 	OcxGucInit();
+	CacheRegisterRelcacheCallback(OcxRelcacheCallback, (Datum) 0);
 	/* the compilers of definitions and the hooks of the append path */
 	OcxContractInit();
 	OcxUpcastInit();

@@ -177,8 +177,8 @@ ResetCaches(void)
 	pd_cxt = NULL;
 }
 
-static void
-PdRelcacheCallback(Datum arg, Oid relid)
+void
+OcxPrivacyRelcacheCallback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == pd_defs_relid)
 		pd_defs_stale = pd_keys_stale = true;
@@ -226,7 +226,6 @@ OcxPrivacyInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, KeyFileAssign, NULL);
-	CacheRegisterRelcacheCallback(PdRelcacheCallback, (Datum) 0);
 	RegisterXactCallback(PdXactCallback, NULL);
 	RegisterSubXactCallback(PdSubXactCallback, NULL);
 }

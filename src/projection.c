@@ -357,7 +357,6 @@ static InlineProjection *inline_projections = NULL;
 static int	n_inline = 0;
 static bool inline_valid = false;
 static Oid	inline_relid = InvalidOid;
-static bool inline_callback_registered = false;
 
 /* The kept plan for which, prepared on first use in this process. */
 static SPIPlanPtr
@@ -1482,8 +1481,8 @@ OcxProjectionShadowFailed(const char *name, const char *message)
 }
 
 /* The relcache callback: forget the inline cache when ocx.projections changes. */
-static void
-InlineInvalidate(Datum arg, Oid relid)
+void
+OcxInlineRelcacheCallback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == inline_relid)
 		inline_valid = false;
@@ -1498,11 +1497,6 @@ LoadInlineProjections(void)
 	uint64		i;
 	MemoryContext old;
 
-	if (!inline_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(InlineInvalidate, (Datum) 0);
-		inline_callback_registered = true;
-	}
 	if (inline_context == NULL)
 		inline_context = AllocSetContextCreate(CacheMemoryContext, "ocx inline projections",
 											   ALLOCSET_SMALL_SIZES);

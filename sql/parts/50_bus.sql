@@ -841,6 +841,12 @@ AS $$
 DECLARE
     t text;
 BEGIN
+    -- bounded before any query plans the array (a custom plan of a huge one
+    -- costs tens of MB of backend memory)
+    IF cardinality(types) > 1000 THEN
+        RAISE EXCEPTION 'types must name at most 1000 command types'
+            USING ERRCODE = 'OX322', DETAIL = format('Got %s.', cardinality(types));
+    END IF;
     IF types IS NULL OR cardinality(types) = 0 OR array_ndims(types) > 1
        OR EXISTS (SELECT FROM unnest(types) u WHERE u IS NULL) THEN
         RAISE EXCEPTION 'types must be a non-empty one-dimensional array of command types'

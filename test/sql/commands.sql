@@ -229,3 +229,8 @@ DROP TABLE cmdt_private;
 
 -- the internal functions are not for PUBLIC
 SELECT has_function_privilege('public', 'ocx._command_tick()', 'execute') AS public_tick;
+
+-- claim_commands names at most 1,000 types (a custom plan of a huge array
+-- costs tens of MB of backend memory): OX322 before anything is planned
+SELECT count(*) FROM ocx.claim_commands((SELECT array_agg('t' || g) FROM generate_series(1, 1001) g));
+\echo :LAST_ERROR_SQLSTATE
