@@ -91,4 +91,10 @@
 #define ERRCODE_OCX_AUTHOR_NOT_ALLOWED		MAKE_SQLSTATE('O','X','5','0','2')
 #define ERRCODE_OCX_UNSAFE_SEARCH_PATH		MAKE_SQLSTATE('O','X','5','0','3')
 
+/* OX7xx: scaling out (Citus; docs/scaling.md) */
+#define ERRCODE_OCX_NOT_DISTRIBUTABLE		MAKE_SQLSTATE('O','X','7','0','0')
+#define ERRCODE_OCX_CITUS_MISSING			MAKE_SQLSTATE('O','X','7','0','1')
+#define ERRCODE_OCX_ALREADY_DISTRIBUTED		MAKE_SQLSTATE('O','X','7','0','2')
+#define ERRCODE_OCX_CONSUMERS_EXIST			MAKE_SQLSTATE('O','X','7','0','3')
+
 #endif							/* OCX_ERRORS_H */
