@@ -12,6 +12,12 @@ DECLARE
     r       record;
     fn      text;
     shards  text;
+    fks     text[] := '{}';
+    failed  text;
+    on_workers text := 'SET citus.enable_ddl_propagation TO off; '
+                       'DROP POLICY IF EXISTS events_tenant ON ocx.events; '
+                       'DROP POLICY IF EXISTS streams_tenant ON ocx.streams; '
+                       'DROP POLICY IF EXISTS snapshots_tenant ON ocx.snapshots; ';
     -- the whole-log consumers and readers that need one log order; on a
     -- distributed log they raise OX700 (docs/scaling.md lists them)
     refused text[] := ARRAY['read_all', 'read_category', 'read_tagged', 'append_if',
@@ -58,7 +64,33 @@ BEGIN
     ALTER TABLE ocx.events DROP CONSTRAINT events_source_event_id_key;
     ALTER TABLE ocx.events ADD CONSTRAINT events_source_event_id_key UNIQUE (stream_id, source, event_id);
 
-    -- definitions: reference tables (a copy on every node)
+    -- definitions: reference tables (a copy on every node).  The foreign
+    -- keys among these and from ocx.snapshots are dropped first and added
+    -- back after: Citus would otherwise turn a local table that references a
+    -- new reference table into a "Citus local" table, whose shell clashes
+    -- with the worker's own copy of the extension's table.
+    FOR r IN SELECT c.conname, c.conrelid::regclass AS rel, pg_catalog.pg_get_constraintdef(c.oid) AS def
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f'
+                AND c.conrelid IN ('ocx.upcasters'::regclass, 'ocx.snapshots'::regclass,
+                                   'ocx.event_types'::regclass, 'ocx.aggregates'::regclass,
+                                   'ocx.modules'::regclass)
+    LOOP
+        fks := fks || pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.conname, r.def);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
+        on_workers := on_workers || pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ',
+                                                      r.rel, r.conname);
+    END LOOP;
+    -- The workers' own copies of the extension's tables are the shells of
+    -- the distributed tables there (Citus does not create shells for a
+    -- table an extension owns): what is added back below, Citus adds to them
+    -- too, so they must lose it first.
+    EXECUTE 'SELECT pg_catalog.string_agg(nodename || '':'' || nodeport || '' '' || result, ''; '') '
+            'FROM run_command_on_workers($1) WHERE NOT success'
+       INTO failed USING on_workers;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'ocx.distribute(): a worker failed: %', failed USING ERRCODE = 'OX000';
+    END IF;
     PERFORM create_reference_table('ocx.event_types');
     PERFORM create_reference_table('ocx.upcasters');
     PERFORM create_reference_table('ocx.aggregates');
@@ -67,11 +99,122 @@ BEGIN
     PERFORM create_distributed_table('ocx.streams', 'stream_id');
     PERFORM create_distributed_table('ocx.events', 'stream_id', colocate_with => 'ocx.streams');
     PERFORM create_distributed_table('ocx.snapshots', 'stream_id', colocate_with => 'ocx.streams');
+    FOREACH fn IN ARRAY fks LOOP
+        EXECUTE fn;
+    END LOOP;
 
     EXECUTE pg_catalog.format('CREATE POLICY events_tenant ON ocx.events FOR ALL USING (%s) WITH CHECK (%s)',
                               tenant_events, tenant_check);
     EXECUTE pg_catalog.format('CREATE POLICY streams_tenant ON ocx.streams FOR ALL USING (%s) WITH CHECK (%s)',
                               tenant_events, tenant_check);
+
+    -- Per-stream readers as PL/pgSQL: Citus cannot plan the parameterized
+    -- queries of the single-node SQL functions (it plans a PL/pgSQL query
+    -- with its parameters, routed to the stream's shard).  Same signatures,
+    -- same rows; the single-node definitions in sql/parts are unchanged.
+    CREATE OR REPLACE FUNCTION ocx.stream_version(stream_id text) RETURNS bigint
+        LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid text := stream_id;
+        v   bigint;
+    BEGIN
+        SELECT s.version INTO v FROM ocx.streams s WHERE s.stream_id = sid;
+        RETURN COALESCE(v, 0);
+    END
+    $f$;
+    CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL,
+                                               max_count integer DEFAULT NULL,
+                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid  text := ocx._stream_arg(read_stream.stream_id);
+        back boolean := ocx._direction_arg(read_stream.direction);
+        lim  bigint := ocx._count_arg(read_stream.max_count);
+        fromv bigint := CASE WHEN read_stream.from_version IS NULL
+                             THEN CASE WHEN ocx._direction_arg(read_stream.direction)
+                                       THEN 9223372036854775807 ELSE 0 END
+                             ELSE ocx._version_arg(read_stream.from_version) END;
+        typs text[] := read_stream.types;
+        e    record;
+    BEGIN
+        -- the rows come from the stream's shard as stored; upcasting runs
+        -- here, on the coordinator (on a worker it would read the
+        -- definitions through a nested distributed query, which Citus refuses)
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.stream_id = sid
+                    AND CASE WHEN back THEN x.stream_version <= fromv ELSE x.stream_version >= fromv END
+                    AND (typs IS NULL OR x.type = ANY (typs))
+                  ORDER BY CASE WHEN back THEN -x.stream_version ELSE x.stream_version END
+                  LIMIT lim
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version), e.time,
+                            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
+    CREATE OR REPLACE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 1 SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid text := ocx._stream_arg(last_event.stream_id);
+        typ text := last_event.type;
+        e   record;
+    BEGIN
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.stream_id = sid AND (typ IS NULL OR x.type = typ)
+                  ORDER BY x.stream_version DESC LIMIT 1
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version), e.time,
+                            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
+
+    -- As whom: Citus refuses, in one transaction, a statement on a shard
+    -- that another role already modified in it; the appends (and the
+    -- snapshots load writes) run as ocx_owner, so the per-stream readers and
+    -- load do too (SECURITY DEFINER).  ocx_owner is subject to the tenancy
+    -- policies (FORCE), so a reader still sees only its tenant's streams.
+    FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'ocx'::regnamespace AND p.proname IN ('load', 'snapshot')
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', r.fn);
+    END LOOP;
+    -- snapshots: the single-node policy ("visible when its stream is") is a
+    -- sub-select Citus cannot run; they are read and written only through
+    -- load and snapshot (as ocx_owner, after the stream row was read under
+    -- its policy), and no longer selectable by ocx_reader
+    EXECUTE 'CREATE POLICY snapshots_tenant ON ocx.snapshots FOR ALL USING (true) WITH CHECK (true)';
+    EXECUTE 'REVOKE SELECT ON ocx.snapshots FROM ocx_reader';
+    -- ocx.tenant reaches the workers only as SET LOCAL, which Citus sends
+    -- along with this setting (docs/scaling.md, "Tenancy on Citus")
+    EXECUTE pg_catalog.format('ALTER DATABASE %I SET citus.propagate_set_commands = %L',
+                              pg_catalog.current_database(), 'local');
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', false);
+
+    -- Citus runs each statement on a worker as the role that runs it on the
+    -- coordinator; the writer and admin entry points run as ocx_owner, which
+    -- must therefore log in to the workers (docs/scaling.md says how to
+    -- restrict it to the coordinator's connections).  Propagated to every node.
+    ALTER ROLE ocx_owner LOGIN;
+    -- load's query (C, src/aggregate.c) upcasts in the query, which Citus
+    -- runs on the stream's worker; there ocx._upcast reads the definitions
+    -- from the reference tables' local copies, a query Citus calls "nested"
+    -- and refuses unless allowed.  The definitions are read as committed (a
+    -- definition changed earlier in the same transaction is not seen there:
+    -- docs/scaling.md).  Propagated to every node.
+    ALTER ROLE ocx_owner SET citus.allow_nested_distributed_execution = on;
 
     -- what needs one log order is refused (OX700), in place of the
     -- single-node definitions (same signatures; privileges are kept)
