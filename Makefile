@@ -1,4 +1,5 @@
-# ocx: PGXS build.  `make`, `make install`, `make test`, `make demo`, `make bench`, `make soak`.
+# ocx: PGXS build.  `make`, `make install`, `make test`, `make test-citus`, `make demo`,
+# `make bench`, `make bench-citus`, `make soak`.
 #
 # The install script of the current version, sql/ocx--$(EXTVERSION).sql, is
 # generated from the parts in sql/parts/ (one per subsystem, concatenated in
@@ -53,13 +54,20 @@ sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql)) sql/upgrade/$$*
 
 $(OBJS): $(HEADERS)
 
-.PHONY: deps test demo demo-stop bench soak
+.PHONY: deps test test-citus bench-citus demo demo-stop bench soak
 
 deps:
 	@test/deps.sh
 
 test:
 	@test/run.sh
+
+# ocx on a Citus coordinator and two workers (docs/scaling.md, docs/testing.md)
+test-citus:
+	@test/citus/run.sh
+
+bench-citus:
+	@OCX_CITUS_BENCH=1 test/citus/run.sh
 
 demo:
 	@examples/demo.sh start

@@ -124,7 +124,7 @@ static const struct
 		"definition_version, fingerprint) VALUES ($1, $2, $3, $4, $5, $6) "
 		"ON CONFLICT (aggregate_type, stream_id, version) DO UPDATE "
 		"SET state = excluded.state, definition_version = excluded.definition_version, "
-		"fingerprint = excluded.fingerprint, taken_at = pg_catalog.now()",
+		"fingerprint = excluded.fingerprint, taken_at = excluded.taken_at",
 		6, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT8OID, INT8OID}
 	},
 	/* the last version retention removed (it removes prefixes): removal.c */

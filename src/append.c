@@ -151,12 +151,19 @@ typedef struct OcxPlanDef
 	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
 	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
 
+/*
+ * ON CONFLICT DO UPDATE sets updated_at from excluded.updated_at (the column
+ * default, now(): the same value) rather than calling now() itself: Citus
+ * refuses functions that are not IMMUTABLE in DO UPDATE SET on distributed
+ * tables (docs/scaling.md, "Citus"), and evaluates the default on the
+ * coordinator.
+ */
 static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ADVANCE_ANY] = {
 		"INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id) "
 		"VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO UPDATE "
 		"SET version = s.version OPERATOR(pg_catalog.+) excluded.version, "
-		"updated_at = pg_catalog.now() RETURNING s.version",
+		"updated_at = excluded.updated_at RETURNING s.version",
 		4, {TEXTOID, TEXTOID, INT8OID, TEXTOID}
 	},
 	[PLAN_CREATE] = {
@@ -248,7 +255,7 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ONE_ANY] = {
 		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id) "
 		"VALUES ($1, $14, 1, $12) ON CONFLICT (stream_id) DO UPDATE "
-		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now() "
+		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = excluded.updated_at "
 		"RETURNING s.version) "
 		ONE_EVENT_FROM_S,
 		15, ONE_EVENT_TYPES
@@ -340,7 +347,7 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 	[PLAN_ONE_ANY_CHAIN] = {
 		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id, head) "
 		"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") ON CONFLICT (stream_id) DO UPDATE "
-		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = pg_catalog.now(), "
+		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = excluded.updated_at, "
 		"head = " EVENT_HASH("s.head", "s.version OPERATOR(pg_catalog.+) 1") " "
 		"RETURNING s.version, s.head) "
 		ONE_EVENT_FROM_S_CHAIN,

@@ -243,7 +243,7 @@ BEGIN
     VALUES (type, from_schema_version, transform, spec, ocx._caller())
     ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
        SET transform = excluded.transform, spec = excluded.spec, definer = excluded.definer,
-           defined_at = pg_catalog.now()
+           defined_at = excluded.defined_at
      WHERE u.transform IS DISTINCT FROM excluded.transform OR u.spec IS DISTINCT FROM excluded.spec
         OR u.definer OPERATOR(pg_catalog.<>) excluded.definer;
 END;

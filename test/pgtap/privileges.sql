@@ -3,7 +3,7 @@
 -- every other role writes through the entry points, which run with its
 -- rights and bind to the caller's ocx.tenant; the caller is what is recorded.
 BEGIN;
-SELECT plan(74);
+SELECT plan(75);
 
 -- ocx_owner: no login, no attributes, no members
 SELECT has_role('ocx_owner');
@@ -122,6 +122,11 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                       AND (pg_catalog.has_function_privilege('ocx_admin', p.oid, 'EXECUTE')
                            OR pg_catalog.has_function_privilege('ocx_tap_login', p.oid, 'EXECUTE')) $$,
                 'the functions that act as another role are granted to nobody');
+
+SELECT ok(NOT pg_catalog.has_function_privilege('ocx_admin', 'ocx.distribute()', 'EXECUTE')
+          AND NOT pg_catalog.has_function_privilege('ocx_tap_login', 'ocx.distribute()', 'EXECUTE')
+          AND NOT (SELECT prosecdef FROM pg_catalog.pg_proc WHERE oid = 'ocx.distribute()'::regprocedure),
+          'ocx.distribute() is owner-only and runs as its caller');
 
 -- every public function works for the roles it is granted to, under tenancy
 CREATE ROLE ocx_tap_admin IN ROLE ocx_admin;

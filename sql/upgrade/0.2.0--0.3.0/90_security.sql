@@ -481,7 +481,7 @@ BEGIN
     VALUES (type, from_schema_version, transform, spec, ocx._caller())
     ON CONFLICT ON CONSTRAINT upcasters_pkey DO UPDATE
        SET transform = excluded.transform, spec = excluded.spec, definer = excluded.definer,
-           defined_at = pg_catalog.now()
+           defined_at = excluded.defined_at
      WHERE u.transform IS DISTINCT FROM excluded.transform OR u.spec IS DISTINCT FROM excluded.spec
         OR u.definer OPERATOR(pg_catalog.<>) excluded.definer;
 END;
@@ -777,7 +777,7 @@ CREATE OR REPLACE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'

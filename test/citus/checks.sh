@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# The Citus suite (run by test/citus/run.sh on a coordinator $COORD, workers
+# $W1 and $W2 and a single node $SINGLE, all with ocx; database $CITUS_DB).
+# Each check prints "ok N - what" or "not ok N - what"; the last line is
+# "N passed, N failed".
+set -uo pipefail
+RUN=$1
+HERE=$(cd "$(dirname "$0")" && pwd)
+pass=0 fail=0 n=0
+
+ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fail=$((fail + 1)); echo "not ok $n - $1"; [ -n "${2:-}" ] && printf '#   %s\n' "$2"; }
+q()      { "$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p "$1" -d "$CITUS_DB" -c "$2" 2>&1; }
+# is WHAT ACTUAL EXPECTED
+is()     { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "got '$2', want '$3'"; fi; }
+# sqlstate PORT SQL: the SQLSTATE the statement fails with ('00000': none)
+sqlstate() {
+    "$PGBIN/psql" -qXtA -p "$1" -d "$CITUS_DB" -v VERBOSITY=terse 2>/dev/null <<SQL | tail -n1
+\\set ON_ERROR_STOP 0
+${2};
+\\echo :LAST_ERROR_SQLSTATE
+SQL
+}
+C=$COORD
+
+# --- distribute ----------------------------------------------------------
+is "distribute() without Citus: OX701" "$(sqlstate "$SINGLE" "SELECT ocx.distribute()")" OX701
+out=$(q $C "SELECT ocx.distribute()")
+is "distribute() on the coordinator" "$out" "ocx: log distributed by stream_id"
+if [ "$out" != "ocx: log distributed by stream_id" ]; then
+    echo "# nothing else is meaningful on an undistributed log"
+    echo "$pass passed, $fail failed"; exit 1
+fi
+is "distribute() twice: OX702" "$(sqlstate $C "SELECT ocx.distribute()")" OX702
+is "streams, events, snapshots: distributed by stream_id, co-located" \
+   "$(q $C "SELECT string_agg(logicalrelid::text || ':' || partmethod::text, ',' ORDER BY logicalrelid::text),
+                   count(DISTINCT colocationid) FROM pg_dist_partition
+             WHERE logicalrelid IN ('ocx.events'::regclass, 'ocx.streams'::regclass, 'ocx.snapshots'::regclass)")" \
+   "ocx.events:h,ocx.snapshots:h,ocx.streams:h|1"
+is "definitions: reference tables" \
+   "$(q $C "SELECT string_agg(logicalrelid::text || ':' || partmethod::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
+             WHERE logicalrelid IN ('ocx.event_types'::regclass, 'ocx.upcasters'::regclass,
+                                    'ocx.aggregates'::regclass, 'ocx.modules'::regclass)")" \
+   "ocx.aggregates:n,ocx.event_types:n,ocx.modules:n,ocx.upcasters:n"
+is "shards on both workers" \
+   "$(q $C "SELECT count(DISTINCT n.nodeport) FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
+             JOIN pg_dist_node n USING (groupid) WHERE s.logicalrelid = 'ocx.events'::regclass")" 2
+
+# --- append, expected versions, idempotency, read_stream -------------------
+is "append to a new stream (expected 0)" \
+   "$(q $C "SELECT ocx.append('acct-1', 0, '[{\"type\": \"Opened\", \"data\": {\"n\": 1}}, {\"type\": \"Deposited\", \"data\": {\"amount\": 10}}]')")" 2
+is "append at the expected version" \
+   "$(q $C "SELECT ocx.append('acct-1', 2, '{\"type\": \"Deposited\", \"data\": {\"amount\": 5}}')")" 3
+is "append at a stale version: OX001" \
+   "$(sqlstate $C "SELECT ocx.append('acct-1', 2, '{\"type\": \"Deposited\", \"data\": {\"amount\": 5}}')")" OX001
+is "append to a new stream that exists: OX001" \
+   "$(sqlstate $C "SELECT ocx.append('acct-1', 0, '{\"type\": \"Opened\", \"data\": {}}')")" OX001
+is "append to a stream that must exist: OX001" \
+   "$(sqlstate $C "SELECT ocx.append('acct-none', ocx.stream_exists(), '{\"type\": \"Opened\", \"data\": {}}')")" OX001
+is "append with any version" \
+   "$(q $C "SELECT ocx.append('acct-2', NULL, '{\"type\": \"Opened\", \"data\": {}}')")" 1
+id=7d1c2a8e-0000-4000-8000-000000000001
+is "idempotent append: first" \
+   "$(q $C "SELECT ocx.append('acct-3', NULL, '{\"id\": \"$id\", \"type\": \"Opened\", \"data\": {}}')")" 1
+is "idempotent append: the retry returns the stored version" \
+   "$(q $C "SELECT ocx.append('acct-3', NULL, '{\"id\": \"$id\", \"type\": \"Opened\", \"data\": {}}')")" 1
+is "idempotent append: one row" "$(q $C "SELECT count(*) FROM ocx.events WHERE event_id = '$id'")" 1
+is "an event id reused in the same stream with another payload: OX004" \
+   "$(sqlstate $C "SELECT ocx.append('acct-3', NULL, '{\"id\": \"$id\", \"type\": \"Opened\", \"data\": {\"x\": 1}}')")" OX004
+is "an event id reused in another stream: OX004" \
+   "$(sqlstate $C "SELECT ocx.append('acct-4', NULL, '{\"id\": \"$id\", \"type\": \"Opened\", \"data\": {}}')")" OX004
+is "read_stream forward" \
+   "$(q $C "SELECT string_agg(stream_version || type, ',' ORDER BY stream_version) FROM ocx.read_stream('acct-1')")" \
+   "1Opened,2Deposited,3Deposited"
+is "read_stream backward, from version, max count" \
+   "$(q $C "SELECT string_agg(stream_version::text, ',') FROM ocx.read_stream('acct-1', 2, 2, 'backward')")" "2,1"
+is "stream_version" "$(q $C "SELECT ocx.stream_version('acct-1')")" 3
+is "append_event" "$(q $C "SELECT ocx.append_event('acct-2', 1, 'Deposited', '{\"amount\": 1}')")" 2
+
+# --- contracts, upcasters, aggregates, snapshots: same as one node ----------
+defs="
+SELECT ocx.define_event_type('ct.Opened', 1, '{\"type\": \"object\", \"required\": [\"holder\"]}');
+SELECT ocx.define_aggregate('acct', 'public.acct_apply(jsonb, ocx.event)', '{\"balance\": 0, \"count\": 0}', 3);
+"
+# user code named by definitions (apply functions, upcaster transforms) must
+# exist on every node: the reference tables' regprocedure columns are checked
+# on each copy (docs/scaling.md)
+fns="CREATE FUNCTION public.acct_apply(state jsonb, e ocx.event) RETURNS jsonb LANGUAGE sql
+    RETURN CASE e.type
+        WHEN 'ct.Opened' THEN state || jsonb_build_object('holder', e.data->>'holder', 'name', e.data->>'name')
+        WHEN 'Deposited' THEN state || jsonb_build_object('balance', (state->>'balance')::int + (e.data->>'amount')::int,
+                                                          'count', (state->>'count')::int + 1)
+        ELSE state END;"
+for p in $W1 $W2; do q $p "SET citus.enable_ddl_propagation = off; $fns" >/dev/null || not_ok "apply function on port $p"; done
+for p in $C $SINGLE; do q $p "SET citus.enable_ddl_propagation = off; $fns" >/dev/null || not_ok "apply function on port $p"; done
+for p in $C $SINGLE; do q $p "$defs" >/dev/null || not_ok "definitions on port $p" "$(q $p "$defs")"; done
+is "contract: an event without the required field is refused" \
+   "$(sqlstate $C "SELECT ocx.append('ct-1', 0, '{\"type\": \"ct.Opened\", \"data\": {}}')" | cut -c1-2)" OX
+is "contract: the same refusal on one node" \
+   "$(sqlstate $C "SELECT ocx.append('ct-1', 0, '{\"type\": \"ct.Opened\", \"data\": {}}')")" \
+   "$(sqlstate $SINGLE "SELECT ocx.append('ct-1', 0, '{\"type\": \"ct.Opened\", \"data\": {}}')")"
+events="SELECT ocx.append('ct-1', 0, '[{\"type\": \"ct.Opened\", \"data\": {\"holder\": \"Ann Lee\"}},
+  {\"type\": \"Deposited\", \"data\": {\"amount\": 3}}, {\"type\": \"Deposited\", \"data\": {\"amount\": 4}},
+  {\"type\": \"Deposited\", \"data\": {\"amount\": 5}}]');"
+up="SELECT ocx.define_event_type('ct.Opened', 2, '{\"type\": \"object\", \"required\": [\"holder\", \"name\"]}');
+SELECT ocx.define_upcaster('ct.Opened', 1, spec => '[{\"op\": \"default\", \"path\": \"name\", \"value\": \"unnamed\"}]');"
+more="SELECT ocx.append('ct-1', 4, '[{\"type\": \"Deposited\", \"data\": {\"amount\": 6}}, {\"type\": \"Deposited\", \"data\": {\"amount\": 7}}]');"
+for p in $C $SINGLE; do
+    for sql in "$events" "$up" "$more"; do out=$(q $p "$sql") || not_ok "on port $p: $sql" "$out"; done
+done
+is "upcaster: read_stream sees version 2" \
+   "$(q $C "SELECT schema_version || ':' || (data->>'name') FROM ocx.read_stream('ct-1', 1, 1)")" "2:unnamed"
+is "load with an upcaster" "$(q $C "SELECT ocx.load('acct', 'ct-1')")" \
+   "$(q $SINGLE "SELECT ocx.load('acct', 'ct-1')")"
+is "load took a snapshot (every 3 events) into the distributed table" \
+   "$(q $C "SELECT count(*) > 0 FROM ocx.snapshots WHERE stream_id = 'ct-1'")" t
+is "load from the snapshot equals one node's" "$(q $C "SELECT ocx.load('acct', 'ct-1')")" \
+   "$(q $SINGLE "SELECT ocx.load('acct', 'ct-1')")"
+is "load at a version (time travel)" "$(q $C "SELECT ocx.load('acct', 'ct-1', 3)")" \
+   "$(q $SINGLE "SELECT ocx.load('acct', 'ct-1', 3)")"
+is "the definitions reached the workers" \
+   "$(q $W1 "SELECT count(*) FROM ocx.upcasters WHERE type = 'ct.Opened'")" 1
+
+# --- tenancy ---------------------------------------------------------------
+for p in $C $W1 $W2; do
+    q $p "CREATE ROLE ocx_citus_app LOGIN IN ROLE ocx_writer" >/dev/null 2>&1
+done
+# ocx.tenant reaches the workers as SET LOCAL (citus.propagate_set_commands =
+# 'local', which ocx.distribute() sets for the database): one transaction each
+tq() { "$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p "$1" -d "$CITUS_DB" -U ocx_citus_app \
+           -c "BEGIN" -c "SET LOCAL ocx.tenant = '$2'" -c "$3" -c "COMMIT" 2>&1; }
+tq $C acme "SELECT ocx.append('ten-a', 0, '{\"type\": \"Opened\", \"data\": {}}')" >/dev/null
+tq $C globex "SELECT ocx.append('ten-g', 0, '{\"type\": \"Opened\", \"data\": {}}')" >/dev/null
+is "tenancy: the append stored the tenant" \
+   "$(q $C "SELECT string_agg(stream_id || '=' || tenant_id, ',' ORDER BY stream_id) FROM ocx.events WHERE stream_id LIKE 'ten-%'")" \
+   "ten-a=acme,ten-g=globex"
+is "tenancy: a tenant reads its stream" "$(tq $C acme "SELECT count(*) FROM ocx.read_stream('ten-a')")" 1
+is "tenancy: and not another tenant's" "$(tq $C acme "SELECT count(*) FROM ocx.read_stream('ten-g')")" 0
+is "tenancy: nor its version" "$(tq $C acme "SELECT ocx.stream_version('ten-g')")" 0
+is "tenancy: nor its last event" "$(tq $C acme "SELECT count(*) FROM ocx.last_event('ten-g')")" 0
+is "tenancy: the table, read directly, shows the tenant's rows only" \
+   "$(tq $C acme "SELECT string_agg(DISTINCT coalesce(tenant_id, '-'), ',') FROM ocx.events")" acme
+is "tenancy: an append, then a read of the stream in the same transaction" \
+   "$(tq $C acme "SELECT ocx.append('ten-a', 1, '{\"type\": \"Opened\", \"data\": {}}') + (SELECT count(*) FROM ocx.read_stream('ten-a'))")" 4
+is "tenancy: an append to another tenant's stream fails as on one node" \
+   "$("$PGBIN/psql" -qXtA -p $C -d "$CITUS_DB" -U ocx_citus_app -v VERBOSITY=terse 2>/dev/null <<SQL | tail -n1
+BEGIN;
+SET LOCAL ocx.tenant = 'acme';
+SELECT ocx.append('ten-g', NULL, '{"type": "Opened", "data": {}}');
+\\echo :LAST_ERROR_SQLSTATE
+SQL
+)" 42501
+is "tenancy: untenanted sessions see no tenant's rows" \
+   "$("$PGBIN/psql" -qXtA -p $C -d "$CITUS_DB" -U ocx_citus_app -c "SELECT count(*) FROM ocx.read_stream('ten-a')")" 0
+is "tenancy: ocx_reader may not select ocx.snapshots directly on Citus" \
+   "$(q $C "SELECT has_table_privilege('ocx_reader', 'ocx.snapshots', 'SELECT')")" f
+
+# --- refused: whole-log readers and consumers --------------------------------
+for call in "SELECT * FROM ocx.read_all(NULL, NULL)" \
+            "SELECT * FROM ocx.read_category('acct', NULL, NULL)" \
+            "SELECT * FROM ocx.read_tagged(ARRAY['x'])" \
+            "SELECT ocx.define_projection('p', 'public.acct_apply(jsonb, ocx.event)')" \
+            "SELECT ocx.rebuild_projection('p')" \
+            "SELECT ocx.define_subscription('s')" \
+            "SELECT ocx.create_subscription('s')" \
+            "SELECT * FROM ocx.poll('s')" \
+            "SELECT ocx.define_saga('g', '{}')" \
+            "SELECT ocx.start_saga('g', '{}')" \
+            "SELECT ocx.wait_for('p', NULL, '0 s')" \
+            "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
+    is "refused on a distributed log: ${call#SELECT }" "$(sqlstate $C "$call")" OX700
+done
+
+# --- concurrency: 8 clients, 1,000 streams, 10% rollbacks --------------------
+q $C "CREATE TABLE public.ledger (stream_id text NOT NULL, token bigint NOT NULL);
+      SELECT create_distributed_table('public.ledger', 'stream_id', colocate_with => 'none')" >/dev/null \
+    || not_ok "ledger table"
+cat > "$RUN/load.sql" <<'SQL'
+\set s random(1, 1000)
+\set tok :client_id * 1000000000000 + random(1, 999999999999)
+\set r random(1, 10)
+BEGIN;
+SELECT ocx.append('load-' || :s, NULL, jsonb_build_object('type', 'Deposited', 'data', jsonb_build_object('amount', :r, 'tok', :tok)));
+INSERT INTO public.ledger VALUES ('load-' || :s, :tok);
+\if :r = 1
+ROLLBACK;
+\else
+COMMIT;
+\endif
+SQL
+out=$("$PGBIN/pgbench" -n -c 8 -j 2 -t "${OCX_CITUS_TX:-500}" -f "$RUN/load.sql" -p $C "$CITUS_DB" 2>&1)
+if [ $? -eq 0 ] && ! grep -q aborted <<<"$out"; then ok "pgbench: 8 clients appended through the coordinator"; else not_ok "pgbench" "$(grep -E 'error|abort' <<<"$out" | head -3)"; fi
+committed=$(q $C "SELECT count(*) FROM public.ledger")
+is "some transactions rolled back (10%)" \
+   "$(q $C "SELECT count(*) BETWEEN 0.8 * 8 * ${OCX_CITUS_TX:-500} AND 0.97 * 8 * ${OCX_CITUS_TX:-500} FROM public.ledger")" t
+q $C "SELECT stream_id || ':' || token FROM public.ledger ORDER BY 1" > "$RUN/ledger"
+q $C "SELECT stream_id || ':' || (data->>'tok') FROM ocx.events WHERE stream_id LIKE 'load-%' ORDER BY 1" > "$RUN/logged"
+if cmp -s "$RUN/ledger" "$RUN/logged" && [ "$(wc -l < "$RUN/ledger")" -eq "$committed" ]; then
+    ok "every committed append is in the log once, and nothing else"
+else
+    not_ok "every committed append is in the log once, and nothing else" "$(diff "$RUN/ledger" "$RUN/logged" | head -5)"
+fi
+is "no rolled-back append is in the log" \
+   "$(q $C "SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'load-%'")" "$committed"
+is "versions per stream are 1..n without gaps" \
+   "$(q $C "SELECT count(*) FROM (SELECT stream_id, max(stream_version) m, count(*) c FROM ocx.events
+             WHERE stream_id LIKE 'load-%' GROUP BY stream_id) s JOIN ocx.streams t USING (stream_id)
+             WHERE s.m <> s.c OR t.version <> s.m")" 0
+is "the events are in the workers' shards" \
+   "$(q $C "SELECT sum(result::bigint) = (SELECT count(*) FROM ocx.events) AND count(*) = 8
+             FROM run_command_on_shards('ocx.events', 'SELECT count(*) FROM %s')")" t
+# read back every stream with read_stream, per stream in version order
+# (read_all is refused on a distributed log: OX700)
+# (the stream ids first: a function called per row of a distributed table
+# would be pushed to the workers)
+ids=$(q $C "SELECT string_agg(quote_literal(stream_id), ',' ORDER BY stream_id) FROM ocx.streams WHERE stream_id LIKE 'load-%'")
+q $C "SELECT e.stream_id, e.stream_version, e.data->>'tok'
+        FROM unnest(ARRAY[$ids]::text[]) sid, LATERAL ocx.read_stream(sid) e" > "$RUN/readback" 2>&1
+is "read_stream of every stream returns every committed event once" \
+   "$(cut -d'|' -f3 "$RUN/readback" | sort | uniq | wc -l)|$(wc -l < "$RUN/readback")" "$committed|$committed"
+is "read back per stream in version order" \
+   "$(awk -F'|' '{ if ($1 == s && $2 != v + 1) bad++; s = $1; v = $2 } END { print bad + 0 }' "$RUN/readback")" 0
+# the same events on one node: load equals
+q $C "SELECT stream_id, stream_version, data FROM ocx.events WHERE stream_id LIKE 'load-%'
+      ORDER BY stream_id, stream_version" > "$RUN/events"
+"$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $SINGLE -d "$CITUS_DB" >/dev/null 2>&1 <<SQL || not_ok "copy the events to one node"
+CREATE TABLE public.src (stream_id text, stream_version bigint, data jsonb);
+\\copy public.src FROM '$RUN/events' WITH (FORMAT text, DELIMITER '|')
+SELECT count(ocx.append(stream_id, stream_version - 1, jsonb_build_object('type', 'Deposited', 'data', data)))
+  FROM (SELECT * FROM public.src ORDER BY stream_id, stream_version) s;
+SQL
+loads="SELECT md5(string_agg(sid || ocx.load('acct', sid)::text, ',' ORDER BY sid))
+         FROM unnest(ARRAY[$ids]::text[]) sid"
+is "load of the 1,000 streams equals one node's" "$(q $C "$loads")" "$(q $SINGLE "$loads")"
+
+# --- a race of 8 on one stream: exactly one winner per version -------------
+rounds=${OCX_CITUS_RACE:-20}
+for v in $(seq 0 $((rounds - 1))); do
+    for i in 1 2 3 4 5 6 7 8; do
+        "$PGBIN/psql" -qXtA -v VERBOSITY=verbose -p $C -d "$CITUS_DB" -c \
+            "SELECT ocx.append('race-1', $v, '{\"type\": \"Won\", \"data\": {\"who\": $i, \"round\": $v}}')" \
+            >"$RUN/race.$v.$i" 2>&1 &
+    done
+    wait
+done
+winners=0 losers=0 other=0
+for v in $(seq 0 $((rounds - 1))); do
+    w=$(grep -lx "$((v + 1))" "$RUN"/race.$v.* | wc -l)
+    l=$(grep -l 'OX001' "$RUN"/race.$v.* | wc -l)
+    [ "$w" -eq 1 ] && winners=$((winners + 1))
+    losers=$((losers + l))
+    other=$((other + 8 - w - l))
+done
+is "race: exactly one winner per version in $rounds rounds" "$winners" "$rounds"
+is "race: the 7 others of each round got wrong_expected_version" "$losers|$other" "$((rounds * 7))|0"
+is "race: the stream holds one event per round" \
+   "$(q $C "SELECT count(*) || ':' || count(DISTINCT data->>'round') || ':' || max(stream_version) FROM ocx.events WHERE stream_id = 'race-1'")" \
+   "$rounds:$rounds:$rounds"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
