@@ -140,21 +140,25 @@ BEGIN
                                        THEN 9223372036854775807 ELSE 0 END
                              ELSE ocx._version_arg(read_stream.from_version) END;
         typs text[] := read_stream.types;
+        hid  bigint := ocx._hidden_through(sid);
         e    record;
     BEGIN
-        -- the rows come from the stream's shard as stored; upcasting runs
-        -- here, on the coordinator (on a worker it would read the
+        -- the rows come from the stream's shard as stored; soft-deleted
+        -- versions are skipped (ocx.delete_stream), personal fields revealed
+        -- and upcasting run here, on the coordinator (on a worker it would read the
         -- definitions through a nested distributed query, which Citus refuses)
         FOR e IN SELECT * FROM ocx.events x
                   WHERE x.stream_id = sid
                     AND CASE WHEN back THEN x.stream_version <= fromv ELSE x.stream_version >= fromv END
+                    AND x.stream_version > hid
                     AND (typs IS NULL OR x.type = ANY (typs))
                   ORDER BY CASE WHEN back THEN -x.stream_version ELSE x.stream_version END
                   LIMIT lim
         LOOP
             RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
                             ocx._upcast_version(e.type, e.schema_version), e.time,
-                            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
         END LOOP;
     END
@@ -167,15 +171,17 @@ BEGIN
     DECLARE
         sid text := ocx._stream_arg(last_event.stream_id);
         typ text := last_event.type;
+        hid bigint := ocx._hidden_through(sid);
         e   record;
     BEGIN
         FOR e IN SELECT * FROM ocx.events x
-                  WHERE x.stream_id = sid AND (typ IS NULL OR x.type = typ)
+                  WHERE x.stream_id = sid AND (typ IS NULL OR x.type = typ) AND x.stream_version > hid
                   ORDER BY x.stream_version DESC LIMIT 1
         LOOP
             RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
                             ocx._upcast_version(e.type, e.schema_version), e.time,
-                            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
         END LOOP;
     END

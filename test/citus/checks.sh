@@ -75,6 +75,14 @@ is "read_stream forward" \
 is "read_stream backward, from version, max count" \
    "$(q $C "SELECT string_agg(stream_version::text, ',') FROM ocx.read_stream('acct-1', 2, 2, 'backward')")" "2,1"
 is "stream_version" "$(q $C "SELECT ocx.stream_version('acct-1')")" 3
+# soft delete (ocx.delete_stream) on the distributed log: stream reads skip the
+# deleted versions, the stream goes on at the next version
+q $C "SELECT ocx.append('gone-1', 0, '[{\"type\": \"A\", \"data\": {}}, {\"type\": \"B\", \"data\": {}}]')" >/dev/null
+is "soft delete: delete_stream returns the last version" "$(q $C "SELECT ocx.delete_stream('gone-1', 2)")" "2"
+is "soft delete: read_stream and last_event return nothing" \
+   "$(q $C "SELECT (SELECT count(*) FROM ocx.read_stream('gone-1')) || ':' || (SELECT count(*) FROM ocx.last_event('gone-1'))")" "0:0"
+is "soft delete: the stream goes on at the next version, and reads show only it" \
+   "$(q $C "SELECT ocx.append('gone-1', 2, '{\"type\": \"C\", \"data\": {}}')")|$(q $C "SELECT string_agg(stream_version || type, ',') FROM ocx.read_stream('gone-1')")" "3|3C"
 is "append_event" "$(q $C "SELECT ocx.append_event('acct-2', 1, 'Deposited', '{\"amount\": 1}')")" 2
 
 # --- contracts, upcasters, aggregates, snapshots: same as one node ----------
