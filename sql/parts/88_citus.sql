@@ -140,9 +140,13 @@ BEGIN
                                        THEN 9223372036854775807 ELSE 0 END
                              ELSE ocx._version_arg(read_stream.from_version) END;
         typs text[] := read_stream.types;
-        hid  bigint := ocx._hidden_through(sid);
+        hid  bigint;
         e    record;
     BEGIN
+        -- the soft-deleted versions (ocx.delete_stream): a plain query, as
+        -- Citus cannot plan the parameterized SQL function _hidden_through
+        SELECT s.hidden_through INTO hid FROM ocx.streams s WHERE s.stream_id = sid;
+        hid := COALESCE(hid, 0);
         -- the rows come from the stream's shard as stored; soft-deleted
         -- versions are skipped (ocx.delete_stream), personal fields revealed
         -- and upcasting run here, on the coordinator (on a worker it would read the
@@ -171,9 +175,11 @@ BEGIN
     DECLARE
         sid text := ocx._stream_arg(last_event.stream_id);
         typ text := last_event.type;
-        hid bigint := ocx._hidden_through(sid);
+        hid bigint;
         e   record;
     BEGIN
+        SELECT s.hidden_through INTO hid FROM ocx.streams s WHERE s.stream_id = sid;
+        hid := COALESCE(hid, 0);
         FOR e IN SELECT * FROM ocx.events x
                   WHERE x.stream_id = sid AND (typ IS NULL OR x.type = typ) AND x.stream_version > hid
                   ORDER BY x.stream_version DESC LIMIT 1
