@@ -342,21 +342,25 @@ while ($done < $ncalls) {
 	$node->psql('postgres', $script, stdout => \$stdout, stderr => \$stderr,
 		extra_params => [ '-U', $role ], on_error_stop => 0, timeout => 300);
 	my @lines = split /\n/, $stdout;
-	my ($prev, $cur, $last_i, $prev_r);
+	my ($prev, $cur, $last_i, $prev_r, $prev_max);
 	for my $l (@lines) {
 		# the worker's retention (docs/retention.md) removes events on its own,
-		# recording each batch in ocx.removals: a change of the log during a
-		# call is the call's only when no retention batch happened meanwhile
+		# recording each batch in ocx.removals, but never adds one: a failed
+		# call that raised the highest position wrote to the log, always; any
+		# other change is the call's when no retention batch happened meanwhile
 		if ($l =~ /^\@L (\d+) (\d+) (\d+)$/) {
+			my ($max, $removals) = ($2, $3);
 			$cur = "$1/$2";
 			if (defined $last_i) {
 				my $c = $calls[$last_i];
 				push @log_changed, "$c->{f}: $c->{sql} ($prev -> $cur)"
-					if $c->{state} ne '00000' && $cur ne $prev && $3 eq $prev_r;
+					if $c->{state} ne '00000' && $cur ne $prev
+					&& ($max > $prev_max || $removals eq $prev_r);
 				undef $last_i;
 			}
 			$prev = $cur;
-			$prev_r = $3;
+			$prev_max = $max;
+			$prev_r = $removals;
 		}
 		elsif ($l =~ /^\@R (\d+) (\S+)$/) {
 			my $c = $calls[$1];
