@@ -17,7 +17,7 @@ DECLARE
                             WHERE tgrelid = 'ocx.events'::regclass AND tgname = 'events_local_order');
 BEGIN
     IF enabled IS NULL THEN
-        RAISE EXCEPTION 'enabled must not be null' USING ERRCODE = 'OX000';
+        RAISE EXCEPTION 'enabled must not be null' USING ERRCODE = 'OX010';
     END IF;
     IF enabled AND NOT was THEN
         IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
