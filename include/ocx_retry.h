@@ -11,5 +11,6 @@
 
 extern Interval *OcxRetryDelay(const Interval *base_delay, const Interval *max_delay,
 							   int32 attempt);
+extern int64 OcxBackoffMs(int64 base_ms, int64 max_ms, int32 attempt);
 
 #endif							/* OCX_RETRY_H */

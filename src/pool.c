@@ -31,6 +31,7 @@
  */
 #include "ocx.h"
 #include "ocx_errors.h"
+#include "ocx_retry.h"
 #include "ocx_worker.h"
 
 #include <signal.h>
@@ -60,11 +61,18 @@ MemoryContext OcxStepContext = NULL;
 #define OCX_HELPER_IDLE_MS		10000
 /* shortest time between two passes that found no work */
 #define OCX_MIN_PASS_MS			2
-/* longest back-off after repeated errors */
-#define OCX_MAX_BACKOFF_MS		30000
-/* looking again for events a pass could not see yet: 5 ms, doubling to 1 s */
-#define OCX_HELD_MIN_MS			5
-#define OCX_HELD_MAX_MS			1000
+/*
+ * The fixed backoff policies of the pool, all through OcxBackoffMs (the one
+ * backoff, retry.c): a projection whose batch failed outside its handlers
+ * (500 ms doubling to 30 s), a process whose pass failed (100 ms doubling to
+ * 30 s), and looking again for events a pass could not see yet (5 ms
+ * doubling to 1 s).
+ */
+#define OCX_PROJECTION_BACKOFF_MS	500
+#define OCX_PASS_BACKOFF_MS			100
+#define OCX_MAX_BACKOFF_MS			30000
+#define OCX_HELD_MIN_MS				5
+#define OCX_HELD_MAX_MS				1000
 /* locktag field4 of the units' advisory locks */
 #define OCX_UNIT_LOCK			0x6f63
 
@@ -148,7 +156,7 @@ OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **m
 typedef struct ProjectionBackoff
 {
 	char		name[NAMEDATALEN];
-	int			delay_ms;
+	int32		failures;		/* batches failed in a row */
 	TimestampTz retry_at;
 } ProjectionBackoff;
 
@@ -168,7 +176,7 @@ FindBackoff(const char *name)
 	return NULL;
 }
 
-/* A projection's batch failed: double its delay (0.5 s to 30 s). */
+/* A projection's batch failed: wait longer (0.5 s doubling to 30 s). */
 static void
 NoteBackoff(const char *name, TimestampTz *next_due)
 {
@@ -180,10 +188,14 @@ NoteBackoff(const char *name, TimestampTz *next_due)
 			return;
 		pb = &backoffs[n_backoffs++];
 		strlcpy(pb->name, name, NAMEDATALEN);
-		pb->delay_ms = 0;
+		pb->failures = 0;
 	}
-	pb->delay_ms = Min(Max(pb->delay_ms * 2, 500), OCX_MAX_BACKOFF_MS);
-	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pb->delay_ms);
+	if (pb->failures < PG_INT32_MAX)
+		pb->failures++;
+	pb->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   OcxBackoffMs(OCX_PROJECTION_BACKOFF_MS,
+															OCX_MAX_BACKOFF_MS,
+															pb->failures));
 	if (pb->retry_at < *next_due)
 		*next_due = pb->retry_at;
 }
@@ -609,8 +621,9 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 OcxPassResult
 OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_generation)
 {
-	int			backoff_ms = 0;
-	int			held_ms = 0;
+	int32		pass_failures = 0;	/* passes failed in a row */
+	int32		held_looks = 0; /* looks again while events stay held */
+	int64		backoff_ms = 0;
 	bool		more = false;
 	TimestampTz last_pass = 0;
 	TimestampTz last_needed = GetCurrentTimestamp();
@@ -681,9 +694,14 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 			OcxRunStep(StepHorizon, NULL, "ocx worker: log horizon", &failed, NULL, NULL);
 
 		if (failed)
-			backoff_ms = Min(Max(backoff_ms * 2, 100), OCX_MAX_BACKOFF_MS);
+		{
+			if (pass_failures < PG_INT32_MAX)
+				pass_failures++;
+			backoff_ms = OcxBackoffMs(OCX_PASS_BACKOFF_MS, OCX_MAX_BACKOFF_MS, pass_failures);
+		}
 		else
 		{
+			pass_failures = 0;
 			backoff_ms = 0;
 			if (member == 0 && result == OCX_PASS_OK && OcxShmem->slots[slot_index].failures != 0)
 			{
@@ -710,11 +728,16 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 			OcxRunStep(StepHeld, &hs, "ocx worker: log horizon", &held_failed, NULL, NULL);
 			if (hs.held && !held_failed)
 			{
-				held_ms = held_ms == 0 ? OCX_HELD_MIN_MS : Min(held_ms * 2, OCX_HELD_MAX_MS);
-				next_due = Min(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), held_ms));
+				if (held_looks < PG_INT32_MAX)
+					held_looks++;
+				next_due = Min(next_due,
+							   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   OcxBackoffMs(OCX_HELD_MIN_MS,
+																		OCX_HELD_MAX_MS,
+																		held_looks)));
 			}
 			else
-				held_ms = 0;
+				held_looks = 0;
 		}
 
 		/* a helper is needed while another process is held by a slow unit */

@@ -933,15 +933,20 @@ OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due)
 	return LiveBatch(name, partition, next_due);
 }
 
-/* One batch of the live projection name, or of one of its partitions. */
-static bool
-LiveBatch(const char *name, int partition, TimestampTz *next_due)
+/*
+ * A live batch, split by job: read the projection's row (ReadLiveRow) and
+ * whether a batch is due (LiveBatchDue), read the events (ReadBatch,
+ * MarkHeldEvents), apply them (ApplyBatch, with the retry policy per failed
+ * event in EventFailed), record the held events (InsertHeldEvents), write
+ * the checkpoint after rechecking the row (WriteCheckpoint), then stop the
+ * projection or finish its rebuild (FinishBatch).
+ */
+
+/* The projection's row as the batch read it (Q_PROJ). */
+typedef struct LiveRow
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	Datum		values[11];
-	char		nulls[11];
-	bool		isnull;
+	const char *name;
+	int			partition;		/* or -1 */
 	Oid			handler;
 	Datum		types;
 	bool		types_null;
@@ -949,120 +954,393 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	bool		categories_null;
 	char	   *mode;
 	char	   *state;
-	Oid			owner;
+	Oid			owner;			/* InvalidOid: dropped (OX502) */
+	Datum		start_txid;		/* the checkpoint the batch reads after */
+	int64		start_pos;
+	int32		max_attempts;
+	Interval   *base_delay;
+	Interval   *max_delay;
+	char	   *on_exhausted;
+	bool		park_stream;	/* on_failure park_stream */
+	int32		partitions;
+	bool		have_partition; /* the partition's row exists */
+	Datum		row_updated_at; /* the recheck compares it */
+	bool		rebuilding;
+} LiveRow;
+
+/* What the batch did: written with the checkpoint. */
+typedef struct LiveProgress
+{
 	Datum		ckpt_txid;
 	int64		ckpt_pos;
-	Datum		start_txid;
-	int64		start_pos;
-	TimestampTz ckpt_time = 0;
-	bool		have_time = false;
+	TimestampTz ckpt_time;
+	bool		have_time;
 	int64		failing_pos;
 	bool		failing_null;
 	int32		failing_attempts;
 	TimestampTz retry_at;
 	bool		retry_null;
-	int32		max_attempts;
-	Interval   *base_delay;
-	Interval   *max_delay;
-	char	   *on_exhausted;
-	char	   *on_failure;
-	bool		park_stream;
-	bool		policy_null;
-	Datum		row_updated_at; /* of the row as read: the recheck compares it */
-	TimestampTz now = GetCurrentTimestamp();
-	BatchEvent *events;
-	uint64		nev;
-	uint64		i;
-	int64		applied = 0;
-	int64		parked = 0;
-	uint64		nheld = 0;		/* events of the batch marked held */
-	uint64		held = 0;		/* held events recorded */
-	bool		stopped = false;
-	bool		waiting = false;
-	char	   *last_error = NULL;	/* for every reader: position, SQLSTATE */
-	char	   *full_error = NULL;	/* for the event's tenant and the log */
-	FmgrInfo	flinfo;
-	bool		more = false;
-	bool		rebuilding;
-	uint64		nmatch = 0;
-	int32		partitions;
-	bool		have_partition;
+	int64		applied;
+	int64		parked;
+	uint64		held;			/* held events recorded */
+	bool		stopped;
+	bool		waiting;
+	char	   *last_error;		/* for every reader: position, SQLSTATE */
+	char	   *full_error;		/* for the event's tenant and the log */
+} LiveProgress;
 
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
-								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "ocx: SPI_connect failed");
-	MemoryContextSwitchTo(cxt);
+/* Lower *next_due to at. */
+static void
+LowerDue(TimestampTz *next_due, TimestampTz at)
+{
+	if (at < *next_due)
+		*next_due = at;
+}
+
+/*
+ * Read the row of projection name (of its partition, or -1) into *row and
+ * its checkpoint and retry state into *progress.  False when there is none
+ * (dropped, or an administrator holds its row: next time).
+ */
+static bool
+ReadLiveRow(const char *name, int partition, LiveRow *row, LiveProgress *progress)
+{
+	Datum		values[2];
+	bool		isnull;
+	bool		policy_null;
+	char	   *on_failure;
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(partition);
 	if (RunProjPlan(Q_PROJ, values, NULL) == 0)
-	{
-		/* dropped, or an administrator holds its row: next time */
-		SPI_finish();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
 		return false;
-	}
-	handler = DatumGetObjectId(GetCol(0, 1, &isnull));
-	types = GetCol(0, 2, &types_null);
-	categories = GetCol(0, 3, &categories_null);
-	mode = GetText(0, 4);
-	state = GetText(0, 5);
-	owner = get_role_oid(GetText(0, 6), true);	/* InvalidOid: dropped (OX502) */
-	ckpt_txid = GetCol(0, 7, &isnull);
-	ckpt_pos = DatumGetInt64(GetCol(0, 8, &isnull));
-	start_txid = ckpt_txid;
-	start_pos = ckpt_pos;
-	failing_pos = DatumGetInt64(GetCol(0, 9, &failing_null));
-	failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
-	retry_at = DatumGetTimestampTz(GetCol(0, 11, &retry_null));
-	max_attempts = DatumGetInt32(GetCol(0, 12, &policy_null));
-	base_delay = DatumGetIntervalP(GetCol(0, 13, &isnull));
+
+	memset(row, 0, sizeof(*row));
+	memset(progress, 0, sizeof(*progress));
+	row->name = name;
+	row->partition = partition;
+	row->handler = DatumGetObjectId(GetCol(0, 1, &isnull));
+	row->types = GetCol(0, 2, &row->types_null);
+	row->categories = GetCol(0, 3, &row->categories_null);
+	row->mode = GetText(0, 4);
+	row->state = GetText(0, 5);
+	row->owner = get_role_oid(GetText(0, 6), true);
+	row->start_txid = GetCol(0, 7, &isnull);
+	row->start_pos = DatumGetInt64(GetCol(0, 8, &isnull));
+	progress->ckpt_txid = row->start_txid;
+	progress->ckpt_pos = row->start_pos;
+	progress->failing_pos = DatumGetInt64(GetCol(0, 9, &progress->failing_null));
+	progress->failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
+	progress->retry_at = DatumGetTimestampTz(GetCol(0, 11, &progress->retry_null));
+	row->max_attempts = DatumGetInt32(GetCol(0, 12, &policy_null));
+	row->base_delay = DatumGetIntervalP(GetCol(0, 13, &isnull));
 	policy_null |= isnull;
-	max_delay = DatumGetIntervalP(GetCol(0, 14, &isnull));
+	row->max_delay = DatumGetIntervalP(GetCol(0, 14, &isnull));
 	policy_null |= isnull;
-	on_exhausted = GetText(0, 15);
-	partitions = DatumGetInt32(GetCol(0, 16, &isnull));
-	have_partition = DatumGetBool(GetCol(0, 17, &isnull));
+	row->on_exhausted = GetText(0, 15);
+	row->partitions = DatumGetInt32(GetCol(0, 16, &isnull));
+	row->have_partition = DatumGetBool(GetCol(0, 17, &isnull));
 	on_failure = GetText(0, 18);
-	park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
-	row_updated_at = GetCol(0, 19, &isnull);
-	if (policy_null || on_exhausted == NULL)
+	row->park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
+	row->row_updated_at = GetCol(0, 19, &isnull);
+	if (policy_null || row->on_exhausted == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_PROJECTION),
 				 errmsg("projection \"%s\" has a retry policy without max_attempts, base_delay, max_delay or on_exhausted", name),
 				 errhint("Define the projection again (ocx.define_projection) to store its policy in the current shape.")));
-	rebuilding = strcmp(state, "rebuilding") == 0;
+	row->rebuilding = strcmp(row->state, "rebuilding") == 0;
+	return true;
+}
 
+/*
+ * Whether a batch of the row is due now: it is still the unit that was
+ * listed, runs here and waits for no retry (then *next_due is lowered to it).
+ */
+static bool
+LiveBatchDue(LiveRow *row, LiveProgress *progress, TimestampTz now, TimestampTz *next_due)
+{
 	/* partitioned or not since the unit was listed: the next pass lists it anew */
-	if (partition >= 0 ? (!have_partition || partitions <= 1 || partition >= partitions)
-		: partitions > 1)
+	if (row->partition >= 0 ?
+		(!row->have_partition || row->partitions <= 1 || row->partition >= row->partitions) :
+		row->partitions > 1)
+		return false;
+
+	if ((strcmp(row->state, "running") != 0 && !row->rebuilding) ||
+		(strcmp(row->mode, "async") != 0 && !row->rebuilding))
+		return false;
+	if (!progress->retry_null && progress->retry_at > now)
 	{
-		SPI_finish();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
+		LowerDue(next_due, progress->retry_at);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * A rebuilding projection (partition) that read everything up to (txid,
+ * pos), with no other partition behind it, finishes its rebuild; when that
+ * must be tried again, *next_due is lowered to soon.
+ */
+static void
+MaybeFinishRebuild(LiveRow *row, Datum txid, int64 pos, TimestampTz now,
+				   TimestampTz *next_due)
+{
+	if (row->rebuilding && !PartitionBehind(row->name, row->partition, txid, pos) &&
+		FinishRebuild(row->name, strcmp(row->mode, "inline") == 0, txid, pos,
+					  row->types, row->types_null, row->categories, row->categories_null))
+		LowerDue(next_due, TimestampTzPlusMilliseconds(now, 100));
+}
+
+/*
+ * events[i] failed (edata says why): count the attempt and apply the retry
+ * policy.  Returns true when the batch goes on (the event was parked), false
+ * when it stops here: the event waits for its retry (progress->waiting,
+ * *next_due lowered to it) or the projection stops (progress->stopped).
+ */
+static bool
+EventFailed(LiveRow *row, BatchEvent *events, uint64 i, uint64 nev, ErrorData *edata,
+			LiveProgress *progress, TimestampTz *next_due)
+{
+	BatchEvent *ev = &events[i];
+	int32		attempts;
+
+	attempts = (!progress->failing_null && progress->failing_pos == ev->position) ?
+		progress->failing_attempts + 1 : 1;
+	OcxCount(OCX_COUNT_PROJECTION_ERRORS, 1);
+	progress->last_error = psprintf("event %lld failed with SQLSTATE %s",
+									(long long) ev->position,
+									unpack_sql_state(edata->sqlerrcode));
+	progress->full_error = RecordError(row->name, ev, edata);
+	if (attempts < row->max_attempts)
+	{
+		Interval   *delay = OcxRetryDelay(row->base_delay, row->max_delay, attempts);
+
+		progress->failing_null = false;
+		progress->failing_pos = ev->position;
+		progress->failing_attempts = attempts;
+		progress->retry_null = false;
+		progress->retry_at =
+			DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													TimestampTzGetDatum(GetCurrentTimestamp()),
+													IntervalPGetDatum(delay)));
+		LowerDue(next_due, progress->retry_at);
+		progress->waiting = true;
+		return false;
+	}
+	if (strcmp(row->on_exhausted, "stop") == 0)
+	{
+		progress->failing_null = false;
+		progress->failing_pos = ev->position;
+		progress->failing_attempts = attempts;
+		progress->stopped = true;
 		return false;
 	}
 
-	if ((strcmp(state, "running") != 0 && !rebuilding) ||
-		(strcmp(mode, "async") != 0 && !rebuilding))
+	/* park it and go on (with park_stream, without the rest of its stream) */
+	InsertDeadLetter(row->name, ev, attempts, edata, row->park_stream);
+	if (row->park_stream)
+		HoldRestOfStream(events, i, nev);
+	ereport(LOG,
+			(errmsg("ocx: projection \"%s\" parked event %lld in ocx.dead_letters after %d attempts",
+					row->name, (long long) ev->position, attempts),
+			 errdetail("%s", edata->message)));
+	progress->parked++;
+	OcxCount(OCX_COUNT_PROJECTION_DEAD_LETTERS, 1);
+	progress->failing_null = true;
+	progress->failing_attempts = 0;
+	progress->retry_null = true;
+	FreeErrorData(edata);
+	return true;
+}
+
+/*
+ * Call the handler on the matching events of the batch that are not held
+ * back.  Returns how many events of the batch are done: nev, or the index
+ * of the event that waits for a retry or stopped the projection.
+ */
+static uint64
+ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
+		   uint64 nmatch, uint64 nheld, LiveProgress *progress, TimestampTz *next_due)
+{
+	uint64		i;
+
+	if (nmatch == nheld)
+		return nev;				/* nothing for this projection to apply */
+
+	/* fast path: the whole batch in one subtransaction (held events apart) */
+	if (progress->failing_null)
 	{
-		SPI_finish();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
+		ErrorData  *edata = NULL;
+
+		if (ApplyInSubtransaction(flinfo, row->owner, events, 0, nev, &edata))
+		{
+			progress->applied = nmatch - nheld;
+			return nev;
+		}
+		FreeErrorData(edata);
+	}
+
+	/* slow path: one subtransaction per event, to isolate the failing one */
+	for (i = 0; i < nev; i++)
+	{
+		ErrorData  *edata = NULL;
+
+		if (!events[i].matches)
+			continue;
+		if (events[i].held)
+			continue;			/* recorded by InsertHeldEvents */
+		if (ApplyInSubtransaction(flinfo, row->owner, events, i, i + 1, &edata))
+		{
+			progress->applied++;
+			progress->failing_null = true;
+			progress->failing_attempts = 0;
+			continue;
+		}
+		if (!EventFailed(row, events, i, nev, edata, progress, next_due))
+			break;
+	}
+	return i;
+}
+
+/*
+ * The batch read the row without locking it, so that its transaction
+ * takes no xid before its handlers write (an xid would hold the log
+ * horizon of every other consumer while a slow handler runs).  Pool
+ * workers never run one projection twice at once (pool.c); whatever else
+ * changed the row meanwhile wins, and this batch is tried again (OX203).
+ * retry_dead_letter and skip_dead_letter move updated_at when they
+ * release a stream, holding the row (FOR UPDATE) until they commit: a
+ * batch that read the stream as held back before that starts again, and
+ * one that got here first (a partition's batch shares the row with KEY
+ * SHARE) commits before they read the held events.
+ */
+static void
+RecheckLiveRow(LiveRow *row)
+{
+	Datum		values[7];
+
+	values[0] = CStringGetTextDatum(row->name);
+	values[1] = row->start_txid;
+	values[2] = Int64GetDatum(row->start_pos);
+	values[3] = CStringGetTextDatum(row->state);
+	values[4] = Int32GetDatum(row->partition);
+	values[5] = Int32GetDatum(row->partitions);
+	values[6] = row->row_updated_at;
+	if (RunProjPlan(row->partition >= 0 ? Q_RECHECK_PART : Q_RECHECK, values, NULL) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
+				 errmsg("projection \"%s\" changed while its batch ran", row->name),
+				 errdetail("The batch is rolled back and tried again.")));
+}
+
+/*
+ * The checkpoint: the last event done (events[0..done)), before the one that
+ * waits, if any; with the retry state and the counts, in the projection's
+ * row or its partition's.
+ */
+static void
+WriteCheckpoint(LiveRow *row, BatchEvent *events, uint64 done, LiveProgress *progress)
+{
+	Datum		values[11];
+	char		nulls[11];
+
+	if (done > 0)
+	{
+		progress->ckpt_txid = events[done - 1].txid;
+		progress->ckpt_pos = events[done - 1].position;
+		progress->ckpt_time = events[done - 1].time;
+		progress->have_time = true;
+	}
+	if (!progress->waiting && !progress->stopped)
+	{
+		/* past every event read: nothing is pending a retry */
+		progress->retry_null = true;
+		progress->failing_null = true;
+	}
+
+	RecheckLiveRow(row);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(row->name);
+	values[1] = progress->ckpt_txid;
+	values[2] = Int64GetDatum(progress->ckpt_pos);
+	values[3] = TimestampTzGetDatum(progress->ckpt_time);
+	nulls[3] = progress->have_time ? ' ' : 'n';
+	values[4] = Int64GetDatum(progress->applied);
+	values[5] = Int64GetDatum(progress->failing_pos);
+	nulls[5] = progress->failing_null ? 'n' : ' ';
+	values[6] = Int32GetDatum(progress->failing_null ? 0 : progress->failing_attempts);
+	values[7] = TimestampTzGetDatum(progress->retry_at);
+	nulls[7] = progress->retry_null ? 'n' : ' ';
+	values[8] = progress->last_error ? CStringGetTextDatum(progress->last_error) : (Datum) 0;
+	nulls[8] = progress->last_error ? ' ' : 'n';
+	values[9] = Int64GetDatum(row->rebuilding ?
+							  progress->applied + progress->parked + (int64) progress->held : 0);
+	if (row->partition < 0)
+		RunProjPlan(Q_CKPT, values, nulls);
+	else
+	{
+		/* a partition's state in its row; the projection's last error in its own */
+		values[10] = Int32GetDatum(row->partition);
+		nulls[10] = ' ';
+		RunProjPlan(Q_CKPT_PART, values, nulls);
+		if (progress->last_error)
+		{
+			Datum		fvalues[2] = {values[0], values[8]};
+
+			RunProjPlan(Q_FAILED, fvalues, NULL);
+		}
+	}
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS, progress->applied);
+}
+
+/*
+ * After the checkpoint: stop the projection when its policy says so, else
+ * finish its rebuild when it caught up.  Returns whether there is probably
+ * more to do at once.
+ */
+static bool
+FinishBatch(LiveRow *row, uint64 nev, LiveProgress *progress, TimestampTz now,
+			TimestampTz *next_due)
+{
+	bool		more;
+
+	if (progress->stopped)
+	{
+		SetState(row->name, "stopped");
+		ereport(WARNING,
+				(errcode(ERRCODE_OCX_PROJECTION_STOPPED),
+				 errmsg("ocx: projection \"%s\" stopped at event %lld", row->name,
+						(long long) progress->failing_pos),
+				 errdetail("%s", progress->full_error ? progress->full_error : progress->last_error),
+				 errhint("Fix the handler, then call ocx.resume_projection('%s').", row->name)));
 		return false;
 	}
-	if (!retry_null && retry_at > now)
-	{
-		if (retry_at < *next_due)
-			*next_due = retry_at;
-		SPI_finish();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
+	if (progress->waiting)
 		return false;
-	}
+	more = (nev == (uint64) ocx_batch_size);
+	if (!more)
+		MaybeFinishRebuild(row, progress->ckpt_txid, progress->ckpt_pos, now, next_due);
+	return more;
+}
+
+/* LiveBatch in its memory context cxt, connected to SPI. */
+static bool
+LiveBatchRun(const char *name, int partition, MemoryContext cxt, TimestampTz *next_due)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	LiveRow		row;
+	LiveProgress progress;
+	BatchEvent *events;
+	uint64		nev;
+	uint64		nmatch = 0;
+	uint64		nheld = 0;		/* events of the batch marked held */
+	uint64		done;
+	FmgrInfo	flinfo;
+
+	if (!ReadLiveRow(name, partition, &row, &progress) ||
+		!LiveBatchDue(&row, &progress, now, next_due))
+		return false;
 
 	/*
 	 * The next batch, in log order, in its stored form.  All events, filtered
@@ -1073,211 +1351,42 @@ LiveBatch(const char *name, int partition, TimestampTz *next_due)
 	 * retried and dead-lettered per its retry policy, and is never upcast for
 	 * a projection that filters it out.
 	 */
-	events = ReadBatch(ckpt_txid, ckpt_pos, types, types_null, categories, categories_null,
-					   partition, partitions, &nev, &nmatch);
+	events = ReadBatch(row.start_txid, row.start_pos, row.types, row.types_null,
+					   row.categories, row.categories_null, partition, row.partitions,
+					   &nev, &nmatch);
 	if (nmatch > 0)
 		nheld = MarkHeldEvents(name, events, nev);
-
 	if (nev == 0)
 	{
-		if (rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos))
-			more = FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
-								 types, types_null, categories, categories_null);
-		SPI_finish();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		if (more)
-		{
-			TimestampTz soon = TimestampTzPlusMilliseconds(now, 100);
-
-			if (soon < *next_due)
-				*next_due = soon;
-		}
+		MaybeFinishRebuild(&row, row.start_txid, row.start_pos, now, next_due);
 		return false;
 	}
 
-	fmgr_info_cxt(handler, &flinfo, cxt);
+	fmgr_info_cxt(row.handler, &flinfo, cxt);
 	ForgetEventSettings();
-
-	/* fast path: the whole batch in one subtransaction (held events apart) */
-	i = 0;
-	if (nmatch == nheld)
-		i = nev;				/* nothing for this projection to apply */
-	else if (failing_null)
-	{
-		ErrorData  *edata = NULL;
-
-		if (ApplyInSubtransaction(&flinfo, owner, events, 0, nev, &edata))
-		{
-			i = nev;
-			applied = nmatch - nheld;
-		}
-		else
-			FreeErrorData(edata);
-	}
-
-	/* slow path: one subtransaction per event, to isolate the failing one */
-	for (; i < nev; i++)
-	{
-		ErrorData  *edata = NULL;
-		int32		attempts;
-
-		if (!events[i].matches)
-			continue;
-		if (events[i].held)
-			continue;			/* recorded below */
-		if (ApplyInSubtransaction(&flinfo, owner, events, i, i + 1, &edata))
-		{
-			applied++;
-			failing_null = true;
-			failing_attempts = 0;
-			continue;
-		}
-		attempts = (!failing_null && failing_pos == events[i].position) ? failing_attempts + 1 : 1;
-		OcxCount(OCX_COUNT_PROJECTION_ERRORS, 1);
-		last_error = psprintf("event %lld failed with SQLSTATE %s",
-							  (long long) events[i].position, unpack_sql_state(edata->sqlerrcode));
-		full_error = RecordError(name, &events[i], edata);
-		if (attempts < max_attempts)
-		{
-			Interval   *delay = OcxRetryDelay(base_delay, max_delay, attempts);
-
-			failing_null = false;
-			failing_pos = events[i].position;
-			failing_attempts = attempts;
-			retry_null = false;
-			retry_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-															   TimestampTzGetDatum(GetCurrentTimestamp()),
-															   IntervalPGetDatum(delay)));
-			if (retry_at < *next_due)
-				*next_due = retry_at;
-			waiting = true;
-			break;
-		}
-		if (strcmp(on_exhausted, "stop") == 0)
-		{
-			failing_null = false;
-			failing_pos = events[i].position;
-			failing_attempts = attempts;
-			stopped = true;
-			break;
-		}
-
-		/* park it and go on (with park_stream, without the rest of its stream) */
-		InsertDeadLetter(name, &events[i], attempts, edata, park_stream);
-		if (park_stream)
-			HoldRestOfStream(events, i, nev);
-		ereport(LOG,
-				(errmsg("ocx: projection \"%s\" parked event %lld in ocx.dead_letters after %d attempts",
-						name, (long long) events[i].position, attempts),
-				 errdetail("%s", edata->message)));
-		parked++;
-		OcxCount(OCX_COUNT_PROJECTION_DEAD_LETTERS, 1);
-		failing_null = true;
-		failing_attempts = 0;
-		retry_null = true;
-		FreeErrorData(edata);
-	}
+	done = ApplyBatch(&row, &flinfo, events, nev, nmatch, nheld, &progress, next_due);
 
 	/* the held events up to the checkpoint, once every handler has run */
-	held = InsertHeldEvents(name, events, i);
+	progress.held = InsertHeldEvents(name, events, done);
+	WriteCheckpoint(&row, events, done, &progress);
+	return FinishBatch(&row, nev, &progress, now, next_due);
+}
 
-	/* the checkpoint: the last event read before the one that waits, if any */
-	if (i > 0)
-	{
-		ckpt_txid = events[i - 1].txid;
-		ckpt_pos = events[i - 1].position;
-		ckpt_time = events[i - 1].time;
-		have_time = true;
-	}
-	if (!waiting && !stopped)
-	{
-		/* past every event read: nothing is pending a retry */
-		retry_null = true;
-		failing_null = true;
-	}
+/* One batch of the live projection name, or of one of its partitions. */
+static bool
+LiveBatch(const char *name, int partition, TimestampTz *next_due)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	bool		more;
 
-	/*
-	 * The batch read the row without locking it, so that its transaction
-	 * takes no xid before its handlers write (an xid would hold the log
-	 * horizon of every other consumer while a slow handler runs).  Pool
-	 * workers never run one projection twice at once (pool.c); whatever else
-	 * changed the row meanwhile wins, and this batch is tried again.
-	 * retry_dead_letter and skip_dead_letter move updated_at when they
-	 * release a stream, holding the row (FOR UPDATE) until they commit: a
-	 * batch that read the stream as held back before that starts again, and
-	 * one that got here first (a partition's batch shares the row with KEY
-	 * SHARE) commits before they read the held events.
-	 */
-	values[0] = CStringGetTextDatum(name);
-	values[1] = start_txid;
-	values[2] = Int64GetDatum(start_pos);
-	values[3] = CStringGetTextDatum(state);
-	values[4] = Int32GetDatum(partition);
-	values[5] = Int32GetDatum(partitions);
-	values[6] = row_updated_at;
-	if (RunProjPlan(partition >= 0 ? Q_RECHECK_PART : Q_RECHECK, values, NULL) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
-				 errmsg("projection \"%s\" changed while its batch ran", name),
-				 errdetail("The batch is rolled back and tried again.")));
-
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(name);
-	values[1] = ckpt_txid;
-	values[2] = Int64GetDatum(ckpt_pos);
-	values[3] = TimestampTzGetDatum(ckpt_time);
-	nulls[3] = have_time ? ' ' : 'n';
-	values[4] = Int64GetDatum(applied);
-	values[5] = Int64GetDatum(failing_pos);
-	nulls[5] = failing_null ? 'n' : ' ';
-	values[6] = Int32GetDatum(failing_null ? 0 : failing_attempts);
-	values[7] = TimestampTzGetDatum(retry_at);
-	nulls[7] = retry_null ? 'n' : ' ';
-	values[8] = last_error ? CStringGetTextDatum(last_error) : (Datum) 0;
-	nulls[8] = last_error ? ' ' : 'n';
-	values[9] = Int64GetDatum(rebuilding ? applied + parked + (int64) held : 0);
-	if (partition < 0)
-		RunProjPlan(Q_CKPT, values, nulls);
-	else
-	{
-		/* a partition's state in its row; the projection's last error in its own */
-		values[10] = Int32GetDatum(partition);
-		nulls[10] = ' ';
-		RunProjPlan(Q_CKPT_PART, values, nulls);
-		if (last_error)
-		{
-			Datum		fvalues[2] = {values[0], values[8]};
-
-			RunProjPlan(Q_FAILED, fvalues, NULL);
-		}
-	}
-	OcxCount(OCX_COUNT_PROJECTION_EVENTS, applied);
-
-	if (stopped)
-	{
-		SetState(name, "stopped");
-		ereport(WARNING,
-				(errcode(ERRCODE_OCX_PROJECTION_STOPPED),
-				 errmsg("ocx: projection \"%s\" stopped at event %lld", name,
-						(long long) failing_pos),
-				 errdetail("%s", full_error ? full_error : last_error),
-				 errhint("Fix the handler, then call ocx.resume_projection('%s').", name)));
-	}
-	else if (!waiting)
-	{
-		more = (nev == (uint64) ocx_batch_size);
-		if (!more && rebuilding && !PartitionBehind(name, partition, ckpt_txid, ckpt_pos) &&
-			FinishRebuild(name, strcmp(mode, "inline") == 0, ckpt_txid, ckpt_pos,
-						  types, types_null, categories, categories_null))
-		{
-			TimestampTz soon = TimestampTzPlusMilliseconds(now, 100);
-
-			if (soon < *next_due)
-				*next_due = soon;
-		}
-	}
-
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx projection batch",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
+	more = LiveBatchRun(name, partition, cxt, next_due);
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
@@ -1435,12 +1544,7 @@ OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 			ereport(LOG,
 					(errmsg("ocx: projection \"%s\" swapped in its rebuilt tables", name)));
 		else
-		{
-			TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
-
-			if (soon < *next_due)
-				*next_due = soon;
-		}
+			LowerDue(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100));
 	}
 
 done:

@@ -17,7 +17,12 @@
  *
  * The projection worker (projection.c) calls OcxRetryDelay; SQL callers
  * (ocx.fail_command for command handlers) call ocx.retry_delay(policy,
- * attempt), which is the same function.  No shared state here.
+ * attempt), which is the same function.  ocx's own waits after repeated
+ * failures (the pool's per-projection and per-pass backoff and its look
+ * again for events held under the horizon, pool.c; the launcher's restart
+ * of a failed database worker, worker.c) use fixed internal policies in
+ * milliseconds through OcxBackoffMs, which calls OcxRetryDelay: there is no
+ * other backoff formula in ocx.  No shared state here.
  */
 #include "ocx.h"
 #include "ocx_errors.h"
@@ -70,6 +75,28 @@ OcxRetryDelay(const Interval *base_delay, const Interval *max_delay, int32 attem
 	if (IntervalCompare(d, max_delay) > 0)
 		*d = *max_delay;
 	return d;
+}
+
+/*
+ * OcxRetryDelay for a fixed internal policy in milliseconds: the wait after
+ * failed attempt `attempt` (1, 2, ...; less than 1 counts as 1) for
+ * base_ms <= max_ms, both >= 0.  Allocates nothing that outlives the call.
+ */
+int64
+OcxBackoffMs(int64 base_ms, int64 max_ms, int32 attempt)
+{
+	Interval	base = {0, 0, 0};
+	Interval	max = {0, 0, 0};
+	Interval   *d;
+	int64		ms;
+
+	Assert(base_ms >= 0 && base_ms <= max_ms);
+	base.time = base_ms * INT64CONST(1000);
+	max.time = max_ms * INT64CONST(1000);
+	d = OcxRetryDelay(&base, &max, Max(attempt, 1));
+	ms = d->time / INT64CONST(1000);
+	pfree(d);
+	return ms;
 }
 
 /* An interval key of a policy, parsed; errors name the key. */

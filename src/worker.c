@@ -34,6 +34,7 @@
  */
 #include "ocx.h"
 #include "ocx_errors.h"
+#include "ocx_retry.h"
 #include "ocx_worker.h"
 
 #include <signal.h>
@@ -79,10 +80,23 @@ PG_FUNCTION_INFO_V1(ocx_worker_status);
 #define OCX_RESCAN_MS			60000
 /* retry delay when the postmaster has no free worker slot */
 #define OCX_NO_SLOT_RETRY_MS	10000
-/* longest back-off after repeated errors (the launcher's restarts) */
+/*
+ * The launcher's restart of a database worker that failed: after failure k
+ * (1, 2, ...) 2 s doubling to 30 s, through the one backoff (OcxBackoffMs,
+ * retry.c).
+ */
+#define OCX_RESTART_BACKOFF_MS	2000
 #define OCX_MAX_BACKOFF_MS		30000
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/* When to start again a database worker that failed `failures` times in a row. */
+static TimestampTz
+RestartAt(TimestampTz now, int failures)
+{
+	return TimestampTzPlusMilliseconds(now, OcxBackoffMs(OCX_RESTART_BACKOFF_MS,
+														 OCX_MAX_BACKOFF_MS, failures));
+}
 
 
 /* database worker side */
@@ -505,8 +519,7 @@ ManageSlots(bool *rescan)
 				{
 					slot->failures++;
 					slot->state = OCX_SLOT_HOLD;
-					slot->restart_at = TimestampTzPlusMilliseconds(now,
-																   Min(1000 << Min(slot->failures, 5), OCX_MAX_BACKOFF_MS));
+					slot->restart_at = RestartAt(now, slot->failures);
 					sleep_ms = Min(sleep_ms, 1000);
 				}
 				break;
@@ -535,8 +548,7 @@ ManageSlots(bool *rescan)
 						OcxShmem->worker_restarts++;
 						OcxCount(OCX_COUNT_WORKER_RESTARTS, 1);
 						slot->state = OCX_SLOT_HOLD;
-						slot->restart_at = TimestampTzPlusMilliseconds(now,
-																	   Min(1000 << Min(slot->failures, 5), OCX_MAX_BACKOFF_MS));
+						slot->restart_at = RestartAt(now, slot->failures);
 						break;
 				}
 				sleep_ms = 0;	/* look again at once */
