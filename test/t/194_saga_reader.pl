@@ -28,7 +28,7 @@ CREATE EXTENSION ocx;
 SELECT ocx.define_personal_data('sr.ADone', 'customer_id', '{email}');
 SELECT ocx.define_saga('sr', '{"steps": [
     {"name": "a", "command": "sr.A", "success": "sr.ADone"},
-    {"name": "b", "command": "sr.B", "data": {"email": "$.results.a.email"}, "success": "sr.BDone"}]}');
+    {"name": "b", "command": "sr.B", "data": {"email": "$.steps.a.email"}, "success": "sr.BDone"}]}');
 SELECT ocx.start_saga('sr', '{}', '00000000-0000-0000-0000-0000000000c1');
 });
 
