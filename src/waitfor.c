@@ -295,8 +295,7 @@ CheckWaitingTransaction(uint64 txid)
 	"$2 OPERATOR(pg_catalog.<) h.horizon AND NOT EXISTS (SELECT FROM ocx.events e " \
 	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position) " \
 	"   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($2, $3) " \
-	"   AND (p.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (p.types)) " \
-	"   AND (p.categories IS NULL OR ocx.category(e.stream_id) OPERATOR(pg_catalog.=) ANY (p.categories))) " \
+	"   AND ocx._log_selects(e.type, e.stream_id, p.types, p.categories)) " \
 	"FROM ocx.projections p " \
 	/* a partitioned projection: its slowest partition */ \
 	"CROSS JOIN LATERAL (SELECT COALESCE(pm.checkpoint_txid, p.checkpoint_txid) AS checkpoint_txid, " \

@@ -677,9 +677,11 @@ $fn$;
 COMMENT ON FUNCTION ocx.abort_saga(uuid, text) IS
     'stop a running saga and compensate its completed steps (and the current one if its command ran); returns the new state';
 
--- An event correlated to a running saga: advance it on a success type of
--- its current step, compensate on a failure type, else ignore it.
-CREATE FUNCTION ocx._saga_on_event(e ocx.events) RETURNS boolean
+-- An event correlated to a running saga, as the one reader hands it out
+-- (ocx._read_log, as stored: revealed, not upcast): advance the saga on a
+-- success type of its current step, compensate on a failure type, else
+-- ignore it.
+CREATE FUNCTION ocx._saga_on_event(e ocx.event) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -695,7 +697,9 @@ BEGIN
     st := i.steps -> (i.current_step - 1);
     nm := st->>'name';
     IF st->'success' ? e.type THEN
-        -- templates see the event as reads do: upcast to its type's current version
+        -- templates see the event as reads do: upcast to its type's current
+        -- version, by the reader's one upcasting step; here, per event, so that
+        -- a failing upcaster fails this saga only (below), not the task
         i.results := i.results || jsonb_build_object(nm, ocx._upcast(e.type, e.schema_version, e.data));
         IF i.current_step = jsonb_array_length(i.steps) THEN
             UPDATE ocx.saga_instances x
@@ -719,9 +723,9 @@ BEGIN
     RETURN false;
 END
 $fn$;
-COMMENT ON FUNCTION ocx._saga_on_event(ocx.events) IS
-    'internal: apply one event of the log to the running saga it is correlated to';
-REVOKE ALL ON FUNCTION ocx._saga_on_event(ocx.events) FROM PUBLIC;
+COMMENT ON FUNCTION ocx._saga_on_event(ocx.event) IS
+    'internal: apply one event of the log, as the one reader reads it, to the running saga it is correlated to';
+REVOKE ALL ON FUNCTION ocx._saga_on_event(ocx.event) FROM PUBLIC;
 
 -- A saga whose transition raised an error (a data template that cannot be
 -- filled, a command the queue refuses) is marked failed, so that one saga
@@ -765,7 +769,7 @@ DECLARE
     last_gp bigint;
     seen    integer := 0;
     done    integer := 0;
-    e       ocx.events;
+    e       ocx.event;
     r       record;
     i       ocx.saga_instances;
     cstatus text;
@@ -785,7 +789,8 @@ BEGIN
         SELECT ocx.txid(t), ocx.global_position(t) INTO last_tx, last_gp
           FROM ocx._log_tail(ocx.cursor(cur.txid, cur.global_position), horizon) t;
     ELSE
-        -- the batch, through the one reader (as stored: sagas read data as written)
+        -- the batch, through the one reader (revealed, as stored: each event
+        -- is upcast when it moves a saga, ocx._saga_on_event)
         SELECT b.txid, b.global_position, b.n INTO last_tx, last_gp, seen FROM (
             SELECT rl.txid, rl.global_position, count(*) OVER () AS n
               FROM ocx._read_log(ocx.cursor(cur.txid, cur.global_position), max_events,
@@ -794,9 +799,8 @@ BEGIN
          LIMIT 1;
         IF last_tx IS NOT NULL THEN
             FOR e IN
-                SELECT e2.* FROM ocx._read_log(ocx.cursor(cur.txid, cur.global_position), seen,
+                SELECT rl.* FROM ocx._read_log(ocx.cursor(cur.txid, cur.global_position), seen,
                                                NULL, NULL, false, horizon) rl
-                  JOIN ocx.events e2 ON e2.global_position = rl.global_position
                   JOIN ocx.saga_instances x ON x.saga_id = rl.correlation_id AND x.state = 'running'
                  ORDER BY rl.txid, rl.global_position
             LOOP

@@ -58,13 +58,13 @@ SELECT is((SELECT type FROM ocx.commands WHERE correlation_id = '00000000-0000-0
 -- apply them with the function a round applies to each event
 SELECT ok(ocx.append('pt-1', NULL, '{"type": "pt.ADone", "data": {"x": 7},
                      "correlation_id": "00000000-0000-0000-0000-0000000000b1"}') = 1, 'append step a''s success event');
-SELECT ok(ocx._saga_on_event((SELECT e FROM ocx.events e WHERE e.stream_id = 'pt-1' AND e.stream_version = 1)),
+SELECT ok(ocx._saga_on_event((SELECT e FROM ocx.read_stream('pt-1') e WHERE e.stream_version = 1)),
           'the success event advances the saga');
 SELECT is((SELECT step_name || ':' || state FROM ocx.saga_status WHERE saga_id = '00000000-0000-0000-0000-0000000000b1'),
           'b:running', 'the saga is at step b');
 SELECT ok(ocx.append('pt-1', NULL, '{"type": "pt.BFailed", "data": {},
                      "correlation_id": "00000000-0000-0000-0000-0000000000b1"}') = 2, 'append step b''s failure event');
-SELECT ok(ocx._saga_on_event((SELECT e FROM ocx.events e WHERE e.stream_id = 'pt-1' AND e.stream_version = 2)),
+SELECT ok(ocx._saga_on_event((SELECT e FROM ocx.read_stream('pt-1') e WHERE e.stream_version = 2)),
           'the failure event stops the saga');
 SELECT is((SELECT type || ' ' || data::text FROM ocx.commands
             WHERE correlation_id = '00000000-0000-0000-0000-0000000000b1' ORDER BY seq DESC LIMIT 1),
