@@ -36,6 +36,11 @@ PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_con
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
 ifneq ($(wildcard $(PGXS)),)
+# ocx supports PostgreSQL 15 only (README.md); refuse another major up front.
+PG_MAJOR := $(shell $(PG_CONFIG) --version | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p')
+ifneq ($(PG_MAJOR),15)
+$(error ocx supports PostgreSQL 15 only, but $(PG_CONFIG) is PostgreSQL '$(PG_MAJOR)': set PG_CONFIG to a PostgreSQL 15 pg_config)
+endif
 include $(PGXS)
 else
 # Before `make deps` there are no server headers; the targets below still work.

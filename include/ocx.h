@@ -11,6 +11,16 @@
 
 #include "postgres.h"
 
+/*
+ * ocx is built and tested for PostgreSQL 15 only (README.md): its hooks,
+ * parser calls and catalogs follow 15's signatures, so refuse other majors
+ * here instead of failing later with obscure errors (the Makefile says so
+ * first).
+ */
+#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 160000
+#error "ocx supports PostgreSQL 15 only: point PG_CONFIG at a PostgreSQL 15 pg_config"
+#endif
+
 #include "fmgr.h"
 #include "utils/jsonb.h"
 #include "utils/snapshot.h"
@@ -60,7 +70,6 @@ typedef struct OcxNewEvent
 extern int64 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 					   OcxNewEvent *events, int nevents);
 extern void OcxCheckStreamId(text *stream_id);
-extern void OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev);
 extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 extern void OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
 								   bool with_stream_id);
@@ -264,7 +273,6 @@ extern void OcxPrivacyInit(void);
 extern void OcxPrivacyProtect(OcxNewEvent *events, int nevents);
 extern Jsonb *OcxPrivacyReveal(const char *type, int typelen, Jsonb *data,
 							   const pg_uuid_t *event_id, bool allowed, bool *erased);
-extern bool OcxPrivacyAllowed(void);
 extern bool OcxPrivacyInUse(void);
 
 #endif							/* OCX_H */

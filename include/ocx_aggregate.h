@@ -97,20 +97,15 @@ extern bool OcxAnyUpcasting(void);
 
 /* contract.c */
 extern void OcxContractInit(void);
-extern OcxSchema *OcxCompileSchema(const char *json, MemoryContext cxt);
-extern void OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type,
-							int32 version, int index);
 
 /* upcast.c */
 extern void OcxUpcastInit(void);
-extern OcxUpcaster *OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt);
 extern int32 OcxUpcastTarget(OcxEventTypeDef *def, int32 from_version);
 extern Jsonb *OcxUpcastData(OcxEventTypeDef *def, int32 from_version, Jsonb *data);
 extern Datum OcxUpcastEvent(Datum event);
 
 /* reducer.c */
 extern void OcxReducerInit(void);
-extern OcxReducer *OcxCompileReducer(const char *json, MemoryContext cxt);
 typedef struct OcxFold OcxFold;
 extern OcxFold *OcxFoldBegin(OcxReducer *reducer, Jsonb *state);
 extern void OcxFoldEvent(OcxFold *fold, text *type, Jsonb *data, int64 version,

@@ -32,7 +32,4 @@ extern int	ocx_notify_mode;
 
 extern void OcxBusInit(void);
 
-/* Queue a NOTIFY on channel with payload, checking both (bus.c). */
-extern void OcxNotify(const char *channel, const char *payload);
-
 #endif							/* OCX_BUS_H */

@@ -644,15 +644,9 @@ CheckType(const char *type, int index)
 /*
  * Fill *ev from one event object of an append batch ({"type": ..., "data": ...}
  * plus optional keys).  index is 1-based, for messages.  Unknown keys are
- * refused: a misspelt "metdata" must not vanish silently.
+ * refused: a misspelt "metdata" must not vanish silently.  with_stream_id:
+ * the object names its stream (ocx.append_if).
  */
-void
-OcxParseEventObject(JsonbContainer *obj, int index, OcxNewEvent *ev)
-{
-	OcxParseEventObjectExt(obj, index, ev, false);
-}
-
-/* with_stream_id: the object names its stream (ocx.append_if) */
 void
 OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
 					   bool with_stream_id)
@@ -1747,7 +1741,7 @@ ocx_append(PG_FUNCTION_ARGS)
 	{
 		n = 1;
 		events = palloc(sizeof(OcxNewEvent));
-		OcxParseEventObject(&batch->root, 1, &events[0]);
+		OcxParseEventObjectExt(&batch->root, 1, &events[0], false);
 	}
 	else
 	{
@@ -1773,7 +1767,7 @@ ocx_append(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_OCX_INVALID_EVENT),
 						 errmsg("event %d must be a JSON object, not %s", i + 1,
 								OcxJsonbTypeName(&v))));
-			OcxParseEventObject(v.val.binary.data, i + 1, &events[i]);
+			OcxParseEventObjectExt(v.val.binary.data, i + 1, &events[i], false);
 			i++;
 		}
 	}

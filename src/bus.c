@@ -90,7 +90,7 @@ OcxBusInit(void)
  * Queue a NOTIFY with ocx's checks in front of PostgreSQL's, so callers get
  * an ocx SQLSTATE and never "payload string too long".
  */
-void
+static void
 OcxNotify(const char *channel, const char *payload)
 {
 	size_t		len = strlen(payload);

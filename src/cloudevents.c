@@ -135,11 +135,7 @@ ParseJsonObject(char *str)
 	JsonLexContext *lex;
 	Jsonb	   *result;
 
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, str, strlen(str), GetDatabaseEncoding(), false);
-#else
 	lex = makeJsonLexContextCstringLen(str, strlen(str), GetDatabaseEncoding(), false);
-#endif
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 	result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(str)));

@@ -263,7 +263,7 @@ CompileNode(json_object *o, const char *path)
 }
 
 /* Compile a JSON Schema text into cxt; raises OX111 when it is not valid. */
-OcxSchema *
+static OcxSchema *
 OcxCompileSchema(const char *json, MemoryContext cxt)
 {
 	json_object *volatile root = NULL;
@@ -524,7 +524,7 @@ ValidateValue(Validation *v, OcxSchema *s, JsonbValue *jv)
 }
 
 /* Raise OX110 naming the path and rule where data breaks schema. */
-void
+static void
 OcxValidateData(OcxSchema *schema, Jsonb *data, const char *type, int32 version, int index)
 {
 	Validation	v;

@@ -140,22 +140,14 @@ OcxParseTimestamp(const char *str, TimestampTz *out)
 	struct pg_tm tt,
 			   *tm = &tt;
 	fsec_t		fsec;
-#if PG_VERSION_NUM >= 160000
-	DateTimeErrorExtra extra;
-#endif
 
 	if (strlen(str) >= MAXDATELEN || !IsRfc3339(str))
 		return false;
 	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
 					  MAXDATEFIELDS, &nf) != 0)
 		return false;
-#if PG_VERSION_NUM >= 160000
-	if (DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz, &extra) != 0)
-		return false;
-#else
 	if (DecodeDateTime(field, ftype, nf, &dtype, tm, &fsec, &tz) != 0)
 		return false;
-#endif
 	if (dtype != DTK_DATE)
 		return false;
 	if (tm2timestamp(tm, fsec, &tz, out) != 0)

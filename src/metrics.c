@@ -102,12 +102,9 @@ static const struct
 
 static OcxMetricsShared *metrics = NULL;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-#if PG_VERSION_NUM >= 150000
 /* Ask for the segment while the postmaster sizes shared memory. */
 static void
 OcxMetricsShmemRequest(void)
@@ -116,7 +113,6 @@ OcxMetricsShmemRequest(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxMetricsShared)));
 }
-#endif
 
 /* Create (postmaster) or attach to (EXEC_BACKEND child) the segment. */
 static void
@@ -151,12 +147,8 @@ OcxMetricsInit(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = OcxMetricsShmemRequest;
-#else
-	RequestAddinShmemSpace(MAXALIGN(sizeof(OcxMetricsShared)));
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = OcxMetricsShmemStartup;
 }

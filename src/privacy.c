@@ -1360,7 +1360,7 @@ PdRoleCallback(Datum arg, int cacheid, uint32 hashvalue)
 
 static bool AllowedUncached(void);
 
-bool
+static bool
 OcxPrivacyAllowed(void)
 {
 	Oid			user = GetUserId();

@@ -229,7 +229,7 @@ CompileRule(json_object *o, const char *type, int index, ReducerRule *r)
 }
 
 /* Compile reducer rules (JSON text) into cxt; raises OX101 when invalid. */
-OcxReducer *
+static OcxReducer *
 OcxCompileReducer(const char *json, MemoryContext cxt)
 {
 	json_object *volatile root = NULL;

@@ -272,7 +272,7 @@ CompileStep(json_object *o, int step, OcxUpcastStep *s)
  * Compile an upcaster (transform function or spec text) into cxt; raises
  * OX120 on a spec that does not compile.
  */
-OcxUpcaster *
+static OcxUpcaster *
 OcxCompileUpcaster(Oid transform, const char *spec, MemoryContext cxt)
 {
 	OcxUpcaster *up = MemoryContextAllocZero(cxt, sizeof(OcxUpcaster));

@@ -57,6 +57,11 @@ REVOKE ALL ON FUNCTION ocx._bus_tick() FROM PUBLIC;
 -- their plain operators resolve to pg_catalog's; tables are schema-qualified.
 -- ---------------------------------------------------------------------------
 
+-- A subscription's name follows the one name rule (docs/reference.md,
+-- "Vocabulary"), checked by define_subscription (ocx._check_name, OX500)
+-- before it writes; no CHECK restates it here: a name a 0.2.0 install
+-- accepted (up to 200 characters) stays usable and survives a dump and
+-- restore into a fresh install.
 CREATE TABLE ocx.subscriptions (
     name        text PRIMARY KEY,
     types       text[],
@@ -65,7 +70,6 @@ CREATE TABLE ocx.subscriptions (
     lease       interval NOT NULL DEFAULT '30 seconds',
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     on_poison   text NOT NULL DEFAULT 'as_stored',
-    CONSTRAINT subscriptions_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200),
     CONSTRAINT subscriptions_on_poison_check CHECK (on_poison IN ('as_stored', 'stop')),
     CONSTRAINT subscriptions_partitions_check CHECK (partitions BETWEEN 1 AND 1024),
     CONSTRAINT subscriptions_lease_check CHECK (lease > '0'::interval)
@@ -218,7 +222,7 @@ BEGIN
      WHERE s.name = poll.name FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name
-            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
+            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.define_subscription.';
     END IF;
 
     -- forget consumers gone for long (their partitions were taken over long ago)
@@ -358,7 +362,7 @@ BEGIN
      WHERE s.name = ack.name FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" does not exist', name
-            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.create_subscription.';
+            USING ERRCODE = 'OX300', HINT = 'Create it with ocx.define_subscription.';
     END IF;
     -- fenced: the lease is the consumer's until lease_until, renewed by each
     -- poll and ack.  Once it ran out, another consumer may have taken some of

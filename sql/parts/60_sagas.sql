@@ -15,13 +15,14 @@
 -- schema-qualified.
 -- ---------------------------------------------------------------------------
 
+-- A saga's name follows the one name rule, checked by define_saga
+-- (ocx._check_name, OX500); no CHECK restates it (see ocx.subscriptions).
 CREATE TABLE ocx.saga_definitions (
     name        text PRIMARY KEY,
     definition  jsonb NOT NULL,
     steps       jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT saga_definitions_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200)
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE ocx.saga_definitions IS
     'saga definitions: the definition as given and its validated, normalized steps';

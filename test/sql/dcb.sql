@@ -106,6 +106,21 @@ SELECT ocx.append_if('{"stream_id": "dcbglobex-1", "type": "Subscribed", "tags":
 SET ocx.tenant = 'dcbacme';
 SELECT count(*) AS acme_sees FROM ocx.read_tagged(ARRAY['course:c1']);
 
+-- read_tagged upcasts: a dcb.Seat v1 event comes back as v2 (qty renamed to
+-- n), for the writer and for a reader of the tenant; another tenant sees none
+RESET ROLE;
+SELECT ocx.define_event_type('dcb.Seat', 2);
+SELECT ocx.define_upcaster('dcb.Seat', 1, spec => '{"op": "rename", "from": "qty", "to": "n"}');
+SET ROLE ocx_regress_dcb_writer;
+SELECT ocx.append('dcbseat-1', 0, '[{"type": "dcb.Seat", "schema_version": 1, "data": {"qty": 2}, "tags": ["seat:s9"]},
+                                   {"type": "dcb.Seat", "data": {"n": 3}, "tags": ["seat:s9"]}]');
+SELECT stream_version, type, schema_version, data, tenant_id FROM ocx.read_tagged(ARRAY['seat:s9']);
+SET ROLE ocx_regress_dcb_reader;
+SELECT stream_version, schema_version, data FROM ocx.read_tagged(ARRAY['seat:s9'], types => ARRAY['dcb.Seat']);
+SET ocx.tenant = 'dcbglobex';
+SELECT count(*) AS globex_sees_seats FROM ocx.read_tagged(ARRAY['seat:s9']);
+SET ocx.tenant = 'dcbacme';
+
 -- a reader reads tags, cannot append_if
 SET ROLE ocx_regress_dcb_reader;
 SELECT count(*) AS reader_sees FROM ocx.read_tagged(ARRAY['course:c1']);
