@@ -140,5 +140,5 @@ UPDATE pgmq_q q SET vt = clock_timestamp() + interval '30 seconds', read_ct = re
   FROM m WHERE q.msg_id = m.msg_id RETURNING q.msg_id, q.message \gset
 DELETE FROM pgmq_q WHERE msg_id = :msg_id;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/claim.sql" "$BENCH_OUT/pgmq.sql" 4 2)
+read -r o b < <(alt_tps "$BENCH_OUT/claim.sql" "$BENCH_OUT/pgmq.sql" 4 3)
 row "claim_commands + complete_command, 4 claimers (round trips/s; baseline pgmq-style SKIP LOCKED + DELETE)" "$o" "$b" 0.4
