@@ -57,9 +57,9 @@ WITH s AS (
 INSERT INTO hw_events (stream_id, stream_version, type, data)
 SELECT 'acct-' || :s, s.version, 'Deposited', '{"amount": 10, "currency": "EUR"}' FROM s;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/raw1.sql" 8 2)
+read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/raw1.sql" 8 3)
 row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: minimal INSERT)" "$o" "$b" 0.9
-read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/hw1.sql" 8 2)
+read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/hw1.sql" 8 3)
 row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: hand-written store, same guarantees and indexes)" "$o" "$b" 0.9
 
 # 2. 100 events per call, 4 clients, in events/s
@@ -71,7 +71,7 @@ printf '\\set s random(1, 1000000)\nINSERT INTO raw_events (stream_id, stream_ve
 # -M prepared for both: without it the baseline's 100-row VALUES is parsed
 # and planned on every call (ocx's one-argument call is cheap to plan), which
 # flattered ocx
-read -r o b < <(alt_tps "$BENCH_OUT/append100.sql" "$BENCH_OUT/raw100.sql" 4 2 -M prepared)
+read -r o b < <(alt_tps "$BENCH_OUT/append100.sql" "$BENCH_OUT/raw100.sql" 4 3 -M prepared)
 row "append, 100 events/call, 4 clients (events/s)" "$(awk -v x="$o" 'BEGIN {print x * 100}')" \
     "$(awk -v x="$b" 'BEGIN {print x * 100}')" 0.7
 
@@ -80,5 +80,5 @@ $P -c "SELECT ocx.append('big-1', 0, (SELECT jsonb_agg(jsonb_build_object('type'
 $P -c "VACUUM ANALYZE ocx.events" >/dev/null
 echo "SELECT * FROM ocx.read_stream('big-1');" > "$BENCH_OUT/read.sql"
 echo "SELECT * FROM ocx.events WHERE stream_id = 'big-1' ORDER BY stream_version;" > "$BENCH_OUT/rawread.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/read.sql" "$BENCH_OUT/rawread.sql" 2 2)
+read -r o b < <(alt_tps "$BENCH_OUT/read.sql" "$BENCH_OUT/rawread.sql" 2 3)
 row "read_stream, 10,000 events (reads/s)" "$o" "$b" 0.8

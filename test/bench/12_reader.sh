@@ -38,7 +38,7 @@ SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e
  WHERE (e.txid, e.global_position) > (:t::text::xid8, :p)
  ORDER BY e.txid, e.global_position LIMIT 1000;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/reader_page_ocx.sql" "$BENCH_OUT/reader_page_sql.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/reader_page_ocx.sql" "$BENCH_OUT/reader_page_sql.sql" 1 3)
 row "read_all, pages of 1,000 after a cursor, vs the plain SELECT in log order (pages/s)" "$o" "$b" 0.7
 
 # 2. a category's page (the category rule applied to every row)
@@ -58,11 +58,11 @@ SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e
    AND split_part(e.stream_id, '-', 1) = ANY ('{brd1}'::text[])
  ORDER BY e.txid, e.global_position LIMIT 1000;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/reader_cat_ocx.sql" "$BENCH_OUT/reader_cat_sql.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/reader_cat_ocx.sql" "$BENCH_OUT/reader_cat_sql.sql" 1 3)
 row "read_category, pages of 1,000, vs the plain SELECT with split_part (pages/s, informative)" "$o" "$b" 0.7
 
 # 3. count(*) over the whole log
 echo "SELECT count(*) FROM ocx.read_all(NULL, NULL);" > "$BENCH_OUT/reader_count_ocx.sql"
 echo "SELECT count(*) FROM ocx.events e;" > "$BENCH_OUT/reader_count_sql.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/reader_count_ocx.sql" "$BENCH_OUT/reader_count_sql.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/reader_count_ocx.sql" "$BENCH_OUT/reader_count_sql.sql" 1 3)
 row "count(*) over read_all of $n events vs count(*) over ocx.events (scans/s)" "$o" "$b" 0.5

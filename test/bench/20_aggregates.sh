@@ -59,24 +59,24 @@ done
 # 1. ocx.load with a PL/pgSQL apply against the PL/pgSQL loop over read_stream
 echo "SELECT ocx.load('bagg_fn', 'bagg-1');" > "$BENCH_OUT/agg_load_fn.sql"
 echo "SELECT bagg_loop('bagg-1');" > "$BENCH_OUT/agg_loop.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/agg_load_fn.sql" "$BENCH_OUT/agg_loop.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/agg_load_fn.sql" "$BENCH_OUT/agg_loop.sql" 1 3)
 row "ocx.load, 10,000 events, PL/pgSQL apply, vs PL/pgSQL loop over read_stream (loads/s)" "$o" "$b" 3
 
 # 2. the declarative reducer against count(*) over the same rows
 echo "SELECT ocx.load('bagg_red', 'bagg-1');" > "$BENCH_OUT/agg_load_red.sql"
 echo "SELECT count(*) FROM ocx.events WHERE stream_id = 'bagg-1';" > "$BENCH_OUT/agg_count.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/agg_load_red.sql" "$BENCH_OUT/agg_count.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/agg_load_red.sql" "$BENCH_OUT/agg_count.sql" 1 3)
 row "ocx.load, 10,000 events, declarative reducer, vs SELECT count(*) of the rows (loads/s)" "$o" "$b" 0.33
 
 # 2b. for scale: the same fold as one plain SQL aggregate over the rows (informative)
 echo "SELECT sum(CASE WHEN type = 'BDeposited' THEN 1 ELSE -1 END * (data->>'amount')::numeric) FROM ocx.events WHERE stream_id = 'bagg-1';" > "$BENCH_OUT/agg_sum.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/agg_load_red.sql" "$BENCH_OUT/agg_sum.sql" 1 1)
+read -r o b < <(alt_tps "$BENCH_OUT/agg_load_red.sql" "$BENCH_OUT/agg_sum.sql" 1 3)
 row "ocx.load, declarative reducer, vs the same fold as SELECT sum(...) (loads/s, informative)" "$o" "$b" 1
 
 # 3. a snapshot 100 events behind the head against a full replay (same apply)
 snapv=$($P -At -c "SELECT 1 FROM ocx.load('bagg_snap', 'bagg-1')" -c "SELECT snapshot_version FROM ocx.last_load()" | tail -n1)
 echo "SELECT ocx.load('bagg_snap', 'bagg-1');" > "$BENCH_OUT/agg_load_snap.sql"
-read -r o b < <(alt_tps "$BENCH_OUT/agg_load_snap.sql" "$BENCH_OUT/agg_load_fn.sql" 1 2)
+read -r o b < <(alt_tps "$BENCH_OUT/agg_load_snap.sql" "$BENCH_OUT/agg_load_fn.sql" 1 3)
 row "ocx.load from a snapshot $((10000 - snapv)) events behind the head vs full replay (loads/s)" "$o" "$b" 20
 
 # 4. memory: replay a 1,000,000-event stream; peak anonymous memory of the backend

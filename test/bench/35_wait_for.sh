@@ -46,8 +46,12 @@ latency_ms() {
 
 # warm up: plans, the worker, the projection caught up
 "$PGBIN/pgbench" -n -c 1 -T 1 -f "$BENCH_OUT/rw_wait.sql" >/dev/null 2>&1
-read -r w_med w_p99 w_n < <(latency_ms "$BENCH_OUT/rw_wait.sql" rw_wait_log)
-read -r a_med a_p99 a_n < <(latency_ms "$BENCH_OUT/rw_append.sql" rw_append_log)
+# (a plain assignment, not read < <(...): a failure in a process substitution
+# would not stop the script, and a failed latency run went unrecorded)
+w=$(latency_ms "$BENCH_OUT/rw_wait.sql" rw_wait_log)
+a=$(latency_ms "$BENCH_OUT/rw_append.sql" rw_append_log)
+read -r w_med w_p99 w_n <<< "$w"
+read -r a_med a_p99 a_n <<< "$a"
 echo "append -> wait_for: median $w_med ms, p99 $w_p99 ms over $w_n round trips;" \
      "append alone: median $a_med ms, p99 $a_p99 ms over $a_n" >&2
 row "append -> wait_for round trip, 1 client, median (ms; baseline = target)" "$w_med" 5 1.0 lower

@@ -85,18 +85,23 @@ cat > "$BENCH_OUT/bus_append.sql" <<'SQL'
 \set s random(1, 100000)
 SELECT ocx.append_event('acct-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
 SQL
-on=0; off=0
-for i in 1 2; do
+run_on() {
     mode worker; start_ticker
     node "$BENCH_OUT/bus_client.cjs" listen "$BENCH_SECONDS" > "$BENCH_OUT/wakeups" &
-    t=$(pgbench_tps "$BENCH_OUT/bus_append.sql" 8); wait $!; stop_ticker
-    on=$(awk -v x="$on" -v y="${t:-0}" 'BEGIN {print x + y}')
-    mode off
-    t=$(pgbench_tps "$BENCH_OUT/bus_append.sql" 8)
-    off=$(awk -v x="$off" -v y="${t:-0}" 'BEGIN {print x + y}')
+    local t; t=$(pgbench_tps "$BENCH_OUT/bus_append.sql" 8); wait $!; stop_ticker
+    echo "${t:-0}"
+}
+run_off() { mode off; local t; t=$(pgbench_tps "$BENCH_OUT/bus_append.sql" 8); echo "${t:-0}"; }
+lon=""; loff=""
+for i in 1 2 3; do   # the order alternates per round
+    if [ $((i % 2)) -eq 1 ]; then on=$(run_on); off=$(run_off); else off=$(run_off); on=$(run_on); fi
+    lon="$lon $on"; loff="$loff $off"
 done
+echo "bench: wake-ups on:$lon; off:$loff" >&2
+spread_rounds "$lon" "$loff"
 row "append_event with NOTIFY wake-ups on vs off, 8 clients (tx/s; $(cat "$BENCH_OUT/wakeups") wake-ups in the last run)" \
-    "$(awk -v x="$on" 'BEGIN {print x / 2}')" "$(awk -v x="$off" 'BEGIN {print x / 2}')" 0.95
+    "$(echo "$lon" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" \
+    "$(echo "$loff" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" 0.95
 
 # 2. commit-to-wake-up latency at light load; baseline: NOTIFY from the
 #    appending transaction itself (ocx.notify_mode = immediate)
@@ -140,5 +145,5 @@ UPDATE pgmq_q q SET vt = clock_timestamp() + interval '30 seconds', read_ct = re
   FROM m WHERE q.msg_id = m.msg_id RETURNING q.msg_id, q.message \gset
 DELETE FROM pgmq_q WHERE msg_id = :msg_id;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/claim.sql" "$BENCH_OUT/pgmq.sql" 4 2)
+read -r o b < <(alt_tps "$BENCH_OUT/claim.sql" "$BENCH_OUT/pgmq.sql" 4 3)
 row "claim_commands + complete_command, 4 claimers (round trips/s; baseline pgmq-style SKIP LOCKED + DELETE)" "$o" "$b" 0.4

@@ -26,5 +26,5 @@ cat > "$BENCH_OUT/dcb_append.sql" <<'SQL'
 SELECT ocx.append('dcbver-' || :c || '-' || :s || '-' || random(), 0,
     jsonb_build_object('type', 'Subscribed', 'data', jsonb_build_object('course', :c, 'student', :s)));
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/dcb_if.sql" "$BENCH_OUT/dcb_append.sql" 8 2)
+read -r o b < <(alt_tps "$BENCH_OUT/dcb_if.sql" "$BENCH_OUT/dcb_append.sql" 8 3)
 row "append_if with a 2-tag condition vs append with expected version 0, 1 event/tx, 8 clients (tx/s)" "$o" "$b" 0.7

@@ -48,7 +48,7 @@ SELECT ocx.append('pdp-' || :s, NULL, jsonb_build_object('type', 'bench.PlainCus
     'data', jsonb_build_object('customer_id', 'c' || :s, 'email', 'someone' || :s || '@example.com',
                                'name', 'Some One', 'address', jsonb_build_object('street', 'Main Street 1', 'city', 'Town'))));
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/pd_append.sql" "$BENCH_OUT/pd_append_plain.sql" 8 2)
+read -r o b < <(alt_tps "$BENCH_OUT/pd_append.sql" "$BENCH_OUT/pd_append_plain.sql" 8 3)
 row "append of an event with 3 personal fields vs the same event without, 1 event/tx, 8 clients (tx/s)" "$o" "$b" 0.8
 
 cat > "$BENCH_OUT/pd_read.sql" <<'SQL'
@@ -57,7 +57,7 @@ SQL
 cat > "$BENCH_OUT/pd_read_plain.sql" <<'SQL'
 SELECT * FROM ocx.read_stream('pdread-plain');
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/pd_read.sql" "$BENCH_OUT/pd_read_plain.sql" 2 2)
+read -r o b < <(alt_tps "$BENCH_OUT/pd_read.sql" "$BENCH_OUT/pd_read_plain.sql" 2 3)
 row "read_stream of 1,000 events with 3 personal fields each vs unencrypted (reads/s)" "$o" "$b" 0.7
 
 psql -c 'ALTER SYSTEM RESET ocx.privacy_key_file' -c 'SELECT pg_reload_conf()' >/dev/null

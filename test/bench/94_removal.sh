@@ -19,7 +19,7 @@ cat > "$BENCH_OUT/ret_plain.sql" <<'SQL'
 \set s random(1, 16)
 SELECT ocx.append_event('bnoret-' || :s, NULL, 'Tick', jsonb_build_object('s', :s));
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/ret_capped.sql" "$BENCH_OUT/ret_plain.sql" 8 2)
+read -r o b < <(alt_tps "$BENCH_OUT/ret_capped.sql" "$BENCH_OUT/ret_plain.sql" 8 3)
 removed=$("$PGBIN/psql" -X -Atq -c "SELECT events_removed FROM ocx.retention WHERE category = 'bret'")
 kept=$("$PGBIN/psql" -X -Atq -c "SELECT max(n) FROM (SELECT count(*) AS n FROM ocx.events WHERE stream_id LIKE 'bret-%' GROUP BY stream_id) x")
 echo "bench: retention removed $removed events during the run; the largest capped stream holds $kept" >&2

@@ -31,16 +31,30 @@ row() {
         r = (b > 0) ? o / b : 0
         ok = (d == "higher") ? (r >= t) : (r <= t)
         printf "| %s | %.1f | %.1f | %.2f | %s %s | %s |\n", w, o, b, r, (d == "higher" ? ">=" : "<="), t, ok ? "yes" : "NO"
-    }'
+    }' | spread_note
+}
+
+# spread_note: adds the spread of the rounds the last alt_tps measured (left in
+# $BENCH_OUT/spread) to the "what" column of the row on stdin, and forgets it,
+# so every ratio from rounds shows its min-max in the printed table.
+spread_note() {
+    local f=${BENCH_OUT:-/tmp}/spread
+    if [ -s "$f" ]; then
+        sed "s/^| \([^|]*[^ |]\) |/| \1; $(sed 's/[\/&]/\\&/g' "$f") |/"
+        rm -f "$f"
+    else
+        cat
+    fi
 }
 
 # Average of alternating runs: alt_tps OCX_SCRIPT BASE_SCRIPT CLIENTS ROUNDS
 # [extra pgbench args, for both] -> "ocx base".
 # The order alternates from round to round (ocx first in odd rounds, the baseline
 # first in even ones); every round's figures and their spread (min-max) go to
-# stderr.
+# stderr, and the spread of the rounds and of their ratios to the next row()
+# (printed in its first column).
 alt_tps() {
-    local a=$1 b=$2 c=$3 rounds=${4:-2} i ta tb la="" lb=""
+    local a=$1 b=$2 c=$3 rounds=${4:-3} i ta tb la="" lb=""
     shift 4
     for i in $(seq "$rounds"); do
         if [ $((i % 2)) -eq 1 ]; then
@@ -55,8 +69,23 @@ alt_tps() {
             for (i = 2; i <= n; i++) { if (v[i] < min) min = v[i]; if (v[i] > max) max = v[i] }
             printf "bench: %s rounds:%s (spread %.1f-%.1f)\n", $1, $2, min, max }' >&2
     done
+    spread_rounds "$la" "$lb"
     echo "$la|$lb" | awk -F'|' -v n="$rounds" '{
         na = split($1, x, " "); nb = split($2, y, " "); sa = 0; sb = 0
         for (i = 1; i <= na; i++) sa += x[i]; for (i = 1; i <= nb; i++) sb += y[i]
         print sa / n, sb / n }'
+}
+
+# spread_rounds "OCX FIGURES" "BASELINE FIGURES": remember the min-max of each
+# side's rounds and of the per-round ratio for the next row (spread_note).
+spread_rounds() {
+    echo "$1|$2" | awk -F'|' '{
+        n = split($1, x, " "); split($2, y, " ")
+        for (i = 1; i <= n; i++) {
+            r = (y[i] > 0) ? x[i] / y[i] : 0
+            if (i == 1 || x[i] < xa) xa = x[i]; if (i == 1 || x[i] > xb) xb = x[i]
+            if (i == 1 || y[i] < ya) ya = y[i]; if (i == 1 || y[i] > yb) yb = y[i]
+            if (i == 1 || r < ra) ra = r; if (i == 1 || r > rb) rb = r }
+        printf "%d rounds: ocx %.1f-%.1f, baseline %.1f-%.1f, ratio %.2f-%.2f\n", n, xa, xb, ya, yb, ra, rb }' \
+        > "${BENCH_OUT:-/tmp}/spread"
 }

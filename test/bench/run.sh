@@ -45,12 +45,21 @@ for script in "$BENCH_DIR"/[0-9][0-9]_*.sh; do
     export PGDATABASE=bench_$(basename "$script" .sh)
     "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE $PGDATABASE" >/dev/null
     "$PGBIN/psql" -qX -c "CREATE EXTENSION ocx" >/dev/null
-    bash "$script" | grep '^|' >> "$results"
+    # a script that fails (set -e: a psql, a check, a latency run) fails the
+    # run: say which, record it with the pgbench failures, keep its stderr
+    bash "$script" 2> >(tee "$BENCH_OUT/$(basename "$script" .sh).err" >&2) > "$BENCH_OUT/rows"
+    rc=$?
+    grep '^|' "$BENCH_OUT/rows" >> "$results"
+    if [ "$rc" -ne 0 ]; then
+        echo "bench: $(basename "$script") failed (exit $rc); its rows above are incomplete:" |
+            tee -a "$BENCH_OUT/pgbench_failures" >&2
+        tail -n5 "$BENCH_OUT/$(basename "$script" .sh).err" >> "$BENCH_OUT/pgbench_failures"
+    fi
     "$PGBIN/psql" -qX -d postgres -c "DROP DATABASE $PGDATABASE" >/dev/null
 done
 
 if [ -s "$BENCH_OUT/pgbench_failures" ]; then
-    { echo; echo "**pgbench failed in this run; the figures above are not valid:**"; echo '```'
+    { echo; echo "**a bench script or pgbench failed in this run; the figures above are not valid:**"; echo '```'
       cat "$BENCH_OUT/pgbench_failures"; echo '```'; } >> "$results"
     cat "$results"
     exit 1

@@ -157,6 +157,19 @@ SELECT status, last_error LIKE 'the role (oid %) that defined the handler no lon
 -- the claim_token claim_commands returns, this test reads the stored one
 CREATE FUNCTION pg_temp.tok(id uuid) RETURNS uuid LANGUAGE sql
     RETURN (SELECT c.claim_token FROM ocx.commands c WHERE c.command_id = id);
+-- waits (polls, 10 s deadline) until a command's claim has expired: the next
+-- statement's now() is past claimed_until
+CREATE PROCEDURE pg_temp.wait_claim_expired(id uuid) LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '10 seconds';
+BEGIN
+    WHILE clock_timestamp() <= (SELECT c.claimed_until FROM ocx.commands c WHERE c.command_id = id) LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'claim on % did not expire within 10 s', id;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
 SELECT ocx.send_command('cmdt.Email', jsonb_build_object('n', i),
                         command_id => ('c0000000-0000-4000-8000-00000000010' || i)::uuid)
   FROM generate_series(1, 3) i;
@@ -194,9 +207,13 @@ SELECT ocx.fail_command('c0000000-0000-4000-8000-000000000103', 'again', claim_t
 \echo :LAST_ERROR_SQLSTATE
 -- a crashed claimer's command comes back after the visibility timeout
 SELECT ocx.send_command('cmdt.Email', '{"n": 4}', command_id => 'c0000000-0000-4000-8000-000000000104');
+-- (claimed and claimed again in one transaction: one now(), so "still claimed"
+-- does not depend on speed; then poll, with a deadline, until the claim expired)
+BEGIN;
 SELECT command_id, attempt FROM ocx.claim_commands(ARRAY['cmdt.Email'], 1, '100 milliseconds', 'crasher');
 SELECT count(*) AS still_claimed FROM ocx.claim_commands(ARRAY['cmdt.Email']);
-SELECT pg_sleep(0.2);
+COMMIT;
+CALL pg_temp.wait_claim_expired('c0000000-0000-4000-8000-000000000104');
 SELECT command_id, attempt FROM ocx.claim_commands(ARRAY['cmdt.Email'], 1, '1 minute', 'rescuer');
 -- the rescuer completes it; completing it again is refused
 SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104', '{"by": "rescuer"}', pg_temp.tok('c0000000-0000-4000-8000-000000000104'));
@@ -206,7 +223,7 @@ SELECT ocx.complete_command('c0000000-0000-4000-8000-000000000104', NULL, pg_tem
 SELECT ocx.define_command_handler('cmdt.Sms', NULL, '{"max_attempts": 1}');
 SELECT ocx.send_command('cmdt.Sms', '{}', command_id => 'c0000000-0000-4000-8000-000000000201');
 SELECT command_id, attempt FROM ocx.claim_commands(ARRAY['cmdt.Sms'], 1, '100 milliseconds');
-SELECT pg_sleep(0.2);
+CALL pg_temp.wait_claim_expired('c0000000-0000-4000-8000-000000000201');
 SELECT count(*) AS gone FROM ocx.claim_commands(ARRAY['cmdt.Sms']);
 SELECT command_id, status, attempts, max_attempts, handled_by, last_error,
        jsonb_path_query_array(history, '$[*].event') AS history
