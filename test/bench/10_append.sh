@@ -57,8 +57,11 @@ WITH s AS (
 INSERT INTO hw_events (stream_id, stream_version, type, data)
 SELECT 'acct-' || :s, s.version, 'Deposited', '{"amount": 10, "currency": "EUR"}' FROM s;
 SQL
+# issue 16's targets: >= 0.95 of the minimal INSERT at 1 and 8 clients
+read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/raw1.sql" 1 3)
+row "append_event, 1 event/tx, 1 client, fsync on (tx/s; baseline: minimal INSERT)" "$o" "$b" 0.95
 read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/raw1.sql" 8 3)
-row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: minimal INSERT)" "$o" "$b" 0.9
+row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: minimal INSERT)" "$o" "$b" 0.95
 read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/hw1.sql" 8 3)
 row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: hand-written store, same guarantees and indexes)" "$o" "$b" 0.9
 
@@ -73,7 +76,7 @@ printf '\\set s random(1, 1000000)\nINSERT INTO raw_events (stream_id, stream_ve
 # flattered ocx
 read -r o b < <(alt_tps "$BENCH_OUT/append100.sql" "$BENCH_OUT/raw100.sql" 4 3 -M prepared)
 row "append, 100 events/call, 4 clients (events/s)" "$(awk -v x="$o" 'BEGIN {print x * 100}')" \
-    "$(awk -v x="$b" 'BEGIN {print x * 100}')" 0.7
+    "$(awk -v x="$b" 'BEGIN {print x * 100}')" 1.2
 
 # 3. read_stream of a 10,000-event stream against the plain indexed SELECT
 $P -c "SELECT ocx.append('big-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'data', jsonb_build_object('n', i))) FROM generate_series(1, 10000) i))" >/dev/null
