@@ -12,6 +12,11 @@ pkgs=(
     postgresql-15-pgtap
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
+    # the Prometheus test (t/200_prometheus.pl): Debian's exporter, server and promtool
+    prometheus
+    prometheus-postgres-exporter
+    # ocx.saga_graph/projection_graph examples rendered to SVG (t/200, docs)
+    graphviz
     ${OCX_EXTRA_PKGS:-}
 )
 # the Node.js client test (test/node); a node from elsewhere (nodesource) counts
@@ -42,6 +47,29 @@ else
     SUDO=
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Debian's prometheus packages start system services (prometheus on *:9090,
+# the exporter on *:9187) when installed.  The tests start their own instances
+# on loopback, so forbid service starts during the install (policy-rc.d,
+# honoured by invoke-rc.d and deb-systemd-invoke) unless a policy exists, and
+# afterwards stop and disable whatever such a service we installed runs.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    made_policy=1
+fi
+drop_policy() { if [ -n "$made_policy" ]; then $SUDO rm -f "$policy"; fi; }
+trap drop_policy EXIT
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for svc in prometheus prometheus-postgres-exporter prometheus-node-exporter; do
+    case " ${missing[*]} " in *" $svc "*) ;; *) continue ;; esac
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+        $SUDO "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+        command -v update-rc.d >/dev/null 2>&1 && $SUDO update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+done
 echo "ocx: packages installed"

@@ -155,7 +155,7 @@ if has tap && ls test/t/*.pl >/dev/null 2>&1; then
     mkdir -p "$RUN/tap/node" && cp test/node/verify_proof.mjs "$RUN/tap/node/"
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$RUN/tap"
     (cd "$RUN/tap" && as_pg env PATH="$PGBIN:$PATH" TESTDIR="$RUN/tap" \
-        PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" \
+        PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" OCX_EXAMPLES="$OCX_ROOT/examples" OCX_MONITORING="$OCX_ROOT/docs/monitoring" \
         prove -I "$PGXS_DIR/src/test/perl" -I t ${OCX_TAP:-t/*.pl}) 2>&1 | tee "$RUN/tap.out"
     count_prove "Perl TAP" "$RUN/tap.out" "${PIPESTATUS[0]}" "$(cd test && ls ${OCX_TAP:-t/*.pl} | wc -l)"
 fi

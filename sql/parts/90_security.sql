@@ -148,6 +148,7 @@ BEGIN ATOMIC
                     'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
+        ('routine', '^(saga_graph|projection_graph)$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin')
       ) AS r(kind, pattern, grantee);
