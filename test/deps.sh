@@ -12,6 +12,7 @@ pkgs=(
     postgresql-15-pgtap
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
+    python3-psycopg     # the Python client examples (examples/clients/python, t/194)
     ${OCX_EXTRA_PKGS:-}
 )
 # the Node.js client test (test/node); a node from elsewhere (nodesource) counts
