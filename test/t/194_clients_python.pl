@@ -113,9 +113,11 @@ is($completed, 40, 'the workers completed 40 commands between them');
 ok($failed >= 1, "flaky commands were failed with fail_command ($failed)");
 ok($worker_kills > 0 && $reconnects >= 1, "a worker lost its connection and came back ($worker_kills killed)");
 
-# --- a subscriber killed again and again
+# --- a subscriber killed again and again (its handling takes 2 ms an event, so
+# kills land between the poll and the ack)
 my ($sout, $serr) = ('', '');
-my $sub = start([ script('subscriber.py', '--subscription', 'py_sub', '--category', 'pyev', '--idle-exit', 3) ],
+my $sub = start([ script('subscriber.py', '--subscription', 'py_sub', '--category', 'pyev', '--idle-exit', 3,
+		'--work-ms', 2) ],
 	'>', \$sout, '2>', \$serr);
 my $kills = 0;
 for my $b (1 .. 30)

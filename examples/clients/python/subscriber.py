@@ -8,12 +8,12 @@ through took the ack with it.  (Effects outside the database cannot commit
 with the ack: make them idempotent by event_id.)
 
     python3 subscriber.py [--subscription example_receipts] [--category receipt]
-                          [--idle-exit SECONDS]
+                          [--idle-exit SECONDS] [--work-ms MS]
 
 The example's handler inserts a row per event into example_handled.  Prints a
 JSON line of counts when it stops.
 """
-import argparse, json
+import argparse, json, time
 import psycopg
 from listen_loop import listen_loop
 
@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--category", default="receipt")
     ap.add_argument("--consumer", default="default")
     ap.add_argument("--idle-exit", type=float, default=0)
+    ap.add_argument("--work-ms", type=float, default=0, help="time each event's handling takes")
     args = ap.parse_args()
     with psycopg.connect(autocommit=True) as conn:
         conn.execute("SELECT ocx.define_subscription(%s, categories => ARRAY[%s])",
@@ -41,6 +42,7 @@ def main():
                 conn.execute("INSERT INTO example_handled (subscription, event_id, stream_id,"
                              " global_position) VALUES (%s, %s, %s, %s)",
                              (args.subscription, event_id, stream_id, position))
+                time.sleep(args.work_ms / 1000)
             if rows:
                 conn.execute("SELECT ocx.ack(%s, %s::ocx.cursor, %s)",
                              (args.subscription, rows[-1][3], args.consumer))
