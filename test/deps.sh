@@ -17,6 +17,7 @@ pkgs=(
     prometheus-postgres-exporter
     # ocx.saga_graph/projection_graph examples rendered to SVG (t/200, docs)
     graphviz
+    python3-psycopg     # the Python client examples (examples/clients/python, t/195)
     ${OCX_EXTRA_PKGS:-}
 )
 # the Node.js client test (test/node); a node from elsewhere (nodesource) counts

@@ -7,7 +7,8 @@
 #   pgTAP        test/pgtap/*.sql   (pg_prove)
 #   Perl TAP     test/t/*.pl        (prove; each test starts its own clusters)
 # Prints "N passed, N failed" last and exits non-zero on any failure.
-#   node         test/node/*.test.mjs (node --test, npm packages pg and cloudevents)
+#   node         test/node/*.test.mjs (node --test, npm packages pg and cloudevents;
+#                the client examples examples/clients/node, npm pg)
 #   docs         test/docs/*.pl     (checks of the checkout, no server: links,
 #                                    anchors and tables in README.md and docs/;
 #                                    every function, view, setting and SQLSTATE
@@ -164,9 +165,12 @@ if has node && [ -f test/node/package.json ]; then
     echo "== node"
     "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE ocx_node" >/dev/null
     "$PGBIN/psql" -qX -d ocx_node -c "CREATE EXTENSION ocx" >/dev/null
-    (cd test/node &&
-        { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --silent --no-audit --no-fund; } &&
-        OCX_NODE_DB=ocx_node node --test --test-reporter=tap) 2>&1 | tee "$RUN/node.out"
+    # test/node/clients.test.mjs runs the client examples, which have their own packages
+    for d in test/node examples/clients/node; do
+        (cd "$d" && { [ node_modules/.package-lock.json -nt package-lock.json ] ||
+                      npm ci --silent --no-audit --no-fund; }) || echo "ocx: npm ci failed in $d" >&2
+    done
+    (cd test/node && OCX_NODE_DB=ocx_node node --test --test-reporter=tap) 2>&1 | tee "$RUN/node.out"
     count_node "$RUN/node.out" "${PIPESTATUS[0]}"
 fi
 
