@@ -1,5 +1,5 @@
 # ocx: PGXS build.  `make`, `make install`, `make test`, `make test-citus`, `make demo`,
-# `make bench`, `make bench-citus`, `make soak`.
+# `make bench`, `make bench-citus`, `make soak`, `make deb`, `make test-package`.
 #
 # The install script of the current version, sql/ocx--$(EXTVERSION).sql, is
 # generated from the parts in sql/parts/ (one per subsystem, concatenated in
@@ -59,7 +59,7 @@ sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql)) sql/upgrade/$$*
 
 $(OBJS): $(HEADERS)
 
-.PHONY: deps test test-citus bench-citus demo demo-stop bench soak
+.PHONY: deps test test-citus bench-citus demo demo-stop bench soak deb test-package
 
 deps:
 	@test/deps.sh
@@ -85,3 +85,12 @@ bench:
 
 soak:
 	@test/soak/run.sh
+
+# postgresql-15-ocx_<version>_<arch>.deb in dist/ (debian/, docs/operations.md)
+deb:
+	@test/package/build.sh
+
+# build the package, install it into the system PostgreSQL, run `make
+# installcheck` against a cluster that uses the installed files, remove it
+test-package:
+	@test/package/run.sh
