@@ -33,16 +33,6 @@ CREATE FUNCTION ocx._version_arg(from_version bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'ocx_version_arg';
 COMMENT ON FUNCTION ocx._version_arg(bigint) IS 'internal: a version >= 1 (NULL means 1), else raises OX010';
 
--- The first version a stream read returns: after the soft-deleted ones
--- (ocx.delete_stream, 86_removal.sql).  An
--- inlined scalar subquery (one primary key probe per read, as an InitPlan).
-CREATE FUNCTION ocx._hidden_through(stream_id text) RETURNS bigint
-    LANGUAGE sql STABLE PARALLEL SAFE
-    RETURN COALESCE((SELECT s.hidden_through FROM ocx.streams s
-                     WHERE s.stream_id OPERATOR(pg_catalog.=) $1), 0);
-COMMENT ON FUNCTION ocx._hidden_through(text) IS
-    'internal: the last soft-deleted version of a stream (0 when none): stream reads return only the versions after it';
-
 -- Upcasting on read (C, cached definitions; returns its input untouched when
 -- the type needs no upcasting, so reads stay as cheap as the SELECT).
 CREATE FUNCTION ocx._upcast(type text, schema_version integer, data jsonb) RETURNS jsonb
