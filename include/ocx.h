@@ -141,6 +141,9 @@ extern OcxNewEvent *OcxEventsFromCloudEvents(Jsonb *ce, int *nevents);
 struct _SPI_plan;
 extern struct _SPI_plan *OcxKeptPlan(struct _SPI_plan **slot, const char *sql,
 									 int nargs, const Oid *argtypes);
+extern struct _SPI_plan *OcxKeptPlanExt(struct _SPI_plan **slot, const char *sql,
+										int nargs, const Oid *argtypes,
+										int cursor_options);
 extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
 							 const char *nulls, bool read_only);
 extern ErrorData *OcxInSubtransaction(void (*fn) (void *arg), void *arg);

@@ -260,6 +260,14 @@ static SPIPlanPtr check_plan = NULL;
  * leakproof, so it may not run before the policy's qual): the fixed,
  * parameterized query runs as the bootstrap superuser, as the worker's
  * queries do, with the tenant policy's condition written out ($5).
+ *
+ * The plan is generic by force (CURSOR_OPT_GENERIC_PLAN).  The generic plan
+ * is the GIN bitmap scan, but with the default selectivity of @> for an
+ * unknown array its cost is far above a custom plan's, so the plan cache
+ * would plan the statement anew on every call: a tenth of an append_if's
+ * time (docs/performance.md, "Issue 13 reads and append_if").  A generic
+ * plan made while the log is small may be a sequential scan; the plan cache
+ * plans again when the table's statistics change (ANALYZE, autovacuum).
  */
 static void
 CheckCondition(Condition *c)
@@ -296,15 +304,15 @@ CheckCondition(Condition *c)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	plan = OcxKeptPlan(&check_plan,
-					   "SELECT e.stream_id, e.type, e.txid, e.global_position FROM ocx.events e "
-					   "WHERE e.tags OPERATOR(pg_catalog.@>) $1 "
-					   "AND ($2 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($2)) "
-					   "AND CASE WHEN e.txid OPERATOR(pg_catalog.>) $3 THEN true "
-					   "WHEN e.txid OPERATOR(pg_catalog.=) $3 THEN e.global_position OPERATOR(pg_catalog.>) $4 "
-					   "ELSE false END "
-					   "AND COALESCE(e.tenant_id, '') OPERATOR(pg_catalog.=) $5",
-					   5, argtypes);
+	plan = OcxKeptPlanExt(&check_plan,
+						  "SELECT e.stream_id, e.type, e.txid, e.global_position FROM ocx.events e "
+						  "WHERE e.tags OPERATOR(pg_catalog.@>) $1 "
+						  "AND ($2 IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($2)) "
+						  "AND CASE WHEN e.txid OPERATOR(pg_catalog.>) $3 THEN true "
+						  "WHEN e.txid OPERATOR(pg_catalog.=) $3 THEN e.global_position OPERATOR(pg_catalog.>) $4 "
+						  "ELSE false END "
+						  "AND COALESCE(e.tenant_id, '') OPERATOR(pg_catalog.=) $5",
+						  5, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();

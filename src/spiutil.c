@@ -18,9 +18,23 @@
 SPIPlanPtr
 OcxKeptPlan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
 {
+	return OcxKeptPlanExt(slot, sql, nargs, argtypes, 0);
+}
+
+/*
+ * OcxKeptPlan with planner options (CURSOR_OPT_*).  CURSOR_OPT_GENERIC_PLAN
+ * keeps one generic plan for every execution: for a statement whose custom
+ * plans look so much cheaper than the generic one that the plan cache would
+ * plan it again on every call, though both find the rows the same way.
+ */
+SPIPlanPtr
+OcxKeptPlanExt(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes,
+			   int cursor_options)
+{
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
+											  cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "ocx: SPI_prepare failed for \"%s\": %s",
