@@ -37,7 +37,6 @@ extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
 extern int	ocx_horizon_warn_after;
-extern char *ocx_projection_schema;
 extern void OcxGucInit(void);
 
 /*
@@ -261,17 +260,12 @@ extern bool OcxSagaWorkerTick(void);
  * integrity.c (chain): the per-stream hash chain, seals and proofs
  * (docs/integrity.md)
  */
-extern bool ocx_chain;
-extern int	ocx_seal_interval;
-extern int	ocx_seal_max_events;
-extern char *ocx_seal_signing_key_file;
 extern void OcxIntegrityInit(void);
 extern bool OcxChainOn(void);
 extern void OcxChainBatch(bytea *prev, const char *sid, int64 first, OcxNewEvent *events,
 						  int n, TimestampTz now, Datum *hashes);
 extern bool OcxIntegrityTick(void);
 /* privacy.c: crypto-shredding of personal data (docs/privacy.md) */
-extern char *ocx_privacy_key_file;
 extern void OcxPrivacyInit(void);
 extern void OcxPrivacyProtect(OcxNewEvent *events, int nevents);
 extern Jsonb *OcxPrivacyReveal(const char *type, int typelen, Jsonb *data,

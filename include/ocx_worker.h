@@ -100,7 +100,6 @@ extern void OcxRequireWorkers(const char *what);
 /* guc.c: the workers' settings */
 extern int	ocx_naptime;
 extern int	ocx_batch_size;
-extern char *ocx_databases;
 extern int	ocx_max_workers;
 extern bool OcxDatabaseServed(void);
 
@@ -133,7 +132,6 @@ extern void OcxPoolStopLocked(OcxDbSlot *slot);
 /* projection.c: work the database worker does, each call in its own transaction */
 extern List *OcxProjectionsToRun(MemoryContext cxt, List **partitions);
 extern bool OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due);
-extern int	OcxStreamPartition(const char *stream_id, int partitions);
 extern void OcxProjectionFailed(const char *name, const char *message);
 
 /* waitfor.c: wake the ocx.wait_for waiters of a projection the worker advanced */

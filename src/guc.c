@@ -31,12 +31,12 @@ char	   *ocx_traceparent = NULL;
 char	   *ocx_source = NULL;
 char	   *ocx_tenant = NULL;
 int			ocx_horizon_warn_after = 5 * 60 * 1000;
-char	   *ocx_projection_schema = NULL;
+static char *ocx_projection_schema = NULL;
 
 /* the workers' settings (worker.c, pool.c) */
 int			ocx_naptime = 5000;
 int			ocx_batch_size = 1000;
-char	   *ocx_databases = NULL;
+static char *ocx_databases = NULL;
 int			ocx_max_workers = 4;
 
 /* Empty means unset; anything else must be a UUID. */

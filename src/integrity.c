@@ -65,10 +65,10 @@ PG_FUNCTION_INFO_V1(ocx_prove);
 #define OCX_SIG_LEN		64
 
 /* settings (docs/integrity.md) */
-bool		ocx_chain = true;
-int			ocx_seal_interval = 10000;
-int			ocx_seal_max_events = 10000;
-char	   *ocx_seal_signing_key_file = NULL;
+static bool ocx_chain = true;
+static int	ocx_seal_interval = 10000;
+static int	ocx_seal_max_events = 10000;
+static char *ocx_seal_signing_key_file = NULL;
 
 static EVP_MD_CTX *hash_ctx = NULL;
 

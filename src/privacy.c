@@ -82,7 +82,7 @@
 #define PD_LOCK_FIELD4 0x6f70	/* ocx's own advisory lock space ("op") */
 #define PD_ROLE "ocx_personal_data"
 
-char	   *ocx_privacy_key_file = NULL;
+static char *ocx_privacy_key_file = NULL;
 
 /* A definition of ocx.personal_data (key: the type). */
 typedef struct PdDef

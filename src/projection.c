@@ -313,6 +313,7 @@ static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
 static bool LiveBatch(const char *name, int partition, TimestampTz *next_due);
 static bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
 static void OcxProjectionShadowFailed(const char *name, const char *message);
+static int	OcxStreamPartition(const char *stream_id, int partitions);
 
 /*
  * The schema handlers write to while a blue/green rebuild's shadow replay
@@ -792,7 +793,7 @@ FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_po
 }
 
 /* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
-int
+static int
 OcxStreamPartition(const char *stream_id, int partitions)
 {
 	text	   *sid = cstring_to_text(stream_id);
