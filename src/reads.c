@@ -35,18 +35,27 @@
 #include "ocx_errors.h"
 #include "ocx_security.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
 PG_FUNCTION_INFO_V1(ocx_direction_arg);
 PG_FUNCTION_INFO_V1(ocx_time_bucket);
 PG_FUNCTION_INFO_V1(ocx_read_start);
+PG_FUNCTION_INFO_V1(ocx_hidden_through);
 
 /* the width of a time map bucket: one minute */
 #define OCX_TIME_BUCKET_USECS	INT64CONST(60000000)
@@ -75,6 +84,69 @@ ocx_direction_arg(PG_FUNCTION_ARGS)
 			 errmsg("invalid read direction \"%s\"", d),
 			 errdetail("A direction is 'forward' or 'backward'.")));
 	PG_RETURN_BOOL(false);		/* keep the compiler quiet */
+}
+
+/*
+ * ocx._hidden_through(stream_id text) -> bigint: the last soft-deleted
+ * version of the stream (ocx.delete_stream), 0 when none or no such stream.
+ * read_stream and last_event return only the versions after it; the call
+ * sits in their index condition, so it runs once per read.
+ *
+ * One probe of ocx.streams' primary key with the read's snapshot.  A SQL
+ * function with a subquery is never inlined and runs through the SQL
+ * function executor, which parses and plans it on every call (half the time
+ * of last_event); a scalar subquery in the reads' bodies costs an InitPlan,
+ * an executor node set up and torn down on every read (a tenth of a 10-event
+ * backward read): docs/performance.md.  Row-level security does not apply to
+ * the probe: the version only narrows the events the read returns, which
+ * the events' own tenant policy filters, and it is returned to no one.
+ */
+Datum
+ocx_hidden_through(PG_FUNCTION_ARGS)
+{
+	text	   *sid;
+	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
+	Oid			relid = get_relname_relid("streams", nsp);
+	AttrNumber	sid_att,
+				hidden_att;
+	Relation	rel;
+	Oid			pkey;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	int64		hidden = 0;
+
+	/* no stream: nothing hidden (the read refuses a NULL stream id itself) */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT64(0);
+	sid = PG_GETARG_TEXT_PP(0);
+	if (!OidIsValid(relid))
+		elog(ERROR, "ocx: table ocx.streams is missing");
+	sid_att = get_attnum(relid, "stream_id");
+	hidden_att = get_attnum(relid, "hidden_through");
+	if (sid_att == InvalidAttrNumber || hidden_att == InvalidAttrNumber)
+		elog(ERROR, "ocx: ocx.streams lacks stream_id or hidden_through");
+	rel = table_open(relid, AccessShareLock);
+	pkey = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(pkey))
+		elog(ERROR, "ocx: ocx.streams has no primary key");
+	/* the key's collation is the column's, as the index is ordered by it */
+	ScanKeyEntryInitialize(&key, 0, sid_att, BTEqualStrategyNumber, InvalidOid,
+						   TupleDescAttr(RelationGetDescr(rel), sid_att - 1)->attcollation,
+						   F_TEXTEQ, PointerGetDatum(sid));
+	scan = systable_beginscan(rel, pkey, true, GetActiveSnapshot(), 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, hidden_att, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			hidden = DatumGetInt64(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PG_RETURN_INT64(hidden);
 }
 
 /* The start of t's minute (counted from 2000-01-01 UTC); infinities stay. */

@@ -33,6 +33,19 @@ CREATE FUNCTION ocx._version_arg(from_version bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'ocx_version_arg';
 COMMENT ON FUNCTION ocx._version_arg(bigint) IS 'internal: a version >= 1 (NULL means 1), else raises OX010';
 
+-- The first version a stream read returns: after the soft-deleted ones
+-- (ocx.delete_stream, 86_removal.sql).  C (src/reads.c): one probe of
+-- ocx.streams' primary key, run once per read from the read's index
+-- condition.  Not a SQL function (one with a subquery is never inlined: the
+-- SQL function executor parsed and planned it on every read) and not a
+-- scalar subquery in the reads' bodies (an InitPlan, an executor node per
+-- read): docs/performance.md, "Issue 13 reads and append_if".
+CREATE FUNCTION ocx._hidden_through(stream_id text) RETURNS bigint
+    LANGUAGE C STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_hidden_through';
+COMMENT ON FUNCTION ocx._hidden_through(text) IS
+    'internal: the last soft-deleted version of a stream (0 when none): stream reads return only the versions after it';
+
 -- Upcasting on read (C, cached definitions; returns its input untouched when
 -- the type needs no upcasting, so reads stay as cheap as the SELECT).
 CREATE FUNCTION ocx._upcast(type text, schema_version integer, data jsonb) RETURNS jsonb

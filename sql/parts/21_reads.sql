@@ -10,14 +10,6 @@
 -- branch is a one-time filter that never runs).  So each direction walks the
 -- (stream_id, stream_version) index its own way and the function inlines
 -- into the caller's query like the plain SELECT.
---
--- The soft-deleted versions (ocx.delete_stream, 86_removal.sql) are skipped
--- by a scalar subquery on ocx.streams written into each body: it becomes an
--- InitPlan, one primary key probe per read, planned with the read.  (It was
--- once a SQL function, ocx._hidden_through; a function whose body holds a
--- subquery is never inlined, so every read ran it through the SQL function
--- executor, parsing and planning its body again: half the cost of
--- last_event, docs/performance.md.)
 -- ---------------------------------------------------------------------------
 
 -- The expected version "the stream exists, at any version" for ocx.append,
@@ -50,8 +42,7 @@ BEGIN ATOMIC
       WHERE NOT ocx._direction_arg(read_stream.direction)
         AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
         AND e.stream_version >= ocx._version_arg(read_stream.from_version)
-        AND e.stream_version > COALESCE((SELECT s.hidden_through FROM ocx.streams s
-                                          WHERE s.stream_id = read_stream.stream_id), 0)
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
         AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
       ORDER BY e.stream_version
       LIMIT ocx._count_arg(read_stream.max_count))
@@ -66,8 +57,7 @@ BEGIN ATOMIC
         AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
         AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
                                      ELSE ocx._version_arg(read_stream.from_version) END
-        AND e.stream_version > COALESCE((SELECT s.hidden_through FROM ocx.streams s
-                                          WHERE s.stream_id = read_stream.stream_id), 0)
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
         AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
       ORDER BY e.stream_version DESC
       LIMIT ocx._count_arg(read_stream.max_count));
@@ -87,8 +77,7 @@ BEGIN ATOMIC
       FROM ocx.events e
      WHERE e.stream_id = ocx._stream_arg(last_event.stream_id)
        AND (last_event.type IS NULL OR e.type = last_event.type)
-       AND e.stream_version > COALESCE((SELECT s.hidden_through FROM ocx.streams s
-                                          WHERE s.stream_id = last_event.stream_id), 0)
+       AND e.stream_version > ocx._hidden_through(last_event.stream_id)
      ORDER BY e.stream_version DESC
      LIMIT 1;
 END;
