@@ -1,6 +1,7 @@
 /*
  * reads.c
  *		The reads of issue 13 that need C: read_stream's direction argument,
+ *		the soft-deleted versions a stream read skips (ocx._hidden_through),
  *		and read_all / read_category from a time (after_time).
  *
  * after_time: event time is set at append (or given by the caller), and the
