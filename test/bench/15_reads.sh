@@ -29,9 +29,9 @@ cat > "$BENCH_OUT/rd_back_raw.sql" <<'SQL'
 SELECT * FROM ocx.events WHERE stream_id = 'rdbench-1' ORDER BY stream_version DESC LIMIT 10;
 SQL
 
-read -r o b < <(alt_tps "$BENCH_OUT/rd_last.sql" "$BENCH_OUT/rd_last_raw.sql" 2 2 -M prepared)
+read -r o b < <(alt_tps "$BENCH_OUT/rd_last.sql" "$BENCH_OUT/rd_last_raw.sql" 2 3 -M prepared)
 row "last_event, 100,000-event stream, 2 clients (reads/s)" "$o" "$b" 0.5
-read -r o b < <(alt_tps "$BENCH_OUT/rd_back.sql" "$BENCH_OUT/rd_back_raw.sql" 2 2 -M prepared)
+read -r o b < <(alt_tps "$BENCH_OUT/rd_back.sql" "$BENCH_OUT/rd_back_raw.sql" 2 3 -M prepared)
 row "read_stream backward, 10 of 100,000 events, 2 clients (reads/s)" "$o" "$b" 0.5
 
 # after_time: the last 100 events of the log carry a later time; wait until
@@ -51,5 +51,5 @@ cat > "$BENCH_OUT/rd_time_raw.sql" <<SQL
 SELECT * FROM ocx.events WHERE (txid, global_position) > ('$(echo "$start" | cut -d/ -f1)'::xid8, $(echo "$start" | cut -d/ -f2))
    AND time >= '2100-01-01' ORDER BY txid, global_position LIMIT 100;
 SQL
-read -r o b < <(alt_tps "$BENCH_OUT/rd_time.sql" "$BENCH_OUT/rd_time_raw.sql" 2 2 -M prepared)
+read -r o b < <(alt_tps "$BENCH_OUT/rd_time.sql" "$BENCH_OUT/rd_time_raw.sql" 2 3 -M prepared)
 row "read_all after_time, the last 100 events of the log, 2 clients (reads/s)" "$o" "$b" 0.0

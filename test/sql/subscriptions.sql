@@ -122,7 +122,20 @@ BEGIN;
 SELECT "cursor" AS lc FROM ocx.poll('subt_lease', 10, 'x') \gset
 SELECT count(*) AS y_waits FROM ocx.poll('subt_lease', 10, 'y');
 COMMIT;
-SELECT pg_sleep(0.3);
+-- wait (polling, 10 s deadline) until x's lease has run out: the next
+-- statement's now() is past lease_until
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '10 seconds';
+BEGIN
+    WHILE clock_timestamp() <= (SELECT max(p.lease_until) FROM ocx.subscription_partitions p
+                                 WHERE p.subscription = 'subt_lease') LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'the lease of subt_lease did not run out within 10 s';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
 SELECT stream_id, stream_version FROM ocx.poll('subt_lease', 10, 'y');
 SELECT ocx.ack('subt_lease', :'lc', 'x');
 \echo :LAST_ERROR_SQLSTATE
