@@ -35,7 +35,8 @@
 -- Row-level security (FORCE) applies to ocx_owner, so every write binds to the
 -- caller's ocx.tenant.
 --
--- Tables, views and sequences: ocx_reader SELECT; nobody else anything.
+-- Tables, views and sequences: ocx_reader SELECT; nobody else anything, but
+-- INSERT on ocx.import_staging for ocx_admin (the COPY of a bulk import).
 -- ---------------------------------------------------------------------------
 
 DO $$
@@ -143,7 +144,7 @@ BEGIN ATOMIC
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
+                    'last_append_cursor$|wait_for$|_horizon_appenders$|export$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
                     'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
@@ -274,6 +275,11 @@ BEGIN
     -- minutes any tenant wrote (ocx._read_start reads it as ocx_owner)
     IF pg_catalog.to_regclass('ocx.time_map') IS NOT NULL THEN
         EXECUTE 'REVOKE SELECT ON ocx.time_map, ocx.time_map_state FROM ocx_reader';
+    END IF;
+    -- the import's staging table: ocx_admin copies a batch into it
+    -- (ocx.import_begin, COPY, ocx.import_commit; docs/migrating.md)
+    IF pg_catalog.to_regclass('ocx.import_staging') IS NOT NULL THEN
+        EXECUTE 'GRANT INSERT ON ocx.import_staging TO ocx_admin';
     END IF;
     -- and the data keys of personal data and the erasures (docs/privacy.md):
     -- ocx_owner only
