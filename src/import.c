@@ -32,7 +32,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
-#include "windowapi.h"
+#include "common/hashfn.h"
+#include "utils/hsearch.h"
 
 PG_FUNCTION_INFO_V1(ocx_import_line);
 PG_FUNCTION_INFO_V1(ocx_import_begun);
@@ -419,81 +420,144 @@ ocx_import_row(PG_FUNCTION_ARGS)
 }
 
 /* ------------------------------------------------------------------------
- * The hash chain of a batch
+ * The versions and the hash chain of a batch
  * ------------------------------------------------------------------------
  */
 
-typedef struct ChainState
+/* one stream of the batch, while ocx._import_chain runs over it */
+typedef struct ChainStream
 {
-	bool		started;
-	bool		on;				/* OcxChainOn() */
+	char	   *stream_id;		/* the key: a string in the statement's memory */
+	int64		version;		/* the last version seen */
 	bool		have;			/* prev holds a hash */
 	uint8		prev[32];
+} ChainStream;
+
+typedef struct ChainState
+{
+	HTAB	   *streams;
+	bool		on;				/* OcxChainOn() */
 } ChainState;
 
+/* the hash table hashes and compares the stream ids its keys point to */
+static uint32
+StreamHash(const void *key, Size keysize)
+{
+	const char *sid = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) sid, strlen(sid));
+}
+
+static int
+StreamMatch(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
 /*
- * ocx._import_chain(head, stream_id, stream_version, event_id, source,
- * type, schema_version, time, data, metadata, correlation_id, causation_id,
- * tenant_id, tags) OVER (PARTITION BY stream_id ORDER BY stream_version):
- * a window function, each event's hash chained from the previous row of its
- * stream, the first row from head (the stream's head before the batch).
- * The hash is ocx._event_hash's, the one the append stores; NULL for every
- * row when the chain is off (ocx.chain).
+ * ocx._import_chain(line, current, head, stream_id, stream_version,
+ * event_id, source, type, schema_version, time, data, metadata,
+ * correlation_id, causation_id, tenant_id, tags), called on the rows of a
+ * batch in line order: checks that each stream's rows are consecutive
+ * versions after its current version (OX001 names the line), and returns
+ * each event's hash chained from the stream's previous row, its first from
+ * head (the stream's head before the batch): the hash is ocx._event_hash's,
+ * the one the append stores.  NULL with the chain off (ocx.chain).  The
+ * streams seen live in a hash table for the statement (fn_extra).
  */
 Datum
 ocx_import_chain(PG_FUNCTION_ARGS)
 {
-	WindowObject win = PG_WINDOW_OBJECT();
-	ChainState *st = (ChainState *) WinGetPartitionLocalMemory(win, sizeof(ChainState));
+	ChainState *st = (ChainState *) fcinfo->flinfo->fn_extra;
 	LOCAL_FCINFO(hf, 14);
+	ChainStream *cs;
+	char	   *sid;
+	int64		line,
+				version;
+	bool		found;
 	Datum		result;
 	bytea	   *h;
 	int			i;
 
-	if (!st->started)
+	for (i = 0; i <= 4; i++)
+		if (i != 2 && PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("line, current, stream_id and stream_version must not be null")));
+	if (st == NULL)
 	{
-		bool		isnull;
-		Datum		head = WinGetFuncArgCurrent(win, 0, &isnull);
+		HASHCTL		ctl;
 
-		st->started = true;
+		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ChainState));
+		ctl.keysize = sizeof(char *);
+		ctl.entrysize = sizeof(ChainStream);
+		ctl.hash = StreamHash;
+		ctl.match = StreamMatch;
+		ctl.hcxt = fcinfo->flinfo->fn_mcxt;
+		st->streams = hash_create("ocx import streams", 1024, &ctl,
+								  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 		st->on = OcxChainOn();
-		if (!isnull)
-		{
-			bytea	   *b = DatumGetByteaPP(head);
+		fcinfo->flinfo->fn_extra = st;
+	}
+	line = PG_GETARG_INT64(0);
+	sid = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	version = PG_GETARG_INT64(4);
 
-			if (VARSIZE_ANY_EXHDR(b) != sizeof(st->prev))
+	cs = (ChainStream *) hash_search(st->streams, &sid, HASH_ENTER, &found);
+	if (!found)
+	{
+		cs->stream_id = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, sid);
+		cs->version = PG_GETARG_INT64(1);
+		cs->have = false;
+		if (!PG_ARGISNULL(2))
+		{
+			bytea	   *b = PG_GETARG_BYTEA_PP(2);
+
+			if (VARSIZE_ANY_EXHDR(b) != sizeof(cs->prev))
 				ereport(ERROR,
 						(errcode(ERRCODE_OCX_CHAIN_BROKEN),
-						 errmsg("the head of a stream in the batch is not a SHA-256 hash")));
-			memcpy(st->prev, VARDATA_ANY(b), sizeof(st->prev));
-			st->have = true;
+						 errmsg("the head of stream \"%s\" is not a SHA-256 hash", sid)));
+			memcpy(cs->prev, VARDATA_ANY(b), sizeof(cs->prev));
+			cs->have = true;
 		}
 	}
+	if (version != cs->version + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
+				 errmsg("line " INT64_FORMAT ": version " INT64_FORMAT " of stream \"%s\" does not follow version " INT64_FORMAT,
+						line, version, sid, cs->version),
+				 errdetail(found ? "A stream's rows must be consecutive versions in line order." :
+						   "The stream is at version " INT64_FORMAT ": the batch continues it at " INT64_FORMAT ".",
+						   cs->version, cs->version + 1)));
+	cs->version = version;
 	if (!st->on)
 		PG_RETURN_NULL();
 
 	InitFunctionCallInfoData(*hf, NULL, 14, InvalidOid, NULL, NULL);
-	if (st->have)
+	if (cs->have)
 	{
-		bytea	   *p = palloc(VARHDRSZ + sizeof(st->prev));
+		bytea	   *p = palloc(VARHDRSZ + sizeof(cs->prev));
 
-		SET_VARSIZE(p, VARHDRSZ + sizeof(st->prev));
-		memcpy(VARDATA(p), st->prev, sizeof(st->prev));
+		SET_VARSIZE(p, VARHDRSZ + sizeof(cs->prev));
+		memcpy(VARDATA(p), cs->prev, sizeof(cs->prev));
 		hf->args[0].value = PointerGetDatum(p);
 		hf->args[0].isnull = false;
 	}
 	else
 		hf->args[0].isnull = true;
 	for (i = 1; i < 14; i++)
-		hf->args[i].value = WinGetFuncArgCurrent(win, i, &hf->args[i].isnull);
+	{
+		hf->args[i].value = PG_GETARG_DATUM(i + 2);
+		hf->args[i].isnull = PG_ARGISNULL(i + 2);
+	}
 	result = ocx_event_hash(hf);
 	if (hf->isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
-				 errmsg("an imported event lacks a stored field")));
+				 errmsg("line " INT64_FORMAT ": the event lacks a stored field", line)));
 	h = DatumGetByteaPP(result);
-	memcpy(st->prev, VARDATA_ANY(h), sizeof(st->prev));
-	st->have = true;
+	memcpy(cs->prev, VARDATA_ANY(h), sizeof(cs->prev));
+	cs->have = true;
 	PG_RETURN_DATUM(result);
 }
 

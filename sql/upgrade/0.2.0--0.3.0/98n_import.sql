@@ -89,15 +89,25 @@ CREATE FUNCTION ocx._import_row(line bigint, stream_id text, stream_version text
 COMMENT ON FUNCTION ocx._import_row(bigint, text, text, text, text, text, text, text, text, text, text, text, text, text) IS
     'internal: one staged import row parsed and checked as an append checks an event (defaults, size, contract); errors name the line';
 
-CREATE FUNCTION ocx._import_chain(head bytea, stream_id text, stream_version bigint, event_id uuid,
-                                  source text, type text, schema_version integer, "time" timestamptz,
-                                  data jsonb, metadata jsonb, correlation_id uuid, causation_id uuid,
-                                  tenant_id text, tags text[])
+CREATE FUNCTION ocx._import_chain(line bigint, current bigint, head bytea, stream_id text, stream_version bigint,
+                                  event_id uuid, source text, type text, schema_version integer,
+                                  "time" timestamptz, data jsonb, metadata jsonb, correlation_id uuid,
+                                  causation_id uuid, tenant_id text, tags text[])
     RETURNS bytea
-    LANGUAGE C VOLATILE WINDOW PARALLEL UNSAFE
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_import_chain';
-COMMENT ON FUNCTION ocx._import_chain(bytea, text, bigint, uuid, text, text, integer, timestamptz, jsonb, jsonb, uuid, uuid, text, text[]) IS
-    'internal: window function over (PARTITION BY stream_id ORDER BY stream_version): each event''s hash (ocx._event_hash) chained from the previous row, the first from head; NULL with ocx.chain off';
+COMMENT ON FUNCTION ocx._import_chain(bigint, bigint, bytea, text, bigint, uuid, text, text, integer, timestamptz, jsonb, jsonb, uuid, uuid, text, text[]) IS
+    'internal: over a batch''s rows in line order: checks that each stream''s rows are consecutive versions after current (OX001 names the line) and returns each event''s hash (ocx._event_hash) chained from the stream''s previous row, the first from head; NULL with ocx.chain off';
+
+-- The streams of the batch in progress (internal; ocx_owner only).
+CREATE UNLOGGED TABLE ocx.import_streams (
+    stream_id   text NOT NULL,
+    first_line  bigint NOT NULL,
+    min_version bigint NOT NULL,
+    max_version bigint NOT NULL
+);
+COMMENT ON TABLE ocx.import_streams IS
+    'internal: the streams of the import batch in progress (ocx.import_commit()); empty outside an import';
 
 CREATE FUNCTION ocx._import_lock_tags(tags text[]) RETURNS void
     LANGUAGE C VOLATILE PARALLEL UNSAFE
@@ -113,7 +123,7 @@ BEGIN
     -- an appender from here on (ocx.horizon = 'appenders'): before the xid
     PERFORM ocx.log_txid();
     -- one batch at a time: waits for an import in progress in another session
-    TRUNCATE ocx.import_staging, ocx.import_rows;
+    TRUNCATE ocx.import_staging, ocx.import_rows, ocx.import_streams;
     PERFORM ocx._import_line(true);
 END
 $fn$;
@@ -124,6 +134,7 @@ CREATE FUNCTION ocx.import_commit(OUT events bigint, OUT skipped bigint, OUT str
     RETURNS record
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
+    SET work_mem = '256MB'
 AS $fn$
 DECLARE
     tenant text := NULLIF(current_setting('ocx.tenant', true), '');
@@ -138,7 +149,7 @@ BEGIN
     me := ocx.log_txid();
 
     -- every row on its own, as an append checks an event: the first bad line raises
-    TRUNCATE ocx.import_rows;
+    TRUNCATE ocx.import_rows, ocx.import_streams;
     INSERT INTO ocx.import_rows (line, stream_id, stream_version, event_id, source, type, schema_version,
                                  "time", data, metadata, correlation_id, causation_id, tags)
     SELECT x.line, (x.r).stream_id, (x.r).stream_version, (x.r).event_id, (x.r).source, (x.r).type,
@@ -155,21 +166,9 @@ BEGIN
             HINT = 'COPY the events into ocx.import_staging after ocx.import_begin().';
     END IF;
 
-    -- the batch as a set: a version or an event id twice
-    SELECT max(r.line) AS line, min(r.line) AS first, r.stream_id, r.stream_version INTO bad
-      FROM ocx.import_rows r GROUP BY r.stream_id, r.stream_version HAVING count(*) > 1
-     ORDER BY 1 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'line %: version % of stream "%" is also on line %', bad.line, bad.stream_version,
-            bad.stream_id, bad.first USING ERRCODE = 'OX001';
-    END IF;
-    SELECT max(r.line) AS line, min(r.line) AS first, r.event_id INTO bad
-      FROM ocx.import_rows r GROUP BY r.source, r.event_id HAVING count(*) > 1
-     ORDER BY 1 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'line %: event id % is also on line %', bad.line, bad.event_id, bad.first
-            USING ERRCODE = 'OX004', DETAIL = 'Event ids are unique per source.';
-    END IF;
+    INSERT INTO ocx.import_streams (stream_id, first_line, min_version, max_version)
+    SELECT r.stream_id, min(r.line), min(r.stream_version), max(r.stream_version)
+      FROM ocx.import_rows r GROUP BY r.stream_id;
 
     -- what the import does not do: encrypt personal data, run inline projections
     IF EXISTS (SELECT FROM ocx.personal_data p WHERE p.dropped_at IS NULL) THEN
@@ -202,65 +201,64 @@ BEGIN
         PERFORM ocx._import_lock_tags(ARRAY(SELECT DISTINCT t FROM ocx.import_rows r, unnest(r.tags) t));
     END IF;
     INSERT INTO ocx.streams (stream_id, category, version, tenant_id)
-    SELECT d.stream_id, ocx.category(d.stream_id), 0, tenant
-      FROM (SELECT DISTINCT r.stream_id FROM ocx.import_rows r) d
-     ORDER BY d.stream_id
+    SELECT i.stream_id, ocx.category(i.stream_id), 0, tenant FROM ocx.import_streams i
+     ORDER BY i.stream_id
         ON CONFLICT (stream_id) DO NOTHING;
-    PERFORM FROM ocx.streams s
-     WHERE s.stream_id IN (SELECT r.stream_id FROM ocx.import_rows r)
-     ORDER BY s.stream_id FOR UPDATE;
+    PERFORM FROM ocx.streams s JOIN ocx.import_streams i ON i.stream_id = s.stream_id
+     ORDER BY s.stream_id FOR UPDATE OF s;
 
-    -- every stream: this tenant's, not deleted; each stream's rows follow
-    -- each other in line order, from a stored version or the one after the last
-    SELECT r.line, r.stream_id INTO bad FROM ocx.import_rows r
-     WHERE NOT EXISTS (SELECT FROM ocx.streams s WHERE s.stream_id = r.stream_id)
-     ORDER BY r.line LIMIT 1;
+    -- every stream: this tenant's (visible), not deleted
+    SELECT i.first_line AS line, i.stream_id, s.deleted, s.version AS cur, i.min_version INTO bad
+      FROM ocx.import_streams i LEFT JOIN ocx.streams s ON s.stream_id = i.stream_id
+     WHERE s.stream_id IS NULL OR s.deleted OR i.min_version > s.version + 1
+     ORDER BY i.first_line LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'line %: stream "%" belongs to another tenant', bad.line, bad.stream_id
-            USING ERRCODE = 'OX012',
-            DETAIL = 'Stream ids are global; this one is taken by a tenant other than the session''s ocx.tenant.';
-    END IF;
-    SELECT v.line, v.stream_id, v.stream_version, v.prev, v.cur, v.deleted INTO bad
-      FROM (SELECT r.line, r.stream_id, r.stream_version, s.version AS cur, s.deleted,
-                   lag(r.stream_version) OVER (PARTITION BY r.stream_id ORDER BY r.line) AS prev
-              FROM ocx.import_rows r JOIN ocx.streams s ON s.stream_id = r.stream_id) v
-     WHERE v.deleted
-        OR (v.prev IS NULL AND v.stream_version > v.cur + 1)
-        OR (v.prev IS NOT NULL AND v.stream_version <> v.prev + 1)
-     ORDER BY v.line LIMIT 1;
-    IF FOUND THEN
-        IF bad.deleted THEN
+        IF bad.deleted IS NULL THEN
+            RAISE EXCEPTION 'line %: stream "%" belongs to another tenant', bad.line, bad.stream_id
+                USING ERRCODE = 'OX012',
+                DETAIL = 'Stream ids are global; this one is taken by a tenant other than the session''s ocx.tenant.';
+        ELSIF bad.deleted THEN
             RAISE EXCEPTION 'line %: stream "%" was deleted', bad.line, bad.stream_id
                 USING ERRCODE = 'OX641', DETAIL = 'Its tombstone refuses every new event.';
         END IF;
-        RAISE EXCEPTION 'line %: version % of stream "%" does not follow version %', bad.line,
-            bad.stream_version, bad.stream_id, COALESCE(bad.prev, bad.cur) USING ERRCODE = 'OX001',
-            DETAIL = CASE WHEN bad.prev IS NULL
-                          THEN format('The stream is at version %s: the batch continues it at %s.', bad.cur, bad.cur + 1)
-                          ELSE 'A stream''s rows must be consecutive versions in line order.' END;
     END IF;
     -- rows at stored versions: an idempotent repeat of the stored event, skipped
-    SELECT r.line, r.stream_id, r.stream_version, e.event_id AS stored INTO bad
-      FROM ocx.import_rows r JOIN ocx.streams s ON s.stream_id = r.stream_id
-      LEFT JOIN ocx.events e ON e.stream_id = r.stream_id AND e.stream_version = r.stream_version
-     WHERE r.stream_version <= s.version
-       AND (e.event_id IS DISTINCT FROM r.event_id OR e.source <> r.source OR e.type <> r.type
-            OR e.data <> r.data)
-     ORDER BY r.line LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'line %: version % of stream "%" is stored already, as another event', bad.line,
-            bad.stream_version, bad.stream_id USING ERRCODE = 'OX001',
-            DETAIL = CASE WHEN bad.stored IS NULL THEN 'The stored version was removed.'
-                          ELSE format('The stored event is %s; a repeated import must repeat it exactly (id, source, type, data).', bad.stored) END;
+    skipped := 0;
+    IF EXISTS (SELECT FROM ocx.import_streams i JOIN ocx.streams s ON s.stream_id = i.stream_id
+                WHERE i.min_version <= s.version) THEN
+        SELECT r.line, r.stream_id, r.stream_version, e.event_id AS stored, v.prev, v.cur INTO bad
+          FROM (SELECT r.line, r.stream_id, r.stream_version, s.version AS cur,
+                       lag(r.stream_version) OVER (PARTITION BY r.stream_id ORDER BY r.line) AS prev
+                  FROM ocx.import_rows r
+                  JOIN ocx.import_streams i ON i.stream_id = r.stream_id
+                  JOIN ocx.streams s ON s.stream_id = r.stream_id AND i.min_version <= s.version) v
+          JOIN ocx.import_rows r ON r.line = v.line
+          LEFT JOIN ocx.events e ON e.stream_id = r.stream_id AND e.stream_version = r.stream_version
+         WHERE r.stream_version <= v.cur
+           AND (e.event_id IS DISTINCT FROM r.event_id OR e.source <> r.source OR e.type <> r.type
+                OR e.data <> r.data OR (v.prev IS NOT NULL AND r.stream_version <> v.prev + 1))
+         ORDER BY r.line LIMIT 1;
+        IF FOUND THEN
+            IF bad.prev IS NOT NULL AND bad.stream_version <> bad.prev + 1 THEN
+                RAISE EXCEPTION 'line %: version % of stream "%" does not follow version %', bad.line,
+                    bad.stream_version, bad.stream_id, bad.prev USING ERRCODE = 'OX001',
+                    DETAIL = 'A stream''s rows must be consecutive versions in line order.';
+            END IF;
+            RAISE EXCEPTION 'line %: version % of stream "%" is stored already, as another event', bad.line,
+                bad.stream_version, bad.stream_id USING ERRCODE = 'OX001',
+                DETAIL = CASE WHEN bad.stored IS NULL THEN 'The stored version was removed.'
+                              ELSE format('The stored event is %s; a repeated import must repeat it exactly (id, source, type, data).', bad.stored) END;
+        END IF;
+        SELECT COALESCE(sum(LEAST(s.version, i.max_version) - i.min_version + 1), 0) INTO skipped
+          FROM ocx.import_streams i JOIN ocx.streams s ON s.stream_id = i.stream_id
+         WHERE i.min_version <= s.version;
     END IF;
-    SELECT count(*) INTO skipped FROM ocx.import_rows r JOIN ocx.streams s ON s.stream_id = r.stream_id
-     WHERE r.stream_version <= s.version;
     -- log order within a stream (as append.c's CheckStreamOrder): this
     -- transaction must not be older than the last append to a stream it continues
-    SELECT s.stream_id INTO bad FROM ocx.streams s
+    SELECT s.stream_id INTO bad FROM ocx.import_streams i
+      JOIN ocx.streams s ON s.stream_id = i.stream_id
       JOIN ocx.events e ON e.stream_id = s.stream_id AND e.stream_version = s.version
      WHERE s.version > 0 AND e.txid > me
-       AND s.stream_id IN (SELECT r.stream_id FROM ocx.import_rows r)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'this transaction is older than the last append to stream "%"', bad.stream_id
@@ -269,33 +267,40 @@ BEGIN
             HINT = 'Roll back and retry the import.';
     END IF;
 
-    -- the write: one statement, log positions in line order, the hash chain per stream
+    -- the write: one statement, log positions in line order; _import_chain
+    -- checks the versions of each stream and chains its hashes in that order
     BEGIN
         WITH ins AS (
             INSERT INTO ocx.events (stream_id, stream_version, event_id, source, type, schema_version, "time",
                                     data, metadata, correlation_id, causation_id, tenant_id, txid, tags, hash)
-            SELECT r.stream_id, r.stream_version, r.event_id, r.source, r.type, r.schema_version, r."time",
-                   r.data, r.metadata, r.correlation_id, r.causation_id, tenant, me, r.tags,
-                   ocx._import_chain(s.head, r.stream_id, r.stream_version, r.event_id, r.source, r.type,
-                                     r.schema_version, r."time", r.data, r.metadata, r.correlation_id,
-                                     r.causation_id, tenant, r.tags)
-                       OVER (PARTITION BY r.stream_id ORDER BY r.stream_version)
-              FROM ocx.import_rows r JOIN ocx.streams s ON s.stream_id = r.stream_id
-             WHERE r.stream_version > s.version
-             ORDER BY r.line
+            SELECT x.stream_id, x.stream_version, x.event_id, x.source, x.type, x.schema_version, x."time",
+                   x.data, x.metadata, x.correlation_id, x.causation_id, tenant, me, x.tags,
+                   ocx._import_chain(x.line, x.cur, x.head, x.stream_id, x.stream_version, x.event_id,
+                                     x.source, x.type, x.schema_version, x."time", x.data, x.metadata,
+                                     x.correlation_id, x.causation_id, tenant, x.tags)
+              FROM (SELECT r.*, s.version AS cur, s.head
+                      FROM ocx.import_rows r JOIN ocx.streams s ON s.stream_id = r.stream_id
+                     WHERE r.stream_version > s.version
+                     ORDER BY r.line) x
             RETURNING stream_id, stream_version, hash
-        ), last AS (
-            SELECT DISTINCT ON (i.stream_id) i.stream_id, i.stream_version, i.hash
-              FROM ins i ORDER BY i.stream_id, i.stream_version DESC
         ), upd AS (
-            UPDATE ocx.streams s SET version = l.stream_version, head = COALESCE(l.hash, s.head),
+            UPDATE ocx.streams s SET version = n.stream_version, head = COALESCE(n.hash, s.head),
                    updated_at = now()
-              FROM last l WHERE s.stream_id = l.stream_id
+              FROM ocx.import_streams i JOIN ins n ON n.stream_id = i.stream_id
+                                                  AND n.stream_version = i.max_version
+             WHERE s.stream_id = i.stream_id
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd) INTO events, streams;
     EXCEPTION WHEN unique_violation THEN
-        -- an id stored already (its stream the caller may not see)
+        -- an event id twice in the batch, or stored already (its stream the caller may not see)
+        SELECT max(r.line) AS line, min(r.line) AS first, r.event_id INTO bad
+          FROM ocx.import_rows r GROUP BY r.source, r.event_id HAVING count(*) > 1
+         ORDER BY 1 LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'line %: event id % is also on line %', bad.line, bad.event_id, bad.first
+                USING ERRCODE = 'OX004', DETAIL = 'Event ids are unique per source.';
+        END IF;
         SELECT r.line, r.event_id, e.stream_id, e.stream_version INTO bad
           FROM ocx.import_rows r JOIN ocx.events e ON e.source = r.source AND e.event_id = r.event_id
           JOIN ocx.streams s ON s.stream_id = r.stream_id
@@ -310,7 +315,7 @@ BEGIN
             DETAIL = 'Event ids are unique per source, across streams and tenants.';
     END;
 
-    TRUNCATE ocx.import_staging, ocx.import_rows;
+    TRUNCATE ocx.import_staging, ocx.import_rows, ocx.import_streams;
     PERFORM ocx._wake_worker();
 END
 $fn$;
