@@ -64,7 +64,7 @@ my $pages = 0;
 while (1) {
     my $arg = $after eq '' ? 'NULL' : "'$after'";
     my $last = $src->safe_psql('postgres',
-        "SELECT max(\"cursor\")::text FROM ocx.export(after => $arg, max_count => 50000)");
+        "SELECT x.\"cursor\"::text FROM ocx.export(after => $arg, max_count => 50000) x ORDER BY x.\"cursor\" DESC LIMIT 1");
     last if $last eq '';
     $src->safe_psql('postgres', qq{COPY (SELECT cloudevent FROM ocx.export(after => $arg, max_count => 50000))
         TO PROGRAM 'cat >> $file' (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')});

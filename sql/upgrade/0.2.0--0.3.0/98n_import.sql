@@ -330,6 +330,8 @@ CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAUL
                            max_count integer DEFAULT NULL)
     RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
     LANGUAGE sql STABLE PARALLEL RESTRICTED
+    -- the reader's _reveal takes a new snapshot, which a parallel worker may not
+    SET max_parallel_workers_per_gather = 0
 BEGIN ATOMIC
     SELECT e."cursor",
            ocx.to_cloudevent(e)
