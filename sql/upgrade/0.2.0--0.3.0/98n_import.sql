@@ -169,6 +169,8 @@ BEGIN
     INSERT INTO ocx.import_streams (stream_id, first_line, min_version, max_version)
     SELECT r.stream_id, min(r.line), min(r.stream_version), max(r.stream_version)
       FROM ocx.import_rows r GROUP BY r.stream_id;
+    -- the plans below join the batch's streams: give the planner their number
+    ANALYZE ocx.import_streams;
 
     -- what the import does not do: encrypt personal data, run inline projections
     IF EXISTS (SELECT FROM ocx.personal_data p WHERE p.dropped_at IS NULL) THEN
@@ -226,18 +228,18 @@ BEGIN
     skipped := 0;
     IF EXISTS (SELECT FROM ocx.import_streams i JOIN ocx.streams s ON s.stream_id = i.stream_id
                 WHERE i.min_version <= s.version) THEN
-        SELECT r.line, r.stream_id, r.stream_version, e.event_id AS stored, v.prev, v.cur INTO bad
-          FROM (SELECT r.line, r.stream_id, r.stream_version, s.version AS cur,
+        SELECT v.line, v.stream_id, v.stream_version, e.event_id AS stored, v.prev, v.cur INTO bad
+          FROM (SELECT r.line, r.stream_id, r.stream_version, r.event_id, r.source, r.type, r.data,
+                       s.version AS cur,
                        lag(r.stream_version) OVER (PARTITION BY r.stream_id ORDER BY r.line) AS prev
                   FROM ocx.import_rows r
                   JOIN ocx.import_streams i ON i.stream_id = r.stream_id
                   JOIN ocx.streams s ON s.stream_id = r.stream_id AND i.min_version <= s.version) v
-          JOIN ocx.import_rows r ON r.line = v.line
-          LEFT JOIN ocx.events e ON e.stream_id = r.stream_id AND e.stream_version = r.stream_version
-         WHERE r.stream_version <= v.cur
-           AND (e.event_id IS DISTINCT FROM r.event_id OR e.source <> r.source OR e.type <> r.type
-                OR e.data <> r.data OR (v.prev IS NOT NULL AND r.stream_version <> v.prev + 1))
-         ORDER BY r.line LIMIT 1;
+          LEFT JOIN ocx.events e ON e.stream_id = v.stream_id AND e.stream_version = v.stream_version
+         WHERE v.stream_version <= v.cur
+           AND (e.event_id IS DISTINCT FROM v.event_id OR e.source <> v.source OR e.type <> v.type
+                OR e.data <> v.data OR (v.prev IS NOT NULL AND v.stream_version <> v.prev + 1))
+         ORDER BY v.line LIMIT 1;
         IF FOUND THEN
             IF bad.prev IS NOT NULL AND bad.stream_version <> bad.prev + 1 THEN
                 RAISE EXCEPTION 'line %: version % of stream "%" does not follow version %', bad.line,
