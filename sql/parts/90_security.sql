@@ -35,7 +35,8 @@
 -- Row-level security (FORCE) applies to ocx_owner, so every write binds to the
 -- caller's ocx.tenant.
 --
--- Tables, views and sequences: ocx_reader SELECT; nobody else anything.
+-- Tables, views and sequences: ocx_reader SELECT; nobody else anything, but
+-- INSERT on ocx.import_staging for ocx_admin (the COPY of a bulk import).
 -- ---------------------------------------------------------------------------
 
 DO $$
@@ -143,7 +144,7 @@ BEGIN ATOMIC
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
+                    'last_append_cursor$|wait_for$|_horizon_appenders$|export$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
                     'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
@@ -152,8 +153,9 @@ BEGIN ATOMIC
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
                     'ocx_admin'),
         -- tables no role but ocx_owner reads: no tenant column (the time map,
-        -- removals: they would show any tenant's writes and deletions), keys
-        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals)$', NULL)
+        -- removals: they would show any tenant's writes and deletions), keys,
+        -- the import's batch (ocx_admin only INSERTs into import_staging)
+        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging|import_rows|import_streams)$', NULL)
       ) AS r(kind, pattern, grantee);
 END;
 COMMENT ON FUNCTION ocx.privilege_rules() IS
@@ -281,6 +283,11 @@ BEGIN
                              WHERE x.kind = 'table' AND x.grantee IS NULL AND c.relname ~ x.pattern) LOOP
         EXECUTE format('REVOKE SELECT ON %s FROM ocx_reader', r.rel);
     END LOOP;
+    -- the import's staging table: ocx_admin copies a batch into it
+    -- (ocx.import_begin, COPY, ocx.import_commit; docs/migrating.md)
+    IF pg_catalog.to_regclass('ocx.import_staging') IS NOT NULL THEN
+        EXECUTE 'GRANT INSERT ON ocx.import_staging TO ocx_admin';
+    END IF;
     DROP TABLE pg_temp.ocx_privilege_levels;
 END
 $$;
