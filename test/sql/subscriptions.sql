@@ -136,11 +136,18 @@ BEGIN
         PERFORM pg_sleep(0.01);
     END LOOP;
 END $$;
+-- (y's take-over, x's refused ack and y's ack in one transaction: one now(),
+-- so y's 200 ms lease cannot run out between its poll and its ack however
+-- loaded the machine is)
+BEGIN;
 SELECT stream_id, stream_version FROM ocx.poll('subt_lease', 10, 'y');
+SAVEPOINT x_ack;
 SELECT ocx.ack('subt_lease', :'lc', 'x');
 \echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT x_ack;
 SELECT ocx.ack('subt_lease', :'lc', 'y');
 SELECT count(*) AS drained FROM ocx.poll('subt_lease', 10, 'y');
+COMMIT;
 
 -- drop
 SELECT ocx.drop_subscription('subt_lease') AS dropped;
