@@ -112,6 +112,9 @@
 #define ERRCODE_OCX_STREAM_DELETED			MAKE_SQLSTATE('O','X','6','4','1')
 #define ERRCODE_OCX_EVENTS_REMOVED			MAKE_SQLSTATE('O','X','6','4','2')
 #define ERRCODE_OCX_INVALID_RETENTION		MAKE_SQLSTATE('O','X','6','4','3')
+/* OX66x: bulk import (import.c, 89a_import.sql; docs/migrating.md) */
+#define ERRCODE_OCX_IMPORT_NOT_BEGUN		MAKE_SQLSTATE('O','X','6','6','0')
+#define ERRCODE_OCX_IMPORT_UNSUPPORTED		MAKE_SQLSTATE('O','X','6','6','1')
 /* OX7xx: scaling out (Citus; docs/scaling.md) */
 #define ERRCODE_OCX_NOT_DISTRIBUTABLE		MAKE_SQLSTATE('O','X','7','0','0')
 #define ERRCODE_OCX_CITUS_MISSING			MAKE_SQLSTATE('O','X','7','0','1')

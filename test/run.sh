@@ -68,12 +68,12 @@ tally() {           # suite, passed, failed, [problem]
 
 # pg_regress / pg_isolation_regress: PostgreSQL 15 prints "test NAME ... ok" (or
 # "... FAILED", "... failed (ignored)"); 16 and later print TAP: "ok N - NAME" and
-# "not ok N - NAME". Either is read; one result per test file given, or it is a
-# format problem.
+# "not ok N - NAME", with "+" for "-" when the test ran in a parallel group.
+# Either is read; one result per test file given, or it is a format problem.
 count_regress() {   # suite, file with the output, exit code, number of tests given
     local suite=$1 out=$2 rc=$3 want=$4 p f problem=""
-    p=$(grep -cE '\.\.\. +ok|^ok +[0-9]+ +- ' "$out")
-    f=$(grep -cE '\.\.\. +(FAILED|failed)|^not ok +[0-9]+ +- ' "$out")
+    p=$(grep -cE '\.\.\. +ok|^ok +[0-9]+ +[-+] ' "$out")
+    f=$(grep -cE '\.\.\. +(FAILED|failed)|^not ok +[0-9]+ +[-+] ' "$out")
     if [ $((p + f)) -ne "$want" ]; then
         problem="$want tests given, $((p + f)) results read (output format not understood?)"
     elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

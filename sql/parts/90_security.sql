@@ -35,7 +35,8 @@
 -- Row-level security (FORCE) applies to ocx_owner, so every write binds to the
 -- caller's ocx.tenant.
 --
--- Tables, views and sequences: ocx_reader SELECT; nobody else anything.
+-- Tables, views and sequences: ocx_reader SELECT; nobody else anything, but
+-- INSERT on ocx.import_staging for ocx_admin (the COPY of a bulk import).
 -- ---------------------------------------------------------------------------
 
 DO $$
@@ -143,18 +144,22 @@ BEGIN ATOMIC
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
+                    'last_append_cursor$|wait_for$|_horizon_appenders$|export$)', 'ocx_reader'),
         ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
                     'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
         ('routine', '^retry_delay$', 'ocx_reader'),
         ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
         ('routine', '^(saga_graph|projection_graph)$', 'ocx_reader'),
         ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
-                    'ocx_admin')
+                    'ocx_admin'),
+        -- tables no role but ocx_owner reads: no tenant column (the time map,
+        -- removals: they would show any tenant's writes and deletions), keys,
+        -- the import's batch (ocx_admin only INSERTs into import_staging)
+        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging|import_rows|import_streams)$', NULL)
       ) AS r(kind, pattern, grantee);
 END;
 COMMENT ON FUNCTION ocx.privilege_rules() IS
-    'the name patterns ocx._apply_privileges() grants by (grantee NULL: never granted; see docs/security.md)';
+    'the name patterns ocx._apply_privileges() grants by: routines (grantee NULL: never granted) and owner-only tables (kind table, grantee NULL); see docs/security.md';
 
 CREATE FUNCTION ocx._apply_privileges() RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -270,15 +275,18 @@ BEGIN
     EXECUTE 'GRANT USAGE ON SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL TABLES IN SCHEMA ocx TO ocx_reader';
     EXECUTE 'GRANT SELECT ON ALL SEQUENCES IN SCHEMA ocx TO ocx_reader';
-    -- but the time map: it has no tenant, so a reader would see in which
-    -- minutes any tenant wrote (ocx._read_start reads it as ocx_owner)
-    IF pg_catalog.to_regclass('ocx.time_map') IS NOT NULL THEN
-        EXECUTE 'REVOKE SELECT ON ocx.time_map, ocx.time_map_state FROM ocx_reader';
-    END IF;
-    -- and the data keys of personal data and the erasures (docs/privacy.md):
-    -- ocx_owner only
-    IF pg_catalog.to_regclass('ocx.subject_keys') IS NOT NULL THEN
-        EXECUTE 'REVOKE SELECT ON ocx.subject_keys, ocx.erasures FROM ocx_reader';
+    -- but the owner-only tables of ocx.privilege_rules() (kind 'table', no
+    -- grantee): ocx_owner's functions read them for the caller
+    FOR r IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p', 'v', 'm')
+                AND EXISTS (SELECT FROM ocx.privilege_rules() x
+                             WHERE x.kind = 'table' AND x.grantee IS NULL AND c.relname ~ x.pattern) LOOP
+        EXECUTE format('REVOKE SELECT ON %s FROM ocx_reader', r.rel);
+    END LOOP;
+    -- the import's staging table: ocx_admin copies a batch into it
+    -- (ocx.import_begin, COPY, ocx.import_commit; docs/migrating.md)
+    IF pg_catalog.to_regclass('ocx.import_staging') IS NOT NULL THEN
+        EXECUTE 'GRANT INSERT ON ocx.import_staging TO ocx_admin';
     END IF;
     DROP TABLE pg_temp.ocx_privilege_levels;
 END

@@ -4,6 +4,9 @@
 #    visible, with 1,000 running sagas: median and p99 (goal p99 < 10 ms).
 #    Baseline: the same probe against a plain table where a trigger inserts
 #    the next command in the event's own transaction (the probe's floor).
+#    3 rounds of PROBES/3 probes each, the order alternating per round; the
+#    row gives the median and p99 of all probes and the spread of the rounds'
+#    medians.
 # 2. sagas completed per second, 1,000 concurrent 3-step sagas run by the
 #    worker (in-server handlers), timed from before start_saga to the last
 #    saga's finish.  Baseline: what a hand-written saga runner in one process
@@ -11,9 +14,11 @@
 #    transaction): per batch of 16 sagas, one transaction starts them (saga
 #    rows and first commands), then per step one transaction for the
 #    handlers' events and one for the transitions (saga rows updated, next
-#    commands written): 7 transactions per 16 sagas.  It keeps no command
-#    history and no step audit log, which ocx writes.  Two rounds each, the
-#    order alternating; the spread goes to stderr.
+#    commands written): 7 transactions per 16 sagas.  Its clock (pgbench's)
+#    also runs from before the start, and counts only whole sagas (16 per
+#    pgbench transaction).  It keeps no command history and no step audit
+#    log, which ocx writes.  3 rounds each, the order alternating, the spread
+#    in the row.
 set -euo pipefail
 . "$BENCH_DIR/lib.sh"
 P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
@@ -29,10 +34,10 @@ SELECT ocx.define_saga('bench_probe', '{"steps": [
   {"name": "s1", "command": "bench.P1", "success": "bench.P1Done"},
   {"name": "s2", "command": "bench.P2", "success": "bench.P2Done"},
   {"name": "s3", "command": "bench.P3", "success": "bench.P3Done"}]}');
-CREATE TABLE bench_probe_ms (ms float8);
-CREATE TABLE bench_probe_base_ms (ms float8);
+CREATE TABLE bench_probe_ms (round int, ms float8);
+CREATE TABLE bench_probe_base_ms (round int, ms float8);
 
-CREATE PROCEDURE bench_probe(n int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE bench_probe(n int, r int) LANGUAGE plpgsql AS $$
 DECLARE
     id uuid; nxt uuid; t0 timestamptz; k int;
 BEGIN
@@ -52,7 +57,7 @@ BEGIN
             END IF;
             PERFORM pg_sleep(0.0002);
         END LOOP;
-        INSERT INTO bench_probe_ms VALUES (extract(epoch FROM clock_timestamp() - t0) * 1000);
+        INSERT INTO bench_probe_ms VALUES (r, extract(epoch FROM clock_timestamp() - t0) * 1000);
         COMMIT;
     END LOOP;
 END $$;
@@ -67,11 +72,11 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_raw_next AFTER INSERT ON bench_raw_events FOR EACH ROW EXECUTE FUNCTION bench_raw_next();
 CREATE INDEX ON bench_raw_cmds (saga);
-CREATE PROCEDURE bench_probe_base(n int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE bench_probe_base(n int, r int) LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz; k int;
 BEGIN
-    FOR k IN 1..n LOOP
+    FOR k IN (r - 1) * n + 1 .. r * n LOOP
         INSERT INTO bench_raw_events (saga, type, data) VALUES (k, 'P1Done', '{}');
         COMMIT;
         t0 := clock_timestamp();
@@ -80,7 +85,10 @@ BEGIN
                    OR clock_timestamp() > t0 + interval '10 seconds';
             PERFORM pg_sleep(0.0002);
         END LOOP;
-        INSERT INTO bench_probe_base_ms VALUES (extract(epoch FROM clock_timestamp() - t0) * 1000);
+        IF NOT EXISTS (SELECT 1 FROM bench_raw_cmds WHERE saga = k) THEN
+            RAISE EXCEPTION 'baseline probe %: no command within 10 seconds', k;
+        END IF;
+        INSERT INTO bench_probe_base_ms VALUES (r, extract(epoch FROM clock_timestamp() - t0) * 1000);
         COMMIT;
     END LOOP;
 END $$;
@@ -110,18 +118,32 @@ $P -c "DO \$\$ BEGIN
         EXIT WHEN NOT EXISTS (SELECT 1 FROM ocx.commands WHERE type = 'bench.P1' AND status <> 'succeeded');
         PERFORM pg_sleep(0.01);
     END LOOP; END \$\$" >/dev/null
-$P -c "CALL bench_probe_base($PROBES)"
-$P -c "CALL bench_probe($PROBES)"
-read -r med p99 bmed bp99 < <($P -At -F ' ' -c "
-    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY a.ms)::numeric, 2),
-           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY a.ms)::numeric, 2),
-           (SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM bench_probe_base_ms),
-           (SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM bench_probe_base_ms)
-      FROM bench_probe_ms a")
+per=$(( PROBES / 3 ))
+for r in 1 2 3; do   # the order alternates per round
+    if [ $((r % 2)) -eq 1 ]; then
+        $P -c "CALL bench_probe($per, $r)"; $P -c "CALL bench_probe_base($per, $r)"
+    else
+        $P -c "CALL bench_probe_base($per, $r)"; $P -c "CALL bench_probe($per, $r)"
+    fi
+done
+probed=$($P -At -c "SELECT count(*) FROM bench_probe_ms")
+[ "$probed" -eq $(( per * 3 )) ] ||
+    echo "bench: only $probed of $(( per * 3 )) saga probes ran (too few running sagas?)" | tee -a "$BENCH_OUT/pgbench_failures" >&2
+# pooled median and p99 of each side, and the min-max of the rounds' medians
+pct_sql() {   # table, percentile: pooled, then the rounds' min-max
+    echo "(SELECT round(percentile_cont($2) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM $1),
+          (SELECT round(min(m)::numeric, 2) || '-' || round(max(m)::numeric, 2) FROM
+             (SELECT percentile_cont($2) WITHIN GROUP (ORDER BY ms) m FROM $1 GROUP BY round) x)"
+}
+read -r med medr p99 p99r bmed bmedr bp99 bp99r < <($P -At -F ' ' -c "
+    SELECT $(pct_sql bench_probe_ms 0.5), $(pct_sql bench_probe_ms 0.99),
+           $(pct_sql bench_probe_base_ms 0.5), $(pct_sql bench_probe_base_ms 0.99)")
+echo "3 rounds of $per probes: ocx median $medr, baseline median $bmedr" > "$BENCH_OUT/spread"
 awk -v w="saga step transition, median (ms), $N running sagas" -v o="$med" -v b="$bmed" 'BEGIN {
-    printf "| %s | %.2f | %.2f | %.1f | < 5 ms | %s |\n", w, o, b, (b > 0 ? o / b : 0), (o < 5 ? "yes" : "NO") }'
+    printf "| %s | %.2f | %.2f | %.1f | < 5 ms | %s |\n", w, o, b, (b > 0 ? o / b : 0), (o < 5 ? "yes" : "NO") }' | spread_note
+echo "3 rounds of $per probes: ocx p99 $p99r, baseline p99 $bp99r" > "$BENCH_OUT/spread"
 awk -v w="saga step transition, p99 (ms), $N running sagas" -v o="$p99" -v b="$bp99" 'BEGIN {
-    printf "| %s | %.2f | %.2f | %.1f | < 10 ms | %s |\n", w, o, b, (b > 0 ? o / b : 0), (o < 10 ? "yes" : "NO") }'
+    printf "| %s | %.2f | %.2f | %.1f | < 10 ms | %s |\n", w, o, b, (b > 0 ? o / b : 0), (o < 10 ? "yes" : "NO") }' | spread_note
 # the probe sagas are done with: abort them so they do not weigh on the rest
 $P -c "SELECT count(ocx.abort_saga(saga_id)) FROM ocx.saga_instances WHERE saga_name = 'bench_probe' AND state = 'running'" >/dev/null
 
@@ -177,8 +199,8 @@ ocx_round() {
 }
 $P -c "CREATE TABLE bench_round_start (t timestamptz)" >/dev/null
 lo=""; lb=""
-for r in 1 2; do
-    if [ "$r" -eq 1 ]; then
+for r in 1 2 3; do   # the order alternates per round
+    if [ $((r % 2)) -eq 1 ]; then
         o=$(ocx_round); b=$(pgbench_tps "$BENCH_OUT/saga_raw.sql" 1)
     else
         b=$(pgbench_tps "$BENCH_OUT/saga_raw.sql" 1); o=$(ocx_round)
@@ -186,6 +208,7 @@ for r in 1 2; do
     lo="$lo $o"; lb="$lb $(awk -v t="${b:-0}" 'BEGIN {print t * 16}')"
 done
 echo "bench: sagas/s rounds: ocx$lo; hand-written runner$lb" >&2
+spread_rounds "$lo" "$lb"
 ocx_rate=$(echo "$lo" | awk '{s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF}')
 base_rate=$(echo "$lb" | awk '{s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF}')
 row "3-step sagas completed/s, $N concurrent (worker vs a hand-written runner batching 16 per transaction)" "$ocx_rate" "$base_rate" 0.1

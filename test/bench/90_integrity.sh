@@ -25,7 +25,7 @@ SQL
 # off carry no hash, and ocx.verify() reports them (section 3 leaves them out)
 sed 's/chain-/nochain-/' "$BENCH_OUT/chain1.sql" > "$BENCH_OUT/nochain1.sql"
 on=""; off=""
-for i in 1 2; do
+for i in 1 2 3; do   # the order alternates per round
     if [ $((i % 2)) -eq 1 ]; then
         a=$(pgbench_tps "$BENCH_OUT/chain1.sql" 8)
         b=$(PGOPTIONS='-c ocx.chain=off' pgbench_tps "$BENCH_OUT/nochain1.sql" 8)
@@ -36,6 +36,7 @@ for i in 1 2; do
     on="$on $a"; off="$off $b"
 done
 echo "bench: chain on rounds:$on; off rounds:$off" >&2
+spread_rounds "$on" "$off"
 read -r o b < <(echo "$on|$off" | awk -F'|' '{ na = split($1, x, " "); nb = split($2, y, " ")
     for (i = 1; i <= na; i++) sa += x[i]; for (i = 1; i <= nb; i++) sb += y[i]; print sa / na, sb / nb }')
 row "append_event with the hash chain, 1 event/tx, 8 clients (tx/s; baseline: ocx.chain = off)" "$o" "$b" 0.9

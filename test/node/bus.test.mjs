@@ -169,6 +169,69 @@ test('ocx.publish reaches listeners; oversized payloads are an OX310 error', asy
   await close(listener);
 });
 
+// A listener idling in an open transaction holds the NOTIFY queue's tail: the
+// server delivers nothing to it until it commits.  600 events in 600
+// transactions, announced by the bus, and 20 published messages of 1,000 bytes
+// (enough to span three queue pages, so pg_notification_queue_usage() is above
+// 0 while it is stuck; a sanity check only: PostgreSQL advances the tail lazily,
+// so the usage could be above 0 without a stuck listener too).  After COMMIT it
+// gets every wake-up: the counts on its category channel add up to the 600
+// events, the last cursor is the head, and every published message arrives.  The queue itself (8 GB) is not filled: at
+// more than half full, measured, that takes about 67 s and 4.3 GB of disk,
+// too much for make test.  test/specs/bus_stuck_listener.spec checks the
+// server side (appends, the bus, a projection and a subscriber go on).
+test('a listener stuck in an open transaction gets every wake-up and message once it commits', async () => {
+  const listener = await connect();
+  const writer = await connect();
+  const got = [];
+  listener.on('notification', (m) => got.push(m));
+  await listener.query('LISTEN ocx_events');
+  await listener.query('LISTEN ocx_nodestuck');
+  await listener.query('LISTEN node_stuck_chat');
+  await listener.query('BEGIN');
+  await listener.query('SELECT 1');
+  await writer.query(`DO $$ BEGIN
+      FOR i IN 1..600 LOOP
+        PERFORM ocx.append('nodestuck-' || (i % 7), NULL,
+                           jsonb_build_object('type', 'Tick', 'data', '{}'::jsonb));
+        COMMIT;
+      END LOOP; END $$`);
+  const head = (await writer.query(
+    `SELECT txid::text || '/' || global_position AS c, global_position AS p FROM ocx.events
+      WHERE stream_id LIKE 'nodestuck-%' ORDER BY txid DESC, global_position DESC LIMIT 1`)).rows[0];
+  // the bus announces up to the head (polled, 20 s deadline)
+  for (let deadline = Date.now() + 20000; ; ) {
+    await tick();
+    const r = await writer.query(
+      'SELECT events_position >= $1::bigint AS done FROM ocx.bus_state', [head.p]);
+    if (r.rows[0].done) break;
+    assert.ok(Date.now() < deadline, 'the bus did not announce the 600 events within 20 s');
+    await sleep(20);
+  }
+  for (let i = 1; i <= 20; i++)
+    await writer.query(`SELECT ocx.publish('node_stuck_chat', jsonb_build_object('i', $1::int, 'pad', repeat('x', 1000)))`, [i]);
+  const usage = (await writer.query('SELECT pg_notification_queue_usage() AS u')).rows[0].u;
+  assert.ok(usage > 0, `the stuck listener holds the queue (usage ${usage})`);
+  assert.equal(got.length, 0, 'nothing is delivered inside the open transaction');
+  await listener.query('COMMIT');
+  const on = (ch) => got.filter((m) => m.channel === ch).map((m) => JSON.parse(m.payload));
+  const sum = (l) => l.reduce((s, p) => s + p.count, 0);
+  for (let deadline = Date.now() + 10000; ; ) {
+    if (sum(on('ocx_nodestuck')) >= 600 && on('node_stuck_chat').length >= 20) break;
+    if (Date.now() > deadline) break;
+    await listener.query('SELECT 1');   // a round trip: whatever the server sent is read
+    await sleep(20);
+  }
+  const cat = on('ocx_nodestuck');
+  assert.equal(sum(cat), 600, 'the wake-ups on the category channel count the 600 events');
+  assert.equal(cat[cat.length - 1].cursor, head.c, 'the last wake-up is at the head');
+  assert.ok(on('ocx_events').some((p) => cursorAtOrAfter(p.cursor, head.c)), 'ocx_events reaches the head');
+  assert.deepEqual(on('node_stuck_chat').map((p) => p.i), [...Array(20).keys()].map((i) => i + 1),
+                   'every published message, in order');
+  await close(listener);
+  await close(writer);
+});
+
 test('a subscriber polls and acks, disconnects mid-stream, and resumes with nothing lost or repeated', async () => {
   await admin.query(`SELECT ocx.create_subscription('node_sub', categories => ARRAY['nodesub'])`);
   const listener = await connect();

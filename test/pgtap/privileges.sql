@@ -36,14 +36,18 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                     WHERE p.pronamespace = 'ocx'::regnamespace AND p.proowner <> 'ocx_owner'::regrole $$,
                 'ocx_owner owns every routine in ocx');
 
--- nobody else holds INSERT, UPDATE, DELETE or TRUNCATE on any ocx table (catalog)
-SELECT is_empty($$ SELECT c.relname::text || ' ' || a.privilege_type || ' to ' || a.grantee::regrole::text
-                     FROM pg_catalog.pg_class c,
-                          pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
-                    WHERE c.relnamespace = 'ocx'::regnamespace AND c.relkind IN ('r', 'p')
-                      AND a.grantee <> 'ocx_owner'::regrole
-                      AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') $$,
-                'no role but ocx_owner holds INSERT, UPDATE, DELETE or TRUNCATE on an ocx table');
+-- nobody else holds INSERT, UPDATE, DELETE or TRUNCATE on any ocx table
+-- (catalog), but ocx_admin INSERT on the import's staging table (the COPY of
+-- a bulk import: docs/migrating.md; nothing reaches the log but through
+-- ocx.import_commit)
+SELECT is((SELECT string_agg(c.relname::text || ' ' || a.privilege_type || ' to ' || a.grantee::regrole::text, ',')
+             FROM pg_catalog.pg_class c,
+                  pg_catalog.aclexplode(COALESCE(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
+            WHERE c.relnamespace = 'ocx'::regnamespace AND c.relkind IN ('r', 'p')
+              AND a.grantee <> 'ocx_owner'::regrole
+              AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
+          'import_staging INSERT to ocx_admin',
+          'no role but ocx_owner holds INSERT, UPDATE, DELETE or TRUNCATE on an ocx table, but ocx_admin INSERT on ocx.import_staging');
 SELECT is_empty($$ SELECT c.relname::text || '.' || at.attname || ' ' || a.privilege_type
                      FROM pg_catalog.pg_class c
                      JOIN pg_catalog.pg_attribute at ON at.attrelid = c.oid AND at.attacl IS NOT NULL,
@@ -89,8 +93,10 @@ END $$;
 CREATE TEMP TABLE tap_writes AS SELECT * FROM pg_temp.direct_writes();
 SELECT cmp_ok((SELECT count(*) FROM tap_writes), '>=', 5 * 4 * 20::bigint,
               'direct writes were tried on every ocx table, four ways, as five roles');
-SELECT is_empty($$ SELECT role, tbl, op, state FROM tap_writes WHERE state <> '42501' $$,
-                'every direct INSERT, UPDATE, DELETE and TRUNCATE on an ocx table is refused with 42501');
+SELECT is((SELECT string_agg(role || ' ' || tbl || ' ' || op || ' ' || state, ',') FROM tap_writes
+            WHERE state <> '42501'),
+          'ocx_admin ocx.import_staging INSERT allowed',
+          'every direct INSERT, UPDATE, DELETE and TRUNCATE on an ocx table is refused with 42501, but ocx_admin''s INSERT into ocx.import_staging');
 
 -- as whom: writer and admin entry points run with ocx_owner's rights
 SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p

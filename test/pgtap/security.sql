@@ -1,6 +1,6 @@
 -- Roles, grants and SECURITY DEFINER settings (docs/security.md).
 BEGIN;
-SELECT plan(51);
+SELECT plan(55);
 
 -- the roles and their chain
 SELECT has_role('ocx_reader');
@@ -171,6 +171,26 @@ SELECT is_empty($$
                         WHERE p.pronamespace = 'ocx'::regnamespace
                           AND p.proname ~ ('^' || a.alt)) $$,
     'every alternative of ocx.privilege_rules() matches a routine of schema ocx');
+
+-- owner-only tables (privilege_rules kind 'table'): no tenant column or keys
+SELECT is_empty($$ SELECT c.relname::text FROM pg_catalog.pg_class c
+                    WHERE c.relnamespace = 'ocx'::regnamespace
+                      AND c.relname IN ('removals', 'time_map', 'time_map_state', 'subject_keys', 'erasures')
+                      AND pg_catalog.has_table_privilege('ocx_admin', c.oid, 'SELECT') $$,
+                'removals, the time map, data keys and erasures are readable by no ocx role');
+SELECT table_privs_are('ocx', 'removals', 'ocx_reader', ARRAY[]::text[],
+                       'a reader may not see which streams of any tenant were removed');
+SELECT table_privs_are('ocx', 'seals', 'ocx_reader', ARRAY['SELECT'],
+                       'seals (roots and cursors, no stream ids) stay readable');
+SELECT is_empty($$
+    WITH alts AS (
+        SELECT pg_catalog.unnest(pg_catalog.regexp_split_to_array(
+                   pg_catalog.regexp_replace(r.pattern, '^\^\(?|\)\$?$', '', 'g'), '\|')) AS alt
+          FROM ocx.privilege_rules() r WHERE r.kind = 'table')
+    SELECT a.alt FROM alts a
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                        WHERE c.relnamespace = 'ocx'::regnamespace AND c.relname = a.alt) $$,
+    'every owner-only table rule names a table of schema ocx');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -122,12 +122,32 @@ BEGIN;
 SELECT "cursor" AS lc FROM ocx.poll('subt_lease', 10, 'x') \gset
 SELECT count(*) AS y_waits FROM ocx.poll('subt_lease', 10, 'y');
 COMMIT;
-SELECT pg_sleep(0.3);
+-- wait (polling, 10 s deadline) until x's lease has run out: the next
+-- statement's now() is past lease_until
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '10 seconds';
+BEGIN
+    WHILE clock_timestamp() <= (SELECT max(p.lease_until) FROM ocx.subscription_partitions p
+                                 WHERE p.subscription = 'subt_lease') LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'the lease of subt_lease did not run out within 10 s';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+-- (y's take-over, x's refused ack and y's ack in one transaction: one now(),
+-- so y's 200 ms lease cannot run out between its poll and its ack however
+-- loaded the machine is)
+BEGIN;
 SELECT stream_id, stream_version FROM ocx.poll('subt_lease', 10, 'y');
+SAVEPOINT x_ack;
 SELECT ocx.ack('subt_lease', :'lc', 'x');
 \echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT x_ack;
 SELECT ocx.ack('subt_lease', :'lc', 'y');
 SELECT count(*) AS drained FROM ocx.poll('subt_lease', 10, 'y');
+COMMIT;
 
 -- drop
 SELECT ocx.drop_subscription('subt_lease') AS dropped;

@@ -61,6 +61,11 @@ BEGIN
     SELECT (regexp_match(pg_read_file('/proc/self/status'), 'RssAnon:\s+(\d+) kB'))[1]::bigint * 1024 INTO anon;
 END $$;
 GRANT EXECUTE ON FUNCTION fz_mem() TO PUBLIC;
+-- retention batches recorded so far (ocx.removals is owner-only: docs/security.md)
+CREATE FUNCTION fz_retention_batches() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT count(*) FROM ocx.removals WHERE kind = 'retention' $$;
+GRANT EXECUTE ON FUNCTION fz_retention_batches() TO PUBLIC;
 CREATE ROLE fz_writer LOGIN IN ROLE ocx_writer;
 CREATE ROLE fz_admin LOGIN IN ROLE ocx_admin;
 });
@@ -325,7 +330,7 @@ while ($done < $ncalls) {
 	my $script = "\\set QUIET on\n\\o /dev/null\nSET statement_timeout = '10s';\n"
 		. "SET client_min_messages = error;\n"
 		. "SELECT count(*) AS fz_n, coalesce(max(global_position), 0) AS fz_m, "
-		. "(SELECT count(*) FROM ocx.removals WHERE kind = 'retention') AS fz_r FROM ocx.events \\gset\n"
+		. "fz_retention_batches() AS fz_r FROM ocx.events \\gset\n"
 		. "\\echo \@L :fz_n :fz_m :fz_r\n";
 	for my $i (0 .. $n - 1) {
 		# every function in turn, then at random
@@ -334,7 +339,7 @@ while ($done < $ncalls) {
 		push @calls, { f => $f->{sig}, sql => $sql, stream => $stream, appends => $appenders{ $f->{name} } };
 		$script .= "$sql;\n\\echo \@R $i :SQLSTATE\n"
 			. "SELECT count(*) AS fz_n, coalesce(max(global_position), 0) AS fz_m, "
-			. "(SELECT count(*) FROM ocx.removals WHERE kind = 'retention') AS fz_r FROM ocx.events \\gset\n"
+			. "fz_retention_batches() AS fz_r FROM ocx.events \\gset\n"
 			. "\\echo \@L :fz_n :fz_m :fz_r\n";
 		$script .= "SELECT * FROM fz_mem() \\gset\n\\echo \@M :ctx :anon\n" if $i % 100 == 99 || $i == $n - 1;
 	}

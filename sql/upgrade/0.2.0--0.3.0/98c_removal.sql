@@ -4,7 +4,7 @@
 -- (sql/parts/86_removal.sql, docs/retention.md).  After 96_reader and
 -- 98_vocabulary, which re-create the readers and the grant rule: the stream
 -- reads are re-created here with their full bodies (they skip soft-deleted
--- versions), and privilege_rules grants delete_stream to ocx_writer.
+-- versions); privilege_rules (99_privileges.sql) grants delete_stream to ocx_writer.
 -- ---------------------------------------------------------------------------
 ALTER TABLE ocx.streams ADD COLUMN hidden_through bigint NOT NULL DEFAULT 0 CHECK (hidden_through >= 0);
 COMMENT ON COLUMN ocx.streams.deleted IS 'a tombstone: the stream was hard-deleted (ocx.delete_stream) and takes no more events';
@@ -77,28 +77,6 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx.last_event(text, text) IS
     'the last event of a stream (of that type, when type is given): one row, or none';
-
-CREATE OR REPLACE FUNCTION ocx.privilege_rules()
-    RETURNS TABLE (kind text, pattern text, grantee text)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT r.kind, r.pattern, r.grantee
-      FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute)$', NULL),
-        ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
-                    'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
-        ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
-                    'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
-        ('routine', '^retry_delay$', 'ocx_reader'),
-        ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
-        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
-                    'ocx_admin')
-      ) AS r(kind, pattern, grantee);
-END;
-COMMENT ON FUNCTION ocx.privilege_rules() IS
-    'the name patterns ocx._apply_privileges() grants by (grantee NULL: never granted; see docs/security.md)';
 
 
 -- ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 -- A logical subscriber's own log order (issue 15): ocx._local_log_order, ocx.set_logical_subscriber;
--- privilege_rules keeps set_logical_subscriber for the owner (copy of sql/parts/90_security.sql).
+-- privilege_rules keeps set_logical_subscriber for the owner (stated in 99_privileges.sql).
 
 CREATE FUNCTION ocx._local_log_order() RETURNS trigger
     LANGUAGE C AS 'MODULE_PATHNAME', 'ocx_local_log_order';
@@ -41,24 +41,3 @@ $$;
 COMMENT ON FUNCTION ocx.set_logical_subscriber(boolean) IS
     'make this database''s log order the order its logical-replication apply worker applies the publisher''s events in (true), or stop (false); returns the previous state (docs/scaling.md)';
 
-CREATE OR REPLACE FUNCTION ocx.privilege_rules()
-    RETURNS TABLE (kind text, pattern text, grantee text)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT r.kind, r.pattern, r.grantee
-      FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber)$', NULL),
-        ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
-                    'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
-        ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
-                    'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
-        ('routine', '^retry_delay$', 'ocx_reader'),
-        ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
-        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
-                    'ocx_admin')
-      ) AS r(kind, pattern, grantee);
-END;
-COMMENT ON FUNCTION ocx.privilege_rules() IS
-    'the name patterns ocx._apply_privileges() grants by (grantee NULL: never granted; see docs/security.md)';

@@ -1,5 +1,5 @@
 -- Pictures (issue 17): ocx.saga_graph and ocx.projection_graph return Graphviz DOT;
--- privilege_rules grants them to ocx_reader (copy of sql/parts/90_security.sql).
+-- privilege_rules grants them to ocx_reader (stated in 99_privileges.sql).
 
 -- A DOT quoted string: backslashes and double quotes escaped, line breaks
 -- as DOT's \n (a centred line break in a label), carriage returns dropped.
@@ -215,25 +215,3 @@ $fn$;
 COMMENT ON FUNCTION ocx.projection_graph() IS
     'the projections as Graphviz DOT: the categories (and types) each reads, its mode and state, the tables it declared';
 
-CREATE OR REPLACE FUNCTION ocx.privilege_rules()
-    RETURNS TABLE (kind text, pattern text, grantee text)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT r.kind, r.pattern, r.grantee
-      FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber)$', NULL),
-        ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
-                    'cursor|txid$|global_position$|stream_partition$|worker_status$|'
-                    'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
-                    'last_append_cursor$|wait_for$|_horizon_appenders$)', 'ocx_reader'),
-        ('routine', '^(append|send_command$|publish$|poll$|ack$|claim_|complete_|fail_|'
-                    'start_saga$|cancel_command$|delete_stream$)', 'ocx_writer'),
-        ('routine', '^retry_delay$', 'ocx_reader'),
-        ('routine', '^(last_event|stream_exists)$', 'ocx_reader'),
-        ('routine', '^(saga_graph|projection_graph)$', 'ocx_reader'),
-        ('routine', '^(define_|drop_|create_|rebuild_|pause_|resume_|retry_|snapshot|reset_|purge_|abort_)',
-                    'ocx_admin')
-      ) AS r(kind, pattern, grantee);
-END;
-COMMENT ON FUNCTION ocx.privilege_rules() IS
-    'the name patterns ocx._apply_privileges() grants by (grantee NULL: never granted; see docs/security.md)';

@@ -1,0 +1,240 @@
+-- Bulk import and export (issue 16, docs/migrating.md): ocx.import_begin,
+-- COPY into ocx.import_staging, ocx.import_commit; ocx.export.  In a
+-- database of its own, so that the tests after it see the same log.
+\set SHOW_CONTEXT never
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE ocx_import_regress;
+\c ocx_import_regress
+SET client_min_messages = warning;
+CREATE EXTENSION ocx;
+RESET client_min_messages;
+\set SHOW_CONTEXT never
+SET ocx.source = '/regress';
+
+-- a batch: two streams interleaved, every column given on some line
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type, data, metadata, event_id, source, "time",
+                         schema_version, correlation_id, causation_id, tags) FROM STDIN (FORMAT csv);
+imp-1,1,Opened,"{""owner"": ""ann""}",,00000000-0000-4000-8000-000000000001,/old,2020-01-02 03:04:05.123456+00,,,,
+imp-2,1,Opened,"{""owner"": ""bob""}","{""k"": 1}",00000000-0000-4000-8000-000000000002,/old,2020-01-02T03:04:06Z,2,00000000-0000-4000-8000-0000000000c1,00000000-0000-4000-8000-0000000000c2,"[""b"", ""a""]"
+imp-1,2,Deposited,"{""amount"": 10}",,00000000-0000-4000-8000-000000000003,/old,2020-01-02 03:04:07+00,,,,
+\.
+SELECT * FROM ocx.import_commit();
+COMMIT;
+SELECT global_position, stream_id, stream_version, event_id, source, type, schema_version, time,
+       data, metadata, correlation_id, causation_id, tags, length(hash) AS hash_len
+  FROM ocx.events ORDER BY txid, global_position;
+SELECT stream_id, version, category, head = (SELECT e.hash FROM ocx.events e WHERE e.stream_id = s.stream_id
+                                               AND e.stream_version = s.version) AS head_is_last
+  FROM ocx.streams s ORDER BY stream_id;
+SELECT count(*) AS problems FROM ocx.verify();
+-- the staging table is empty again
+SELECT count(*) FROM ocx.import_staging;
+
+-- an append continues an imported stream, and an import continues an appended one
+SELECT ocx.append('imp-1', 2, '{"type": "Closed", "data": {}}');
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type, data) FROM STDIN;
+imp-1	4	Reopened	{}
+imp-3	1	Opened	{"owner": "cy"}
+\.
+SELECT * FROM ocx.import_commit();
+COMMIT;
+SELECT stream_id, stream_version, type FROM ocx.events ORDER BY txid, global_position;
+SELECT count(*) AS problems FROM ocx.verify();
+
+-- a repeated import of stored events is idempotent: skipped, nothing written
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type, data, event_id, source) FROM STDIN (FORMAT csv);
+imp-1,1,Opened,"{""owner"": ""ann""}",00000000-0000-4000-8000-000000000001,/old
+imp-1,2,Deposited,"{""amount"": 10}",00000000-0000-4000-8000-000000000003,/old
+imp-2,2,Renamed,{},00000000-0000-4000-8000-000000000004,/old
+\.
+SELECT * FROM ocx.import_commit();
+COMMIT;
+SELECT count(*) AS events FROM ocx.events;
+
+-- export: newline-delimited CloudEvents, resumable after a cursor
+SELECT cloudevent FROM ocx.export() LIMIT 3;
+SELECT count(*) FROM ocx.export(category => 'imp');
+SELECT count(*) FROM ocx.export(category => 'none');
+SELECT e.cloudevent ->> 'ocxstream' AS stream, e.cloudevent -> 'ocxversion' AS version
+  FROM ocx.export("after" => (SELECT x."cursor" FROM ocx.export(max_count => 5) x
+                              ORDER BY x."cursor" DESC LIMIT 1)) e;
+COPY (SELECT cloudevent FROM ocx.export(max_count => 1)) TO STDOUT (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02');
+
+-- an export imported into an empty database gives the same log
+\c :regress_db
+SET client_min_messages = warning;
+CREATE DATABASE ocx_import_regress2;
+RESET client_min_messages;
+\c ocx_import_regress2
+SET client_min_messages = warning;
+CREATE EXTENSION ocx;
+CREATE EXTENSION dblink;
+RESET client_min_messages;
+SELECT format('dbname=ocx_import_regress host=%s port=%s',
+              split_part(current_setting('unix_socket_directories'), ',', 1), current_setting('port')) AS conn \gset
+\set SHOW_CONTEXT never
+BEGIN;
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (cloudevent)
+SELECT ce FROM dblink(:'conn', 'SELECT x.cloudevent::text FROM ocx.export() x') AS t(ce text);
+SELECT * FROM ocx.import_commit();
+COMMIT;
+SELECT count(*) AS problems FROM ocx.verify();
+SELECT count(*) AS different FROM (
+    SELECT row_number() OVER (ORDER BY txid, global_position) AS n, stream_id, stream_version, event_id, source,
+           type, schema_version, time, data, metadata, correlation_id, causation_id, tags, hash
+      FROM ocx.events
+    EXCEPT
+    SELECT row_number() OVER (), * FROM dblink(:'conn',
+        'SELECT stream_id, stream_version, event_id, source, type, schema_version, time, data, metadata,
+                correlation_id, causation_id, tags, hash FROM ocx.events ORDER BY txid, global_position')
+        AS t(stream_id text, stream_version bigint, event_id uuid, source text, type text, schema_version int,
+             time timestamptz, data jsonb, metadata jsonb, correlation_id uuid, causation_id uuid, tags text[],
+             hash bytea)) d;
+SELECT count(*) FROM ocx.events;
+\c ocx_import_regress
+\set SHOW_CONTEXT never
+SET ocx.source = '/regress';
+
+-- refusals: the first bad line, with its SQLSTATE; nothing of the batch is written
+CREATE TEMP TABLE before AS SELECT count(*) AS n, max(global_position) AS p FROM ocx.events;
+SELECT * FROM ocx.import_commit();
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT ocx.import_begin();
+SELECT * FROM ocx.import_commit();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- COPY without import_begin in the transaction
+BEGIN;
+COPY ocx.import_staging (stream_id, stream_version, type) FROM STDIN (FORMAT csv);
+bad-1,1,A
+\.
+SELECT * FROM ocx.import_commit();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+CREATE FUNCTION try_import(rows text, cols text DEFAULT 'stream_id, stream_version, type, data')
+    RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    msg text;
+    st  text;
+BEGIN
+    PERFORM ocx.import_begin();
+    EXECUTE format('INSERT INTO ocx.import_staging (%1$s) SELECT %1$s FROM json_populate_recordset(NULL::ocx.import_staging, %2$L)',
+                   cols, rows);
+    PERFORM ocx.import_commit();
+    RETURN 'imported';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+    RETURN st || ' ' || msg;
+END $$;
+-- line 2: data is no JSON
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "data": "{}"},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A", "data": "{oops"}]');
+-- line 1: data is no object; no type; version 0; version no integer; no version; empty stream id
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "data": "[1]"}]');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "data": "{}"}]');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "0", "type": "A"}]');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "one", "type": "A"}]');
+SELECT try_import('[{"stream_id": "bad-1", "type": "A"}]');
+SELECT try_import('[{"stream_id": "", "stream_version": "1", "type": "A"}]');
+SELECT try_import('[{"stream_version": "1", "type": "A"}]');
+-- bad ids, times, tags, metadata
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "event_id": "nope"}]',
+                  'stream_id, stream_version, type, event_id');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "time": "yesterday-ish"}]',
+                  'stream_id, stream_version, type, "time"');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "tags": "[\"\"]"}]',
+                  'stream_id, stream_version, type, tags');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "metadata": "7"}]',
+                  'stream_id, stream_version, type, metadata');
+-- versions: a gap, out of line order, twice, not after the stream's version
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A"},
+                    {"stream_id": "bad-1", "stream_version": "3", "type": "A"}]');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "2", "type": "A"},
+                    {"stream_id": "bad-1", "stream_version": "1", "type": "A"}]');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A"},
+                    {"stream_id": "bad-2", "stream_version": "1", "type": "A"},
+                    {"stream_id": "bad-1", "stream_version": "1", "type": "A"}]');
+SELECT try_import('[{"stream_id": "imp-3", "stream_version": "3", "type": "A"}]');
+-- a stored version with another event
+SELECT try_import('[{"stream_id": "imp-3", "stream_version": "1", "type": "Opened", "data": "{\"owner\": \"dan\"}"}]');
+-- an event id twice in the batch, and one stored already
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-0000000000aa"},
+                    {"stream_id": "bad-2", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-0000000000aa"}]',
+                  'stream_id, stream_version, type, event_id');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-000000000001", "source": "/old"}]',
+                  'stream_id, stream_version, type, event_id, source');
+-- too large, a contract
+SET ocx.max_event_size = 100;
+SELECT try_import(format('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "data": "{\"x\": \"%s\"}"}]', repeat('y', 200)));
+RESET ocx.max_event_size;
+SELECT ocx.define_event_type('imp.Opened', 1, '{"type": "object", "required": ["owner"]}');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "imp.Opened", "data": "{\"owner\": \"x\"}"},
+                    {"stream_id": "bad-2", "stream_version": "1", "type": "imp.Opened", "data": "{}"}]');
+-- a cloudevent row: with other columns, without ocxstream, with a version that is no integer, bad JSON
+SELECT try_import('[{"stream_id": "bad-1", "cloudevent": "{}"}]', 'stream_id, cloudevent');
+SELECT try_import('[{"cloudevent": "{\"specversion\": \"1.0\", \"id\": \"x\", \"source\": \"/s\", \"type\": \"A\"}"}]', 'cloudevent');
+SELECT try_import('[{"cloudevent": "{\"specversion\": \"1.0\", \"id\": \"x\", \"source\": \"/s\", \"type\": \"A\", \"ocxstream\": \"bad-1\", \"ocxversion\": \"1\"}"}]', 'cloudevent');
+SELECT try_import('[{"cloudevent": "{nope"}]', 'cloudevent');
+-- a stream of another tenant, a deleted stream
+SET ocx.tenant = 'acme';
+SELECT try_import('[{"stream_id": "bad-9", "stream_version": "1", "type": "A"},
+                    {"stream_id": "imp-2", "stream_version": "3", "type": "A"}]');
+RESET ocx.tenant;
+SELECT ocx.append('del-1', 0, '{"type": "A"}');
+SELECT ocx.delete_stream('del-1', 1, hard => true);
+SELECT try_import('[{"stream_id": "del-1", "stream_version": "2", "type": "A"}]');
+-- what the import does not do: a running inline projection that selects the event
+CREATE FUNCTION imp_handler(e ocx.event) RETURNS void LANGUAGE sql AS 'SELECT';
+BEGIN;
+SELECT ocx.define_projection('imp_inline', 'imp_handler(ocx.event)', categories => '{inl}', mode => 'inline');
+UPDATE ocx.projections SET state = 'running' WHERE name = 'imp_inline';
+SELECT try_import('[{"stream_id": "other-1", "stream_version": "1", "type": "A"},
+                    {"stream_id": "inl-1", "stream_version": "1", "type": "A"}]');
+ROLLBACK;
+-- nothing of any refused batch was written
+SELECT count(*) = b.n AS same_count, max(global_position) = b.p AS same_last FROM ocx.events, before b GROUP BY b.n, b.p;
+SELECT count(*) FROM ocx.streams WHERE stream_id LIKE 'bad-%';
+
+-- who may: ocx_admin imports; ocx_writer may not; ocx_reader exports
+CREATE ROLE imp_admin IN ROLE ocx_admin;
+CREATE ROLE imp_writer IN ROLE ocx_writer;
+CREATE ROLE imp_reader IN ROLE ocx_reader;
+SET ROLE imp_writer;
+SELECT ocx.import_begin();
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO ocx.import_staging (stream_id) VALUES ('adm-0');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE imp_reader;
+SELECT count(*) FROM ocx.export();
+SET ROLE imp_admin;
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type) FROM STDIN (FORMAT csv);
+adm-1,1,A
+\.
+SELECT * FROM ocx.import_commit();
+COMMIT;
+RESET ROLE;
+SELECT stream_id, tenant_id FROM ocx.events WHERE stream_id = 'adm-1';
+-- as whom: ocx_owner's rights
+SELECT p.proname, p.prosecdef, r.rolname
+  FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+ WHERE p.pronamespace = 'ocx'::regnamespace AND p.proname IN ('import_begin', 'import_commit', 'export')
+ ORDER BY 1;
+SELECT has_function_privilege('ocx_writer', 'ocx.import_commit()', 'EXECUTE') AS writer,
+       has_function_privilege('ocx_admin', 'ocx.import_commit()', 'EXECUTE') AS admin,
+       has_table_privilege('ocx_admin', 'ocx.import_staging', 'INSERT') AS admin_copies,
+       has_table_privilege('ocx_admin', 'ocx.import_rows', 'INSERT') AS admin_rows;
+DROP ROLE imp_admin, imp_writer, imp_reader;
+
+\c :regress_db
+DROP DATABASE ocx_import_regress WITH (FORCE);
+DROP DATABASE ocx_import_regress2 WITH (FORCE);
