@@ -49,6 +49,7 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -98,10 +99,33 @@ ocx_direction_arg(PG_FUNCTION_ARGS)
  * function executor, which parses and plans it on every call (half the time
  * of last_event); a scalar subquery in the reads' bodies costs an InitPlan,
  * an executor node set up and torn down on every read (a tenth of a 10-event
- * backward read): docs/performance.md.  Row-level security does not apply to
- * the probe: the version only narrows the events the read returns, which
- * the events' own tenant policy filters, and it is returned to no one.
+ * backward read): docs/performance.md.  The probe applies the rule of the
+ * streams_tenant policy itself when row-level security applies to the caller
+ * (a stream of another tenant is no stream: 0), so that a reader, who may
+ * call this function, learns nothing of another tenant's streams.
  */
+/*
+ * Whether a stream row belongs to the session's ocx.tenant, as the
+ * streams_tenant policy reads it: COALESCE(tenant_id, '') equals
+ * COALESCE(ocx.tenant, '').
+ */
+static bool
+TenantMatches(HeapTuple tup, Relation rel, AttrNumber tenant_att)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, tenant_att, RelationGetDescr(rel), &isnull);
+	const char *mine = ocx_tenant ? ocx_tenant : "";
+	char	   *theirs;
+	bool		same;
+
+	if (isnull)
+		return mine[0] == '\0';
+	theirs = TextDatumGetCString(d);
+	same = strcmp(theirs, mine) == 0;
+	pfree(theirs);
+	return same;
+}
+
 Datum
 ocx_hidden_through(PG_FUNCTION_ARGS)
 {
@@ -109,7 +133,9 @@ ocx_hidden_through(PG_FUNCTION_ARGS)
 	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
 	Oid			relid = get_relname_relid("streams", nsp);
 	AttrNumber	sid_att,
-				hidden_att;
+				hidden_att,
+				tenant_att;
+	bool		rls;
 	Relation	rel;
 	Oid			pkey;
 	ScanKeyData key;
@@ -125,8 +151,11 @@ ocx_hidden_through(PG_FUNCTION_ARGS)
 		elog(ERROR, "ocx: table ocx.streams is missing");
 	sid_att = get_attnum(relid, "stream_id");
 	hidden_att = get_attnum(relid, "hidden_through");
-	if (sid_att == InvalidAttrNumber || hidden_att == InvalidAttrNumber)
-		elog(ERROR, "ocx: ocx.streams lacks stream_id or hidden_through");
+	tenant_att = get_attnum(relid, "tenant_id");
+	if (sid_att == InvalidAttrNumber || hidden_att == InvalidAttrNumber ||
+		tenant_att == InvalidAttrNumber)
+		elog(ERROR, "ocx: ocx.streams lacks stream_id, hidden_through or tenant_id");
+	rls = check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
 	rel = table_open(relid, AccessShareLock);
 	pkey = RelationGetPrimaryKeyIndex(rel);
 	if (!OidIsValid(pkey))
@@ -137,7 +166,7 @@ ocx_hidden_through(PG_FUNCTION_ARGS)
 						   F_TEXTEQ, PointerGetDatum(sid));
 	scan = systable_beginscan(rel, pkey, true, GetActiveSnapshot(), 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	if (HeapTupleIsValid(tup) && (!rls || TenantMatches(tup, rel, tenant_att)))
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tup, hidden_att, RelationGetDescr(rel), &isnull);

@@ -117,6 +117,23 @@ SELECT ocx.append_event('tenancy-1', NULL, 'Nope', '{}');
 RESET ROLE;
 RESET ocx.tenant;
 
+-- the soft-deleted versions a read skips (ocx._hidden_through, which the
+-- reads call and a reader may call too) are told to the stream's tenant only
+SET ROLE ocx_regress_tenant_user;
+SET ocx.tenant = 'globex';
+SELECT ocx.append('tenhid-1', 0, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}]');
+SELECT ocx.delete_stream('tenhid-1', 2) AS soft_deleted_through;
+RESET ROLE;
+SET ROLE ocx_regress_reader_user;
+SET ocx.tenant = 'globex';
+SELECT ocx._hidden_through('tenhid-1') AS globex_hidden;
+SET ocx.tenant = 'acme';
+SELECT ocx._hidden_through('tenhid-1') AS acme_hidden;
+RESET ocx.tenant;
+SELECT ocx._hidden_through('tenhid-1') AS untenanted_hidden;
+RESET ROLE;
+SELECT ocx._hidden_through('tenhid-1') AS superuser_hidden;
+
 -- a superuser (BYPASSRLS) sees everything, untouched
 SELECT stream_id, stream_version, type, tenant_id FROM ocx.events
  WHERE stream_id LIKE 'tenancy-%' ORDER BY global_position;
