@@ -83,8 +83,6 @@ OcxAfterAppendHook ocx_after_append_hook = NULL;
  * The expected version "the stream exists, any version": what
  * ocx.stream_exists() returns (21_reads.sql); the only negative one allowed.
  */
-#define OCX_EXPECT_EXISTS		INT64CONST(-1)
-
 #define OCX_MAX_STREAM_ID_LEN	1024
 #define OCX_MAX_TYPE_LEN		256
 
@@ -1630,8 +1628,27 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 
 	if (n == 1 && !has_ids && events[0].ntags == 0)
 	{
-		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now,
-								&position);
+		/* the direct write (directappend.c), or the statement where it does not apply */
+		switch (OcxDirectAppendOne(stream_id, sid, StreamCategory(sid), expected_isnull,
+								   expected, &events[0], now, chain_now, &new_version,
+								   &position))
+		{
+			case OCX_DIRECT_DONE:
+				break;
+			case OCX_DIRECT_CONFLICT:
+				RaiseConflict(sid, expected_isnull ? 0 : expected, new_version);
+				break;
+			case OCX_DIRECT_OTHER_TENANT:
+				RaiseStreamOfAnotherTenant(sid);
+				break;
+			case OCX_DIRECT_DELETED:
+				OcxRaiseStreamDeleted(sid);
+				break;
+			case OCX_DIRECT_UNUSABLE:
+				new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0],
+										now, &position);
+				break;
+		}
 		if (had_xid)
 			CheckStreamOrder(sid_datum, sid, new_version - 1);
 		SPI_finish();
