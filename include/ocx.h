@@ -253,7 +253,7 @@ extern void OcxMetricsInit(void);
 extern uint64 OcxRemoveStreamEvents(const char *stream_id, int64 through);
 extern void OcxRaiseStreamDeleted(const char *stream_id) pg_attribute_noreturn();
 
-/* directappend.c: a single event written without an SQL statement */
+/* directappend.c: events written without an SQL statement */
 typedef enum OcxDirectResult
 {
 	OCX_DIRECT_UNUSABLE,		/* not applicable here; nothing written */
@@ -262,10 +262,11 @@ typedef enum OcxDirectResult
 	OCX_DIRECT_OTHER_TENANT,	/* the stream id is another tenant's */
 	OCX_DIRECT_DELETED			/* the stream is a tombstone */
 } OcxDirectResult;
-extern OcxDirectResult OcxDirectAppendOne(text *stream_id, const char *sid,
-										  const char *category, bool expected_isnull,
-										  int64 expected, OcxNewEvent *ev, TimestampTz now,
-										  bool chain, int64 *version, int64 *position);
+extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
+									   const char *category, bool expected_isnull,
+									   int64 expected, OcxNewEvent *events, int n,
+									   TimestampTz now, bool chain, int64 *version,
+									   int64 *position);
 extern bool OcxRetentionTick(void);
 
 extern bool OcxCommandWorkerTick(void);

@@ -20,7 +20,7 @@
  *	- the event row is formed in C and inserted with its index entries.
  *
  * It does only what the SQL statement would do, and only when it knows all
- * of it: OcxDirectAppendOne returns OCX_DIRECT_UNUSABLE, having written
+ * of it: OcxDirectAppend returns OCX_DIRECT_UNUSABLE, having written
  * nothing, unless
  *
  *	- the transaction is READ COMMITTED (the other levels keep the
@@ -338,13 +338,15 @@ typedef struct Target
 {
 	Relation	rel;
 	ResultRelInfo rri;
+	EState	   *estate;
 	TupleTableSlot *slot;		/* virtual: the row to write */
 } Target;
 
 static void
-OpenTarget(Target *t, Relation rel)
+OpenTarget(Target *t, Relation rel, EState *estate)
 {
 	t->rel = rel;
+	t->estate = estate;
 	InitResultRelInfo(&t->rri, rel, 1, NULL, 0);
 	ExecOpenIndices(&t->rri, false);
 	t->slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsVirtual);
@@ -357,24 +359,28 @@ CloseTarget(Target *t)
 	ExecCloseIndices(&t->rri);
 }
 
-/*
- * Store t's slot (its values and nulls set by the caller) as a tuple of its
- * own memory, NOT NULL checked.
- */
+/* The NOT NULL columns of rel have a value in slot (values set, not stored). */
 static void
-StoreRow(Target *t)
+NotNullChecked(Relation rel, TupleTableSlot *slot)
 {
-	TupleDesc	desc = RelationGetDescr(t->rel);
+	TupleDesc	desc = RelationGetDescr(rel);
 	int			i;
 
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attnotnull && t->slot->tts_isnull[i] && !att->attisdropped)
+		if (att->attnotnull && slot->tts_isnull[i] && !att->attisdropped)
 			elog(ERROR, "ocx: direct append left column \"%s\" of \"%s\" null",
-				 NameStr(att->attname), RelationGetRelationName(t->rel));
+				 NameStr(att->attname), RelationGetRelationName(rel));
 	}
+}
+
+/* Store t's slot (its values and nulls set by the caller) as a tuple of its own memory. */
+static void
+StoreRow(Target *t)
+{
+	NotNullChecked(t->rel, t->slot);
 	ExecStoreVirtualTuple(t->slot);
 	ExecMaterializeSlot(t->slot);
 }
@@ -397,19 +403,106 @@ SetCol(Target *t, AttrNumber attnum, Datum value)
 	t->slot->tts_isnull[attnum - 1] = false;
 }
 
-/* the hash of the event at version after prev, when chaining */
-static Datum
-EventHash(bool chain, bytea *prev, const char *sid, int64 version, OcxNewEvent *ev,
-		  TimestampTz now)
+/* the hashes of the events at first .. first + n - 1 after prev, when chaining */
+static Datum *
+EventHashes(bool chain, bytea *prev, const char *sid, int64 first, OcxNewEvent *events,
+			int n, TimestampTz now)
 {
-	Datum		h = (Datum) 0;
+	Datum	   *h = NULL;
 
 	if (chain)
-		OcxChainBatch(prev, sid, version, ev, 1, now, &h);
+	{
+		h = palloc(sizeof(Datum) * n);
+		OcxChainBatch(prev, sid, first, events, n, now, h);
+	}
 	return h;
 }
 
-/* Close what OcxDirectAppendOne opened. */
+/* event rows written with one table_multi_insert at most */
+#define DIRECT_CHUNK 100
+
+/*
+ * Insert the events at versions first .. first + n - 1 with their index
+ * entries; returns the global position of the last.
+ */
+static int64
+InsertEventRows(Target *et, AttrNumber *emap, Oid seqid, text *stream_id, int64 first,
+				OcxNewEvent *events, int n, Datum *hashes, TimestampTz now)
+{
+	const char *tenant = SessionTenant();
+	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
+	Datum		tenant_d = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+	TupleDesc	desc = RelationGetDescr(et->rel);
+	TupleTableSlot **slots;
+	CommandId	cid = GetCurrentCommandId(true);
+	BulkInsertState bistate = n > 1 ? GetBulkInsertState() : NULL;
+	int64		position = 0;
+	int			done,
+				i;
+
+	if (hashes != NULL && emap[EC_HASH] == 0)
+		elog(ERROR, "ocx: the hash chain is on but ocx.events has no hash column");
+	slots = palloc(sizeof(TupleTableSlot *) * Min(n, DIRECT_CHUNK));
+	for (i = 0; i < Min(n, DIRECT_CHUNK); i++)
+		slots[i] = i == 0 ? et->slot : MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	for (done = 0; done < n; done += DIRECT_CHUNK)
+	{
+		int			m = Min(n - done, DIRECT_CHUNK);
+
+		for (i = 0; i < m; i++)
+		{
+			OcxNewEvent *ev = &events[done + i];
+			int64		version = first + done + i;
+			TupleTableSlot *slot = slots[i];
+
+			/* the CHECKs (ChecksAre): stream_version > 0, schema_version > 0 */
+			if (version <= 0 || ev->schema_version <= 0)
+				elog(ERROR, "ocx: direct append of version " INT64_FORMAT ", schema version %d",
+					 version, ev->schema_version);
+			position = nextval_internal(seqid, true);
+			ExecClearTuple(slot);
+			memset(slot->tts_values, 0, sizeof(Datum) * desc->natts);
+			memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+#define SETE(col, val) (slot->tts_values[emap[col] - 1] = (val), slot->tts_isnull[emap[col] - 1] = false)
+			SETE(EC_GLOBAL_POSITION, Int64GetDatum(position));
+			SETE(EC_STREAM_ID, PointerGetDatum(stream_id));
+			SETE(EC_STREAM_VERSION, Int64GetDatum(version));
+			SETE(EC_EVENT_ID, UUIDPGetDatum(&ev->id));
+			SETE(EC_SOURCE, CStringGetTextDatum(ev->source));
+			SETE(EC_TYPE, CStringGetTextDatum(ev->type));
+			SETE(EC_SCHEMA_VERSION, Int32GetDatum(ev->schema_version));
+			SETE(EC_TIME, TimestampTzGetDatum(ev->has_time ? ev->time : now));
+			SETE(EC_DATA, JsonbPGetDatum(ev->data));
+			SETE(EC_METADATA, JsonbPGetDatum(ev->metadata));
+			if (ev->has_correlation_id)
+				SETE(EC_CORRELATION_ID, UUIDPGetDatum(&ev->correlation_id));
+			if (ev->has_causation_id)
+				SETE(EC_CAUSATION_ID, UUIDPGetDatum(&ev->causation_id));
+			if (tenant != NULL)
+				SETE(EC_TENANT_ID, tenant_d);
+			SETE(EC_TXID, txid);
+			if (hashes != NULL)
+				SETE(EC_HASH, hashes[done + i]);
+#undef SETE
+			NotNullChecked(et->rel, slot);
+			ExecStoreVirtualTuple(slot);
+		}
+		if (m == 1)
+			simple_table_tuple_insert(et->rel, slots[0]);
+		else
+			table_multi_insert(et->rel, slots, m, cid, 0, bistate);
+		for (i = 0; i < m; i++)
+			(void) ExecInsertIndexTuples(&et->rri, slots[i], et->estate,
+										 false, false, NULL, NIL);
+	}
+	for (i = 1; i < Min(n, DIRECT_CHUNK); i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	if (bistate)
+		FreeBulkInsertState(bistate);
+	return position;
+}
+
+/* Close what OcxDirectAppend opened. */
 static void
 Finish(Target *st, Target *et, EState *estate, TupleTableSlot *found, Snapshot snap)
 {
@@ -426,18 +519,19 @@ Finish(Target *st, Target *et, EState *estate, TupleTableSlot *found, Snapshot s
 }
 
 /*
- * Append ev to the stream stream_id (sid, its category) under the expected
- * version rule of OcxAppend, with the row writes of the statement path.
- * DONE: *version is the stream's new version, *position the event's;
+ * Append the n events to the stream stream_id (sid, its category) under the
+ * expected version rule of OcxAppend, with the row writes of the statement
+ * path.  DONE: *version is the stream's new version, *position the last
+ * event's;
  * CONFLICT: the expected version did not match, *version is the stream's;
  * OTHER_TENANT: the stream id is another tenant's; DELETED: the stream is a
  * tombstone (the caller raises OX641); UNUSABLE: this path does not apply.
  * Nothing is written unless DONE.
  */
 OcxDirectResult
-OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
-				   bool expected_isnull, int64 expected, OcxNewEvent *ev,
-				   TimestampTz now, bool chain, int64 *version, int64 *position)
+OcxDirectAppend(text *stream_id, const char *sid, const char *category,
+				bool expected_isnull, int64 expected, OcxNewEvent *evs, int n,
+				TimestampTz now, bool chain, int64 *version, int64 *position)
 {
 	Oid			nsp;
 	Oid			events_id,
@@ -455,7 +549,7 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 	ScanKeyData key;
 	TupleTableSlot *cur;
 	bool		found;
-	Datum		hash = (Datum) 0;
+	Datum	   *hashes = NULL;
 	const char *tenant = SessionTenant();
 	TimestampTz xact_start = GetCurrentTransactionStartTimestamp();
 
@@ -479,8 +573,8 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 	}
 
 	estate = CreateExecutorState();
-	OpenTarget(&st, streams);
-	OpenTarget(&et, events);
+	OpenTarget(&st, streams, estate);
+	OpenTarget(&et, events, estate);
 	cur = table_slot_create(streams, NULL);
 	/* after the stream-order lock: every earlier append to the stream is over */
 	snap = RegisterSnapshot(GetLatestSnapshot());
@@ -532,12 +626,13 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 			*version = current;
 			return OCX_DIRECT_CONFLICT;
 		}
-		if (pg_add_s64_overflow(current, 1, version))
+		if (pg_add_s64_overflow(current, n, version))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("bigint out of range")));
 		d = slot_getattr(cur, smap[SC_HEAD], &isnull);
-		hash = EventHash(chain, isnull ? NULL : DatumGetByteaPP(d), sid, *version, ev, now);
+		hashes = EventHashes(chain, isnull ? NULL : DatumGetByteaPP(d), sid, current + 1,
+							 evs, n, now);
 
 		/* the new row version: version and updated_at (and head) change */
 		slot_getallattrs(cur);
@@ -547,7 +642,7 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 		SetCol(&st, smap[SC_VERSION], Int64GetDatum(*version));
 		SetCol(&st, smap[SC_UPDATED_AT], TimestampTzGetDatum(xact_start));
 		if (chain)
-			SetCol(&st, smap[SC_HEAD], hash);
+			SetCol(&st, smap[SC_HEAD], hashes[n - 1]);
 		StoreRow(&st);
 		simple_table_tuple_update(streams, &tid, st.slot, snap, &update_indexes);
 		if (update_indexes)
@@ -561,11 +656,11 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 			*version = 0;
 			return OCX_DIRECT_CONFLICT;
 		}
-		*version = 1;
-		hash = EventHash(chain, NULL, sid, 1, ev, now);
+		*version = n;
+		hashes = EventHashes(chain, NULL, sid, 1, evs, n, now);
 		EmptyRow(&st);
 		SetCol(&st, smap[SC_STREAM_ID], PointerGetDatum(stream_id));
-		SetCol(&st, smap[SC_VERSION], Int64GetDatum(1));
+		SetCol(&st, smap[SC_VERSION], Int64GetDatum(n));
 		SetCol(&st, smap[SC_CATEGORY], CStringGetTextDatum(category));
 		if (tenant != NULL)
 			SetCol(&st, smap[SC_TENANT_ID], CStringGetTextDatum(tenant));
@@ -573,51 +668,22 @@ OcxDirectAppendOne(text *stream_id, const char *sid, const char *category,
 		SetCol(&st, smap[SC_UPDATED_AT], TimestampTzGetDatum(xact_start));
 		SetCol(&st, smap[SC_DELETED], BoolGetDatum(false));
 		if (chain)
-			SetCol(&st, smap[SC_HEAD], hash);
+			SetCol(&st, smap[SC_HEAD], hashes[n - 1]);
 		SetCol(&st, smap[SC_HIDDEN_THROUGH], Int64GetDatum(0));
 		StoreRow(&st);
 		simple_table_tuple_insert(streams, st.slot);
 		(void) ExecInsertIndexTuples(&st.rri, st.slot, estate, false, false, NULL, NIL);
 	}
 
-	/* the event row; the CHECKs (ChecksAre): stream_version > 0, schema_version > 0 */
-	if (*version <= 0 || ev->schema_version <= 0)
-		elog(ERROR, "ocx: direct append of version " INT64_FORMAT ", schema version %d",
-			 *version, ev->schema_version);
-	*position = nextval_internal(get_relname_relid("events_global_position_seq", nsp), true);
-	EmptyRow(&et);
-	SetCol(&et, emap[EC_GLOBAL_POSITION], Int64GetDatum(*position));
-	SetCol(&et, emap[EC_STREAM_ID], PointerGetDatum(stream_id));
-	SetCol(&et, emap[EC_STREAM_VERSION], Int64GetDatum(*version));
-	SetCol(&et, emap[EC_EVENT_ID], UUIDPGetDatum(&ev->id));
-	SetCol(&et, emap[EC_SOURCE], CStringGetTextDatum(ev->source));
-	SetCol(&et, emap[EC_TYPE], CStringGetTextDatum(ev->type));
-	SetCol(&et, emap[EC_SCHEMA_VERSION], Int32GetDatum(ev->schema_version));
-	SetCol(&et, emap[EC_TIME], TimestampTzGetDatum(ev->has_time ? ev->time : now));
-	SetCol(&et, emap[EC_DATA], JsonbPGetDatum(ev->data));
-	SetCol(&et, emap[EC_METADATA], JsonbPGetDatum(ev->metadata));
-	if (ev->has_correlation_id)
-		SetCol(&et, emap[EC_CORRELATION_ID], UUIDPGetDatum(&ev->correlation_id));
-	if (ev->has_causation_id)
-		SetCol(&et, emap[EC_CAUSATION_ID], UUIDPGetDatum(&ev->causation_id));
-	if (tenant != NULL)
-		SetCol(&et, emap[EC_TENANT_ID], CStringGetTextDatum(tenant));
-	SetCol(&et, emap[EC_TXID], FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid())));
-	if (chain)
-	{
-		if (emap[EC_HASH] == 0)
-			elog(ERROR, "ocx: the hash chain is on but ocx.events has no hash column");
-		SetCol(&et, emap[EC_HASH], hash);
-	}
-	StoreRow(&et);
-	simple_table_tuple_insert(events, et.slot);
-	(void) ExecInsertIndexTuples(&et.rri, et.slot, estate, false, false, NULL, NIL);
+	/* the event rows */
+	*position = InsertEventRows(&et, emap, get_relname_relid("events_global_position_seq", nsp),
+								stream_id, *version - n + 1, evs, n, hashes, now);
 
 	Finish(&st, &et, estate, cur, snap);
 	/* later statements and appends of this transaction see the rows */
 	CommandCounterIncrement();
 	ereport(DEBUG1,
-			(errmsg_internal("ocx: direct append to stream \"%s\" at version " INT64_FORMAT,
-							 sid, *version)));
+			(errmsg_internal("ocx: direct append to stream \"%s\" of %d event%s up to version " INT64_FORMAT,
+							 sid, n, n == 1 ? "" : "s", *version)));
 	return OCX_DIRECT_DONE;
 }

@@ -20,11 +20,18 @@ SELECT ocx.append_event('direct-3', ocx.stream_exists(), 'Deposited', '{"n": 0}'
 SELECT ocx.append_event('direct-4', NULL, 'Tick', pg_catalog.jsonb_build_object('i', i))
   FROM generate_series(1, 3) i;
 
--- not taken: event ids (idempotency), tags, batches go through the statements
-SELECT ocx.append_event('direct-1', NULL, 'Deposited', '{"n": 5}', '{}',
+-- taken: a batch (one multi-insert), to an existing and to a new stream
+SELECT ocx.append('direct-1', NULL, '[{"type": "Deposited", "data": {"n": 5}},
+                                      {"type": "Deposited", "data": {"n": 6}}]');
+SELECT ocx.append('direct-6', 0, '[{"type": "Opened", "data": {"n": 1}},
+                                   {"type": "Deposited", "data": {"n": 2}, "metadata": {"m": 1}},
+                                   {"type": "Deposited", "data": {"n": 3}}]');
+SELECT ocx.append('direct-6', 2, '[{"type": "Deposited", "data": {"n": 0}}]');
+-- not taken: event ids (idempotency) and tags go through the statements
+SELECT ocx.append_event('direct-1', NULL, 'Deposited', '{"n": 7}', '{}',
                         'a81bc81b-dead-4e5d-abff-90865d1e13b1');
-SELECT ocx.append('direct-1', NULL, '[{"type": "Deposited", "data": {"n": 6}},
-                                      {"type": "Deposited", "data": {"n": 7}}]');
+SELECT ocx.append('direct-6', 3, '[{"type": "Deposited", "data": {"n": 4}, "tags": ["t1"]},
+                                   {"type": "Deposited", "data": {"n": 5}}]');
 -- not taken: REPEATABLE READ keeps the statement (its serialization failures)
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT ocx.append_event('direct-1', 7, 'Deposited', '{"n": 8}');
@@ -71,7 +78,7 @@ RESET client_min_messages;
 
 -- both paths wrote the same kind of rows: gap-free versions, the category,
 -- the tenant, the log txid, and a hash chain that verifies
-SELECT stream_id, stream_version, type, data, correlation_id IS NOT NULL AS corr,
+SELECT stream_id, stream_version, type, data, metadata, tags, correlation_id IS NOT NULL AS corr,
        tenant_id, txid = lag(txid) OVER w AS same_txid_as_previous
   FROM ocx.events WHERE stream_id LIKE 'direct-%'
 WINDOW w AS (PARTITION BY stream_id ORDER BY stream_version)
