@@ -539,7 +539,8 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 {
 	Oid			nsp;
 	Oid			events_id,
-				streams_id;
+				streams_id,
+				seqid;
 	Relation	events,
 				streams,
 				pkey;
@@ -568,7 +569,8 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	/* the locks the statement would take, in its order */
 	streams = table_open(streams_id, RowExclusiveLock);
 	events = table_open(events_id, RowExclusiveLock);
-	if (!Usable(events, streams, emap, smap) ||
+	seqid = get_relname_relid("events_global_position_seq", nsp);
+	if (!OidIsValid(seqid) || !Usable(events, streams, emap, smap) ||
 		!OidIsValid(RelationGetPrimaryKeyIndex(streams)))
 	{
 		table_close(events, NoLock);
@@ -613,6 +615,12 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 		res = table_tuple_lock(streams, &tid, snap, cur, GetCurrentCommandId(true),
 							   LockTupleNoKeyExclusive, LockWaitBlock,
 							   TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+		if (res == TM_Deleted)
+		{
+			/* the row was deleted meanwhile (not by ocx): the statement decides */
+			Finish(&st, &et, estate, cur, snap);
+			return OCX_DIRECT_UNUSABLE;
+		}
 		if (res != TM_Ok)
 			elog(ERROR, "ocx: could not lock the row of stream \"%s\" (%d)", sid, (int) res);
 		tid = cur->tts_tid;
@@ -680,8 +688,8 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	}
 
 	/* the event rows */
-	*position = InsertEventRows(&et, emap, get_relname_relid("events_global_position_seq", nsp),
-								stream_id, *version - n + 1, evs, n, hashes, now);
+	*position = InsertEventRows(&et, emap, seqid, stream_id, *version - n + 1, evs, n,
+								hashes, now);
 
 	Finish(&st, &et, estate, cur, snap);
 	/* later statements and appends of this transaction see the rows */
