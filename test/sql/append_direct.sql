@@ -73,6 +73,15 @@ SELECT ocx.append_event('direct-5', NULL, 'Deposited', '{}');
 SELECT ocx.append_event('direct-5', 1, 'Deposited', '{}');
 SELECT ocx.append_event('direct-5', 7, 'Deposited', '{}');
 SELECT ocx.append_event('direct-5', 0, 'Deposited', '{}');
+-- session_replication_role = replica: the tombstone trigger fires ALWAYS,
+-- the immediate-notify trigger only on origin; the direct path does the same
+SET session_replication_role = replica;
+SELECT ocx.append_event('direct-5', NULL, 'Deposited', '{}');
+SELECT ocx.append_event('direct-7', NULL, 'Opened', '{}');
+SET ocx.notify_mode = immediate;
+SELECT ocx.append_event('direct-7', 1, 'Deposited', '{}');
+RESET ocx.notify_mode;
+RESET session_replication_role;
 
 RESET client_min_messages;
 
