@@ -62,8 +62,8 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
-#include "catalog/pg_collation.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -586,9 +586,17 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	snap = RegisterSnapshot(GetLatestSnapshot());
 
 	/* the stream row, by its primary key, below row-level security */
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
-	key.sk_collation = DEFAULT_COLLATION_OID;
 	pkey = index_open(RelationGetPrimaryKeyIndex(streams), AccessShareLock);
+	if (pkey->rd_rel->relam != BTREE_AM_OID || pkey->rd_index->indnatts != 1 ||
+		pkey->rd_index->indkey.values[0] != smap[SC_STREAM_ID])
+	{
+		/* not the primary key ocx creates */
+		index_close(pkey, AccessShareLock);
+		Finish(&st, &et, estate, cur, snap);
+		return OCX_DIRECT_UNUSABLE;
+	}
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(stream_id));
+	key.sk_collation = pkey->rd_indcollation[0];
 	scan = index_beginscan(streams, pkey, snap, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, cur);
