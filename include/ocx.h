@@ -65,6 +65,9 @@ typedef struct OcxNewEvent
 								 * encrypted personal fields, else NULL */
 } OcxNewEvent;
 
+/* expected version ocx.stream_exists(): the stream must exist, at any version */
+#define OCX_EXPECT_EXISTS		INT64CONST(-1)
+
 /* append.c */
 extern int64 OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 					   OcxNewEvent *events, int nevents);
@@ -251,6 +254,21 @@ extern void OcxMetricsInit(void);
  */
 extern uint64 OcxRemoveStreamEvents(const char *stream_id, int64 through);
 extern void OcxRaiseStreamDeleted(const char *stream_id) pg_attribute_noreturn();
+
+/* directappend.c: events written without an SQL statement */
+typedef enum OcxDirectResult
+{
+	OCX_DIRECT_UNUSABLE,		/* not applicable here; nothing written */
+	OCX_DIRECT_DONE,			/* written */
+	OCX_DIRECT_CONFLICT,		/* wrong expected version; nothing written */
+	OCX_DIRECT_OTHER_TENANT,	/* the stream id is another tenant's */
+	OCX_DIRECT_DELETED			/* the stream is a tombstone */
+} OcxDirectResult;
+extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
+									   const char *category, bool expected_isnull,
+									   int64 expected, OcxNewEvent *events, int n,
+									   TimestampTz now, bool chain, int64 *version,
+									   int64 *position);
 extern bool OcxRetentionTick(void);
 
 extern bool OcxCommandWorkerTick(void);

@@ -83,8 +83,6 @@ OcxAfterAppendHook ocx_after_append_hook = NULL;
  * The expected version "the stream exists, any version": what
  * ocx.stream_exists() returns (21_reads.sql); the only negative one allowed.
  */
-#define OCX_EXPECT_EXISTS		INT64CONST(-1)
-
 #define OCX_MAX_STREAM_ID_LEN	1024
 #define OCX_MAX_TYPE_LEN		256
 
@@ -1576,6 +1574,8 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	Datum		sid_datum = PointerGetDatum(stream_id);
 	TimestampTz now = GetCurrentTimestamp();
 	bool		has_ids = false;
+	bool		any_tags = false;
+	OcxDirectResult direct = OCX_DIRECT_UNUSABLE;
 	bool		had_xid;
 	int64		new_version;
 	int64		position = 0;
@@ -1628,38 +1628,49 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		}
 	}
 
-	if (n == 1 && !has_ids && events[0].ntags == 0)
+	/* the direct write (directappend.c), or the statements where it does not apply */
+	for (i = 0; i < n; i++)
+		any_tags |= events[i].ntags > 0;
+	if (!has_ids && !any_tags)
+		direct = OcxDirectAppend(stream_id, sid, StreamCategory(sid), expected_isnull, expected,
+								 events, n, now, chain_now, &new_version, &position);
+	switch (direct)
 	{
-		new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0], now,
-								&position);
-		if (had_xid)
-			CheckStreamOrder(sid_datum, sid, new_version - 1);
-		SPI_finish();
-		RememberAppend(OcxLogTxid(), position, true);
-		CountWritten(events, 1);
-		if (ocx_after_append_hook)
-			ocx_after_append_hook(sid, new_version, 1);
-		return new_version;
-	}
+		case OCX_DIRECT_DONE:
+			break;
+		case OCX_DIRECT_CONFLICT:
+			RaiseConflict(sid, expected_isnull ? 0 : expected, new_version);
+			break;
+		case OCX_DIRECT_OTHER_TENANT:
+			RaiseStreamOfAnotherTenant(sid);
+			break;
+		case OCX_DIRECT_DELETED:
+			OcxRaiseStreamDeleted(sid);
+			break;
+		case OCX_DIRECT_UNUSABLE:
+			if (n == 1 && !has_ids && !any_tags)
+				new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0],
+										now, &position);
+			else if (has_ids)
+			{
+				bool		written;
 
-	if (has_ids)
-	{
-		bool		written;
-
-		new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
-									events, n, now, &written, &position);
-		if (!written)
-		{
-			SPI_finish();
-			return new_version;
-		}
-	}
-	else
-	{
-		new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
-		if (new_version < 0)
-			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
-		position = InsertEvents(sid_datum, new_version - n + 1, events, n, now);
+				new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
+											events, n, now, &written, &position);
+				if (!written)
+				{
+					SPI_finish();
+					return new_version;
+				}
+			}
+			else
+			{
+				new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
+				if (new_version < 0)
+					RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
+				position = InsertEvents(sid_datum, new_version - n + 1, events, n, now);
+			}
+			break;
 	}
 	if (had_xid)
 		CheckStreamOrder(sid_datum, sid, new_version - n);
