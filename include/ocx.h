@@ -87,6 +87,7 @@ extern bool OcxLastAppendCursor(uint64 *txid, int64 *position);
 extern void OcxParseTags(JsonbValue *v, const char *what, int index,
 						 char ***tags, int *ntags);
 extern void OcxLockEventTags(OcxNewEvent *events, int n);
+extern void OcxLockStreamOrder(const char *sid);
 extern Datum OcxTagsDatum(OcxNewEvent *ev);
 extern Datum OcxTagsJsonb(OcxNewEvent *ev);
 /* tags.c: also for dcb.c */

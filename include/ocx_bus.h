@@ -17,6 +17,7 @@ typedef enum OcxNotifyMode
 	OCX_NOTIFY_IMMEDIATE		/* also from the appending transaction */
 } OcxNotifyMode;
 
+extern int	ocx_notify_mode;
 
 /* Channels the bus sends on. */
 #define OCX_EVENTS_CHANNEL		"ocx_events"

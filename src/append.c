@@ -1394,8 +1394,9 @@ CountWritten(OcxNewEvent *events, int n)
  */
 #define OCX_STREAM_LOCK 0x6f64
 
-static void
-LockStreamOrder(const char *sid)
+/* also taken by ocx.import_commit() for each stream it writes (import.c) */
+void
+OcxLockStreamOrder(const char *sid)
 {
 	LOCKTAG		tag;
 
@@ -1602,7 +1603,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	/* tagged events: the tag locks of ocx.append_if (dcb.c), before the stream's */
 	OcxLockEventTags(events, n);
 	had_xid = FullTransactionIdIsValid(GetTopFullTransactionIdIfAny());
-	LockStreamOrder(sid);
+	OcxLockStreamOrder(sid);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");

@@ -60,7 +60,7 @@ PG_FUNCTION_INFO_V1(ocx_command_sent);
 /* Fraction of the notify queue in use above which the tick holds back. */
 #define BUS_QUEUE_LIMIT		0.5
 
-static int	ocx_notify_mode = OCX_NOTIFY_WORKER;
+int			ocx_notify_mode = OCX_NOTIFY_WORKER;
 
 static const struct config_enum_entry notify_mode_options[] = {
 	{"off", OCX_NOTIFY_OFF, false},

@@ -40,6 +40,7 @@ PG_FUNCTION_INFO_V1(ocx_import_begun);
 PG_FUNCTION_INFO_V1(ocx_import_row);
 PG_FUNCTION_INFO_V1(ocx_import_chain);
 PG_FUNCTION_INFO_V1(ocx_import_lock_tags);
+PG_FUNCTION_INFO_V1(ocx_import_lock_streams);
 
 /* integrity.c: the one event hash (ocx._event_hash) */
 extern Datum ocx_event_hash(PG_FUNCTION_ARGS);
@@ -588,5 +589,39 @@ ocx_import_lock_tags(PG_FUNCTION_ARGS)
 			ev.tags[m++] = TextDatumGetCString(elems[i]);
 	ev.ntags = m;
 	OcxLockEventTags(&ev, 1);
+	PG_RETURN_VOID();
+}
+
+/*
+ * ocx._import_lock_streams(stream_ids text[]): the stream-order lock an
+ * append takes (append.c) on each stream of the batch, in the order given
+ * (import_commit passes them sorted), before the import creates or locks
+ * their rows: an append of a new stream creates its row under that lock
+ * only (directappend.c), so it must wait for the import rather than meet
+ * the import's row in the unique index.
+ */
+Datum
+ocx_import_lock_streams(PG_FUNCTION_ARGS)
+{
+	ArrayType  *a;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	a = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		char	   *sid;
+
+		if (nulls[i])
+			continue;
+		sid = TextDatumGetCString(elems[i]);
+		OcxLockStreamOrder(sid);
+		pfree(sid);
+	}
 	PG_RETURN_VOID();
 }

@@ -109,6 +109,12 @@ CREATE FUNCTION ocx._import_lock_tags(tags text[]) RETURNS void
 COMMENT ON FUNCTION ocx._import_lock_tags(text[]) IS
     'internal: the tag locks an append of events with these tags takes (ocx.append_if waits for the import)';
 
+CREATE FUNCTION ocx._import_lock_streams(stream_ids text[]) RETURNS void
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_import_lock_streams';
+COMMENT ON FUNCTION ocx._import_lock_streams(text[]) IS
+    'internal: the stream-order lock an append takes, on each stream of the import batch in the order given (an append of a new stream waits for the import)';
+
 CREATE FUNCTION ocx.import_begin() RETURNS void
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -196,6 +202,8 @@ BEGIN
     IF EXISTS (SELECT FROM ocx.import_rows r WHERE r.tags IS NOT NULL) THEN
         PERFORM ocx._import_lock_tags(ARRAY(SELECT DISTINCT t FROM ocx.import_rows r, unnest(r.tags) t));
     END IF;
+    PERFORM ocx._import_lock_streams(ARRAY(SELECT i.stream_id FROM ocx.import_streams i
+                                            ORDER BY i.stream_id));
     INSERT INTO ocx.streams (stream_id, category, version, tenant_id)
     SELECT i.stream_id, ocx.category(i.stream_id), 0, tenant FROM ocx.import_streams i
      ORDER BY i.stream_id
