@@ -154,7 +154,15 @@ isnt($node->safe_psql('postgres', q{SELECT 'balances'::regclass::oid}), $oid_bef
 ok($node->poll_query_until('postgres',
 	q{SELECT lag_events = 0 FROM ocx.projection_status WHERE name = 'balances'}),
 	'the projection catches up after the writers stop');
-is($node->safe_psql('postgres', $replay_diff), '0', 'the swapped table equals a replay of the log');
+is($node->safe_psql('postgres', $replay_diff), '0', 'the swapped table equals a replay of the log')
+  or diag($node->safe_psql('postgres', q{
+	SELECT b.account, ocx.stream_partition(b.account, 4), b.balance, b.events, r.balance, r.events
+	  FROM balances b FULL JOIN (SELECT stream_id, sum((data->>'n')::bigint) AS balance, count(*) AS events
+	                               FROM ocx.events WHERE stream_id LIKE 'acct-%' GROUP BY stream_id) r
+	    ON r.stream_id = b.account
+	 WHERE (b.balance, b.events) IS DISTINCT FROM (r.balance, r.events)}) . "\n"
+	. $node->safe_psql('postgres', q{SELECT * FROM ocx.projection_partitions})
+	. "\n" . $node->safe_psql('postgres', q{SELECT events_applied, rebuild_done FROM ocx.projections}));
 is($node->safe_psql('postgres', q{
 	SELECT (shadow_schema IS NULL) || ',' || (rebuild_finished_at IS NOT NULL) || ','
 	       || (SELECT count(*) FROM ocx.projection_shadow_partitions)
