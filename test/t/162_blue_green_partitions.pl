@@ -190,8 +190,19 @@ my $pid = $node->safe_psql('postgres', q{
 my $done_before = $node->safe_psql('postgres', q{
 	SELECT coalesce(sum(rebuild_done), 0) FROM ocx.projection_shadow_partitions});
 kill 'KILL', $pid;
-ok($node->poll_query_until('postgres', q{SELECT true}, 't'),
-	"the cluster is back after kill -9 of $pid ($done_before shadow events applied)");
+# the postmaster restarts every process: a psql started meanwhile may find
+# no server (its stdin then breaks), so try again until one answers
+my $back = 0;
+my $until = time + $PostgreSQL::Test::Utils::timeout_default;
+{
+	local $SIG{PIPE} = 'IGNORE';
+	while (!$back && time < $until)
+	{
+		usleep(200_000);
+		$back = eval { $node->safe_psql('postgres', 'SELECT true') eq 't' } // 0;
+	}
+}
+ok($back, "the cluster is back after kill -9 of $pid ($done_before shadow events applied)");
 $writers->finish;
 ok($node->poll_query_until('postgres', q{
 	SELECT shadow_schema IS NULL AND rebuild_finished_at > rebuild_started_at
