@@ -96,9 +96,11 @@ typedef enum ProjPlan
 	Q_STREAM_EVENTS,
 	Q_SHADOW,
 	Q_SHADOW_CKPT,
+	Q_SHADOW_CKPT_PART,
 	Q_LIVE_WRITES,
 	Q_SWAP,
 	Q_SHADOW_FAILED,
+	Q_SHADOW_OK,
 	Q_SHADOW_ABANDON,
 	NUM_PROJ_PLANS
 } ProjPlan;
@@ -117,7 +119,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT name AS base, 0 AS k, name AS n, partitions AS parts FROM ocx.projections "
 		"WHERE state OPERATOR(pg_catalog.=) ANY ('{running,rebuilding}'::pg_catalog.text[]) "
 		"AND (mode OPERATOR(pg_catalog.=) 'async' OR state OPERATOR(pg_catalog.=) 'rebuilding') "
-		"UNION ALL SELECT name, 1, '" OCX_SHADOW_PREFIX "' OPERATOR(pg_catalog.||) name, 1 FROM ocx.projections "
+		"UNION ALL SELECT name, 1, '" OCX_SHADOW_PREFIX "' OPERATOR(pg_catalog.||) name, partitions FROM ocx.projections "
 		"WHERE shadow_schema IS NOT NULL AND state OPERATOR(pg_catalog.=) 'running' "
 		"AND mode OPERATOR(pg_catalog.=) 'async') l "
 		"ORDER BY base, k",
@@ -258,13 +260,20 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"SELECT e, e.type FROM ocx.read_stream($1, $2, $3) e",
 		3, {TEXTOID, INT8OID, INT4OID}
 	},
+	/* $2: the partition, or -1; a partition's own shadow checkpoint */
 	[Q_SHADOW] = {
-		"SELECT handler::pg_catalog.regprocedure::pg_catalog.oid, types, categories, "
-		"owner::pg_catalog.text, shadow_schema, shadow_checkpoint_txid, shadow_checkpoint_position, "
-		"tables, rebuild_started_at FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
-		"AND shadow_schema IS NOT NULL AND state OPERATOR(pg_catalog.=) 'running' "
-		"AND mode OPERATOR(pg_catalog.=) 'async'",
-		1, {TEXTOID}
+		"SELECT p.handler::pg_catalog.regprocedure::pg_catalog.oid, p.types, p.categories, "
+		"p.owner::pg_catalog.text, p.shadow_schema, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN s.checkpoint_txid ELSE p.shadow_checkpoint_txid END, "
+		"CASE WHEN $2 OPERATOR(pg_catalog.>=) 0 THEN s.checkpoint_position "
+		"ELSE p.shadow_checkpoint_position END, "
+		"p.tables, p.rebuild_started_at, p.partitions, s.partition IS NOT NULL "
+		"FROM ocx.projections p LEFT JOIN ocx.projection_shadow_partitions s "
+		"ON s.projection OPERATOR(pg_catalog.=) p.name AND s.partition OPERATOR(pg_catalog.=) $2 "
+		"WHERE p.name OPERATOR(pg_catalog.=) $1 "
+		"AND p.shadow_schema IS NOT NULL AND p.state OPERATOR(pg_catalog.=) 'running' "
+		"AND p.mode OPERATOR(pg_catalog.=) 'async'",
+		2, {TEXTOID, INT4OID}
 	},
 	/* only if the rebuild read is still the one under way (optimistic) */
 	[Q_SHADOW_CKPT] = {
@@ -276,6 +285,24 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"AND shadow_checkpoint_txid OPERATOR(pg_catalog.=) $7 "
 		"AND shadow_checkpoint_position OPERATOR(pg_catalog.=) $8",
 		8, {TEXTOID, XID8OID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, XID8OID, INT8OID}
+	},
+	/*
+	 * The same for a partition: its own row, after sharing the projection's
+	 * row as a live partition's batch does (the swap holds it while it
+	 * reads every partition's checkpoints); the failures in a row are reset
+	 * only when there were any, so the projection's row is seldom written.
+	 */
+	[Q_SHADOW_CKPT_PART] = {
+		"WITH p AS (SELECT shadow_failures FROM ocx.projections WHERE name OPERATOR(pg_catalog.=) $1 "
+		"AND shadow_schema OPERATOR(pg_catalog.=) $5 AND rebuild_started_at OPERATOR(pg_catalog.=) $6 "
+		"FOR KEY SHARE SKIP LOCKED), "
+		"s AS (UPDATE ocx.projection_shadow_partitions SET checkpoint_txid = $2, checkpoint_position = $3, "
+		"rebuild_done = rebuild_done OPERATOR(pg_catalog.+) $4, updated_at = pg_catalog.now() "
+		"WHERE projection OPERATOR(pg_catalog.=) $1 AND partition OPERATOR(pg_catalog.=) $9 "
+		"AND checkpoint_txid OPERATOR(pg_catalog.=) $7 AND checkpoint_position OPERATOR(pg_catalog.=) $8 "
+		"AND EXISTS (SELECT FROM p) RETURNING 1) "
+		"SELECT (SELECT pg_catalog.count(*) FROM s), (SELECT shadow_failures FROM p)",
+		9, {TEXTOID, XID8OID, INT8OID, INT8OID, TEXTOID, TIMESTAMPTZOID, XID8OID, INT8OID, INT4OID}
 	},
 	/*
 	 * The rows written to each live table by this process and not yet sent
@@ -302,6 +329,11 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 		"(retry OPERATOR(pg_catalog.->>) 'max_attempts')::pg_catalog.int4",
 		2, {TEXTOID, TEXTOID}
 	},
+	[Q_SHADOW_OK] = {
+		"UPDATE ocx.projections SET shadow_failures = 0 "
+		"WHERE name OPERATOR(pg_catalog.=) $1 AND shadow_failures OPERATOR(pg_catalog.>) 0",
+		1, {TEXTOID}
+	},
 	[Q_SHADOW_ABANDON] = {
 		"SELECT ocx._projection_shadow_discard($1, $2)",
 		2, {TEXTOID, TEXTOID}
@@ -311,7 +343,7 @@ static const ProjPlanDef proj_plan_defs[NUM_PROJ_PLANS] = {
 static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
 
 static bool LiveBatch(const char *name, int partition, TimestampTz *next_due);
-static bool OcxProjectionShadowBatch(const char *name, TimestampTz *next_due);
+static bool OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due);
 static void OcxProjectionShadowFailed(const char *name, const char *message);
 static int	OcxStreamPartition(const char *stream_id, int partitions);
 
@@ -930,7 +962,7 @@ bool
 OcxProjectionBatch(const char *name, int partition, TimestampTz *next_due)
 {
 	if (strncmp(name, OCX_SHADOW_PREFIX, strlen(OCX_SHADOW_PREFIX)) == 0)
-		return OcxProjectionShadowBatch(name + strlen(OCX_SHADOW_PREFIX), next_due);
+		return OcxProjectionShadowBatch(name + strlen(OCX_SHADOW_PREFIX), partition, next_due);
 	return LiveBatch(name, partition, next_due);
 }
 
@@ -1416,43 +1448,204 @@ ApplyInSchema(ApplyRun *run, const char *schema)
 /*
  * Blue/green rebuilds.  rebuild_projection(name, shadow => true) created a
  * shadow schema holding empty copies of the projection's declared tables;
- * this is the worker's unit of work for it, one transaction per call, beside
- * (never instead of) the live projection's batches:
+ * this is the worker's unit of work for it (for each partition of a
+ * partitioned projection), one transaction per call, beside (never instead
+ * of) the live projection's batches:
  *
- *	read the batch after the shadow checkpoint; call the handler on the
- *	matching events with the shadow schema first in its search_path and
- *	ocx.projection_schema set to it; refuse (OX233) if the handler wrote a
- *	live table; move the shadow checkpoint.  When the read found less than a
- *	batch (caught up), ocx._projection_swap, in the same transaction, locks
- *	the live tables, drops them, moves the shadow tables in and sets the live
- *	checkpoint to the shadow's.
+ *	read the batch after the shadow checkpoint (the partition's); call the
+ *	handler on the matching events with the shadow schema first in its
+ *	search_path and ocx.projection_schema set to it; refuse (OX233) if the
+ *	handler wrote a live table; move the shadow checkpoint.  When the read
+ *	found less than a batch (caught up), ocx._projection_swap, in the same
+ *	transaction, checks that the shadow (every partition's) has every event
+ *	the live tables have, locks the live tables, drops them, moves the
+ *	shadow tables in and sets the live checkpoint (every partition's) to the
+ *	shadow's.
  *
  * The live projection's row is not locked while the shadow batch runs (the
  * checkpoint update checks that the rebuild it read is still the current
- * one), so a pool of workers may run the two side by side.  A batch that
- * fails is rolled back whole; the worker records the failure
- * (OcxProjectionShadowFailed), and after the retry policy's attempts in a
- * row the rebuild is abandoned: shadow tables dropped, live ones untouched.
+ * one), so a pool of workers may run the two side by side.  A partition's
+ * shadow checkpoint lives in ocx.projection_shadow_partitions, not in the
+ * projection's row, so the partitions' shadow batches do not queue behind
+ * each other; each shares the projection's row while it writes its
+ * checkpoint, as a live partition's batch does, and the swap holds that row
+ * (FOR UPDATE SKIP LOCKED) while it compares the checkpoints, so no
+ * partition moves meanwhile.  A batch that fails is rolled back whole; the
+ * worker records the failure (OcxProjectionShadowFailed), and after the
+ * retry policy's attempts in a row the rebuild is abandoned: shadow tables
+ * dropped, live ones untouched.
  */
-static bool
-OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
+
+/* The shadow replay's row as its batch read it (Q_SHADOW). */
+typedef struct ShadowRow
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	Datum		values[8];
-	char		nulls[8];
-	bool		isnull;
+	const char *name;
+	int			partition;		/* or -1 */
 	Oid			handler;
 	Datum		types;
 	bool		types_null;
 	Datum		categories;
 	bool		categories_null;
-	Oid			owner;
+	Oid			owner;			/* InvalidOid: dropped (OX502) */
 	char	   *schema;
 	Datum		ckpt_txid;
 	int64		ckpt_pos;
 	Datum		tables;
 	Datum		started_at;
+	int32		partitions;
+	bool		have_partition; /* the partition's shadow row exists */
+} ShadowRow;
+
+/*
+ * Read the shadow replay's row; false when there is nothing to do (finished,
+ * abandoned, paused, dropped, or partitioned otherwise than the unit).
+ */
+static bool
+ReadShadowRow(const char *name, int partition, ShadowRow *row)
+{
+	Datum		values[2];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(partition);
+	if (RunProjPlan(Q_SHADOW, values, NULL) == 0)
+		return false;
+	memset(row, 0, sizeof(*row));
+	row->name = name;
+	row->partition = partition;
+	row->handler = DatumGetObjectId(GetCol(0, 1, &isnull));
+	row->types = GetCol(0, 2, &row->types_null);
+	row->categories = GetCol(0, 3, &row->categories_null);
+	row->owner = get_role_oid(GetText(0, 4), true);
+	row->schema = GetText(0, 5);
+	row->ckpt_txid = GetCol(0, 6, &isnull);
+	row->ckpt_pos = DatumGetInt64(GetCol(0, 7, &isnull));
+	row->tables = GetCol(0, 8, &isnull);
+	row->started_at = GetCol(0, 9, &isnull);
+	row->partitions = DatumGetInt32(GetCol(0, 10, &isnull));
+	row->have_partition = DatumGetBool(GetCol(0, 11, &isnull));
+	/* the unit as listed: a partition of a partitioned rebuild, or the whole one */
+	if (partition >= 0)
+		return row->have_partition && row->partitions > 1 && partition < row->partitions;
+	return row->partitions <= 1;
+}
+
+/* The rows this process wrote to each live table so far (Q_LIVE_WRITES), in a palloc'd array. */
+static int64 *
+LiveWrites(Datum tables, uint64 *ntables)
+{
+	Datum		values[1] = {tables};
+	int64	   *written;
+	bool		isnull;
+	uint64		t;
+
+	*ntables = RunProjPlan(Q_LIVE_WRITES, values, NULL);
+	written = palloc(sizeof(int64) * Max(*ntables, 1));
+	for (t = 0; t < *ntables; t++)
+		written[t] = DatumGetInt64(GetCol(t, 2, &isnull));
+	return written;
+}
+
+/*
+ * Apply the batch's matching events to the shadow tables; OX233 when the
+ * handler wrote a live table meanwhile.
+ */
+static void
+ApplyShadowBatch(ShadowRow *row, BatchEvent *events, uint64 nev, MemoryContext cxt)
+{
+	FmgrInfo	flinfo;
+	ApplyRun	run;
+	int64	   *before;
+	int64	   *after;
+	uint64		ntables;
+	uint64		nafter;
+	uint64		t;
+
+	before = LiveWrites(row->tables, &ntables);
+	fmgr_info_cxt(row->handler, &flinfo, cxt);
+	run.flinfo = &flinfo;
+	run.owner = row->owner;
+	run.events = events;
+	run.from = 0;
+	run.to = nev;
+	ApplyInSchema(&run, row->schema);
+
+	after = LiveWrites(row->tables, &nafter);
+	if (nafter != ntables)
+		elog(ERROR, "ocx: the read-model tables changed during a batch");
+	for (t = 0; t < ntables; t++)
+		if (after[t] != before[t])
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_SHADOW_LIVE_WRITE),
+					 errmsg("projection \"%s\" wrote to its live table %s during a blue/green rebuild",
+							row->name, GetText(t, 1)),
+					 errdetail("The handler must write to the tables it finds through its search_path, or in schema ocx.projection_schema."),
+					 errhint("Qualify no table names in the handler, or qualify them with current_setting('ocx.projection_schema') when it is set.")));
+}
+
+/*
+ * Move the shadow checkpoint (the partition's) past the batch, if the
+ * rebuild is still the one the batch read (optimistic): otherwise the batch
+ * is rolled back and the row read again (OX203).
+ */
+static void
+WriteShadowCheckpoint(ShadowRow *row, BatchEvent *last, uint64 nmatch)
+{
+	Datum		values[9];
+	bool		isnull;
+	bool		written;
+
+	values[0] = CStringGetTextDatum(row->name);
+	values[1] = last->txid;
+	values[2] = Int64GetDatum(last->position);
+	values[3] = Int64GetDatum(nmatch);
+	values[4] = CStringGetTextDatum(row->schema);
+	values[5] = row->started_at;
+	values[6] = row->ckpt_txid;
+	values[7] = Int64GetDatum(row->ckpt_pos);
+	values[8] = Int32GetDatum(row->partition);
+	if (row->partition < 0)
+		written = RunProjPlan(Q_SHADOW_CKPT, values, NULL) == 1;
+	else
+	{
+		Datum		failures;
+
+		RunProjPlan(Q_SHADOW_CKPT_PART, values, NULL);
+		written = DatumGetInt64(GetCol(0, 1, &isnull)) == 1;
+		failures = GetCol(0, 2, &isnull);
+		if (written && !isnull && DatumGetInt32(failures) > 0)
+			RunProjPlan(Q_SHADOW_OK, values, NULL);
+	}
+	if (!written)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
+				 errmsg("the blue/green rebuild of projection \"%s\" changed while a batch ran", row->name),
+				 errdetail("The batch is rolled back and tried again.")));
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS, nmatch);
+}
+
+/* Caught up: swap now, in this transaction, or try again soon. */
+static void
+TrySwap(const char *name, TimestampTz *next_due)
+{
+	Datum		values[1];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(name);
+	RunProjPlan(Q_SWAP, values, NULL);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		ereport(LOG,
+				(errmsg("ocx: projection \"%s\" swapped in its rebuilt tables", name)));
+	else
+		LowerDue(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100));
+}
+
+static bool
+OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	ShadowRow	row;
 	BatchEvent *events;
 	uint64		nev;
 	uint64		nmatch;
@@ -1465,90 +1658,20 @@ OcxProjectionShadowBatch(const char *name, TimestampTz *next_due)
 		elog(ERROR, "ocx: SPI_connect failed");
 	MemoryContextSwitchTo(cxt);
 
-	values[0] = CStringGetTextDatum(name);
-	if (RunProjPlan(Q_SHADOW, values, NULL) == 0)
-		goto done;				/* finished, abandoned, paused or dropped */
-	handler = DatumGetObjectId(GetCol(0, 1, &isnull));
-	types = GetCol(0, 2, &types_null);
-	categories = GetCol(0, 3, &categories_null);
-	owner = get_role_oid(GetText(0, 4), true);	/* InvalidOid: dropped (OX502) */
-	schema = GetText(0, 5);
-	ckpt_txid = GetCol(0, 6, &isnull);
-	ckpt_pos = DatumGetInt64(GetCol(0, 7, &isnull));
-	tables = GetCol(0, 8, &isnull);
-	started_at = GetCol(0, 9, &isnull);
-
-	events = ReadBatch(ckpt_txid, ckpt_pos, types, types_null, categories, categories_null,
-					   -1, 1, &nev, &nmatch);
-	if (nmatch > 0)
+	if (ReadShadowRow(name, partition, &row))
 	{
-		FmgrInfo	flinfo;
-		ApplyRun	run;
-		int64	   *written;
-		uint64		ntables;
-		uint64		t;
-
-		values[0] = tables;
-		ntables = RunProjPlan(Q_LIVE_WRITES, values, NULL);
-		written = palloc(sizeof(int64) * Max(ntables, 1));
-		for (t = 0; t < ntables; t++)
-			written[t] = DatumGetInt64(GetCol(t, 2, &isnull));
-
-		fmgr_info_cxt(handler, &flinfo, cxt);
-		run.flinfo = &flinfo;
-		run.owner = owner;
-		run.events = events;
-		run.from = 0;
-		run.to = nev;
-		ApplyInSchema(&run, schema);
-
-		values[0] = tables;
-		if (RunProjPlan(Q_LIVE_WRITES, values, NULL) != ntables)
-			elog(ERROR, "ocx: the read-model tables changed during a batch");
-		for (t = 0; t < ntables; t++)
-			if (DatumGetInt64(GetCol(t, 2, &isnull)) != written[t])
-				break;
-		if (t < ntables)
-			ereport(ERROR,
-					(errcode(ERRCODE_OCX_SHADOW_LIVE_WRITE),
-					 errmsg("projection \"%s\" wrote to its live table %s during a blue/green rebuild",
-							name, GetText(t, 1)),
-					 errdetail("The handler must write to the tables it finds through its search_path, or in schema ocx.projection_schema."),
-					 errhint("Qualify no table names in the handler, or qualify them with current_setting('ocx.projection_schema') when it is set.")));
+		events = ReadBatch(row.ckpt_txid, row.ckpt_pos, row.types, row.types_null,
+						   row.categories, row.categories_null, partition, row.partitions,
+						   &nev, &nmatch);
+		if (nmatch > 0)
+			ApplyShadowBatch(&row, events, nev, cxt);
+		if (nev > 0)
+			WriteShadowCheckpoint(&row, &events[nev - 1], nmatch);
+		more = (nev == (uint64) ocx_batch_size);
+		if (!more)
+			TrySwap(name, next_due);
 	}
 
-	if (nev > 0)
-	{
-		memset(nulls, ' ', sizeof(nulls));
-		values[0] = CStringGetTextDatum(name);
-		values[1] = events[nev - 1].txid;
-		values[2] = Int64GetDatum(events[nev - 1].position);
-		values[3] = Int64GetDatum(nmatch);
-		values[4] = CStringGetTextDatum(schema);
-		values[5] = started_at;
-		values[6] = ckpt_txid;
-		values[7] = Int64GetDatum(ckpt_pos);
-		if (RunProjPlan(Q_SHADOW_CKPT, values, nulls) != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_OCX_INVALID_PROJECTION),
-					 errmsg("the blue/green rebuild of projection \"%s\" changed while a batch ran", name)));
-		OcxCount(OCX_COUNT_PROJECTION_EVENTS, nmatch);
-	}
-
-	more = (nev == (uint64) ocx_batch_size);
-	if (!more)
-	{
-		/* caught up: swap now, in this transaction, or try again soon */
-		values[0] = CStringGetTextDatum(name);
-		RunProjPlan(Q_SWAP, values, NULL);
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-			ereport(LOG,
-					(errmsg("ocx: projection \"%s\" swapped in its rebuilt tables", name)));
-		else
-			LowerDue(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100));
-	}
-
-done:
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);

@@ -221,7 +221,7 @@ static const struct
 	 * The log horizon and the slowest consumer's cursor (none: NULL).  Inline
 	 * projections take their events in the append, so they hold nothing; a
 	 * partitioned projection's own row is not its checkpoint, its partitions'
-	 * rows are.
+	 * rows are, and during its blue/green rebuild its partitions' shadow rows.
 	 */
 	[RP_FLOOR] = {
 		"SELECT ocx.log_horizon(), f.t, f.p FROM (SELECT NULL::pg_catalog.xid8 AS t, NULL::bigint AS p) z "
@@ -232,6 +232,7 @@ static const struct
 		" UNION ALL SELECT pp.checkpoint_txid, pp.checkpoint_position FROM ocx.projection_partitions pp"
 		" UNION ALL SELECT p.shadow_checkpoint_txid, p.shadow_checkpoint_position FROM ocx.projections p"
 		"  WHERE p.shadow_checkpoint_txid IS NOT NULL AND p.shadow_checkpoint_position IS NOT NULL"
+		" UNION ALL SELECT s.checkpoint_txid, s.checkpoint_position FROM ocx.projection_shadow_partitions s"
 		" UNION ALL SELECT sp.acked_txid, sp.acked_position FROM ocx.subscription_partitions sp"
 		" UNION ALL SELECT sc.txid, sc.global_position FROM ocx.saga_cursor sc"
 		"  WHERE EXISTS (SELECT FROM ocx.saga_definitions)"

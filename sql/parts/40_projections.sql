@@ -69,9 +69,9 @@ COMMENT ON COLUMN ocx.projections.tables IS
 COMMENT ON COLUMN ocx.projections.shadow_schema IS
     'during a blue/green rebuild: the schema holding the shadow copies of the tables; NULL otherwise';
 COMMENT ON COLUMN ocx.projections.shadow_checkpoint_txid IS
-    'during a blue/green rebuild: the txid of the shadow replay''s checkpoint';
+    'during a blue/green rebuild: the txid of the shadow replay''s checkpoint (NULL for a partitioned projection: see ocx.projection_shadow_partitions)';
 COMMENT ON COLUMN ocx.projections.shadow_checkpoint_position IS
-    'during a blue/green rebuild: the position of the shadow replay''s checkpoint';
+    'during a blue/green rebuild: the position of the shadow replay''s checkpoint (NULL for a partitioned projection: see ocx.projection_shadow_partitions)';
 COMMENT ON COLUMN ocx.projections.shadow_failures IS
     'failed batches of the blue/green rebuild in a row; at the retry policy''s attempts it is abandoned';
 
@@ -150,6 +150,24 @@ COMMENT ON TABLE ocx.projection_partitions IS
     'the checkpoint and retry state of each partition of a partitioned projection';
 SELECT pg_catalog.pg_extension_config_dump('ocx.projection_partitions', '');
 REVOKE ALL ON ocx.projection_partitions FROM PUBLIC;
+
+-- The blue/green rebuild of a partitioned projection: each partition's
+-- shadow replay is a unit of work of its own with its own shadow checkpoint
+-- (rows exist only during such a rebuild; ocx._projection_swap swaps the
+-- tables and every partition's checkpoint at once).
+CREATE TABLE ocx.projection_shadow_partitions (
+    projection          text NOT NULL REFERENCES ocx.projections (name) ON DELETE CASCADE,
+    partition           integer NOT NULL CHECK (partition >= 0),
+    checkpoint_txid     xid8 NOT NULL DEFAULT '0',
+    checkpoint_position bigint NOT NULL DEFAULT 0,
+    rebuild_done        bigint NOT NULL DEFAULT 0,
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (projection, partition)
+);
+COMMENT ON TABLE ocx.projection_shadow_partitions IS
+    'during a blue/green rebuild of a partitioned projection: the shadow checkpoint and progress of each partition';
+SELECT pg_catalog.pg_extension_config_dump('ocx.projection_shadow_partitions', '');
+REVOKE ALL ON ocx.projection_shadow_partitions FROM PUBLIC;
 
 -- Backends cache the running inline projections; a change to what they
 -- cache invalidates the cache everywhere (the worker's checkpoint updates
@@ -551,6 +569,7 @@ BEGIN
         PERFORM ocx._execute_as_author(to_regrole(quote_ident(p.owner)),
                                        ARRAY[format('DROP SCHEMA %I CASCADE', p.shadow_schema)]);
     END IF;
+    DELETE FROM ocx.projection_shadow_partitions s WHERE s.projection = p.name;
     UPDATE ocx.projections
        SET shadow_schema = NULL, shadow_checkpoint_txid = NULL, shadow_checkpoint_position = NULL,
            shadow_failures = 0, last_error = COALESCE(reason, last_error),
@@ -605,9 +624,10 @@ COMMENT ON FUNCTION ocx._projection_shadow_create(ocx.projections) IS
 -- Called by the worker once the shadow replay has caught up: in the worker's
 -- transaction, lock the live tables (waiting at most 1 s), give the shadow
 -- tables their owner, privileges and comment, drop the live tables, move the
--- shadow tables in, and move the checkpoint to the shadow's.  false (try
--- again later) when the locks were not granted or the live checkpoint is
--- still ahead of the shadow's.
+-- shadow tables in, and move the checkpoint to the shadow's (of a
+-- partitioned projection: every partition's checkpoint to its shadow's).
+-- false (try again later) when the row or the locks were not granted or a
+-- live checkpoint is still ahead of its shadow's.
 CREATE FUNCTION ocx._projection_swap(name text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
@@ -620,13 +640,25 @@ DECLARE
     c record;
     stmts text[] := '{}';
 BEGIN
+    -- Holding the row, no batch of a partition, live or shadow, commits a
+    -- checkpoint meanwhile: each shares the row (SKIP LOCKED) first.
     SELECT * INTO p FROM ocx.projections WHERE projections.name = _projection_swap.name FOR UPDATE SKIP LOCKED;
     IF NOT FOUND OR p.shadow_schema IS NULL THEN
         RETURN false;
     END IF;
     -- not before the shadow has every event the live tables have: a reader
-    -- must never see the read model go back
-    IF (p.shadow_checkpoint_txid, p.shadow_checkpoint_position) < (p.checkpoint_txid, p.checkpoint_position) THEN
+    -- must never see the read model go back.  Partitioned: every partition's
+    -- shadow must have every event of its partition the live tables have.
+    IF p.partitions > 1 THEN
+        IF (SELECT count(*) FROM ocx.projection_partitions pp
+              JOIN ocx.projection_shadow_partitions s
+                ON s.projection = pp.projection AND s.partition = pp.partition
+             WHERE pp.projection = p.name AND pp.partition < p.partitions
+               AND (s.checkpoint_txid, s.checkpoint_position) >= (pp.checkpoint_txid, pp.checkpoint_position))
+           <> p.partitions THEN
+            RETURN false;
+        END IF;
+    ELSIF (p.shadow_checkpoint_txid, p.shadow_checkpoint_position) < (p.checkpoint_txid, p.checkpoint_position) THEN
         RETURN false;
     END IF;
     owner := to_regrole(quote_ident(p.owner));
@@ -652,6 +684,26 @@ BEGIN
     PERFORM ocx._execute_as_author(owner, stmts || format('DROP SCHEMA %I', p.shadow_schema));
     -- every event up to the shadow checkpoint is in the new tables
     DELETE FROM ocx.dead_letters d WHERE d.projection = p.name AND d.state IN ('parked', 'held');
+    IF p.partitions > 1 THEN
+        UPDATE ocx.projection_partitions pp
+           SET checkpoint_txid = s.checkpoint_txid, checkpoint_position = s.checkpoint_position,
+               checkpoint_time = (SELECT e.time FROM ocx.events e WHERE e.global_position = s.checkpoint_position),
+               events_applied = s.rebuild_done, failing_position = NULL, failing_attempts = 0, retry_at = NULL,
+               rebuild_done = 0, updated_at = now()
+          FROM ocx.projection_shadow_partitions s
+         WHERE pp.projection = p.name AND s.projection = pp.projection AND s.partition = pp.partition;
+        DELETE FROM ocx.projection_shadow_partitions s WHERE s.projection = p.name;
+        -- the status sums the partitions' counts with the projection's own
+        UPDATE ocx.projections
+           SET events_applied = 0, rebuild_done = (SELECT COALESCE(sum(pp.events_applied), 0)
+                                                     FROM ocx.projection_partitions pp
+                                                    WHERE pp.projection = p.name),
+               failing_position = NULL, failing_attempts = 0, retry_at = NULL,
+               rebuild_finished_at = now(), shadow_schema = NULL, shadow_checkpoint_txid = NULL,
+               shadow_checkpoint_position = NULL, shadow_failures = 0, updated_at = now()
+         WHERE projections.name = p.name;
+        RETURN true;
+    END IF;
     UPDATE ocx.projections
        SET checkpoint_txid = p.shadow_checkpoint_txid, checkpoint_position = p.shadow_checkpoint_position,
            checkpoint_time = (SELECT e.time FROM ocx.events e WHERE e.global_position = p.shadow_checkpoint_position),
@@ -663,7 +715,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION ocx._projection_swap(text) IS
-    'internal (worker): swap a caught-up blue/green rebuild''s shadow tables in for the live ones, with the checkpoint, in one transaction; false when the live tables are busy';
+    'internal (worker): swap a caught-up blue/green rebuild''s shadow tables in for the live ones, with the checkpoint (every partition''s), in one transaction; false when the live tables are busy';
 
 CREATE FUNCTION ocx._define_projection(name text, handler regprocedure, types text[] DEFAULT NULL,
                                       categories text[] DEFAULT NULL, mode text DEFAULT 'async',
@@ -880,11 +932,6 @@ BEGIN
             HINT = 'Pass true for a blue/green rebuild, false to reset and replay in place.';
     END IF;
     IF shadow THEN
-        IF p.partitions OPERATOR(pg_catalog.>) 1 THEN
-            RAISE EXCEPTION 'projection "%" has % partitions', p.name, p.partitions USING ERRCODE = 'OX201',
-                DETAIL = 'A blue/green rebuild replays into one shadow checkpoint, not one per partition.',
-                HINT = 'Rebuild it in place, or define it with one partition first.';
-        END IF;
         PERFORM ocx._projection_shadow_check(p);
         IF p.state OPERATOR(pg_catalog.<>) 'running' THEN
             RAISE EXCEPTION 'projection "%" is %', p.name, p.state USING ERRCODE = 'OX201',
@@ -895,11 +942,19 @@ BEGIN
         PERFORM ocx._projection_shadow_discard(p.name);
         sh := ocx._projection_shadow_create(p);
         UPDATE ocx.projections
-           SET shadow_schema = sh, shadow_checkpoint_txid = '0', shadow_checkpoint_position = 0,
+           SET shadow_schema = sh,
+               -- a partitioned one: each partition's (ocx.projection_shadow_partitions)
+               shadow_checkpoint_txid = CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN NULL ELSE '0'::pg_catalog.xid8 END,
+               shadow_checkpoint_position = CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN NULL ELSE 0 END,
                shadow_failures = 0, rebuild_started_at = pg_catalog.now(), rebuild_finished_at = NULL,
                rebuild_total = ocx._count_matching(p.types, p.categories), rebuild_done = 0,
                updated_at = pg_catalog.now()
          WHERE projections.name OPERATOR(pg_catalog.=) p.name;
+        -- a partitioned projection: each partition replays into the shadow
+        -- tables from its own shadow checkpoint
+        INSERT INTO ocx.projection_shadow_partitions (projection, partition)
+        SELECT p.name, g FROM pg_catalog.generate_series(0, p.partitions OPERATOR(pg_catalog.-) 1) g
+         WHERE p.partitions OPERATOR(pg_catalog.>) 1;
         PERFORM ocx._wake_worker();
         RETURN;
     END IF;
@@ -1098,7 +1153,8 @@ SELECT p.name, p.mode, p.state,
        CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
             THEN hz.pid END AS horizon_pid,
        CASE WHEN p.shadow_schema IS NOT NULL
-            THEN ocx.cursor(p.shadow_checkpoint_txid, p.shadow_checkpoint_position) END AS shadow_checkpoint,
+            THEN COALESCE(c.shadow_checkpoint, ocx.cursor(p.shadow_checkpoint_txid, p.shadow_checkpoint_position))
+       END AS shadow_checkpoint,
        p.partitions
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
@@ -1110,7 +1166,9 @@ SELECT p.name, p.mode, p.state,
               CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN psum.failing_attempts
                    ELSE p.failing_attempts END AS failing_attempts,
               CASE WHEN p.partitions OPERATOR(pg_catalog.>) 1 THEN psum.retry_at ELSE p.retry_at END AS retry_at,
-              p.rebuild_done OPERATOR(pg_catalog.+) COALESCE(psum.rebuild_done, 0) AS rebuild_done
+              p.rebuild_done OPERATOR(pg_catalog.+)
+              COALESCE(ssum.rebuild_done, psum.rebuild_done, 0) AS rebuild_done,
+              ssum.shadow_checkpoint
          FROM (SELECT 1) one
          LEFT JOIN LATERAL (
               SELECT pp.checkpoint_txid, pp.checkpoint_position FROM ocx.projection_partitions pp
@@ -1123,6 +1181,16 @@ SELECT p.name, p.mode, p.state,
                      pg_catalog.sum(pp.rebuild_done)::bigint AS rebuild_done
                 FROM ocx.projection_partitions pp
                WHERE pp.projection OPERATOR(pg_catalog.=) p.name AND p.partitions OPERATOR(pg_catalog.>) 1) psum ON true
+         -- its blue/green rebuild: the slowest partition's shadow checkpoint, their progress
+         LEFT JOIN LATERAL (
+              SELECT (SELECT ocx.cursor(s.checkpoint_txid, s.checkpoint_position)
+                        FROM ocx.projection_shadow_partitions s
+                       WHERE s.projection OPERATOR(pg_catalog.=) p.name AND p.shadow_schema IS NOT NULL
+                       ORDER BY s.checkpoint_txid, s.checkpoint_position LIMIT 1) AS shadow_checkpoint,
+                     (SELECT pg_catalog.sum(s.rebuild_done)::bigint
+                        FROM ocx.projection_shadow_partitions s
+                       WHERE s.projection OPERATOR(pg_catalog.=) p.name
+                         AND p.shadow_schema IS NOT NULL) AS rebuild_done) ssum ON true
        ) c
   LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest

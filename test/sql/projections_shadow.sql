@@ -183,6 +183,57 @@ DROP FUNCTION bg_owned_handler(ocx.event);
 REVOKE CREATE ON SCHEMA public FROM bg_admin;
 DROP ROLE bg_admin;
 
+-- a partitioned projection: a shadow checkpoint per partition, all swapped
+-- in together; the number of partitions cannot change meanwhile; an in-place
+-- rebuild or a drop forgets the shadow partitions
+CREATE TABLE bg_ptotals (stream_id text PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+CREATE FUNCTION bg_phandler(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bg_ptotals AS t VALUES (e.stream_id, (e.data ->> 'n')::bigint)
+    ON CONFLICT (stream_id) DO UPDATE SET n = t.n + excluded.n;
+END $$;
+SELECT ocx.define_projection('bg_parts', 'bg_phandler(ocx.event)', categories => '{bg}',
+                             tables => '{bg_ptotals}', partitions => 3);
+SELECT ocx.append('bg-' || i, NULL, jsonb_build_object('type', 'Add', 'data', jsonb_build_object('n', i)))
+  FROM generate_series(3, 8) i;
+SELECT bg_wait('bg_parts');
+SELECT * FROM bg_ptotals ORDER BY stream_id;
+UPDATE bg_ptotals SET n = -1;   -- the live model drifts; the rebuild restores it
+BEGIN;
+SELECT ocx.rebuild_projection('bg_parts', shadow => true);
+SELECT string_agg(partition || ':' || checkpoint_position || ':' || rebuild_done, ',' ORDER BY partition)
+  FROM ocx.projection_shadow_partitions WHERE projection = 'bg_parts';
+SELECT shadow_checkpoint_txid IS NULL AS no_single_shadow_checkpoint FROM ocx.projections WHERE name = 'bg_parts';
+SELECT shadow_checkpoint, rebuild_done, partitions
+  FROM ocx.projection_status WHERE name = 'bg_parts';
+SAVEPOINT s;
+SELECT ocx.define_projection('bg_parts', 'bg_phandler(ocx.event)', categories => '{bg}',
+                             tables => '{bg_ptotals}', partitions => 2);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+SELECT ocx.rebuild_projection('bg_parts');
+SELECT count(*) AS shadow_partitions_after_in_place FROM ocx.projection_shadow_partitions;
+ROLLBACK;
+SELECT ocx.rebuild_projection('bg_parts', shadow => true);
+SELECT bg_wait('bg_parts');
+SELECT * FROM bg_ptotals ORDER BY stream_id;
+SELECT s.state, s.lag_events, s.events_applied, s.rebuild_done, s.partitions,
+       (SELECT count(*) FROM ocx.projection_shadow_partitions) AS shadow_partitions,
+       (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ocx\_shadow\_%') AS shadow_schemas
+  FROM ocx.projection_status s WHERE name = 'bg_parts';
+SELECT ocx.append('bg-3', NULL, '{"type": "Add", "data": {"n": 100}}');
+SELECT bg_wait('bg_parts');
+SELECT * FROM bg_ptotals WHERE stream_id = 'bg-3';
+BEGIN;
+SELECT ocx.rebuild_projection('bg_parts', shadow => true);
+SELECT ocx.pause_projection('bg_parts');
+COMMIT;
+SELECT ocx.drop_projection('bg_parts');
+SELECT count(*) AS shadow_partitions, (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ocx\_shadow\_%') AS shadow_schemas
+  FROM ocx.projection_shadow_partitions;
+DROP TABLE bg_ptotals;
+DROP FUNCTION bg_phandler(ocx.event);
+
 DROP TABLE bg_totals;
 DROP ROLE bg_reader;
 DROP FUNCTION bg_handler(ocx.event), bg_qualified(ocx.event), bg_wait(text), bg_trig();
