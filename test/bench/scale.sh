@@ -9,13 +9,19 @@
 #     the fill, at random), reads/s at 2 clients;
 #   - a read_all page of 1,000 events at the tail of the log, reads/s at 2 clients;
 #   - load of a 1,000-event aggregate (a declarative reducer), loads/s at 2 clients;
+#     each of these four in 3 rounds alternating with the same operation on a
+#     control: a second database of the same cluster whose log stays small
+#     (BENCH_SCALE_CONTROL events, default 100,000), so that the machine's load
+#     of the minute, which moves these figures more than the log size does on a
+#     shared machine, cancels out of the ratio main/control;
 #   - disk bytes per event: every table of schema ocx with its indexes and
 #     TOAST (pg_total_relation_size) over count(*) of ocx.events;
 #   - the time a newly defined projection takes to catch up from the start of
 #     the log; it is on ONE category of the 20, so it applies 1/20 of the log
 #     (its cost is compared per applied event).
 # Per-operation costs must stay flat: the cost at the largest size over the
-# cost at the smallest within 1.5x (PASS/NO per operation).
+# cost at the smallest within 1.5x (PASS/NO per operation; for the four pgbench
+# operations the cost is taken relative to the control's in the same rounds).
 #
 # Writes test/bench/out/scale/{results.tsv,results.md,*.png} after every size;
 # with BENCH_SCALE_PUBLISH=1 (the default when BENCH_SCALE_SIZES is the
@@ -30,6 +36,8 @@ cd "$OCX_ROOT"
 DEFAULT_SIZES="1000000 10000000 30000000"
 SIZES=${BENCH_SCALE_SIZES:-$DEFAULT_SIZES}
 FILL_CLIENTS=${BENCH_SCALE_CLIENTS:-4}
+CTL_SIZE=${BENCH_SCALE_CONTROL:-100000}
+CTL=bench_scale_ctl
 if [ -z "${BENCH_SCALE_PUBLISH:-}" ]; then
     [ "$SIZES" = "$DEFAULT_SIZES" ] && BENCH_SCALE_PUBLISH=1 || BENCH_SCALE_PUBLISH=0
 fi
@@ -48,10 +56,12 @@ rm -f "$OUT"/results.tsv "$OUT"/*.png
 P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
 say() { echo "bench-scale $(date -u +%H:%M:%S): $*" >&2; }
 
-"$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE $PGDATABASE" >/dev/null || exit 1
+# setup_db DB: the database, ocx, the aggregate, the projection's handler.
 # The aggregate stream comes first, so that at every size it is the oldest
 # data of the log; the projection's handler inserts one row per event.
-$P >/dev/null <<'SQL' || exit 1
+setup_db() {
+    "$PGBIN/psql" -qX -d postgres -c "CREATE DATABASE $1" >/dev/null || return 1
+    $P -d "$1" >/dev/null <<'SQL'
 CREATE EXTENSION ocx;
 SELECT ocx.define_aggregate('scale_account', reducer => '{
     "Deposited": [{"add": "balance", "from": "amount"}],
@@ -66,24 +76,79 @@ CREATE FUNCTION scale_apply(e ocx.event) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO public.scale_model VALUES (e.global_position, e.stream_id, (e.data->>'n')::int) $$;
 CREATE TABLE scale_probe (i int PRIMARY KEY, stream_id text NOT NULL);
 SQL
+}
 
 # the fill: 100 events per call to stream catC-S, S random in 1..100000, C = S % 20
 printf '\\set s random(1, 100000)\n\\set c :s %% 20\nSELECT ocx.append(%scat%s || :c || %s-%s || :s, NULL, %s[%s]%s);\n' \
     "'" "'" "'" "'" "'" "$(tick_events 100)" "'" > "$BENCH_OUT/fill.sql"
 append1_script "$BENCH_OUT/append1.sql"
-echo 'SELECT ocx.load('"'"'scale_account'"'"', '"'"'sagg-1'"'"');' > "$BENCH_OUT/load.sql"
+echo 'SELECT * FROM ocx.load('"'"'scale_account'"'"', '"'"'sagg-1'"'"');' > "$BENCH_OUT/load.sql"
+cp "$BENCH_OUT/load.sql" "$BENCH_OUT/load_ctl.sql"
+cp "$BENCH_OUT/append1.sql" "$BENCH_OUT/append1_ctl.sql"
 
-# median_tps SCRIPT CLIENTS [pgbench args]: the median of 3 pgbench runs
-median_tps() {
-    local script=$1 clients=$2 a b c
-    shift 2
-    a=$(pgbench_tps "$script" "$clients" "$@"); b=$(pgbench_tps "$script" "$clients" "$@")
-    c=$(pgbench_tps "$script" "$clients" "$@")
-    say "$(basename "$script") at $clients clients: $a $b $c"
-    printf '%s\n%s\n%s\n' "$a" "$b" "$c" | sort -g | sed -n 2p
+# fill DB TO: 100-event calls into DB until its log has about TO events;
+# sets fill_s and fill_eps
+fill() {
+    local db=$1 to=$2 have calls per_client t0 t1 out
+    have=$($P -d "$db" -tAc "SELECT count(*) FROM ocx.events")
+    calls=$(( (to - have + 99) / 100 ))
+    per_client=$(( (calls + FILL_CLIENTS - 1) / FILL_CLIENTS ))
+    [ "$per_client" -gt 0 ] || per_client=0
+    say "$db: filling from $have to $to events: $per_client calls of 100 events on each of $FILL_CLIENTS clients"
+    t0=$(date +%s.%N)
+    if [ "$per_client" -gt 0 ]; then
+        out=$("$PGBIN/pgbench" -n -M prepared -c "$FILL_CLIENTS" -j 2 -t "$per_client" -f "$BENCH_OUT/fill.sql" "$db" 2>&1) ||
+            { echo "$out" >&2; say "the fill failed"; return 1; }
+    fi
+    t1=$(date +%s.%N)
+    $P -d "$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null || return 1
+    fill_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+    fill_eps=$(awk -v n="$(( per_client * FILL_CLIENTS * 100 ))" -v s="$fill_s" 'BEGIN {print (s > 0) ? n / s : 0}')
 }
 
-COLS="size events fill_s fill_eps append_tps read_stream_ps read_all_ps load_ps bytes_per_event total_bytes proj_s proj_events proj_eps"
+# reads_for DB SUFFIX: the read scripts of DB (read_stream$SUFFIX.sql over
+# 1,000 of its streams sampled at random, read_all$SUFFIX.sql from 1,001
+# events before its end), checked to read what they should
+reads_for() {
+    local db=$1 sfx=$2 np cur
+    $P -d "$db" >/dev/null <<'SQL' || return 1
+TRUNCATE scale_probe;
+INSERT INTO scale_probe
+SELECT row_number() OVER (), stream_id
+  FROM (SELECT stream_id FROM ocx.streams WHERE stream_id LIKE 'cat%' ORDER BY random() LIMIT 1000) s;
+SQL
+    np=$($P -d "$db" -tAc "SELECT count(*) FROM scale_probe")
+    printf '\\set i random(1, %s)\nSELECT * FROM ocx.read_stream((SELECT stream_id FROM scale_probe WHERE i = :i), max_count => 100);\n' \
+        "$np" > "$BENCH_OUT/read_stream$sfx.sql"
+    [ "$($P -d "$db" -tAc "SELECT count(*) FROM ocx.read_stream((SELECT stream_id FROM scale_probe WHERE i = 1), max_count => 100)")" = 100 ] ||
+        { say "$db: read_stream of a sampled stream is not 100 events"; return 1; }
+    [ "$($P -d "$db" -tAc "SELECT count(*) FROM ocx.load('scale_account', 'sagg-1') WHERE version = 1000")" = 1 ] ||
+        { say "$db: load of sagg-1 is not at version 1000"; return 1; }
+    cur=$($P -d "$db" -tAc "SELECT ocx.cursor(txid, global_position) FROM ocx.events ORDER BY txid DESC, global_position DESC OFFSET 1000 LIMIT 1")
+    echo "SELECT * FROM ocx.read_all('$cur'::ocx.cursor, 1000);" > "$BENCH_OUT/read_all$sfx.sql"
+    [ "$($P -d "$db" -tAc "SELECT count(*) FROM ocx.read_all('$cur'::ocx.cursor, 1000)")" = 1000 ] ||
+        { say "$db: the read_all page after $cur is not 1,000 events"; return 1; }
+}
+
+# pair_tps NAME CLIENTS: NAME.sql on the log and NAME_ctl.sql on the control,
+# 3 rounds, the order alternating (the log first in odd rounds): "median
+# median" (tx/s)
+pair_tps() {
+    local name=$1 c=$2 i m="" k=""
+    for i in 1 2 3; do
+        if [ $((i % 2)) -eq 1 ]; then
+            m="$m $(pgbench_tps "$BENCH_OUT/$name.sql" "$c")"
+            k="$k $(PGDATABASE=$CTL pgbench_tps "$BENCH_OUT/${name}_ctl.sql" "$c")"
+        else
+            k="$k $(PGDATABASE=$CTL pgbench_tps "$BENCH_OUT/${name}_ctl.sql" "$c")"
+            m="$m $(pgbench_tps "$BENCH_OUT/$name.sql" "$c")"
+        fi
+    done
+    say "$name at $c clients: log$m, control$k"
+    echo "$(echo $m | tr ' ' '\n' | sort -g | sed -n 2p) $(echo $k | tr ' ' '\n' | sort -g | sed -n 2p)"
+}
+
+COLS="size events fill_s fill_eps append_tps read_stream_ps read_all_ps load_ps bytes_per_event total_bytes proj_s proj_events proj_eps append_ctl read_stream_ctl read_all_ctl load_ctl"
 
 # report: the table, the flatness verdicts and the plots from results.tsv
 report() {
@@ -91,26 +156,30 @@ report() {
     {
         echo "Machine: $(nproc) cores (shared), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), fsync on, shared_buffers 512MB; ${BENCH_SECONDS}s per pgbench run, median of 3; run of $(date -u +%Y-%m-%d)."
         echo
+        echo "Each pgbench figure: the log's, then in parentheses the control's (a log of $CTL_SIZE events in another database, measured in alternating rounds with it)."
+        echo
         echo "| events in the log | append_event, 8 clients (tx/s) | read_stream, 100 events (reads/s) | read_all page of 1,000 at the tail (pages/s) | load, 1,000-event aggregate (loads/s) | disk (bytes/event) | ocx tables on disk | projection on 1 of 20 categories: catch-up (s) | its events | its rate (events/s) | fill (events/s) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|"
-        awk -F'\t' 'NR > 1 { printf "| %\047d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f GB | %.1f | %\047d | %.0f | %.0f |\n",
-            $2, $5, $6, $7, $8, $9, $10 / 1e9, $11, $12, $13, $4 }' "$OUT/results.tsv"
+        awk -F'\t' 'NR > 1 { printf "| %\047d | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.0f | %.2f GB | %.1f | %\047d | %.0f | %.0f |\n",
+            $2, $5, $14, $6, $15, $7, $16, $8, $17, $9, $10 / 1e9, $11, $12, $13, $4 }' "$OUT/results.tsv"
         echo
-        echo "Cost at the largest size over the cost at the smallest (cost: 1/throughput; bytes per event; seconds per projected event); flat means <= 1.5:"
+        echo "Cost at the largest size over the cost at the smallest (cost: 1/throughput; bytes per event; seconds per applied event). For the four pgbench operations the cost is taken relative to the control's in the same rounds (raw: without); flat means <= 1.5:"
         echo
-        echo "| operation | cost ratio | <= 1.5 |"
-        echo "|---|---|---|"
+        echo "| operation | raw cost ratio | cost ratio against the control | <= 1.5 |"
+        echo "|---|---|---|---|"
         awk -F'\t' 'NR == 2 { for (i = 1; i <= NF; i++) f[i] = $i } NR > 1 { for (i = 1; i <= NF; i++) l[i] = $i; n = NR }
-            function v(name, r) { printf "| %s | %.2f | %s |\n", name, r, (r <= 1.5 ? "PASS" : "NO") }
-            END { if (n < 3) { print "| (one size only: nothing to compare) | | |"; exit }
-                  v("append_event, 8 clients", f[5] / l[5]); v("read_stream, 100 events", f[6] / l[6])
-                  v("read_all page of 1,000 at the tail", f[7] / l[7]); v("load, 1,000 events", f[8] / l[8])
-                  v("disk bytes per event", l[9] / f[9]); v("projection catch-up, per applied event", f[13] / l[13]) }' \
+            function v(name, raw, r) { printf "| %s | %.2f | %s | %s |\n", name, raw, (r == "" ? "" : sprintf("%.2f", r)),
+                                          ((r == "" ? raw : r) <= 1.5 ? "PASS" : "NO") }
+            function c(name, m, k) { v(name, f[m] / l[m], (f[m] / l[m]) * (l[k] / f[k])) }
+            END { if (n < 3) { print "| (one size only: nothing to compare) | | | |"; exit }
+                  c("append_event, 8 clients", 5, 14); c("read_stream, 100 events", 6, 15)
+                  c("read_all page of 1,000 at the tail", 7, 16); c("load, 1,000 events", 8, 17)
+                  v("disk bytes per event", l[9] / f[9], ""); v("projection catch-up, per applied event", f[13] / l[13], "") }' \
             "$OUT/results.tsv"
     } > "$md"
     # the plots: throughput per operation, and every cost relative to the smallest size
-    local f5 f6 f7 f8 f9 f13
-    read -r f5 f6 f7 f8 f9 f13 < <(awk -F'\t' 'NR == 2 {print $5, $6, $7, $8, $9, $13}' "$OUT/results.tsv")
+    local f5 f6 f7 f8 f9 f13 f14 f15 f16 f17
+    read -r f5 f6 f7 f8 f9 f13 f14 f15 f16 f17 < <(awk -F'\t' 'NR == 2 {print $5, $6, $7, $8, $9, $13, $14, $15, $16, $17}' "$OUT/results.tsv")
     gnuplot <<EOF || say "gnuplot failed"
 set terminal pngcairo size 1200,800 noenhanced font ",10"
 set datafile separator "\t"
@@ -125,23 +194,30 @@ array col[6] = [5, 6, 7, 8, 9, 13]
 array what[6] = ["append_event, 8 clients", "read_stream, 100 events, 2 clients", \
     "read_all page of 1,000 at the tail, 2 clients", "load of a 1,000-event aggregate, 2 clients", \
     "disk per event (ocx tables, indexes, TOAST)", "new projection on 1 of 20 categories: catch-up"]
+array ctl[6] = [14, 15, 16, 17, 0, 0]
 array unit[6] = ["tx/s", "reads/s", "pages/s", "loads/s", "bytes", "applied events/s"]
+set key bottom left
 do for [i = 1:6] {
     set title what[i]; set ylabel unit[i]
-    plot "$OUT/results.tsv" using (\$2/1e6):(column(col[i])) with linespoints lw 2 notitle
+    if (ctl[i] > 0) {
+        plot "$OUT/results.tsv" using (\$2/1e6):(column(col[i])) with linespoints lw 2 title "the log", \
+             "" using (\$2/1e6):(column(ctl[i])) with linespoints dt 2 title "control ($CTL_SIZE events)"
+    } else {
+        plot "$OUT/results.tsv" using (\$2/1e6):(column(col[i])) with linespoints lw 2 notitle
+    }
 }
 unset multiplot
 set output "$OUT/cost_ratio.png"
 set terminal pngcairo size 900,560 noenhanced font ",10"
-set title "cost relative to the smallest size (flat: <= 1.5)"
+set title "cost relative to the smallest size; pgbench operations against the control (flat: <= 1.5)"
 set ylabel "cost / cost at the smallest size"
 set yrange [0:3]
 set key top left
-f5 = $f5; f6 = $f6; f7 = $f7; f8 = $f8; f9 = $f9; f13 = $f13
-plot "$OUT/results.tsv" using (\$2/1e6):(f5/\$5) with linespoints lw 2 title "append_event", \
-     "" using (\$2/1e6):(f6/\$6) with linespoints lw 2 title "read_stream", \
-     "" using (\$2/1e6):(f7/\$7) with linespoints lw 2 title "read_all page", \
-     "" using (\$2/1e6):(f8/\$8) with linespoints lw 2 title "load", \
+f5 = $f5; f6 = $f6; f7 = $f7; f8 = $f8; f9 = $f9; f13 = $f13; f14 = $f14; f15 = $f15; f16 = $f16; f17 = $f17
+plot "$OUT/results.tsv" using (\$2/1e6):((f5/\$5)*(\$14/f14)) with linespoints lw 2 title "append_event", \
+     "" using (\$2/1e6):((f6/\$6)*(\$15/f15)) with linespoints lw 2 title "read_stream", \
+     "" using (\$2/1e6):((f7/\$7)*(\$16/f16)) with linespoints lw 2 title "read_all page", \
+     "" using (\$2/1e6):((f8/\$8)*(\$17/f17)) with linespoints lw 2 title "load", \
      "" using (\$2/1e6):(\$9/f9) with linespoints lw 2 title "bytes/event", \
      "" using (\$2/1e6):(f13/\$13) with linespoints lw 2 title "projection, per event", \
      1.5 with lines dt 2 lc rgb "red" title "1.5x"
@@ -157,44 +233,20 @@ EOF
 }
 
 echo "$COLS" | tr ' ' '\t' > "$OUT/results.tsv"
-have=1000
+setup_db "$PGDATABASE" && setup_db "$CTL" || exit 1
+fill "$CTL" "$CTL_SIZE" || exit 1
 for size in $SIZES; do
     # 1. the fill, up to the size (the probes of the last size count)
-    calls=$(( (size - have + 99) / 100 ))
-    per_client=$(( (calls + FILL_CLIENTS - 1) / FILL_CLIENTS ))
-    say "filling from $have to $size events: $per_client calls of 100 events on each of $FILL_CLIENTS clients"
-    t0=$(date +%s.%N)
-    if [ "$per_client" -gt 0 ]; then
-        out=$("$PGBIN/pgbench" -n -M prepared -c "$FILL_CLIENTS" -j 2 -t "$per_client" -f "$BENCH_OUT/fill.sql" 2>&1) ||
-            { echo "$out" >&2; say "the fill failed"; exit 1; }
-    fi
-    t1=$(date +%s.%N)
-    $P -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null || exit 1
+    fill "$PGDATABASE" "$size" || exit 1
     events=$($P -tAc "SELECT count(*) FROM ocx.events")
-    fill_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
-    fill_eps=$(awk -v n="$(( per_client * FILL_CLIENTS * 100 ))" -v s="$fill_s" 'BEGIN {print (s > 0) ? n / s : 0}')
     say "$events events (fill: $fill_s s, $fill_eps events/s, then VACUUM ANALYZE)"
 
-    # 2. the operations
-    $P >/dev/null <<'SQL' || exit 1
-TRUNCATE scale_probe;
-INSERT INTO scale_probe
-SELECT row_number() OVER (), stream_id
-  FROM (SELECT stream_id FROM ocx.streams WHERE stream_id LIKE 'cat%' ORDER BY random() LIMIT 1000) s;
-SQL
-    np=$($P -tAc "SELECT count(*) FROM scale_probe")
-    printf '\\set i random(1, %s)\nSELECT count(*) FROM ocx.read_stream((SELECT stream_id FROM scale_probe WHERE i = :i), max_count => 100);\n' \
-        "$np" > "$BENCH_OUT/read_stream.sql"
-    rs=$(median_tps "$BENCH_OUT/read_stream.sql" 2)
-    [ "$($P -tAc "SELECT count(*) FROM ocx.load('scale_account', 'sagg-1') WHERE version = 1000")" = 1 ] ||
-        { say "load of sagg-1 is not at version 1000"; exit 1; }
-    ld=$(median_tps "$BENCH_OUT/load.sql" 2)
-    cur=$($P -tAc "SELECT ocx.cursor(txid, global_position) FROM ocx.events ORDER BY txid DESC, global_position DESC OFFSET 1000 LIMIT 1")
-    echo "SELECT count(*) FROM ocx.read_all('$cur'::ocx.cursor, 1000);" > "$BENCH_OUT/read_all.sql"
-    [ "$($P -tAc "SELECT count(*) FROM ocx.read_all('$cur'::ocx.cursor, 1000)")" = 1000 ] ||
-        { say "the read_all page after $cur is not 1,000 events"; exit 1; }
-    ra=$(median_tps "$BENCH_OUT/read_all.sql" 2)
-    ap=$(median_tps "$BENCH_OUT/append1.sql" 8)
+    # 2. the operations, each alternating with the control
+    reads_for "$PGDATABASE" "" && reads_for "$CTL" _ctl || exit 1
+    read -r rs rs_c < <(pair_tps read_stream 2)
+    read -r ld ld_c < <(pair_tps load 2)
+    read -r ra ra_c < <(pair_tps read_all 2)
+    read -r ap ap_c < <(pair_tps append1 8)
 
     # 3. disk
     read -r bpe total < <($P -tAF' ' -c "
@@ -218,9 +270,9 @@ SQL
     ps=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     say "projection on cat7: $pn events in $ps s"
 
-    printf '%s\t' "$size" "$events" "$fill_s" "$fill_eps" "$ap" "$rs" "$ra" "$ld" "$bpe" "$total" "$ps" "$pn" >> "$OUT/results.tsv"
-    awk -v n="$pn" -v s="$ps" 'BEGIN {printf "%s\n", (s > 0) ? n / s : 0}' >> "$OUT/results.tsv"
-    have=$($P -tAc "SELECT count(*) FROM ocx.events")
+    printf '%s\t' "$size" "$events" "$fill_s" "$fill_eps" "$ap" "$rs" "$ra" "$ld" "$bpe" "$total" "$ps" "$pn" \
+        "$(awk -v n="$pn" -v s="$ps" 'BEGIN {print (s > 0) ? n / s : 0}')" "$ap_c" "$rs_c" "$ra_c" >> "$OUT/results.tsv"
+    echo "$ld_c" >> "$OUT/results.tsv"
     report
 done
 [ -s "$BENCH_OUT/pgbench_failures" ] && { say "a pgbench run failed: the figures are not valid"; cat "$BENCH_OUT/pgbench_failures" >&2; exit 1; }
