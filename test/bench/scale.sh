@@ -126,6 +126,7 @@ SQL
         { say "$db: load of sagg-1 is not at version 1000"; return 1; }
     cur=$($P -d "$db" -tAc "SELECT ocx.cursor(txid, global_position) FROM ocx.events ORDER BY txid DESC, global_position DESC OFFSET 1000 LIMIT 1")
     echo "SELECT * FROM ocx.read_all('$cur'::ocx.cursor, 1000);" > "$BENCH_OUT/read_all$sfx.sql"
+    echo "$cur" > "$BENCH_OUT/cursor$sfx"
     [ "$($P -d "$db" -tAc "SELECT count(*) FROM ocx.read_all('$cur'::ocx.cursor, 1000)")" = 1000 ] ||
         { say "$db: the read_all page after $cur is not 1,000 events"; return 1; }
 }
@@ -148,7 +149,57 @@ pair_tps() {
     echo "$(echo $m | tr ' ' '\n' | sort -g | sed -n 2p) $(echo $k | tr ' ' '\n' | sort -g | sed -n 2p)"
 }
 
-COLS="size events fill_s fill_eps append_tps read_stream_ps read_all_ps load_ps bytes_per_event total_bytes proj_s proj_events proj_eps append_ctl read_stream_ctl read_all_ctl load_ctl"
+# server_ms DB SUFFIX: the server's own time per call, in ms, of read_stream,
+# the read_all page and load (BENCH_SCALE_CALLS calls of each in one DO block,
+# timed with clock_timestamp: no client, socket or pgbench in the figure)
+server_ms() {
+    local db=$1 sfx=$2 n=${BENCH_SCALE_CALLS:-200}
+    $P -d "$db" -tA -c "SET client_min_messages = notice" -c "DO \$\$
+DECLARE j int; np int := (SELECT count(*) FROM scale_probe); t timestamptz; s text; a float8; b float8; c float8;
+BEGIN
+    -- one call of each first: a new session's first call fills its caches
+    PERFORM * FROM ocx.read_stream((SELECT p.stream_id FROM scale_probe p WHERE p.i = 1), max_count => 100);
+    PERFORM * FROM ocx.read_all('$(cat "$BENCH_OUT/cursor$sfx")'::ocx.cursor, 1000);
+    PERFORM * FROM ocx.load('scale_account', 'sagg-1');
+    t := clock_timestamp();
+    FOR k IN 1..$n LOOP
+        j := 1 + floor(random() * np)::int;
+        SELECT p.stream_id INTO s FROM scale_probe p WHERE p.i = j;
+        PERFORM * FROM ocx.read_stream(s, max_count => 100);
+    END LOOP;
+    a := extract(epoch FROM clock_timestamp() - t) * 1000 / $n;
+    t := clock_timestamp();
+    FOR k IN 1..$n LOOP PERFORM * FROM ocx.read_all('$(cat "$BENCH_OUT/cursor$sfx")'::ocx.cursor, 1000); END LOOP;
+    b := extract(epoch FROM clock_timestamp() - t) * 1000 / $n;
+    t := clock_timestamp();
+    FOR k IN 1..$n LOOP PERFORM * FROM ocx.load('scale_account', 'sagg-1'); END LOOP;
+    c := extract(epoch FROM clock_timestamp() - t) * 1000 / $n;
+    RAISE NOTICE 'ms % % %', a, b, c;
+END \$\$" 2>&1 | sed -n 's/^NOTICE:  ms //p'
+}
+
+# pair_ms: server_ms on the log and on the control, 5 rounds alternating:
+# "rs ra ld rs_rel ra_rel ld_rel", the log's median ms per call and the median
+# over the rounds of the round's log/control ratio
+pair_ms() {
+    local i a b rows=""
+    for i in 1 2 3 4 5; do
+        if [ $((i % 2)) -eq 1 ]; then
+            a=$(server_ms "$PGDATABASE" ""); b=$(server_ms "$CTL" _ctl)
+        else
+            b=$(server_ms "$CTL" _ctl); a=$(server_ms "$PGDATABASE" "")
+        fi
+        say "server ms per call (read_stream, read_all page, load): log $a, control $b"
+        rows="$rows$a $b
+"
+    done
+    printf '%s' "$rows" | awk '{ for (j = 1; j <= 3; j++) { print "m" j, $j; print "r" j, ($(j + 3) > 0) ? $j / $(j + 3) : 0 } }' |
+        sort -k1,1 -k2,2g | awk '{ v[$1] = v[$1] " " $2 }
+            END { for (k in v) { n = split(v[k], x, " "); med[k] = x[int((n + 1) / 2)] }
+                  printf "%.3f %.3f %.3f %.3f %.3f %.3f\n", med["m1"], med["m2"], med["m3"], med["r1"], med["r2"], med["r3"] }'
+}
+
+COLS="size events fill_s fill_eps append_tps read_stream_ps read_all_ps load_ps bytes_per_event total_bytes proj_s proj_events proj_eps append_ctl read_stream_ctl read_all_ctl load_ctl rs_ms ra_ms ld_ms rs_rel ra_rel ld_rel"
 
 # report: the table, the flatness verdicts and the plots from results.tsv
 report() {
@@ -163,18 +214,25 @@ report() {
         awk -F'\t' 'NR > 1 { printf "| %\047d | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.0f | %.2f GB | %.1f | %\047d | %.0f | %.0f |\n",
             $2, $5, $14, $6, $15, $7, $16, $8, $17, $9, $10 / 1e9, $11, $12, $13, $4 }' "$OUT/results.tsv"
         echo
-        echo "Cost at the largest size over the cost at the smallest (cost: 1/throughput; bytes per event; seconds per applied event). For the four pgbench operations the cost is taken relative to the control's in the same rounds (raw: without); flat means <= 1.5:"
+        echo "The server's own time per call (ms; ${BENCH_SCALE_CALLS:-200} calls in a DO block, median of 5 rounds), and in parentheses the log's over the control's (median of the rounds' ratios):"
         echo
-        echo "| operation | raw cost ratio | cost ratio against the control | <= 1.5 |"
+        echo "| events in the log | read_stream, 100 events | read_all page of 1,000 | load, 1,000 events |"
         echo "|---|---|---|---|"
+        awk -F'\t' 'NR > 1 { printf "| %\047d | %.2f (%.2f) | %.2f (%.2f) | %.2f (%.2f) |\n", $2, $18, $21, $19, $22, $20, $23 }' "$OUT/results.tsv"
+        echo
+        echo "Cost at the largest size over the cost at the smallest (cost: 1/throughput; bytes per event; seconds per applied event). For the four pgbench operations the cost is taken relative to the control's in the same rounds (raw: without); for the three reads also the server's own time relative to the control's; flat means <= 1.5 (for the reads: the server-side ratio):"
+        echo
+        echo "| operation | raw cost ratio | cost ratio against the control | server time against the control | <= 1.5 |"
+        echo "|---|---|---|---|---|"
         awk -F'\t' 'NR == 2 { for (i = 1; i <= NF; i++) f[i] = $i } NR > 1 { for (i = 1; i <= NF; i++) l[i] = $i; n = NR }
-            function v(name, raw, r) { printf "| %s | %.2f | %s | %s |\n", name, raw, (r == "" ? "" : sprintf("%.2f", r)),
-                                          ((r == "" ? raw : r) <= 1.5 ? "PASS" : "NO") }
-            function c(name, m, k) { v(name, f[m] / l[m], (f[m] / l[m]) * (l[k] / f[k])) }
-            END { if (n < 3) { print "| (one size only: nothing to compare) | | | |"; exit }
-                  c("append_event, 8 clients", 5, 14); c("read_stream, 100 events", 6, 15)
-                  c("read_all page of 1,000 at the tail", 7, 16); c("load, 1,000 events", 8, 17)
-                  v("disk bytes per event", l[9] / f[9], ""); v("projection catch-up, per applied event", f[13] / l[13], "") }' \
+            function v(name, raw, r, q,   x) { x = (q != "") ? q : (r != "") ? r : raw
+                printf "| %s | %.2f | %s | %s | %s |\n", name, raw, (r == "" ? "" : sprintf("%.2f", r)),
+                    (q == "" ? "" : sprintf("%.2f", q)), (x <= 1.5 ? "PASS" : "NO") }
+            function c(name, m, k, s) { v(name, f[m] / l[m], (f[m] / l[m]) * (l[k] / f[k]), (s && f[s] > 0) ? l[s] / f[s] : "") }
+            END { if (n < 3) { print "| (one size only: nothing to compare) | | | | |"; exit }
+                  c("append_event, 8 clients", 5, 14, 0); c("read_stream, 100 events", 6, 15, 21)
+                  c("read_all page of 1,000 at the tail", 7, 16, 22); c("load, 1,000 events", 8, 17, 23)
+                  v("disk bytes per event", l[9] / f[9], "", ""); v("projection catch-up, per applied event", f[13] / l[13], "", "") }' \
             "$OUT/results.tsv"
     } > "$md"
     # the plots: throughput per operation, and every cost relative to the smallest size
@@ -236,7 +294,11 @@ echo "$COLS" | tr ' ' '\t' > "$OUT/results.tsv"
 setup_db "$PGDATABASE" && setup_db "$CTL" || exit 1
 fill "$CTL" "$CTL_SIZE" || exit 1
 for size in $SIZES; do
-    # 1. the fill, up to the size (the probes of the last size count)
+    # 1. the fill, up to the size (the probes of the last size count); the
+    # control gets 2,000 more events the same way, so that the tail of both
+    # logs, where the read_all page is read, is fill events and not the
+    # single-event appends of the last size's append measurement
+    fill "$CTL" "$(( $($P -d "$CTL" -tAc "SELECT count(*) FROM ocx.events") + 2000 ))" || exit 1
     fill "$PGDATABASE" "$size" || exit 1
     events=$($P -tAc "SELECT count(*) FROM ocx.events")
     say "$events events (fill: $fill_s s, $fill_eps events/s, then VACUUM ANALYZE)"
@@ -247,6 +309,7 @@ for size in $SIZES; do
     read -r ld ld_c < <(pair_tps load 2)
     read -r ra ra_c < <(pair_tps read_all 2)
     read -r ap ap_c < <(pair_tps append1 8)
+    read -r rs_ms ra_ms ld_ms rs_rel ra_rel ld_rel < <(pair_ms)
 
     # 3. disk
     read -r bpe total < <($P -tAF' ' -c "
@@ -271,8 +334,9 @@ for size in $SIZES; do
     say "projection on cat7: $pn events in $ps s"
 
     printf '%s\t' "$size" "$events" "$fill_s" "$fill_eps" "$ap" "$rs" "$ra" "$ld" "$bpe" "$total" "$ps" "$pn" \
-        "$(awk -v n="$pn" -v s="$ps" 'BEGIN {print (s > 0) ? n / s : 0}')" "$ap_c" "$rs_c" "$ra_c" >> "$OUT/results.tsv"
-    echo "$ld_c" >> "$OUT/results.tsv"
+        "$(awk -v n="$pn" -v s="$ps" 'BEGIN {print (s > 0) ? n / s : 0}')" "$ap_c" "$rs_c" "$ra_c" "$ld_c" \
+        "$rs_ms" "$ra_ms" "$ld_ms" "$rs_rel" "$ra_rel" >> "$OUT/results.tsv"
+    echo "$ld_rel" >> "$OUT/results.tsv"
     report
 done
 [ -s "$BENCH_OUT/pgbench_failures" ] && { say "a pgbench run failed: the figures are not valid"; cat "$BENCH_OUT/pgbench_failures" >&2; exit 1; }
