@@ -23,7 +23,8 @@
 # cost at the smallest within 1.5x (PASS/NO per operation; for the four pgbench
 # operations the cost is taken relative to the control's in the same rounds).
 #
-# Writes test/bench/out/scale/{results.tsv,results.md,*.png} after every size;
+# Writes test/bench/out/scale/{results.tsv,results.md,*.png} (BENCH_SCALE_OUT)
+# after every size;
 # with BENCH_SCALE_PUBLISH=1 (the default when BENCH_SCALE_SIZES is the
 # default) also the PNGs to docs/scale/ and the table into docs/performance.md
 # between the "scale:begin" and "scale:end" markers.  Needs gnuplot (installed
@@ -50,7 +51,7 @@ make -s PG_CONFIG="$PG_CONFIG" >/dev/null || exit 1
 bench_cluster_up bench-scale "autovacuum_work_mem = 256MB" || exit 1
 export BENCH_DIR=$OCX_ROOT/test/bench BENCH_OUT=$RUN/out BENCH_SECONDS=${BENCH_SECONDS:-10}
 export PGDATABASE=bench_scale
-OUT=$OCX_ROOT/test/bench/out/scale
+OUT=${BENCH_SCALE_OUT:-$OCX_ROOT/test/bench/out/scale}   # two runs at once need two
 mkdir -p "$BENCH_OUT" "$OUT"
 rm -f "$OUT"/results.tsv "$OUT"/*.png
 P="$PGBIN/psql -qX -v ON_ERROR_STOP=1"
@@ -282,7 +283,7 @@ plot "$OUT/results.tsv" using (\$2/1e6):((f5/\$5)*(\$14/f14)) with linespoints l
 EOF
     if [ "$BENCH_SCALE_PUBLISH" = 1 ]; then
         mkdir -p docs/scale
-        cp "$OUT"/cost_curves.png "$OUT"/cost_ratio.png docs/scale/
+        cp "$OUT"/cost_curves.png "$OUT"/cost_ratio.png "$OUT"/results.tsv docs/scale/
         awk -v f="$md" '/<!-- scale:begin -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
                         /<!-- scale:end -->/ { skip = 0 } !skip' docs/performance.md > "$OUT/performance.md" &&
             cp "$OUT/performance.md" docs/performance.md
