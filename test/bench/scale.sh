@@ -16,19 +16,22 @@
 #     shared machine, cancels out of the ratio main/control;
 #   - disk bytes per event: every table of schema ocx with its indexes and
 #     TOAST (pg_total_relation_size) over count(*) of ocx.events;
+#   - the three reads also timed inside the server (BENCH_SCALE_CALLS calls in
+#     a DO block, 5 rounds alternating with the control);
 #   - the time a newly defined projection takes to catch up from the start of
 #     the log; it is on ONE category of the 20, so it applies 1/20 of the log
-#     (its cost is compared per applied event).
+#     (the worker still reads all of it; its cost is compared per applied event).
 # Per-operation costs must stay flat: the cost at the largest size over the
-# cost at the smallest within 1.5x (PASS/NO per operation; for the four pgbench
-# operations the cost is taken relative to the control's in the same rounds).
+# cost at the smallest within 1.5x (PASS/NO per operation; for the pgbench
+# operations the cost is taken relative to the control's in the same rounds,
+# for the reads the server's own time relative to the control's).
 #
 # Writes test/bench/out/scale/{results.tsv,results.md,*.png} (BENCH_SCALE_OUT)
-# after every size;
-# with BENCH_SCALE_PUBLISH=1 (the default when BENCH_SCALE_SIZES is the
-# default) also the PNGs to docs/scale/ and the table into docs/performance.md
+# after every size; with BENCH_SCALE_PUBLISH=1 (the default when
+# BENCH_SCALE_SIZES is the default) also the PNGs and results.tsv to
+# docs/scale/ and the table into docs/performance.md
 # between the "scale:begin" and "scale:end" markers.  Needs gnuplot (installed
-# with apt by test/deps.sh when missing) and disk: ~600 bytes per event, plus WAL.
+# with apt by test/deps.sh when missing) and disk: ~400 bytes per event, plus WAL.
 # BENCH_SECONDS (default 10) per pgbench run; the cluster is dropped at the end.
 set -uo pipefail
 . "$(dirname "$0")/../lib.sh"
