@@ -1,5 +1,5 @@
 # ocx: PGXS build.  `make`, `make install`, `make test`, `make test-citus`, `make demo`,
-# `make bench`, `make bench-citus`, `make soak`, `make deb`, `make test-package`.
+# `make bench`, `make bench-scale`, `make bench-citus`, `make soak`, `make deb`, `make test-package`.
 #
 # The install script of the current version, sql/ocx--$(EXTVERSION).sql, is
 # generated from the parts in sql/parts/ (one per subsystem, concatenated in
@@ -59,7 +59,7 @@ sql/ocx--%.sql: $$(sort $$(wildcard sql/upgrade/$$*/*.sql)) sql/upgrade/$$*
 
 $(OBJS): $(HEADERS)
 
-.PHONY: deps test test-citus bench-citus demo demo-stop bench soak deb test-package
+.PHONY: deps test test-citus bench-citus demo demo-stop bench bench-scale soak deb test-package
 
 deps:
 	@test/deps.sh
@@ -82,6 +82,10 @@ demo-stop:
 
 bench:
 	@test/bench/run.sh
+
+# the cost curves as the log grows (issue 15; test/bench/scale.sh, docs/performance.md)
+bench-scale:
+	@test/bench/scale.sh
 
 soak:
 	@test/soak/run.sh

@@ -39,10 +39,7 @@ CREATE INDEX ON hw_events (txid, global_position);
 SQL
 
 # 1. single-event append, 8 clients
-cat > "$BENCH_OUT/append1.sql" <<'SQL'
-\set s random(1, 100000)
-SELECT ocx.append_event('acct-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
-SQL
+append1_script "$BENCH_OUT/append1.sql"
 cat > "$BENCH_OUT/raw1.sql" <<'SQL'
 \set s random(1, 100000)
 INSERT INTO raw_events (stream_id, stream_version, type, data)
@@ -66,7 +63,7 @@ read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/hw1.sql" 8 3)
 row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: hand-written store, same guarantees and indexes)" "$o" "$b" 0.9
 
 # 2. 100 events per call, 4 clients, in events/s
-events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}')
+events=$(tick_events 100)
 values=$(seq 1 100 | awk '{printf "%s(:s, nextval(%sraw_version%s), %sTick%s, %s{\"n\": %d, \"pad\": \"abcdefghij\"}%s)", (NR>1?",":""), "\047", "\047", "\047", "\047", "\047", $1, "\047"}')
 printf '\\set s random(1, 1000000)\nSELECT ocx.append(%sbatch-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/append100.sql"
 printf '\\set s random(1, 1000000)\nINSERT INTO raw_events (stream_id, stream_version, type, data) VALUES %s;\n' \

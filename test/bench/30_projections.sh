@@ -31,19 +31,6 @@ CREATE FUNCTION bench_apply(e ocx.event) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO public.bench_model VALUES (e.global_position, e.stream_id, (e.data->>'n')::int) $$;
 SELECT ocx.define_projection('bench_model', 'bench_apply(ocx.event)', categories => '{pbatch}');
 SQL
-# wait for the worker to have caught up with whatever is in the log (a cheap
-# index probe: the status view counts the lag, which would compete with the
-# worker for CPU while it is far behind)
-wait_caught_up() {
-    for _ in $(seq 1 15000); do
-        [ "$($P -tAc "SELECT p.state = 'running' AND NOT EXISTS (SELECT 1 FROM ocx.events e
-                        WHERE (e.txid, e.global_position) > (p.checkpoint_txid, p.checkpoint_position))
-                        FROM ocx.projections p WHERE p.name = '$1'")" = t ] && return 0
-        sleep 0.02
-    done
-    echo "projection $1 did not catch up" >&2
-    return 1
-}
 wait_caught_up bench_model
 
 # the hand-written catch-up (its own model and checkpoint), once over what is
@@ -112,7 +99,7 @@ load() {   # the append load; a failed pgbench is recorded by pgbench_tps
 }
 
 # 1. throughput: the fastest append load (100 events per call, 4 clients)
-events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}')
+events=$(tick_events 100)
 printf '\\set s random(1, 1000000)\nSELECT ocx.append(%spbatch-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/proj_append100.sql"
 ocx_catch() {   # resume the paused projection and time its catch-up: events/s
     local n0 t0 t1

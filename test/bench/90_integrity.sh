@@ -42,7 +42,7 @@ read -r o b < <(echo "$on|$off" | awk -F'|' '{ na = split($1, x, " "); nb = spli
 row "append_event with the hash chain, 1 event/tx, 8 clients (tx/s; baseline: ocx.chain = off)" "$o" "$b" 0.9
 
 # 2. sealing rate against the fastest append rate
-events=$(seq 1 100 | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}')
+events=$(tick_events 100)
 printf '\\set s random(1, 1000000)\nSELECT ocx.append(%sseal-%s || :s, NULL, %s[%s]%s);\n' "'" "'" "'" "$events" "'" > "$BENCH_OUT/chain100.sql"
 append_eps=$(awk -v x="$(pgbench_tps "$BENCH_OUT/chain100.sql" 4 -M prepared)" 'BEGIN {print x * 100}')
 $P -c "SELECT ocx.seal()" >/dev/null     # one seal: the next ones start from it

@@ -89,3 +89,60 @@ spread_rounds() {
         printf "%d rounds: ocx %.1f-%.1f, baseline %.1f-%.1f, ratio %.2f-%.2f\n", n, xa, xb, ya, yb, ra, rb }' \
         > "${BENCH_OUT:-/tmp}/spread"
 }
+
+# bench_cluster_up NAME [extra postgresql.conf lines...]: for run.sh and
+# scale.sh (after test/lib.sh): a throwaway cluster with the production-like
+# settings of `make bench` (fsync on, synchronous commit, ocx preloaded with
+# its worker) in a fresh run directory, started, and dropped with the run
+# directory on exit.  Sets RUN and DATA; exports PGHOST, PGPORT, PGUSER and
+# PGBIN for psql and pgbench.
+bench_cluster_up() {
+    local name=$1
+    shift
+    RUN=$(ocx_run_dir "$name")
+    DATA=$RUN/data
+    trap 'ocx_cluster_stop "$DATA"; rm -rf "$RUN"' EXIT
+    ocx_tmp_install "$RUN/install" || return 1
+    ocx_cluster_init "$DATA" "$RUN/sock" \
+        "fsync = on" "synchronous_commit = on" "shared_buffers = 512MB" \
+        "max_connections = 100" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
+        "log_min_messages = warning" "$@"
+    ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; return 1; }
+    export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGBIN
+}
+
+# tick_events N: the JSON elements (no brackets) of N small "Tick" events, the
+# batch the 100-event append loads send.
+tick_events() {
+    seq 1 "$1" | awk '{printf "%s{\"type\": \"Tick\", \"data\": {\"n\": %d, \"pad\": \"abcdefghij\"}}", (NR>1?",":""), $1}'
+}
+
+# append1_script FILE: the pgbench script of the single-event append
+# (append_event, no expected version, over 100,000 streams of category acct).
+append1_script() {
+    cat > "$1" <<'SQL'
+\set s random(1, 100000)
+SELECT ocx.append_event('acct-' || :s, NULL, 'Deposited', '{"amount": 10, "currency": "EUR"}');
+SQL
+}
+
+# wait_caught_up PROJECTION [TIMEOUT_SECONDS, default 300]: until the worker
+# has applied everything in the log to the projection (a cheap index probe: the
+# status view counts the lag, which would compete with the worker for CPU
+# while it is far behind).  Polls every 0.02 s, less often in a long wait
+# (every 2% of the time waited so far, at most every 0.5 s), so that the polls
+# do not take the worker's CPU and the figure stays within ~2%.
+wait_caught_up() {
+    local t0 deadline
+    t0=$(date +%s.%N)
+    deadline=$(( ${t0%.*} + ${2:-300} ))
+    while [ "$(date +%s)" -le "$deadline" ]; do
+        [ "$("$PGBIN/psql" -qX -tAc "SELECT p.state = 'running' AND NOT EXISTS (SELECT 1 FROM ocx.events e
+                        WHERE (e.txid, e.global_position) > (p.checkpoint_txid, p.checkpoint_position))
+                        FROM ocx.projections p WHERE p.name = '$1'")" = t ] && return 0
+        sleep "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { s = (b - a) * 0.02
+                    print (s < 0.02) ? 0.02 : (s > 0.5) ? 0.5 : s }')"
+    done
+    echo "projection $1 did not catch up" >&2
+    return 1
+}

@@ -10,18 +10,9 @@ cd "$OCX_ROOT"
 test/deps.sh || exit 1
 make -s PG_CONFIG="$PG_CONFIG" >/dev/null || exit 1
 
-RUN=$(ocx_run_dir bench)
-DATA=$RUN/data
-trap 'ocx_cluster_stop "$DATA"; rm -rf "$RUN"' EXIT
+. "$OCX_ROOT/test/bench/lib.sh"
+bench_cluster_up bench ${BENCH_CONF:+"$BENCH_CONF"} || exit 1
 
-ocx_tmp_install "$RUN/install" || exit 1
-ocx_cluster_init "$DATA" "$RUN/sock" \
-    "fsync = on" "synchronous_commit = on" "shared_buffers = 512MB" \
-    "max_connections = 100" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
-    "log_min_messages = warning" ${BENCH_CONF:+"$BENCH_CONF"}
-ocx_cluster_start "$DATA" "$RUN/server.log" || { cat "$RUN/server.log"; exit 1; }
-
-export PGHOST=$RUN/sock PGPORT=$OCX_PORT PGUSER=postgres PGBIN
 export BENCH_DIR=$OCX_ROOT/test/bench BENCH_OUT=$RUN/out BENCH_SECONDS=${BENCH_SECONDS:-10}
 mkdir -p "$BENCH_OUT"
 
