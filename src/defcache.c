@@ -458,10 +458,21 @@ BuildCache(void)
 	cache_valid = (inval_count == start_count);
 }
 
-/* The cache, rebuilt first if stale and not pinned. */
+/*
+ * The cache, rebuilt first if stale and not pinned.  Unpinned, it first takes
+ * in the invalidations other backends sent: a backend that already holds
+ * every lock it needs (the worker's long transactions) processes none until
+ * its next new lock, while each statement's new snapshot already sees the
+ * definitions they committed, so a definition committed with an event was
+ * missing when that event was read (t/194: the saga got an old event
+ * without its upcast).  The check is one read of a shared flag when nothing
+ * was sent.
+ */
 static void
 EnsureCache(void)
 {
+	if (pin_count == 0)
+		AcceptInvalidationMessages();
 	if (!cache_valid && (pin_count == 0 || cache_cxt == NULL))
 		BuildCache();
 }

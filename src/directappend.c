@@ -83,6 +83,11 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
+PG_FUNCTION_INFO_V1(ocx_direct_appends);
+
+/* appends this backend wrote directly (ocx._direct_appends(), for tests) */
+static int64 direct_appends = 0;
+
 /* the columns of ocx.events and ocx.streams this file knows */
 typedef enum EventCol
 {
@@ -702,8 +707,21 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	Finish(&st, &et, estate, cur, snap);
 	/* later statements and appends of this transaction see the rows */
 	CommandCounterIncrement();
+	direct_appends++;
 	ereport(DEBUG1,
 			(errmsg_internal("ocx: direct append to stream \"%s\" of %d event%s up to version " INT64_FORMAT,
 							 sid, n, n == 1 ? "" : "s", *version)));
 	return OCX_DIRECT_DONE;
+}
+
+/*
+ * ocx._direct_appends() -> bigint: how many appends (calls, not events) this
+ * backend has written by the direct path, so that a test can tell which path
+ * an append took without reading DEBUG messages (which carry PostgreSQL's
+ * own debug output too).
+ */
+Datum
+ocx_direct_appends(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(direct_appends);
 }

@@ -272,6 +272,12 @@ CREATE FUNCTION ocx.append_event(stream_id text, expected_version bigint, type t
 COMMENT ON FUNCTION ocx.append_event(text, bigint, text, jsonb, jsonb, uuid) IS
     'append a single event (the fast path); returns the new version';
 
+CREATE FUNCTION ocx._direct_appends() RETURNS bigint
+    LANGUAGE C VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'ocx_direct_appends';
+COMMENT ON FUNCTION ocx._direct_appends() IS
+    'internal: how many appends this backend wrote by the direct path (src/directappend.c), for tests';
+
 CREATE FUNCTION ocx.append_cloudevents(stream_id text, expected_version bigint, ce jsonb)
     RETURNS bigint
     LANGUAGE C VOLATILE PARALLEL UNSAFE
