@@ -1,44 +1,72 @@
 -- The direct write of a single event (src/directappend.c, issue 16): which
--- appends take it (a DEBUG1 line names each), which fall back to the SQL
+-- appends take it (direct_appends() counts them), which fall back to the SQL
 -- statement, and that both write the same rows with the same errors.
 \set SHOW_CONTEXT never
-SET client_min_messages = debug1;
+-- how many appends took the direct path since the last call (a DEBUG1 line
+-- names each too, but DEBUG output also carries PostgreSQL's own)
+CREATE FUNCTION direct_appends() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint := ocx._direct_appends();
+    p bigint := COALESCE(NULLIF(current_setting('ocx_test.direct', true), ''), '0')::bigint;
+BEGIN
+    PERFORM set_config('ocx_test.direct', n::text, false);
+    RETURN n - p;
+END $$;
+SELECT direct_appends() >= 0 AS counted;
 
 -- taken: a new stream, then an existing one, with every expected-version rule
 SELECT ocx.append_event('direct-1', NULL, 'Opened', '{"n": 1}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-1', 1, 'Deposited', '{"n": 2}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-1', NULL, 'Deposited', '{"n": 3}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-1', ocx.stream_exists(), 'Deposited', '{"n": 4}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-2', 0, 'Opened', '{"n": 1}');
+SELECT direct_appends();
 SELECT ocx.append('direct-2', 1, '{"type": "Deposited", "data": {"n": 2}, "correlation_id": "8c7c5d6e-0a4b-4e57-9b7a-0d1c2e3f4a5b"}');
+SELECT direct_appends();
 -- conflicts: the same errors as the statement's
 SELECT ocx.append_event('direct-1', 2, 'Deposited', '{"n": 0}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-1', 0, 'Deposited', '{"n": 0}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-3', 5, 'Deposited', '{"n": 0}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-3', ocx.stream_exists(), 'Deposited', '{"n": 0}');
+SELECT direct_appends();
 -- several appends to one stream in one statement see each other
 SELECT ocx.append_event('direct-4', NULL, 'Tick', pg_catalog.jsonb_build_object('i', i))
   FROM generate_series(1, 3) i;
+SELECT direct_appends();
 
 -- taken: a batch (one multi-insert), to an existing and to a new stream
 SELECT ocx.append('direct-1', NULL, '[{"type": "Deposited", "data": {"n": 5}},
                                       {"type": "Deposited", "data": {"n": 6}}]');
+SELECT direct_appends();
 SELECT ocx.append('direct-6', 0, '[{"type": "Opened", "data": {"n": 1}},
                                    {"type": "Deposited", "data": {"n": 2}, "metadata": {"m": 1}},
                                    {"type": "Deposited", "data": {"n": 3}}]');
+SELECT direct_appends();
 SELECT ocx.append('direct-6', 2, '[{"type": "Deposited", "data": {"n": 0}}]');
+SELECT direct_appends();
 -- not taken: event ids (idempotency) and tags go through the statements
 SELECT ocx.append_event('direct-1', NULL, 'Deposited', '{"n": 7}', '{}',
                         'a81bc81b-dead-4e5d-abff-90865d1e13b1');
+SELECT direct_appends();
 SELECT ocx.append('direct-6', 3, '[{"type": "Deposited", "data": {"n": 4}, "tags": ["t1"]},
                                    {"type": "Deposited", "data": {"n": 5}}]');
+SELECT direct_appends();
 -- not taken: REPEATABLE READ keeps the statement (its serialization failures)
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT ocx.append_event('direct-1', 7, 'Deposited', '{"n": 8}');
+SELECT direct_appends();
 COMMIT;
 -- not taken: immediate wake-ups need the statement trigger
 SET ocx.notify_mode = immediate;
 SELECT ocx.append_event('direct-1', 8, 'Deposited', '{"n": 9}');
+SELECT direct_appends();
 RESET ocx.notify_mode;
 -- not taken: a trigger ocx does not know on either table
 CREATE FUNCTION direct_seen() RETURNS trigger LANGUAGE plpgsql AS
@@ -46,10 +74,12 @@ $$BEGIN RAISE NOTICE 'trigger saw %', TG_TABLE_NAME; RETURN NULL; END$$;
 CREATE TRIGGER direct_seen AFTER INSERT ON ocx.events
     FOR EACH STATEMENT EXECUTE FUNCTION direct_seen();
 SELECT ocx.append_event('direct-1', 9, 'Deposited', '{"n": 10}');
+SELECT direct_appends();
 DROP TRIGGER direct_seen ON ocx.events;
 CREATE TRIGGER direct_seen AFTER UPDATE ON ocx.streams
     FOR EACH STATEMENT EXECUTE FUNCTION direct_seen();
 SELECT ocx.append_event('direct-1', 10, 'Deposited', '{"n": 11}');
+SELECT direct_appends();
 DROP TRIGGER direct_seen ON ocx.streams;
 DROP FUNCTION direct_seen();
 -- not taken: the tenant policies as ocx.distribute() rewrites them for Citus
@@ -62,6 +92,7 @@ ALTER POLICY streams_tenant ON ocx.streams
     USING (COALESCE(tenant_id, '') = COALESCE(current_setting('ocx.tenant', true), ''))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM NULLIF(current_setting('ocx.tenant', true), ''));
 SELECT ocx.append_event('direct-1', 11, 'Deposited', '{"n": 12}');
+SELECT direct_appends();
 ALTER POLICY events_tenant ON ocx.events
     USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')))
     WITH CHECK (tenant_id IS NOT DISTINCT FROM
@@ -72,36 +103,50 @@ ALTER POLICY streams_tenant ON ocx.streams
                 (SELECT NULLIF(pg_catalog.current_setting('ocx.tenant', true), '')));
 -- taken again
 SELECT ocx.append_event('direct-1', 12, 'Deposited', '{"n": 13}');
+SELECT direct_appends();
 
 -- tenancy: the row carries the session's tenant; another tenant's stream is OX012
 SET ocx.tenant = 'acme';
 SELECT ocx.append_event('direct-t', NULL, 'Opened', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-t', 1, 'Deposited', '{}');
+SELECT direct_appends();
 SET ocx.tenant = 'globex';
 SELECT ocx.append_event('direct-t', NULL, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-t', 2, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-t', 0, 'Deposited', '{}');
+SELECT direct_appends();
 RESET ocx.tenant;
 SELECT ocx.append_event('direct-t', NULL, 'Deposited', '{}');
+SELECT direct_appends();
 
 -- a tombstone refuses, whatever the expected version
 SELECT ocx.append_event('direct-5', 0, 'Opened', '{}');
+SELECT direct_appends();
 SELECT ocx.delete_stream('direct-5', 1, hard => true);
 SELECT ocx.append_event('direct-5', NULL, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-5', 1, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-5', 7, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-5', 0, 'Deposited', '{}');
+SELECT direct_appends();
 -- session_replication_role = replica: the tombstone trigger fires ALWAYS,
 -- the immediate-notify trigger only on origin; the direct path does the same
 SET session_replication_role = replica;
 SELECT ocx.append_event('direct-5', NULL, 'Deposited', '{}');
+SELECT direct_appends();
 SELECT ocx.append_event('direct-7', NULL, 'Opened', '{}');
+SELECT direct_appends();
 SET ocx.notify_mode = immediate;
 SELECT ocx.append_event('direct-7', 1, 'Deposited', '{}');
+SELECT direct_appends();
 RESET ocx.notify_mode;
 RESET session_replication_role;
 
-RESET client_min_messages;
 
 -- both paths wrote the same kind of rows: gap-free versions, the category,
 -- the tenant, the log txid, and a hash chain that verifies
@@ -119,3 +164,4 @@ SELECT stream_id, version, category, tenant_id, deleted, head IS NOT NULL AS has
   FROM ocx.streams WHERE stream_id LIKE 'direct-%' ORDER BY stream_id;
 -- (the hard delete of direct-5 is the one finding, an authorised removal)
 SELECT stream, version, problem, authorised FROM ocx.verify() WHERE stream LIKE 'direct-%';
+DROP FUNCTION direct_appends();
