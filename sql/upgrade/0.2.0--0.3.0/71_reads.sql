@@ -43,18 +43,6 @@ END;
 COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz) IS
     'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log';
 
-CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
-                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast,
-                               read_category.after_time);
-END;
-COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz) IS
-    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it';
-
 -- ---------------------------------------------------------------------------
 -- Reads users ask for (issue 13): read_stream in both directions with a type
 -- filter, the last event of a stream, read_all / read_category from a time,
@@ -84,56 +72,6 @@ CREATE FUNCTION ocx._direction_arg(direction text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'ocx_direction_arg';
 COMMENT ON FUNCTION ocx._direction_arg(text) IS
     'internal: true for ''backward'', false for ''forward'' or NULL, else raises OX010';
-
-CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
-                                direction text DEFAULT 'forward', types text[] DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-    (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-            ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
-            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-       FROM ocx.events e
-      WHERE NOT ocx._direction_arg(read_stream.direction)
-        AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
-        AND e.stream_version >= ocx._version_arg(read_stream.from_version)
-        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
-      ORDER BY e.stream_version
-      LIMIT ocx._count_arg(read_stream.max_count))
-    UNION ALL
-    (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-            ocx._upcast_version(e.type, e.schema_version), e.time,
-            ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
-            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-       FROM ocx.events e
-      WHERE ocx._direction_arg(read_stream.direction)
-        AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
-        AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
-                                     ELSE ocx._version_arg(read_stream.from_version) END
-        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
-      ORDER BY e.stream_version DESC
-      LIMIT ocx._count_arg(read_stream.max_count));
-END;
-COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[]) IS
-    'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types';
-
-CREATE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE PARALLEL SAFE ROWS 1
-BEGIN ATOMIC
-    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
-           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx.events e
-     WHERE e.stream_id = ocx._stream_arg(last_event.stream_id)
-       AND (last_event.type IS NULL OR e.type = last_event.type)
-     ORDER BY e.stream_version DESC
-     LIMIT 1;
-END;
-COMMENT ON FUNCTION ocx.last_event(text, text) IS
-    'the last event of a stream (of that type, when type is given): one row, or none';
 
 -- ---------------------------------------------------------------------------
 -- The time map behind after_time (src/reads.c says why it is correct).

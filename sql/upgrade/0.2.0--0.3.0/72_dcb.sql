@@ -24,27 +24,6 @@ CREATE FUNCTION ocx._tags_arg(tags text[]) RETURNS text[]
     AS 'MODULE_PATHNAME', 'ocx_tags_arg';
 COMMENT ON FUNCTION ocx._tags_arg(text[]) IS 'internal: valid tags of a read (1 to 32 non-empty strings), else raises OX015';
 
-CREATE FUNCTION ocx.read_tagged(tags text[], types text[] DEFAULT NULL, "after" ocx.cursor DEFAULT NULL,
-                                max_count integer DEFAULT 1000)
-    RETURNS SETOF ocx.event
-    LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           ocx._upcast_version(e.type, e.schema_version), e.time,
-           ocx._upcast(e.type, e.schema_version, e.data), e.metadata, e.correlation_id,
-           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx.events e
-     WHERE e.tags @> ocx._tags_arg(read_tagged.tags)
-       AND e.txid < ocx.log_horizon()
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(read_tagged."after"), '0'::xid8),
-                                          COALESCE(ocx.global_position(read_tagged."after"), 0))
-       AND (read_tagged.types IS NULL OR e.type = ANY (read_tagged.types))
-     ORDER BY e.txid, e.global_position
-     LIMIT ocx._count_arg(read_tagged.max_count);
-END;
-COMMENT ON FUNCTION ocx.read_tagged(text[], text[], ocx.cursor, integer) IS
-    'the events that carry every one of tags (and have one of types, when given) after a cursor, in gap-free log order (below the log horizon, as read_all), upcast; the state a decider builds before ocx.append_if';
-
 ALTER TABLE ocx.commands DROP CONSTRAINT commands_status_check;
 ALTER TABLE ocx.commands ADD CONSTRAINT commands_status_check
     CHECK (status IN ('pending', 'running', 'succeeded', 'dead_letter', 'cancelled'));
