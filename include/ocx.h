@@ -36,6 +36,8 @@ extern char *ocx_causation_id;
 extern char *ocx_traceparent;
 extern char *ocx_source;
 extern char *ocx_tenant;
+extern const char *OcxSessionTenant(void);
+extern bool OcxTenantIsSessions(Datum tenant, bool isnull);
 extern int	ocx_horizon_warn_after;
 extern void OcxGucInit(void);
 

@@ -898,14 +898,8 @@ StreamOfAnotherTenant(const char *sid)
 		bool		isnull;
 		AttrNumber	attnum = get_attnum(relid, "tenant_id");
 		Datum		d = attnum > 0 ? heap_getattr(tup, attnum, RelationGetDescr(rel), &isnull) : (Datum) 0;
-		const char *mine = (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : NULL;
 
-		if (attnum <= 0)
-			other = false;
-		else if (isnull || mine == NULL)
-			other = (isnull != (mine == NULL));
-		else
-			other = strcmp(TextDatumGetCString(d), mine) != 0;
+		other = attnum > 0 && !OcxTenantIsSessions(d, isnull);
 	}
 	systable_endscan(scan);
 	UnregisterSnapshot(snap);

@@ -321,24 +321,14 @@ Usable(Relation events, Relation streams, AttrNumber *emap, AttrNumber *smap)
 		pg_class_aclmask(RelationGetRelid(streams), user, need, ACLMASK_ALL) == need;
 }
 
-/* The session's tenant as stored: NULL for none. */
-static const char *
-SessionTenant(void)
-{
-	return (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : NULL;
-}
-
 /* The stream row's tenant is the session's (the policies' USING clause)? */
 static bool
 SameTenant(TupleTableSlot *slot, AttrNumber attnum)
 {
 	bool		isnull;
 	Datum		d = slot_getattr(slot, attnum, &isnull);
-	const char *mine = SessionTenant();
 
-	if (isnull || mine == NULL)
-		return isnull ? (mine == NULL) : (VARSIZE_ANY_EXHDR(DatumGetTextPP(d)) == 0);
-	return strcmp(TextDatumGetCString(d), mine) == 0;
+	return OcxTenantIsSessions(d, isnull);
 }
 
 /* A relation and its indexes opened for inserts, for one append. */
@@ -441,7 +431,7 @@ static int64
 InsertEventRows(Target *et, AttrNumber *emap, Oid seqid, text *stream_id, int64 first,
 				OcxNewEvent *events, int n, Datum *hashes, TimestampTz now)
 {
-	const char *tenant = SessionTenant();
+	const char *tenant = OcxSessionTenant();
 	Datum		txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	Datum		tenant_d = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 	TupleDesc	desc = RelationGetDescr(et->rel);
@@ -560,7 +550,7 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	TupleTableSlot *cur;
 	bool		found;
 	Datum	   *hashes = NULL;
-	const char *tenant = SessionTenant();
+	const char *tenant = OcxSessionTenant();
 	TimestampTz xact_start = GetCurrentTransactionStartTimestamp();
 
 	if (IsolationUsesXactSnapshot())

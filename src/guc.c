@@ -205,3 +205,29 @@ OcxDatabaseServed(void)
 			found = true;
 	return found;
 }
+
+/* The session's tenant as stored in tenant_id: NULL for none (ocx.tenant unset or ''). */
+const char *
+OcxSessionTenant(void)
+{
+	return (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : NULL;
+}
+
+/*
+ * Whether a row's tenant_id is the session's, as the tenant policies read
+ * it: COALESCE(tenant_id, '') = COALESCE(ocx.tenant, '').
+ */
+bool
+OcxTenantIsSessions(Datum tenant, bool isnull)
+{
+	const char *mine = OcxSessionTenant();
+	text	   *t;
+
+	if (isnull)
+		return mine == NULL;
+	t = DatumGetTextPP(tenant);
+	if (mine == NULL)
+		return VARSIZE_ANY_EXHDR(t) == 0;
+	return VARSIZE_ANY_EXHDR(t) == strlen(mine) &&
+		memcmp(VARDATA_ANY(t), mine, VARSIZE_ANY_EXHDR(t)) == 0;
+}

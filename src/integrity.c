@@ -356,7 +356,7 @@ OcxChainBatch(bytea *prev, const char *sid, int64 first, OcxNewEvent *events, in
 		e.metadata = ev->metadata;
 		e.correlation_id = ev->has_correlation_id ? &ev->correlation_id : NULL;
 		e.causation_id = ev->has_causation_id ? &ev->causation_id : NULL;
-		e.tenant_id = (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : NULL;
+		e.tenant_id = OcxSessionTenant();
 		e.tags = ev->tags;
 		e.ntags = ev->ntags;
 		e.tags_null = ev->ntags == 0;

@@ -104,26 +104,14 @@ ocx_direction_arg(PG_FUNCTION_ARGS)
  * (a stream of another tenant is no stream: 0), so that a reader, who may
  * call this function, learns nothing of another tenant's streams.
  */
-/*
- * Whether a stream row belongs to the session's ocx.tenant, as the
- * streams_tenant policy reads it: COALESCE(tenant_id, '') equals
- * COALESCE(ocx.tenant, '').
- */
+/* Whether a stream row is the session's tenant's (the streams_tenant rule). */
 static bool
-TenantMatches(HeapTuple tup, Relation rel, AttrNumber tenant_att)
+TenantOf(HeapTuple tup, Relation rel, AttrNumber tenant_att)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tup, tenant_att, RelationGetDescr(rel), &isnull);
-	const char *mine = ocx_tenant ? ocx_tenant : "";
-	char	   *theirs;
-	bool		same;
 
-	if (isnull)
-		return mine[0] == '\0';
-	theirs = TextDatumGetCString(d);
-	same = strcmp(theirs, mine) == 0;
-	pfree(theirs);
-	return same;
+	return OcxTenantIsSessions(d, isnull);
 }
 
 Datum
@@ -166,7 +154,7 @@ ocx_hidden_through(PG_FUNCTION_ARGS)
 						   F_TEXTEQ, PointerGetDatum(sid));
 	scan = systable_beginscan(rel, pkey, true, GetActiveSnapshot(), 1, &key);
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup) && (!rls || TenantMatches(tup, rel, tenant_att)))
+	if (HeapTupleIsValid(tup) && (!rls || TenantOf(tup, rel, tenant_att)))
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tup, hidden_att, RelationGetDescr(rel), &isnull);
