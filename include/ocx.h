@@ -109,6 +109,12 @@ extern uint64 OcxLogHorizon(void);
 extern bool OcxEventsAtOrAbove(uint64 txid);
 extern bool OcxRestoreConnected(void);
 
+/* citus.c: the log distributed with Citus (docs/scaling.md) */
+extern bool OcxLogDistributed(void);
+extern void OcxLogDistributedAppend(void);
+extern void OcxWaitForCommittingAppenders(void);
+extern void OcxCitusRelcacheCallback(Datum arg, Oid relid);
+
 /* reader.c: the one reader of the log, for C consumers (ocx._read_log) */
 extern uint64 OcxReadLog(Datum after_txid, int64 after_pos, int32 max_count);
 extern bool OcxLogSelects(const char *type, const char *stream_id,

@@ -1643,7 +1643,14 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 			OcxRaiseStreamDeleted(sid);
 			break;
 		case OCX_DIRECT_UNUSABLE:
-			if (n == 1 && !has_ids && !any_tags)
+
+			/*
+			 * The one-statement form of a single event is not routable by
+			 * Citus (a modifying CTE feeding INSERT ... SELECT): on a
+			 * distributed log, the two statements below (citus.c,
+			 * docs/scaling.md)
+			 */
+			if (n == 1 && !has_ids && !any_tags && !OcxLogDistributed())
 				new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0],
 										now, &position);
 			else if (has_ids)

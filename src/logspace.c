@@ -130,6 +130,8 @@ OcxLogHorizon(void)
 
 	if (snap == NULL)
 		elog(ERROR, "ocx: no active snapshot for the log horizon");
+	/* a distributed log: what committed here is visible on the workers (citus.c) */
+	OcxWaitForCommittingAppenders();
 	/* with ocx.horizon = 'appenders', only appenders hold it (appenders.c) */
 	appenders = OcxAppendersHorizon(snap);
 	if (appenders != 0)

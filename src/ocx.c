@@ -34,6 +34,7 @@ OcxRelcacheCallback(Datum arg, Oid relid)
 	OcxLogSpaceRelcacheCallback(arg, relid);
 	OcxPrivacyRelcacheCallback(arg, relid);
 	OcxInlineRelcacheCallback(arg, relid);
+	OcxCitusRelcacheCallback(arg, relid);
 }
 
 void

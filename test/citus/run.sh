@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # `make test-citus`: ocx on a Citus cluster (docs/scaling.md, docs/testing.md).
-# Installs Citus if missing (install-citus.sh from ../shared/tools, or
-# $OCX_CITUS_TOOLS), builds ocx into a private copy of the server (which then
+# Installs Citus if missing (install-citus.sh from $OCX_CITUS_TOOLS or
+# ../shared/tools: citus_tools below), builds ocx into a private copy of the server (which then
 # holds citus.so too), starts a coordinator and two workers on loopback ports
 # $OCX_PORT, +1 and +2 (unix sockets and 127.0.0.1 only,
 # shared_preload_libraries = 'citus,ocx') and a single node on +3 for the
 # comparisons, runs test/citus/checks.sh against them, stops them.
 # Prints "N passed, N failed" last; exits non-zero on any failure.
-# OCX_CITUS_BENCH=1 runs test/citus/bench.sh on the same clusters instead.
+# OCX_CITUS_BENCH=1 runs test/citus/bench.sh on the same clusters instead;
+# OCX_CITUS_SCRIPT=file runs that script in place of checks.sh (development).
 set -uo pipefail
 
 . "$(dirname "$0")/../lib.sh"
 cd "$OCX_ROOT"
 
-TOOLS=${OCX_CITUS_TOOLS:-$OCX_ROOT/../shared/tools}
+# Where install-citus.sh (and the vendored Citus sources beside it) are: the
+# first of $OCX_CITUS_TOOLS, ../shared/tools beside this checkout, and
+# ../shared/tools beside the repository it was cloned from (a clean clone in
+# /tmp/x of /work/main finds /work/shared/tools through its origin).
+citus_tools() {
+    local origin d
+    origin=$(git -C "$OCX_ROOT" config --get remote.origin.url 2>/dev/null || true)
+    case $origin in /*) ;; file://*) origin=${origin#file://} ;; *) origin= ;; esac
+    for d in ${OCX_CITUS_TOOLS:-} "$OCX_ROOT/../shared/tools" ${origin:+"$origin/../shared/tools"}; do
+        [ -f "$d/install-citus.sh" ] && { (cd "$d" && pwd); return 0; }
+    done
+    return 1
+}
 libdir=$("$PG_CONFIG" --pkglibdir)
 if [ ! -f "$libdir/citus.so" ]; then
-    if [ ! -x "$TOOLS/install-citus.sh" ] && [ ! -f "$TOOLS/install-citus.sh" ]; then
-        echo "ocx: no citus.so in $libdir and no $TOOLS/install-citus.sh"
+    if ! TOOLS=$(citus_tools); then
+        echo "ocx: no citus.so in $libdir and no install-citus.sh in \$OCX_CITUS_TOOLS,"
+        echo "ocx: $OCX_ROOT/../shared/tools or ../shared/tools beside the origin repository"
         echo "0 passed, 1 failed"; exit 1
     fi
     echo "== installing Citus ($TOOLS/install-citus.sh)"
@@ -84,6 +98,6 @@ if [ -n "${OCX_CITUS_BENCH:-}" ]; then
     rc=$?
     exit $rc
 fi
-bash test/citus/checks.sh "$RUN" 2>&1 | tee "$RUN/checks.out"
+bash "${OCX_CITUS_SCRIPT:-test/citus/checks.sh}" "$RUN" 2>&1 | tee "$RUN/checks.out"
 rc=${PIPESTATUS[0]}
 exit $rc

@@ -1,0 +1,138 @@
+/*
+ * citus.c
+ *		The log distributed with Citus (ocx.distribute(), docs/scaling.md):
+ *		whether it is, and the one wait that keeps log order exact on it.
+ *
+ * On a Citus coordinator every append runs in a coordinator transaction: the
+ * event's log txid is the coordinator's, its global position comes from the
+ * coordinator's sequence, and the row is written on the stream's worker.  So
+ * the coordinator's horizon (logspace.c) is the log-order cut for the whole
+ * distributed log, with one hole.  Citus commits a transaction that wrote one
+ * worker with one-phase commit in PRE_COMMIT, before the coordinator's own
+ * commit: once its xid leaves the coordinator's running set, its rows are
+ * visible on the worker.  A transaction that wrote two or more nodes (a
+ * batch over streams on two workers, an append beside a write to another
+ * distributed table) commits with two-phase commit, and Citus sends COMMIT
+ * PREPARED to the workers in the COMMIT callback, after the coordinator's
+ * xid has left the running set (ProcArrayEndTransaction) and before the
+ * transaction releases its locks.  A reader whose horizon passed such a
+ * transaction could miss its events for good.
+ *
+ * OcxWaitForCommittingAppenders() closes it: the reader, after it took the
+ * snapshot its horizon comes from, waits for every transaction that holds a
+ * lock on ocx.events (every append takes one: OcxLogDistributedAppend) but
+ * no longer has an xid, i.e. that finished on the coordinator and is still
+ * in its commit callbacks.  A transaction that still has an xid was running
+ * when the snapshot was taken or started after it, so its events are at or
+ * above the horizon and the reader does not wait for it.
+ *
+ * No shared state: whether the log is distributed is cached per backend until
+ * a relcache invalidation of ocx.events (ocx.distribute() alters the table).
+ */
+#include "ocx.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/sinvaladt.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+static bool distributed_valid = false;
+static bool distributed = false;
+static Oid	events_relid = InvalidOid;
+
+void
+OcxCitusRelcacheCallback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == events_relid)
+		distributed_valid = false;
+}
+
+/* Does Citus's pg_dist_partition hold a row for relid? */
+static bool
+CitusDistributes(Oid relid)
+{
+	Oid			dist_relid = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	bool		found;
+
+	if (!OidIsValid(dist_relid))
+		return false;
+	rel = table_open(dist_relid, AccessShareLock);
+	/* column 1 is logicalrelid (regclass) */
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* Is ocx.events a Citus distributed table in this database? */
+bool
+OcxLogDistributed(void)
+{
+	Oid			nsp;
+
+	if (distributed_valid)
+		return distributed;
+	nsp = get_namespace_oid(OCX_SCHEMA, true);
+	events_relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
+	distributed = OidIsValid(events_relid) &&
+		OidIsValid(get_extension_oid("citus", true)) &&
+		CitusDistributes(events_relid);
+	distributed_valid = true;
+	return distributed;
+}
+
+/*
+ * An append on a distributed log holds RowExclusiveLock on the coordinator's
+ * ocx.events until its transaction releases its locks, after Citus's commit
+ * callbacks: the lock OcxWaitForCommittingAppenders looks for.  (Citus's
+ * planner takes it too; this makes it not depend on how a plan is kept.)
+ */
+void
+OcxLogDistributedAppend(void)
+{
+	if (OcxLogDistributed())
+		LockRelationOid(events_relid, RowExclusiveLock);
+}
+
+/*
+ * Wait for the transactions that hold a lock on ocx.events and no longer
+ * have an xid: finished on this node, still sending COMMIT PREPARED to the
+ * workers.  Call after the snapshot of the horizon was taken.
+ */
+void
+OcxWaitForCommittingAppenders(void)
+{
+	LOCKTAG		tag;
+	VirtualTransactionId *holders;
+
+	if (!OcxLogDistributed())
+		return;
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, events_relid);
+	/* the holders of locks that conflict with SHARE: the writers */
+	holders = GetLockConflicts(&tag, ShareLock, NULL);
+	for (; VirtualTransactionIdIsValid(*holders); holders++)
+	{
+		PGPROC	   *proc = BackendIdGetProc(holders->backendId);
+
+		/* still running with an xid: at or above any horizon taken before */
+		if (proc != NULL && proc->lxid == holders->localTransactionId &&
+			TransactionIdIsValid(proc->xid))
+			continue;
+		VirtualXactLock(*holders, true);
+	}
+}
