@@ -158,9 +158,7 @@ OcxHorizonWorkerTick(void)
 	plan = OcxKeptPlan(&holder_plan,
 					   "SELECT h.pid, h.prepared_gid, h.datname::pg_catalog.text, "
 					   "       h.backend_xid::pg_catalog.text, "
-					   "       EXTRACT(epoch FROM h.xact_age)::pg_catalog.float8, "
-					   "       EXISTS (SELECT FROM ocx.events e "
-					   "                WHERE e.txid OPERATOR(pg_catalog.>=) ocx.log_horizon()) "
+					   "       EXTRACT(epoch FROM h.xact_age)::pg_catalog.float8 "
 					   "  FROM ocx.horizon_holder() h "
 					   " WHERE h.backend_xid IS NOT NULL AND h.xact_age IS NOT NULL",
 					   0, NULL);
@@ -174,10 +172,16 @@ OcxHorizonWorkerTick(void)
 		bool		isnull;
 		bool		pid_null;
 		float8		age_s = DatumGetFloat8(SPI_getbinval(tup, desc, 5, &isnull));
-		bool		waiting = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		Datum		pid = SPI_getbinval(tup, desc, 1, &pid_null);
 
-		if (waiting && age_s * 1000.0 >= (float8) ocx_horizon_warn_after &&
+		/*
+		 * Whether committed events wait behind the horizon: asked here, with
+		 * the horizon taken in C, not in the query, where Citus would run
+		 * ocx.log_horizon() on the workers (src/citus.c).  The nested SPI
+		 * call keeps this level's tuple table.
+		 */
+		if (age_s * 1000.0 >= (float8) ocx_horizon_warn_after &&
+			OcxEventsAtOrAbove(OcxLogHorizon()) &&
 			HorizonMayWarn(pid_null ? 0 : DatumGetInt32(pid), now))
 			HorizonWarn(tup, desc, (long) age_s);
 	}

@@ -189,7 +189,12 @@ OcxSagaWorkerTick(void)
 	bool		idle_ok = !TimestampDifferenceExceeds(last_idle_round, now,
 													  SAGA_IDLE_ROUND_MS);
 	bool		skipped;
-	bool		more = SagaRound(check, idle_ok, true, &skipped);
+	bool		more;
+
+	/* sagas are refused on a distributed log (OX700, docs/scaling.md) */
+	if (OcxLogDistributed())
+		return false;
+	more = SagaRound(check, idle_ok, true, &skipped);
 
 	/* reached only when the round ran without error */
 	if (!skipped)

@@ -17,11 +17,15 @@ DECLARE
     on_workers text := 'SET citus.enable_ddl_propagation TO off; '
                        'DROP POLICY IF EXISTS events_tenant ON ocx.events; '
                        'DROP POLICY IF EXISTS streams_tenant ON ocx.streams; '
-                       'DROP POLICY IF EXISTS snapshots_tenant ON ocx.snapshots; ';
-    -- the whole-log consumers and readers that need one log order; on a
-    -- distributed log they raise OX700 (docs/scaling.md lists them)
-    refused text[] := ARRAY['read_all', 'read_category', 'read_tagged', 'append_if',
-                            'define_projection', 'rebuild_projection',
+                       'DROP POLICY IF EXISTS snapshots_tenant ON ocx.snapshots; '
+                       -- the worker's projections read the shards as
+                       -- ocx_worker (below); roles the extension made are
+                       -- not propagated by Citus
+                       'ALTER ROLE ocx_worker LOGIN; '
+                       'ALTER ROLE ocx_worker SET citus.allow_nested_distributed_execution = on; ';
+    -- what a distributed log does not support yet; it raises OX700 there
+    -- (docs/scaling.md lists them and says why)
+    refused text[] := ARRAY['read_tagged', 'append_if', 'rebuild_projection',
                             'define_subscription', 'create_subscription', 'poll',
                             'define_saga', 'start_saga', 'wait_for'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
@@ -193,6 +197,72 @@ BEGIN
     END
     $f$;
 
+    -- The one reader of the log (sql/parts/22_reader.sql) as PL/pgSQL: the
+    -- single-node SQL functions are inlined into their callers, which Citus
+    -- does not plan (a parameterized SQL function over a distributed table).
+    -- Same signatures, same rows, same log order: the coordinator's log txids
+    -- cut at the coordinator's horizon, which ocx.log_horizon() makes exact
+    -- on a distributed log by waiting for the transactions still in Citus's
+    -- two-phase commit (src/citus.c).  The horizon is taken first, on the
+    -- coordinator; the shards are then read, and upcasting runs here.
+    CREATE OR REPLACE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[],
+                                             categories text[], upcast boolean, horizon xid8 DEFAULT NULL,
+                                             after_time timestamptz DEFAULT NULL)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        h     xid8 := COALESCE(_read_log.horizon, ocx.log_horizon());
+        start ocx.cursor := CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
+                                 ELSE ocx._read_start(_read_log."after", _read_log.after_time) END;
+        atx   xid8 := COALESCE(ocx.txid(start), '0'::xid8);
+        apos  bigint := COALESCE(ocx.global_position(start), 0);
+        lim   bigint := ocx._count_arg(_read_log.max_count);
+        t     timestamptz := _read_log.after_time;
+        typs  text[] := _read_log.types;
+        cats  text[] := _read_log.categories;
+        up    boolean := _read_log.upcast IS NOT FALSE;
+        e     record;
+    BEGIN
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.txid < h AND (x.txid, x.global_position) > (atx, apos)
+                    AND (t IS NULL OR x.time >= t)
+                    AND ocx._log_selects(x.type, x.stream_id, typs, cats)
+                  ORDER BY x.txid, x.global_position
+                  LIMIT lim
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            CASE WHEN up THEN ocx._upcast_version(e.type, e.schema_version)
+                                 ELSE e.schema_version END,
+                            e.time,
+                            CASE WHEN up THEN ocx._upcast(e.type, e.schema_version,
+                                                          ocx._reveal(e.type, e.data, e.event_id))
+                                 ELSE ocx._reveal(e.type, e.data, e.event_id) END,
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
+    CREATE OR REPLACE FUNCTION ocx._log_tail("after" ocx.cursor, horizon xid8 DEFAULT NULL) RETURNS ocx.cursor
+        LANGUAGE plpgsql STABLE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        h    xid8 := COALESCE(_log_tail.horizon, ocx.log_horizon());
+        atx  xid8 := COALESCE(ocx.txid(_log_tail."after"), '0'::xid8);
+        apos bigint := COALESCE(ocx.global_position(_log_tail."after"), 0);
+        c    ocx.cursor;
+    BEGIN
+        SELECT ocx.cursor(x.txid, x.global_position) INTO c
+          FROM ocx.events x
+         WHERE x.txid < h AND (x.txid, x.global_position) > (atx, apos)
+         ORDER BY x.txid DESC, x.global_position DESC
+         LIMIT 1;
+        RETURN c;
+    END
+    $f$;
+
     -- As whom: Citus refuses, in one transaction, a statement on a shard
     -- that another role already modified in it; the appends (and the
     -- snapshots load writes) run as ocx_owner, so the per-stream readers and
@@ -227,6 +297,10 @@ BEGIN
     -- definition changed earlier in the same transaction is not seen there:
     -- docs/scaling.md).  Propagated to every node.
     ALTER ROLE ocx_owner SET citus.allow_nested_distributed_execution = on;
+    -- the same for ocx_worker, as whom the worker reads the log for the
+    -- projections (here; on the workers above)
+    ALTER ROLE ocx_worker LOGIN;
+    ALTER ROLE ocx_worker SET citus.allow_nested_distributed_execution = on;
 
     -- what needs one log order is refused (OX700), in place of the
     -- single-node definitions (same signatures; privileges are kept)
@@ -248,4 +322,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.distribute() IS
-    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; whole-log readers and consumers then raise OX700 (docs/scaling.md)';
+    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category and projections then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';
