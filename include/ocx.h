@@ -111,7 +111,6 @@ extern bool OcxRestoreConnected(void);
 
 /* citus.c: the log distributed with Citus (docs/scaling.md) */
 extern bool OcxLogDistributed(void);
-extern void OcxLogDistributedAppend(void);
 extern void OcxWaitForCommittingAppenders(void);
 extern void OcxCitusRelcacheCallback(Datum arg, Oid relid);
 

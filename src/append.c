@@ -60,6 +60,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -114,6 +115,12 @@ typedef enum OcxPlan
 	PLAN_ONE_NEW_CHAIN,
 	PLAN_ONE_AT_CHAIN,
 	PLAN_ONE_EXISTING_CHAIN,
+	/* a distributed log: the single event in two routable statements */
+	PLAN_STREAM_ANY_CHAIN,
+	PLAN_STREAM_NEW_CHAIN,
+	PLAN_STREAM_AT_CHAIN,
+	PLAN_STREAM_EXISTING_CHAIN,
+	PLAN_INSERT_ONE_HASHED,
 	NUM_PLANS
 } OcxPlan;
 
@@ -148,6 +155,33 @@ typedef struct OcxPlanDef
 #define ONE_EVENT_TYPES \
 	{TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, \
 	JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, TEXTOID, INT8OID}
+
+/*
+ * The stream row statements of the chained single-event forms: the new
+ * version and the new head (the event's hash).  In the PLAN_ONE_*_CHAIN
+ * statements they feed the event's INSERT ... SELECT as a CTE; on a
+ * distributed log they run alone (PLAN_STREAM_*_CHAIN, AppendOneRouted).
+ */
+#define STREAM_ANY_CHAIN \
+	"INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id, head) " \
+	"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") ON CONFLICT (stream_id) DO UPDATE " \
+	"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = excluded.updated_at, " \
+	"head = " EVENT_HASH("s.head", "s.version OPERATOR(pg_catalog.+) 1") " " \
+	"RETURNING s.version, s.head"
+#define STREAM_NEW_CHAIN \
+	"INSERT INTO ocx.streams (stream_id, category, version, tenant_id, head) " \
+	"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") " \
+	"ON CONFLICT (stream_id) DO NOTHING RETURNING version, head"
+#define STREAM_AT_CHAIN \
+	"UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, " \
+	"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " " \
+	"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 " \
+	"RETURNING version, head"
+#define STREAM_EXISTING_CHAIN \
+	"UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, " \
+	"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " " \
+	"WHERE stream_id OPERATOR(pg_catalog.=) $1 " \
+	"RETURNING version, head"
 
 /*
  * ON CONFLICT DO UPDATE sets updated_at from excluded.updated_at (the column
@@ -343,36 +377,37 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		TEXTOID, XID8OID, JSONBARRAYOID, BYTEAARRAYOID, BYTEAOID}
 	},
 	[PLAN_ONE_ANY_CHAIN] = {
-		"WITH s AS (INSERT INTO ocx.streams AS s (stream_id, category, version, tenant_id, head) "
-		"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") ON CONFLICT (stream_id) DO UPDATE "
-		"SET version = s.version OPERATOR(pg_catalog.+) 1, updated_at = excluded.updated_at, "
-		"head = " EVENT_HASH("s.head", "s.version OPERATOR(pg_catalog.+) 1") " "
-		"RETURNING s.version, s.head) "
-		ONE_EVENT_FROM_S_CHAIN,
+		"WITH s AS (" STREAM_ANY_CHAIN ") " ONE_EVENT_FROM_S_CHAIN,
 		15, ONE_EVENT_TYPES
 	},
 	[PLAN_ONE_NEW_CHAIN] = {
-		"WITH s AS (INSERT INTO ocx.streams (stream_id, category, version, tenant_id, head) "
-		"VALUES ($1, $14, 1, $12, " EVENT_HASH("NULL::bytea", "1::bigint") ") "
-		"ON CONFLICT (stream_id) DO NOTHING RETURNING version, head) "
-		ONE_EVENT_FROM_S_CHAIN,
+		"WITH s AS (" STREAM_NEW_CHAIN ") " ONE_EVENT_FROM_S_CHAIN,
 		15, ONE_EVENT_TYPES
 	},
 	[PLAN_ONE_AT_CHAIN] = {
-		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
-		"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " "
-		"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $15 "
-		"RETURNING version, head) "
-		ONE_EVENT_FROM_S_CHAIN,
+		"WITH s AS (" STREAM_AT_CHAIN ") " ONE_EVENT_FROM_S_CHAIN,
 		15, ONE_EVENT_TYPES
 	},
 	[PLAN_ONE_EXISTING_CHAIN] = {
-		"WITH s AS (UPDATE ocx.streams SET version = version OPERATOR(pg_catalog.+) 1, "
-		"updated_at = pg_catalog.now(), head = " EVENT_HASH("head", "version OPERATOR(pg_catalog.+) 1") " "
-		"WHERE stream_id OPERATOR(pg_catalog.=) $1 "
-		"RETURNING version, head) "
-		ONE_EVENT_FROM_S_CHAIN,
+		"WITH s AS (" STREAM_EXISTING_CHAIN ") " ONE_EVENT_FROM_S_CHAIN,
 		15, ONE_EVENT_TYPES
+	},
+
+	/*
+	 * A distributed log (AppendOneRouted): the stream row alone, then the
+	 * event with $2 the version and $14 the hash the first returned.  Same
+	 * parameters as the PLAN_ONE_* forms.
+	 */
+	[PLAN_STREAM_ANY_CHAIN] = {STREAM_ANY_CHAIN, 15, ONE_EVENT_TYPES},
+	[PLAN_STREAM_NEW_CHAIN] = {STREAM_NEW_CHAIN, 15, ONE_EVENT_TYPES},
+	[PLAN_STREAM_AT_CHAIN] = {STREAM_AT_CHAIN, 15, ONE_EVENT_TYPES},
+	[PLAN_STREAM_EXISTING_CHAIN] = {STREAM_EXISTING_CHAIN, 15, ONE_EVENT_TYPES},
+	[PLAN_INSERT_ONE_HASHED] = {
+		"INSERT INTO ocx.events (" EVENT_COLUMNS ", hash) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+		"RETURNING global_position",
+		14, {TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTOID, XID8OID, BYTEAOID}
 	},
 };
 
@@ -940,7 +975,11 @@ typedef struct StreamPlanRun
 	const char *nulls;
 	int64		version;
 	int64		position;		/* of the event, for the single-event statements */
+	Datum		head;			/* the new head, for PLAN_STREAM_*_CHAIN */
 } StreamPlanRun;
+
+/* the head the last PLAN_STREAM_*_CHAIN statement returned (AppendOneRouted) */
+static Datum stream_head = (Datum) 0;
 
 static void
 RunStreamPlanOnce(void *arg)
@@ -951,7 +990,16 @@ RunStreamPlanOnce(void *arg)
 	if (RunPlan(run->which, run->values, run->nulls) > 0)
 	{
 		run->version = FirstInt64();
-		if (SPI_tuptable->tupdesc->natts > 1)
+		if (SPI_tuptable->tupdesc->natts > 1 &&
+			TupleDescAttr(SPI_tuptable->tupdesc, 1)->atttypid == BYTEAOID)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+			/* in the caller's (SPI) context, which outlives a subtransaction */
+			run->head = isnull ? (Datum) 0 : datumCopy(d, false, -1);
+		}
+		else if (SPI_tuptable->tupdesc->natts > 1)
 			run->position = ResultInt64(0, 2);
 	}
 }
@@ -961,7 +1009,7 @@ static int64
 RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid,
 			  int64 *position)
 {
-	StreamPlanRun run = {which, values, nulls, -1, 0};
+	StreamPlanRun run = {which, values, nulls, -1, 0, (Datum) 0};
 	ErrorData  *edata;
 
 	if (!IsolationUsesXactSnapshot())
@@ -985,6 +1033,7 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid,
 		PG_END_TRY();
 		if (position)
 			*position = run.position;
+		stream_head = run.head;
 		return run.version;
 	}
 
@@ -993,6 +1042,7 @@ RunStreamPlan(OcxPlan which, Datum *values, const char *nulls, const char *sid,
 	{
 		if (position)
 			*position = run.position;
+		stream_head = run.head;
 		return run.version;
 	}
 	if (IsStreamsRlsError(edata))
@@ -1212,6 +1262,55 @@ FillOneEvent(Datum *values, char *nulls, OcxNewEvent *ev, TimestampTz now)
 	nulls[10] = ev->has_causation_id ? ' ' : 'n';
 }
 
+static int64 LockStream(Datum sid_datum, const char *sid, bool expected_isnull,
+						int64 expected, int n);
+static int64 InsertEvents(Datum sid, int64 first, OcxNewEvent *events, int n, TimestampTz now);
+
+/*
+ * A distributed log (citus.c, docs/scaling.md): one event in two statements
+ * that Citus routes to the stream's shard, one round trip each, where the
+ * single statement of AppendOne (a modifying CTE feeding INSERT ... SELECT)
+ * goes through the coordinator as an intermediate result and commits with
+ * two-phase commit.  Chained: the stream row statement hashes the event into
+ * the new head and returns it (PLAN_STREAM_*_CHAIN), then INSERT ... VALUES
+ * stores it as the event's hash; else LockStream and InsertEvents, as a
+ * batch.  values and nulls are AppendOne's (the PLAN_ONE_* parameters).
+ */
+static int64
+AppendOneRouted(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
+				OcxNewEvent *ev, TimestampTz now, Datum *values, char *nulls,
+				int64 *position)
+{
+	OcxPlan		plan;
+	int64		version;
+
+	if (!chain_now)
+	{
+		version = LockStream(sid, sid_str, expected_isnull, expected, 1);
+		if (version < 0)
+			RaiseConflict(sid_str, expected_isnull ? 0 : expected, CurrentVersion(sid));
+		*position = InsertEvents(sid, version, ev, 1, now);
+		return version;
+	}
+	plan = expected_isnull ? PLAN_STREAM_ANY_CHAIN :
+		expected == 0 ? PLAN_STREAM_NEW_CHAIN :
+		expected == OCX_EXPECT_EXISTS ? PLAN_STREAM_EXISTING_CHAIN : PLAN_STREAM_AT_CHAIN;
+	stream_head = (Datum) 0;
+	version = RunStreamPlan(plan, values, nulls, sid_str, NULL);
+	if (version < 0)
+		RaiseConflict(sid_str, expected, CurrentVersion(sid));
+	if (stream_head == (Datum) 0)
+		elog(ERROR, "ocx: the stream row of \"%s\" returned no head", sid_str);
+	values[1] = Int64GetDatum(version);
+	nulls[1] = ' ';
+	values[13] = stream_head;
+	nulls[13] = ' ';
+	if (RunPlan(PLAN_INSERT_ONE_HASHED, values, nulls) != 1)
+		elog(ERROR, "ocx: the event of stream \"%s\" was not stored", sid_str);
+	*position = FirstInt64();
+	return version;
+}
+
 /*
  * One event with a generated id: lock or create the stream row and insert in
  * a single statement.  Returns the new version, or raises the conflict;
@@ -1235,6 +1334,10 @@ AppendOne(Datum sid, const char *sid_str, bool expected_isnull, int64 expected,
 	values[12] = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
 	values[13] = CStringGetTextDatum(StreamCategory(sid_str));
 	values[14] = Int64GetDatum(expected);
+
+	if (OcxLogDistributed())
+		return AppendOneRouted(sid, sid_str, expected_isnull, expected, ev, now,
+							   values, nulls, position);
 
 	plan = expected_isnull ? PLAN_ONE_ANY :
 		expected == 0 ? PLAN_ONE_NEW :
@@ -1643,14 +1746,7 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 			OcxRaiseStreamDeleted(sid);
 			break;
 		case OCX_DIRECT_UNUSABLE:
-
-			/*
-			 * The one-statement form of a single event is not routable by
-			 * Citus (a modifying CTE feeding INSERT ... SELECT): on a
-			 * distributed log, the two statements below (citus.c,
-			 * docs/scaling.md)
-			 */
-			if (n == 1 && !has_ids && !any_tags && !OcxLogDistributed())
+			if (n == 1 && !has_ids && !any_tags)
 				new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0],
 										now, &position);
 			else if (has_ids)

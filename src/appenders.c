@@ -280,8 +280,6 @@ OcxAppenderEnter(void)
 
 	if (bystander)
 		elog(ERROR, "ocx: a bystander transaction cannot write to the log");
-	/* on a distributed log, the lock a reader's horizon waits on (citus.c) */
-	OcxLogDistributedAppend();
 	if (registered || !AppendersOn())
 		return;
 	if (!callback_registered)

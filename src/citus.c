@@ -19,12 +19,10 @@
  * transaction could miss its events for good.
  *
  * OcxWaitForCommittingAppenders() closes it: the reader, after it took the
- * snapshot its horizon comes from, waits for every transaction that holds a
- * lock on ocx.events (every append takes one: OcxLogDistributedAppend) but
- * no longer has an xid, i.e. that finished on the coordinator and is still
- * in its commit callbacks.  A transaction that still has an xid was running
- * when the snapshot was taken or started after it, so its events are at or
- * above the horizon and the reader does not wait for it.
+ * snapshot its horizon comes from, waits for every transaction of the
+ * database that has ended on the coordinator and is still in its commit
+ * callbacks.  A transaction still running at the snapshot has an xid at or
+ * above the horizon, so the reader does not wait for it.
  *
  * No shared state: whether the log is distributed is cached per backend until
  * a relcache invalidation of ocx.events (ocx.distribute() alters the table).
@@ -38,10 +36,8 @@
 #include "catalog/pg_namespace.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
-#include "storage/sinvaladt.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -97,42 +93,52 @@ OcxLogDistributed(void)
 }
 
 /*
- * An append on a distributed log holds RowExclusiveLock on the coordinator's
- * ocx.events until its transaction releases its locks, after Citus's commit
- * callbacks: the lock OcxWaitForCommittingAppenders looks for.  (Citus's
- * planner takes it too; this makes it not depend on how a plan is kept.)
- */
-void
-OcxLogDistributedAppend(void)
-{
-	if (OcxLogDistributed())
-		LockRelationOid(events_relid, RowExclusiveLock);
-}
-
-/*
- * Wait for the transactions that hold a lock on ocx.events and no longer
- * have an xid: finished on this node, still sending COMMIT PREPARED to the
- * workers.  Call after the snapshot of the horizon was taken.
+ * Wait for the transactions of this database that have ended on this node
+ * and are still in their commit (or abort) callbacks: those whose lxid the
+ * proc array has cleared (ProcArrayEndTransaction) while they still hold
+ * their virtual transaction lock (released with their locks, after the
+ * callbacks, where Citus sends COMMIT PREPARED).  GetLockConflicts() cannot
+ * find them: it skips a holder whose lxid is cleared, as finished.  Call
+ * after the snapshot of the horizon was taken: a transaction that ended
+ * before it is found here or is done; one still running then has an xid at
+ * or above the horizon, so its events are not read now anyway.  Every
+ * ending transaction passes through this state for a moment: waiting for
+ * one that wrote no event costs that moment only.
  */
 void
 OcxWaitForCommittingAppenders(void)
 {
-	LOCKTAG		tag;
-	VirtualTransactionId *holders;
+	VirtualTransactionId *ending;
+	uint32		n = 0;
+	uint32		i;
 
 	if (!OcxLogDistributed())
 		return;
-	SET_LOCKTAG_RELATION(tag, MyDatabaseId, events_relid);
-	/* the holders of locks that conflict with SHARE: the writers */
-	holders = GetLockConflicts(&tag, ShareLock, NULL);
-	for (; VirtualTransactionIdIsValid(*holders); holders++)
+	ending = palloc(sizeof(VirtualTransactionId) * ProcGlobal->allProcCount);
+	for (i = 0; i < ProcGlobal->allProcCount; i++)
 	{
-		PGPROC	   *proc = BackendIdGetProc(holders->backendId);
+		PGPROC	   *proc = &ProcGlobal->allProcs[i];
+		LocalTransactionId lxid = InvalidLocalTransactionId;
 
-		/* still running with an xid: at or above any horizon taken before */
-		if (proc != NULL && proc->lxid == holders->localTransactionId &&
-			TransactionIdIsValid(proc->xid))
+		if (proc == MyProc || proc->databaseId != MyDatabaseId)
 			continue;
-		VirtualXactLock(*holders, true);
+		LWLockAcquire(&proc->fpInfoLock, LW_SHARED);
+		if (LocalTransactionIdIsValid(proc->fpLocalTransactionId) &&
+			!LocalTransactionIdIsValid(proc->lxid))
+			lxid = proc->fpLocalTransactionId;
+		LWLockRelease(&proc->fpInfoLock);
+		/*
+		 * A transaction that is starting holds its lock a moment before it
+		 * sets its lxid (StartTransaction): not one to wait for.
+		 */
+		if (LocalTransactionIdIsValid(lxid) && proc->lxid != lxid)
+		{
+			ending[n].backendId = proc->backendId;
+			ending[n].localTransactionId = lxid;
+			n++;
+		}
 	}
+	for (i = 0; i < n; i++)
+		VirtualXactLock(ending[i], true);
+	pfree(ending);
 }
