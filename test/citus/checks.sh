@@ -244,6 +244,21 @@ reader() {
 }
 rm -f "$RUN/load.done"
 reader & reader_pid=$!
+# A race of 8 sessions on one stream, while the clients append: each round,
+# 8 appends at the same expected version.
+rounds=${OCX_CITUS_RACE:-20}
+race() {
+    local v i
+    for v in $(seq 0 $((rounds - 1))); do
+        for i in 1 2 3 4 5 6 7 8; do
+            "$PGBIN/psql" -qXtA -v VERBOSITY=verbose -p $C -d "$CITUS_DB" -c \
+                "SELECT ocx.append('race-1', $v, '{\"type\": \"Won\", \"data\": {\"who\": $i, \"round\": $v}}')" \
+                >"$RUN/race.$v.$i" 2>&1 &
+        done
+        wait
+    done
+}
+race & race_pid=$!
 cat > "$RUN/load.sql" <<'SQL'
 \set s random(1, 1000)
 \set tok :client_id * 1000000000000 + random(1, 999999999999)
@@ -259,6 +274,7 @@ COMMIT;
 SQL
 out=$("$PGBIN/pgbench" -n -c 8 -j 2 -t "${OCX_CITUS_TX:-500}" -f "$RUN/load.sql" -p $C "$CITUS_DB" 2>&1)
 if [ $? -eq 0 ] && ! grep -q aborted <<<"$out"; then ok "pgbench: 8 clients appended through the coordinator"; else not_ok "pgbench" "$(grep -E 'error|abort' <<<"$out" | head -3)"; fi
+wait $race_pid
 touch "$RUN/load.done"
 wait $reader_pid
 is "the reader paged through read_all while the clients appended" "$?|$(cat "$RUN/paged.err" 2>/dev/null)" "0|"
@@ -352,16 +368,7 @@ loads="SELECT md5(string_agg(sid || ocx.load('acct', sid)::text, ',' ORDER BY si
          FROM unnest(ARRAY[$ids]::text[]) sid"
 is "load of the 1,000 streams equals one node's" "$(q $C "$loads")" "$(q $SINGLE "$loads")"
 
-# --- a race of 8 on one stream: exactly one winner per version -------------
-rounds=${OCX_CITUS_RACE:-20}
-for v in $(seq 0 $((rounds - 1))); do
-    for i in 1 2 3 4 5 6 7 8; do
-        "$PGBIN/psql" -qXtA -v VERBOSITY=verbose -p $C -d "$CITUS_DB" -c \
-            "SELECT ocx.append('race-1', $v, '{\"type\": \"Won\", \"data\": {\"who\": $i, \"round\": $v}}')" \
-            >"$RUN/race.$v.$i" 2>&1 &
-    done
-    wait
-done
+# --- the race of 8 on one stream (run during the load): one winner per version
 winners=0 losers=0 other=0
 for v in $(seq 0 $((rounds - 1))); do
     w=$(grep -lx "$((v + 1))" "$RUN"/race.$v.* | wc -l)
