@@ -25,7 +25,7 @@ DECLARE
                        'ALTER ROLE ocx_worker SET citus.allow_nested_distributed_execution = on; ';
     -- what a distributed log does not support yet; it raises OX700 there
     -- (docs/scaling.md lists them and says why)
-    refused text[] := ARRAY['read_tagged', 'append_if', 'rebuild_projection',
+    refused text[] := ARRAY['append_if', 'rebuild_projection',
                             'define_subscription', 'create_subscription', 'poll',
                             'define_saga', 'start_saga', 'wait_for'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
@@ -262,6 +262,36 @@ BEGIN
         RETURN c;
     END
     $f$;
+    -- read_tagged the same way (sql/parts/25_dcb.sql)
+    CREATE OR REPLACE FUNCTION ocx.read_tagged(tags text[], types text[] DEFAULT NULL,
+                                               "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        h    xid8 := ocx.log_horizon();
+        tgs  text[] := ocx._tags_arg(read_tagged.tags);
+        typs text[] := read_tagged.types;
+        atx  xid8 := COALESCE(ocx.txid(read_tagged."after"), '0'::xid8);
+        apos bigint := COALESCE(ocx.global_position(read_tagged."after"), 0);
+        lim  bigint := ocx._count_arg(read_tagged.max_count);
+        e    record;
+    BEGIN
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.tags @> tgs AND x.txid < h AND (x.txid, x.global_position) > (atx, apos)
+                    AND (typs IS NULL OR x.type = ANY (typs))
+                  ORDER BY x.txid, x.global_position
+                  LIMIT lim
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version), e.time,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
 
     -- As whom: Citus refuses, in one transaction, a statement on a shard
     -- that another role already modified in it; the appends (and the
@@ -322,4 +352,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.distribute() IS
-    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category and projections then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';
+    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category, read_tagged and projections then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';
