@@ -86,6 +86,8 @@ static int	my_slot = -1;
 static bool exit_callback_registered = false;
 
 static SPIPlanPtr check_plan = NULL;
+static SPIPlanPtr check_dist_plan = NULL;
+static SPIPlanPtr left_plan = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -296,6 +298,24 @@ CheckWaitingTransaction(uint64 txid)
 	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position) " \
 	"   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($2, $3) " \
 	"   AND ocx._log_selects(e.type, e.stream_id, p.types, p.categories)) " \
+	CHECK_FROM
+
+/*
+ * On a distributed log (citus.c) Citus does not plan that join of the local
+ * projection tables with the distributed log: the projection's row first
+ * (the horizon taken on the coordinator), then the log (LEFT_SQL).
+ */
+#define CHECK_DIST_SQL \
+	"SELECT c.checkpoint_txid, c.checkpoint_position, p.mode, p.state, h.horizon, " \
+	"false, p.types, p.categories " \
+	CHECK_FROM
+#define LEFT_SQL \
+	"SELECT true FROM ocx.events e " \
+	" WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) " \
+	"   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($3, $4) " \
+	"   AND ocx._log_selects(e.type, e.stream_id, $5, $6) LIMIT 1"
+
+#define CHECK_FROM \
 	"FROM ocx.projections p " \
 	/* a partitioned projection: its slowest partition */ \
 	"CROSS JOIN LATERAL (SELECT COALESCE(pm.checkpoint_txid, p.checkpoint_txid) AS checkpoint_txid, " \
@@ -319,6 +339,8 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 {
 	static const Oid argtypes[3] = {TEXTOID, XID8OID, INT8OID};
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		dist = OcxLogDistributed();
+	SPITupleTable *row;
 	Datum		args[3];
 	bool		isnull;
 	uint64		ckpt_txid;
@@ -332,7 +354,8 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 	args[0] = name;
 	args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(txid));
 	args[2] = Int64GetDatum(position);
-	if (OcxRunKeptPlan(OcxKeptPlan(&check_plan, CHECK_SQL, 3, argtypes),
+	if (OcxRunKeptPlan(dist ? OcxKeptPlan(&check_dist_plan, CHECK_DIST_SQL, 3, argtypes) :
+					   OcxKeptPlan(&check_plan, CHECK_SQL, 3, argtypes),
 					   args, NULL, false) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_UNKNOWN_PROJECTION),
@@ -352,7 +375,29 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 	passed = ckpt_txid > txid || (ckpt_txid == txid && ckpt_pos >= position) ||
 		(strcmp(mode, "inline") == 0 && strcmp(state, "running") == 0 && txid < horizon) ||
 		nothing_left;
-	SPI_freetuptable(SPI_tuptable);
+	row = SPI_tuptable;
+	if (!passed && dist && txid < horizon)
+	{
+		static const Oid left_types[6] = {XID8OID, INT8OID, XID8OID, INT8OID,
+		TEXTARRAYOID, TEXTARRAYOID};
+		Datum		left[6];
+		char		left_nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+		left[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ckpt_txid));
+		left[1] = Int64GetDatum(ckpt_pos);
+		left[2] = args[1];
+		left[3] = args[2];
+		left[4] = SPI_getbinval(row->vals[0], row->tupdesc, 7, &isnull);
+		left_nulls[4] = isnull ? 'n' : ' ';
+		left[5] = SPI_getbinval(row->vals[0], row->tupdesc, 8, &isnull);
+		left_nulls[5] = isnull ? 'n' : ' ';
+		/* a row: an event it wants is left (Citus plans no NOT EXISTS of this shape) */
+		passed = OcxRunKeptPlan(OcxKeptPlan(&left_plan, LEFT_SQL, 6, left_types),
+								left, left_nulls, false) == 0;
+		MemoryContextSwitchTo(cxt);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_freetuptable(row);
 	return passed;
 }
 

@@ -27,7 +27,7 @@ DECLARE
     -- (docs/scaling.md lists them and says why)
     refused text[] := ARRAY['append_if', 'rebuild_projection',
                             'define_subscription', 'create_subscription', 'poll',
-                            'define_saga', 'start_saga', 'wait_for'];
+                            'define_saga', 'start_saga'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
                            'COALESCE(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
     tenant_check   text := 'tenant_id IS NOT DISTINCT FROM '

@@ -170,7 +170,6 @@ for call in "SELECT ocx.rebuild_projection('p')" \
             "SELECT * FROM ocx.poll('s')" \
             "SELECT ocx.define_saga('g', '{}')" \
             "SELECT ocx.start_saga('g', '{}')" \
-            "SELECT ocx.wait_for('p', NULL, '0 s')" \
             "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
     is "refused on a distributed log: ${call#SELECT }" "$(sqlstate $C "$call")" OX700
 done
@@ -354,6 +353,28 @@ is "the projection's read model equals a replay of the log" \
    "$(q $C "SELECT md5(string_agg(stream_id || ':' || n || ':' || total || ':' || last_version, ',' ORDER BY stream_id))
              FROM (SELECT stream_id, count(*) n, sum((data->>'amount')::bigint) total, max(stream_version) last_version
                      FROM ocx.events WHERE stream_id LIKE 'load-%' GROUP BY stream_id) r")"
+# read-your-writes: wait_for on the distributed log, in the appending session
+is "wait_for: an append, then wait for the projection to pass it" \
+   "$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" \
+        -c "SELECT ocx.append('load-1', NULL, '{\"type\": \"Deposited\", \"data\": {\"amount\": 7}}') > 0" \
+        -c "SELECT ocx.wait_for('model', ocx.last_append_cursor(), '60 s')" \
+        -c "SELECT m.last_version = ocx.stream_version('load-1') FROM public.model m WHERE m.stream_id = 'load-1'" 2>&1 | tr '\n' ' ')" \
+   "t t t "
+is "wait_for: a cursor the projection has not passed times out (false)" \
+   "$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" \
+        -c "SELECT ocx.pause_projection('model')" \
+        -c "SELECT ocx.append('load-1', NULL, '{\"type\": \"Deposited\", \"data\": {\"amount\": 1}}') > 0" \
+        -c "SELECT ocx.wait_for('model', ocx.last_append_cursor(), '1 s')" \
+        -c "SELECT ocx.resume_projection('model')" 2>&1 | tail -n +2 | head -2 | tr '\n' ' ')" \
+   "t f "
+is "wait_for: a paused projection has passed an event it does not select (nothing it wants is left)" \
+   "$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" \
+        -c "SELECT 'w:' || ocx.wait_for('model', ocx._log_tail(NULL), '60 s')" \
+        -c "SELECT ocx.pause_projection('model')" \
+        -c "SELECT ocx.append('other-1', NULL, '{\"type\": \"Deposited\", \"data\": {\"amount\": 1}}') > 0" \
+        -c "SELECT 'w:' || ocx.wait_for('model', ocx.last_append_cursor(), '5 s')" \
+        -c "SELECT ocx.resume_projection('model')" 2>&1 | grep '^w:' | tr '\n' ' ')" \
+   "w:true w:true "
 # tamper evidence: the chain the routed single-event statements wrote (the
 # stream row statement hashes the event into the head on the worker), checked
 # stream by stream (ocx.verify() of the whole log, which checks the seals

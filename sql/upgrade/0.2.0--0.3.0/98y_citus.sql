@@ -1,4 +1,4 @@
--- citus15: ocx.distribute(): read_all, read_category, read_tagged and projections on a distributed log
+-- citus15: ocx.distribute(): read_all, read_category, read_tagged, projections and wait_for on a distributed log
 -- (the readers as PL/pgSQL, ocx_worker may log in to the workers); see sql/parts/88_citus.sql
 CREATE OR REPLACE FUNCTION ocx.distribute() RETURNS text
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
@@ -23,7 +23,7 @@ DECLARE
     -- (docs/scaling.md lists them and says why)
     refused text[] := ARRAY['append_if', 'rebuild_projection',
                             'define_subscription', 'create_subscription', 'poll',
-                            'define_saga', 'start_saga', 'wait_for'];
+                            'define_saga', 'start_saga'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
                            'COALESCE(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
     tenant_check   text := 'tenant_id IS NOT DISTINCT FROM '
