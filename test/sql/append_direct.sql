@@ -83,6 +83,59 @@ SELECT ocx.append_if('{"stream_id": "direct-9", "type": "Reserved", "tags": ["se
                      '{"tags": ["seat:1"]}');
 \set VERBOSITY default
 SELECT direct_appends();
+-- append_if's condition check reads events_tags_idx without an SQL statement
+-- (dcb.c); when it cannot (here: the index renamed) it runs the statement.
+-- The same outcomes, the same errors, each run rolled back at its end.
+SELECT "cursor" AS seat1 FROM ocx.read_tagged(ARRAY['seat:1']) \gset
+CREATE FUNCTION if_cases(statement boolean, seat1 text) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    cases text[] := ARRAY[
+        '{"tags": ["seat:1"]}',
+        '{"tags": ["seat:1"], "types": ["Other"]}',
+        '{"tags": ["seat:1"], "types": ["Other", "Reserved"]}',
+        '{"tags": ["seat:1", "seat:2"]}',
+        '{"tags": ["seat:1"], "after": "' || seat1 || '"}',
+        '{"tags": ["seat:2"], "after": "' || seat1 || '"}',
+        '{"tags": ["seat:3"]}'];
+    c text;
+    st text;
+    msg text;
+    det text;
+    lines text[] := '{}';
+BEGIN
+  BEGIN
+    IF statement THEN
+        ALTER INDEX ocx.events_tags_idx RENAME TO events_tags_idx_renamed;
+    END IF;
+    FOREACH c IN ARRAY cases LOOP
+        BEGIN
+            PERFORM ocx.append_if('{"stream_id": "direct-10", "type": "Reserved", "tags": ["seat:1", "seat:2", "seat:3"]}', c::jsonb);
+            lines := lines || format('%s: appended', c);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+            lines := lines || format('%s: %s %s (%s)', c, st, msg, det);
+        END;
+    END LOOP;
+    RAISE SQLSTATE 'ZX999';
+  EXCEPTION WHEN SQLSTATE 'ZX999' THEN
+    RETURN lines;
+  END;
+END $$;
+-- (cursors: SEAT1 is direct-9's first event, C the one case 2 appends, in
+-- each run at another place)
+CREATE TEMP TABLE if_runs AS
+SELECT false AS statement, i, regexp_replace(replace(l, :'seat1', 'SEAT1'), 'Event [0-9]+/[0-9]+', 'Event C') AS line
+  FROM unnest(if_cases(false, :'seat1')) WITH ORDINALITY AS u(l, i);
+INSERT INTO if_runs
+SELECT true, i, regexp_replace(replace(l, :'seat1', 'SEAT1'), 'Event [0-9]+/[0-9]+', 'Event C')
+  FROM unnest(if_cases(true, :'seat1')) WITH ORDINALITY AS u(l, i);
+SELECT i, line FROM if_runs WHERE NOT statement ORDER BY i;
+SELECT d.i, d.line AS direct, s.line AS statement
+  FROM if_runs d JOIN if_runs s ON s.i = d.i AND s.statement
+ WHERE NOT d.statement AND d.line IS DISTINCT FROM s.line;
+SELECT count(*) AS direct_10_rolled_back FROM ocx.events WHERE stream_id = 'direct-10';
+SELECT indexrelid::regclass FROM pg_index WHERE indexrelid = 'ocx.events_tags_idx'::regclass;
+DROP FUNCTION if_cases(boolean, text);
 
 -- Events with ids, each outcome on both paths: the direct one, then the
 -- statements (ocx.notify_mode = immediate sends every append there), each
