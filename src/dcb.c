@@ -51,6 +51,7 @@
 #include "nodes/tidbitmap.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -332,6 +333,25 @@ EventMatches(Condition *c, TupleTableSlot *slot, AttrNumber *att, Datum cond_tag
 }
 
 /*
+ * Does the index hold every row with tags (no predicate, or "tags IS NOT
+ * NULL" as ocx creates it)?  Every row a condition matches has tags.
+ */
+static bool
+PredicateIsTagsNotNull(Relation index, AttrNumber tags)
+{
+	List	   *pred = RelationGetIndexPredicate(index);
+	NullTest   *nt;
+
+	if (pred == NIL)
+		return true;
+	if (list_length(pred) != 1 || !IsA(linitial(pred), NullTest))
+		return false;
+	nt = (NullTest *) linitial(pred);
+	return nt->nulltesttype == IS_NOT_NULL && IsA(nt->arg, Var) &&
+		((Var *) nt->arg)->varattno == tags;
+}
+
+/*
  * The check of CheckCondition without an SQL statement: the bitmap scan the
  * kept plan runs (events_tags_idx for tags @> the condition's tags, then the
  * heap pages in order, every row checked again), done with the index and
@@ -371,7 +391,8 @@ DirectCheck(Condition *c, Datum cond_tags)
 	index = index_open(indexid, AccessShareLock);
 	if (index->rd_rel->relam == GIN_AM_OID && index->rd_index->indnatts == 1 &&
 		index->rd_index->indkey.values[0] == att[CC_TAGS] &&
-		index->rd_index->indrelid == relid)
+		index->rd_index->indrelid == relid && index->rd_index->indisvalid &&
+		PredicateIsTagsNotNull(index, att[CC_TAGS]))
 		strategy = get_op_opfamily_strategy(OID_ARRAY_CONTAINS_OP, index->rd_opfamily[0]);
 	if (strategy == 0)
 	{
