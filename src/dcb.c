@@ -411,6 +411,15 @@ DirectCheck(Condition *c, Datum cond_tags)
 	index_endscan(iscan);
 	index_close(index, AccessShareLock);
 
+	/* the common case: no event carries all the tags */
+	if (tbm_is_empty(tbm))
+	{
+		tbm_free(tbm);
+		UnregisterSnapshot(snap);
+		table_close(rel, AccessShareLock);
+		return true;
+	}
+
 	fmgr_info(F_ARRAYCONTAINS, &contains);
 	scan = table_beginscan_bm(rel, snap, 0, NULL);
 	slot = table_slot_create(rel, NULL);
