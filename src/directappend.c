@@ -52,7 +52,9 @@
  *	  raises OX012 as the statement path does.  ocx.distribute() replaces
  *	  the policies with ones without a sub-select, so a Citus coordinator's
  *	  distributed tables always take the statement path;
- *	- the current user holds SELECT, INSERT and UPDATE on both tables.
+ *	- the current user holds SELECT, INSERT and UPDATE on both tables;
+ *	- a tagged event finds the tags column (a schema before ALTER EXTENSION
+ *	  UPDATE has none: the statement then raises what it raises).
  *
  * Creating a stream inserts its row without ON CONFLICT: every writer that
  * creates stream rows holds the stream-order lock first (append.c), so a
