@@ -103,9 +103,6 @@ CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAUL
                            max_count integer DEFAULT NULL)
     RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
     LANGUAGE sql STABLE PARALLEL RESTRICTED
-    -- a parallel plan of the reader failed at 200,000 events (t/196) with "cannot
-    -- update SecondarySnapshot during a parallel operation": no parallel workers
-    SET max_parallel_workers_per_gather = 0
 BEGIN ATOMIC
     SELECT e."cursor",
            ocx.to_cloudevent(e)

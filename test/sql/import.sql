@@ -66,6 +66,26 @@ SELECT e.cloudevent ->> 'ocxstream' AS stream, e.cloudevent -> 'ocxversion' AS v
                               ORDER BY x."cursor" DESC LIMIT 1)) e;
 COPY (SELECT cloudevent FROM ocx.export(max_count => 1)) TO STDOUT (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02');
 
+-- a parallel plan over the reader: the export, and an inlined SQL function
+-- over read_all that is PARALLEL RESTRICTED (as a user may write one), each
+-- the first read of a new session, in parallel mode (ocx.log_horizon() in the
+-- leader raised "cannot update SecondarySnapshot during a parallel operation")
+CREATE FUNCTION public.read_all_wrapped() RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT * FROM ocx.read_all(NULL, NULL);
+END;
+\c ocx_import_regress
+SET force_parallel_mode = on;
+SELECT count(*) FROM public.read_all_wrapped();
+\c ocx_import_regress
+SET force_parallel_mode = on;
+SELECT count(*) FROM ocx.export();
+SELECT count(*) FROM ocx.read_category('imp', NULL, NULL);
+RESET force_parallel_mode;
+\set SHOW_CONTEXT never
+SET ocx.source = '/regress';
+
 -- an export imported into an empty database gives the same log
 \c :regress_db
 SET client_min_messages = warning;

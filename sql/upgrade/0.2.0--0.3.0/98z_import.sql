@@ -51,3 +51,32 @@ END
 $fn$;
 COMMENT ON FUNCTION ocx.import_commit() IS
     'write the batch in ocx.import_staging to the log (after ocx.import_begin(), in its transaction): checked row by row and as a set; a refused batch raises one error that lists every bad line, and nothing is written; returns the events written, the rows skipped (stored already: an idempotent repeat) and the streams written';
+
+-- ocx.export without SET max_parallel_workers_per_gather = 0: the parallel
+-- plan's failure was ocx.log_horizon() taking a new snapshot in the leader
+-- (src/logspace.c, fixed); the function is inlined again
+-- Export: the log (or a category) as CloudEvents, in log order, through the
+-- one reader as stored (not upcast), resumable after a cursor.  Each event
+-- carries its stream and version (and tags) as extension attributes, so
+-- that ocx.import_commit() gives back the same log.
+CREATE OR REPLACE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAULT NULL,
+                           max_count integer DEFAULT NULL)
+    RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT e."cursor",
+           ocx.to_cloudevent(e)
+             OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('ocxstream', e.stream_id,
+                                                                   'ocxversion', e.stream_version,
+                                                                   'schemaversion', e.schema_version)
+             OPERATOR(pg_catalog.||) COALESCE((SELECT pg_catalog.jsonb_build_object('ocxtags',
+                                                        pg_catalog.array_to_json(t.tags)::text)
+                                                 FROM ocx.events t
+                                                WHERE t.global_position OPERATOR(pg_catalog.=) e.global_position
+                                                  AND t.tags IS NOT NULL), '{}'::jsonb)
+      FROM ocx._read_log(export."after", export.max_count, NULL,
+                         CASE WHEN export.category IS NOT NULL THEN ARRAY[ocx._stream_arg(export.category)] END,
+                         false) e;
+END;
+COMMENT ON FUNCTION ocx.export(text, ocx.cursor, integer) IS
+    'the log, or one category, in log order after a cursor as CloudEvents (as stored: not upcast), with the extension attributes ocxstream, ocxversion and ocxtags that ocx.import_commit() reads back; COPY (SELECT cloudevent FROM ocx.export()) TO ... writes newline-delimited JSON';
