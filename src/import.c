@@ -1491,6 +1491,10 @@ WriteEvents(Batch *b, Writer *w, Oid nsp, Oid events_id, Snapshot snap)
 	w->rri = makeNode(ResultRelInfo);
 	ExecInitResultRelation(w->estate, w->rri, 1);
 	w->rel = w->rri->ri_RelationDesc;
+	if (w->rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+				 errmsg("the import writes only to a plain ocx.events table")));
 	ExecOpenIndices(w->rri, false);
 	w->by_version = OpenIndex(nsp, "events_stream_version_key");
 	w->by_id = OpenIndex(nsp, "events_source_event_id_key");
