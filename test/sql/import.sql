@@ -221,6 +221,10 @@ UPDATE ocx.projections SET state = 'running' WHERE name = 'imp_inline';
 SELECT try_import('[{"stream_id": "other-1", "stream_version": "1", "type": "A"},
                     {"stream_id": "inl-1", "stream_version": "1", "type": "A"}]');
 ROLLBACK;
+-- lines given, out of the order the rows came
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "line": 5},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A", "line": 2}]',
+                  'stream_id, stream_version, type, line');
 -- a refused batch lists every bad line in the error's detail: each line with
 -- its message and SQLSTATE, the first one's SQLSTATE and message raised
 -- (try_import(..., detail => true) shows the detail)
