@@ -491,7 +491,9 @@ typedef struct Batch
 	int			nerrors;
 	int64		refused;		/* all refusals, kept or not */
 	HTAB	   *streams;
+	BatchStream *last_stream;	/* the last row's (rows of a stream often follow each other) */
 	HTAB	   *sources;
+	BatchString *last_source;
 	HTAB	   *tags;
 	HTAB	   *ids;
 	char	  **personal;		/* the types with personal data */
@@ -541,8 +543,8 @@ StringTable(Batch *b, const char *name, Size entrysize)
 	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
-/* The number of string s in table t, added when new. */
-static int
+/* String s of table t (numbered in the order they came), added when new. */
+static BatchString *
 InternString(Batch *b, HTAB *t, const char *s)
 {
 	bool		found;
@@ -553,7 +555,7 @@ InternString(Batch *b, HTAB *t, const char *s)
 		e->s = MemoryContextStrdup(b->cxt, s);
 		e->n = (int) hash_get_num_entries(t) - 1;
 	}
-	return e->n;
+	return e;
 }
 
 /* Keep one refusal (in the batch's memory). */
@@ -723,7 +725,11 @@ CheckRow(Batch *b, ImportRow *row)
 	int			i;
 
 	/* the stream: consecutive versions in line order */
-	s = (BatchStream *) hash_search(b->streams, &row->stream_id, HASH_ENTER, &found);
+	if (b->last_stream != NULL && strcmp(b->last_stream->sid, row->stream_id) == 0)
+		s = b->last_stream, found = true;
+	else
+		s = (BatchStream *) hash_search(b->streams, &row->stream_id, HASH_ENTER, &found);
+	b->last_stream = s;
 	if (!found)
 	{
 		s->sid = MemoryContextStrdup(b->cxt, row->stream_id);
@@ -754,7 +760,9 @@ CheckRow(Batch *b, ImportRow *row)
 
 		memset(&key, 0, sizeof(key));
 		key.id = ev->id;
-		key.source = InternString(b, b->sources, ev->source);
+		if (b->last_source == NULL || strcmp(b->last_source->s, ev->source) != 0)
+			b->last_source = InternString(b, b->sources, ev->source);
+		key.source = b->last_source->n;
 		seen = (EventSeen *) hash_search(b->ids, &key, HASH_ENTER, &found);
 		if (found)
 		{
@@ -1193,6 +1201,7 @@ typedef struct Writer
 	int64		bytes;
 	int64		last_position;
 	const char *too_old;		/* a stream whose last append is younger */
+	BatchStream *last_stream;	/* the last row's */
 	MemoryContext chunkcxt;
 } Writer;
 
@@ -1418,11 +1427,13 @@ WriteRow(Writer *w, TupleTableSlot *row)
 	char	   *sid = TextDatumGetCString(row->tts_values[PR_STREAM_ID]);
 	int64		version = DatumGetInt64(row->tts_values[PR_VERSION]);
 	int64		line = DatumGetInt64(row->tts_values[PR_LINE]);
-	BatchStream *s = (BatchStream *) hash_search(b->streams, &sid, HASH_FIND, NULL);
+	BatchStream *s = w->last_stream;
 	TupleTableSlot *slot;
 	TupleDesc	desc = RelationGetDescr(w->rel);
 	int			i;
 
+	if (s == NULL || strcmp(s->sid, sid) != 0)
+		s = w->last_stream = (BatchStream *) hash_search(b->streams, &sid, HASH_FIND, NULL);
 	Assert(s != NULL);
 	if (version <= s->current)
 	{
