@@ -24,7 +24,7 @@ BEGIN ATOMIC
         -- tables no role but ocx_owner reads: no tenant column (the time map,
         -- removals: they would show any tenant's writes and deletions), keys,
         -- the import's batch (ocx_admin only INSERTs into import_staging)
-        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging|import_rows|import_streams)$', NULL)
+        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging)$', NULL)
       ) AS r(kind, pattern, grantee);
 END;
 COMMENT ON FUNCTION ocx.privilege_rules() IS
