@@ -78,6 +78,7 @@ extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 extern void OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
 								   bool with_stream_id);
 extern bool OcxLastAppendCursor(uint64 *txid, int64 *position);
+extern void OcxRememberAppend(uint64 txid, int64 position);
 
 /*
  * dcb.c: event tags and the tag locks that make ocx.append_if race-free

@@ -504,6 +504,16 @@ RememberAppend(uint64 txid, int64 position, bool ours)
 	last_subid = GetCurrentSubTransactionId();
 }
 
+/*
+ * ocx.import_commit() (import.c): the cursor of the last event an import
+ * wrote, in this transaction, as an append's.
+ */
+void
+OcxRememberAppend(uint64 txid, int64 position)
+{
+	RememberAppend(txid, position, true);
+}
+
 /* The cursor of this session's last append, for ocx.append_if (false: none). */
 bool
 OcxLastAppendCursor(uint64 *txid, int64 *position)

@@ -1770,9 +1770,11 @@ ocx_import_write(PG_FUNCTION_ARGS)
 	SPI_finish();
 	MemoryContextSwitchTo(cxt);
 
-	/* as an append counts what it wrote (ocx.stats) */
+	/* as an append counts what it wrote (ocx.stats), and its cursor */
 	if (w->written > 0)
 	{
+		OcxRememberAppend(U64FromFullTransactionId(DatumGetFullTransactionId(w->txid)),
+						  w->last_position);
 		OcxCount(OCX_COUNT_APPENDS, 1);
 		OcxCount(OCX_COUNT_EVENTS, w->written);
 		OcxCount(OCX_COUNT_BYTES, w->bytes);

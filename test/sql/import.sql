@@ -278,6 +278,18 @@ SELECT s.name, s.value - c.value AS delta
 SELECT (SELECT sum(pg_column_size(data) + pg_column_size(metadata)) FROM ocx.events WHERE stream_id LIKE 'cnt-%')
      = (SELECT s.value - c.value FROM ocx.stats s JOIN counted c USING (name) WHERE s.name = 'bytes') AS bytes_match;
 
+-- and sets ocx.last_append_cursor() to its last event, cleared when it rolls back
+SELECT ocx.cursor(txid, global_position) OPERATOR(ocx.=) ocx.last_append_cursor() AS import_is_last
+  FROM ocx.events WHERE stream_id LIKE 'cnt-%' ORDER BY global_position DESC LIMIT 1;
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type) FROM STDIN (FORMAT csv);
+cnt-3,1,A
+\.
+SELECT * FROM ocx.import_commit();
+ROLLBACK;
+SELECT ocx.last_append_cursor() IS NULL AS cleared_by_rollback;
+
 -- who may: ocx_admin imports; ocx_writer may not; ocx_reader exports
 CREATE ROLE imp_admin IN ROLE ocx_admin;
 CREATE ROLE imp_writer IN ROLE ocx_writer;
