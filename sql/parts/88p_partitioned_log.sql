@@ -233,6 +233,12 @@ BEGIN
     -- the partition's unique keys are the trigger's now
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
+    -- its indexes named as the partition's (they move with it to the archive)
+    FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
+        EXECUTE format('ALTER INDEX ocx_partitions.%I RENAME TO %I', r.relname,
+                       'events_0_' || substr(r.relname, 8));
+    END LOOP;
 
     ALTER SEQUENCE ocx.events_global_position_seq OWNED BY ocx.events.global_position;
     ALTER EXTENSION ocx ADD TABLE ocx.events;
@@ -278,7 +284,8 @@ BEGIN
         RAISE EXCEPTION 'the ocx log is not partitioned'
             USING ERRCODE = 'OX680', HINT = 'ocx.partition_log() first (docs/scaling.md)';
     END IF;
-    -- every consumer and the seals must have passed the cursor
+    -- the slowest consumer (and the seals, once there are any): what it has
+    -- not passed stays in the live log
     SELECT c.what, c.cur INTO behind FROM (
         SELECT 'projection ' || p.name AS what, ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS cur
           FROM ocx.projections p
@@ -299,15 +306,9 @@ BEGIN
         SELECT 'sagas', ocx.cursor(sc.txid, sc.global_position) FROM ocx.saga_cursor sc
          WHERE EXISTS (SELECT FROM ocx.saga_definitions)
         UNION ALL
-        SELECT 'seals', max(s.last_cursor) FROM ocx.seals s HAVING count(*) > 0
-        UNION ALL
-        SELECT 'the log horizon (running transactions)', ocx.cursor(ocx.log_horizon(), 0)
-    ) c WHERE c.cur < "before" ORDER BY c.cur LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'cannot archive before %: % is at %', "before", behind.what, behind.cur
-            USING ERRCODE = 'OX682',
-                  HINT = 'archive before a cursor every consumer, the seals and the log horizon have passed';
-    END IF;
+        SELECT 'seals', (SELECT s.last_cursor FROM ocx.seals s ORDER BY s.last_cursor DESC LIMIT 1)
+         WHERE EXISTS (SELECT FROM ocx.seals)
+    ) c ORDER BY c.cur LIMIT 1;
 
     -- no append in flight: each holds ROW EXCLUSIVE on ocx.events to its end
     LOCK TABLE ocx.events IN ACCESS EXCLUSIVE MODE;
@@ -318,7 +319,13 @@ BEGIN
         EXIT WHEN r.to_position IS NULL OR r.to_position - 1 > last;
         EXECUTE format('SELECT ocx.cursor(e.txid, e.global_position) FROM %s e '
                        'ORDER BY e.txid DESC, e.global_position DESC LIMIT 1', r.partition) INTO tail;
-        EXIT WHEN tail >= "before";
+        EXIT WHEN tail OPERATOR(ocx.>=) "before";
+        IF behind.cur IS NOT NULL AND tail OPERATOR(ocx.>) behind.cur THEN
+            RAISE EXCEPTION 'cannot archive before %: % is at %, before the last event of partition % (%)',
+                            "before", behind.what, behind.cur, r.partition, tail
+                USING ERRCODE = 'OX682',
+                      HINT = 'archive only what every consumer and the seals have passed';
+        END IF;
         EXECUTE format('ALTER TABLE ocx.events DETACH PARTITION %s', r.partition);
         EXECUTE format('ALTER TABLE %s SET SCHEMA ocx_archive', r.partition);
         EXECUTE format('ALTER TABLE ocx_archive.events ATTACH PARTITION ocx_archive.%I FOR VALUES FROM (%s) TO (%s)',
@@ -330,4 +337,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.archive(ocx.cursor) IS
-    'partitioned log: move every partition whose events all sort before the cursor (and whose range is used up) to ocx_archive.events; refused (OX682) unless every consumer, the seals and the log horizon passed the cursor; returns how many it moved';
+    'partitioned log: move every partition whose events all sort before the cursor (and whose range is used up) to ocx_archive.events; refused (OX682) when a consumer or the seals have not passed the events of such a partition; returns how many it moved';
