@@ -262,6 +262,12 @@ OcxLogPartitionsTick(void)
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
+	/*
+	 * Attaching takes the default partition's ACCESS EXCLUSIVE lock: not
+	 * behind a long reader for long (the next pass tries again)
+	 */
+	if (SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "ocx: SET LOCAL lock_timeout failed");
 	if (SPI_execute("SELECT ocx.create_log_partitions()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ocx: ocx._partition_ahead() failed");
 	created = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -34,6 +34,23 @@ CREATE FUNCTION ocx._log_unique() RETURNS trigger
 COMMENT ON FUNCTION ocx._log_unique() IS
     'trigger on a partitioned log: (stream_id, stream_version) and (source, event_id) are unique across the partitions and the archive (src/logparts.c)';
 
+-- The default partition of a partitioned log stays empty: an append past
+-- the partitions created ahead lands there and is refused (OX685) instead
+-- of failing with PostgreSQL's "no partition" error.
+CREATE FUNCTION ocx._log_no_partition() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the ocx log has no partition for global position % yet', NEW.global_position
+        USING ERRCODE = 'OX685',
+              HINT = 'the worker creates partitions ahead of the log (ocx.log_partitioning.ahead); '
+                     'run ocx.create_log_partitions(), or raise ahead for batches this large';
+END
+$$;
+COMMENT ON FUNCTION ocx._log_no_partition() IS
+    'trigger on the default partition of a partitioned log: an event past the partitions created ahead is refused (OX685)';
+
 -- The partitions of the log and of the archive, with their ranges.
 CREATE FUNCTION ocx.log_partitions(OUT "partition" regclass, OUT from_position bigint,
                                    OUT to_position bigint, OUT archived boolean)
@@ -51,10 +68,11 @@ BEGIN ATOMIC
                                 'FROM \(''?([-0-9]+|MINVALUE)''?\) TO \(''?([-0-9]+|MAXVALUE)''?\)') AS m) b
      WHERE p.relname OPERATOR(pg_catalog.=) 'events'
        AND p.relnamespace IN ('ocx'::regnamespace, 'ocx_archive'::regnamespace)
+       AND b.m IS NOT NULL
      ORDER BY 2 NULLS FIRST;
 END;
 COMMENT ON FUNCTION ocx.log_partitions() IS
-    'the partitions of a partitioned log: each one''s range of global positions [from_position, to_position) (NULL: unbounded) and whether ocx.archive() moved it to ocx_archive.events';
+    'the partitions of a partitioned log (not the default one, always empty): each one''s range of global positions [from_position, to_position) (NULL: unbounded) and whether ocx.archive() moved it to ocx_archive.events';
 
 CREATE FUNCTION ocx._log_partitioned() RETURNS boolean
     LANGUAGE sql STABLE
@@ -233,6 +251,13 @@ BEGIN
     -- the partition's unique keys are the trigger's now
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
+    -- the default partition, always empty (ocx._log_no_partition)
+    CREATE TABLE ocx_partitions.events_default (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+    PERFORM ocx._close_partition('ocx_partitions.events_default');
+    CREATE TRIGGER events_no_partition BEFORE INSERT ON ocx_partitions.events_default
+        FOR EACH ROW EXECUTE FUNCTION ocx._log_no_partition();
+    ALTER TABLE ocx_partitions.events_default ENABLE ALWAYS TRIGGER events_no_partition;
+    ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_default DEFAULT;
     -- its indexes named as the partition's (they move with it to the archive)
     FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
               WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
