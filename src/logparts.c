@@ -246,7 +246,7 @@ ocx_log_unique(PG_FUNCTION_ARGS)
 
 /*
  * The worker's "partitions" unit: keep partitions ahead of the log's
- * position (ocx.create_log_partitions(), 88p_partitioned_log.sql).  Does nothing
+ * position (ocx.partition_ahead(), 88p_partitioned_log.sql).  Does nothing
  * until ocx.events is partitioned.  Returns whether it created one.
  */
 bool
@@ -268,8 +268,8 @@ OcxLogPartitionsTick(void)
 	 */
 	if (SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "ocx: SET LOCAL lock_timeout failed");
-	if (SPI_execute("SELECT ocx.create_log_partitions()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "ocx: ocx._partition_ahead() failed");
+	if (SPI_execute("SELECT ocx.partition_ahead()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: ocx.partition_ahead() failed");
 	created = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	return !isnull && created > 0;

@@ -3,7 +3,7 @@
 -- ocx.partition_log(), which makes ocx.events a table partitioned by ranges
 -- of global_position (the table it was becomes the first partition);
 -- partitions are created ahead of the log's position by
--- ocx.create_log_partitions(), which the worker runs (its "partitions" unit,
+-- ocx.partition_ahead(), which the worker runs (its "partitions" unit,
 -- src/logparts.c); ocx.archive(before) moves the partitions wholly before a
 -- cursor to ocx_archive.events (11_log_archive.sql), which the reads read
 -- with include_archived => true.  The keys a partitioned table cannot hold
@@ -45,7 +45,7 @@ BEGIN
     RAISE EXCEPTION 'the ocx log has no partition for global position % yet', NEW.global_position
         USING ERRCODE = 'OX685',
               HINT = 'the worker creates partitions ahead of the log (ocx.log_partitioning.ahead); '
-                     'run ocx.create_log_partitions(), or raise ahead for batches this large';
+                     'run ocx.partition_ahead(), or raise ahead for batches this large';
 END
 $$;
 COMMENT ON FUNCTION ocx._log_no_partition() IS
@@ -117,7 +117,7 @@ COMMENT ON FUNCTION ocx._close_partition(regclass) IS
 -- partitions past the last position handed out, one more.  Each is made
 -- empty with its range as a CHECK constraint, then attached (SHARE UPDATE
 -- EXCLUSIVE on ocx.events: appends and reads go on).
-CREATE FUNCTION ocx.create_log_partitions() RETURNS integer
+CREATE FUNCTION ocx.partition_ahead() RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -149,7 +149,7 @@ BEGIN
     RETURN made;
 END
 $$;
-COMMENT ON FUNCTION ocx.create_log_partitions() IS
+COMMENT ON FUNCTION ocx.partition_ahead() IS
     'partitioned log: create the partitions that keep ocx.log_partitioning.ahead partitions past the last global position (the worker runs it every pass); returns how many it created';
 
 CREATE FUNCTION ocx.partition_log(partition_size bigint DEFAULT 10000000, ahead integer DEFAULT 2)
@@ -283,7 +283,7 @@ BEGIN
 
     INSERT INTO ocx.log_partitioning (partition_size, ahead)
     VALUES (partition_log.partition_size, partition_log.ahead);
-    PERFORM ocx.create_log_partitions();
+    PERFORM ocx.partition_ahead();
     RETURN format('ocx: log partitioned by global_position, %s positions a partition', partition_size);
 END
 $$;

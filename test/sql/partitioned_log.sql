@@ -18,7 +18,7 @@ SELECT ocx.partition_log(10);
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.archive('0/0');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_log_partitions();
+SELECT ocx.partition_ahead();
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM ocx.log_partitions();
 \echo :LAST_ERROR_SQLSTATE
@@ -35,7 +35,7 @@ SELECT ocx.partition_log(10);
 \echo :LAST_ERROR_SQLSTATE
 SELECT ocx.archive('0/0');
 \echo :LAST_ERROR_SQLSTATE
-SELECT ocx.create_log_partitions() AS created_on_a_plain_log;
+SELECT ocx.partition_ahead() AS created_on_a_plain_log;
 SELECT count(*) AS partitions FROM ocx.log_partitions();
 RESET ROLE;
 
@@ -61,7 +61,7 @@ SELECT ocx.partition_log(10, 3);
 SELECT ocx.partition_log(10);
 \echo :LAST_ERROR_SQLSTATE
 SELECT c.relkind AS events_relkind FROM pg_class c WHERE c.oid = 'ocx.events'::regclass;
-SELECT ocx.create_log_partitions() >= 0 AS ahead;
+SELECT ocx.partition_ahead() >= 0 AS ahead;
 SELECT "partition", from_position, to_position, archived FROM ocx.log_partitions();
 -- the old keys are gone from the live log's tables: the trigger holds them
 SELECT count(*) AS unique_indexes_but_the_key FROM pg_index i
@@ -75,7 +75,7 @@ SELECT stream_version, data FROM ocx.read_stream('pl-1') ORDER BY 1 LIMIT 3;
 SELECT count(ocx.append('pl-' || (i % 3), NULL,
                         jsonb_build_object('type', 'Deposited', 'data', jsonb_build_object('i', i))))
   FROM generate_series(25, 50) i;
-SELECT ocx.create_log_partitions() >= 0 AS ahead;
+SELECT ocx.partition_ahead() >= 0 AS ahead;
 SELECT "partition", from_position, to_position FROM ocx.log_partitions();
 -- a batch past the partitions created ahead: refused, nothing written
 SELECT ocx.append('pl-big', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Big', 'data', '{}'::jsonb))
@@ -83,7 +83,7 @@ SELECT ocx.append('pl-big', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Big
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS default_partition_rows FROM ocx_partitions.events_default;
 SELECT ocx.stream_version('pl-big') AS big_version;
-SELECT ocx.create_log_partitions() >= 0 AS ahead;
+SELECT ocx.partition_ahead() >= 0 AS ahead;
 SELECT stream_id, ocx.stream_version(stream_id), count(*), min(stream_version), max(stream_version)
   FROM ocx.events GROUP BY 1 ORDER BY 1;
 -- the retry of a stored batch: the stored version, nothing written
@@ -196,7 +196,7 @@ SELECT count(*) FROM ocx_archive.events_0;
 RESET ROLE;
 -- everything below the horizon whose range is used up (the refused batch
 -- stopped at position 90, the first past the partitions: those below it are used up)
-SELECT ocx.create_log_partitions() >= 0 AS ahead;
+SELECT ocx.partition_ahead() >= 0 AS ahead;
 
 SELECT ocx.archive(ocx.cursor(ocx.log_horizon(), 0)) AS archived;
 SELECT min(from_position), max(to_position), count(*) FROM ocx.log_partitions() WHERE archived;

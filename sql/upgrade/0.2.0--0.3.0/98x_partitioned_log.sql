@@ -2,7 +2,7 @@
 -- archive schema and table (sql/parts/11_log_archive.sql), the reads with
 -- include_archived (21_reads.sql, 22_reader.sql, 30_aggregates.sql: the
 -- signatures gain a last parameter with a default, so they are dropped and
--- created again), ocx.partition_log, create_log_partitions, archive,
+-- created again), ocx.partition_log, partition_ahead, archive,
 -- log_partitions (88p_partitioned_log.sql), the grants on the new schemas
 -- (91_log_archive_privileges.sql), and ocx.distribute()'s read_stream with
 -- the new signature (88_citus.sql).
@@ -79,6 +79,11 @@ DROP FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timesta
 DROP FUNCTION ocx.read_stream(text, bigint, integer, text, text[]);
 DROP FUNCTION ocx.load(text, text, bigint, timestamptz);
 
+-- The one reader: the events after a cursor, in log order, below the
+-- horizon (ocx.log_horizon() once for the read, or the horizon a consumer
+-- took for its whole pass), that the filter selects, upcast or as stored.
+-- Filters apply before upcasting: an event left out is never upcast.
+-- include_archived: the archived partitions too (ocx.archive, 88p_partitioned_log.sql).
 CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
                               upcast boolean, horizon xid8, after_time timestamptz, include_archived boolean)
     RETURNS SETOF ocx.event
@@ -105,6 +110,8 @@ BEGIN ATOMIC
      LIMIT ocx._count_arg(_read_log.max_count);
 END;
 COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz, boolean) IS
+    'internal: the one reader of the log (include_archived: the archive too, ocx.archive): events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+
 -- The one reader over the live log: what every consumer runs (src/reader.c).
 CREATE OR REPLACE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
                               upcast boolean, horizon xid8 DEFAULT NULL, after_time timestamptz DEFAULT NULL)
@@ -116,6 +123,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz) IS
     'internal: the one reader of the live log: events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+
 CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
                              types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
                              upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
@@ -129,6 +137,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz, boolean) IS
     'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log; include_archived: the archived partitions too (ocx.archive)';
+
 CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
                                   upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
                                   include_archived boolean DEFAULT false)
@@ -141,6 +150,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz, boolean) IS
     'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it; include_archived: the archived partitions too (ocx.archive)';
+
 CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
                                 direction text DEFAULT 'forward', types text[] DEFAULT NULL,
                                 include_archived boolean DEFAULT false)
@@ -178,6 +188,7 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[], boolean) IS
     'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types; include_archived: the archived partitions too (ocx.archive)';
+
 CREATE FUNCTION ocx.load(type text, stream_id text, as_of_version bigint DEFAULT NULL,
                          as_of_time timestamptz DEFAULT NULL, include_archived boolean DEFAULT false,
                          OUT state jsonb, OUT version bigint)
@@ -192,7 +203,7 @@ COMMENT ON FUNCTION ocx.load(text, text, bigint, timestamptz, boolean) IS
 -- ocx.partition_log(), which makes ocx.events a table partitioned by ranges
 -- of global_position (the table it was becomes the first partition);
 -- partitions are created ahead of the log's position by
--- ocx.create_log_partitions(), which the worker runs (its "partitions" unit,
+-- ocx.partition_ahead(), which the worker runs (its "partitions" unit,
 -- src/logparts.c); ocx.archive(before) moves the partitions wholly before a
 -- cursor to ocx_archive.events (11_log_archive.sql), which the reads read
 -- with include_archived => true.  The keys a partitioned table cannot hold
@@ -221,6 +232,23 @@ CREATE FUNCTION ocx._log_unique() RETURNS trigger
 COMMENT ON FUNCTION ocx._log_unique() IS
     'trigger on a partitioned log: (stream_id, stream_version) and (source, event_id) are unique across the partitions and the archive (src/logparts.c)';
 
+-- The default partition of a partitioned log stays empty: an append past
+-- the partitions created ahead lands there and is refused (OX685) instead
+-- of failing with PostgreSQL's "no partition" error.
+CREATE FUNCTION ocx._log_no_partition() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the ocx log has no partition for global position % yet', NEW.global_position
+        USING ERRCODE = 'OX685',
+              HINT = 'the worker creates partitions ahead of the log (ocx.log_partitioning.ahead); '
+                     'run ocx.partition_ahead(), or raise ahead for batches this large';
+END
+$$;
+COMMENT ON FUNCTION ocx._log_no_partition() IS
+    'trigger on the default partition of a partitioned log: an event past the partitions created ahead is refused (OX685)';
+
 -- The partitions of the log and of the archive, with their ranges.
 CREATE FUNCTION ocx.log_partitions(OUT "partition" regclass, OUT from_position bigint,
                                    OUT to_position bigint, OUT archived boolean)
@@ -238,10 +266,11 @@ BEGIN ATOMIC
                                 'FROM \(''?([-0-9]+|MINVALUE)''?\) TO \(''?([-0-9]+|MAXVALUE)''?\)') AS m) b
      WHERE p.relname OPERATOR(pg_catalog.=) 'events'
        AND p.relnamespace IN ('ocx'::regnamespace, 'ocx_archive'::regnamespace)
+       AND b.m IS NOT NULL
      ORDER BY 2 NULLS FIRST;
 END;
 COMMENT ON FUNCTION ocx.log_partitions() IS
-    'the partitions of a partitioned log: each one''s range of global positions [from_position, to_position) (NULL: unbounded) and whether ocx.archive() moved it to ocx_archive.events';
+    'the partitions of a partitioned log (not the default one, always empty): each one''s range of global positions [from_position, to_position) (NULL: unbounded) and whether ocx.archive() moved it to ocx_archive.events';
 
 CREATE FUNCTION ocx._log_partitioned() RETURNS boolean
     LANGUAGE sql STABLE
@@ -286,7 +315,7 @@ COMMENT ON FUNCTION ocx._close_partition(regclass) IS
 -- partitions past the last position handed out, one more.  Each is made
 -- empty with its range as a CHECK constraint, then attached (SHARE UPDATE
 -- EXCLUSIVE on ocx.events: appends and reads go on).
-CREATE FUNCTION ocx.create_log_partitions() RETURNS integer
+CREATE FUNCTION ocx.partition_ahead() RETURNS integer
     LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
@@ -318,7 +347,7 @@ BEGIN
     RETURN made;
 END
 $$;
-COMMENT ON FUNCTION ocx.create_log_partitions() IS
+COMMENT ON FUNCTION ocx.partition_ahead() IS
     'partitioned log: create the partitions that keep ocx.log_partitioning.ahead partitions past the last global position (the worker runs it every pass); returns how many it created';
 
 CREATE FUNCTION ocx.partition_log(partition_size bigint DEFAULT 10000000, ahead integer DEFAULT 2)
@@ -420,6 +449,13 @@ BEGIN
     -- the partition's unique keys are the trigger's now
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
     ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
+    -- the default partition, always empty (ocx._log_no_partition)
+    CREATE TABLE ocx_partitions.events_default (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+    PERFORM ocx._close_partition('ocx_partitions.events_default');
+    CREATE TRIGGER events_no_partition BEFORE INSERT ON ocx_partitions.events_default
+        FOR EACH ROW EXECUTE FUNCTION ocx._log_no_partition();
+    ALTER TABLE ocx_partitions.events_default ENABLE ALWAYS TRIGGER events_no_partition;
+    ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_default DEFAULT;
     -- its indexes named as the partition's (they move with it to the archive)
     FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
               WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
@@ -445,7 +481,7 @@ BEGIN
 
     INSERT INTO ocx.log_partitioning (partition_size, ahead)
     VALUES (partition_log.partition_size, partition_log.ahead);
-    PERFORM ocx.create_log_partitions();
+    PERFORM ocx.partition_ahead();
     RETURN format('ocx: log partitioned by global_position, %s positions a partition', partition_size);
 END
 $$;
