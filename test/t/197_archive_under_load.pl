@@ -139,6 +139,31 @@ SELECT count(*) FROM (
    SELECT stream_id, stream_version, n, pos FROM model)) d}), '0',
 	'the read model equals a replay of the live and archived log, every event applied once');
 
+# pg_dump and pg_restore: the restored partitions are attached again by ocx.partition_log()
+my $dump = $node->basedir . '/log.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-h', $node->host, '-p', $node->port, 'postgres' ],
+	'pg_dump of the partitioned, archived log');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+# the ATTACH PARTITION statements to the extension's plain ocx.events fail (docs/scaling.md)
+$node->command_fails([ 'pg_restore', '-d', 'restored', '-h', $node->host, '-p', $node->port, $dump ],
+	'pg_restore reports the partitions it could not attach');
+is($node->safe_psql('restored', 'SELECT ocx.partition_log()'), 'ocx: restored partitioned log attached again',
+	'ocx.partition_log() after the restore attaches the restored partitions');
+my $content = q{SELECT count(*) || ':' || md5(string_agg(stream_id || '/' || stream_version || '/' || event_id || '/' || global_position, ',' ORDER BY n))
+  FROM ocx.read_all(NULL, NULL, include_archived => true) WITH ORDINALITY r
+       (global_position, stream_id, stream_version, event_id, source, type, schema_version,
+        time, data, metadata, correlation_id, causation_id, tenant_id, txid, "cursor", n)};
+is($node->safe_psql('restored', $content), $node->safe_psql('postgres', $content),
+	'the restored log reads the same events, live and archived, in the same order');
+is($node->safe_psql('restored', q{SELECT (SELECT count(*) FROM ocx.events) || '/' || (SELECT count(*) FROM ocx_archive.events)}),
+	$node->safe_psql('postgres', q{SELECT (SELECT count(*) FROM ocx.events) || '/' || (SELECT count(*) FROM ocx_archive.events)}),
+	'as many live and archived events');
+my ($rc, $o, $e) = $node->psql('restored', q{
+SELECT ocx.append('acct-1', 1, '{"type": "Late", "data": {"n": 1}}')});
+like($e, qr/wrong expected version/, 'the restored log refuses a version it holds');
+is($node->safe_psql('restored', q{SELECT ocx.append('acct-1', ocx.stream_version('acct-1'), '{"type": "After", "data": {"n": 1}}') > 0}),
+	't', 'the restored log takes appends');
+
 # appends go on after the archive
 is($node->safe_psql('postgres', q{SELECT ocx.append('acct-1', ocx.stream_version('acct-1'), '{"type": "After", "data": {"n": 1}}') > 0}),
 	't', 'appends go on');

@@ -361,6 +361,11 @@ DECLARE
     redo     text[] := '{}';
     triggers text[] := '{}';
     comment  text := pg_catalog.obj_description('ocx.events'::regclass, 'pg_class');
+    old      text := 'events_0';
+    -- a restored dump of a partitioned log: the settings came back with the
+    -- data, ocx.events is the extension's plain table, and the partitions
+    -- are tables of their own in ocx_partitions (their ATTACH failed)
+    restored boolean := EXISTS (SELECT FROM ocx.log_partitioning);
 BEGIN
     IF ocx._log_partitioned() THEN
         RAISE EXCEPTION 'the ocx log is already partitioned' USING ERRCODE = 'OX681';
@@ -380,6 +385,15 @@ BEGIN
 
     -- no append, read or consumer runs while the log changes shape
     LOCK TABLE ocx.events IN ACCESS EXCLUSIVE MODE;
+    IF restored THEN
+        IF EXISTS (SELECT FROM ocx.events) THEN
+            RAISE EXCEPTION 'ocx.partition_log() cannot take back a restored partitioned log: ocx.events has events'
+                USING ERRCODE = 'OX684',
+                      DETAIL = 'Events were appended after the restore, before the partitions were attached again.',
+                      HINT = 'call ocx.partition_log() right after pg_restore (docs/scaling.md)';
+        END IF;
+        old := 'events_restored_shell';
+    END IF;
 
     -- what refers to the table by its oid is defined again on the new one
     FOR r IN SELECT DISTINCT d.objid FROM pg_catalog.pg_depend d
@@ -423,17 +437,19 @@ BEGIN
     b0 := (ocx._log_last_position() / partition_size + 1) * partition_size;
     ALTER SEQUENCE ocx.events_global_position_seq OWNED BY NONE;
     ALTER EXTENSION ocx DROP TABLE ocx.events;
-    ALTER TABLE ocx.events RENAME TO events_0;
-    ALTER TABLE ocx.events_0 SET SCHEMA ocx_partitions;
-    EXECUTE format('ALTER TABLE ocx_partitions.events_0 ADD CONSTRAINT events_0_range CHECK (global_position < %s)', b0);
-    PERFORM ocx._close_partition('ocx_partitions.events_0');
+    EXECUTE format('ALTER TABLE ocx.events RENAME TO %I', old);
+    EXECUTE format('ALTER TABLE ocx.%I SET SCHEMA ocx_partitions', old);
+    IF NOT restored THEN
+        EXECUTE format('ALTER TABLE ocx_partitions.events_0 ADD CONSTRAINT events_0_range CHECK (global_position < %s)', b0);
+        PERFORM ocx._close_partition('ocx_partitions.events_0');
+    END IF;
 
-    CREATE TABLE ocx.events (LIKE ocx_partitions.events_0 INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMMENTS)
-        PARTITION BY RANGE (global_position);
+    EXECUTE format('CREATE TABLE ocx.events (LIKE ocx_partitions.%I INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMMENTS) '
+                   'PARTITION BY RANGE (global_position)', old);
     ALTER TABLE ocx.events OWNER TO ocx_owner;
     -- the CHECK constraints of the log (not the partition's range)
     FOR r IN SELECT c.conname, pg_catalog.pg_get_constraintdef(c.oid) AS def FROM pg_catalog.pg_constraint c
-              WHERE c.conrelid = 'ocx_partitions.events_0'::regclass AND c.contype = 'c'
+              WHERE c.conrelid = ('ocx_partitions.' || old)::regclass AND c.contype = 'c'
                 AND c.conname <> 'events_0_range' LOOP
         EXECUTE format('ALTER TABLE ocx.events ADD CONSTRAINT %I %s', r.conname, r.def);
     END LOOP;
@@ -442,26 +458,51 @@ BEGIN
     CREATE INDEX events_source_event_id_idx ON ocx.events (source, event_id);
     -- the other indexes as they are (the partition's own are attached to them)
     FOR r IN SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def FROM pg_catalog.pg_index i
-              WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND NOT i.indisunique LOOP
-        EXECUTE replace(r.def, ' ON ocx_partitions.events_0 ', ' ON ONLY ocx.events ');
+              WHERE i.indrelid = ('ocx_partitions.' || old)::regclass AND NOT i.indisunique
+                AND NOT (i.indnatts = 2 AND i.indkey::text IN (
+                         (SELECT string_agg(a.attnum::text, ' ' ORDER BY k.o) FROM pg_catalog.pg_attribute a
+                            JOIN unnest(ARRAY['stream_id', 'stream_version']) WITH ORDINALITY k(n, o) ON a.attname = k.n
+                           WHERE a.attrelid = i.indrelid),
+                         (SELECT string_agg(a.attnum::text, ' ' ORDER BY k.o) FROM pg_catalog.pg_attribute a
+                            JOIN unnest(ARRAY['source', 'event_id']) WITH ORDINALITY k(n, o) ON a.attname = k.n
+                           WHERE a.attrelid = i.indrelid))) LOOP
+        EXECUTE regexp_replace(r.def, ' ON ocx_partitions\.\S+ ', ' ON ONLY ocx.events ');
     END LOOP;
-    EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_0 FOR VALUES FROM (MINVALUE) TO (%s)', b0);
-    -- the partition's unique keys are the trigger's now
-    ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
-    ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
-    -- the default partition, always empty (ocx._log_no_partition)
-    CREATE TABLE ocx_partitions.events_default (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-    PERFORM ocx._close_partition('ocx_partitions.events_default');
-    CREATE TRIGGER events_no_partition BEFORE INSERT ON ocx_partitions.events_default
-        FOR EACH ROW EXECUTE FUNCTION ocx._log_no_partition();
-    ALTER TABLE ocx_partitions.events_default ENABLE ALWAYS TRIGGER events_no_partition;
-    ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_default DEFAULT;
-    -- its indexes named as the partition's (they move with it to the archive)
-    FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-              WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
-        EXECUTE format('ALTER INDEX ocx_partitions.%I RENAME TO %I', r.relname,
-                       'events_0_' || substr(r.relname, 8));
-    END LOOP;
+    IF restored THEN
+        -- the restored partitions, each on the range of its CHECK constraint
+        FOR r IN SELECT c.oid::regclass AS rel, c.relname,
+                        (SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
+                          WHERE k.conrelid = c.oid AND k.conname = c.relname || '_range') AS range
+                   FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace = 'ocx_partitions'::regnamespace AND c.relkind = 'r'
+                    AND NOT c.relispartition AND c.relname <> old LOOP
+            IF r.relname = 'events_default' THEN
+                EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION %s DEFAULT', r.rel);
+            ELSIF r.range IS NOT NULL THEN
+                EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', r.rel,
+                               COALESCE(substring(r.range FROM 'global_position >= (-?[0-9]+)'), 'MINVALUE'),
+                               substring(r.range FROM 'global_position < (-?[0-9]+)'));
+            END IF;
+        END LOOP;
+    ELSE
+        EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_0 FOR VALUES FROM (MINVALUE) TO (%s)', b0);
+        -- the partition's unique keys are the trigger's now
+        ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
+        ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
+        -- the default partition, always empty (ocx._log_no_partition)
+        CREATE TABLE ocx_partitions.events_default (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+        PERFORM ocx._close_partition('ocx_partitions.events_default');
+        CREATE TRIGGER events_no_partition BEFORE INSERT ON ocx_partitions.events_default
+            FOR EACH ROW EXECUTE FUNCTION ocx._log_no_partition();
+        ALTER TABLE ocx_partitions.events_default ENABLE ALWAYS TRIGGER events_no_partition;
+        ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_default DEFAULT;
+        -- its indexes named as the partition's (they move with it to the archive)
+        FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                  WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
+            EXECUTE format('ALTER INDEX ocx_partitions.%I RENAME TO %I', r.relname,
+                           'events_0_' || substr(r.relname, 8));
+        END LOOP;
+    END IF;
 
     ALTER SEQUENCE ocx.events_global_position_seq OWNED BY ocx.events.global_position;
     ALTER EXTENSION ocx ADD TABLE ocx.events;
@@ -478,6 +519,12 @@ BEGIN
         EXECUTE r.def;
     END LOOP;
     PERFORM ocx._apply_privileges();
+    IF restored THEN
+        -- what referred to the restored shell refers to the new table now
+        EXECUTE format('DROP TABLE ocx_partitions.%I', old);
+        PERFORM ocx.partition_ahead();
+        RETURN 'ocx: restored partitioned log attached again';
+    END IF;
 
     INSERT INTO ocx.log_partitioning (partition_size, ahead)
     VALUES (partition_log.partition_size, partition_log.ahead);
