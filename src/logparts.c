@@ -14,9 +14,10 @@
  *   - it takes the stream's append lock (OcxLockStreamOrder, which every
  *     append already holds) and a transaction lock on the (source, event_id)
  *     pair (an advisory lock tag, field4 OCX_EVENT_ID_LOCK, that
- *     pg_advisory_lock never uses), so that two writers of one stream or of
- *     one id are serialised: the second waits until the first ends, as it
- *     would wait on the unique index;
+ *     pg_advisory_lock never uses; past OCX_EVENT_ID_LOCKS_MAX of them in one
+ *     transaction, the lock of every id), so that two writers of one stream
+ *     or of one id are serialised: the second waits until the first ends, as
+ *     it would wait on the unique index;
  *   - then it looks the pair and the version up in every partition of the
  *     live log and of the archive (ocx_archive.events) under SnapshotSelf:
  *     committed rows and this transaction's own, whatever the isolation
@@ -46,6 +47,7 @@
 #include "miscadmin.h"
 #include "partitioning/partdesc.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -57,6 +59,15 @@ PG_FUNCTION_INFO_V1(ocx_log_unique);
 
 /* locktag field4 of the (source, event_id) locks ("oi") */
 #define OCX_EVENT_ID_LOCK 0x6f69
+
+/*
+ * A transaction takes at most this many (source, event_id) locks; past them
+ * it takes the lock of every id (OCX_EVENT_ID_LOCK with keys 0, 0) in
+ * EXCLUSIVE mode instead, which every id lock taker holds in SHARE mode
+ * first: a batch of 100,000 events does not fill the lock table, and waits
+ * for (and then holds off) the other writers of ids until it ends.
+ */
+#define OCX_EVENT_ID_LOCKS_MAX 128
 
 #define ARCHIVE_SCHEMA "ocx_archive"
 
@@ -152,6 +163,44 @@ KeyInLog(Oid relid, LogKey *key)
 	return found;
 }
 
+/* the id locks taken in this top-level transaction (an upper bound) */
+static LocalTransactionId id_locks_lxid = InvalidLocalTransactionId;
+static int	id_locks_taken = 0;
+
+/*
+ * Serialise the writers of one (source, event_id): its lock, held to the end
+ * of the (sub)transaction as an index entry would be, or past
+ * OCX_EVENT_ID_LOCKS_MAX of them the lock of every id.
+ */
+static void
+LockEventId(const char *source, Datum event_id)
+{
+	LOCKTAG		all;
+	LOCKTAG		one;
+
+	SET_LOCKTAG_ADVISORY(all, MyDatabaseId, 0, 0, OCX_EVENT_ID_LOCK);
+	if (LockHeldByMe(&all, ExclusiveLock))
+		return;
+	if (id_locks_lxid != MyProc->lxid)
+	{
+		id_locks_lxid = MyProc->lxid;
+		id_locks_taken = 0;
+	}
+	(void) LockAcquire(&all, ShareLock, false, false);
+	if (id_locks_taken >= OCX_EVENT_ID_LOCKS_MAX)
+	{
+		(void) LockAcquire(&all, ExclusiveLock, false, false);
+		return;
+	}
+	/* keys (0, 0) are the lock of every id: a pair's keys are never both 0 */
+	SET_LOCKTAG_ADVISORY(one, MyDatabaseId,
+						 hash_bytes((const unsigned char *) source, strlen(source)),
+						 hash_bytes((const unsigned char *) DatumGetUUIDP(event_id), UUID_LEN) | 1,
+						 OCX_EVENT_ID_LOCK);
+	(void) LockAcquire(&one, ExclusiveLock, false, false);
+	id_locks_taken++;
+}
+
 /* Raise the unique violation the key's unique index would raise. */
 static void
 RaiseDuplicate(Relation rel, LogKey *key, const char *shown1, const char *shown2)
@@ -193,7 +242,6 @@ ocx_log_unique(PG_FUNCTION_ARGS)
 				event_id;
 	char	   *sid_str;
 	char	   *source_str;
-	LOCKTAG		tag;
 	LogKey		id_key = {"events_source_event_id_key", "source", "event_id", F_TEXTEQ, F_UUID_EQ, 0, 0};
 	LogKey		version_key = {"events_stream_version_key", "stream_id", "stream_version", F_TEXTEQ, F_INT8EQ, 0, 0};
 
@@ -228,12 +276,7 @@ ocx_log_unique(PG_FUNCTION_ARGS)
 	CheckKey(td->tg_relation, &version_key, sid_str,
 			 DatumGetCString(DirectFunctionCall1(int8out, version)));
 
-	/* the id: held to the end of the (sub)transaction, as an index entry would be */
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
-						 hash_bytes((const unsigned char *) source_str, strlen(source_str)),
-						 hash_bytes((const unsigned char *) DatumGetUUIDP(event_id), UUID_LEN),
-						 OCX_EVENT_ID_LOCK);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	LockEventId(source_str, event_id);
 	id_key.v1 = source;
 	id_key.v2 = event_id;
 	CheckKey(td->tg_relation, &id_key, source_str,

@@ -206,6 +206,25 @@ SELECT ocx.stream_version('pl-1') AS before_append;
 SELECT ocx.append('pl-1', ocx.stream_version('pl-1'), '{"type": "After", "data": {}}') AS appended;
 SELECT count(*) AS stream_all_after FROM ocx.read_stream('pl-1', include_archived => true);
 
+-- a batch of 300 identified events (past 128 id locks a transaction takes
+-- the lock of every id instead: the lock table does not fill up)
+UPDATE ocx.log_partitioning SET ahead = 40;
+SELECT ocx.partition_ahead() > 0 AS more_ahead;
+BEGIN;
+SELECT ocx.append('pl-batch', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'B', 'data', jsonb_build_object('i', i),
+                                     'id', md5('pl-batch' || i)::uuid) ORDER BY i)
+                                    FROM generate_series(1, 300) i)) AS batch;
+-- the id locks it holds (locktag field4 0x6f69): 128 and the lock of every id, not 300
+SELECT count(*) AS id_locks_held, bool_or(classid = 0 AND objid = 0 AND mode = 'ExclusiveLock') AS every_id_locked
+  FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 28521 AND pid = pg_backend_pid();
+COMMIT;
+SELECT ocx.append('pl-batch', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'B', 'data', jsonb_build_object('i', i),
+                                     'id', md5('pl-batch' || i)::uuid) ORDER BY i)
+                                    FROM generate_series(1, 300) i)) AS batch_retry;
+SELECT ocx.append('pl-batch-2', 0, jsonb_build_object('type', 'B', 'data', '{}'::jsonb, 'id', md5('pl-batch' || 150)::uuid));
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS batch_events FROM ocx.events WHERE stream_id = 'pl-batch';
+
 \c contrib_regression
 DROP DATABASE ocx_regress_partitioned;
 DROP ROLE ocx_regress_pl_reader;
