@@ -127,11 +127,15 @@ DECLARE
     name text;
     made integer := 0;
 BEGIN
-    -- one creator at a time: the row is the lock
-    SELECT * INTO cfg FROM ocx.log_partitioning FOR UPDATE;
-    IF NOT FOUND OR NOT ocx._log_partitioned() THEN
+    -- nothing to do (the worker's every pass): no lock, no transaction id
+    SELECT * INTO cfg FROM ocx.log_partitioning;
+    IF NOT FOUND OR NOT ocx._log_partitioned()
+       OR (SELECT max(p.to_position) FROM ocx.log_partitions() p WHERE NOT p.archived)
+          > ocx._log_last_position() + cfg.ahead::bigint * cfg.partition_size THEN
         RETURN 0;
     END IF;
+    -- one creator at a time: the row is the lock
+    SELECT * INTO cfg FROM ocx.log_partitioning FOR UPDATE;
     SELECT max(p.to_position) INTO hi FROM ocx.log_partitions() p WHERE NOT p.archived;
     WHILE hi <= ocx._log_last_position() + cfg.ahead::bigint * cfg.partition_size LOOP
         name := 'events_' || hi;
