@@ -307,9 +307,12 @@ OcxLogPartitionsTick(void)
 		elog(ERROR, "ocx: SPI_connect failed");
 	/*
 	 * Attaching takes the default partition's ACCESS EXCLUSIVE lock: not
-	 * behind a long reader for long (the next pass tries again)
+	 * behind a long reader for long, and in a wait that closes a cycle (an
+	 * archive in a transaction that read the log first) the worker gives up
+	 * before the deadlock check (deadlock_timeout, 1 s by default) picks a
+	 * victim among the others; the next pass tries again
 	 */
-	if (SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0) != SPI_OK_UTILITY)
+	if (SPI_execute("SET LOCAL lock_timeout = '500ms'", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "ocx: SET LOCAL lock_timeout failed");
 	if (SPI_execute("SELECT ocx.partition_ahead()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ocx: ocx.partition_ahead() failed");

@@ -386,7 +386,10 @@ BEGIN
          WHERE EXISTS (SELECT FROM ocx.seals)
     ) c ORDER BY c.cur LIMIT 1;
 
-    -- no append in flight: each holds ROW EXCLUSIVE on ocx.events to its end
+    -- not while the worker attaches a partition (the row is its lock too:
+    -- the two never wait for each other's table locks), then no append in
+    -- flight: each holds ROW EXCLUSIVE on ocx.events to its end
+    PERFORM FROM ocx.log_partitioning FOR UPDATE;
     LOCK TABLE ocx.events IN ACCESS EXCLUSIVE MODE;
     last := ocx._log_last_position();
     FOR r IN SELECT p.partition, p.from_position, p.to_position
