@@ -274,6 +274,8 @@ extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
 									   TimestampTz now, bool chain, int64 *version,
 									   int64 *position);
 extern bool OcxRetentionTick(void);
+/* logparts.c: the worker keeps partitions ahead of a partitioned log */
+extern bool OcxLogPartitionsTick(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

@@ -34,7 +34,8 @@ COMMENT ON FUNCTION ocx._direction_arg(text) IS
     'internal: true for ''backward'', false for ''forward'' or NULL, else raises OX010';
 
 CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
-                                direction text DEFAULT 'forward', types text[] DEFAULT NULL)
+                                direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                include_archived boolean DEFAULT false)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -47,7 +48,7 @@ BEGIN ATOMIC
                             ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
                             ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
-                       FROM ocx.events e
+                       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
                       WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
                         AND e.stream_version >= ocx._version_arg(read_stream.from_version)
                         AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
@@ -61,7 +62,7 @@ BEGIN ATOMIC
                             ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
                             ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
-                       FROM ocx.events e
+                       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
                       WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
                         AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
                                                      ELSE ocx._version_arg(read_stream.from_version) END
@@ -71,8 +72,8 @@ BEGIN ATOMIC
                       LIMIT ocx._count_arg(read_stream.max_count)) b)) r
      WHERE r.backward = ocx._direction_arg(read_stream.direction);
 END;
-COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[]) IS
-    'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types';
+COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[], boolean) IS
+    'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types; include_archived: the archived partitions too (ocx.archive)';
 
 CREATE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL)
     RETURNS SETOF ocx.event

@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber|partition_log)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
