@@ -110,7 +110,28 @@ extern bool OcxEventsAtOrAbove(uint64 txid);
 extern bool OcxRestoreConnected(void);
 
 /* reader.c: the one reader of the log, for C consumers (ocx._read_log) */
-extern uint64 OcxReadLog(Datum after_txid, int64 after_pos, int32 max_count);
+typedef struct OcxLogRead
+{
+	/* in: what to read */
+	Datum		after_txid;		/* the cursor to read after */
+	int64		after_pos;
+	int32		max_count;
+	Datum		types;			/* text[] */
+	bool		types_null;		/* all types */
+	Datum		categories;		/* text[] */
+	bool		categories_null;	/* all categories */
+	int			partition;		/* of the stream partitions, or -1: all */
+	int			partitions;
+	/* OcxReadLogTail: the read's horizon, the last event after the cursor below it */
+	Datum		horizon;
+	bool		have_tail;
+	Datum		tail_txid;
+	int64		tail_pos;
+	bool		have_tail_time;
+	TimestampTz tail_time;
+} OcxLogRead;
+extern void OcxReadLogTail(OcxLogRead *r);
+extern uint64 OcxReadLog(OcxLogRead *r);
 extern bool OcxLogSelects(const char *type, const char *stream_id,
 						  char **types, int ntypes, char **categories, int ncategories);
 
