@@ -265,6 +265,7 @@ typedef enum OcxCounter
 	OCX_COUNT_DELETED_EVENTS,	/* events removed by hard deletes */
 	OCX_COUNT_RETENTION_BATCHES,	/* retention batches (one stream each) */
 	OCX_COUNT_RETENTION_EVENTS, /* events removed by retention */
+	OCX_COUNT_PROJECTION_EVENTS_READ,	/* events the reader handed to projection batches */
 	OCX_NUM_COUNTERS
 } OcxCounter;
 

@@ -518,6 +518,7 @@ ReadBatch(OcxLogRead *read, uint64 *nev)
 	read->max_count = ocx_batch_size;
 	OcxReadLogTail(read);
 	*nev = RunAsWorkerReader(read);
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS_READ, (int64) *nev);
 	events = palloc0(sizeof(BatchEvent) * Max(*nev, 1));
 	for (i = 0; i < *nev; i++)
 	{
