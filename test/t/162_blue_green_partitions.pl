@@ -29,7 +29,11 @@ restart_after_crash = on
 $node->start;
 
 # Slow only during the shadow replay, and partition 0 much slower: its
-# shadow lags the others' by seconds.
+# shadow lags the others' by seconds.  10 ms an event (~1,000 events: 10 s
+# at least), so that the reader samples the live table throughout the
+# rebuild even on a loaded machine: with 3 ms, once the one reader handed
+# each partition only its own events, the rebuild was short enough for a
+# loaded machine (load average 10 on 2 cores) to sample it 6 or 8 times.
 $node->safe_psql('postgres', q{
 CREATE EXTENSION ocx;
 CREATE ROLE bg_reader LOGIN;
@@ -38,7 +42,7 @@ CREATE FUNCTION apply_balance(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('ocx.projection_schema') <> '' THEN
         IF ocx.stream_partition(e.stream_id, 4) = 0 THEN
-            PERFORM pg_sleep(0.003);
+            PERFORM pg_sleep(0.01);
         ELSE
             PERFORM pg_sleep(0.0002);
         END IF;
