@@ -120,8 +120,6 @@ typedef struct OcxLogRead
 	bool		types_null;		/* all types */
 	Datum		categories;		/* text[] */
 	bool		categories_null;	/* all categories */
-	int			partition;		/* of the stream partitions, or -1: all */
-	int			partitions;
 	/* OcxReadLogTail: the read's horizon, the last event after the cursor below it */
 	Datum		horizon;
 	bool		have_tail;

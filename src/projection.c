@@ -5,8 +5,9 @@
  * Async projections are applied by the database worker (worker.c), one
  * transaction per batch: the batch is read by the one reader (reader.c,
  * ocx._read_log) after the projection's (partition's) checkpoint, so in
- * gap-free log order (txid, global_position), with the projection's types,
- * categories and partition, each event is passed to the handler, and the
+ * gap-free log order (txid, global_position), with the projection's types
+ * and categories, each event of the batch's partition (all, unpartitioned)
+ * is passed to the handler, and the
  * new checkpoint is written in the same transaction as the handler's
  * writes.  Whatever happens, an event's effect is committed exactly once.
  * A batch that was not full moves the checkpoint on to the last event below
@@ -60,6 +61,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -370,6 +372,7 @@ typedef struct BatchEvent
 	char	   *causation_id;	/* the event's id */
 	char	   *traceparent;	/* from its metadata, or NULL */
 	char	   *tenant_id;		/* or NULL */
+	bool		mine;			/* of the batch's partition (all: unpartitioned) */
 	bool		held;			/* its stream waits behind a dead letter */
 } BatchEvent;
 
@@ -501,15 +504,32 @@ RunAsWorkerReader(OcxLogRead *read)
 	return n;
 }
 
+/* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
+static int
+StreamPartition(const char *stream_id, int partitions)
+{
+	text	   *sid = cstring_to_text(stream_id);
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+														  PointerGetDatum(sid)));
+
+	pfree(sid);
+	return (int) ((h & PG_INT32_MAX) % partitions);
+}
+
 /*
- * The next batch after read->after: the events the projection's types,
- * categories and partition select (read by the one reader, which leaves
- * the others out), in log order, in their stored form, in the current
- * memory context; read->tail is where a batch that was not full may move
- * its checkpoint to (SetBatchEnd).
+ * The next batch after read->after: the events the projection's types and
+ * categories select (read by the one reader, which leaves the others out),
+ * in log order, in their stored form, in the current memory context, each
+ * marked with whether it is of the batch's partition (*nmine of them);
+ * read->tail is where a batch that was not full may move its checkpoint to
+ * (BatchEnd).  The partition is told here, not in the read: the read's
+ * LIMIT must stay inside _read_log, where the planner sees it and walks the
+ * log-order index from the checkpoint, stopping at the batch's last event
+ * (with the LIMIT above a filter of its own, its generic plan sorted every
+ * event after the checkpoint, 2.7 s a batch at 1M events).
  */
 static BatchEvent *
-ReadBatch(OcxLogRead *read, uint64 *nev)
+ReadBatch(OcxLogRead *read, int partition, int partitions, uint64 *nev, uint64 *nmine)
 {
 	BatchEvent *events;
 	bool		isnull;
@@ -519,6 +539,7 @@ ReadBatch(OcxLogRead *read, uint64 *nev)
 	OcxReadLogTail(read);
 	*nev = RunAsWorkerReader(read);
 	OcxCount(OCX_COUNT_PROJECTION_EVENTS_READ, (int64) *nev);
+	*nmine = 0;
 	events = palloc0(sizeof(BatchEvent) * Max(*nev, 1));
 	for (i = 0; i < *nev; i++)
 	{
@@ -534,6 +555,10 @@ ReadBatch(OcxLogRead *read, uint64 *nev)
 		events[i].causation_id = GetText(i, 10);
 		events[i].traceparent = GetText(i, 11);
 		events[i].tenant_id = GetText(i, 12);
+		events[i].mine = partition < 0 ||
+			StreamPartition(events[i].stream_id, partitions) == partition;
+		if (events[i].mine)
+			(*nmine)++;
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return events;
@@ -693,7 +718,7 @@ ApplyEvents(void *arg)
 	scope = OcxUserCodeScopeBegin();
 	for (i = run->from; i < run->to; i++)
 	{
-		if (run->events[i].held)
+		if (!run->events[i].mine || run->events[i].held)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		SetEventSettings(&run->events[i]);
@@ -919,7 +944,8 @@ MarkHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 	uint64		nheld = 0;
 
 	for (i = 0; i < nev; i++)
-		streams[nstreams++] = CStringGetTextDatum(events[i].stream_id);
+		if (events[i].mine)
+			streams[nstreams++] = CStringGetTextDatum(events[i].stream_id);
 	if (nstreams == 0)
 		return 0;
 	values[0] = CStringGetTextDatum(name);
@@ -931,7 +957,7 @@ MarkHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 		char	   *stream = GetText(r, 1);
 
 		for (i = 0; i < nev; i++)
-			if (!events[i].held &&
+			if (events[i].mine && !events[i].held &&
 				strcmp(events[i].stream_id, stream) == 0)
 			{
 				events[i].held = true;
@@ -949,7 +975,7 @@ HoldRestOfStream(BatchEvent *events, uint64 from, uint64 nev)
 	uint64		i;
 
 	for (i = from + 1; i < nev; i++)
-		if (strcmp(events[i].stream_id, events[from].stream_id) == 0)
+		if (events[i].mine && strcmp(events[i].stream_id, events[from].stream_id) == 0)
 			events[i].held = true;
 }
 
@@ -961,7 +987,7 @@ InsertHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 	uint64		n = 0;
 
 	for (i = 0; i < nev; i++)
-		if (events[i].held)
+		if (events[i].mine && events[i].held)
 		{
 			InsertDeadLetter(name, &events[i], 0, NULL, false);
 			n++;
@@ -1085,8 +1111,6 @@ ReadLiveRow(const char *name, int partition, LiveRow *row, LiveProgress *progres
 	policy_null |= isnull;
 	row->on_exhausted = GetText(0, 15);
 	row->partitions = DatumGetInt32(GetCol(0, 16, &isnull));
-	row->read.partition = partition;
-	row->read.partitions = row->partitions;
 	row->have_partition = DatumGetBool(GetCol(0, 17, &isnull));
 	on_failure = GetText(0, 18);
 	row->park_stream = on_failure != NULL && strcmp(on_failure, "park_stream") == 0;
@@ -1203,18 +1227,18 @@ EventFailed(LiveRow *row, BatchEvent *events, uint64 i, uint64 nev, ErrorData *e
 
 /*
  * Call the handler on the events of the batch (all selected by the
- * projection) that are not held back.  Returns how many events of the batch
- * are done: nev, or the index of the event that waits for a retry or
- * stopped the projection.
+ * projection) that are of its partition (nmine) and not held back.
+ * Returns how many events of the batch are done: nev, or the index of the
+ * event that waits for a retry or stopped the projection.
  */
 static uint64
 ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
-		   uint64 nheld, LiveProgress *progress, TimestampTz *next_due)
+		   uint64 nmine, uint64 nheld, LiveProgress *progress, TimestampTz *next_due)
 {
 	uint64		i;
 
-	if (nev == nheld)
-		return nev;				/* nothing for this projection to apply */
+	if (nmine == nheld)
+		return nev;				/* nothing for this partition to apply */
 
 	/* fast path: the whole batch in one subtransaction (held events apart) */
 	if (progress->failing_null)
@@ -1223,7 +1247,7 @@ ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
 
 		if (ApplyInSubtransaction(flinfo, row->owner, events, 0, nev, &edata))
 		{
-			progress->applied = nev - nheld;
+			progress->applied = nmine - nheld;
 			return nev;
 		}
 		FreeErrorData(edata);
@@ -1234,8 +1258,8 @@ ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
 	{
 		ErrorData  *edata = NULL;
 
-		if (events[i].held)
-			continue;			/* recorded by InsertHeldEvents */
+		if (!events[i].mine || events[i].held)
+			continue;			/* another partition's, or recorded by InsertHeldEvents */
 		if (ApplyInSubtransaction(flinfo, row->owner, events, i, i + 1, &edata))
 		{
 			progress->applied++;
@@ -1384,6 +1408,7 @@ LiveBatchRun(const char *name, int partition, MemoryContext cxt, TimestampTz *ne
 	LiveProgress progress;
 	BatchEvent *events;
 	uint64		nev;
+	uint64		nmine;
 	uint64		done;
 
 	if (!ReadLiveRow(name, partition, &row, &progress) ||
@@ -1392,8 +1417,9 @@ LiveBatchRun(const char *name, int partition, MemoryContext cxt, TimestampTz *ne
 
 	/*
 	 * The next batch, in log order, in its stored form: the events the
-	 * projection's types, categories and partition select, filtered by the
-	 * one reader.  A batch that was not full moves the checkpoint to the
+	 * projection's types and categories select, filtered by the one reader;
+	 * those of other partitions are skipped here (ReadBatch marks the
+	 * partition's own).  A batch that was not full moves the checkpoint to the
 	 * last event below the read's horizon (BatchEnd), past the events the
 	 * projection does not want, so a batch never rescans a long run of
 	 * them.  The events are upcast one by one in ApplyEvents: an event whose
@@ -1401,21 +1427,21 @@ LiveBatchRun(const char *name, int partition, MemoryContext cxt, TimestampTz *ne
 	 * retried and dead-lettered per its retry policy, and is never upcast for
 	 * a projection that filters it out.
 	 */
-	events = ReadBatch(&row.read, &nev);
+	events = ReadBatch(&row.read, partition, row.partitions, &nev, &nmine);
 	if (nev == 0 && !row.read.have_tail)
 	{
 		MaybeFinishRebuild(&row, row.read.after_txid, row.read.after_pos, now, next_due);
 		return false;
 	}
-	done = 0;
-	if (nev > 0)
+	done = nev;
+	if (nmine > 0)
 	{
 		FmgrInfo	flinfo;
 		uint64		nheld = MarkHeldEvents(name, events, nev);
 
 		fmgr_info_cxt(row.handler, &flinfo, cxt);
 		ForgetEventSettings();
-		done = ApplyBatch(&row, &flinfo, events, nev, nheld, &progress, next_due);
+		done = ApplyBatch(&row, &flinfo, events, nev, nmine, nheld, &progress, next_due);
 	}
 
 	/* the held events up to the checkpoint, once every handler has run */
@@ -1537,8 +1563,6 @@ ReadShadowRow(const char *name, int partition, ShadowRow *row)
 	row->tables = GetCol(0, 8, &isnull);
 	row->started_at = GetCol(0, 9, &isnull);
 	row->partitions = DatumGetInt32(GetCol(0, 10, &isnull));
-	row->read.partition = partition;
-	row->read.partitions = row->partitions;
 	row->have_partition = DatumGetBool(GetCol(0, 11, &isnull));
 	/* the unit as listed: a partition of a partitioned rebuild, or the whole one */
 	if (partition >= 0)
@@ -1664,6 +1688,7 @@ OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due)
 	ShadowRow	row;
 	BatchEvent *events;
 	uint64		nev;
+	uint64		nmine;
 	bool		more = false;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx shadow batch",
@@ -1680,11 +1705,11 @@ OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due)
 		TimestampTz time;
 		bool		have_time;
 
-		events = ReadBatch(&row.read, &nev);
-		if (nev > 0)
+		events = ReadBatch(&row.read, partition, row.partitions, &nev, &nmine);
+		if (nmine > 0)
 			ApplyShadowBatch(&row, events, nev, cxt);
 		if (BatchEnd(&row.read, events, nev, &txid, &pos, &time, &have_time))
-			WriteShadowCheckpoint(&row, txid, pos, nev);
+			WriteShadowCheckpoint(&row, txid, pos, nmine);
 		more = (nev == (uint64) ocx_batch_size);
 		if (!more)
 			TrySwap(name, next_due);

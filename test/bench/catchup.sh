@@ -100,8 +100,7 @@ run_with after
 
 # one batch read as the worker reads it (src/reader.c), from the start
 plan=$($P -tAc "EXPLAIN (ANALYZE, FORMAT JSON)
-    SELECT e FROM ocx._read_log(NULL, NULL, NULL, '{cat7}', false, ocx.log_horizon()) e
-     WHERE -1 < 0 ORDER BY e.txid, e.global_position LIMIT $batch")
+    SELECT e FROM ocx._read_log(NULL, $batch, NULL, '{cat7}', false, ocx.log_horizon()) e")
 read -r scanned returned < <(printf '%s' "$plan" | python3 -c '
 import json, sys
 def walk(n):
