@@ -127,7 +127,15 @@ OcxReadLog(OcxLogRead *r)
 	values[4] = r->categories;
 	nulls[4] = r->categories_null ? 'n' : ' ';
 	values[5] = r->horizon;
-	return OcxRunKeptPlan(OcxKeptPlan(&read_log_plan, read_log_sql, 6, argtypes),
+	/*
+	 * Always the generic plan: the custom plans the plan cache tries first
+	 * estimate the projection's filter at a guess, and when that guess puts
+	 * fewer than max_count events after the cursor they read and sort all of
+	 * them; the generic plan walks the log-order index and stops at the
+	 * batch's last event, for any cursor.
+	 */
+	return OcxRunKeptPlan(OcxKeptPlanExt(&read_log_plan, read_log_sql, 6, argtypes,
+										 CURSOR_OPT_GENERIC_PLAN),
 						  values, nulls, true);
 }
 
