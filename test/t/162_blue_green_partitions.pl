@@ -182,15 +182,19 @@ is($node->safe_psql('postgres', q{
 $node->safe_psql('postgres', q{SELECT ocx.rebuild_projection('balances', shadow => true)});
 ($wout, $werr) = ('', '');
 $writers = start_writers(6, \$wout, \$werr);
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) > 0 FROM pg_stat_activity
-	 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
-	   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL}),
-	'a pool worker is in the middle of a shadow batch (its handler has written)');
-my $pid = $node->safe_psql('postgres', q{
-	SELECT pid FROM pg_stat_activity
-	 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
-	   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL LIMIT 1});
+# the pid in the same query that finds the batch: a batch found by one query
+# may have committed before the next one asks for its pid
+my $pid = '';
+my $pid_until = time + $PostgreSQL::Test::Utils::timeout_default;
+while ($pid eq '' && time < $pid_until)
+{
+	$pid = $node->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity
+		 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
+		   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL LIMIT 1});
+	usleep(20_000) if $pid eq '';
+}
+ok($pid ne '', 'a pool worker is in the middle of a shadow batch (its handler has written)');
 my $done_before = $node->safe_psql('postgres', q{
 	SELECT coalesce(sum(rebuild_done), 0) FROM ocx.projection_shadow_partitions});
 kill 'KILL', $pid;
