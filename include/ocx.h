@@ -78,6 +78,7 @@ extern void OcxFinishEvent(OcxNewEvent *ev, int index);
 extern void OcxParseEventObjectExt(JsonbContainer *obj, int index, OcxNewEvent *ev,
 								   bool with_stream_id);
 extern bool OcxLastAppendCursor(uint64 *txid, int64 *position);
+extern void OcxRememberAppend(uint64 txid, int64 position);
 
 /*
  * dcb.c: event tags and the tag locks that make ocx.append_if race-free
@@ -115,7 +116,26 @@ extern void OcxWaitForCommittingAppenders(void);
 extern void OcxCitusRelcacheCallback(Datum arg, Oid relid);
 
 /* reader.c: the one reader of the log, for C consumers (ocx._read_log) */
-extern uint64 OcxReadLog(Datum after_txid, int64 after_pos, int32 max_count);
+typedef struct OcxLogRead
+{
+	/* in: what to read */
+	Datum		after_txid;		/* the cursor to read after */
+	int64		after_pos;
+	int32		max_count;
+	Datum		types;			/* text[] */
+	bool		types_null;		/* all types */
+	Datum		categories;		/* text[] */
+	bool		categories_null;	/* all categories */
+	/* OcxReadLogTail: the read's horizon, the last event after the cursor below it */
+	Datum		horizon;
+	bool		have_tail;
+	Datum		tail_txid;
+	int64		tail_pos;
+	bool		have_tail_time;
+	TimestampTz tail_time;
+} OcxLogRead;
+extern void OcxReadLogTail(OcxLogRead *r);
+extern uint64 OcxReadLog(OcxLogRead *r);
 extern bool OcxLogSelects(const char *type, const char *stream_id,
 						  char **types, int ntypes, char **categories, int ncategories);
 
@@ -249,6 +269,7 @@ typedef enum OcxCounter
 	OCX_COUNT_DELETED_EVENTS,	/* events removed by hard deletes */
 	OCX_COUNT_RETENTION_BATCHES,	/* retention batches (one stream each) */
 	OCX_COUNT_RETENTION_EVENTS, /* events removed by retention */
+	OCX_COUNT_PROJECTION_EVENTS_READ,	/* events the reader handed to projection batches */
 	OCX_NUM_COUNTERS
 } OcxCounter;
 
@@ -278,6 +299,8 @@ extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
 									   TimestampTz now, bool chain, int64 *version,
 									   int64 *position);
 extern bool OcxRetentionTick(void);
+/* logparts.c: the worker keeps partitions ahead of a partitioned log */
+extern bool OcxLogPartitionsTick(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

@@ -115,6 +115,13 @@
 /* OX66x: bulk import (import.c, 89a_import.sql; docs/migrating.md) */
 #define ERRCODE_OCX_IMPORT_NOT_BEGUN		MAKE_SQLSTATE('O','X','6','6','0')
 #define ERRCODE_OCX_IMPORT_UNSUPPORTED		MAKE_SQLSTATE('O','X','6','6','1')
+/* OX68x: a partitioned log and its archive (logparts.c, 88p_partitioned_log.sql; docs/scaling.md) */
+#define ERRCODE_OCX_LOG_NOT_PARTITIONED		MAKE_SQLSTATE('O','X','6','8','0')
+#define ERRCODE_OCX_LOG_ALREADY_PARTITIONED	MAKE_SQLSTATE('O','X','6','8','1')
+#define ERRCODE_OCX_ARCHIVE_NOT_CONSUMED	MAKE_SQLSTATE('O','X','6','8','2')
+#define ERRCODE_OCX_EVENTS_ARCHIVED			MAKE_SQLSTATE('O','X','6','8','3')
+#define ERRCODE_OCX_CANNOT_PARTITION		MAKE_SQLSTATE('O','X','6','8','4')
+#define ERRCODE_OCX_NO_LOG_PARTITION		MAKE_SQLSTATE('O','X','6','8','5')
 /* OX7xx: scaling out (Citus; docs/scaling.md) */
 #define ERRCODE_OCX_NOT_DISTRIBUTABLE		MAKE_SQLSTATE('O','X','7','0','0')
 #define ERRCODE_OCX_CITUS_MISSING			MAKE_SQLSTATE('O','X','7','0','1')

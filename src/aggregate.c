@@ -73,8 +73,9 @@ typedef enum LoadPlan
 	NUM_LOAD_PLANS
 } LoadPlan;
 
+/* $4: include_archived, the archived partitions too (ocx._log_events) */
 #define EVENT_RANGE \
-	" FROM ocx.events e WHERE e.stream_id OPERATOR(pg_catalog.=) $1" \
+	" FROM ocx._log_events($4) e WHERE e.stream_id OPERATOR(pg_catalog.=) $1" \
 	" AND e.stream_version OPERATOR(pg_catalog.>) $2" \
 	" AND e.stream_version OPERATOR(pg_catalog.<=) $3" \
 	" ORDER BY e.stream_version"
@@ -91,10 +92,10 @@ static const struct
 		1, {TEXTOID}
 	},
 	[LP_AS_OF_TIME] = {
-		"SELECT pg_catalog.max(e.stream_version) FROM ocx.events e "
+		"SELECT pg_catalog.max(e.stream_version) FROM ocx._log_events($4) e "
 		"WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.stream_version OPERATOR(pg_catalog.<=) $2 "
 		"AND e.time OPERATOR(pg_catalog.<=) $3",
-		3, {TEXTOID, INT8OID, TIMESTAMPTZOID}
+		4, {TEXTOID, INT8OID, TIMESTAMPTZOID, BOOLOID}
 	},
 	[LP_SNAPSHOT] = {
 		"SELECT s.version, s.state FROM ocx.snapshots s "
@@ -111,13 +112,13 @@ static const struct
 		"ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id, "
 		"e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event"
 		EVENT_RANGE,
-		3, {TEXTOID, INT8OID, INT8OID}
+		4, {TEXTOID, INT8OID, INT8OID, BOOLOID}
 	},
 	[LP_EVENTS_REDUCER] = {
 		"SELECT e.stream_version, e.type, "
 		"ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)), e.time"
 		EVENT_RANGE,
-		3, {TEXTOID, INT8OID, INT8OID}
+		4, {TEXTOID, INT8OID, INT8OID, BOOLOID}
 	},
 	[LP_SAVE_SNAPSHOT] = {
 		"INSERT INTO ocx.snapshots AS s (aggregate_type, stream_id, version, state, "
@@ -182,6 +183,7 @@ typedef struct Load
 	Jsonb	   *state;			/* in the caller's context at the end */
 	int64		replayed;
 	bool		snapshot_saved;
+	bool		include_archived;	/* read ocx_archive.events too */
 } Load;
 
 /*
@@ -230,7 +232,8 @@ typedef struct EventSource
 	bool		direct;
 	bool		composite;		/* build ocx.event rows (for apply functions) */
 	text	   *stream_id;
-	int64		expect;			/* direct: the next version (none missing: removal.c) */
+	int64		expect;			/* the next version (none missing: removal.c) */
+	bool		check_first;	/* SPI: the first event must be at expect (archive) */
 	int64		target;			/* the last version */
 	/* SPI */
 	Portal		portal;
@@ -281,7 +284,7 @@ OpenDirect(Load *ld, EventSource *src)
 	int			nkeys = 0;
 	int			rls;
 
-	if (!OidIsValid(relid) || !OidIsValid(idxid))
+	if (!OidIsValid(relid) || !OidIsValid(idxid) || ld->include_archived)
 		return false;
 	/* personal data: the kept plans reveal it (ocx._reveal, privacy.c) */
 	if (OcxPrivacyInUse())
@@ -386,7 +389,7 @@ OpenSource(Load *ld, EventSource *src, bool composite)
 	src->target = ld->target;
 	if (!OpenDirect(ld, src))
 	{
-		Datum		args[3];
+		Datum		args[4];
 		Oid			save_user;
 		int			save_sec;
 		bool		isnull;
@@ -404,6 +407,8 @@ OpenSource(Load *ld, EventSource *src, bool composite)
 
 		args[1] = Int64GetDatum(ld->from);
 		args[2] = Int64GetDatum(ld->target);
+		args[3] = BoolGetDatum(ld->include_archived);
+		src->check_first = !ld->include_archived;
 		src->portal = SPI_cursor_open(NULL, LoadPlanPtr(composite ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER),
 									  args, NULL, true);
 		src->batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load batch",
@@ -432,6 +437,21 @@ UpcastRow(text *type, int32 *sv, Jsonb *data)
 	data = OcxUpcastData(def, *sv, data);
 	*sv = target;
 	return data;
+}
+
+/*
+ * OX683: the load needs events from version "from" on that ocx.archive()
+ * moved out of the live log.
+ */
+static void
+RaiseEventsArchived(text *stream_id, int64 from)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_EVENTS_ARCHIVED),
+			 errmsg("events of stream \"%s\" from version " INT64_FORMAT " on are archived",
+					text_to_cstring(stream_id), from),
+			 errdetail("ocx.archive() moved them to ocx_archive.events, and no snapshot of this aggregate covers them."),
+			 errhint("Load with include_archived => true, or take ocx.snapshot() of the aggregate before archiving (docs/scaling.md).")));
 }
 
 /* The next event, or false at the end; allocates in the current context. */
@@ -539,6 +559,10 @@ NextEvent(EventSource *src, EventRow *row)
 
 	if (src->direct && (found ? row->version != src->expect : src->expect <= src->target))
 		RaiseEventsRemoved(src->stream_id, src->expect);
+	/* through SPI a stream is visible whole or not at all: a gap at its start is the archive */
+	if (src->check_first && (found ? row->version != src->expect : src->expect <= src->target))
+		RaiseEventsArchived(src->stream_id, src->expect);
+	src->check_first = false;
 	if (found)
 		src->expect = row->version + 1;
 	return found;
@@ -773,6 +797,8 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 	}
 	ld.aggregate_type = agg;
 	ld.stream_id = sid;
+	/* ocx.load's fifth argument; ocx.snapshot reads the live log */
+	ld.include_archived = !force_snapshot && PG_NARGS() > 4 && !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
 
 	callcxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(callcxt);
@@ -816,6 +842,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 		{
 			args[1] = Int64GetDatum(ld.target);
 			args[2] = PG_GETARG_DATUM(3);
+			args[3] = BoolGetDatum(ld.include_archived);
 			RunLoadPlan(LP_AS_OF_TIME, args, true);
 			args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			ld.target = isnull ? 0 : DatumGetInt64(args[0]);

@@ -539,6 +539,16 @@ RememberAppend(uint64 txid, int64 position, bool ours)
 	last_subid = GetCurrentSubTransactionId();
 }
 
+/*
+ * ocx.import_commit() (import.c): the cursor of the last event an import
+ * wrote, in this transaction, as an append's.
+ */
+void
+OcxRememberAppend(uint64 txid, int64 position)
+{
+	RememberAppend(txid, position, true);
+}
+
 /* The cursor of this session's last append, for ocx.append_if (false: none). */
 bool
 OcxLastAppendCursor(uint64 *txid, int64 *position)
@@ -1577,11 +1587,45 @@ typedef struct IdAppend
 	int64		position;		/* of the last event written */
 } IdAppend;
 
+/*
+ * The direct write (directappend.c) of a batch with ids, or the statements
+ * where it does not apply.  Each outcome of the direct write ends as the
+ * statements' does: a conflict as the conditional UPDATE or ON CONFLICT DO
+ * NOTHING that took no row (-1, checked again by the caller), another
+ * tenant's stream as OX012, a tombstone as OX641 where the statement's
+ * UPDATE would have fired the tombstone trigger (the expected version
+ * matched) and as a conflict where it took no row (the caller's
+ * CurrentVersion then raises OX641); a duplicate id raises 23505 from the
+ * index insert, as the statement's INSERT does.
+ */
 static void
 IdAppendOnce(void *arg)
 {
 	IdAppend   *a = (IdAppend *) arg;
+	int64		version = 0;
 
+	switch (OcxDirectAppend(DatumGetTextPP(a->sid_datum), a->sid, StreamCategory(a->sid),
+							a->expected_isnull, a->expected, a->events, a->n, a->now,
+							chain_now, &version, &a->position))
+	{
+		case OCX_DIRECT_DONE:
+			a->version = version;
+			return;
+		case OCX_DIRECT_CONFLICT:
+			a->version = -1;
+			return;
+		case OCX_DIRECT_OTHER_TENANT:
+			RaiseStreamOfAnotherTenant(a->sid);
+			break;
+		case OCX_DIRECT_DELETED:
+			if (a->expected_isnull || a->expected == OCX_EXPECT_EXISTS ||
+				(a->expected != 0 && a->expected == version))
+				OcxRaiseStreamDeleted(a->sid);
+			a->version = -1;
+			return;
+		case OCX_DIRECT_UNUSABLE:
+			break;
+	}
 	a->version = LockStream(a->sid_datum, a->sid, a->expected_isnull, a->expected, a->n);
 	if (a->version >= 0)
 		a->position = InsertEvents(a->sid_datum, a->version - a->n + 1, a->events, a->n, a->now);
@@ -1673,7 +1717,6 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 	TimestampTz now = GetCurrentTimestamp();
 	bool		has_ids = false;
 	bool		any_tags = false;
-	OcxDirectResult direct = OCX_DIRECT_UNUSABLE;
 	bool		had_xid;
 	int64		new_version;
 	int64		position = 0;
@@ -1726,49 +1769,54 @@ OcxAppend(text *stream_id, bool expected_isnull, int64 expected,
 		}
 	}
 
-	/* the direct write (directappend.c), or the statements where it does not apply */
-	for (i = 0; i < n; i++)
-		any_tags |= events[i].ntags > 0;
-	if (!has_ids && !any_tags)
-		direct = OcxDirectAppend(stream_id, sid, StreamCategory(sid), expected_isnull, expected,
-								 events, n, now, chain_now, &new_version, &position);
-	switch (direct)
+	/*
+	 * The direct write (directappend.c), or the statements where it does
+	 * not apply; a batch with ids tries it in AppendWithIds' subtransaction.
+	 */
+	if (has_ids)
 	{
-		case OCX_DIRECT_DONE:
-			break;
-		case OCX_DIRECT_CONFLICT:
-			RaiseConflict(sid, expected_isnull ? 0 : expected, new_version);
-			break;
-		case OCX_DIRECT_OTHER_TENANT:
-			RaiseStreamOfAnotherTenant(sid);
-			break;
-		case OCX_DIRECT_DELETED:
-			OcxRaiseStreamDeleted(sid);
-			break;
-		case OCX_DIRECT_UNUSABLE:
-			if (n == 1 && !has_ids && !any_tags)
-				new_version = AppendOne(sid_datum, sid, expected_isnull, expected, &events[0],
-										now, &position);
-			else if (has_ids)
-			{
-				bool		written;
+		bool		written;
 
-				new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
-											events, n, now, &written, &position);
-				if (!written)
+		new_version = AppendWithIds(sid_datum, sid, expected_isnull, expected,
+									events, n, now, &written, &position);
+		if (!written)
+		{
+			SPI_finish();
+			return new_version;
+		}
+	}
+	else
+	{
+		for (i = 0; i < n; i++)
+			any_tags |= events[i].ntags > 0;
+		switch (OcxDirectAppend(stream_id, sid, StreamCategory(sid), expected_isnull, expected,
+								events, n, now, chain_now, &new_version, &position))
+		{
+			case OCX_DIRECT_DONE:
+				break;
+			case OCX_DIRECT_CONFLICT:
+				RaiseConflict(sid, expected_isnull ? 0 : expected, new_version);
+				break;
+			case OCX_DIRECT_OTHER_TENANT:
+				RaiseStreamOfAnotherTenant(sid);
+				break;
+			case OCX_DIRECT_DELETED:
+				OcxRaiseStreamDeleted(sid);
+				break;
+			case OCX_DIRECT_UNUSABLE:
+				if (n == 1 && !any_tags)
+					new_version = AppendOne(sid_datum, sid, expected_isnull, expected,
+											&events[0], now, &position);
+				else
 				{
-					SPI_finish();
-					return new_version;
+					new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
+					if (new_version < 0)
+						RaiseConflict(sid, expected_isnull ? 0 : expected,
+									  CurrentVersion(sid_datum));
+					position = InsertEvents(sid_datum, new_version - n + 1, events, n, now);
 				}
-			}
-			else
-			{
-				new_version = LockStream(sid_datum, sid, expected_isnull, expected, n);
-				if (new_version < 0)
-					RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
-				position = InsertEvents(sid_datum, new_version - n + 1, events, n, now);
-			}
-			break;
+				break;
+		}
 	}
 	if (had_xid)
 		CheckStreamOrder(sid_datum, sid, new_version - n);

@@ -1,8 +1,7 @@
 /*
  * directappend.c
- *		The direct write of an append without event ids or tags: the stream
- *		row and the event rows written with the table and index access
- *		methods, no SQL statement.
+ *		The direct write of an append: the stream row and the event rows
+ *		written with the table and index access methods, no SQL statement.
  *
  * append.c's single-event path runs one SPI statement (the stream row's
  * upsert or conditional UPDATE and the event's INSERT in one CTE), a batch
@@ -21,6 +20,15 @@
  *	  update when the page has room), or inserted when absent;
  *	- the event rows are formed in C and inserted with their index entries
  *	  (a batch with table_multi_insert), hashed in C when the chain is on.
+ *	  Tags go into the tags column as the statement stores them (sorted,
+ *	  distinct, a one-dimensional text[]; NULL when none) and into the
+ *	  partial GIN index events_tags_idx through the same index insert.  An
+ *	  event id, given or generated, goes into events_source_event_id_key
+ *	  with the immediate unique check the statement's INSERT makes: a
+ *	  duplicate raises the same 23505 on that constraint, after waiting for
+ *	  an in-flight inserter of the same key, as the statement does.  The
+ *	  caller runs an append with given ids in a subtransaction and handles
+ *	  that error as it does the statement's (append.c, AppendWithIds).
  *
  * It does only what the SQL statement would do, and only when it knows all
  * of it: OcxDirectAppend returns OCX_DIRECT_UNUSABLE, having written
@@ -44,7 +52,9 @@
  *	  raises OX012 as the statement path does.  ocx.distribute() replaces
  *	  the policies with ones without a sub-select, so a Citus coordinator's
  *	  distributed tables always take the statement path;
- *	- the current user holds SELECT, INSERT and UPDATE on both tables.
+ *	- the current user holds SELECT, INSERT and UPDATE on both tables;
+ *	- a tagged event finds the tags column (a schema before ALTER EXTENSION
+ *	  UPDATE has none: the statement then raises what it raises).
  *
  * Creating a stream inserts its row without ON CONFLICT: every writer that
  * creates stream rows holds the stream-order lock first (append.c), so a
@@ -443,6 +453,7 @@ InsertEventRows(Target *et, AttrNumber *emap, Oid seqid, text *stream_id, int64 
 
 	if (hashes != NULL && emap[EC_HASH] == 0)
 		elog(ERROR, "ocx: the hash chain is on but ocx.events has no hash column");
+	/* (a tagged event without a tags column does not get here: Tagged) */
 	slots = palloc(sizeof(TupleTableSlot *) * Min(n, DIRECT_CHUNK));
 	for (i = 0; i < Min(n, DIRECT_CHUNK); i++)
 		slots[i] = i == 0 ? et->slot : MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
@@ -484,6 +495,8 @@ InsertEventRows(Target *et, AttrNumber *emap, Oid seqid, text *stream_id, int64 
 			SETE(EC_TXID, txid);
 			if (hashes != NULL)
 				SETE(EC_HASH, hashes[done + i]);
+			if (ev->ntags > 0)
+				SETE(EC_TAGS, OcxTagsDatum(ev));
 #undef SETE
 			NotNullChecked(et->rel, slot);
 			ExecStoreVirtualTuple(slot);
@@ -499,6 +512,18 @@ InsertEventRows(Target *et, AttrNumber *emap, Oid seqid, text *stream_id, int64 
 	for (i = 1; i < Min(n, DIRECT_CHUNK); i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
 	return position;
+}
+
+/* Does any of the n events carry tags? */
+static bool
+Tagged(OcxNewEvent *events, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (events[i].ntags > 0)
+			return true;
+	return false;
 }
 
 /* Close what OcxDirectAppend opened. */
@@ -524,8 +549,10 @@ Finish(Target *st, Target *et, EState *estate, TupleTableSlot *found, Snapshot s
  * event's;
  * CONFLICT: the expected version did not match, *version is the stream's;
  * OTHER_TENANT: the stream id is another tenant's; DELETED: the stream is a
- * tombstone (the caller raises OX641); UNUSABLE: this path does not apply.
- * Nothing is written unless DONE.
+ * tombstone (the caller raises OX641), *version is its version; UNUSABLE:
+ * this path does not apply.  Nothing is written unless DONE.  Errors raised
+ * by the writes themselves (a unique violation of a given event id) are
+ * raised as the statement's are.
  */
 OcxDirectResult
 OcxDirectAppend(text *stream_id, const char *sid, const char *category,
@@ -566,7 +593,8 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	events = table_open(events_id, RowExclusiveLock);
 	seqid = get_relname_relid("events_global_position_seq", nsp);
 	if (!OidIsValid(seqid) || !Usable(events, streams, emap, smap) ||
-		!OidIsValid(RelationGetPrimaryKeyIndex(streams)))
+		!OidIsValid(RelationGetPrimaryKeyIndex(streams)) ||
+		(emap[EC_TAGS] == 0 && Tagged(evs, n)))
 	{
 		table_close(events, NoLock);
 		table_close(streams, NoLock);
@@ -629,12 +657,13 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 		tid = cur->tts_tid;
 
 		/* the tombstone trigger's refusal, before any version check */
+		current = DatumGetInt64(slot_getattr(cur, smap[SC_VERSION], &isnull));
 		if (DatumGetBool(slot_getattr(cur, smap[SC_DELETED], &isnull)))
 		{
 			Finish(&st, &et, estate, cur, snap);
+			*version = current;
 			return OCX_DIRECT_DELETED;
 		}
-		current = DatumGetInt64(slot_getattr(cur, smap[SC_VERSION], &isnull));
 		if (!expected_isnull && expected != OCX_EXPECT_EXISTS && expected != current)
 		{
 			Finish(&st, &et, estate, cur, snap);

@@ -1,46 +1,67 @@
 /*
  * import.c
- *		The C pieces of the bulk import (sql/parts/89a_import.sql,
- *		docs/migrating.md): the line counter of ocx.import_staging, the
- *		per-row parse and check, the hash chain as a window function, the
- *		tag locks of a batch.
+ *		The bulk import (sql/parts/89a_import.sql, docs/migrating.md): the
+ *		line counter of ocx.import_staging, the parse and check of each
+ *		staged row, and ocx._import_write, which writes a batch to the log
+ *		as COPY writes a table.
  *
- * ocx.import_commit() is set-based SQL: it parses every staged row once
- * (ocx._import_row, below), checks the batch with a few joins, locks the
- * streams and writes every event with one INSERT ... SELECT.  Nothing here
- * runs an append per row, and this file calls nothing of append.c but the
- * checks every event gets (OcxFinishEvent: the defaults, the size limit,
- * the type's contract) and the parse of a CloudEvent (cloudevents.c).
+ * ocx.import_commit() calls ocx._import_write() (below: two passes over the
+ * batch, the locks an append takes, the rows of ocx.events written with
+ * table_multi_insert and their index entries, the stream rows with two
+ * set-based statements).  Nothing here runs an append per row, and this
+ * file calls nothing of append.c but the checks every event gets
+ * (OcxFinishEvent: the defaults, the size limit, the type's contract), the
+ * stream-order lock (OcxLockStreamOrder) and the parse of a CloudEvent
+ * (cloudevents.c).
  *
- * Every error a row raises names its line: an error from the code it calls
- * (a contract, a CloudEvent parse, an input function) is caught and raised
- * again with "line N: " before its message; a data exception of an input
+ * Every refusal names its line: an error from the code a row's parse calls
+ * (a contract, a CloudEvent parse, an input function) is caught and kept
+ * with "line N: " before its message; a data exception of an input
  * function (SQLSTATE class 22) becomes OX002 (OX006 for a CloudEvent row).
- * The transaction aborts with it: nothing of the batch is written.
+ * The batch goes on to its end, and one error lists every refused line:
+ * the transaction aborts with it, and nothing of the batch is written.
  */
 #include "ocx.h"
 #include "ocx_errors.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "parser/parse_relation.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
-#include "utils/jsonb.h"
-#include "utils/timestamp.h"
-#include "utils/uuid.h"
-#include "common/hashfn.h"
 #include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+#include "utils/xid8.h"
 
 PG_FUNCTION_INFO_V1(ocx_import_line);
 PG_FUNCTION_INFO_V1(ocx_import_begun);
-PG_FUNCTION_INFO_V1(ocx_import_row);
-PG_FUNCTION_INFO_V1(ocx_import_chain);
-PG_FUNCTION_INFO_V1(ocx_import_lock_tags);
-PG_FUNCTION_INFO_V1(ocx_import_lock_streams);
+PG_FUNCTION_INFO_V1(ocx_import_write);
 
 /* integrity.c: the one event hash (ocx._event_hash) */
 extern Datum ocx_event_hash(PG_FUNCTION_ARGS);
@@ -113,10 +134,17 @@ typedef struct ImportRow
 	OcxNewEvent ev;
 } ImportRow;
 
-static char *
-ArgString(FunctionCallInfo fcinfo, int i)
+/* one staged row: the columns of ocx.import_staging, in the order above */
+typedef struct ImportInput
 {
-	return PG_ARGISNULL(i) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(i));
+	Datum		values[IN_COUNT];
+	bool		nulls[IN_COUNT];
+} ImportInput;
+
+static char *
+ArgString(ImportInput *in, int i)
+{
+	return in->nulls[i] ? NULL : TextDatumGetCString(in->values[i]);
 }
 
 static Jsonb *
@@ -162,12 +190,12 @@ ParseTags(const char *s, int64 line, OcxNewEvent *ev)
 
 /* the row's own columns (no cloudevent) */
 static void
-RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
+RowFromColumns(ImportInput *in, ImportRow *row)
 {
 	OcxNewEvent *ev = &row->ev;
 	char	   *s;
 
-	s = ArgString(fcinfo, IN_STREAM_ID);
+	s = ArgString(in, IN_STREAM_ID);
 	if (s == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_STREAM_ID),
@@ -175,7 +203,7 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 	OcxCheckStreamId(cstring_to_text(s));
 	row->stream_id = s;
 
-	s = ArgString(fcinfo, IN_STREAM_VERSION);
+	s = ArgString(in, IN_STREAM_VERSION);
 	if (s == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
@@ -188,7 +216,7 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 				 errmsg("stream_version must be 1 or more, not " INT64_FORMAT, row->version),
 				 errhint("Versions start at 1 (Message DB and EventStoreDB count from 0: add 1).")));
 
-	ev->type = ArgString(fcinfo, IN_TYPE);
+	ev->type = ArgString(in, IN_TYPE);
 	if (ev->type == NULL || ev->type[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
@@ -199,16 +227,16 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 				 errmsg("the event's type is too long"),
 				 errdetail("Event types are limited to %d bytes.", IMPORT_MAX_TYPE_LEN)));
 
-	if ((s = ArgString(fcinfo, IN_DATA)) != NULL)
+	if ((s = ArgString(in, IN_DATA)) != NULL)
 		ev->data = ParseObject(s, "data");
-	if ((s = ArgString(fcinfo, IN_METADATA)) != NULL)
+	if ((s = ArgString(in, IN_METADATA)) != NULL)
 		ev->metadata = ParseObject(s, "metadata");
-	if ((s = ArgString(fcinfo, IN_EVENT_ID)) != NULL)
+	if ((s = ArgString(in, IN_EVENT_ID)) != NULL)
 	{
 		ParseUuidArg(s, "event_id", &ev->id);
 		ev->has_id = true;
 	}
-	if ((s = ArgString(fcinfo, IN_SOURCE)) != NULL)
+	if ((s = ArgString(in, IN_SOURCE)) != NULL)
 	{
 		if (s[0] == '\0')
 			ereport(ERROR,
@@ -221,7 +249,7 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 					 errdetail("Sources are limited to %d bytes.", OCX_MAX_SOURCE_LEN)));
 		ev->source = s;
 	}
-	if ((s = ArgString(fcinfo, IN_TIME)) != NULL)
+	if ((s = ArgString(in, IN_TIME)) != NULL)
 	{
 		ev->time = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
 														   ObjectIdGetDatum(InvalidOid),
@@ -232,7 +260,7 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 					 errmsg("time must be finite, not \"%s\"", s)));
 		ev->has_time = true;
 	}
-	if ((s = ArgString(fcinfo, IN_SCHEMA_VERSION)) != NULL)
+	if ((s = ArgString(in, IN_SCHEMA_VERSION)) != NULL)
 	{
 		ev->schema_version = DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum(s)));
 		if (ev->schema_version < 1)
@@ -240,17 +268,17 @@ RowFromColumns(FunctionCallInfo fcinfo, ImportRow *row)
 					(errcode(ERRCODE_OCX_INVALID_EVENT),
 					 errmsg("schema_version must be a positive integer, not %d", ev->schema_version)));
 	}
-	if ((s = ArgString(fcinfo, IN_CORRELATION_ID)) != NULL)
+	if ((s = ArgString(in, IN_CORRELATION_ID)) != NULL)
 	{
 		ParseUuidArg(s, "correlation_id", &ev->correlation_id);
 		ev->has_correlation_id = true;
 	}
-	if ((s = ArgString(fcinfo, IN_CAUSATION_ID)) != NULL)
+	if ((s = ArgString(in, IN_CAUSATION_ID)) != NULL)
 	{
 		ParseUuidArg(s, "causation_id", &ev->causation_id);
 		ev->has_causation_id = true;
 	}
-	if ((s = ArgString(fcinfo, IN_TAGS)) != NULL)
+	if ((s = ArgString(in, IN_TAGS)) != NULL)
 		ParseTags(s, row->line, ev);
 }
 
@@ -272,7 +300,7 @@ TakeAttribute(Jsonb **ce, const char *name, JsonbValue *out)
  * ocx.append_cloudevents takes.
  */
 static void
-RowFromCloudEvent(FunctionCallInfo fcinfo, ImportRow *row)
+RowFromCloudEvent(ImportInput *in, ImportRow *row)
 {
 	Jsonb	   *ce;
 	JsonbValue	v;
@@ -282,11 +310,11 @@ RowFromCloudEvent(FunctionCallInfo fcinfo, ImportRow *row)
 	char	   *tags = NULL;
 
 	for (i = IN_STREAM_ID; i < IN_CLOUDEVENT; i++)
-		if (!PG_ARGISNULL(i))
+		if (!in->nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_INVALID_CLOUDEVENT),
 					 errmsg("a row with a cloudevent must leave the other columns empty")));
-	ce = ParseJsonb(ArgString(fcinfo, IN_CLOUDEVENT));
+	ce = ParseJsonb(ArgString(in, IN_CLOUDEVENT));
 	if (!JB_ROOT_IS_OBJECT(ce))
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_CLOUDEVENT),
@@ -338,209 +366,869 @@ RandomEventId(pg_uuid_t *u)
 }
 
 static void
-ParseRow(FunctionCallInfo fcinfo, ImportRow *row)
+ParseRow(ImportInput *in, ImportRow *row)
 {
-	if (PG_ARGISNULL(IN_CLOUDEVENT))
-		RowFromColumns(fcinfo, row);
+	if (in->nulls[IN_CLOUDEVENT])
+		RowFromColumns(in, row);
 	else
-		RowFromCloudEvent(fcinfo, row);
+		RowFromCloudEvent(in, row);
 	/* what every appended event gets: defaults, size limit, contract */
 	OcxFinishEvent(&row->ev, (int) Min(row->line, PG_INT32_MAX));
 	if (!row->ev.has_id)
 		RandomEventId(&row->ev.id);
 }
 
-/*
- * ocx._import_row(line, stream_id, stream_version, type, data, metadata,
- * event_id, source, time, schema_version, correlation_id, causation_id,
- * tags, cloudevent), all text but line -> the event as it will be stored.
- */
-Datum
-ocx_import_row(PG_FUNCTION_ARGS)
-{
-	ImportRow	row;
-	TupleDesc	desc;
-	Datum		values[12];
-	bool		nulls[12];
-	MemoryContext cxt = CurrentMemoryContext;
-	OcxNewEvent *ev = &row.ev;
-
-	if (PG_ARGISNULL(IN_LINE))
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
-				 errmsg("line must not be null")));
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "ocx: _import_row must return a record");
-	memset(&row, 0, sizeof(row));
-	row.line = PG_GETARG_INT64(IN_LINE);
-
-	PG_TRY();
-	{
-		ParseRow(fcinfo, &row);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			category;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (category != ERRCODE_TO_CATEGORY(ERRCODE_OCX_INTERNAL) &&
-			category != ERRCODE_DATA_EXCEPTION)
-			PG_RE_THROW();
-		FlushErrorState();
-		if (category == ERRCODE_DATA_EXCEPTION)
-			edata->sqlerrcode = PG_ARGISNULL(IN_CLOUDEVENT) ?
-				ERRCODE_OCX_INVALID_EVENT : ERRCODE_OCX_INVALID_CLOUDEVENT;
-		edata->message = psprintf("line " INT64_FORMAT ": %s", row.line,
-								  edata->message ? edata->message : "");
-		ReThrowError(edata);
-	}
-	PG_END_TRY();
-
-	memset(nulls, false, sizeof(nulls));
-	values[0] = CStringGetTextDatum(row.stream_id);
-	values[1] = Int64GetDatum(row.version);
-	values[2] = UUIDPGetDatum(&ev->id);
-	values[3] = CStringGetTextDatum(ev->source);
-	values[4] = CStringGetTextDatum(ev->type);
-	values[5] = Int32GetDatum(ev->schema_version);
-	values[6] = TimestampTzGetDatum(ev->has_time ? ev->time : GetCurrentStatementStartTimestamp());
-	values[7] = JsonbPGetDatum(ev->data);
-	values[8] = JsonbPGetDatum(ev->metadata);
-	values[9] = UUIDPGetDatum(&ev->correlation_id);
-	nulls[9] = !ev->has_correlation_id;
-	values[10] = UUIDPGetDatum(&ev->causation_id);
-	nulls[10] = !ev->has_causation_id;
-	if (ev->ntags > 0)
-		values[11] = OcxTagsDatum(ev);
-	else
-		nulls[11] = true;
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
-}
-
 /* ------------------------------------------------------------------------
- * The versions and the hash chain of a batch
+ * The batch: ocx._import_write()
  * ------------------------------------------------------------------------
  */
 
-/* one stream of the batch, while ocx._import_chain runs over it */
-typedef struct ChainStream
-{
-	char	   *stream_id;		/* the key: a string in the statement's memory */
-	int64		version;		/* the last version seen */
-	bool		have;			/* prev holds a hash */
-	uint8		prev[32];
-} ChainStream;
+/* rows parsed per subtransaction, and written per table_multi_insert */
+#define IMPORT_CHUNK			1000
+/* more streams than this: one lock on ocx.streams instead of one per stream */
+#define IMPORT_STREAM_LOCKS		1000
+/* refusals kept (the error lists the first IMPORT_ERRORS_LISTED by line) */
+#define IMPORT_ERRORS_KEPT		10000
+#define IMPORT_ERRORS_LISTED	20
 
-typedef struct ChainState
+/* the columns of ocx.import_staging, by name, in the order of IN_* */
+static const char *const staging_cols[IN_COUNT] = {
+	"line", "stream_id", "stream_version", "type", "data", "metadata", "event_id", "source",
+	"time", "schema_version", "correlation_id", "causation_id", "tags", "cloudevent"
+};
+
+/* the parsed row as the batch keeps it between its two passes */
+enum
 {
+	PR_LINE,
+	PR_STREAM_ID,
+	PR_VERSION,
+	PR_EVENT_ID,
+	PR_SOURCE,
+	PR_TYPE,
+	PR_SCHEMA_VERSION,
+	PR_TIME,
+	PR_DATA,
+	PR_METADATA,
+	PR_CORRELATION_ID,
+	PR_CAUSATION_ID,
+	PR_TAGS,
+	PR_COUNT
+};
+
+/* the columns of ocx.events the import writes */
+enum
+{
+	EV_GLOBAL_POSITION,
+	EV_TENANT_ID,
+	EV_TXID,
+	EV_HASH,
+	EV_FROM_ROW					/* then the row's PR_STREAM_ID .. PR_TAGS */
+};
+static const char *const event_cols[EV_FROM_ROW + PR_COUNT - 1] = {
+	"global_position", "tenant_id", "txid", "hash",
+	"stream_id", "stream_version", "event_id", "source", "type", "schema_version", "time",
+	"data", "metadata", "correlation_id", "causation_id", "tags"
+};
+
+typedef struct ImportError
+{
+	int64		line;
+	int			sqlstate;
+	char	   *message;
+	char	   *detail;
+	char	   *hint;
+} ImportError;
+
+/* one stream of the batch */
+typedef struct BatchStream
+{
+	char	   *sid;			/* the key: a string in the batch's memory */
+	int64		first_line;
+	int64		min_version;
+	int64		last_version;	/* the last seen in line order (pass 1) */
+	bool		exists;			/* has a stream row (after the probe) */
+	int64		current;		/* its version before the batch */
+	int64		written;		/* the last version the batch wrote */
+	bool		have_head;		/* head holds the hash to chain from */
+	uint8		head[32];
+} BatchStream;
+
+/* a string of the batch (source, tag) and its number */
+typedef struct BatchString
+{
+	char	   *s;
+	int			n;
+} BatchString;
+
+/* an event id given in the batch: its source's number and the id */
+typedef struct EventKey
+{
+	pg_uuid_t	id;
+	int			source;
+} EventKey;
+
+typedef struct EventSeen
+{
+	EventKey	key;
+	int64		line;
+} EventSeen;
+
+/* a running inline projection (what the import refuses to feed) */
+typedef struct InlineProjection
+{
+	char	   *name;
+	char	  **types;
+	int			ntypes;
+	char	  **categories;
+	int			ncategories;
+} InlineProjection;
+
+typedef struct Batch
+{
+	MemoryContext cxt;			/* everything below */
+	ImportError *errors;
+	int			nerrors;
+	int64		refused;		/* all refusals, kept or not */
 	HTAB	   *streams;
-	bool		on;				/* OcxChainOn() */
-} ChainState;
+	BatchStream *last_stream;	/* the last row's (rows of a stream often follow each other) */
+	HTAB	   *sources;
+	BatchString *last_source;
+	HTAB	   *tags;
+	HTAB	   *ids;
+	char	  **personal;		/* the types with personal data */
+	int			npersonal;
+	InlineProjection *inline_projections;
+	int			ninline;
+	TupleDesc	rowdesc;
+	Tuplestorestate *rows;
+	int64		nrows;
+	int64		last_line;
+	/* the chunk being parsed */
+	Datum	   *all;			/* a staged row's columns */
+	bool	   *allnull;
+	HeapTuple  *chunk;
+	int			nchunk;
+	int			next;
+	TupleDesc	staging_desc;
+	AttrNumber	staging_map[IN_COUNT];
+	ImportRow  *parsed;
+} Batch;
 
-/* the hash table hashes and compares the stream ids its keys point to */
+/* the hash table hashes and compares the strings its keys point to */
 static uint32
-StreamHash(const void *key, Size keysize)
+StringHash(const void *key, Size keysize)
 {
-	const char *sid = *(const char *const *) key;
+	const char *s = *(const char *const *) key;
 
-	return hash_bytes((const unsigned char *) sid, strlen(sid));
+	return hash_bytes((const unsigned char *) s, strlen(s));
 }
 
 static int
-StreamMatch(const void *a, const void *b, Size keysize)
+StringMatch(const void *a, const void *b, Size keysize)
 {
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
-/*
- * ocx._import_chain(line, current, head, stream_id, stream_version,
- * event_id, source, type, schema_version, time, data, metadata,
- * correlation_id, causation_id, tenant_id, tags), called on the rows of a
- * batch in line order: checks that each stream's rows are consecutive
- * versions after its current version (OX001 names the line), and returns
- * each event's hash chained from the stream's previous row, its first from
- * head (the stream's head before the batch): the hash is ocx._event_hash's,
- * the one the append stores.  NULL with the chain off (ocx.chain).  The
- * streams seen live in a hash table for the statement (fn_extra).
- */
-Datum
-ocx_import_chain(PG_FUNCTION_ARGS)
+static HTAB *
+StringTable(Batch *b, const char *name, Size entrysize)
 {
-	ChainState *st = (ChainState *) fcinfo->flinfo->fn_extra;
-	LOCAL_FCINFO(hf, 14);
-	ChainStream *cs;
-	char	   *sid;
-	int64		line,
-				version;
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = entrysize;
+	ctl.hash = StringHash;
+	ctl.match = StringMatch;
+	ctl.hcxt = b->cxt;
+	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+/* String s of table t (numbered in the order they came), added when new. */
+static BatchString *
+InternString(Batch *b, HTAB *t, const char *s)
+{
 	bool		found;
+	BatchString *e = (BatchString *) hash_search(t, &s, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		e->s = MemoryContextStrdup(b->cxt, s);
+		e->n = (int) hash_get_num_entries(t) - 1;
+	}
+	return e;
+}
+
+/* Keep one refusal (in the batch's memory). */
+static void
+Refuse(Batch *b, int64 line, int sqlstate, const char *message, const char *detail,
+	   const char *hint)
+{
+	MemoryContext old;
+	ImportError *e;
+
+	b->refused++;
+	if (b->nerrors >= IMPORT_ERRORS_KEPT)
+		return;
+	old = MemoryContextSwitchTo(b->cxt);
+	if (b->errors == NULL)
+		b->errors = palloc(sizeof(ImportError) * 64);
+	else if (b->nerrors >= 64 && (b->nerrors & (b->nerrors - 1)) == 0)
+		b->errors = repalloc(b->errors, sizeof(ImportError) * b->nerrors * 2);
+	e = &b->errors[b->nerrors++];
+	e->line = line;
+	e->sqlstate = sqlstate;
+	e->message = pstrdup(message);
+	e->detail = detail ? pstrdup(detail) : NULL;
+	e->hint = hint ? pstrdup(hint) : NULL;
+	MemoryContextSwitchTo(old);
+}
+
+static int
+CompareErrors(const void *a, const void *b)
+{
+	const ImportError *x = (const ImportError *) a;
+	const ImportError *y = (const ImportError *) b;
+
+	return x->line < y->line ? -1 : x->line > y->line ? 1 : 0;
+}
+
+/*
+ * Raise the batch's refusals as one error: the first bad line's SQLSTATE,
+ * message and hint; its detail, followed (when more lines were refused) by
+ * the first IMPORT_ERRORS_LISTED refused lines and how many more there are.
+ */
+static void
+RaiseRefusals(Batch *b)
+{
+	ImportError *first;
+	StringInfoData detail;
+	int			i,
+				listed;
+
+	qsort(b->errors, b->nerrors, sizeof(ImportError), CompareErrors);
+	first = &b->errors[0];
+	initStringInfo(&detail);
+	if (first->detail)
+		appendStringInfoString(&detail, first->detail);
+	if (b->refused > 1)
+	{
+		if (detail.len > 0)
+			appendStringInfoChar(&detail, '\n');
+		appendStringInfo(&detail, INT64_FORMAT " lines of the batch were refused:", b->refused);
+		listed = Min(b->nerrors, IMPORT_ERRORS_LISTED);
+		for (i = 0; i < listed; i++)
+			appendStringInfo(&detail, "\n%s (%s)", b->errors[i].message,
+							 unpack_sql_state(b->errors[i].sqlstate));
+		if (b->refused > listed)
+			appendStringInfo(&detail, "\nand " INT64_FORMAT " more", b->refused - listed);
+	}
+	ereport(ERROR,
+			(errcode(first->sqlstate),
+			 errmsg_internal("%s", first->message),
+			 detail.len > 0 ? errdetail_internal("%s", detail.data) : 0,
+			 first->hint ? errhint("%s", first->hint) : 0));
+}
+
+/* A refusal with a message in printf style. */
+static void
+RefuseF(Batch *b, int64 line, int sqlstate, const char *detail, const char *hint,
+		const char *fmt,...) pg_attribute_printf(6, 7);
+
+static void
+RefuseF(Batch *b, int64 line, int sqlstate, const char *detail, const char *hint,
+		const char *fmt,...)
+{
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	appendStringInfo(&msg, "line " INT64_FORMAT ": ", line);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&msg, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&msg, needed);
+	}
+	Refuse(b, line, sqlstate, msg.data, detail, hint);
+	pfree(msg.data);
+}
+
+/* ---- pass 1: parse and check every staged row ---- */
+
+/* Parse b->chunk[b->next ..] into b->parsed (run in a subtransaction). */
+static void
+ParseChunk(void *arg)
+{
+	Batch	   *b = (Batch *) arg;
+
+	for (; b->next < b->nchunk; b->next++)
+	{
+		ImportInput in;
+		ImportRow  *row = &b->parsed[b->next];
+		int			i;
+
+		heap_deform_tuple(b->chunk[b->next], b->staging_desc, b->all, b->allnull);
+		for (i = 0; i < IN_COUNT; i++)
+		{
+			in.values[i] = b->all[b->staging_map[i] - 1];
+			in.nulls[i] = b->allnull[b->staging_map[i] - 1];
+		}
+		memset(row, 0, sizeof(*row));
+		if (in.nulls[IN_LINE])
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("line must not be null")));
+		row->line = DatumGetInt64(in.values[IN_LINE]);
+		ParseRow(&in, row);
+	}
+}
+
+/* The refusal of a row whose parse raised edata (other errors are raised). */
+static void
+RefuseParse(Batch *b, ErrorData *edata)
+{
+	int			category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+	int64		line = b->parsed[b->next].line;
+	bool		ce;
+	char	   *msg;
+
+	if (category != ERRCODE_TO_CATEGORY(ERRCODE_OCX_INTERNAL) &&
+		category != ERRCODE_DATA_EXCEPTION)
+		ReThrowError(edata);
+	if (line == 0)
+	{
+		bool		isnull;
+
+		line = DatumGetInt64(heap_getattr(b->chunk[b->next], b->staging_map[IN_LINE],
+										  b->staging_desc, &isnull));
+	}
+	ce = !heap_attisnull(b->chunk[b->next], b->staging_map[IN_CLOUDEVENT], b->staging_desc);
+	if (category == ERRCODE_DATA_EXCEPTION)
+		edata->sqlerrcode = ce ? ERRCODE_OCX_INVALID_CLOUDEVENT : ERRCODE_OCX_INVALID_EVENT;
+	msg = psprintf("line " INT64_FORMAT ": %s", line, edata->message ? edata->message : "");
+	Refuse(b, line, edata->sqlerrcode, msg, edata->detail, edata->hint);
+	FreeErrorData(edata);
+}
+
+/* The checks of a parsed row against the batch; false when it is refused. */
+static bool
+CheckRow(Batch *b, ImportRow *row)
+{
+	OcxNewEvent *ev = &row->ev;
+	BatchStream *s;
+	bool		found;
+	int			i;
+
+	/* the stream: consecutive versions in line order */
+	if (b->last_stream != NULL && strcmp(b->last_stream->sid, row->stream_id) == 0)
+		s = b->last_stream, found = true;
+	else
+		s = (BatchStream *) hash_search(b->streams, &row->stream_id, HASH_ENTER, &found);
+	b->last_stream = s;
+	if (!found)
+	{
+		s->sid = MemoryContextStrdup(b->cxt, row->stream_id);
+		s->first_line = row->line;
+		s->min_version = row->version;
+		s->last_version = row->version;
+	}
+	else
+	{
+		int64		prev = s->last_version;
+
+		s->last_version = row->version;
+		if (row->version != prev + 1)
+		{
+			RefuseF(b, row->line, ERRCODE_OCX_WRONG_EXPECTED_VERSION,
+					"A stream's rows must be consecutive versions in line order.", NULL,
+					"version " INT64_FORMAT " of stream \"%s\" does not follow version " INT64_FORMAT,
+					row->version, row->stream_id, prev);
+			return false;
+		}
+	}
+
+	/* an event id given twice */
+	if (ev->has_id)
+	{
+		EventSeen  *seen;
+		EventKey	key;
+
+		memset(&key, 0, sizeof(key));
+		key.id = ev->id;
+		if (b->last_source == NULL || strcmp(b->last_source->s, ev->source) != 0)
+			b->last_source = InternString(b, b->sources, ev->source);
+		key.source = b->last_source->n;
+		seen = (EventSeen *) hash_search(b->ids, &key, HASH_ENTER, &found);
+		if (found)
+		{
+			RefuseF(b, row->line, ERRCODE_OCX_DUPLICATE_EVENT, "Event ids are unique per source.", NULL,
+					"event id %s is also on line " INT64_FORMAT,
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->id))),
+					seen->line);
+			return false;
+		}
+		seen->line = row->line;
+	}
+
+	/* what the import does not do: encrypt personal data, run inline projections */
+	for (i = 0; i < b->npersonal; i++)
+		if (strcmp(b->personal[i], ev->type) == 0)
+		{
+			RefuseF(b, row->line, ERRCODE_OCX_IMPORT_UNSUPPORTED,
+					"The import does not encrypt personal fields (ocx.define_personal_data).",
+					"Append the events of this type with ocx.append, or import them before defining their personal data.",
+					"events of type \"%s\" hold personal data", ev->type);
+			return false;
+		}
+	for (i = 0; i < b->ninline; i++)
+	{
+		InlineProjection *p = &b->inline_projections[i];
+
+		if (OcxLogSelects(ev->type, row->stream_id, p->types, p->ntypes,
+						  p->categories, p->ncategories))
+		{
+			RefuseF(b, row->line, ERRCODE_OCX_IMPORT_UNSUPPORTED,
+					"The import does not run inline projections in its transaction.",
+					"Redefine the projection as async for the import (ocx.define_projection(mode => 'async')), or append these events.",
+					"the inline projection \"%s\" selects this event", p->name);
+			return false;
+		}
+	}
+
+	for (i = 0; i < ev->ntags; i++)
+		(void) InternString(b, b->tags, ev->tags[i]);
+	return true;
+}
+
+/* Keep a checked row for pass 2 (only while the batch has no refusal). */
+static void
+KeepRow(Batch *b, ImportRow *row)
+{
+	OcxNewEvent *ev = &row->ev;
+	Datum		values[PR_COUNT];
+	bool		nulls[PR_COUNT];
+
+	memset(nulls, false, sizeof(nulls));
+	values[PR_LINE] = Int64GetDatum(row->line);
+	values[PR_STREAM_ID] = CStringGetTextDatum(row->stream_id);
+	values[PR_VERSION] = Int64GetDatum(row->version);
+	values[PR_EVENT_ID] = UUIDPGetDatum(&ev->id);
+	values[PR_SOURCE] = CStringGetTextDatum(ev->source);
+	values[PR_TYPE] = CStringGetTextDatum(ev->type);
+	values[PR_SCHEMA_VERSION] = Int32GetDatum(ev->schema_version);
+	values[PR_TIME] = TimestampTzGetDatum(ev->has_time ? ev->time : GetCurrentStatementStartTimestamp());
+	values[PR_DATA] = JsonbPGetDatum(ev->data);
+	values[PR_METADATA] = JsonbPGetDatum(ev->metadata);
+	values[PR_CORRELATION_ID] = UUIDPGetDatum(&ev->correlation_id);
+	nulls[PR_CORRELATION_ID] = !ev->has_correlation_id;
+	values[PR_CAUSATION_ID] = UUIDPGetDatum(&ev->causation_id);
+	nulls[PR_CAUSATION_ID] = !ev->has_causation_id;
+	if (ev->ntags > 0)
+		values[PR_TAGS] = OcxTagsDatum(ev);
+	else
+		nulls[PR_TAGS] = true;
+	tuplestore_putvalues(b->rows, b->rowdesc, values, nulls);
+	b->nrows++;
+}
+
+/* The parsed rows' tuple descriptor. */
+static TupleDesc
+RowDesc(void)
+{
+	static const Oid types[PR_COUNT] = {
+		INT8OID, TEXTOID, INT8OID, UUIDOID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		JSONBOID, JSONBOID, UUIDOID, UUIDOID, TEXTARRAYOID
+	};
+	TupleDesc	d = CreateTemplateTupleDesc(PR_COUNT);
+	int			i;
+
+	for (i = 0; i < PR_COUNT; i++)
+		TupleDescInitEntry(d, (AttrNumber) (i + 1), NULL, types[i], -1, 0);
+	return d;
+}
+
+/* Map a table's columns by name: map[i] = attnum of names[i] (0: absent). */
+static void
+MapByName(Relation rel, const char *const *names, int n, AttrNumber *map)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		map[i] = attnameAttNum(rel, names[i], false);
+		if (map[i] == InvalidAttrNumber)
+			map[i] = 0;
+	}
+}
+
+/* What the import refuses to feed: the personal data types and inline projections. */
+static void
+LoadRefusedTargets(Batch *b)
+{
+	uint64		i;
+	MemoryContext old;
+
+	if (SPI_execute("SELECT p.type FROM ocx.personal_data p WHERE p.dropped_at IS NULL",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: could not read ocx.personal_data");
+	old = MemoryContextSwitchTo(b->cxt);
+	b->npersonal = (int) SPI_processed;
+	b->personal = palloc(sizeof(char *) * Max(b->npersonal, 1));
+	for (i = 0; i < SPI_processed; i++)
+		b->personal[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	MemoryContextSwitchTo(old);
+
+	if (SPI_execute("SELECT p.name, p.types, p.categories FROM ocx.projections p"
+					" WHERE p.mode = 'inline' AND p.state = 'running'", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: could not read ocx.projections");
+	old = MemoryContextSwitchTo(b->cxt);
+	b->ninline = (int) SPI_processed;
+	b->inline_projections = palloc0(sizeof(InlineProjection) * Max(b->ninline, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		InlineProjection *p = &b->inline_projections[i];
+		HeapTuple	t = SPI_tuptable->vals[i];
+		int			col;
+
+		p->name = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
+		for (col = 2; col <= 3; col++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(t, SPI_tuptable->tupdesc, col, &isnull);
+			char	  **list = NULL;
+			int			n = 0;
+
+			if (!isnull)
+			{
+				Datum	   *elems;
+				bool	   *enulls;
+				int			j;
+
+				deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+								  &elems, &enulls, &n);
+				list = palloc(sizeof(char *) * Max(n, 1));
+				for (j = 0; j < n; j++)
+					list[j] = enulls[j] ? NULL : TextDatumGetCString(elems[j]);
+			}
+			if (col == 2)
+				p->types = list, p->ntypes = n;
+			else
+				p->categories = list, p->ncategories = n;
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* Parse and check one chunk of staged rows. */
+static void
+TakeChunk(Batch *b)
+{
+	int			i;
+
+	b->next = 0;
+	while (b->next < b->nchunk)
+	{
+		ErrorData  *edata = OcxInSubtransaction(ParseChunk, b);
+
+		if (edata == NULL)
+			break;
+		RefuseParse(b, edata);
+		b->parsed[b->next].stream_id = NULL;	/* refused */
+		b->next++;
+	}
+	/* the rows that parsed, in line order */
+	for (i = 0; i < b->nchunk; i++)
+	{
+		ImportRow  *row = &b->parsed[i];
+
+		if (row->stream_id == NULL)
+			continue;
+		if (row->line <= b->last_line)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("line " INT64_FORMAT " of ocx.import_staging comes after line " INT64_FORMAT,
+							row->line, b->last_line),
+					 errdetail("The lines of a batch must rise in the order of its rows, as ocx.import_staging numbers them."),
+					 errhint("Leave the column \"line\" to its default.")));
+		b->last_line = row->line;
+		if (CheckRow(b, row) && b->refused == 0)
+			KeepRow(b, row);
+	}
+}
+
+/* Pass 1: every staged row, in the order it came. */
+static void
+ReadStaging(Batch *b, Oid staging_id, MemoryContext chunkcxt)
+{
+	Relation	rel = table_open(staging_id, AccessShareLock);
+	TableScanDesc scan;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	MemoryContext old;
+	bool		more = true;
+	int			i;
+
+	b->staging_desc = RelationGetDescr(rel);
+	MapByName(rel, staging_cols, IN_COUNT, b->staging_map);
+	for (i = 0; i < IN_COUNT; i++)
+		if (b->staging_map[i] == 0)
+			elog(ERROR, "ocx: ocx.import_staging has no column \"%s\"", staging_cols[i]);
+	b->all = MemoryContextAlloc(b->cxt, sizeof(Datum) * b->staging_desc->natts);
+	b->allnull = MemoryContextAlloc(b->cxt, sizeof(bool) * b->staging_desc->natts);
+	b->chunk = MemoryContextAlloc(b->cxt, sizeof(HeapTuple) * IMPORT_CHUNK);
+	b->parsed = MemoryContextAlloc(b->cxt, sizeof(ImportRow) * IMPORT_CHUNK);
+	/* in physical order: no synchronized scan */
+	scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, NULL, true, false);
+	while (more)
+	{
+		MemoryContextReset(chunkcxt);
+		old = MemoryContextSwitchTo(chunkcxt);
+		b->nchunk = 0;
+		while (b->nchunk < IMPORT_CHUNK &&
+			   (more = table_scan_getnextslot(scan, ForwardScanDirection, slot)))
+			b->chunk[b->nchunk++] = ExecCopySlotHeapTuple(slot);
+		if (b->nchunk > 0)
+			TakeChunk(b);
+		MemoryContextSwitchTo(old);
+		CHECK_FOR_INTERRUPTS();
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+}
+
+/* ---- the streams ---- */
+
+static int
+CompareStreams(const void *a, const void *b)
+{
+	return strcmp((*(BatchStream *const *) a)->sid, (*(BatchStream *const *) b)->sid);
+}
+
+/* The batch's streams sorted by stream id. */
+static BatchStream **
+SortedStreams(Batch *b, int *n)
+{
+	HASH_SEQ_STATUS seq;
+	BatchStream *s;
+	BatchStream **all = MemoryContextAlloc(b->cxt, sizeof(BatchStream *) *
+										   Max(hash_get_num_entries(b->streams), 1));
+	int			i = 0;
+
+	hash_seq_init(&seq, b->streams);
+	while ((s = (BatchStream *) hash_seq_search(&seq)) != NULL)
+		all[i++] = s;
+	qsort(all, i, sizeof(BatchStream *), CompareStreams);
+	*n = i;
+	return all;
+}
+
+/*
+ * The locks an append takes: the tags' (ocx.append_if waits for the
+ * import), then the stream-order lock of each stream in stream id order
+ * (an append of a new stream creates its row under that lock only,
+ * directappend.c), or, for more streams than the lock table should hold,
+ * a SHARE ROW EXCLUSIVE lock on ocx.streams that every appender's row
+ * lock waits for; then the rows of the streams that exist, as FOR UPDATE.
+ */
+static void
+LockBatch(Batch *b, BatchStream **streams, int n, Oid streams_id)
+{
+	HASH_SEQ_STATUS seq;
+	BatchString *t;
+	OcxNewEvent ev;
+	Datum	   *ids;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		arg;
+	int			i;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.ntags = (int) hash_get_num_entries(b->tags);
+	if (ev.ntags > 0)
+	{
+		ev.tags = palloc(sizeof(char *) * ev.ntags);
+		i = 0;
+		hash_seq_init(&seq, b->tags);
+		while ((t = (BatchString *) hash_seq_search(&seq)) != NULL)
+			ev.tags[i++] = t->s;
+		ev.ntags = OcxSortDistinct(ev.tags, ev.ntags);
+		OcxLockEventTags(&ev, 1);
+	}
+	if (n > IMPORT_STREAM_LOCKS)
+		LockRelationOid(streams_id, ShareRowExclusiveLock);
+	else
+		for (i = 0; i < n; i++)
+			OcxLockStreamOrder(streams[i]->sid);
+
+	ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		ids[i] = CStringGetTextDatum(streams[i]->sid);
+	arg = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT FROM ocx.streams s WHERE s.stream_id = ANY ($1)"
+							  " ORDER BY s.stream_id FOR UPDATE", 1, argtypes, &arg, NULL,
+							  false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: could not lock the streams of the import");
+}
+
+/* An index of ocx by name, opened. */
+static Relation
+OpenIndex(Oid nsp, const char *name)
+{
+	Oid			id = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(id))
+		elog(ERROR, "ocx: the index ocx.%s is missing", name);
+	return index_open(id, AccessShareLock);
+}
+
+/* The first row of heap that index finds for keys under snap, into slot. */
+static bool
+Probe(Relation heap, Relation index, Snapshot snap, ScanKey keys, int nkeys,
+	  TupleTableSlot *slot)
+{
+	IndexScanDesc scan = index_beginscan(heap, index, snap, nkeys, 0);
+	bool		found;
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	return found;
+}
+
+/*
+ * Each stream's row, read below row-level security (its tenant is
+ * compared here): the stream's version, tombstone and head.  Refuses a
+ * stream of another tenant, a deleted stream, a batch that does not
+ * continue its stream.
+ */
+static void
+ReadStreams(Batch *b, BatchStream **streams, int n, Relation rel, Snapshot snap)
+{
+	Relation	pkey = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	AttrNumber	map[5];
+	static const char *const cols[5] = {"version", "tenant_id", "deleted", "head", "stream_id"};
+	int			i;
+
+	MapByName(rel, cols, 5, map);
+	for (i = 0; i < n; i++)
+	{
+		BatchStream *s = streams[i];
+		ScanKeyData key;
+		bool		isnull;
+		Datum		d;
+
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(s->sid));
+		key.sk_collation = pkey->rd_indcollation[0];
+		s->exists = Probe(rel, pkey, snap, &key, 1, slot);
+		s->current = 0;
+		s->have_head = false;
+		if (s->exists)
+		{
+			d = slot_getattr(slot, map[1], &isnull);
+			if (!OcxTenantIsSessions(d, isnull))
+			{
+				RefuseF(b, s->first_line, ERRCODE_OCX_STREAM_OF_ANOTHER_TENANT,
+						"Stream ids are global; this one is taken by a tenant other than the session's ocx.tenant.",
+						NULL, "stream \"%s\" belongs to another tenant", s->sid);
+				continue;
+			}
+			if (DatumGetBool(slot_getattr(slot, map[2], &isnull)))
+			{
+				RefuseF(b, s->first_line, ERRCODE_OCX_STREAM_DELETED,
+						"Its tombstone refuses every new event.", NULL,
+						"stream \"%s\" was deleted", s->sid);
+				continue;
+			}
+			s->current = DatumGetInt64(slot_getattr(slot, map[0], &isnull));
+			d = slot_getattr(slot, map[3], &isnull);
+			if (!isnull)
+			{
+				bytea	   *h = DatumGetByteaPP(d);
+
+				if (VARSIZE_ANY_EXHDR(h) != sizeof(s->head))
+					ereport(ERROR,
+							(errcode(ERRCODE_OCX_CHAIN_BROKEN),
+							 errmsg("the head of stream \"%s\" is not a SHA-256 hash", s->sid)));
+				memcpy(s->head, VARDATA_ANY(h), sizeof(s->head));
+				s->have_head = true;
+			}
+		}
+		s->written = s->current;
+		if (s->min_version > s->current + 1)
+		{
+			char	   *detail = psprintf("The stream is at version " INT64_FORMAT ": the batch continues it at " INT64_FORMAT ".",
+										  s->current, s->current + 1);
+
+			RefuseF(b, s->first_line, ERRCODE_OCX_WRONG_EXPECTED_VERSION, detail, NULL,
+					"version " INT64_FORMAT " of stream \"%s\" does not follow version " INT64_FORMAT,
+					s->min_version, s->sid, s->current);
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+}
+
+/* ---- pass 2: the write ---- */
+
+/* What pass 2 holds open. */
+typedef struct Writer
+{
+	Batch	   *b;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	Relation	rel;
+	Relation	by_version;		/* events_stream_version_key */
+	Relation	by_id;			/* events_source_event_id_key */
+	Oid			seqid;
+	Snapshot	snap;
+	AttrNumber	map[EV_FROM_ROW + PR_COUNT - 1];
+	Datum		txid;
+	const char *tenant;
+	bool		chain;
+	BulkInsertState bistate;
+	TupleTableSlot *rowslots[IMPORT_CHUNK];
+	TupleTableSlot *slots[IMPORT_CHUNK];
+	int64		lines[IMPORT_CHUNK];
+	int			n;
+	TupleTableSlot *stored;		/* a row of ocx.events, for the probes */
+	int64		written;
+	int64		skipped;
+	int64		bytes;
+	int64		last_position;
+	const char *too_old;		/* a stream whose last append is younger */
+	BatchStream *last_stream;	/* the last row's */
+	MemoryContext chunkcxt;
+} Writer;
+
+/* The hash of the event in slot chained from its stream's head (ocx._event_hash). */
+static Datum
+ChainHash(Writer *w, BatchStream *s, TupleTableSlot *slot, int64 line)
+{
+	LOCAL_FCINFO(hf, 14);
+	static const int args[14] = {
+		-1, EV_FROM_ROW + PR_STREAM_ID - 1, EV_FROM_ROW + PR_VERSION - 1,
+		EV_FROM_ROW + PR_EVENT_ID - 1, EV_FROM_ROW + PR_SOURCE - 1, EV_FROM_ROW + PR_TYPE - 1,
+		EV_FROM_ROW + PR_SCHEMA_VERSION - 1, EV_FROM_ROW + PR_TIME - 1,
+		EV_FROM_ROW + PR_DATA - 1, EV_FROM_ROW + PR_METADATA - 1,
+		EV_FROM_ROW + PR_CORRELATION_ID - 1, EV_FROM_ROW + PR_CAUSATION_ID - 1,
+		EV_TENANT_ID, EV_FROM_ROW + PR_TAGS - 1
+	};
 	Datum		result;
 	bytea	   *h;
 	int			i;
 
-	for (i = 0; i <= 4; i++)
-		if (i != 2 && PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
-					 errmsg("line, current, stream_id and stream_version must not be null")));
-	if (st == NULL)
-	{
-		HASHCTL		ctl;
-
-		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ChainState));
-		ctl.keysize = sizeof(char *);
-		ctl.entrysize = sizeof(ChainStream);
-		ctl.hash = StreamHash;
-		ctl.match = StreamMatch;
-		ctl.hcxt = fcinfo->flinfo->fn_mcxt;
-		st->streams = hash_create("ocx import streams", 1024, &ctl,
-								  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-		st->on = OcxChainOn();
-		fcinfo->flinfo->fn_extra = st;
-	}
-	line = PG_GETARG_INT64(0);
-	sid = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	version = PG_GETARG_INT64(4);
-
-	cs = (ChainStream *) hash_search(st->streams, &sid, HASH_ENTER, &found);
-	if (!found)
-	{
-		cs->stream_id = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, sid);
-		cs->version = PG_GETARG_INT64(1);
-		cs->have = false;
-		if (!PG_ARGISNULL(2))
-		{
-			bytea	   *b = PG_GETARG_BYTEA_PP(2);
-
-			if (VARSIZE_ANY_EXHDR(b) != sizeof(cs->prev))
-				ereport(ERROR,
-						(errcode(ERRCODE_OCX_CHAIN_BROKEN),
-						 errmsg("the head of stream \"%s\" is not a SHA-256 hash", sid)));
-			memcpy(cs->prev, VARDATA_ANY(b), sizeof(cs->prev));
-			cs->have = true;
-		}
-	}
-	if (version != cs->version + 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
-				 errmsg("line " INT64_FORMAT ": version " INT64_FORMAT " of stream \"%s\" does not follow version " INT64_FORMAT,
-						line, version, sid, cs->version),
-				 errdetail(found ? "A stream's rows must be consecutive versions in line order." :
-						   "The stream is at version " INT64_FORMAT ": the batch continues it at " INT64_FORMAT ".",
-						   cs->version, cs->version + 1)));
-	cs->version = version;
-	if (!st->on)
-		PG_RETURN_NULL();
-
 	InitFunctionCallInfoData(*hf, NULL, 14, InvalidOid, NULL, NULL);
-	if (cs->have)
+	if (s->have_head)
 	{
-		bytea	   *p = palloc(VARHDRSZ + sizeof(cs->prev));
+		bytea	   *p = palloc(VARHDRSZ + sizeof(s->head));
 
-		SET_VARSIZE(p, VARHDRSZ + sizeof(cs->prev));
-		memcpy(VARDATA(p), cs->prev, sizeof(cs->prev));
+		SET_VARSIZE(p, VARHDRSZ + sizeof(s->head));
+		memcpy(VARDATA(p), s->head, sizeof(s->head));
 		hf->args[0].value = PointerGetDatum(p);
 		hf->args[0].isnull = false;
 	}
@@ -548,8 +1236,10 @@ ocx_import_chain(PG_FUNCTION_ARGS)
 		hf->args[0].isnull = true;
 	for (i = 1; i < 14; i++)
 	{
-		hf->args[i].value = PG_GETARG_DATUM(i + 2);
-		hf->args[i].isnull = PG_ARGISNULL(i + 2);
+		AttrNumber	att = w->map[args[i]];
+
+		hf->args[i].value = slot->tts_values[att - 1];
+		hf->args[i].isnull = slot->tts_isnull[att - 1];
 	}
 	result = ocx_event_hash(hf);
 	if (hf->isnull)
@@ -557,71 +1247,547 @@ ocx_import_chain(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OCX_INVALID_EVENT),
 				 errmsg("line " INT64_FORMAT ": the event lacks a stored field", line)));
 	h = DatumGetByteaPP(result);
-	memcpy(cs->prev, VARDATA_ANY(h), sizeof(cs->prev));
-	cs->have = true;
-	PG_RETURN_DATUM(result);
+	memcpy(s->head, VARDATA_ANY(h), sizeof(s->head));
+	s->have_head = true;
+	return result;
 }
 
 /*
- * ocx._import_lock_tags(tags text[]): the ShareLocks an append of events
- * with these tags takes (tags.c), so that an ocx.append_if whose condition
- * the batch matches waits for the import; all in one pass, in key order.
+ * Another row of the log with the event id of the row at tid: a committed
+ * one, or one whose writer is still in progress (waited for, as a unique
+ * index waits).  Into w->stored.
  */
-Datum
-ocx_import_lock_tags(PG_FUNCTION_ARGS)
+static bool
+StoredElsewhere(Writer *w, Datum source, Datum id, ItemPointer tid)
 {
-	ArrayType  *a;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n,
-				i,
-				m = 0;
-	OcxNewEvent ev;
+	SnapshotData dirty;
+	ScanKeyData keys[2];
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_VOID();
-	a = PG_GETARG_ARRAYTYPE_P(0);
-	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	memset(&ev, 0, sizeof(ev));
-	ev.tags = palloc(sizeof(char *) * Max(n, 1));
-	for (i = 0; i < n; i++)
-		if (!nulls[i])
-			ev.tags[m++] = TextDatumGetCString(elems[i]);
-	ev.ntags = m;
-	OcxLockEventTags(&ev, 1);
-	PG_RETURN_VOID();
-}
-
-/*
- * ocx._import_lock_streams(stream_ids text[]): the stream-order lock an
- * append takes (append.c) on each stream of the batch, in the order given
- * (import_commit passes them sorted), before the import creates or locks
- * their rows: an append of a new stream creates its row under that lock
- * only (directappend.c), so it must wait for the import rather than meet
- * the import's row in the unique index.
- */
-Datum
-ocx_import_lock_streams(PG_FUNCTION_ARGS)
-{
-	ArrayType  *a;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n,
-				i;
-
-	if (PG_ARGISNULL(0))
-		PG_RETURN_VOID();
-	a = PG_GETARG_ARRAYTYPE_P(0);
-	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, source);
+	keys[0].sk_collation = w->by_id->rd_indcollation[0];
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_UUID_EQ, id);
+	for (;;)
 	{
-		char	   *sid;
+		IndexScanDesc scan = index_beginscan(w->rel, w->by_id, &dirty, 2, 0);
+		TransactionId xwait = InvalidTransactionId;
+		bool		found = false;
 
-		if (nulls[i])
-			continue;
-		sid = TextDatumGetCString(elems[i]);
-		OcxLockStreamOrder(sid);
-		pfree(sid);
+		index_rescan(scan, keys, 2, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, w->stored))
+		{
+			if (ItemPointerEquals(&w->stored->tts_tid, tid))
+				continue;
+			xwait = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			found = true;
+			break;
+		}
+		index_endscan(scan);
+		if (!found)
+			return false;
+		if (!TransactionIdIsValid(xwait))
+			return true;
+		XactLockTableWait(xwait, w->rel, &w->stored->tts_tid, XLTW_InsertIndex);
 	}
-	PG_RETURN_VOID();
+}
+
+/* Write the chunk of event rows in w->slots, with their index entries. */
+static void
+FlushChunk(Writer *w)
+{
+	Batch	   *b = w->b;
+	CommandId	cid = GetCurrentCommandId(true);
+	int			i;
+
+	if (w->n == 0)
+		return;
+	table_multi_insert(w->rel, w->slots, w->n, cid, 0, w->bistate);
+	for (i = 0; i < w->n; i++)
+	{
+		TupleTableSlot *slot = w->slots[i];
+		List	   *conflicts = NIL;
+
+		if (w->rri->ri_NumIndices > 0)
+			conflicts = ExecInsertIndexTuples(w->rri, slot, w->estate, false, true, NULL, NIL);
+		if (conflicts != NIL)
+		{
+			AttrNumber	src = w->map[EV_FROM_ROW + PR_SOURCE - 1];
+			AttrNumber	id = w->map[EV_FROM_ROW + PR_EVENT_ID - 1];
+
+			if (list_length(conflicts) != 1 ||
+				linitial_oid(conflicts) != RelationGetRelid(w->by_id))
+				elog(ERROR, "ocx: line " INT64_FORMAT " of the import conflicts with a stored event",
+					 w->lines[i]);
+			/* an event id stored already (one given twice in the batch is refused in pass 1) */
+			if (StoredElsewhere(w, slot->tts_values[src - 1], slot->tts_values[id - 1],
+								&slot->tts_tid))
+			{
+				bool		isnull;
+
+				RefuseF(b, w->lines[i], ERRCODE_OCX_DUPLICATE_EVENT,
+						"Event ids are unique per source, across streams and tenants.", NULL,
+						"event id %s is already stored in stream \"%s\" at version " INT64_FORMAT,
+						DatumGetCString(DirectFunctionCall1(uuid_out, slot->tts_values[id - 1])),
+						TextDatumGetCString(slot_getattr(w->stored, w->map[EV_FROM_ROW + PR_STREAM_ID - 1], &isnull)),
+						DatumGetInt64(slot_getattr(w->stored, w->map[EV_FROM_ROW + PR_VERSION - 1], &isnull)));
+			}
+			list_free(conflicts);
+		}
+		if (w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_after_row)
+			ExecARInsertTriggers(w->estate, w->rri, slot, NIL, NULL);
+	}
+	w->n = 0;
+	ResetPerTupleExprContext(w->estate);
+	MemoryContextReset(w->chunkcxt);
+}
+
+/*
+ * A row at a stored version: an idempotent repeat when it is the stored
+ * event (id, source, type, data), skipped; else refused.
+ */
+static void
+CheckStored(Writer *w, BatchStream *s, TupleTableSlot *row)
+{
+	ScanKeyData keys[2];
+	int64		line = DatumGetInt64(row->tts_values[PR_LINE]);
+	int64		version = DatumGetInt64(row->tts_values[PR_VERSION]);
+	bool		same = false;
+	const char *detail;
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, row->tts_values[PR_STREAM_ID]);
+	keys[0].sk_collation = w->by_version->rd_indcollation[0];
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, row->tts_values[PR_VERSION]);
+	if (!Probe(w->rel, w->by_version, w->snap, keys, 2, w->stored))
+		detail = "The stored version was removed.";
+	else
+	{
+		bool		isnull;
+		Datum		d;
+
+		slot_getallattrs(w->stored);
+#define STORED(col) (w->stored->tts_values[w->map[EV_FROM_ROW + (col) - 1] - 1])
+		same = DatumGetBool(DirectFunctionCall2(uuid_eq, STORED(PR_EVENT_ID), row->tts_values[PR_EVENT_ID])) &&
+			DatumGetBool(DirectFunctionCall2Coll(texteq, DEFAULT_COLLATION_OID, STORED(PR_SOURCE), row->tts_values[PR_SOURCE])) &&
+			DatumGetBool(DirectFunctionCall2Coll(texteq, DEFAULT_COLLATION_OID, STORED(PR_TYPE), row->tts_values[PR_TYPE])) &&
+			DatumGetBool(DirectFunctionCall2(jsonb_eq, STORED(PR_DATA), row->tts_values[PR_DATA]));
+		d = slot_getattr(w->stored, w->map[EV_FROM_ROW + PR_EVENT_ID - 1], &isnull);
+		detail = psprintf("The stored event is %s; a repeated import must repeat it exactly (id, source, type, data).",
+						  DatumGetCString(DirectFunctionCall1(uuid_out, d)));
+#undef STORED
+	}
+	if (same)
+		w->skipped++;
+	else
+		RefuseF(w->b, line, ERRCODE_OCX_WRONG_EXPECTED_VERSION, detail, NULL,
+				"version " INT64_FORMAT " of stream \"%s\" is stored already, as another event",
+				version, s->sid);
+}
+
+/*
+ * Log order within a stream (as append.c's CheckStreamOrder): the import's
+ * transaction must not be older than the last append to a stream it
+ * continues.  The first stream that fails is kept in w->too_old, raised
+ * after pass 2 unless the batch has refusals (a retry would not help them).
+ */
+static void
+CheckStreamOrder(Writer *w, BatchStream *s)
+{
+	ScanKeyData keys[2];
+	bool		isnull;
+	Datum		d;
+
+	if (s->current < 1 || w->too_old != NULL)
+		return;
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(s->sid));
+	keys[0].sk_collation = w->by_version->rd_indcollation[0];
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(s->current));
+	if (!Probe(w->rel, w->by_version, w->snap, keys, 2, w->stored))
+		return;
+	d = slot_getattr(w->stored, w->map[EV_TXID], &isnull);
+	if (U64FromFullTransactionId(DatumGetFullTransactionId(d)) >
+		U64FromFullTransactionId(DatumGetFullTransactionId(w->txid)))
+		w->too_old = s->sid;
+}
+
+static void
+RaiseTooOld(const char *sid)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("this transaction is older than the last append to stream \"%s\"", sid),
+			 errdetail("Another transaction appended to the stream and committed after this import took its transaction id; the imported events would sort before it in log order."),
+			 errhint("Roll back and retry the import.")));
+}
+
+/* One row of pass 2: skipped (stored already), or added to the chunk. */
+static void
+WriteRow(Writer *w, TupleTableSlot *row)
+{
+	Batch	   *b = w->b;
+	char	   *sid = TextDatumGetCString(row->tts_values[PR_STREAM_ID]);
+	int64		version = DatumGetInt64(row->tts_values[PR_VERSION]);
+	int64		line = DatumGetInt64(row->tts_values[PR_LINE]);
+	BatchStream *s = w->last_stream;
+	TupleTableSlot *slot;
+	TupleDesc	desc = RelationGetDescr(w->rel);
+	int			i;
+
+	if (s == NULL || strcmp(s->sid, sid) != 0)
+		s = w->last_stream = (BatchStream *) hash_search(b->streams, &sid, HASH_FIND, NULL);
+	Assert(s != NULL);
+	if (version <= s->current)
+	{
+		CheckStored(w, s, row);
+		return;
+	}
+	if (s->written == s->current)
+		CheckStreamOrder(w, s);
+	Assert(version == s->written + 1);
+	s->written = version;
+
+	slot = w->slots[w->n];
+	ExecClearTuple(slot);
+	memset(slot->tts_values, 0, sizeof(Datum) * desc->natts);
+	memset(slot->tts_isnull, true, sizeof(bool) * desc->natts);
+#define SETV(col, val, null) \
+	do { if (w->map[col]) { slot->tts_values[w->map[col] - 1] = (val); slot->tts_isnull[w->map[col] - 1] = (null); } } while (0)
+	for (i = PR_STREAM_ID; i < PR_COUNT; i++)
+		SETV(EV_FROM_ROW + i - 1, row->tts_values[i], row->tts_isnull[i]);
+	SETV(EV_GLOBAL_POSITION, Int64GetDatum(nextval_internal(w->seqid, false)), false);
+	SETV(EV_TXID, w->txid, false);
+	if (w->tenant != NULL)
+		SETV(EV_TENANT_ID, CStringGetTextDatum(w->tenant), false);
+	if (w->chain)
+		SETV(EV_HASH, ChainHash(w, s, slot, line), false);
+#undef SETV
+	w->last_position = DatumGetInt64(slot->tts_values[w->map[EV_GLOBAL_POSITION] - 1]);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attnotnull && slot->tts_isnull[i] && !att->attisdropped)
+			elog(ERROR, "ocx: the import left column \"%s\" of ocx.events null", NameStr(att->attname));
+	}
+	ExecStoreVirtualTuple(slot);
+	if (w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_before_row &&
+		!ExecBRInsertTriggers(w->estate, w->rri, slot))
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+				 errmsg("line " INT64_FORMAT ": a trigger on ocx.events skipped the event", line)));
+	w->bytes += VARSIZE_ANY(DatumGetPointer(row->tts_values[PR_DATA])) +
+		VARSIZE_ANY(DatumGetPointer(row->tts_values[PR_METADATA]));
+	w->lines[w->n] = line;
+	w->written++;
+	if (++w->n == IMPORT_CHUNK)
+		FlushChunk(w);
+}
+
+/* Pass 2: the kept rows in line order, into ocx.events. */
+static void
+WriteEvents(Batch *b, Writer *w, Oid nsp, Oid events_id, Snapshot snap)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	TupleDesc	desc;
+	TupleTableSlot *row;
+	int			i;
+
+	w->b = b;
+	w->snap = snap;
+	w->estate = CreateExecutorState();
+	rte->rtekind = RTE_RELATION;
+	rte->relid = events_id;
+	rte->relkind = RELKIND_RELATION;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	ExecInitResultRelation(w->estate, w->rri, 1);
+	w->rel = w->rri->ri_RelationDesc;
+	if (w->rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+				 errmsg("the import writes only to a plain ocx.events table")));
+	ExecOpenIndices(w->rri, false);
+	w->by_version = OpenIndex(nsp, "events_stream_version_key");
+	w->by_id = OpenIndex(nsp, "events_source_event_id_key");
+	w->seqid = get_relname_relid("events_global_position_seq", nsp);
+	if (!OidIsValid(w->seqid))
+		elog(ERROR, "ocx: the sequence ocx.events_global_position_seq is missing");
+	MapByName(w->rel, event_cols, lengthof(event_cols), w->map);
+	for (i = 0; i < (int) lengthof(event_cols); i++)
+		if (w->map[i] == 0 && i != EV_HASH)
+			elog(ERROR, "ocx: ocx.events has no column \"%s\"", event_cols[i]);
+	w->chain = OcxChainOn();
+	if (w->chain && w->map[EV_HASH] == 0)
+		elog(ERROR, "ocx: the hash chain is on but ocx.events has no hash column");
+	w->txid = FullTransactionIdGetDatum(FullTransactionIdFromU64(OcxLogTxid()));
+	w->tenant = OcxSessionTenant();
+	w->bistate = GetBulkInsertState();
+	w->chunkcxt = AllocSetContextCreate(CurrentMemoryContext, "ocx import chunk",
+										ALLOCSET_DEFAULT_SIZES);
+	desc = RelationGetDescr(w->rel);
+	for (i = 0; i < IMPORT_CHUNK; i++)
+	{
+		w->slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+		w->rowslots[i] = MakeSingleTupleTableSlot(b->rowdesc, &TTSOpsMinimalTuple);
+	}
+	w->stored = table_slot_create(w->rel, NULL);
+
+	AfterTriggerBeginQuery();
+	ExecBSInsertTriggers(w->estate, w->rri);
+	for (;;)
+	{
+		MemoryContext old;
+
+		row = w->rowslots[w->n];
+		if (!tuplestore_gettupleslot(b->rows, true, true, row))
+			break;
+		slot_getallattrs(row);
+		old = MemoryContextSwitchTo(w->chunkcxt);
+		WriteRow(w, row);
+		MemoryContextSwitchTo(old);
+		CHECK_FOR_INTERRUPTS();
+	}
+	FlushChunk(w);
+	ExecASInsertTriggers(w->estate, w->rri, NULL);
+	AfterTriggerEndQuery(w->estate);
+
+	for (i = 0; i < IMPORT_CHUNK; i++)
+	{
+		ExecDropSingleTupleTableSlot(w->slots[i]);
+		ExecDropSingleTupleTableSlot(w->rowslots[i]);
+	}
+	ExecDropSingleTupleTableSlot(w->stored);
+	FreeBulkInsertState(w->bistate);
+	table_finish_bulk_insert(w->rel, 0);
+	index_close(w->by_version, AccessShareLock);
+	index_close(w->by_id, AccessShareLock);
+	ExecCloseResultRelations(w->estate);
+	ExecCloseRangeTableRelations(w->estate);
+	FreeExecutorState(w->estate);
+	MemoryContextDelete(w->chunkcxt);
+}
+
+/*
+ * The stream rows: the new streams inserted, the others moved to their new
+ * version and head (SQL, under row-level security: the rows carry the
+ * session's tenant).  Returns the number of streams written.
+ */
+static int64
+WriteStreams(BatchStream **streams, int n, bool chain)
+{
+	static const Oid argtypes[4] = {TEXTARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TEXTOID};
+	const char *tenant = OcxSessionTenant();
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *versions = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *heads = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *headnulls = palloc(sizeof(bool) * Max(n, 1));
+	int64		done = 0;
+	int			pass;
+
+	for (pass = 0; pass < 2; pass++)
+	{
+		int			m = 0,
+					i;
+		int			dims[1],
+					lbs[1] = {1};
+		Datum		args[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		for (i = 0; i < n; i++)
+		{
+			BatchStream *s = streams[i];
+			bytea	   *h;
+
+			if (s->written == s->current || s->exists != (pass == 1))
+				continue;
+			ids[m] = CStringGetTextDatum(s->sid);
+			versions[m] = Int64GetDatum(s->written);
+			headnulls[m] = !(chain && s->have_head);
+			if (!headnulls[m])
+			{
+				h = palloc(VARHDRSZ + sizeof(s->head));
+				SET_VARSIZE(h, VARHDRSZ + sizeof(s->head));
+				memcpy(VARDATA(h), s->head, sizeof(s->head));
+				heads[m] = PointerGetDatum(h);
+			}
+			else
+				heads[m] = (Datum) 0;
+			m++;
+		}
+		if (m == 0)
+			continue;
+		dims[0] = m;
+		args[0] = PointerGetDatum(construct_array(ids, m, TEXTOID, -1, false, TYPALIGN_INT));
+		args[1] = PointerGetDatum(construct_array(versions, m, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[2] = PointerGetDatum(construct_md_array(heads, headnulls, 1, dims, lbs, BYTEAOID, -1, false, TYPALIGN_INT));
+		args[3] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+		nulls[3] = tenant ? ' ' : 'n';
+		if (pass == 0)
+		{
+			if (SPI_execute_with_args("INSERT INTO ocx.streams (stream_id, category, version, tenant_id, head)"
+									  " SELECT u.id, ocx.category(u.id), u.v, $4, u.h"
+									  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) u(id, v, h)",
+									  4, (Oid *) argtypes, args, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "ocx: could not create the streams of the import");
+		}
+		else if (SPI_execute_with_args("UPDATE ocx.streams s SET version = u.v, head = COALESCE(u.h, s.head),"
+									   " updated_at = pg_catalog.now()"
+									   " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) u(id, v, h)"
+									   " WHERE s.stream_id = u.id",
+									   3, (Oid *) argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "ocx: could not update the streams of the import");
+		if (SPI_processed != (uint64) m)
+			elog(ERROR, "ocx: the import wrote " UINT64_FORMAT " of %d stream rows", SPI_processed, m);
+		done += m;
+	}
+	return done;
+}
+
+/* The import does not write to a distributed log (the rows go through the heap). */
+static void
+RefuseDistributed(Oid events_id)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		arg = ObjectIdGetDatum(events_id);
+
+	if (!OidIsValid(get_extension_oid("citus", true)))
+		return;
+	if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_class c WHERE c.oid = $1"
+							  " AND EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)",
+							  1, argtypes, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ocx: could not read pg_dist_partition");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+				 errmsg("the import does not write to a distributed log"),
+				 errdetail("ocx.events is a Citus distributed table."),
+				 errhint("Import into a single node before ocx.distribute(), or append the events.")));
+}
+
+/*
+ * ocx._import_write(OUT events bigint, OUT skipped bigint, OUT streams bigint):
+ * the batch in ocx.import_staging written to the log (ocx.import_commit()).
+ *
+ * Pass 1 reads the staging table in the order its rows came, parses each
+ * row as an append checks an event (ParseRow) and checks it against the
+ * batch (consecutive versions per stream, an event id given twice, a type
+ * with personal data, a running inline projection); rows are parsed a
+ * chunk at a time in a subtransaction, so that a bad row is refused with
+ * its line and the parse goes on.  The rows go to a tuplestore (in
+ * memory up to work_mem) while the batch has no refusal.  Then the locks
+ * (LockBatch), each stream's row (ReadStreams: tenant, tombstone, version),
+ * and pass 2: the rows in line order, a stored version compared with the
+ * stored event (an idempotent repeat is skipped), the others formed as
+ * rows of ocx.events with their position, txid, tenant and hash, written
+ * IMPORT_CHUNK at a time with table_multi_insert and their index entries,
+ * as COPY writes; a stored event id is refused there.  Every refusal is
+ * kept; at the end of a pass with any, one error lists them
+ * (RaiseRefusals) and the transaction rolls back: nothing is written.
+ */
+Datum
+ocx_import_write(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext chunkcxt;
+	Batch	   *b;
+	Writer	   *w;
+	TupleDesc	desc;
+	Oid			nsp,
+				staging_id,
+				events_id,
+				streams_id;
+	BatchStream **streams;
+	int			nstreams;
+	Snapshot	snap;
+	HASHCTL		ctl;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int64		nstreams_written;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "ocx: _import_write must return a record");
+	nsp = get_namespace_oid("ocx", false);
+	staging_id = get_relname_relid("import_staging", nsp);
+	events_id = get_relname_relid("events", nsp);
+	streams_id = get_relname_relid("streams", nsp);
+	if (!OidIsValid(staging_id) || !OidIsValid(events_id) || !OidIsValid(streams_id))
+		elog(ERROR, "ocx: a table of the import is missing");
+
+	b = MemoryContextAllocZero(cxt, sizeof(Batch));
+	b->cxt = AllocSetContextCreate(cxt, "ocx import batch", ALLOCSET_DEFAULT_SIZES);
+	chunkcxt = AllocSetContextCreate(cxt, "ocx import chunk", ALLOCSET_DEFAULT_SIZES);
+	b->streams = StringTable(b, "ocx import streams", sizeof(BatchStream));
+	b->sources = StringTable(b, "ocx import sources", sizeof(BatchString));
+	b->tags = StringTable(b, "ocx import tags", sizeof(BatchString));
+	ctl.keysize = sizeof(EventKey);
+	ctl.entrysize = sizeof(EventSeen);
+	ctl.hcxt = b->cxt;
+	b->ids = hash_create("ocx import event ids", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	MemoryContextSwitchTo(b->cxt);
+	b->rowdesc = RowDesc();
+	b->rows = tuplestore_begin_heap(false, false, work_mem);
+	MemoryContextSwitchTo(cxt);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	RefuseDistributed(events_id);
+	LoadRefusedTargets(b);
+	MemoryContextSwitchTo(cxt);
+
+	/* pass 1 */
+	ReadStaging(b, staging_id, chunkcxt);
+	if (b->nrows == 0 && b->refused == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_EMPTY_BATCH),
+				 errmsg("the import batch is empty"),
+				 errhint("COPY the events into ocx.import_staging after ocx.import_begin().")));
+
+	/* the streams: locked (unless the batch is refused already), read, checked */
+	streams = SortedStreams(b, &nstreams);
+	if (b->refused == 0)
+		LockBatch(b, streams, nstreams, streams_id);
+	MemoryContextSwitchTo(cxt);
+	snap = RegisterSnapshot(IsolationUsesXactSnapshot() ? GetTransactionSnapshot() : GetLatestSnapshot());
+	{
+		Relation	rel = table_open(streams_id, RowExclusiveLock);
+
+		ReadStreams(b, streams, nstreams, rel, snap);
+		table_close(rel, NoLock);
+	}
+	if (b->refused > 0)
+		RaiseRefusals(b);
+
+	/* pass 2 */
+	LockRelationOid(events_id, RowExclusiveLock);
+	w = palloc0(sizeof(Writer));
+	WriteEvents(b, w, nsp, events_id, snap);
+	UnregisterSnapshot(snap);
+	if (b->refused > 0)
+		RaiseRefusals(b);
+	if (w->too_old != NULL)
+		RaiseTooOld(w->too_old);
+	nstreams_written = WriteStreams(streams, nstreams, w->chain);
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+
+	/* as an append counts what it wrote (ocx.stats), and its cursor */
+	if (w->written > 0)
+	{
+		OcxRememberAppend(U64FromFullTransactionId(DatumGetFullTransactionId(w->txid)),
+						  w->last_position);
+		OcxCount(OCX_COUNT_APPENDS, 1);
+		OcxCount(OCX_COUNT_EVENTS, w->written);
+		OcxCount(OCX_COUNT_BYTES, w->bytes);
+	}
+	else
+		OcxCount(OCX_COUNT_IDEMPOTENT, 1);
+
+	tuplestore_end(b->rows);
+	values[0] = Int64GetDatum(w->written);
+	values[1] = Int64GetDatum(w->skipped);
+	values[2] = Int64GetDatum(nstreams_written);
+	MemoryContextDelete(b->cxt);
+	MemoryContextDelete(chunkcxt);
+	CommandCounterIncrement();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -84,7 +84,14 @@ OcxLogXidOffset(void)
 		return 0;				/* the 0.2.0 schema, before its update: no offset */
 
 	rel = table_open(log_space_relid, AccessShareLock);
-	snap = RegisterSnapshot(GetLatestSnapshot());
+	/*
+	 * A new snapshot, except in parallel mode, which forbids one: the
+	 * leader of a parallel plan evaluates ocx.log_horizon() (PARALLEL
+	 * RESTRICTED) in it, in the first read of a session when an inlined SQL
+	 * function over the reader is parallel safe or restricted (ocx.export);
+	 * there the query's own snapshot serves.
+	 */
+	snap = RegisterSnapshot(IsInParallelMode() ? GetActiveSnapshot() : GetLatestSnapshot());
 	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))

@@ -98,6 +98,7 @@ static const struct
 	[OCX_COUNT_DELETED_EVENTS] = {"deleted_events", "Events removed by hard deletes of streams."},
 	[OCX_COUNT_RETENTION_BATCHES] = {"retention_batches", "Retention batches run by the worker (one stream each)."},
 	[OCX_COUNT_RETENTION_EVENTS] = {"retention_events", "Events removed by retention."},
+	[OCX_COUNT_PROJECTION_EVENTS_READ] = {"projection_events_read", "Events the one reader handed to projection batches (live and blue/green shadow)."},
 };
 
 static OcxMetricsShared *metrics = NULL;

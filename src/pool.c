@@ -84,7 +84,8 @@ typedef enum UnitKind
 	UNIT_COMMANDS,
 	UNIT_SAGAS,
 	UNIT_INTEGRITY,				/* seals the log (integrity.c) */
-	UNIT_RETENTION				/* removes what retention allows (removal.c) */
+	UNIT_RETENTION,				/* removes what retention allows (removal.c) */
+	UNIT_PARTITIONS				/* partitions ahead of a partitioned log (logparts.c) */
 } UnitKind;
 
 /* this process: member 0 is the database worker, the others are helpers */
@@ -357,6 +358,8 @@ StepUnit(void *arg)
 			/* removes consumed events only: books, no reader waits for it */
 			OcxBystanderEnter();
 			return OcxRetentionTick();	/* removal.c */
+		case UNIT_PARTITIONS:
+			return OcxLogPartitionsTick();	/* logparts.c */
 	}
 	return false;
 }
@@ -390,6 +393,9 @@ InitUnit(UnitStep *us, UnitKind kind, const char *name, int partition)
 			break;
 		case UNIT_RETENTION:
 			strlcpy(us->label, "retention", OCX_UNIT_LEN);
+			break;
+		case UNIT_PARTITIONS:
+			strlcpy(us->label, "partitions", OCX_UNIT_LEN);
 			break;
 	}
 	SET_LOCKTAG_ADVISORY(us->tag, MyDatabaseId,
@@ -575,7 +581,8 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 
 	/*
 	 * The projections (a partitioned one is one unit per partition), then the
-	 * bus, the command queue, the sagas, the seals and retention (one unit each).
+	 * bus, the command queue, the sagas, the seals, retention and the log's
+	 * partitions ahead (one unit each).
 	 */
 	np = 0;
 	foreach(lc, ls.partitions)
@@ -594,7 +601,7 @@ PoolPass(TimestampTz now, TimestampTz *next_due, bool *more, bool *failed,
 			unit_partitions[np++] = n > 1 ? p : -1;
 		}
 	}
-	nunits = np + 5;
+	nunits = np + 6;
 	start = (int) ((my_member + my_passes++) % (uint32) nunits);
 	for (k = 0; k < nunits; k++)
 	{

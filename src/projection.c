@@ -3,15 +3,19 @@
  *		Projections: handlers that keep read models up to date.
  *
  * Async projections are applied by the database worker (worker.c), one
- * transaction per batch: the batch is read with ocx.read_all after the
- * projection's checkpoint, so in gap-free log order (txid, global_position)
- * and upcast like every read, each event is passed to the handler, and the
+ * transaction per batch: the batch is read by the one reader (reader.c,
+ * ocx._read_log) after the projection's (partition's) checkpoint, so in
+ * gap-free log order (txid, global_position), with the projection's types
+ * and categories, each event of the batch's partition (all, unpartitioned)
+ * is passed to the handler, and the
  * new checkpoint is written in the same transaction as the handler's
  * writes.  Whatever happens, an event's effect is committed exactly once.
+ * A batch that was not full moves the checkpoint on to the last event below
+ * the read's horizon (BatchEnd), past the events the projection skips.
  *
- * The batch is read in its stored form and each event the projection wants
- * is upcast just before its handler runs, in the same subtransaction, so an
- * upcaster that fails on an event fails that event only.
+ * The batch is read in its stored form and each event is upcast just
+ * before its handler runs, in the same subtransaction, so an upcaster that
+ * fails on an event fails that event only.
  *
  * The batch first runs in one subtransaction (cheap).  If any event fails,
  * that subtransaction is rolled back and the batch is run again one event
@@ -73,6 +77,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 PG_FUNCTION_INFO_V1(ocx_require_workers);
 PG_FUNCTION_INFO_V1(ocx_projections_changed);
@@ -345,7 +350,6 @@ static SPIPlanPtr proj_plans[NUM_PROJ_PLANS];
 static bool LiveBatch(const char *name, int partition, TimestampTz *next_due);
 static bool OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due);
 static void OcxProjectionShadowFailed(const char *name, const char *message);
-static int	OcxStreamPartition(const char *stream_id, int partitions);
 
 /*
  * The schema handlers write to while a blue/green rebuild's shadow replay
@@ -368,7 +372,7 @@ typedef struct BatchEvent
 	char	   *causation_id;	/* the event's id */
 	char	   *traceparent;	/* from its metadata, or NULL */
 	char	   *tenant_id;		/* or NULL */
-	bool		matches;		/* of the projection's types and categories */
+	bool		mine;			/* of the batch's partition (all: unpartitioned) */
 	bool		held;			/* its stream waits behind a dead letter */
 } BatchEvent;
 
@@ -477,7 +481,7 @@ EventUuidAttr(HeapTupleHeader event, const char *attr)
  * events and nothing else.  Upcasters the read needs run as their authors.
  */
 static uint64
-RunAsWorkerReader(Datum ckpt_txid, int64 ckpt_pos, int32 max_count)
+RunAsWorkerReader(OcxLogRead *read)
 {
 	Oid			reader = OcxWorkerRole();
 	Oid			save_user;
@@ -490,7 +494,7 @@ RunAsWorkerReader(Datum ckpt_txid, int64 ckpt_pos, int32 max_count)
 							   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		n = OcxReadLog(ckpt_txid, ckpt_pos, max_count);
+		n = OcxReadLog(read);
 	}
 	PG_FINALLY();
 	{
@@ -500,28 +504,42 @@ RunAsWorkerReader(Datum ckpt_txid, int64 ckpt_pos, int32 max_count)
 	return n;
 }
 
+/* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
+static int
+StreamPartition(const char *stream_id, int partitions)
+{
+	text	   *sid = cstring_to_text(stream_id);
+	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+														  PointerGetDatum(sid)));
+
+	pfree(sid);
+	return (int) ((h & PG_INT32_MAX) % partitions);
+}
+
 /*
- * The next batch after the checkpoint (ckpt_txid, ckpt_pos), in log order,
- * in its stored form, each event marked with whether the projection's types
- * and categories select it.  In the current memory context.
+ * The next batch after read->after: the events the projection's types and
+ * categories select (read by the one reader, which leaves the others out),
+ * in log order, in their stored form, in the current memory context, each
+ * marked with whether it is of the batch's partition (*nmine of them);
+ * read->tail is where a batch that was not full may move its checkpoint to
+ * (BatchEnd).  The partition is told here, not in the read: the read's
+ * LIMIT must stay inside _read_log, where the planner sees it and walks the
+ * log-order index from the checkpoint, stopping at the batch's last event
+ * (with the LIMIT above a filter of its own, its generic plan sorted every
+ * event after the checkpoint, 2.7 s a batch at 1M events).
  */
 static BatchEvent *
-ReadBatch(Datum ckpt_txid, int64 ckpt_pos, Datum types, bool types_null,
-		  Datum categories, bool categories_null, int partition, int partitions,
-		  uint64 *nev, uint64 *nmatch)
+ReadBatch(OcxLogRead *read, int partition, int partitions, uint64 *nev, uint64 *nmine)
 {
-	char	  **type_list;
-	int			ntypes;
-	char	  **category_list;
-	int			ncategories;
 	BatchEvent *events;
 	bool		isnull;
 	uint64		i;
 
-	type_list = TextArrayStrings(types, types_null, &ntypes);
-	category_list = TextArrayStrings(categories, categories_null, &ncategories);
-	*nev = RunAsWorkerReader(ckpt_txid, ckpt_pos, ocx_batch_size);
-	*nmatch = 0;
+	read->max_count = ocx_batch_size;
+	OcxReadLogTail(read);
+	*nev = RunAsWorkerReader(read);
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS_READ, (int64) *nev);
+	*nmine = 0;
 	events = palloc0(sizeof(BatchEvent) * Max(*nev, 1));
 	for (i = 0; i < *nev; i++)
 	{
@@ -537,15 +555,53 @@ ReadBatch(Datum ckpt_txid, int64 ckpt_pos, Datum types, bool types_null,
 		events[i].causation_id = GetText(i, 10);
 		events[i].traceparent = GetText(i, 11);
 		events[i].tenant_id = GetText(i, 12);
-		events[i].matches =
-			OcxLogSelects(events[i].type, events[i].stream_id, type_list, ntypes,
-						  category_list, ncategories) &&
-			(partition < 0 || OcxStreamPartition(events[i].stream_id, partitions) == partition);
-		if (events[i].matches)
-			(*nmatch)++;
+		events[i].mine = partition < 0 ||
+			StreamPartition(events[i].stream_id, partitions) == partition;
+		if (events[i].mine)
+			(*nmine)++;
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return events;
+}
+
+/*
+ * Where a batch that read nev events and applied them all ends: after its
+ * last event, or, when it was not full, at the read's tail (the events it
+ * left out up to there are not the projection's).  False when that is the
+ * checkpoint it started from.  The tail is never before the last event
+ * read (OcxReadLogTail: the same horizon and snapshot); a checkpoint moved
+ * back would apply events twice, so that is an error, never a checkpoint.
+ */
+static bool
+BatchEnd(OcxLogRead *read, BatchEvent *events, uint64 nev,
+		 Datum *txid, int64 *pos, TimestampTz *time, bool *have_time)
+{
+	if (nev > 0)
+	{
+		uint64		last = U64FromFullTransactionId(DatumGetFullTransactionId(events[nev - 1].txid));
+		uint64		tail = read->have_tail ?
+			U64FromFullTransactionId(DatumGetFullTransactionId(read->tail_txid)) : 0;
+
+		if (!read->have_tail || tail < last ||
+			(tail == last && read->tail_pos < events[nev - 1].position))
+			elog(ERROR, "ocx: the tail of the read is before its last event %lld",
+				 (long long) events[nev - 1].position);
+	}
+	if (nev < (uint64) ocx_batch_size && read->have_tail)
+	{
+		*txid = read->tail_txid;
+		*pos = read->tail_pos;
+		*time = read->tail_time;
+		*have_time = read->have_tail_time;
+		return true;
+	}
+	if (nev == 0)
+		return false;
+	*txid = events[nev - 1].txid;
+	*pos = events[nev - 1].position;
+	*time = events[nev - 1].time;
+	*have_time = true;
+	return true;
 }
 
 /*
@@ -662,7 +718,7 @@ ApplyEvents(void *arg)
 	scope = OcxUserCodeScopeBegin();
 	for (i = run->from; i < run->to; i++)
 	{
-		if (!run->events[i].matches || run->events[i].held)
+		if (!run->events[i].mine || run->events[i].held)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		SetEventSettings(&run->events[i]);
@@ -824,18 +880,6 @@ FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_po
 	return false;
 }
 
-/* The partition (0 .. partitions - 1) of a stream, as ocx.stream_partition. */
-static int
-OcxStreamPartition(const char *stream_id, int partitions)
-{
-	text	   *sid = cstring_to_text(stream_id);
-	int32		h = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
-														  PointerGetDatum(sid)));
-
-	pfree(sid);
-	return (int) ((h & PG_INT32_MAX) % partitions);
-}
-
 /* Whether another partition of the projection is behind this one's checkpoint. */
 static bool
 PartitionBehind(const char *name, int partition, Datum ckpt_txid, int64 ckpt_pos)
@@ -900,7 +944,7 @@ MarkHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 	uint64		nheld = 0;
 
 	for (i = 0; i < nev; i++)
-		if (events[i].matches)
+		if (events[i].mine)
 			streams[nstreams++] = CStringGetTextDatum(events[i].stream_id);
 	if (nstreams == 0)
 		return 0;
@@ -913,7 +957,7 @@ MarkHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 		char	   *stream = GetText(r, 1);
 
 		for (i = 0; i < nev; i++)
-			if (events[i].matches && !events[i].held &&
+			if (events[i].mine && !events[i].held &&
 				strcmp(events[i].stream_id, stream) == 0)
 			{
 				events[i].held = true;
@@ -931,7 +975,7 @@ HoldRestOfStream(BatchEvent *events, uint64 from, uint64 nev)
 	uint64		i;
 
 	for (i = from + 1; i < nev; i++)
-		if (events[i].matches && strcmp(events[i].stream_id, events[from].stream_id) == 0)
+		if (events[i].mine && strcmp(events[i].stream_id, events[from].stream_id) == 0)
 			events[i].held = true;
 }
 
@@ -943,7 +987,7 @@ InsertHeldEvents(const char *name, BatchEvent *events, uint64 nev)
 	uint64		n = 0;
 
 	for (i = 0; i < nev; i++)
-		if (events[i].matches && events[i].held)
+		if (events[i].mine && events[i].held)
 		{
 			InsertDeadLetter(name, &events[i], 0, NULL, false);
 			n++;
@@ -981,15 +1025,10 @@ typedef struct LiveRow
 	const char *name;
 	int			partition;		/* or -1 */
 	Oid			handler;
-	Datum		types;
-	bool		types_null;
-	Datum		categories;
-	bool		categories_null;
+	OcxLogRead	read;			/* after the checkpoint, its types, categories, partition */
 	char	   *mode;
 	char	   *state;
 	Oid			owner;			/* InvalidOid: dropped (OX502) */
-	Datum		start_txid;		/* the checkpoint the batch reads after */
-	int64		start_pos;
 	int32		max_attempts;
 	Interval   *base_delay;
 	Interval   *max_delay;
@@ -1053,15 +1092,15 @@ ReadLiveRow(const char *name, int partition, LiveRow *row, LiveProgress *progres
 	row->name = name;
 	row->partition = partition;
 	row->handler = DatumGetObjectId(GetCol(0, 1, &isnull));
-	row->types = GetCol(0, 2, &row->types_null);
-	row->categories = GetCol(0, 3, &row->categories_null);
+	row->read.types = GetCol(0, 2, &row->read.types_null);
+	row->read.categories = GetCol(0, 3, &row->read.categories_null);
 	row->mode = GetText(0, 4);
 	row->state = GetText(0, 5);
 	row->owner = get_role_oid(GetText(0, 6), true);
-	row->start_txid = GetCol(0, 7, &isnull);
-	row->start_pos = DatumGetInt64(GetCol(0, 8, &isnull));
-	progress->ckpt_txid = row->start_txid;
-	progress->ckpt_pos = row->start_pos;
+	row->read.after_txid = GetCol(0, 7, &isnull);
+	row->read.after_pos = DatumGetInt64(GetCol(0, 8, &isnull));
+	progress->ckpt_txid = row->read.after_txid;
+	progress->ckpt_pos = row->read.after_pos;
 	progress->failing_pos = DatumGetInt64(GetCol(0, 9, &progress->failing_null));
 	progress->failing_attempts = DatumGetInt32(GetCol(0, 10, &isnull));
 	progress->retry_at = DatumGetTimestampTz(GetCol(0, 11, &progress->retry_null));
@@ -1120,7 +1159,7 @@ MaybeFinishRebuild(LiveRow *row, Datum txid, int64 pos, TimestampTz now,
 {
 	if (row->rebuilding && !PartitionBehind(row->name, row->partition, txid, pos) &&
 		FinishRebuild(row->name, strcmp(row->mode, "inline") == 0, txid, pos,
-					  row->types, row->types_null, row->categories, row->categories_null))
+					  row->read.types, row->read.types_null, row->read.categories, row->read.categories_null))
 		LowerDue(next_due, TimestampTzPlusMilliseconds(now, 100));
 }
 
@@ -1187,18 +1226,19 @@ EventFailed(LiveRow *row, BatchEvent *events, uint64 i, uint64 nev, ErrorData *e
 }
 
 /*
- * Call the handler on the matching events of the batch that are not held
- * back.  Returns how many events of the batch are done: nev, or the index
- * of the event that waits for a retry or stopped the projection.
+ * Call the handler on the events of the batch (all selected by the
+ * projection) that are of its partition (nmine) and not held back.
+ * Returns how many events of the batch are done: nev, or the index of the
+ * event that waits for a retry or stopped the projection.
  */
 static uint64
 ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
-		   uint64 nmatch, uint64 nheld, LiveProgress *progress, TimestampTz *next_due)
+		   uint64 nmine, uint64 nheld, LiveProgress *progress, TimestampTz *next_due)
 {
 	uint64		i;
 
-	if (nmatch == nheld)
-		return nev;				/* nothing for this projection to apply */
+	if (nmine == nheld)
+		return nev;				/* nothing for this partition to apply */
 
 	/* fast path: the whole batch in one subtransaction (held events apart) */
 	if (progress->failing_null)
@@ -1207,7 +1247,7 @@ ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
 
 		if (ApplyInSubtransaction(flinfo, row->owner, events, 0, nev, &edata))
 		{
-			progress->applied = nmatch - nheld;
+			progress->applied = nmine - nheld;
 			return nev;
 		}
 		FreeErrorData(edata);
@@ -1218,10 +1258,8 @@ ApplyBatch(LiveRow *row, FmgrInfo *flinfo, BatchEvent *events, uint64 nev,
 	{
 		ErrorData  *edata = NULL;
 
-		if (!events[i].matches)
-			continue;
-		if (events[i].held)
-			continue;			/* recorded by InsertHeldEvents */
+		if (!events[i].mine || events[i].held)
+			continue;			/* another partition's, or recorded by InsertHeldEvents */
 		if (ApplyInSubtransaction(flinfo, row->owner, events, i, i + 1, &edata))
 		{
 			progress->applied++;
@@ -1253,8 +1291,8 @@ RecheckLiveRow(LiveRow *row)
 	Datum		values[7];
 
 	values[0] = CStringGetTextDatum(row->name);
-	values[1] = row->start_txid;
-	values[2] = Int64GetDatum(row->start_pos);
+	values[1] = row->read.after_txid;
+	values[2] = Int64GetDatum(row->read.after_pos);
 	values[3] = CStringGetTextDatum(row->state);
 	values[4] = Int32GetDatum(row->partition);
 	values[5] = Int32GetDatum(row->partitions);
@@ -1268,16 +1306,20 @@ RecheckLiveRow(LiveRow *row)
 
 /*
  * The checkpoint: the last event done (events[0..done)), before the one that
- * waits, if any; with the retry state and the counts, in the projection's
- * row or its partition's.
+ * waits, if any, or the read's tail when all nev were done (BatchEnd); with
+ * the retry state and the counts, in the projection's row or its partition's.
  */
 static void
-WriteCheckpoint(LiveRow *row, BatchEvent *events, uint64 done, LiveProgress *progress)
+WriteCheckpoint(LiveRow *row, BatchEvent *events, uint64 nev, uint64 done,
+				LiveProgress *progress)
 {
 	Datum		values[11];
 	char		nulls[11];
 
-	if (done > 0)
+	if (done == nev)
+		(void) BatchEnd(&row->read, events, nev, &progress->ckpt_txid, &progress->ckpt_pos,
+						&progress->ckpt_time, &progress->have_time);
+	else if (done > 0)
 	{
 		progress->ckpt_txid = events[done - 1].txid;
 		progress->ckpt_pos = events[done - 1].position;
@@ -1366,42 +1408,45 @@ LiveBatchRun(const char *name, int partition, MemoryContext cxt, TimestampTz *ne
 	LiveProgress progress;
 	BatchEvent *events;
 	uint64		nev;
-	uint64		nmatch = 0;
-	uint64		nheld = 0;		/* events of the batch marked held */
+	uint64		nmine;
 	uint64		done;
-	FmgrInfo	flinfo;
 
 	if (!ReadLiveRow(name, partition, &row, &progress) ||
 		!LiveBatchDue(&row, &progress, now, next_due))
 		return false;
 
 	/*
-	 * The next batch, in log order, in its stored form.  All events, filtered
-	 * here: the checkpoint then moves past events the projection does not
-	 * want, so a batch never rescans a long run of them.  Only the events the
-	 * projection wants are upcast, one by one in ApplyEvents: an event whose
+	 * The next batch, in log order, in its stored form: the events the
+	 * projection's types and categories select, filtered by the one reader;
+	 * those of other partitions are skipped here (ReadBatch marks the
+	 * partition's own).  A batch that was not full moves the checkpoint to the
+	 * last event below the read's horizon (BatchEnd), past the events the
+	 * projection does not want, so a batch never rescans a long run of
+	 * them.  The events are upcast one by one in ApplyEvents: an event whose
 	 * upcaster fails (a poison event) is that projection's failing event,
 	 * retried and dead-lettered per its retry policy, and is never upcast for
 	 * a projection that filters it out.
 	 */
-	events = ReadBatch(row.start_txid, row.start_pos, row.types, row.types_null,
-					   row.categories, row.categories_null, partition, row.partitions,
-					   &nev, &nmatch);
-	if (nmatch > 0)
-		nheld = MarkHeldEvents(name, events, nev);
-	if (nev == 0)
+	events = ReadBatch(&row.read, partition, row.partitions, &nev, &nmine);
+	if (nev == 0 && !row.read.have_tail)
 	{
-		MaybeFinishRebuild(&row, row.start_txid, row.start_pos, now, next_due);
+		MaybeFinishRebuild(&row, row.read.after_txid, row.read.after_pos, now, next_due);
 		return false;
 	}
+	done = nev;
+	if (nmine > 0)
+	{
+		FmgrInfo	flinfo;
+		uint64		nheld = MarkHeldEvents(name, events, nev);
 
-	fmgr_info_cxt(row.handler, &flinfo, cxt);
-	ForgetEventSettings();
-	done = ApplyBatch(&row, &flinfo, events, nev, nmatch, nheld, &progress, next_due);
+		fmgr_info_cxt(row.handler, &flinfo, cxt);
+		ForgetEventSettings();
+		done = ApplyBatch(&row, &flinfo, events, nev, nmine, nheld, &progress, next_due);
+	}
 
 	/* the held events up to the checkpoint, once every handler has run */
 	progress.held = InsertHeldEvents(name, events, done);
-	WriteCheckpoint(&row, events, done, &progress);
+	WriteCheckpoint(&row, events, nev, done, &progress);
 	return FinishBatch(&row, nev, &progress, now, next_due);
 }
 
@@ -1482,14 +1527,9 @@ typedef struct ShadowRow
 	const char *name;
 	int			partition;		/* or -1 */
 	Oid			handler;
-	Datum		types;
-	bool		types_null;
-	Datum		categories;
-	bool		categories_null;
+	OcxLogRead	read;			/* after the shadow checkpoint, its selection */
 	Oid			owner;			/* InvalidOid: dropped (OX502) */
 	char	   *schema;
-	Datum		ckpt_txid;
-	int64		ckpt_pos;
 	Datum		tables;
 	Datum		started_at;
 	int32		partitions;
@@ -1514,12 +1554,12 @@ ReadShadowRow(const char *name, int partition, ShadowRow *row)
 	row->name = name;
 	row->partition = partition;
 	row->handler = DatumGetObjectId(GetCol(0, 1, &isnull));
-	row->types = GetCol(0, 2, &row->types_null);
-	row->categories = GetCol(0, 3, &row->categories_null);
+	row->read.types = GetCol(0, 2, &row->read.types_null);
+	row->read.categories = GetCol(0, 3, &row->read.categories_null);
 	row->owner = get_role_oid(GetText(0, 4), true);
 	row->schema = GetText(0, 5);
-	row->ckpt_txid = GetCol(0, 6, &isnull);
-	row->ckpt_pos = DatumGetInt64(GetCol(0, 7, &isnull));
+	row->read.after_txid = GetCol(0, 6, &isnull);
+	row->read.after_pos = DatumGetInt64(GetCol(0, 7, &isnull));
 	row->tables = GetCol(0, 8, &isnull);
 	row->started_at = GetCol(0, 9, &isnull);
 	row->partitions = DatumGetInt32(GetCol(0, 10, &isnull));
@@ -1589,20 +1629,20 @@ ApplyShadowBatch(ShadowRow *row, BatchEvent *events, uint64 nev, MemoryContext c
  * is rolled back and the row read again (OX203).
  */
 static void
-WriteShadowCheckpoint(ShadowRow *row, BatchEvent *last, uint64 nmatch)
+WriteShadowCheckpoint(ShadowRow *row, Datum txid, int64 pos, uint64 napplied)
 {
 	Datum		values[9];
 	bool		isnull;
 	bool		written;
 
 	values[0] = CStringGetTextDatum(row->name);
-	values[1] = last->txid;
-	values[2] = Int64GetDatum(last->position);
-	values[3] = Int64GetDatum(nmatch);
+	values[1] = txid;
+	values[2] = Int64GetDatum(pos);
+	values[3] = Int64GetDatum(napplied);
 	values[4] = CStringGetTextDatum(row->schema);
 	values[5] = row->started_at;
-	values[6] = row->ckpt_txid;
-	values[7] = Int64GetDatum(row->ckpt_pos);
+	values[6] = row->read.after_txid;
+	values[7] = Int64GetDatum(row->read.after_pos);
 	values[8] = Int32GetDatum(row->partition);
 	if (row->partition < 0)
 		written = RunProjPlan(Q_SHADOW_CKPT, values, NULL) == 1;
@@ -1621,7 +1661,7 @@ WriteShadowCheckpoint(ShadowRow *row, BatchEvent *last, uint64 nmatch)
 				(errcode(ERRCODE_OCX_PROJECTION_CHANGED),
 				 errmsg("the blue/green rebuild of projection \"%s\" changed while a batch ran", row->name),
 				 errdetail("The batch is rolled back and tried again.")));
-	OcxCount(OCX_COUNT_PROJECTION_EVENTS, nmatch);
+	OcxCount(OCX_COUNT_PROJECTION_EVENTS, napplied);
 }
 
 /* Caught up: swap now, in this transaction, or try again soon. */
@@ -1648,7 +1688,7 @@ OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due)
 	ShadowRow	row;
 	BatchEvent *events;
 	uint64		nev;
-	uint64		nmatch;
+	uint64		nmine;
 	bool		more = false;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx shadow batch",
@@ -1660,13 +1700,16 @@ OcxProjectionShadowBatch(const char *name, int partition, TimestampTz *next_due)
 
 	if (ReadShadowRow(name, partition, &row))
 	{
-		events = ReadBatch(row.ckpt_txid, row.ckpt_pos, row.types, row.types_null,
-						   row.categories, row.categories_null, partition, row.partitions,
-						   &nev, &nmatch);
-		if (nmatch > 0)
+		Datum		txid;
+		int64		pos;
+		TimestampTz time;
+		bool		have_time;
+
+		events = ReadBatch(&row.read, partition, row.partitions, &nev, &nmine);
+		if (nmine > 0)
 			ApplyShadowBatch(&row, events, nev, cxt);
-		if (nev > 0)
-			WriteShadowCheckpoint(&row, &events[nev - 1], nmatch);
+		if (BatchEnd(&row.read, events, nev, &txid, &pos, &time, &have_time))
+			WriteShadowCheckpoint(&row, txid, pos, nmine);
 		more = (nev == (uint64) ocx_batch_size);
 		if (!more)
 			TrySwap(name, next_due);

@@ -32,8 +32,9 @@ COMMENT ON FUNCTION ocx._log_selects(text, text, text[], text[]) IS
 -- horizon (ocx.log_horizon() once for the read, or the horizon a consumer
 -- took for its whole pass), that the filter selects, upcast or as stored.
 -- Filters apply before upcasting: an event left out is never upcast.
+-- include_archived: the archived partitions too (ocx.archive, 88p_partitioned_log.sql).
 CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
-                              upcast boolean, horizon xid8 DEFAULT NULL, after_time timestamptz DEFAULT NULL)
+                              upcast boolean, horizon xid8, after_time timestamptz, include_archived boolean)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -44,7 +45,7 @@ BEGIN ATOMIC
                 ELSE ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) END,
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx.events e
+      FROM ocx._log_events(_read_log.include_archived) e
      WHERE e.txid < COALESCE(_read_log.horizon, (SELECT ocx.log_horizon()))
        AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
                                                                   ELSE ocx._read_start(_read_log."after", _read_log.after_time) END),
@@ -57,8 +58,20 @@ BEGIN ATOMIC
      ORDER BY e.txid, e.global_position
      LIMIT ocx._count_arg(_read_log.max_count);
 END;
+COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz, boolean) IS
+    'internal: the one reader of the log (include_archived: the archive too, ocx.archive): events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+
+-- The one reader over the live log: what every consumer runs (src/reader.c).
+CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
+                              upcast boolean, horizon xid8 DEFAULT NULL, after_time timestamptz DEFAULT NULL)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM ocx._read_log(_read_log."after", _read_log.max_count, _read_log.types, _read_log.categories,
+                                _read_log.upcast, _read_log.horizon, _read_log.after_time, false);
+END;
 COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz) IS
-    'internal: the one reader of the log: events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+    'internal: the one reader of the live log: events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
 
 -- The cursor of the last event below the horizon after a cursor (NULL when
 -- there is none): where a consumer that found nothing it wants moves to.
@@ -78,24 +91,27 @@ COMMENT ON FUNCTION ocx._log_tail(ocx.cursor, xid8) IS
 
 CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
                              types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
-                             upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
+                             upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
+                             include_archived boolean DEFAULT false)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT * FROM ocx._read_log(read_all."after", read_all.max_count, read_all.types,
-                                read_all.categories, read_all.upcast, NULL, read_all.after_time);
+                                read_all.categories, read_all.upcast, NULL, read_all.after_time,
+                                COALESCE(read_all.include_archived, false));
 END;
-COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz) IS
-    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log';
+COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz, boolean) IS
+    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log; include_archived: the archived partitions too (ocx.archive)';
 
 CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
-                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL)
+                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
+                                  include_archived boolean DEFAULT false)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
                                ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast,
-                               read_category.after_time);
+                               read_category.after_time, read_category.include_archived);
 END;
-COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz) IS
-    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it';
+COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz, boolean) IS
+    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it; include_archived: the archived partitions too (ocx.archive)';

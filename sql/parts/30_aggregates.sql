@@ -377,13 +377,13 @@ COMMENT ON FUNCTION ocx.define_aggregate(text, regprocedure, jsonb, integer, jso
     'define (or redefine) an aggregate type: apply(state jsonb, event ocx.event) -> jsonb or declarative reducer rules; redefinition drops its snapshots';
 
 CREATE FUNCTION ocx.load(type text, stream_id text, as_of_version bigint DEFAULT NULL,
-                         as_of_time timestamptz DEFAULT NULL,
+                         as_of_time timestamptz DEFAULT NULL, include_archived boolean DEFAULT false,
                          OUT state jsonb, OUT version bigint)
     RETURNS record
     LANGUAGE C VOLATILE PARALLEL UNSAFE
     AS 'MODULE_PATHNAME', 'ocx_load';
-COMMENT ON FUNCTION ocx.load(text, text, bigint, timestamptz) IS
-    'the aggregate''s state after replaying the stream (from the newest usable snapshot), optionally as of a version or a time';
+COMMENT ON FUNCTION ocx.load(text, text, bigint, timestamptz, boolean) IS
+    'the aggregate''s state after replaying the stream (from the newest usable snapshot), optionally as of a version or a time; include_archived: replay archived events too (ocx.archive)';
 
 CREATE FUNCTION ocx.snapshot(type text, stream_id text) RETURNS bigint
     LANGUAGE C VOLATILE PARALLEL UNSAFE

@@ -128,9 +128,11 @@ BEGIN
         RETURN COALESCE(v, 0);
     END
     $f$;
+    -- (include_archived: no archive on Citus, ocx.partition_log refuses it)
     CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL,
                                                max_count integer DEFAULT NULL,
-                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL)
+                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                               include_archived boolean DEFAULT false)
         RETURNS SETOF ocx.event
         LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
         SET search_path = pg_catalog, pg_temp

@@ -140,7 +140,7 @@ CREATE FUNCTION ocx.privilege_rules()
 BEGIN ATOMIC
     SELECT r.kind, r.pattern, r.grantee
       FROM (VALUES
-        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber)$', NULL),
+        ('routine', '^(_call_as_author|_regprocedure_as|_execute_as_author|_apply_privileges|distribute|set_logical_subscriber|partition_log)$', NULL),
         ('routine', '^(read_|stream_version$|category$|to_cloudevent$|load$|last_load$|upcast$|'
                     'cursor|txid$|global_position$|stream_partition$|worker_status$|'
                     'trace$|metrics$|privilege_rules$|log_horizon$|log_txid$|horizon_holder$|'
@@ -155,7 +155,7 @@ BEGIN ATOMIC
         -- tables no role but ocx_owner reads: no tenant column (the time map,
         -- removals: they would show any tenant's writes and deletions), keys,
         -- the import's batch (ocx_admin only INSERTs into import_staging)
-        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging|import_rows|import_streams)$', NULL)
+        ('table', '^(time_map|time_map_state|subject_keys|erasures|removals|import_staging)$', NULL)
       ) AS r(kind, pattern, grantee);
 END;
 COMMENT ON FUNCTION ocx.privilege_rules() IS

@@ -39,14 +39,14 @@ SELECT has_trigger('ocx', 'upcasters', 'upcasters_changed', 'upcasters invalidat
 SELECT has_trigger('ocx', 'aggregates', 'aggregates_changed', 'aggregates invalidates the cache');
 
 SELECT has_function('ocx', 'define_aggregate', ARRAY['text', 'regprocedure', 'jsonb', 'integer', 'jsonb']);
-SELECT has_function('ocx', 'load', ARRAY['text', 'text', 'bigint', 'timestamp with time zone']);
+SELECT has_function('ocx', 'load', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'boolean']);
 SELECT has_function('ocx', 'snapshot', ARRAY['text', 'text']);
 SELECT has_function('ocx', 'define_event_type', ARRAY['text', 'integer', 'jsonb']);
 SELECT has_function('ocx', 'define_upcaster', ARRAY['text', 'integer', 'regprocedure']);
 SELECT has_function('ocx', 'define_upcaster', ARRAY['text', 'integer', 'jsonb']);
 SELECT has_function('ocx', 'define_module', ARRAY['text', 'jsonb']);
 SELECT function_returns('ocx', 'snapshot', ARRAY['text', 'text'], 'bigint');
-SELECT volatility_is('ocx', 'load', ARRAY['text', 'text', 'bigint', 'timestamp with time zone'], 'volatile',
+SELECT volatility_is('ocx', 'load', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'boolean'], 'volatile',
                      'load is volatile (it may store a snapshot)');
 
 -- nothing is granted to PUBLIC on the tables

@@ -36,15 +36,15 @@ SELECT function_returns('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'bigi
 SELECT function_returns('ocx', 'append_event', ARRAY['text', 'bigint', 'text', 'jsonb', 'jsonb', 'uuid'], 'bigint');
 SELECT function_returns('ocx', 'append_cloudevents', ARRAY['text', 'bigint', 'jsonb'], 'bigint');
 SELECT function_returns('ocx', 'to_cloudevent', ARRAY['ocx.event'], 'jsonb');
-SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone'], 'setof ocx.event');
-SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean', 'timestamp with time zone'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]', 'boolean'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone', 'boolean'], 'setof ocx.event');
+SELECT function_returns('ocx', 'read_category', ARRAY['text', 'ocx.cursor', 'integer', 'boolean', 'timestamp with time zone', 'boolean'], 'setof ocx.event');
 SELECT function_returns('ocx', 'stream_version', ARRAY['text'], 'bigint');
 SELECT function_returns('ocx', 'last_append_cursor', ARRAY[]::text[], 'ocx.cursor');
 SELECT volatility_is('ocx', 'last_append_cursor', ARRAY[]::text[], 'volatile');
 SELECT volatility_is('ocx', 'append', ARRAY['text', 'bigint', 'jsonb'], 'volatile');
-SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]'], 'stable');
-SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone'], 'stable');
+SELECT volatility_is('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]', 'boolean'], 'stable');
+SELECT volatility_is('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone', 'boolean'], 'stable');
 SELECT function_returns('ocx', 'horizon_holder', ARRAY[]::text[], 'record');
 SELECT volatility_is('ocx', 'horizon_holder', ARRAY[]::text[], 'volatile');
 SELECT is(pg_catalog.pg_get_function_arguments('ocx.horizon_holder()'::regprocedure),
@@ -72,9 +72,9 @@ SELECT table_privs_are('ocx', 'streams', 'public', ARRAY[]::text[], 'PUBLIC has 
 -- immutability: triggers that fire ALWAYS
 SELECT has_trigger('ocx', 'events', 'events_immutable_row', 'has_trigger ocx, events, events_immutable_row');
 SELECT has_trigger('ocx', 'events', 'events_immutable_truncate', 'has_trigger ocx, events, events_immutable_truncate');
-SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'events_immutable_row'), 'A',
+SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ocx.events'::regclass AND tgname = 'events_immutable_row'), 'A',
           'the row trigger fires ALWAYS (also under session_replication_role = replica)');
-SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'events_immutable_truncate'), 'A',
+SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'ocx.events'::regclass AND tgname = 'events_immutable_truncate'), 'A',
           'the truncate trigger fires ALWAYS');
 
 SELECT lives_ok($$SELECT ocx.append('tap-1', 0, '{"type": "A", "data": {"v": 1}}')$$, 'append works');

@@ -24,7 +24,7 @@ SELECT is((SELECT string_agg(r.roleid::regrole::text || '>' || r.member::regrole
           'ocx_worker has only ocx_reader''s privileges (SELECT) and no members');
 SELECT ok(pg_catalog.has_schema_privilege('ocx_worker', 'ocx', 'USAGE')
           AND pg_catalog.has_table_privilege('ocx_worker', 'ocx.events', 'SELECT')
-          AND pg_catalog.has_function_privilege('ocx_worker', 'ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz)', 'EXECUTE'),
+          AND pg_catalog.has_function_privilege('ocx_worker', 'ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz, boolean)', 'EXECUTE'),
           'ocx_worker inherits what it needs to read the log');
 
 -- it owns every object of schema ocx

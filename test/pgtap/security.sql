@@ -41,8 +41,8 @@ SELECT is_empty($$ SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
                 'ocx_admin can execute every non-internal ocx routine');
 
 -- readers: reads, no writes, no definitions
-SELECT function_privs_are('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]'], 'ocx_reader', ARRAY['EXECUTE']);
-SELECT function_privs_are('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'read_stream', ARRAY['text', 'bigint', 'integer', 'text', 'text[]', 'boolean'], 'ocx_reader', ARRAY['EXECUTE']);
+SELECT function_privs_are('ocx', 'read_all', ARRAY['ocx.cursor', 'integer', 'text[]', 'text[]', 'boolean', 'timestamp with time zone', 'boolean'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'stream_version', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', '_stream_arg', ARRAY['text'], 'ocx_reader', ARRAY['EXECUTE']);
 SELECT function_privs_are('ocx', 'wait_for', ARRAY['text', 'ocx.cursor', 'interval'], 'ocx_reader', ARRAY['EXECUTE']);

@@ -57,7 +57,7 @@ BEGIN;
 CREATE ROLE ocx_rls_nobody;
 GRANT USAGE ON SCHEMA ocx TO ocx_rls_nobody;
 GRANT SELECT ON ocx.streams, ocx.snapshots, ocx.event_types, ocx.upcasters, ocx.aggregates TO ocx_rls_nobody;
-GRANT EXECUTE ON FUNCTION ocx.load(text, text, bigint, timestamptz) TO ocx_rls_nobody;
+GRANT EXECUTE ON FUNCTION ocx.load(text, text, bigint, timestamptz, boolean) TO ocx_rls_nobody;
 SET LOCAL ROLE ocx_rls_nobody;
 SELECT state FROM ocx.load('rls_red', 'rlsacct-1');
 \echo :LAST_ERROR_SQLSTATE

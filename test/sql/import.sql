@@ -66,6 +66,26 @@ SELECT e.cloudevent ->> 'ocxstream' AS stream, e.cloudevent -> 'ocxversion' AS v
                               ORDER BY x."cursor" DESC LIMIT 1)) e;
 COPY (SELECT cloudevent FROM ocx.export(max_count => 1)) TO STDOUT (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02');
 
+-- a parallel plan over the reader: the export, and an inlined SQL function
+-- over read_all that is PARALLEL RESTRICTED (as a user may write one), each
+-- the first read of a new session, in parallel mode (ocx.log_horizon() in the
+-- leader raised "cannot update SecondarySnapshot during a parallel operation")
+CREATE FUNCTION public.read_all_wrapped() RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT * FROM ocx.read_all(NULL, NULL);
+END;
+\c ocx_import_regress
+SET force_parallel_mode = on;
+SELECT count(*) FROM public.read_all_wrapped();
+\c ocx_import_regress
+SET force_parallel_mode = on;
+SELECT count(*) FROM ocx.export();
+SELECT count(*) FROM ocx.read_category('imp', NULL, NULL);
+RESET force_parallel_mode;
+\set SHOW_CONTEXT never
+SET ocx.source = '/regress';
+
 -- an export imported into an empty database gives the same log
 \c :regress_db
 SET client_min_messages = warning;
@@ -119,11 +139,13 @@ bad-1,1,A
 SELECT * FROM ocx.import_commit();
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
-CREATE FUNCTION try_import(rows text, cols text DEFAULT 'stream_id, stream_version, type, data')
+CREATE FUNCTION try_import(rows text, cols text DEFAULT 'stream_id, stream_version, type, data',
+                           detail boolean DEFAULT false)
     RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     msg text;
     st  text;
+    det text;
 BEGIN
     PERFORM ocx.import_begin();
     EXECUTE format('INSERT INTO ocx.import_staging (%1$s) SELECT %1$s FROM json_populate_recordset(NULL::ocx.import_staging, %2$L)',
@@ -131,8 +153,8 @@ BEGIN
     PERFORM ocx.import_commit();
     RETURN 'imported';
 EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
-    RETURN st || ' ' || msg;
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL;
+    RETURN st || ' ' || msg || CASE WHEN detail THEN E'\n' || det ELSE '' END;
 END $$;
 -- line 2: data is no JSON
 SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "data": "{}"},
@@ -199,9 +221,74 @@ UPDATE ocx.projections SET state = 'running' WHERE name = 'imp_inline';
 SELECT try_import('[{"stream_id": "other-1", "stream_version": "1", "type": "A"},
                     {"stream_id": "inl-1", "stream_version": "1", "type": "A"}]');
 ROLLBACK;
+-- lines given, out of the order the rows came
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "line": 5},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A", "line": 2}]',
+                  'stream_id, stream_version, type, line');
+-- a refused batch lists every bad line in the error's detail: each line with
+-- its message and SQLSTATE, the first one's SQLSTATE and message raised
+-- (try_import(..., detail => true) shows the detail)
+-- line 2 no JSON, line 3 not after the stream's last good line, line 4 no
+-- stream id, line 5 a gap after a stored stream, line 6 data no object, line
+-- 7 an id given on line 1 too, line 8 another tenant's stream
+UPDATE ocx.streams SET tenant_id = 'other' WHERE stream_id = 'imp-2';
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-0000000000bb"},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A", "data": "{oops"},
+                    {"stream_id": "bad-1", "stream_version": "3", "type": "A"},
+                    {"stream_id": "", "stream_version": "1", "type": "A"},
+                    {"stream_id": "imp-3", "stream_version": "5", "type": "A"},
+                    {"stream_id": "bad-2", "stream_version": "1", "type": "A", "data": "[1]"},
+                    {"stream_id": "bad-3", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-0000000000bb"},
+                    {"stream_id": "imp-2", "stream_version": "3", "type": "A"}]',
+                  'stream_id, stream_version, type, data, event_id', detail => true);
+UPDATE ocx.streams SET tenant_id = NULL WHERE stream_id = 'imp-2';
+-- an event id stored already, on two lines of a batch that is good otherwise
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-000000000001", "source": "/old"},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A"},
+                    {"stream_id": "bad-2", "stream_version": "1", "type": "A", "event_id": "00000000-0000-4000-8000-000000000003", "source": "/old"}]',
+                  'stream_id, stream_version, type, event_id, source', detail => true);
+-- stored versions that are other events, with a good row between
+SELECT try_import('[{"stream_id": "imp-1", "stream_version": "1", "type": "Opened", "data": "{}"},
+                    {"stream_id": "imp-3", "stream_version": "2", "type": "A"},
+                    {"stream_id": "imp-2", "stream_version": "1", "type": "Opened", "data": "{}"}]', detail => true);
+-- 30 bad lines: the first 20 listed, and how many more
+SELECT try_import(json_agg(json_build_object('stream_id', 'bad-' || g, 'stream_version', 'v' || g, 'type', 'A'))::text,
+                  detail => true)
+  FROM generate_series(1, 30) g;
+
 -- nothing of any refused batch was written
 SELECT count(*) = b.n AS same_count, max(global_position) = b.p AS same_last FROM ocx.events, before b GROUP BY b.n, b.p;
 SELECT count(*) FROM ocx.streams WHERE stream_id LIKE 'bad-%';
+
+-- an import counts in ocx.stats as an append does: one call, its events and bytes
+CREATE TEMP TABLE counted AS SELECT name, value FROM ocx.stats WHERE kind = 'counter';
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type, data, metadata) FROM STDIN (FORMAT csv);
+cnt-1,1,A,"{""a"": 1}","{""m"": 2}"
+cnt-1,2,B,{},
+cnt-2,1,A,{},
+\.
+SELECT * FROM ocx.import_commit();
+COMMIT;
+SELECT s.name, s.value - c.value AS delta
+  FROM ocx.stats s JOIN counted c USING (name)
+ WHERE s.name IN ('appends', 'events', 'bytes', 'idempotent_retries')
+ ORDER BY s.name;
+SELECT (SELECT sum(pg_column_size(data) + pg_column_size(metadata)) FROM ocx.events WHERE stream_id LIKE 'cnt-%')
+     = (SELECT s.value - c.value FROM ocx.stats s JOIN counted c USING (name) WHERE s.name = 'bytes') AS bytes_match;
+
+-- and sets ocx.last_append_cursor() to its last event, cleared when it rolls back
+SELECT ocx.cursor(txid, global_position) OPERATOR(ocx.=) ocx.last_append_cursor() AS import_is_last
+  FROM ocx.events WHERE stream_id LIKE 'cnt-%' ORDER BY global_position DESC LIMIT 1;
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (stream_id, stream_version, type) FROM STDIN (FORMAT csv);
+cnt-3,1,A
+\.
+SELECT * FROM ocx.import_commit();
+ROLLBACK;
+SELECT ocx.last_append_cursor() IS NULL AS cleared_by_rollback;
 
 -- who may: ocx_admin imports; ocx_writer may not; ocx_reader exports
 CREATE ROLE imp_admin IN ROLE ocx_admin;
@@ -232,7 +319,7 @@ SELECT p.proname, p.prosecdef, r.rolname
 SELECT has_function_privilege('ocx_writer', 'ocx.import_commit()', 'EXECUTE') AS writer,
        has_function_privilege('ocx_admin', 'ocx.import_commit()', 'EXECUTE') AS admin,
        has_table_privilege('ocx_admin', 'ocx.import_staging', 'INSERT') AS admin_copies,
-       has_table_privilege('ocx_admin', 'ocx.import_rows', 'INSERT') AS admin_rows;
+       has_function_privilege('ocx_admin', 'ocx._import_write()', 'EXECUTE') AS admin_writes;
 DROP ROLE imp_admin, imp_writer, imp_reader;
 
 \c :regress_db

@@ -56,7 +56,8 @@ SELECT * FROM ocx.read_stream('', NULL, NULL, 'backward');
 SELECT stream_version FROM ocx.read_stream('rdstream-1', 4, NULL, NULL);
 
 -- each direction walks the index its own way, no sort (a prepared statement
--- with a generic plan too)
+-- with a generic plan too); with a constant direction the plan holds only
+-- that direction's branch (no Append, no Sort over an empty Result)
 EXPLAIN (COSTS OFF) SELECT * FROM ocx.read_stream('rdstream-1', NULL, 10, 'backward');
 PREPARE rd_back(text, bigint, int, text) AS SELECT stream_version FROM ocx.read_stream($1, $2, $3, $4);
 SET plan_cache_mode = force_generic_plan;

@@ -29,7 +29,11 @@ restart_after_crash = on
 $node->start;
 
 # Slow only during the shadow replay, and partition 0 much slower: its
-# shadow lags the others' by seconds.
+# shadow lags the others' by seconds.  10 ms an event (~1,000 events: 10 s
+# at least), so that the reader samples the live table throughout the
+# rebuild even on a loaded machine: with 3 ms, once the one reader handed
+# each partition only its own events, the rebuild was short enough for a
+# loaded machine (load average 10 on 2 cores) to sample it 6 or 8 times.
 $node->safe_psql('postgres', q{
 CREATE EXTENSION ocx;
 CREATE ROLE bg_reader LOGIN;
@@ -38,7 +42,7 @@ CREATE FUNCTION apply_balance(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('ocx.projection_schema') <> '' THEN
         IF ocx.stream_partition(e.stream_id, 4) = 0 THEN
-            PERFORM pg_sleep(0.003);
+            PERFORM pg_sleep(0.01);
         ELSE
             PERFORM pg_sleep(0.0002);
         END IF;
@@ -178,15 +182,19 @@ is($node->safe_psql('postgres', q{
 $node->safe_psql('postgres', q{SELECT ocx.rebuild_projection('balances', shadow => true)});
 ($wout, $werr) = ('', '');
 $writers = start_writers(6, \$wout, \$werr);
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) > 0 FROM pg_stat_activity
-	 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
-	   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL}),
-	'a pool worker is in the middle of a shadow batch (its handler has written)');
-my $pid = $node->safe_psql('postgres', q{
-	SELECT pid FROM pg_stat_activity
-	 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
-	   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL LIMIT 1});
+# the pid in the same query that finds the batch: a batch found by one query
+# may have committed before the next one asks for its pid
+my $pid = '';
+my $pid_until = time + $PostgreSQL::Test::Utils::timeout_default;
+while ($pid eq '' && time < $pid_until)
+{
+	$pid = $node->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity
+		 WHERE backend_type IN ('ocx worker', 'ocx worker helper') AND state = 'active'
+		   AND query LIKE 'ocx worker: projection (shadow) balances/%' AND backend_xid IS NOT NULL LIMIT 1});
+	usleep(20_000) if $pid eq '';
+}
+ok($pid ne '', 'a pool worker is in the middle of a shadow batch (its handler has written)');
 my $done_before = $node->safe_psql('postgres', q{
 	SELECT coalesce(sum(rebuild_done), 0) FROM ocx.projection_shadow_partitions});
 kill 'KILL', $pid;

@@ -1,0 +1,880 @@
+-- A partitioned log (issue 15; docs/scaling.md, "A partitioned log"): the
+-- archive schema and table (sql/parts/11_log_archive.sql), the reads with
+-- include_archived (21_reads.sql, 22_reader.sql, 30_aggregates.sql: the
+-- signatures gain a last parameter with a default, so they are dropped and
+-- created again), ocx.partition_log, partition_ahead, archive,
+-- log_partitions (88p_partitioned_log.sql), the grants on the new schemas
+-- (91_log_archive_privileges.sql), and ocx.distribute()'s read_stream with
+-- the new signature (88_citus.sql).
+-- ---------------------------------------------------------------------------
+-- The archive of a partitioned log (docs/scaling.md, "A partitioned log").
+--
+-- ocx.partition_log() (88p_partitioned_log.sql) turns ocx.events into a table
+-- partitioned by ranges of global_position; ocx.archive() detaches the
+-- partitions wholly before a cursor and attaches them here, to
+-- ocx_archive.events, partitioned the same way and empty until then.  Reads
+-- with include_archived => true read both through ocx._log_events.  The
+-- schemas exist in every database so that the reads can name the archive;
+-- until a log is partitioned they hold nothing but the empty parent.
+-- ---------------------------------------------------------------------------
+
+-- live partitions (ocx_partitions) and archived ones (ocx_archive): reached
+-- only through their parents ocx.events and ocx_archive.events
+CREATE SCHEMA ocx_partitions;
+CREATE SCHEMA ocx_archive;
+COMMENT ON SCHEMA ocx_partitions IS 'the partitions of a partitioned ocx.events (ocx.partition_log)';
+COMMENT ON SCHEMA ocx_archive IS 'the archived partitions of the log (ocx.archive), read through ocx_archive.events';
+
+CREATE TABLE ocx_archive.events (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (global_position);
+-- the same keys as the live log; uniqueness of (stream_id, stream_version)
+-- and (source, event_id) is the append's (ocx._log_unique), as on ocx.events
+ALTER TABLE ocx_archive.events ADD CONSTRAINT events_pkey PRIMARY KEY (global_position);
+CREATE INDEX events_stream_version_idx ON ocx_archive.events (stream_id, stream_version);
+CREATE INDEX events_source_event_id_idx ON ocx_archive.events (source, event_id);
+CREATE INDEX events_log_order_idx ON ocx_archive.events (txid, global_position);
+COMMENT ON TABLE ocx_archive.events IS
+    'the archived events: the partitions ocx.archive() detached from ocx.events (read with include_archived => true)';
+
+CREATE TRIGGER events_immutable_row BEFORE UPDATE OR DELETE ON ocx_archive.events
+    FOR EACH ROW EXECUTE FUNCTION ocx._refuse_modification();
+CREATE TRIGGER events_immutable_truncate BEFORE TRUNCATE ON ocx_archive.events
+    FOR EACH STATEMENT EXECUTE FUNCTION ocx._refuse_modification();
+ALTER TABLE ocx_archive.events ENABLE ALWAYS TRIGGER events_immutable_row;
+ALTER TABLE ocx_archive.events ENABLE ALWAYS TRIGGER events_immutable_truncate;
+
+ALTER TABLE ocx_archive.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ocx_archive.events FORCE ROW LEVEL SECURITY;
+CREATE POLICY events_tenant ON ocx_archive.events FOR ALL
+    USING (COALESCE(tenant_id, '') = (SELECT COALESCE(pg_catalog.current_setting('ocx.tenant', true), '')));
+COMMENT ON POLICY events_tenant ON ocx_archive.events IS
+    'a session reads the archived events of its ocx.tenant (none set: untenanted events)';
+REVOKE ALL ON ocx_archive.events FROM PUBLIC;
+
+-- The events a read sees: the live log, and with include_archived the
+-- archive too.  Inlined into each read; a constant false drops the archive
+-- from the plan, so a read of the live log costs what it did.
+CREATE FUNCTION ocx._log_events(include_archived boolean)
+    RETURNS TABLE (global_position bigint, stream_id text, stream_version bigint, event_id uuid,
+                   source text, type text, schema_version integer, "time" timestamptz, data jsonb,
+                   metadata jsonb, correlation_id uuid, causation_id uuid, tenant_id text, txid xid8)
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+           e.schema_version, e.time, e.data, e.metadata, e.correlation_id, e.causation_id,
+           e.tenant_id, e.txid
+      FROM ocx.events e
+    UNION ALL
+    SELECT a.global_position, a.stream_id, a.stream_version, a.event_id, a.source, a.type,
+           a.schema_version, a.time, a.data, a.metadata, a.correlation_id, a.causation_id,
+           a.tenant_id, a.txid
+      FROM ocx_archive.events a
+     WHERE _log_events.include_archived;
+END;
+COMMENT ON FUNCTION ocx._log_events(boolean) IS
+    'internal: the rows of ocx.events, and with include_archived those of ocx_archive.events too (inlined into the reads)';
+
+DROP FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz);
+DROP FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz);
+DROP FUNCTION ocx.read_stream(text, bigint, integer, text, text[]);
+DROP FUNCTION ocx.load(text, text, bigint, timestamptz);
+
+-- The one reader: the events after a cursor, in log order, below the
+-- horizon (ocx.log_horizon() once for the read, or the horizon a consumer
+-- took for its whole pass), that the filter selects, upcast or as stored.
+-- Filters apply before upcasting: an event left out is never upcast.
+-- include_archived: the archived partitions too (ocx.archive, 88p_partitioned_log.sql).
+CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
+                              upcast boolean, horizon xid8, after_time timestamptz, include_archived boolean)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+           CASE WHEN _read_log.upcast IS FALSE THEN e.schema_version
+                ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
+           CASE WHEN _read_log.upcast IS FALSE THEN ocx._reveal(e.type, e.data, e.event_id)
+                ELSE ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) END,
+           ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+      FROM ocx._log_events(_read_log.include_archived) e
+     WHERE e.txid < COALESCE(_read_log.horizon, (SELECT ocx.log_horizon()))
+       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
+                                                                  ELSE ocx._read_start(_read_log."after", _read_log.after_time) END),
+                                                   '0'::xid8),
+                                          COALESCE(ocx.global_position(CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
+                                                                            ELSE ocx._read_start(_read_log."after", _read_log.after_time) END),
+                                                   0))
+       AND (_read_log.after_time IS NULL OR e.time >= _read_log.after_time)
+       AND ocx._log_selects(e.type, e.stream_id, _read_log.types, _read_log.categories)
+     ORDER BY e.txid, e.global_position
+     LIMIT ocx._count_arg(_read_log.max_count);
+END;
+COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz, boolean) IS
+    'internal: the one reader of the log (include_archived: the archive too, ocx.archive): events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+
+-- The one reader over the live log: what every consumer runs (src/reader.c).
+CREATE OR REPLACE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
+                              upcast boolean, horizon xid8 DEFAULT NULL, after_time timestamptz DEFAULT NULL)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM ocx._read_log(_read_log."after", _read_log.max_count, _read_log.types, _read_log.categories,
+                                _read_log.upcast, _read_log.horizon, _read_log.after_time, false);
+END;
+COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz) IS
+    'internal: the one reader of the live log: events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
+
+CREATE FUNCTION ocx.read_all("after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
+                             types text[] DEFAULT NULL, categories text[] DEFAULT NULL,
+                             upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
+                             include_archived boolean DEFAULT false)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM ocx._read_log(read_all."after", read_all.max_count, read_all.types,
+                                read_all.categories, read_all.upcast, NULL, read_all.after_time,
+                                COALESCE(read_all.include_archived, false));
+END;
+COMMENT ON FUNCTION ocx.read_all(ocx.cursor, integer, text[], text[], boolean, timestamptz, boolean) IS
+    'events after a cursor in gap-free log order (only transactions below the snapshot''s xmin); NULL max_count = no limit; upcast => false returns them as stored (schema_version and data as written), for events whose upcaster fails (OX121); after_time: only events whose time is >= it, found through the time map without scanning the log; include_archived: the archived partitions too (ocx.archive)';
+
+CREATE FUNCTION ocx.read_category(category text, "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000,
+                                  upcast boolean DEFAULT true, after_time timestamptz DEFAULT NULL,
+                                  include_archived boolean DEFAULT false)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM ocx.read_all(read_category."after", read_category.max_count, NULL,
+                               ARRAY[ocx._stream_arg(read_category.category)], read_category.upcast,
+                               read_category.after_time, read_category.include_archived);
+END;
+COMMENT ON FUNCTION ocx.read_category(text, ocx.cursor, integer, boolean, timestamptz, boolean) IS
+    'the events of one category (stream ids "category-...") in gap-free log order; upcast => false returns them as stored; after_time: only events whose time is >= it; include_archived: the archived partitions too (ocx.archive)';
+
+CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
+                                direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                include_archived boolean DEFAULT false)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+            ocx._upcast_version(e.type, e.schema_version), e.time,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
+      WHERE NOT ocx._direction_arg(read_stream.direction)
+        AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
+        AND e.stream_version >= ocx._version_arg(read_stream.from_version)
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
+        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
+      ORDER BY e.stream_version
+      LIMIT ocx._count_arg(read_stream.max_count))
+    UNION ALL
+    (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+            ocx._upcast_version(e.type, e.schema_version), e.time,
+            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
+      WHERE ocx._direction_arg(read_stream.direction)
+        AND e.stream_id = ocx._stream_arg(read_stream.stream_id)
+        AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
+                                     ELSE ocx._version_arg(read_stream.from_version) END
+        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
+        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
+      ORDER BY e.stream_version DESC
+      LIMIT ocx._count_arg(read_stream.max_count));
+END;
+COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[], boolean) IS
+    'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types; include_archived: the archived partitions too (ocx.archive)';
+
+CREATE FUNCTION ocx.load(type text, stream_id text, as_of_version bigint DEFAULT NULL,
+                         as_of_time timestamptz DEFAULT NULL, include_archived boolean DEFAULT false,
+                         OUT state jsonb, OUT version bigint)
+    RETURNS record
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_load';
+COMMENT ON FUNCTION ocx.load(text, text, bigint, timestamptz, boolean) IS
+    'the aggregate''s state after replaying the stream (from the newest usable snapshot), optionally as of a version or a time; include_archived: replay archived events too (ocx.archive)';
+
+-- ---------------------------------------------------------------------------
+-- A partitioned log (docs/scaling.md, "A partitioned log"): opt in with
+-- ocx.partition_log(), which makes ocx.events a table partitioned by ranges
+-- of global_position (the table it was becomes the first partition);
+-- partitions are created ahead of the log's position by
+-- ocx.partition_ahead(), which the worker runs (its "partitions" unit,
+-- src/logparts.c); ocx.archive(before) moves the partitions wholly before a
+-- cursor to ocx_archive.events (11_log_archive.sql), which the reads read
+-- with include_archived => true.  The keys a partitioned table cannot hold
+-- as unique indexes are enforced by ocx._log_unique (src/logparts.c).
+-- ---------------------------------------------------------------------------
+
+-- (tags and hash: LIKE ocx.events copied them, in the order of a fresh install)
+CREATE INDEX events_tags_idx ON ocx_archive.events USING gin (tags) WITH (fastupdate = off)
+    WHERE tags IS NOT NULL;
+
+-- One row once the log is partitioned.
+CREATE TABLE ocx.log_partitioning (
+    id             boolean PRIMARY KEY DEFAULT true CHECK (id),
+    partition_size bigint NOT NULL CHECK (partition_size >= 10),
+    ahead          integer NOT NULL CHECK (ahead BETWEEN 1 AND 1000),
+    partitioned_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE ocx.log_partitioning IS
+    'one row when ocx.events is partitioned (ocx.partition_log): the positions per partition, and how many partitions the worker keeps ahead of the log';
+SELECT pg_catalog.pg_extension_config_dump('ocx.log_partitioning', '');
+REVOKE ALL ON ocx.log_partitioning FROM PUBLIC;
+
+CREATE FUNCTION ocx._log_unique() RETURNS trigger
+    LANGUAGE C VOLATILE PARALLEL UNSAFE
+    AS 'MODULE_PATHNAME', 'ocx_log_unique';
+COMMENT ON FUNCTION ocx._log_unique() IS
+    'trigger on a partitioned log: (stream_id, stream_version) and (source, event_id) are unique across the partitions and the archive (src/logparts.c)';
+
+-- The default partition of a partitioned log stays empty: an append past
+-- the partitions created ahead lands there and is refused (OX685) instead
+-- of failing with PostgreSQL's "no partition" error.
+CREATE FUNCTION ocx._log_no_partition() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the ocx log has no partition for global position % yet', NEW.global_position
+        USING ERRCODE = 'OX685',
+              HINT = 'the worker creates partitions ahead of the log (ocx.log_partitioning.ahead); '
+                     'run ocx.partition_ahead(), or raise ahead for batches this large';
+END
+$$;
+COMMENT ON FUNCTION ocx._log_no_partition() IS
+    'trigger on the default partition of a partitioned log: an event past the partitions created ahead is refused (OX685)';
+
+-- The partitions of the log and of the archive, with their ranges.
+CREATE FUNCTION ocx.log_partitions(OUT "partition" regclass, OUT from_position bigint,
+                                   OUT to_position bigint, OUT archived boolean)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT c.oid::regclass,
+           CASE WHEN b.m[1] OPERATOR(pg_catalog.=) 'MINVALUE' THEN NULL ELSE b.m[1]::bigint END,
+           CASE WHEN b.m[2] OPERATOR(pg_catalog.=) 'MAXVALUE' THEN NULL ELSE b.m[2]::bigint END,
+           p.relnamespace OPERATOR(pg_catalog.=) 'ocx_archive'::regnamespace
+      FROM pg_catalog.pg_class p
+      JOIN pg_catalog.pg_inherits i ON i.inhparent OPERATOR(pg_catalog.=) p.oid
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+     CROSS JOIN LATERAL (SELECT pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                'FROM \(''?([-0-9]+|MINVALUE)''?\) TO \(''?([-0-9]+|MAXVALUE)''?\)') AS m) b
+     WHERE p.relname OPERATOR(pg_catalog.=) 'events'
+       AND p.relnamespace IN ('ocx'::regnamespace, 'ocx_archive'::regnamespace)
+       AND b.m IS NOT NULL
+     ORDER BY 2 NULLS FIRST;
+END;
+COMMENT ON FUNCTION ocx.log_partitions() IS
+    'the partitions of a partitioned log (not the default one, always empty): each one''s range of global positions [from_position, to_position) (NULL: unbounded) and whether ocx.archive() moved it to ocx_archive.events';
+
+CREATE FUNCTION ocx._log_partitioned() RETURNS boolean
+    LANGUAGE sql STABLE
+    RETURN COALESCE((SELECT c.relkind OPERATOR(pg_catalog.=) 'p' FROM pg_catalog.pg_class c
+                      WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('ocx.events')), false);
+COMMENT ON FUNCTION ocx._log_partitioned() IS 'internal: whether ocx.events is partitioned (ocx.partition_log)';
+
+-- The last position the sequence handed out (0: none yet).
+CREATE FUNCTION ocx._log_last_position() RETURNS bigint
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM ocx.events_global_position_seq s;
+END;
+COMMENT ON FUNCTION ocx._log_last_position() IS 'internal: the last global position handed out, 0 before the first';
+
+-- A partition is reached through its parent only: no grants, row-level
+-- security on (not forced: its owner, ocx_owner, reads it for
+-- ocx.archive), the log's truncate refusal (row triggers are the parent's).
+CREATE FUNCTION ocx._close_partition(rel regclass) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, ocx_reader, ocx_writer, ocx_admin', rel);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', rel);
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid = rel AND t.tgname = 'events_immutable_truncate') THEN
+        EXECUTE format('CREATE TRIGGER events_immutable_truncate BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION ocx._refuse_modification()', rel);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER events_immutable_truncate', rel);
+    END IF;
+    IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = rel) <> 'ocx_owner'::regrole THEN
+        EXECUTE format('ALTER TABLE %s OWNER TO ocx_owner', rel);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ocx._close_partition(regclass) IS
+    'internal: a partition of the log is reached only through its parent (no grants, no truncate)';
+
+-- Partitions ahead: while the last partition ends less than "ahead"
+-- partitions past the last position handed out, one more.  Each is made
+-- empty with its range as a CHECK constraint, then attached (SHARE UPDATE
+-- EXCLUSIVE on ocx.events: appends and reads go on).
+CREATE FUNCTION ocx.partition_ahead() RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg  ocx.log_partitioning;
+    hi   bigint;
+    name text;
+    made integer := 0;
+BEGIN
+    -- nothing to do (the worker's every pass): no lock, no transaction id
+    SELECT * INTO cfg FROM ocx.log_partitioning;
+    IF NOT FOUND OR NOT ocx._log_partitioned()
+       OR (SELECT max(p.to_position) FROM ocx.log_partitions() p WHERE NOT p.archived)
+          > ocx._log_last_position() + cfg.ahead::bigint * cfg.partition_size THEN
+        RETURN 0;
+    END IF;
+    -- one creator at a time: the row is the lock
+    SELECT * INTO cfg FROM ocx.log_partitioning FOR UPDATE;
+    SELECT max(p.to_position) INTO hi FROM ocx.log_partitions() p WHERE NOT p.archived;
+    WHILE hi <= ocx._log_last_position() + cfg.ahead::bigint * cfg.partition_size LOOP
+        name := 'events_' || hi;
+        EXECUTE format('CREATE TABLE ocx_partitions.%I (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                       name);
+        EXECUTE format('ALTER TABLE ocx_partitions.%I ADD CONSTRAINT %I '
+                       'CHECK (global_position >= %s AND global_position < %s)',
+                       name, name || '_range', hi, hi + cfg.partition_size);
+        PERFORM ocx._close_partition(format('ocx_partitions.%I', name)::regclass);
+        EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.%I FOR VALUES FROM (%s) TO (%s)',
+                       name, hi, hi + cfg.partition_size);
+        hi := hi + cfg.partition_size;
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END
+$$;
+COMMENT ON FUNCTION ocx.partition_ahead() IS
+    'partitioned log: create the partitions that keep ocx.log_partitioning.ahead partitions past the last global position (the worker runs it every pass); returns how many it created';
+
+CREATE FUNCTION ocx.partition_log(partition_size bigint DEFAULT 10000000, ahead integer DEFAULT 2)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r        record;
+    b0       bigint;
+    redo     text[] := '{}';
+    triggers text[] := '{}';
+    comment  text := pg_catalog.obj_description('ocx.events'::regclass, 'pg_class');
+    old      text := 'events_0';
+    -- a restored dump of a partitioned log: the settings came back with the
+    -- data, ocx.events is the extension's plain table, and the partitions
+    -- are tables of their own in ocx_partitions (their ATTACH failed)
+    restored boolean := EXISTS (SELECT FROM ocx.log_partitioning);
+BEGIN
+    IF ocx._log_partitioned() THEN
+        RAISE EXCEPTION 'the ocx log is already partitioned' USING ERRCODE = 'OX681';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'ocx.partition_log() is not supported in a database with Citus'
+            USING ERRCODE = 'OX684',
+                  HINT = 'a distributed log is split by stream already (docs/scaling.md)';
+    END IF;
+    IF partition_size IS NULL OR partition_size < 10 OR partition_size > 1000000000000 THEN
+        RAISE EXCEPTION 'partition_size must be between 10 and 10^12, got %', partition_size
+            USING ERRCODE = 'OX010';
+    END IF;
+    IF ahead IS NULL OR ahead < 1 OR ahead > 1000 THEN
+        RAISE EXCEPTION 'ahead must be between 1 and 1000, got %', ahead USING ERRCODE = 'OX010';
+    END IF;
+
+    -- no append, read or consumer runs while the log changes shape
+    LOCK TABLE ocx.events IN ACCESS EXCLUSIVE MODE;
+    IF restored THEN
+        IF EXISTS (SELECT FROM ocx.events) THEN
+            RAISE EXCEPTION 'ocx.partition_log() cannot take back a restored partitioned log: ocx.events has events'
+                USING ERRCODE = 'OX684',
+                      DETAIL = 'Events were appended after the restore, before the partitions were attached again.',
+                      HINT = 'call ocx.partition_log() right after pg_restore (docs/scaling.md)';
+        END IF;
+        old := 'events_restored_shell';
+    END IF;
+
+    -- what refers to the table by its oid is defined again on the new one
+    FOR r IN SELECT DISTINCT d.objid FROM pg_catalog.pg_depend d
+              WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                AND d.refobjid = 'ocx.events'::regclass LOOP
+        redo := redo || pg_catalog.pg_get_functiondef(r.objid);
+    END LOOP;
+    FOR r IN SELECT DISTINCT c.oid, c.reloptions FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+               JOIN pg_catalog.pg_class c ON c.oid = w.ev_class
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
+                AND d.refobjid = 'ocx.events'::regclass AND c.oid <> 'ocx.events'::regclass LOOP
+        redo := redo || format('CREATE OR REPLACE VIEW %s %s AS %s', r.oid::regclass,
+                               CASE WHEN r.reloptions IS NULL THEN ''
+                                    ELSE 'WITH (' || array_to_string(r.reloptions, ', ') || ')' END,
+                               pg_catalog.pg_get_viewdef(r.oid));
+    END LOOP;
+    -- triggers and policies move to the new table
+    FOR r IN SELECT t.tgname, t.tgenabled, pg_catalog.pg_get_triggerdef(t.oid) AS def
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid = 'ocx.events'::regclass AND NOT t.tgisinternal LOOP
+        triggers := triggers || r.def
+                    || format('ALTER TABLE ocx.events %s TRIGGER %I',
+                              CASE r.tgenabled WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA'
+                                               WHEN 'D' THEN 'DISABLE' ELSE 'ENABLE' END, r.tgname);
+        EXECUTE format('DROP TRIGGER %I ON ocx.events', r.tgname);
+    END LOOP;
+    FOR r IN SELECT p.policyname, p.permissive, p.cmd, p.roles, p.qual, p.with_check
+               FROM pg_catalog.pg_policies p
+              WHERE p.schemaname = 'ocx' AND p.tablename = 'events' LOOP
+        triggers := triggers || format('CREATE POLICY %I ON ocx.events AS %s FOR %s TO %s%s%s',
+                                       r.policyname, r.permissive, r.cmd,
+                                       (SELECT string_agg(quote_ident(x), ', ') FROM unnest(r.roles) x),
+                                       ' USING (' || r.qual || ')', ' WITH CHECK (' || r.with_check || ')');
+        EXECUTE format('DROP POLICY %I ON ocx.events', r.policyname);
+    END LOOP;
+
+    -- the table becomes the first partition: every position handed out so
+    -- far, up to the next multiple of partition_size
+    b0 := (ocx._log_last_position() / partition_size + 1) * partition_size;
+    ALTER SEQUENCE ocx.events_global_position_seq OWNED BY NONE;
+    ALTER EXTENSION ocx DROP TABLE ocx.events;
+    EXECUTE format('ALTER TABLE ocx.events RENAME TO %I', old);
+    EXECUTE format('ALTER TABLE ocx.%I SET SCHEMA ocx_partitions', old);
+    IF NOT restored THEN
+        EXECUTE format('ALTER TABLE ocx_partitions.events_0 ADD CONSTRAINT events_0_range CHECK (global_position < %s)', b0);
+        PERFORM ocx._close_partition('ocx_partitions.events_0');
+    END IF;
+
+    EXECUTE format('CREATE TABLE ocx.events (LIKE ocx_partitions.%I INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMMENTS) '
+                   'PARTITION BY RANGE (global_position)', old);
+    ALTER TABLE ocx.events OWNER TO ocx_owner;
+    -- the CHECK constraints of the log (not the partition's range)
+    FOR r IN SELECT c.conname, pg_catalog.pg_get_constraintdef(c.oid) AS def FROM pg_catalog.pg_constraint c
+              WHERE c.conrelid = ('ocx_partitions.' || old)::regclass AND c.contype = 'c'
+                AND c.conname <> 'events_0_range' LOOP
+        EXECUTE format('ALTER TABLE ocx.events ADD CONSTRAINT %I %s', r.conname, r.def);
+    END LOOP;
+    ALTER TABLE ocx.events ADD CONSTRAINT events_pkey PRIMARY KEY (global_position);
+    CREATE INDEX events_stream_version_idx ON ocx.events (stream_id, stream_version);
+    CREATE INDEX events_source_event_id_idx ON ocx.events (source, event_id);
+    -- the other indexes as they are (the partition's own are attached to them)
+    FOR r IN SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def FROM pg_catalog.pg_index i
+              WHERE i.indrelid = ('ocx_partitions.' || old)::regclass AND NOT i.indisunique
+                AND NOT (i.indnatts = 2 AND i.indkey::text IN (
+                         (SELECT string_agg(a.attnum::text, ' ' ORDER BY k.o) FROM pg_catalog.pg_attribute a
+                            JOIN unnest(ARRAY['stream_id', 'stream_version']) WITH ORDINALITY k(n, o) ON a.attname = k.n
+                           WHERE a.attrelid = i.indrelid),
+                         (SELECT string_agg(a.attnum::text, ' ' ORDER BY k.o) FROM pg_catalog.pg_attribute a
+                            JOIN unnest(ARRAY['source', 'event_id']) WITH ORDINALITY k(n, o) ON a.attname = k.n
+                           WHERE a.attrelid = i.indrelid))) LOOP
+        EXECUTE regexp_replace(r.def, ' ON ocx_partitions\.\S+ ', ' ON ONLY ocx.events ');
+    END LOOP;
+    IF restored THEN
+        -- the restored partitions, each on the range of its CHECK constraint
+        FOR r IN SELECT c.oid::regclass AS rel, c.relname,
+                        (SELECT pg_catalog.pg_get_constraintdef(k.oid) FROM pg_catalog.pg_constraint k
+                          WHERE k.conrelid = c.oid AND k.conname = c.relname || '_range') AS range
+                   FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace = 'ocx_partitions'::regnamespace AND c.relkind = 'r'
+                    AND NOT c.relispartition AND c.relname <> old LOOP
+            IF r.relname = 'events_default' THEN
+                EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION %s DEFAULT', r.rel);
+            ELSIF r.range IS NOT NULL THEN
+                EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION %s FOR VALUES FROM (%s) TO (%s)', r.rel,
+                               COALESCE(substring(r.range FROM 'global_position >= (-?[0-9]+)'), 'MINVALUE'),
+                               substring(r.range FROM 'global_position < (-?[0-9]+)'));
+            END IF;
+        END LOOP;
+    ELSE
+        EXECUTE format('ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_0 FOR VALUES FROM (MINVALUE) TO (%s)', b0);
+        -- the partition's unique keys are the trigger's now
+        ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_stream_version_key;
+        ALTER TABLE ocx_partitions.events_0 DROP CONSTRAINT events_source_event_id_key;
+        -- the default partition, always empty (ocx._log_no_partition)
+        CREATE TABLE ocx_partitions.events_default (LIKE ocx.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+        PERFORM ocx._close_partition('ocx_partitions.events_default');
+        CREATE TRIGGER events_no_partition BEFORE INSERT ON ocx_partitions.events_default
+            FOR EACH ROW EXECUTE FUNCTION ocx._log_no_partition();
+        ALTER TABLE ocx_partitions.events_default ENABLE ALWAYS TRIGGER events_no_partition;
+        ALTER TABLE ocx.events ATTACH PARTITION ocx_partitions.events_default DEFAULT;
+        -- its indexes named as the partition's (they move with it to the archive)
+        FOR r IN SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                  WHERE i.indrelid = 'ocx_partitions.events_0'::regclass AND c.relname NOT LIKE 'events\_0\_%' LOOP
+            EXECUTE format('ALTER INDEX ocx_partitions.%I RENAME TO %I', r.relname,
+                           'events_0_' || substr(r.relname, 8));
+        END LOOP;
+    END IF;
+
+    ALTER SEQUENCE ocx.events_global_position_seq OWNED BY ocx.events.global_position;
+    ALTER EXTENSION ocx ADD TABLE ocx.events;
+    EXECUTE format('COMMENT ON TABLE ocx.events IS %L', comment);
+    ALTER TABLE ocx.events ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE ocx.events FORCE ROW LEVEL SECURITY;
+    FOR r IN SELECT unnest(triggers) AS def LOOP
+        EXECUTE r.def;
+    END LOOP;
+    CREATE TRIGGER events_unique BEFORE INSERT ON ocx.events
+        FOR EACH ROW EXECUTE FUNCTION ocx._log_unique();
+    ALTER TABLE ocx.events ENABLE ALWAYS TRIGGER events_unique;
+    FOR r IN SELECT unnest(redo) AS def LOOP
+        EXECUTE r.def;
+    END LOOP;
+    PERFORM ocx._apply_privileges();
+    IF restored THEN
+        -- what referred to the restored shell refers to the new table now
+        EXECUTE format('DROP TABLE ocx_partitions.%I', old);
+        PERFORM ocx.partition_ahead();
+        RETURN 'ocx: restored partitioned log attached again';
+    END IF;
+
+    INSERT INTO ocx.log_partitioning (partition_size, ahead)
+    VALUES (partition_log.partition_size, partition_log.ahead);
+    PERFORM ocx.partition_ahead();
+    RETURN format('ocx: log partitioned by global_position, %s positions a partition', partition_size);
+END
+$$;
+COMMENT ON FUNCTION ocx.partition_log(bigint, integer) IS
+    'superuser: make ocx.events a table partitioned by ranges of partition_size global positions (the existing table becomes the first partition), with ahead partitions kept ahead of the log by the worker; once, not undone (docs/scaling.md)';
+
+-- Move the partitions wholly before a cursor to the archive.
+CREATE FUNCTION ocx.archive("before" ocx.cursor) RETURNS integer
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r      record;
+    behind record;
+    last   bigint;
+    tail   ocx.cursor;
+    moved  integer := 0;
+BEGIN
+    IF "before" IS NULL THEN
+        RAISE EXCEPTION 'the cursor to archive before must not be null' USING ERRCODE = 'OX010';
+    END IF;
+    IF NOT ocx._log_partitioned() THEN
+        RAISE EXCEPTION 'the ocx log is not partitioned'
+            USING ERRCODE = 'OX680', HINT = 'ocx.partition_log() first (docs/scaling.md)';
+    END IF;
+    -- the slowest consumer (and the seals, once there are any): what it has
+    -- not passed stays in the live log
+    SELECT c.what, c.cur INTO behind FROM (
+        SELECT 'projection ' || p.name AS what, ocx.cursor(p.checkpoint_txid, p.checkpoint_position) AS cur
+          FROM ocx.projections p
+         WHERE p.mode = 'async' AND NOT EXISTS (SELECT FROM ocx.projection_partitions pp WHERE pp.projection = p.name)
+        UNION ALL
+        SELECT 'projection ' || pp.projection || '/' || pp.partition,
+               ocx.cursor(pp.checkpoint_txid, pp.checkpoint_position) FROM ocx.projection_partitions pp
+        UNION ALL
+        SELECT 'rebuild of projection ' || p.name, ocx.cursor(p.shadow_checkpoint_txid, p.shadow_checkpoint_position)
+          FROM ocx.projections p WHERE p.shadow_checkpoint_txid IS NOT NULL AND p.shadow_checkpoint_position IS NOT NULL
+        UNION ALL
+        SELECT 'rebuild of projection ' || s.projection, ocx.cursor(s.checkpoint_txid, s.checkpoint_position)
+          FROM ocx.projection_shadow_partitions s
+        UNION ALL
+        SELECT 'subscription ' || sp.subscription, ocx.cursor(sp.acked_txid, sp.acked_position)
+          FROM ocx.subscription_partitions sp
+        UNION ALL
+        SELECT 'sagas', ocx.cursor(sc.txid, sc.global_position) FROM ocx.saga_cursor sc
+         WHERE EXISTS (SELECT FROM ocx.saga_definitions)
+        UNION ALL
+        SELECT 'seals', (SELECT s.last_cursor FROM ocx.seals s ORDER BY s.last_cursor DESC LIMIT 1)
+         WHERE EXISTS (SELECT FROM ocx.seals)
+    ) c ORDER BY c.cur LIMIT 1;
+
+    -- not while the worker attaches a partition (the row is its lock too:
+    -- the two never wait for each other's table locks), then no append in
+    -- flight: each holds ROW EXCLUSIVE on ocx.events to its end
+    PERFORM FROM ocx.log_partitioning FOR UPDATE;
+    LOCK TABLE ocx.events IN ACCESS EXCLUSIVE MODE;
+    last := ocx._log_last_position();
+    FOR r IN SELECT p.partition, p.from_position, p.to_position
+               FROM ocx.log_partitions() p WHERE NOT p.archived ORDER BY p.from_position NULLS FIRST LOOP
+        -- a position of its range may still be handed out
+        EXIT WHEN r.to_position IS NULL OR r.to_position - 1 > last;
+        EXECUTE format('SELECT ocx.cursor(e.txid, e.global_position) FROM %s e '
+                       'ORDER BY e.txid DESC, e.global_position DESC LIMIT 1', r.partition) INTO tail;
+        EXIT WHEN tail OPERATOR(ocx.>=) "before";
+        IF behind.cur IS NOT NULL AND tail OPERATOR(ocx.>) behind.cur THEN
+            RAISE EXCEPTION 'cannot archive before %: % is at %, before the last event of partition % (%)',
+                            "before", behind.what, behind.cur, r.partition, tail
+                USING ERRCODE = 'OX682',
+                      HINT = 'archive only what every consumer and the seals have passed';
+        END IF;
+        EXECUTE format('ALTER TABLE ocx.events DETACH PARTITION %s', r.partition);
+        EXECUTE format('ALTER TABLE %s SET SCHEMA ocx_archive', r.partition);
+        EXECUTE format('ALTER TABLE ocx_archive.events ATTACH PARTITION ocx_archive.%I FOR VALUES FROM (%s) TO (%s)',
+                       (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = r.partition),
+                       COALESCE(r.from_position::text, 'MINVALUE'), r.to_position);
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION ocx.archive(ocx.cursor) IS
+    'partitioned log: move every partition whose events all sort before the cursor (and whose range is used up) to ocx_archive.events; refused (OX682) when a consumer or the seals have not passed the events of such a partition; returns how many it moved';
+
+-- ---------------------------------------------------------------------------
+-- Who reaches the partitions and the archive (docs/scaling.md, "A
+-- partitioned log"; after 90_security.sql, which creates the roles and only
+-- covers schema ocx).  ocx_owner owns them and moves partitions between the
+-- schemas (ocx.archive runs with its rights); readers read the archive
+-- through ocx_archive.events (with include_archived => true), under its
+-- tenancy policy; nobody but ocx_owner reaches a partition.
+-- ---------------------------------------------------------------------------
+GRANT USAGE, CREATE ON SCHEMA ocx_partitions TO ocx_owner;
+GRANT USAGE, CREATE ON SCHEMA ocx_archive TO ocx_owner;
+GRANT USAGE ON SCHEMA ocx_archive TO ocx_reader;
+ALTER TABLE ocx_archive.events OWNER TO ocx_owner;
+GRANT SELECT ON ocx_archive.events TO ocx_reader;
+
+-- ocx.distribute(): its read_stream has the new signature (88_citus.sql)
+CREATE OR REPLACE FUNCTION ocx.distribute() RETURNS text
+    LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r       record;
+    fn      text;
+    shards  text;
+    fks     text[] := '{}';
+    failed  text;
+    on_workers text := 'SET citus.enable_ddl_propagation TO off; '
+                       'DROP POLICY IF EXISTS events_tenant ON ocx.events; '
+                       'DROP POLICY IF EXISTS streams_tenant ON ocx.streams; '
+                       'DROP POLICY IF EXISTS snapshots_tenant ON ocx.snapshots; ';
+    -- the whole-log consumers and readers that need one log order; on a
+    -- distributed log they raise OX700 (docs/scaling.md lists them)
+    refused text[] := ARRAY['read_all', 'read_category', 'read_tagged', 'append_if',
+                            'define_projection', 'rebuild_projection',
+                            'define_subscription', 'create_subscription', 'poll',
+                            'define_saga', 'start_saga', 'wait_for'];
+    tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
+                           'COALESCE(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
+    tenant_check   text := 'tenant_id IS NOT DISTINCT FROM '
+                           'NULLIF(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'ocx.distribute() needs the citus extension in this database'
+            USING ERRCODE = 'OX701',
+                  HINT = 'CREATE EXTENSION citus (and ocx) on the coordinator and every worker first; see docs/scaling.md';
+    END IF;
+    EXECUTE 'SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = ''ocx.events''::regclass'
+        INTO shards;
+    IF shards::int > 0 THEN
+        RAISE EXCEPTION 'the ocx log is already distributed'
+            USING ERRCODE = 'OX702';
+    END IF;
+    IF EXISTS (SELECT FROM ocx.projections) OR EXISTS (SELECT FROM ocx.subscriptions)
+       OR EXISTS (SELECT FROM ocx.saga_definitions) THEN
+        RAISE EXCEPTION 'ocx.distribute() refuses a database with projections, subscriptions or sagas'
+            USING ERRCODE = 'OX703',
+                  DETAIL = 'whole-log consumers are not supported on a distributed log yet (docs/scaling.md)',
+                  HINT = 'drop them first, or keep this database on one node';
+    END IF;
+
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+    -- tenancy: the single-node policies read ocx.tenant through a sub-select
+    -- (an InitPlan), which Citus refuses on distributed tables; the same
+    -- rules as plain expressions.  snapshots: see docs/scaling.md.
+    DROP POLICY events_tenant ON ocx.events;
+    DROP POLICY streams_tenant ON ocx.streams;
+    DROP POLICY IF EXISTS snapshots_tenant ON ocx.snapshots;
+
+    -- uniqueness Citus can enforce only with the distribution column in it
+    ALTER TABLE ocx.events DROP CONSTRAINT events_pkey;
+    ALTER TABLE ocx.events ADD CONSTRAINT events_pkey PRIMARY KEY (stream_id, global_position);
+    ALTER TABLE ocx.events DROP CONSTRAINT events_source_event_id_key;
+    ALTER TABLE ocx.events ADD CONSTRAINT events_source_event_id_key UNIQUE (stream_id, source, event_id);
+
+    -- definitions: reference tables (a copy on every node).  The foreign
+    -- keys among these and from ocx.snapshots are dropped first and added
+    -- back after: Citus would otherwise turn a local table that references a
+    -- new reference table into a "Citus local" table, whose shell clashes
+    -- with the worker's own copy of the extension's table.
+    FOR r IN SELECT c.conname, c.conrelid::regclass AS rel, pg_catalog.pg_get_constraintdef(c.oid) AS def
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f'
+                AND c.conrelid IN ('ocx.upcasters'::regclass, 'ocx.snapshots'::regclass,
+                                   'ocx.event_types'::regclass, 'ocx.aggregates'::regclass,
+                                   'ocx.modules'::regclass)
+    LOOP
+        fks := fks || pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.conname, r.def);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
+        on_workers := on_workers || pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ',
+                                                      r.rel, r.conname);
+    END LOOP;
+    -- The workers' own copies of the extension's tables are the shells of
+    -- the distributed tables there (Citus does not create shells for a
+    -- table an extension owns): what is added back below, Citus adds to them
+    -- too, so they must lose it first.
+    EXECUTE 'SELECT pg_catalog.string_agg(nodename || '':'' || nodeport || '' '' || result, ''; '') '
+            'FROM run_command_on_workers($1) WHERE NOT success'
+       INTO failed USING on_workers;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'ocx.distribute(): a worker failed: %', failed USING ERRCODE = 'OX000';
+    END IF;
+    PERFORM create_reference_table('ocx.event_types');
+    PERFORM create_reference_table('ocx.upcasters');
+    PERFORM create_reference_table('ocx.aggregates');
+    PERFORM create_reference_table('ocx.modules');
+    -- per stream: co-located, distributed by stream_id
+    PERFORM create_distributed_table('ocx.streams', 'stream_id');
+    PERFORM create_distributed_table('ocx.events', 'stream_id', colocate_with => 'ocx.streams');
+    PERFORM create_distributed_table('ocx.snapshots', 'stream_id', colocate_with => 'ocx.streams');
+    FOREACH fn IN ARRAY fks LOOP
+        EXECUTE fn;
+    END LOOP;
+
+    EXECUTE pg_catalog.format('CREATE POLICY events_tenant ON ocx.events FOR ALL USING (%s) WITH CHECK (%s)',
+                              tenant_events, tenant_check);
+    EXECUTE pg_catalog.format('CREATE POLICY streams_tenant ON ocx.streams FOR ALL USING (%s) WITH CHECK (%s)',
+                              tenant_events, tenant_check);
+
+    -- Per-stream readers as PL/pgSQL: Citus cannot plan the parameterized
+    -- queries of the single-node SQL functions (it plans a PL/pgSQL query
+    -- with its parameters, routed to the stream's shard).  Same signatures,
+    -- same rows; the single-node definitions in sql/parts are unchanged.
+    CREATE OR REPLACE FUNCTION ocx.stream_version(stream_id text) RETURNS bigint
+        LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid text := stream_id;
+        v   bigint;
+    BEGIN
+        SELECT s.version INTO v FROM ocx.streams s WHERE s.stream_id = sid;
+        RETURN COALESCE(v, 0);
+    END
+    $f$;
+    -- (include_archived: no archive on Citus, ocx.partition_log refuses it)
+    CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL,
+                                               max_count integer DEFAULT NULL,
+                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                               include_archived boolean DEFAULT false)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid  text := ocx._stream_arg(read_stream.stream_id);
+        back boolean := ocx._direction_arg(read_stream.direction);
+        lim  bigint := ocx._count_arg(read_stream.max_count);
+        fromv bigint := CASE WHEN read_stream.from_version IS NULL
+                             THEN CASE WHEN ocx._direction_arg(read_stream.direction)
+                                       THEN 9223372036854775807 ELSE 0 END
+                             ELSE ocx._version_arg(read_stream.from_version) END;
+        typs text[] := read_stream.types;
+        hid  bigint;
+        e    record;
+    BEGIN
+        -- the soft-deleted versions (ocx.delete_stream): a plain query, as
+        -- Citus cannot plan the parameterized SQL function _hidden_through
+        SELECT s.hidden_through INTO hid FROM ocx.streams s WHERE s.stream_id = sid;
+        hid := COALESCE(hid, 0);
+        -- the rows come from the stream's shard as stored; soft-deleted
+        -- versions are skipped (ocx.delete_stream), personal fields revealed
+        -- and upcasting run here, on the coordinator (on a worker it would read the
+        -- definitions through a nested distributed query, which Citus refuses)
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.stream_id = sid
+                    AND CASE WHEN back THEN x.stream_version <= fromv ELSE x.stream_version >= fromv END
+                    AND x.stream_version > hid
+                    AND (typs IS NULL OR x.type = ANY (typs))
+                  ORDER BY CASE WHEN back THEN -x.stream_version ELSE x.stream_version END
+                  LIMIT lim
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version), e.time,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
+    CREATE OR REPLACE FUNCTION ocx.last_event(stream_id text, type text DEFAULT NULL)
+        RETURNS SETOF ocx.event
+        LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 1 SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        sid text := ocx._stream_arg(last_event.stream_id);
+        typ text := last_event.type;
+        hid bigint;
+        e   record;
+    BEGIN
+        SELECT s.hidden_through INTO hid FROM ocx.streams s WHERE s.stream_id = sid;
+        hid := COALESCE(hid, 0);
+        FOR e IN SELECT * FROM ocx.events x
+                  WHERE x.stream_id = sid AND (typ IS NULL OR x.type = typ) AND x.stream_version > hid
+                  ORDER BY x.stream_version DESC LIMIT 1
+        LOOP
+            RETURN NEXT ROW(e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version), e.time,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)),
+                            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position))::ocx.event;
+        END LOOP;
+    END
+    $f$;
+
+    -- As whom: Citus refuses, in one transaction, a statement on a shard
+    -- that another role already modified in it; the appends (and the
+    -- snapshots load writes) run as ocx_owner, so the per-stream readers and
+    -- load do too (SECURITY DEFINER).  ocx_owner is subject to the tenancy
+    -- policies (FORCE), so a reader still sees only its tenant's streams.
+    FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'ocx'::regnamespace AND p.proname IN ('load', 'snapshot')
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', r.fn);
+    END LOOP;
+    -- snapshots: the single-node policy ("visible when its stream is") is a
+    -- sub-select Citus cannot run; they are read and written only through
+    -- load and snapshot (as ocx_owner, after the stream row was read under
+    -- its policy), and no longer selectable by ocx_reader
+    EXECUTE 'CREATE POLICY snapshots_tenant ON ocx.snapshots FOR ALL USING (true) WITH CHECK (true)';
+    EXECUTE 'REVOKE SELECT ON ocx.snapshots FROM ocx_reader';
+    -- ocx.tenant reaches the workers only as SET LOCAL, which Citus sends
+    -- along with this setting (docs/scaling.md, "Tenancy on Citus")
+    EXECUTE pg_catalog.format('ALTER DATABASE %I SET citus.propagate_set_commands = %L',
+                              pg_catalog.current_database(), 'local');
+    PERFORM pg_catalog.set_config('citus.propagate_set_commands', 'local', false);
+
+    -- Citus runs each statement on a worker as the role that runs it on the
+    -- coordinator; the writer and admin entry points run as ocx_owner, which
+    -- must therefore log in to the workers (docs/scaling.md says how to
+    -- restrict it to the coordinator's connections).  Propagated to every node.
+    ALTER ROLE ocx_owner LOGIN;
+    -- load's query (C, src/aggregate.c) upcasts in the query, which Citus
+    -- runs on the stream's worker; there ocx._upcast reads the definitions
+    -- from the reference tables' local copies, a query Citus calls "nested"
+    -- and refuses unless allowed.  The definitions are read as committed (a
+    -- definition changed earlier in the same transaction is not seen there:
+    -- docs/scaling.md).  Propagated to every node.
+    ALTER ROLE ocx_owner SET citus.allow_nested_distributed_execution = on;
+
+    -- what needs one log order is refused (OX700), in place of the
+    -- single-node definitions (same signatures; privileges are kept)
+    FOR r IN SELECT p.oid, p.proname, pg_catalog.pg_get_function_arguments(p.oid) AS args,
+                    pg_catalog.pg_get_function_result(p.oid) AS result
+               FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'ocx'::regnamespace AND p.prokind = 'f'
+                AND p.proname = ANY (refused)
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE FUNCTION ocx.%I(%s) RETURNS %s LANGUAGE plpgsql '
+            'SET search_path = pg_catalog, pg_temp AS %L',
+            r.proname, r.args, r.result,
+            pg_catalog.format('BEGIN RAISE EXCEPTION %L USING ERRCODE = ''OX700'', HINT = %L; END',
+                              'ocx.' || r.proname || '() is not supported on a distributed log',
+                              'read per stream (ocx.read_stream, ocx.load); see docs/scaling.md'));
+    END LOOP;
+    RETURN 'ocx: log distributed by stream_id';
+END
+$$;
+COMMENT ON FUNCTION ocx.distribute() IS
+    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; whole-log readers and consumers then raise OX700 (docs/scaling.md)';
