@@ -151,12 +151,45 @@ static struct
 }			last_load;
 
 /*
+ * On a distributed log (citus.c) the events are read from ocx.events itself:
+ * Citus does not plan ocx._log_events($4), a SQL function over a distributed
+ * table called with a parameter, and a distributed log has no archive
+ * (ocx.partition_log refuses Citus).  The same statements otherwise ($4 is
+ * then unused), kept apart from the single-node plans.
+ */
+static SPIPlanPtr load_plans_distributed[NUM_LOAD_PLANS];
+
+static SPIPlanPtr
+DistributedLoadPlanPtr(LoadPlan which)
+{
+	static const char archived[] = "ocx._log_events($4)";
+	const char *sql = load_plan_defs[which].sql;
+	const char *at = strstr(sql, archived);
+	StringInfoData buf;
+	SPIPlanPtr	plan;
+
+	if (load_plans_distributed[which] != NULL || at == NULL)
+		return OcxKeptPlan(&load_plans_distributed[which], sql,
+						   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, sql, at - sql);
+	appendStringInfoString(&buf, "ocx.events");
+	appendStringInfoString(&buf, at + strlen(archived));
+	plan = OcxKeptPlan(&load_plans_distributed[which], buf.data,
+					   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
+	pfree(buf.data);
+	return plan;
+}
+
+/*
  * A kept plan, prepared on first use in this backend; the plan cache replans it
  * when the tables change.
  */
 static SPIPlanPtr
 LoadPlanPtr(LoadPlan which)
 {
+	if (OcxLogDistributed())
+		return DistributedLoadPlanPtr(which);
 	return OcxKeptPlan(&load_plans[which], load_plan_defs[which].sql,
 					   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
 }

@@ -206,10 +206,12 @@ BEGIN
     -- cut at the coordinator's horizon, which ocx.log_horizon() makes exact
     -- on a distributed log by waiting for the transactions still in Citus's
     -- two-phase commit (src/citus.c).  The horizon is taken first, on the
-    -- coordinator; the shards are then read, and upcasting runs here.
+    -- coordinator; the shards are then read, and upcasting runs here.  The
+    -- form with include_archived, which the live-log form and read_all call
+    -- (a distributed log has no archive: ocx.partition_log refuses Citus).
     CREATE OR REPLACE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[],
-                                             categories text[], upcast boolean, horizon xid8 DEFAULT NULL,
-                                             after_time timestamptz DEFAULT NULL)
+                                             categories text[], upcast boolean, horizon xid8,
+                                             after_time timestamptz, include_archived boolean)
         RETURNS SETOF ocx.event
         LANGUAGE plpgsql STABLE
         SET search_path = pg_catalog, pg_temp

@@ -124,9 +124,11 @@ BEGIN
         RETURN COALESCE(v, 0);
     END
     $f$;
+    -- (include_archived: no archive on Citus, ocx.partition_log refuses it)
     CREATE OR REPLACE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL,
                                                max_count integer DEFAULT NULL,
-                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL)
+                                               direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                               include_archived boolean DEFAULT false)
         RETURNS SETOF ocx.event
         LANGUAGE plpgsql STABLE PARALLEL SAFE SECURITY DEFINER
         SET search_path = pg_catalog, pg_temp
@@ -200,10 +202,12 @@ BEGIN
     -- cut at the coordinator's horizon, which ocx.log_horizon() makes exact
     -- on a distributed log by waiting for the transactions still in Citus's
     -- two-phase commit (src/citus.c).  The horizon is taken first, on the
-    -- coordinator; the shards are then read, and upcasting runs here.
+    -- coordinator; the shards are then read, and upcasting runs here.  The
+    -- form with include_archived, which the live-log form and read_all call
+    -- (a distributed log has no archive: ocx.partition_log refuses Citus).
     CREATE OR REPLACE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[],
-                                             categories text[], upcast boolean, horizon xid8 DEFAULT NULL,
-                                             after_time timestamptz DEFAULT NULL)
+                                             categories text[], upcast boolean, horizon xid8,
+                                             after_time timestamptz, include_archived boolean)
         RETURNS SETOF ocx.event
         LANGUAGE plpgsql STABLE
         SET search_path = pg_catalog, pg_temp
