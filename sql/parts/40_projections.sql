@@ -1155,7 +1155,12 @@ SELECT p.name, p.mode, p.state,
        CASE WHEN p.shadow_schema IS NOT NULL
             THEN COALESCE(c.shadow_checkpoint, ocx.cursor(p.shadow_checkpoint_txid, p.shadow_checkpoint_position))
        END AS shadow_checkpoint,
-       p.partitions
+       p.partitions,
+       -- lag_seconds as an interval (the vocabulary: every duration an
+       -- interval); appended last, as CREATE OR REPLACE VIEW requires
+       CASE WHEN p.mode OPERATOR(pg_catalog.=) 'async' OR p.state OPERATOR(pg_catalog.=) 'rebuilding'
+            THEN COALESCE(pg_catalog.now() OPERATOR(pg_catalog.-) lag.oldest, '0'::interval)
+            ELSE '0'::interval END AS lag
   FROM ocx.projections p
   LEFT JOIN ocx.projection_errors pe ON pe.projection OPERATOR(pg_catalog.=) p.name
   -- a partitioned projection: its slowest partition's checkpoint, the sums of the others
@@ -1205,7 +1210,11 @@ SELECT p.name, p.mode, p.state,
        ) rb ON true
   LEFT JOIN ocx.horizon_holder() hz ON true;
 COMMENT ON VIEW ocx.projection_status IS
-    'every projection: state, checkpoint (of its slowest partition), lag in events and seconds, last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA; shadow_checkpoint during a blue/green rebuild), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
+    'every projection: state, checkpoint (of its slowest partition), lag in events and as an interval (lag; lag_seconds, the same in seconds, is deprecated), last error (in full for the failed event''s tenant), dead letters, rebuild progress (done/total, events/s, ETA; shadow_checkpoint during a blue/green rebuild), the age and pid of the transaction holding the log horizon, partitions; read under the caller''s row-level security';
+COMMENT ON COLUMN ocx.projection_status.lag IS
+    'how long the oldest event the projection has still to apply has waited (by event time), 0 when none';
+COMMENT ON COLUMN ocx.projection_status.lag_seconds IS
+    'deprecated since 0.3.0 (removed in 0.4.0): lag, in seconds as a number';
 REVOKE ALL ON ocx.projection_status FROM PUBLIC;
 
 -- Read-your-writes (issue 12): wait until a projection has passed a cursor.

@@ -1,6 +1,6 @@
 -- pgTAP: the projection API's objects, defaults, state changes and errors.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 
 SELECT has_table('ocx', 'projections', 'ocx.projections exists');
 SELECT has_table('ocx', 'dead_letters', 'ocx.dead_letters exists');
@@ -32,10 +32,11 @@ SELECT columns_are('ocx', 'projection_status', ARRAY[
     'name', 'mode', 'state', 'checkpoint', 'events_applied', 'lag_events', 'lag_seconds',
     'last_error', 'last_error_at', 'failing_attempts', 'retry_at', 'dead_letters',
     'rebuild_done', 'rebuild_total', 'rebuild_rate', 'rebuild_eta',
-    'handler', 'types', 'categories', 'retry', 'owner', 'horizon_age', 'horizon_pid', 'shadow_checkpoint', 'partitions'],
+    'handler', 'types', 'categories', 'retry', 'owner', 'horizon_age', 'horizon_pid', 'shadow_checkpoint', 'partitions', 'lag'],
     'projection_status columns');
 SELECT col_type_is('ocx', 'projection_status', 'horizon_age', 'interval', 'horizon_age is an interval');
 SELECT col_type_is('ocx', 'projection_status', 'horizon_pid', 'integer', 'horizon_pid is an integer');
+SELECT col_type_is('ocx', 'projection_status', 'lag', 'interval', 'lag is an interval (lag_seconds, a number, is deprecated)');
 
 CREATE TABLE tap_model (pos bigint);
 CREATE FUNCTION tap_h(e ocx.event) RETURNS void LANGUAGE sql AS $$ INSERT INTO tap_model VALUES (e.global_position) $$;

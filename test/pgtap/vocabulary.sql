@@ -5,7 +5,7 @@
 -- to them (and nothing else).  Each rule is one test that lists what breaks
 -- it, so a failure names the functions.
 BEGIN;
-SELECT plan(28);
+SELECT plan(34);
 
 -- The concept map: one parameter name per concept, and its type.  Every
 -- input parameter of a public function that is named here has this type;
@@ -160,6 +160,80 @@ SELECT is((SELECT array_agg(format('%s: %s', p.fn, p.name) ORDER BY 1)
               AND NOT EXISTS (SELECT FROM vocab_concepts c WHERE c.param = p.name)),
           NULL, 'every interval parameter is in the concept map');
 
+-- 2b. every duration an interval in results too: a column of a view (or
+-- table, composite type) in schema ocx, an OUT/TABLE column of a public
+-- function, or the result of one without OUT columns (named as the function)
+-- that is a duration given as a number, by its name (a unit: _seconds, _ms,
+-- ...; or a duration word on a number: age, lag, timeout, delay ...), fails
+-- unless it is a deprecated numeric twin listed here: kept for one release
+-- next to an interval column that says the same, and marked deprecated in the
+-- catalog (its column's COMMENT, a function's COMMENT) and in docs/reference.md
+-- ("Vocabulary", rule 4).  Metrics for Prometheus are numbers of seconds by
+-- convention, but they are rows of ocx.stats and lines of ocx.metrics(), not
+-- columns, so this walk does not see them.
+CREATE TEMP TABLE vocab_numeric_twins (obj text NOT NULL, col text NOT NULL, twin text NOT NULL, why text NOT NULL,
+                                       PRIMARY KEY (obj, col));
+INSERT INTO vocab_numeric_twins VALUES
+    ('ocx.projection_status', 'lag_seconds', 'lag', 'since 0.1.0; lag (interval, 0.3.0) says the same; removed in 0.4.0');
+
+-- Whether a result column named name, of type type, is a duration as a number.
+CREATE FUNCTION pg_temp.vocab_numeric_duration(name text, type regtype) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT name ~ '(^|_)(ms|msec|msecs|millis|milliseconds|us|usec|micros|microseconds|s|sec|secs|seconds|min|mins|minutes|hours|days)$'
+        OR (type IN ('smallint', 'integer', 'bigint', 'real', 'double precision', 'numeric')
+            AND name ~ '(^|_)(age|lag|timeout|delay|lease|interval|duration|elapsed|latency|ttl|wait|backoff|uptime|period|older_than)$')
+$$;
+
+-- The result columns: of relations (not internal ones, _*) and of the public functions.
+CREATE TEMP VIEW vocab_results AS
+SELECT c.oid::regclass::text AS obj, a.attname::text AS col, a.atttypid::regtype AS type,
+       col_description(c.oid, a.attnum) AS said
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relnamespace = 'ocx'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'c', 'f') AND c.relname !~ '^_'
+UNION ALL
+SELECT v.fn::text, o.name, o.type::regtype, obj_description(v.oid, 'pg_proc')
+  FROM vocab_public v,
+       LATERAL (SELECT n.name, t.type
+                  FROM unnest(v.proargnames) WITH ORDINALITY n(name, ord)
+                  JOIN unnest(v.proallargtypes) WITH ORDINALITY t(type, ord) USING (ord)
+                  JOIN unnest(v.proargmodes) WITH ORDINALITY m(mode, ord) USING (ord)
+                 WHERE m.mode IN ('o', 'b', 't')) o
+UNION ALL
+SELECT v.fn::text, v.proname::text, p.prorettype::regtype, obj_description(v.oid, 'pg_proc')
+  FROM vocab_public v JOIN pg_proc p ON p.oid = v.oid
+ WHERE NOT coalesce(v.proargmodes && ARRAY['o', 'b', 't']::"char"[], false);
+
+SELECT is((SELECT array_agg(format('%s %s', n, pg_temp.vocab_numeric_duration(n, t::regtype)) ORDER BY n)
+             FROM (VALUES ('lag_seconds', 'double precision', true), ('timeout_ms', 'integer', true),
+                          ('age', 'bigint', true), ('retry_delay', 'numeric', true), ('wait_secs', 'interval', true),
+                          ('lag_events', 'bigint', false), ('horizon_age', 'interval', false),
+                          ('max_attempts', 'integer', false), ('rebuild_rate', 'double precision', false),
+                          ('status', 'text', false)) x(n, t, want)
+            WHERE pg_temp.vocab_numeric_duration(n, t::regtype) IS DISTINCT FROM want),
+          NULL, 'the pattern finds a duration as a number by its name (and only one)');
+SELECT cmp_ok((SELECT count(*) FROM vocab_results r JOIN pg_class c ON c.oid::regclass::text = r.obj WHERE c.relkind = 'v'),
+              '>', 50::bigint, 'the walk finds the views'' columns');
+SELECT cmp_ok((SELECT count(*) FROM vocab_results r WHERE r.obj ~ '\('), '>', 40::bigint,
+              'the walk finds the functions'' result columns');
+SELECT is((SELECT array_agg(format('%s: %s %s', r.obj, r.col, r.type) ORDER BY 1)
+             FROM vocab_results r
+            WHERE pg_temp.vocab_numeric_duration(r.col, r.type)
+              AND NOT EXISTS (SELECT FROM vocab_numeric_twins w WHERE w.obj = r.obj AND w.col = r.col)),
+          NULL, 'every duration in a result column is an interval, named without a unit (but the deprecated numeric twins)');
+SELECT is((SELECT array_agg(format('%s: %s (twin %s)', w.obj, w.col, w.twin) ORDER BY 1)
+             FROM vocab_numeric_twins w
+            WHERE NOT EXISTS (SELECT FROM vocab_results r
+                               WHERE r.obj = w.obj AND r.col = w.col
+                                 AND pg_temp.vocab_numeric_duration(r.col, r.type) AND r.type <> 'interval'::regtype)
+               OR NOT EXISTS (SELECT FROM vocab_results r
+                               WHERE r.obj = w.obj AND r.col = w.twin AND r.type = 'interval'::regtype)),
+          NULL, 'every deprecated numeric twin is a number and has its interval column next to it');
+SELECT is((SELECT array_agg(format('%s: %s', w.obj, w.col) ORDER BY 1)
+             FROM vocab_numeric_twins w
+            WHERE NOT EXISTS (SELECT FROM vocab_results r
+                               WHERE r.obj = w.obj AND r.col = w.col
+                                 AND r.said ~* ('deprecated.*\m' || w.twin || '\M'))),
+          NULL, 'every deprecated numeric twin says so in its COMMENT, naming its interval column');
+
 -- 3. every define_X creates or replaces, named by name or type
 SELECT is((SELECT array_agg(v.fn::text ORDER BY 1) FROM vocab_public v
             WHERE v.proname ~ '^define_' AND NOT EXISTS (SELECT FROM vocab_defines d WHERE d.fn = v.oid)),
@@ -174,7 +248,8 @@ SELECT is((SELECT array_agg(v.fn::text ORDER BY 1) FROM vocab_public v
 
 -- the callers: an ocx_admin member (the least privileged role that may
 -- define) and an ocx_writer member (who may not)
-GRANT SELECT ON vocab_concepts, vocab_aliases, vocab_homonyms, vocab_defines, vocab_deprecated, vocab_public, vocab_params TO PUBLIC;
+GRANT SELECT ON vocab_concepts, vocab_aliases, vocab_homonyms, vocab_defines, vocab_deprecated, vocab_public, vocab_params,
+                vocab_numeric_twins, vocab_results TO PUBLIC;
 CREATE ROLE vocab_admin;
 CREATE ROLE vocab_writer;
 GRANT ocx_admin TO vocab_admin;

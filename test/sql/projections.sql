@@ -82,6 +82,8 @@ SELECT pj_wait('pj');
 SELECT stream_id, n FROM pj_model ORDER BY pos;
 SELECT name, mode, state, events_applied, lag_events, lag_seconds, dead_letters, last_error
   FROM ocx.projection_status WHERE name = 'pj';
+-- lag: the same as an interval (lag_seconds is its deprecated numeric twin)
+SELECT lag, pg_typeof(lag) FROM ocx.projection_status WHERE name = 'pj';
 -- the checkpoint is at or past the last event it wanted (past the events of
 -- other categories that followed)
 SELECT checkpoint OPERATOR(ocx.>=) (SELECT ocx.cursor(txid, global_position) FROM ocx.events
@@ -130,6 +132,8 @@ SELECT pj_wait('pj_probe');
 SELECT count(*) AS probe_saw_both FROM pj_probe_seen WHERE stream_id IN ('pja-3', 'pjq-1');
 SELECT ocx.drop_projection('pj_probe');
 SELECT state, lag_events FROM ocx.projection_status WHERE name = 'pj';
+SELECT lag > '0' AS lagging, extract(epoch FROM lag)::float8 = lag_seconds AS lag_seconds_is_lag
+  FROM ocx.projection_status WHERE name = 'pj';
 SELECT count(*) FROM pj_model WHERE stream_id = 'pja-3';
 SELECT ocx.resume_projection('pj');
 SELECT pj_wait('pj');
