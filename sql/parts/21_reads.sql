@@ -3,7 +3,8 @@
 -- filter, the last event of a stream, read_all / read_category from a time,
 -- and the expected-version constant "the stream exists, any version".
 --
--- read_stream is one SQL function with two branches, forward and backward,
+-- Each form of read_stream (over the live log, and with the archive: see
+-- below) is one SQL function with two branches, forward and backward,
 -- each a plain indexed SELECT with its own ORDER BY and LIMIT, under a
 -- UNION ALL that labels each branch with a constant column (backward false
 -- or true); the direction argument selects by that column outside the
