@@ -151,16 +151,20 @@ static struct
 }			last_load;
 
 /*
- * On a distributed log (citus.c) the events are read from ocx.events itself:
- * Citus does not plan ocx._log_events($4), a SQL function over a distributed
- * table called with a parameter, and a distributed log has no archive
- * (ocx.partition_log refuses Citus).  The same statements otherwise ($4 is
- * then unused), kept apart from the single-node plans.
+ * The statements of a load of the live log: ocx._log_events($4) read as
+ * ocx.events ($4 then unused), so that their plans hold no archive branch
+ * (src/livereads.c says why that matters for planning; here it keeps the
+ * archive out of the generic plans).  Every load without include_archived
+ * runs them, and on a distributed log (citus.c) every load: Citus does not
+ * plan ocx._log_events($4), a SQL function over a distributed table called
+ * with a parameter, and a distributed log has no archive (ocx.partition_log
+ * refuses Citus).  The statements that do not read the log are the same in
+ * both sets and run from this one.
  */
-static SPIPlanPtr load_plans_distributed[NUM_LOAD_PLANS];
+static SPIPlanPtr load_plans_live[NUM_LOAD_PLANS];
 
 static SPIPlanPtr
-DistributedLoadPlanPtr(LoadPlan which)
+LiveLoadPlanPtr(LoadPlan which)
 {
 	static const char archived[] = "ocx._log_events($4)";
 	const char *sql = load_plan_defs[which].sql;
@@ -168,14 +172,14 @@ DistributedLoadPlanPtr(LoadPlan which)
 	StringInfoData buf;
 	SPIPlanPtr	plan;
 
-	if (load_plans_distributed[which] != NULL || at == NULL)
-		return OcxKeptPlan(&load_plans_distributed[which], sql,
+	if (load_plans_live[which] != NULL || at == NULL)
+		return OcxKeptPlan(&load_plans_live[which], sql,
 						   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, sql, at - sql);
 	appendStringInfoString(&buf, "ocx.events");
 	appendStringInfoString(&buf, at + strlen(archived));
-	plan = OcxKeptPlan(&load_plans_distributed[which], buf.data,
+	plan = OcxKeptPlan(&load_plans_live[which], buf.data,
 					   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
 	pfree(buf.data);
 	return plan;
@@ -183,13 +187,13 @@ DistributedLoadPlanPtr(LoadPlan which)
 
 /*
  * A kept plan, prepared on first use in this backend; the plan cache replans it
- * when the tables change.
+ * when the tables change.  archived: the load reads the archive too.
  */
 static SPIPlanPtr
-LoadPlanPtr(LoadPlan which)
+LoadPlanPtr(LoadPlan which, bool archived)
 {
-	if (OcxLogDistributed())
-		return DistributedLoadPlanPtr(which);
+	if (!archived || OcxLogDistributed())
+		return LiveLoadPlanPtr(which);
 	return OcxKeptPlan(&load_plans[which], load_plan_defs[which].sql,
 					   load_plan_defs[which].nargs, load_plan_defs[which].argtypes);
 }
@@ -199,9 +203,9 @@ LoadPlanPtr(LoadPlan which)
  * one load sees the same stream.
  */
 static uint64
-RunLoadPlan(LoadPlan which, Datum *values, bool read_only)
+RunLoadPlan(LoadPlan which, Datum *values, bool read_only, bool archived)
 {
-	return OcxRunKeptPlan(LoadPlanPtr(which), values, NULL, read_only);
+	return OcxRunKeptPlan(LoadPlanPtr(which, archived), values, NULL, read_only);
 }
 
 /* The state of one load. */
@@ -247,7 +251,7 @@ SaveSnapshot(Load *ld, Jsonb *state)
 	/* with ocx_owner's rights: the only role that writes ocx.snapshots */
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(OcxOwnerRole(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	RunLoadPlan(LP_SAVE_SNAPSHOT, values, false);
+	RunLoadPlan(LP_SAVE_SNAPSHOT, values, false, false);
 	SetUserIdAndSecContext(save_user, save_sec);
 	ld->snapshot_saved = true;
 }
@@ -432,7 +436,7 @@ OpenSource(Load *ld, EventSource *src, bool composite)
 		args[0] = PointerGetDatum(ld->stream_id);
 		GetUserIdAndSecContext(&save_user, &save_sec);
 		SetUserIdAndSecContext(OcxOwnerRole(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		RunLoadPlan(LP_REMOVED, args, true);
+		RunLoadPlan(LP_REMOVED, args, true, false);
 		SetUserIdAndSecContext(save_user, save_sec);
 		removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (!isnull && removed > ld->from)
@@ -442,7 +446,8 @@ OpenSource(Load *ld, EventSource *src, bool composite)
 		args[2] = Int64GetDatum(ld->target);
 		args[3] = BoolGetDatum(ld->include_archived);
 		src->check_first = !ld->include_archived;
-		src->portal = SPI_cursor_open(NULL, LoadPlanPtr(composite ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER),
+		src->portal = SPI_cursor_open(NULL, LoadPlanPtr(composite ? LP_EVENTS_APPLY : LP_EVENTS_REDUCER,
+													  ld->include_archived),
 									  args, NULL, true);
 		src->batch_cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx load batch",
 											   ALLOCSET_DEFAULT_SIZES);
@@ -848,7 +853,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			elog(ERROR, "ocx: SPI_connect failed");
 
 		args[0] = PointerGetDatum(sid);
-		if (RunLoadPlan(LP_VERSION, args, true) == 0)
+		if (RunLoadPlan(LP_VERSION, args, true, false) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OCX_STREAM_NOT_FOUND),
 					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
@@ -876,7 +881,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			args[1] = Int64GetDatum(ld.target);
 			args[2] = PG_GETARG_DATUM(3);
 			args[3] = BoolGetDatum(ld.include_archived);
-			RunLoadPlan(LP_AS_OF_TIME, args, true);
+			RunLoadPlan(LP_AS_OF_TIME, args, true, ld.include_archived);
 			args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			ld.target = isnull ? 0 : DatumGetInt64(args[0]);
 			args[0] = PointerGetDatum(sid);
@@ -891,7 +896,7 @@ LoadAggregate(FunctionCallInfo fcinfo, bool force_snapshot, int64 *version)
 			args[2] = Int64GetDatum(ld.target);
 			args[3] = Int64GetDatum(ld.def->definition_version);
 			args[4] = Int64GetDatum(ld.def->fingerprint);
-			if (RunLoadPlan(LP_SNAPSHOT, args, true) > 0)
+			if (RunLoadPlan(LP_SNAPSHOT, args, true, false) > 0)
 			{
 				HeapTuple	tup = SPI_tuptable->vals[0];
 

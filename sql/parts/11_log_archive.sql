@@ -65,3 +65,14 @@ BEGIN ATOMIC
 END;
 COMMENT ON FUNCTION ocx._log_events(boolean) IS
     'internal: the rows of ocx.events, and with include_archived those of ocx_archive.events too (inlined into the reads)';
+
+-- The planner support function of the reads that take include_archived
+-- (ocx.read_stream, ocx._read_log): a call with include_archived a constant
+-- becomes a call of the form it selects, "_<name>_live" (false or NULL) or
+-- "_<name>_archived" (true), so that the planner inlines that form alone
+-- (src/livereads.c).
+CREATE FUNCTION ocx._read_form_support(internal) RETURNS internal
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_read_form_support';
+COMMENT ON FUNCTION ocx._read_form_support(internal) IS
+    'internal: planner support of the reads with include_archived: a constant plans the form it selects alone (_<name>_live or _<name>_archived)';

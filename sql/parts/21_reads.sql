@@ -3,7 +3,8 @@
 -- filter, the last event of a stream, read_all / read_category from a time,
 -- and the expected-version constant "the stream exists, any version".
 --
--- read_stream is one SQL function with two branches, forward and backward,
+-- Each form of read_stream (over the live log, and with the archive: see
+-- below) is one SQL function with two branches, forward and backward,
 -- each a plain indexed SELECT with its own ORDER BY and LIMIT, under a
 -- UNION ALL that labels each branch with a constant column (backward false
 -- or true); the direction argument selects by that column outside the
@@ -33,9 +34,12 @@ CREATE FUNCTION ocx._direction_arg(direction text) RETURNS boolean
 COMMENT ON FUNCTION ocx._direction_arg(text) IS
     'internal: true for ''backward'', false for ''forward'' or NULL, else raises OX010';
 
-CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
-                                direction text DEFAULT 'forward', types text[] DEFAULT NULL,
-                                include_archived boolean DEFAULT false)
+-- read_stream's two forms: over the live log (what a read with
+-- include_archived false or NULL plans), and over the live log and the
+-- archive (include_archived true); ocx._read_form_support (src/livereads.c)
+-- replaces a call with a constant include_archived by the form it selects.
+CREATE FUNCTION ocx._read_stream_live(stream_id text, from_version bigint, max_count integer,
+                                      direction text, types text[])
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -48,13 +52,13 @@ BEGIN ATOMIC
                             ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
                             ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
-                       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
-                      WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
-                        AND e.stream_version >= ocx._version_arg(read_stream.from_version)
-                        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
-                        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
+                       FROM ocx.events e
+                      WHERE e.stream_id = ocx._stream_arg(_read_stream_live.stream_id)
+                        AND e.stream_version >= ocx._version_arg(_read_stream_live.from_version)
+                        AND e.stream_version > ocx._hidden_through(_read_stream_live.stream_id)
+                        AND (_read_stream_live.types IS NULL OR e.type = ANY (_read_stream_live.types))
                       ORDER BY e.stream_version
-                      LIMIT ocx._count_arg(read_stream.max_count)) f)
+                      LIMIT ocx._count_arg(_read_stream_live.max_count)) f)
             UNION ALL
             (SELECT true AS backward, b.*
                FROM (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
@@ -62,15 +66,82 @@ BEGIN ATOMIC
                             ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
                             ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
                             e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
-                       FROM ocx._log_events(COALESCE(read_stream.include_archived, false)) e
-                      WHERE e.stream_id = ocx._stream_arg(read_stream.stream_id)
-                        AND e.stream_version <= CASE WHEN read_stream.from_version IS NULL THEN 9223372036854775807
-                                                     ELSE ocx._version_arg(read_stream.from_version) END
-                        AND e.stream_version > ocx._hidden_through(read_stream.stream_id)
-                        AND (read_stream.types IS NULL OR e.type = ANY (read_stream.types))
+                       FROM ocx.events e
+                      WHERE e.stream_id = ocx._stream_arg(_read_stream_live.stream_id)
+                        AND e.stream_version <= CASE WHEN _read_stream_live.from_version IS NULL THEN 9223372036854775807
+                                                     ELSE ocx._version_arg(_read_stream_live.from_version) END
+                        AND e.stream_version > ocx._hidden_through(_read_stream_live.stream_id)
+                        AND (_read_stream_live.types IS NULL OR e.type = ANY (_read_stream_live.types))
                       ORDER BY e.stream_version DESC
-                      LIMIT ocx._count_arg(read_stream.max_count)) b)) r
-     WHERE r.backward = ocx._direction_arg(read_stream.direction);
+                      LIMIT ocx._count_arg(_read_stream_live.max_count)) b)) r
+     WHERE r.backward = ocx._direction_arg(_read_stream_live.direction);
+END;
+COMMENT ON FUNCTION ocx._read_stream_live(text, bigint, integer, text, text[]) IS
+    'internal: ocx.read_stream over the live log only (what a read with include_archived false plans)';
+
+CREATE FUNCTION ocx._read_stream_archived(stream_id text, from_version bigint, max_count integer,
+                                          direction text, types text[])
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT r.global_position, r.stream_id, r.stream_version, r.event_id, r.source, r.type,
+           r.schema_version, r.time, r.data, r.metadata, r.correlation_id, r.causation_id,
+           r.tenant_id, r.txid, r.cursor
+      FROM ((SELECT false AS backward, f.*
+               FROM (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version) AS schema_version, e.time,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
+                            ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
+                       FROM ocx._log_events(true) e
+                      WHERE e.stream_id = ocx._stream_arg(_read_stream_archived.stream_id)
+                        AND e.stream_version >= ocx._version_arg(_read_stream_archived.from_version)
+                        AND e.stream_version > ocx._hidden_through(_read_stream_archived.stream_id)
+                        AND (_read_stream_archived.types IS NULL OR e.type = ANY (_read_stream_archived.types))
+                      ORDER BY e.stream_version
+                      LIMIT ocx._count_arg(_read_stream_archived.max_count)) f)
+            UNION ALL
+            (SELECT true AS backward, b.*
+               FROM (SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+                            ocx._upcast_version(e.type, e.schema_version) AS schema_version, e.time,
+                            ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) AS data,
+                            ocx._reveal_metadata(e.type, e.data, e.metadata) AS metadata, e.correlation_id,
+                            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position) AS cursor
+                       FROM ocx._log_events(true) e
+                      WHERE e.stream_id = ocx._stream_arg(_read_stream_archived.stream_id)
+                        AND e.stream_version <= CASE WHEN _read_stream_archived.from_version IS NULL THEN 9223372036854775807
+                                                     ELSE ocx._version_arg(_read_stream_archived.from_version) END
+                        AND e.stream_version > ocx._hidden_through(_read_stream_archived.stream_id)
+                        AND (_read_stream_archived.types IS NULL OR e.type = ANY (_read_stream_archived.types))
+                      ORDER BY e.stream_version DESC
+                      LIMIT ocx._count_arg(_read_stream_archived.max_count)) b)) r
+     WHERE r.backward = ocx._direction_arg(_read_stream_archived.direction);
+END;
+COMMENT ON FUNCTION ocx._read_stream_archived(text, bigint, integer, text, text[]) IS
+    'internal: ocx.read_stream over the live log and the archive (what a read with include_archived true plans)';
+
+-- With a constant include_archived the planner calls the form it selects
+-- instead (ocx._read_form_support); this body runs otherwise (a generic
+-- plan's parameter): both forms, one selected by a constant column as
+-- direction is, so the parameter becomes a one-time filter.
+CREATE FUNCTION ocx.read_stream(stream_id text, from_version bigint DEFAULT NULL, max_count integer DEFAULT NULL,
+                                direction text DEFAULT 'forward', types text[] DEFAULT NULL,
+                                include_archived boolean DEFAULT false)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SUPPORT ocx._read_form_support
+BEGIN ATOMIC
+    SELECT s.global_position, s.stream_id, s.stream_version, s.event_id, s.source, s.type,
+           s.schema_version, s.time, s.data, s.metadata, s.correlation_id, s.causation_id,
+           s.tenant_id, s.txid, s.cursor
+      FROM ((SELECT false AS archived, l.*
+               FROM ocx._read_stream_live(read_stream.stream_id, read_stream.from_version, read_stream.max_count,
+                                          read_stream.direction, read_stream.types) l)
+            UNION ALL
+            (SELECT true AS archived, a.*
+               FROM ocx._read_stream_archived(read_stream.stream_id, read_stream.from_version, read_stream.max_count,
+                                              read_stream.direction, read_stream.types) a)) s
+     WHERE s.archived = COALESCE(read_stream.include_archived, false);
 END;
 COMMENT ON FUNCTION ocx.read_stream(text, bigint, integer, text, text[], boolean) IS
     'the events of one stream in stream order: forward from from_version up (NULL: from the first), or with direction => ''backward'' from from_version down (NULL: from the last); types: only events of these types; include_archived: the archived partitions too (ocx.archive)';

@@ -32,31 +32,87 @@ COMMENT ON FUNCTION ocx._log_selects(text, text, text[], text[]) IS
 -- horizon (ocx.log_horizon() once for the read, or the horizon a consumer
 -- took for its whole pass), that the filter selects, upcast or as stored.
 -- Filters apply before upcasting: an event left out is never upcast.
--- include_archived: the archived partitions too (ocx.archive, 88p_partitioned_log.sql).
-CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
-                              upcast boolean, horizon xid8, after_time timestamptz, include_archived boolean)
+-- Two forms: over the live log, and over the live log and the archive
+-- (include_archived, ocx.archive, 88p_partitioned_log.sql).
+CREATE FUNCTION ocx._read_log_live("after" ocx.cursor, max_count integer, types text[], categories text[],
+                                   upcast boolean, horizon xid8, after_time timestamptz)
     RETURNS SETOF ocx.event
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-           CASE WHEN _read_log.upcast IS FALSE THEN e.schema_version
+           CASE WHEN _read_log_live.upcast IS FALSE THEN e.schema_version
                 ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
-           CASE WHEN _read_log.upcast IS FALSE THEN ocx._reveal(e.type, e.data, e.event_id)
+           CASE WHEN _read_log_live.upcast IS FALSE THEN ocx._reveal(e.type, e.data, e.event_id)
                 ELSE ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) END,
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
-      FROM ocx._log_events(_read_log.include_archived) e
-     WHERE e.txid < COALESCE(_read_log.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
-                                                                  ELSE ocx._read_start(_read_log."after", _read_log.after_time) END),
+      FROM ocx.events e
+     WHERE e.txid < COALESCE(_read_log_live.horizon, (SELECT ocx.log_horizon()))
+       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
+                                                                  ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
                                                    '0'::xid8),
-                                          COALESCE(ocx.global_position(CASE WHEN _read_log.after_time IS NULL THEN _read_log."after"
-                                                                            ELSE ocx._read_start(_read_log."after", _read_log.after_time) END),
+                                          COALESCE(ocx.global_position(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
+                                                                            ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
                                                    0))
-       AND (_read_log.after_time IS NULL OR e.time >= _read_log.after_time)
-       AND ocx._log_selects(e.type, e.stream_id, _read_log.types, _read_log.categories)
+       AND (_read_log_live.after_time IS NULL OR e.time >= _read_log_live.after_time)
+       AND ocx._log_selects(e.type, e.stream_id, _read_log_live.types, _read_log_live.categories)
      ORDER BY e.txid, e.global_position
-     LIMIT ocx._count_arg(_read_log.max_count);
+     LIMIT ocx._count_arg(_read_log_live.max_count);
+END;
+COMMENT ON FUNCTION ocx._read_log_live(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz) IS
+    'internal: the one reader over the live log only (what ocx._read_log with include_archived false plans)';
+
+CREATE FUNCTION ocx._read_log_archived("after" ocx.cursor, max_count integer, types text[], categories text[],
+                                       upcast boolean, horizon xid8, after_time timestamptz)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
+           CASE WHEN _read_log_archived.upcast IS FALSE THEN e.schema_version
+                ELSE ocx._upcast_version(e.type, e.schema_version) END, e.time,
+           CASE WHEN _read_log_archived.upcast IS FALSE THEN ocx._reveal(e.type, e.data, e.event_id)
+                ELSE ocx._upcast(e.type, e.schema_version, ocx._reveal(e.type, e.data, e.event_id)) END,
+           ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
+           e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
+      FROM ocx._log_events(true) e
+     WHERE e.txid < COALESCE(_read_log_archived.horizon, (SELECT ocx.log_horizon()))
+       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
+                                                                  ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
+                                                   '0'::xid8),
+                                          COALESCE(ocx.global_position(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
+                                                                            ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
+                                                   0))
+       AND (_read_log_archived.after_time IS NULL OR e.time >= _read_log_archived.after_time)
+       AND ocx._log_selects(e.type, e.stream_id, _read_log_archived.types, _read_log_archived.categories)
+     ORDER BY e.txid, e.global_position
+     LIMIT ocx._count_arg(_read_log_archived.max_count);
+END;
+COMMENT ON FUNCTION ocx._read_log_archived(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz) IS
+    'internal: the one reader over the live log and the archive (what ocx._read_log with include_archived true plans)';
+
+-- With a constant include_archived the planner calls the form it selects
+-- instead (ocx._read_form_support, src/livereads.c); this body runs
+-- otherwise (a generic plan's parameter): both forms, one selected by a
+-- constant column, so the parameter becomes a one-time filter.
+CREATE FUNCTION ocx._read_log("after" ocx.cursor, max_count integer, types text[], categories text[],
+                              upcast boolean, horizon xid8, after_time timestamptz, include_archived boolean)
+    RETURNS SETOF ocx.event
+    LANGUAGE sql STABLE
+    SUPPORT ocx._read_form_support
+BEGIN ATOMIC
+    SELECT s.global_position, s.stream_id, s.stream_version, s.event_id, s.source, s.type,
+           s.schema_version, s.time, s.data, s.metadata, s.correlation_id, s.causation_id,
+           s.tenant_id, s.txid, s.cursor
+      FROM ((SELECT false AS archived, l.*
+               FROM ocx._read_log_live(_read_log."after", _read_log.max_count, _read_log.types,
+                                       _read_log.categories, _read_log.upcast, _read_log.horizon,
+                                       _read_log.after_time) l)
+            UNION ALL
+            (SELECT true AS archived, a.*
+               FROM ocx._read_log_archived(_read_log."after", _read_log.max_count, _read_log.types,
+                                           _read_log.categories, _read_log.upcast, _read_log.horizon,
+                                           _read_log.after_time) a)) s
+     WHERE s.archived = COALESCE(_read_log.include_archived, false);
 END;
 COMMENT ON FUNCTION ocx._read_log(ocx.cursor, integer, text[], text[], boolean, xid8, timestamptz, boolean) IS
     'internal: the one reader of the log (include_archived: the archive too, ocx.archive): events after a cursor in gap-free log order, below the horizon (given, or ocx.log_horizon() once), selected by types and categories, upcast or as stored; after_time: only events whose time is >= it, started through the time map (ocx._read_start)';
