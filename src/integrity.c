@@ -18,9 +18,9 @@
  * so an event is sealed only when nothing can commit before it any more; a
  * seal covers the events after the previous seal's last cursor, at most
  * ocx.seal_max_events of them, read as stored (cursor and hash) through the
- * one reader over the stored rows (reader.c, OcxReadLogStored).  The leaves, root and signature are computed
- * before the seal row is written, so the sealing transaction holds an xid
- * only for its insert.
+ * one reader over the stored rows (reader.c, OcxReadLogStored).  The leaves,
+ * root and signature are computed before the seal row is written, so the
+ * sealing transaction holds an xid only for its insert.
  *
  * Who runs what: ocx._event_hash() runs as whoever appends (it reads nothing);
  * the worker unit seals as the worker's role; ocx.seal(), ocx.prove() and
