@@ -136,6 +136,7 @@ typedef struct OcxLogRead
 } OcxLogRead;
 extern void OcxReadLogTail(OcxLogRead *r);
 extern uint64 OcxReadLog(OcxLogRead *r);
+extern uint64 OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count);
 extern bool OcxLogSelects(const char *type, const char *stream_id,
 						  char **types, int ntypes, char **categories, int ncategories);
 

@@ -17,9 +17,10 @@
  * Seals follow the log order (txid, global_position) below the log horizon,
  * so an event is sealed only when nothing can commit before it any more; a
  * seal covers the events after the previous seal's last cursor, at most
- * ocx.seal_max_events of them.  The leaves, root and signature are computed
- * before the seal row is written, so the sealing transaction holds an xid
- * only for its insert.
+ * ocx.seal_max_events of them, read as stored (cursor and hash) through the
+ * one reader over the stored rows (reader.c, OcxReadLogStored).  The leaves,
+ * root and signature are computed before the seal row is written, so the
+ * sealing transaction holds an xid only for its insert.
  *
  * Who runs what: ocx._event_hash() runs as whoever appends (it reads nothing);
  * the worker unit seals as the worker's role; ocx.seal(), ocx.prove() and
@@ -614,7 +615,6 @@ CheckSignature(const char *pem, const uint8 *msg, size_t msglen, const uint8 *si
  */
 
 static SPIPlanPtr plan_last_seal;
-static SPIPlanPtr plan_pending;
 static SPIPlanPtr plan_insert_seal;
 
 static uint64
@@ -661,7 +661,6 @@ static uint8 (*LeavesOf(SPITupleTable *tt, uint64 n))[OCX_HASH_LEN]
 static int64
 SealNow(bool force, bool *full, int64 *seal_id)
 {
-	Datum		args[3];
 	uint64		ft = 0,
 				lt;
 	int64		fp = 0,
@@ -703,18 +702,8 @@ SealNow(bool force, bool *full, int64 *seal_id)
 			return 0;
 	}
 
-	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ft));
-	args[1] = Int64GetDatum(fp);
-	args[2] = Int32GetDatum(max);
-	if (SPI_execute_plan(OcxKeptPlan(&plan_pending,
-									 "SELECT e.txid, e.global_position, e.hash FROM ocx.events e "
-									 "WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
-									 "AND e.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "
-									 "ORDER BY e.txid, e.global_position LIMIT $3",
-									 3, (Oid[]) {XID8OID, INT8OID, INT4OID}),
-						 args, NULL, true, 0) < 0)
-		elog(ERROR, "ocx: reading the events to seal failed");
-	n = SPI_processed;
+	/* the one reader over the stored rows (reader.c): cursor and hash as stored */
+	n = OcxReadLogStored(ft, fp, max);
 	if (n == 0)
 		return 0;
 	*full = n >= (uint64) max;

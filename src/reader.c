@@ -12,8 +12,11 @@
  * projection batches read through OcxReadLog below, which runs the same
  * function with the projection's types and categories, so only the events
  * the projection selects leave the executor (a partition's batch tells its
- * own in C); OcxLogSelects, the C form of ocx._log_selects, serves the
- * inline projections in the append.
+ * own in C); OcxReadLogStored reads the stored rows (cursor and hash, never
+ * revealed or upcast) for the sealing task, through ocx._read_log_stored
+ * under the same range rule (ocx._log_bounds: the horizon and the start
+ * after a cursor); OcxLogSelects, the C form of ocx._log_selects, serves
+ * the inline projections in the append.
  *
  * Why SQL and not a C set-returning function: a C SRF is opaque to the
  * planner, materialises its rows and cannot take the caller's LIMIT or
@@ -62,7 +65,16 @@ static const char read_tail_sql[] =
 	"FROM ocx._log_tail(ocx.cursor($1, $2), $3) t(c) "
 	"LEFT JOIN ocx.events e ON e.global_position OPERATOR(pg_catalog.=) ocx.global_position(t.c)";
 
+/*
+ * The stored rows after the cursor ($1, $2), at most $3, below the horizon
+ * ocx._read_log_stored takes once (OcxReadLogStored).
+ */
+static const char read_stored_sql[] =
+	"SELECT s.txid, s.global_position, s.hash "
+	"FROM ocx._read_log_stored(ocx.cursor($1, $2), $3) s";
+
 static SPIPlanPtr read_log_plan = NULL;
+static SPIPlanPtr read_stored_plan = NULL;
 static SPIPlanPtr read_tail_plan = NULL;
 
 /*
@@ -137,6 +149,29 @@ OcxReadLog(OcxLogRead *r)
 	return OcxRunKeptPlan(OcxKeptPlanExt(&read_log_plan, read_log_sql, 6, argtypes,
 										 CURSOR_OPT_GENERIC_PLAN),
 						  values, nulls, true);
+}
+
+/*
+ * The reader over the stored rows: up to max_count events after the cursor
+ * (after_txid, after_pos) in log order, below the horizon (ocx.log_horizon(),
+ * taken once for the read), as stored, into SPI_tuptable as (txid,
+ * global_position, hash); returns how many.  ocx._read_log_stored, under the
+ * same range rule as ocx._read_log (ocx._log_bounds): what the sealing task
+ * reads (integrity.c), whose seal covers the stored rows, so nothing is
+ * revealed or upcast.  The caller is connected to SPI and frees the tuple
+ * table.
+ */
+uint64
+OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count)
+{
+	static const Oid argtypes[3] = {XID8OID, INT8OID, INT4OID};
+	Datum		values[3];
+
+	values[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(after_txid));
+	values[1] = Int64GetDatum(after_pos);
+	values[2] = Int32GetDatum(max_count);
+	return OcxRunKeptPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 3, argtypes),
+						  values, NULL, true);
 }
 
 /* Is s (len bytes) one of the n strings of list?  A NULL list holds everything. */

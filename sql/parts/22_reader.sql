@@ -28,6 +28,27 @@ CREATE FUNCTION ocx._log_selects(type text, stream_id text, types text[], catego
 COMMENT ON FUNCTION ocx._log_selects(text, text, text[], text[]) IS
     'internal: whether a reader with these types and categories (NULL: all) selects an event of this type and stream';
 
+-- The one range rule: where a read of the log starts and where it stops.
+-- below: the horizon given (one a consumer took for its whole pass) or
+-- ocx.log_horizon(); (after_txid, after_position): the cursor's, or (0, 0)
+-- from the beginning.  Every reader of the log (_read_log, _log_tail, the
+-- stored-row reader ocx._read_log_stored) keeps the events with
+--     txid < below AND (txid, global_position) > (after_txid, after_position)
+-- taking both from this function in uncorrelated subqueries: each is an
+-- InitPlan, evaluated once per read (the horizon never changes within a
+-- read), and the row comparison with it is an index condition on
+-- events_log_order_idx.
+CREATE FUNCTION ocx._log_bounds("after" ocx.cursor, horizon xid8)
+    RETURNS TABLE (below xid8, after_txid xid8, after_position bigint)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT COALESCE(_log_bounds.horizon, ocx.log_horizon()),
+           COALESCE(ocx.txid(_log_bounds."after"), '0'::xid8),
+           COALESCE(ocx.global_position(_log_bounds."after"), 0);
+END;
+COMMENT ON FUNCTION ocx._log_bounds(ocx.cursor, xid8) IS
+    'internal: the one range rule of the log readers: the horizon (given, or ocx.log_horizon()) and the log order position after a cursor ((0, 0) for NULL)';
+
 -- The one reader: the events after a cursor, in log order, below the
 -- horizon (ocx.log_horizon() once for the read, or the horizon a consumer
 -- took for its whole pass), that the filter selects, upcast or as stored.
@@ -47,13 +68,11 @@ BEGIN ATOMIC
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
-     WHERE e.txid < COALESCE(_read_log_live.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
-                                                                  ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
-                                                   '0'::xid8),
-                                          COALESCE(ocx.global_position(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
-                                                                            ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
-                                                   0))
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _read_log_live.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
+                                                                      ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END,
+                                                                 _read_log_live.horizon) b)
        AND (_read_log_live.after_time IS NULL OR e.time >= _read_log_live.after_time)
        AND ocx._log_selects(e.type, e.stream_id, _read_log_live.types, _read_log_live.categories)
      ORDER BY e.txid, e.global_position
@@ -75,13 +94,11 @@ BEGIN ATOMIC
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx._log_events(true) e
-     WHERE e.txid < COALESCE(_read_log_archived.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
-                                                                  ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
-                                                   '0'::xid8),
-                                          COALESCE(ocx.global_position(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
-                                                                            ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
-                                                   0))
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _read_log_archived.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
+                                                                      ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END,
+                                                                 _read_log_archived.horizon) b)
        AND (_read_log_archived.after_time IS NULL OR e.time >= _read_log_archived.after_time)
        AND ocx._log_selects(e.type, e.stream_id, _read_log_archived.types, _read_log_archived.categories)
      ORDER BY e.txid, e.global_position
@@ -136,9 +153,9 @@ CREATE FUNCTION ocx._log_tail("after" ocx.cursor, horizon xid8 DEFAULT NULL) RET
 BEGIN ATOMIC
     SELECT ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
-     WHERE e.txid < COALESCE(_log_tail.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(_log_tail."after"), '0'::xid8),
-                                          COALESCE(ocx.global_position(_log_tail."after"), 0))
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _log_tail.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(_log_tail."after", _log_tail.horizon) b)
      ORDER BY e.txid DESC, e.global_position DESC
      LIMIT 1;
 END;

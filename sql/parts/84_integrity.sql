@@ -7,6 +7,26 @@
 ALTER TABLE ocx.events ADD COLUMN hash bytea;
 COMMENT ON COLUMN ocx.events.hash IS
     'SHA-256 of the event''s stored fields and its stream''s previous hash (docs/integrity.md); NULL only for events written without the chain';
+-- The one reader over the stored rows (sql/parts/22_reader.sql): the events
+-- after a cursor in log order, below the horizon (given, or
+-- ocx.log_horizon() once), as they are stored: their cursor and hash, never
+-- revealed or upcast.  What the sealing task reads (src/reader.c,
+-- OcxReadLogStored): a seal covers the stored rows.  Here and not in
+-- 22_reader.sql because the hash column is this part's.
+CREATE FUNCTION ocx._read_log_stored("after" ocx.cursor, max_count integer, horizon xid8 DEFAULT NULL)
+    RETURNS TABLE (txid xid8, global_position bigint, hash bytea)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.txid, e.global_position, e.hash
+      FROM ocx.events e
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _read_log_stored.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(_read_log_stored."after", _read_log_stored.horizon) b)
+     ORDER BY e.txid, e.global_position
+     LIMIT ocx._count_arg(_read_log_stored.max_count);
+END;
+COMMENT ON FUNCTION ocx._read_log_stored(ocx.cursor, integer, xid8) IS
+    'internal: the one reader over the stored rows: the cursor and hash of the events after a cursor in log order, below the horizon (given, or ocx.log_horizon() once), as stored (what a seal covers)';
 -- ocx.streams.head is created with the table (10_log.sql), before hidden_through,
 -- in the order the upgrade adds them (98a_integrity.sql, then 98c_removal.sql).
 COMMENT ON COLUMN ocx.streams.head IS 'the hash of the stream''s last event: the head of its hash chain';

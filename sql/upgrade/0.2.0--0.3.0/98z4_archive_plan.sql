@@ -144,13 +144,11 @@ BEGIN ATOMIC
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx.events e
-     WHERE e.txid < COALESCE(_read_log_live.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
-                                                                  ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
-                                                   '0'::xid8),
-                                          COALESCE(ocx.global_position(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
-                                                                            ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END),
-                                                   0))
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _read_log_live.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(CASE WHEN _read_log_live.after_time IS NULL THEN _read_log_live."after"
+                                                                      ELSE ocx._read_start(_read_log_live."after", _read_log_live.after_time) END,
+                                                                 _read_log_live.horizon) b)
        AND (_read_log_live.after_time IS NULL OR e.time >= _read_log_live.after_time)
        AND ocx._log_selects(e.type, e.stream_id, _read_log_live.types, _read_log_live.categories)
      ORDER BY e.txid, e.global_position
@@ -172,13 +170,11 @@ BEGIN ATOMIC
            ocx._reveal_metadata(e.type, e.data, e.metadata), e.correlation_id,
            e.causation_id, e.tenant_id, e.txid, ocx.cursor(e.txid, e.global_position)
       FROM ocx._log_events(true) e
-     WHERE e.txid < COALESCE(_read_log_archived.horizon, (SELECT ocx.log_horizon()))
-       AND (e.txid, e.global_position) > (COALESCE(ocx.txid(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
-                                                                  ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
-                                                   '0'::xid8),
-                                          COALESCE(ocx.global_position(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
-                                                                            ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END),
-                                                   0))
+     WHERE e.txid < (SELECT b.below FROM ocx._log_bounds(NULL, _read_log_archived.horizon) b)
+       AND (e.txid, e.global_position) > (SELECT b.after_txid, b.after_position
+                                            FROM ocx._log_bounds(CASE WHEN _read_log_archived.after_time IS NULL THEN _read_log_archived."after"
+                                                                      ELSE ocx._read_start(_read_log_archived."after", _read_log_archived.after_time) END,
+                                                                 _read_log_archived.horizon) b)
        AND (_read_log_archived.after_time IS NULL OR e.time >= _read_log_archived.after_time)
        AND ocx._log_selects(e.type, e.stream_id, _read_log_archived.types, _read_log_archived.categories)
      ORDER BY e.txid, e.global_position
