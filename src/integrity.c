@@ -679,6 +679,11 @@ SealNow(bool force, bool *full, int64 *seal_id)
 
 	*full = false;
 	*seal_id = 0;
+	/*
+	 * Not read-only: a fresh snapshot after a command counter increment, so
+	 * that a seal made earlier in the same statement (SELECT ocx.seal() FROM
+	 * generate_series(1, 3)) is seen and its range is not sealed again.
+	 */
 	if (SPI_execute_plan(OcxKeptPlan(&plan_last_seal,
 									 "SELECT ocx.txid(last_cursor), ocx.global_position(last_cursor), "
 									 "pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) sealed_at "
@@ -687,7 +692,7 @@ SealNow(bool force, bool *full, int64 *seal_id)
 									 "FROM ocx.seals ORDER BY seal_id DESC LIMIT 1",
 									 2, (Oid[]) {INT4OID, INT8OID}),
 						 (Datum[]) {Int32GetDatum(ocx_seal_interval), Int64GetDatum(max)},
-						 NULL, true, 1) < 0)
+						 NULL, false, 1) < 0)
 		elog(ERROR, "ocx: reading the last seal failed");
 	if (SPI_processed > 0)
 	{

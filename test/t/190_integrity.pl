@@ -162,5 +162,27 @@ sql(q{SELECT ocx.append('acct-9', NULL, '{"type": "Later", "data": {}}')});
 like($err, qr/readable by others/, 'a signing key file readable by others is refused');
 chmod 0600, "$dir/seal.pem";
 
+# several seals in one statement (a cluster of its own, no worker sealing,
+# at most 2 events a seal): each starts where the one before stopped, so
+# three calls over 4 events make two seals and then nothing; no range twice
+my $multi = PostgreSQL::Test::Cluster->new('integrity_multi');
+$multi->init;
+$multi->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ocx'
+ocx.seal_interval = 0
+ocx.seal_max_events = 2
+});
+$multi->start;
+$multi->safe_psql('postgres', q{CREATE EXTENSION ocx;
+SELECT ocx.append('batch-1', 0, '[{"type": "B", "data": {}}, {"type": "B", "data": {}},
+                                  {"type": "B", "data": {}}, {"type": "B", "data": {}}]')});
+is($multi->safe_psql('postgres', q{SELECT count(s) FROM (SELECT ocx.seal() s FROM generate_series(1, 3)) x}), '2',
+   'three ocx.seal() calls in one statement make two seals of the four events');
+is($multi->safe_psql('postgres', q{SELECT string_agg(events::text, ',' ORDER BY seal_id) FROM ocx.seals}), '2,2',
+   'each seal holds two events');
+is($multi->safe_psql('postgres', q{SELECT count(*) FROM ocx.verify()}), '0',
+   'the log and its seals verify (no seal overlaps another)');
+$multi->stop;
+
 $node->stop;
 done_testing();
