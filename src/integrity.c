@@ -661,7 +661,7 @@ static uint8 (*LeavesOf(SPITupleTable *tt, uint64 n))[OCX_HASH_LEN]
 static int64
 SealNow(bool force, bool *full, int64 *seal_id)
 {
-	Datum		args[3];
+	Datum		args[4];
 	uint64		ft = 0,
 				lt;
 	int64		fp = 0,
@@ -703,15 +703,23 @@ SealNow(bool force, bool *full, int64 *seal_id)
 			return 0;
 	}
 
+	/*
+	 * The horizon first, as a value: on a distributed log (Citus) a call of
+	 * ocx.log_horizon() in the query below would be sent to the workers and
+	 * evaluated there, against each worker's own transaction ids.
+	 */
+	if (SPI_execute("SELECT ocx.log_horizon()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: taking the log horizon failed");
+	args[3] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(ft));
 	args[1] = Int64GetDatum(fp);
 	args[2] = Int32GetDatum(max);
 	if (SPI_execute_plan(OcxKeptPlan(&plan_pending,
 									 "SELECT e.txid, e.global_position, e.hash FROM ocx.events e "
 									 "WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) "
-									 "AND e.txid OPERATOR(pg_catalog.<) ocx.log_horizon() "
+									 "AND e.txid OPERATOR(pg_catalog.<) $4 "
 									 "ORDER BY e.txid, e.global_position LIMIT $3",
-									 3, (Oid[]) {XID8OID, INT8OID, INT4OID}),
+									 4, (Oid[]) {XID8OID, INT8OID, INT4OID, XID8OID}),
 						 args, NULL, true, 0) < 0)
 		elog(ERROR, "ocx: reading the events to seal failed");
 	n = SPI_processed;

@@ -266,6 +266,28 @@ BEGIN
         RETURN c;
     END
     $f$;
+    -- a projection's lag (ocx.projection_status, sql/parts/40_projections.sql):
+    -- the view joins local tables with the log, which Citus does not plan; a
+    -- PL/pgSQL query with the checkpoint as values is one count per shard
+    CREATE OR REPLACE FUNCTION ocx._projection_lag(checkpoint_txid xid8, checkpoint_position bigint,
+                                                   types text[], categories text[],
+                                                   OUT events bigint, OUT oldest timestamptz)
+        RETURNS SETOF record
+        LANGUAGE plpgsql STABLE PARALLEL SAFE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        atx  xid8 := _projection_lag.checkpoint_txid;
+        apos bigint := _projection_lag.checkpoint_position;
+        typs text[] := _projection_lag.types;
+        cats text[] := _projection_lag.categories;
+    BEGIN
+        RETURN QUERY SELECT pg_catalog.count(*), pg_catalog.min(x.time)
+                       FROM ocx.events x
+                      WHERE (x.txid, x.global_position) > (atx, apos)
+                        AND ocx._log_selects(x.type, x.stream_id, typs, cats);
+    END
+    $f$;
     -- read_tagged the same way (sql/parts/25_dcb.sql)
     CREATE OR REPLACE FUNCTION ocx.read_tagged(tags text[], types text[] DEFAULT NULL,
                                                "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000)
