@@ -165,9 +165,6 @@ is "tenancy: ocx_reader may not select ocx.snapshots directly on Citus" \
 
 # --- refused: what a distributed log does not support yet --------------------
 for call in "SELECT ocx.rebuild_projection('p')" \
-            "SELECT ocx.define_subscription('s')" \
-            "SELECT ocx.create_subscription('s')" \
-            "SELECT * FROM ocx.poll('s')" \
             "SELECT ocx.define_saga('g', '{}')" \
             "SELECT ocx.start_saga('g', '{}')" \
             "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
@@ -228,6 +225,30 @@ END $$;
 GRANT ALL ON public.model TO PUBLIC;
 SELECT ocx.define_projection('model', 'public.model_apply(ocx.event)', categories => '{load}');
 SQL
+# A durable subscription of the load's category, and a subscriber that polls
+# (500 at a time) and acknowledges each batch in the transaction that records
+# it, while the clients append, until it has polled nothing after they finished.
+q $C "SELECT ocx.define_subscription('load_sub', categories => '{load}')" >/dev/null \
+    || not_ok "define_subscription" "$(q $C "SELECT ocx.define_subscription('load_sub', categories => '{load}')")"
+subscriber() {
+    local done=0 rows
+    : > "$RUN/polled"
+    while :; do
+        [ -f "$RUN/load.done" ] && done=1
+        rows=$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" 2>&1 <<'SQL'
+BEGIN;
+CREATE TEMP TABLE got ON COMMIT DROP AS SELECT * FROM ocx.poll('load_sub', 500);
+SELECT cursor || '|' || stream_id || '|' || stream_version || '|' || coalesce(data->>'tok', '')
+  FROM got ORDER BY txid, global_position;
+SELECT ocx.ack('load_sub', cursor) FROM got ORDER BY txid DESC, global_position DESC LIMIT 1;
+COMMIT;
+SQL
+) || { echo "subscriber: $rows" >> "$RUN/polled.err"; return 1; }
+        rows=$(grep '|' <<<"$rows")
+        [ -n "$rows" ] && printf '%s\n' "$rows" >> "$RUN/polled"
+        [ "$done" -eq 1 ] && [ -z "$rows" ] && return 0
+    done
+}
 # A reader that pages through read_all (500 at a time, from the cursor of its
 # last event) while the clients append, until it has read a page that began
 # after they finished and came back short.
@@ -248,6 +269,7 @@ reader() {
 }
 rm -f "$RUN/load.done"
 reader & reader_pid=$!
+subscriber & subscriber_pid=$!
 # A race of 8 sessions on one stream, while the clients append: each round,
 # 8 appends at the same expected version.
 rounds=${OCX_CITUS_RACE:-20}
@@ -282,6 +304,8 @@ wait $race_pid
 touch "$RUN/load.done"
 wait $reader_pid
 is "the reader paged through read_all while the clients appended" "$?|$(cat "$RUN/paged.err" 2>/dev/null)" "0|"
+wait $subscriber_pid
+is "the subscriber polled and acknowledged while the clients appended" "$?|$(cat "$RUN/polled.err" 2>/dev/null)" "0|"
 committed=$(q $C "SELECT count(*) FROM public.ledger")
 is "some transactions rolled back (10%)" \
    "$(q $C "SELECT count(*) BETWEEN 0.8 * 8 * ${OCX_CITUS_TX:-500} AND 0.97 * 8 * ${OCX_CITUS_TX:-500} FROM public.ledger")" t
@@ -334,6 +358,24 @@ is "read_all during the appends: in log order, each stream in version order" \
         { if (n++ && ($1 < t || ($1 == t && $2 <= p))) bad++; t = $1; p = $2
           if ($3 ~ /^load-/) { if ($4 != v[$3] + 1) bad++; v[$3] = $4 } }
         END { print bad + 0 }')" 0
+# the subscriber: every committed event of its category once, none rolled
+# back, in log order, each stream in version order; nothing left to poll
+awk -F'|' '{ print $2 ":" $4 }' "$RUN/polled" | LC_ALL=C sort > "$RUN/polled.load"
+if cmp -s "$RUN/ledger.sorted" "$RUN/polled.load"; then
+    ok "subscription during the appends: every committed event polled and acknowledged once, none rolled back"
+else
+    not_ok "subscription during the appends: every committed event polled and acknowledged once, none rolled back" \
+        "$(wc -l < "$RUN/polled.load") polled, $committed committed; $(diff "$RUN/ledger.sorted" "$RUN/polled.load" | head -4 | tr '\n' ' ')"
+fi
+is "subscription during the appends: in log order, each stream in version order" \
+   "$(tr '/' '|' < "$RUN/polled" | awk -F'|' '
+        { if (n++ && ($1 < t || ($1 == t && $2 <= p))) bad++; t = $1; p = $2
+          if ($4 != v[$3] + 1) bad++; v[$3] = $4 }
+        END { print bad + 0 }')" 0
+is "subscription: acknowledged past the last event of its category, nothing left to poll" \
+   "$(q $C "SELECT s.acked OPERATOR(ocx.>=) (SELECT cursor FROM ocx.read_all(NULL, NULL, categories => '{load}')
+                                                ORDER BY txid DESC, global_position DESC LIMIT 1)
+             FROM ocx.subscription_status s WHERE s.name = 'load_sub'")|$(q $C "SELECT count(*) FROM ocx.poll('load_sub', 100)")" "t|0"
 is "read_all after the appends equals the log" \
    "$(q $C "SELECT count(*) FROM ocx.read_all(NULL, NULL)")|$(wc -l < "$RUN/paged")" \
    "$(q $C "SELECT count(*) FROM ocx.events")|$(q $C "SELECT count(*) FROM ocx.events")"
