@@ -24,11 +24,11 @@ DECLARE
                        'ALTER ROLE ocx_worker LOGIN; '
                        'ALTER ROLE ocx_worker SET citus.allow_nested_distributed_execution = on; ';
     -- what a distributed log does not support yet; it raises OX700 there
-    -- (docs/scaling.md lists them and says why).  Subscriptions are not
-    -- among them: their tables are the coordinator's, and poll reads the
-    -- log through ocx._read_log and ocx._log_tail, replaced below.
-    refused text[] := ARRAY['append_if', 'rebuild_projection',
-                            'define_saga', 'start_saga'];
+    -- (docs/scaling.md lists them and says why).  Subscriptions and sagas
+    -- are not among them: their tables are the coordinator's, and poll and
+    -- the saga task read the log through ocx._read_log and ocx._log_tail,
+    -- replaced below.
+    refused text[] := ARRAY['append_if', 'rebuild_projection'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
                            'COALESCE(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
     tenant_check   text := 'tenant_id IS NOT DISTINCT FROM '
@@ -379,4 +379,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.distribute() IS
-    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category, read_tagged, projections and subscriptions then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';
+    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category, read_tagged, projections, subscriptions and sagas then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';

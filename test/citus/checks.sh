@@ -165,8 +165,6 @@ is "tenancy: ocx_reader may not select ocx.snapshots directly on Citus" \
 
 # --- refused: what a distributed log does not support yet --------------------
 for call in "SELECT ocx.rebuild_projection('p')" \
-            "SELECT ocx.define_saga('g', '{}')" \
-            "SELECT ocx.start_saga('g', '{}')" \
             "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
     is "refused on a distributed log: ${call#SELECT }" "$(sqlstate $C "$call")" OX700
 done
@@ -285,6 +283,34 @@ race() {
     done
 }
 race & race_pid=$!
+# Sagas, while the clients append: 20 sagas of two steps; a handler claims
+# their commands and answers each with an event correlated to its saga, in a
+# stream of its own (trip-N, on either worker); the worker's saga task reads
+# them through the one reader of the distributed log and moves the sagas.
+nsagas=20
+q $C "SELECT ocx.define_saga('trip', '{\"steps\": [
+        {\"name\": \"hotel\", \"command\": \"trip.BookHotel\", \"data\": {\"n\": \"\$.input.n\"},
+         \"success\": \"trip.HotelBooked\", \"failure\": \"trip.HotelFull\"},
+        {\"name\": \"pay\", \"command\": \"trip.Pay\", \"success\": \"trip.Paid\", \"failure\": \"trip.Declined\"}]}')" >/dev/null \
+    || not_ok "define_saga"
+q $C "SELECT count(ocx.start_saga('trip', jsonb_build_object('n', n), ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid))
+        FROM generate_series(1, $nsagas) n" >/dev/null || not_ok "start_saga"
+saga_handler() {
+    local i out
+    for i in $(seq 1 600); do
+        out=$(q $C "SELECT count(ocx.append('trip-' || (c.data->>'n'), NULL,
+                       jsonb_build_object('type', CASE c.type WHEN 'trip.BookHotel' THEN 'trip.HotelBooked' ELSE 'trip.Paid' END,
+                                          'data', jsonb_build_object('booking', 'B' || (c.data->>'n')),
+                                          'correlation_id', c.correlation_id)))
+                      FROM ocx.claim_commands('{trip.BookHotel,trip.Pay}', 10, '1 hour', 'citus') c") \
+            || { echo "saga handler: $out" >> "$RUN/saga.err"; return 1; }
+        [ "$(q $C "SELECT count(*) FROM ocx.saga_instances WHERE state <> 'completed'")" = 0 ] && return 0
+        sleep 0.2
+    done
+    echo "saga handler: sagas still running after the wait" >> "$RUN/saga.err"
+    return 1
+}
+saga_handler & saga_pid=$!
 cat > "$RUN/load.sql" <<'SQL'
 \set s random(1, 1000)
 \set tok :client_id * 1000000000000 + random(1, 999999999999)
@@ -301,6 +327,8 @@ SQL
 out=$("$PGBIN/pgbench" -n -c 8 -j 2 -t "${OCX_CITUS_TX:-500}" -f "$RUN/load.sql" -p $C "$CITUS_DB" 2>&1)
 if [ $? -eq 0 ] && ! grep -q aborted <<<"$out"; then ok "pgbench: 8 clients appended through the coordinator"; else not_ok "pgbench" "$(grep -E 'error|abort' <<<"$out" | head -3)"; fi
 wait $race_pid
+wait $saga_pid
+is "sagas: the handler answered every step command while the clients appended" "$?|$(cat "$RUN/saga.err" 2>/dev/null)" "0|"
 touch "$RUN/load.done"
 wait $reader_pid
 is "the reader paged through read_all while the clients appended" "$?|$(cat "$RUN/paged.err" 2>/dev/null)" "0|"
@@ -456,6 +484,18 @@ SQL
 loads="SELECT md5(string_agg(sid || ocx.load('acct', sid)::text, ',' ORDER BY sid))
          FROM unnest(ARRAY[$ids]::text[]) sid"
 is "load of the 1,000 streams equals one node's" "$(q $C "$loads")" "$(q $SINGLE "$loads")"
+
+# --- the sagas (run during the load): each completed, each step once
+is "sagas: every saga completed, with its own results" \
+   "$(q $C "SELECT count(*) FILTER (WHERE state = 'completed'
+                                      AND results = jsonb_build_object('hotel', jsonb_build_object('booking', 'B' || (input->>'n')),
+                                                                       'pay', jsonb_build_object('booking', 'B' || (input->>'n'))))
+             FROM ocx.saga_instances WHERE saga_name = 'trip'")" "$nsagas"
+is "sagas: each step sent once and succeeded once (exactly once through the distributed log)" \
+   "$(q $C "SELECT count(*) FILTER (WHERE action = 'step_sent') || ':' || count(*) FILTER (WHERE action = 'step_succeeded')
+                   || ':' || count(DISTINCT (saga_id, step)) FILTER (WHERE action = 'step_succeeded')
+                   || ':' || count(*) FILTER (WHERE action = 'completed')
+             FROM ocx.saga_steps")" "$((nsagas * 2)):$((nsagas * 2)):$((nsagas * 2)):$nsagas"
 
 # --- the race of 8 on one stream (run during the load): one winner per version
 winners=0 losers=0 other=0
