@@ -269,7 +269,7 @@ BEGIN
        OR EXISTS (SELECT FROM ocx.saga_definitions) THEN
         RAISE EXCEPTION 'ocx.distribute() refuses a database with projections, subscriptions or sagas'
             USING ERRCODE = 'OX703',
-                  DETAIL = 'whole-log consumers are not supported on a distributed log yet (docs/scaling.md)',
+                  DETAIL = 'define projections, subscriptions and sagas after the log is distributed (docs/scaling.md)',
                   HINT = 'drop them first, or keep this database on one node';
     END IF;
 
