@@ -136,7 +136,8 @@ typedef struct OcxLogRead
 } OcxLogRead;
 extern void OcxReadLogTail(OcxLogRead *r);
 extern uint64 OcxReadLog(OcxLogRead *r);
-extern uint64 OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count);
+extern uint64 OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count,
+							   uint64 horizon);
 extern bool OcxLogSelects(const char *type, const char *stream_id,
 						  char **types, int ntypes, char **categories, int ncategories);
 

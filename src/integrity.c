@@ -661,6 +661,7 @@ static uint8 (*LeavesOf(SPITupleTable *tt, uint64 n))[OCX_HASH_LEN]
 static int64
 SealNow(bool force, bool *full, int64 *seal_id)
 {
+	Datum		horizon;
 	uint64		ft = 0,
 				lt;
 	int64		fp = 0,
@@ -707,8 +708,17 @@ SealNow(bool force, bool *full, int64 *seal_id)
 			return 0;
 	}
 
+	/*
+	 * The horizon first, as a value: on a distributed log (Citus) a call of
+	 * ocx.log_horizon() inside the read would be sent to the workers and
+	 * evaluated there, against each worker's own transaction ids.
+	 */
+	if (SPI_execute("SELECT ocx.log_horizon()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ocx: taking the log horizon failed");
+	horizon = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
 	/* the one reader over the stored rows (reader.c): cursor and hash as stored */
-	n = OcxReadLogStored(ft, fp, max);
+	n = OcxReadLogStored(ft, fp, max, U64FromFullTransactionId(DatumGetFullTransactionId(horizon)));
 	if (n == 0)
 		return 0;
 	*full = n >= (uint64) max;

@@ -71,7 +71,7 @@ static const char read_tail_sql[] =
  */
 static const char read_stored_sql[] =
 	"SELECT s.txid, s.global_position, s.hash "
-	"FROM ocx._read_log_stored(ocx.cursor($1, $2), $3) s";
+	"FROM ocx._read_log_stored(ocx.cursor($1, $2), $3, $4) s";
 
 static SPIPlanPtr read_log_plan = NULL;
 static SPIPlanPtr read_stored_plan = NULL;
@@ -153,8 +153,9 @@ OcxReadLog(OcxLogRead *r)
 
 /*
  * The reader over the stored rows: up to max_count events after the cursor
- * (after_txid, after_pos) in log order, below the horizon (ocx.log_horizon(),
- * taken once for the read), as stored, into SPI_tuptable as (txid,
+ * (after_txid, after_pos) in log order, below the horizon the caller took
+ * (ocx.log_horizon(), a value: on Citus a call inside the read would run on
+ * the workers), as stored, into SPI_tuptable as (txid,
  * global_position, hash); returns how many.  ocx._read_log_stored, under the
  * same range rule as ocx._read_log (ocx._log_bounds): what the sealing task
  * reads (integrity.c), whose seal covers the stored rows, so nothing is
@@ -162,15 +163,16 @@ OcxReadLog(OcxLogRead *r)
  * table.
  */
 uint64
-OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count)
+OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count, uint64 horizon)
 {
-	static const Oid argtypes[3] = {XID8OID, INT8OID, INT4OID};
-	Datum		values[3];
+	static const Oid argtypes[4] = {XID8OID, INT8OID, INT4OID, XID8OID};
+	Datum		values[4];
 
 	values[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(after_txid));
 	values[1] = Int64GetDatum(after_pos);
 	values[2] = Int32GetDatum(max_count);
-	return OcxRunKeptPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 3, argtypes),
+	values[3] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
+	return OcxRunKeptPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 4, argtypes),
 						  values, NULL, true);
 }
 

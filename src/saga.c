@@ -191,9 +191,6 @@ OcxSagaWorkerTick(void)
 	bool		skipped;
 	bool		more;
 
-	/* sagas are refused on a distributed log (OX700, docs/scaling.md) */
-	if (OcxLogDistributed())
-		return false;
 	more = SagaRound(check, idle_ok, true, &skipped);
 
 	/* reached only when the round ran without error */

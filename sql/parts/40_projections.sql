@@ -1122,6 +1122,26 @@ $$;
 COMMENT ON FUNCTION ocx.skip_dead_letter(bigint) IS
     'give up on a dead-lettered event: mark it resolved without running it, then apply the events of its stream held back behind it (on_failure park_stream), in this transaction';
 
+-- A projection's lag: the events it selects after its checkpoint, and the
+-- time of the oldest.  A SQL function, inlined into ocx.projection_status
+-- (the same plan as the subquery it stands for); ocx.distribute() replaces
+-- it on a distributed log, where Citus does not join the view's local tables
+-- with ocx.events (docs/scaling.md).
+CREATE FUNCTION ocx._projection_lag(checkpoint_txid xid8, checkpoint_position bigint,
+                                    types text[], categories text[],
+                                    OUT events bigint, OUT oldest timestamptz)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
+      FROM ocx.events e
+     WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>)
+           (_projection_lag.checkpoint_txid, _projection_lag.checkpoint_position)
+       AND ocx._log_selects(e.type, e.stream_id, _projection_lag.types, _projection_lag.categories);
+END;
+COMMENT ON FUNCTION ocx._projection_lag(xid8, bigint, text[], text[]) IS
+    'internal: the events a projection selects after its checkpoint, and the time of the oldest (ocx.projection_status)';
+
 -- security_invoker: the caller's row-level security applies to what the
 -- view reads (the full error, the lag over ocx.events, the dead letters),
 -- and pg_stat_activity's rules to the horizon's holder (its age needs
@@ -1197,12 +1217,7 @@ SELECT p.name, p.mode, p.state,
                        WHERE s.projection OPERATOR(pg_catalog.=) p.name
                          AND p.shadow_schema IS NOT NULL) AS rebuild_done) ssum ON true
        ) c
-  LEFT JOIN LATERAL (
-       SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
-         FROM ocx.events e
-        WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position)
-          AND ocx._log_selects(e.type, e.stream_id, p.types, p.categories)
-       ) lag ON true
+  LEFT JOIN LATERAL ocx._projection_lag(c.checkpoint_txid, c.checkpoint_position, p.types, p.categories) lag ON true
   LEFT JOIN LATERAL (
        SELECT c.rebuild_done::float8 OPERATOR(pg_catalog./)
               NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())

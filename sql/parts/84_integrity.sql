@@ -254,8 +254,10 @@ BEGIN
     -- with no unsealed event between them, and (with a key) its signature
     FOR s IN SELECT x.seal_id AS id, x.first_cursor AS f, x.last_cursor AS l, x.sealed_at AS at
                FROM ocx.seals x ORDER BY x.seal_id LOOP
+        -- (SELECT 1: Citus cannot plan an EXISTS over a distributed log
+        -- whose subquery selects no column)
         IF prev_last IS NOT NULL AND (s.f OPERATOR(ocx.<=) prev_last OR EXISTS (
-                SELECT FROM ocx.events e
+                SELECT 1 FROM ocx.events e
                  WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>)
                        (ocx.txid(prev_last), ocx.global_position(prev_last))
                    AND (e.txid, e.global_position) OPERATOR(pg_catalog.<)

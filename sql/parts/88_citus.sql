@@ -24,10 +24,11 @@ DECLARE
                        'ALTER ROLE ocx_worker LOGIN; '
                        'ALTER ROLE ocx_worker SET citus.allow_nested_distributed_execution = on; ';
     -- what a distributed log does not support yet; it raises OX700 there
-    -- (docs/scaling.md lists them and says why)
-    refused text[] := ARRAY['append_if', 'rebuild_projection',
-                            'define_subscription', 'create_subscription', 'poll',
-                            'define_saga', 'start_saga'];
+    -- (docs/scaling.md lists them and says why).  Subscriptions and sagas
+    -- are not among them: their tables are the coordinator's, and poll and
+    -- the saga task read the log through ocx._read_log and ocx._log_tail,
+    -- replaced below.
+    refused text[] := ARRAY['append_if', 'rebuild_projection'];
     tenant_events  text := 'COALESCE(tenant_id, '''') OPERATOR(pg_catalog.=) '
                            'COALESCE(pg_catalog.current_setting(''ocx.tenant'', true), '''')';
     tenant_check   text := 'tenant_id IS NOT DISTINCT FROM '
@@ -48,7 +49,7 @@ BEGIN
        OR EXISTS (SELECT FROM ocx.saga_definitions) THEN
         RAISE EXCEPTION 'ocx.distribute() refuses a database with projections, subscriptions or sagas'
             USING ERRCODE = 'OX703',
-                  DETAIL = 'whole-log consumers are not supported on a distributed log yet (docs/scaling.md)',
+                  DETAIL = 'define projections, subscriptions and sagas after the log is distributed (docs/scaling.md)',
                   HINT = 'drop them first, or keep this database on one node';
     END IF;
 
@@ -266,6 +267,28 @@ BEGIN
         RETURN c;
     END
     $f$;
+    -- a projection's lag (ocx.projection_status, sql/parts/40_projections.sql):
+    -- the view joins local tables with the log, which Citus does not plan; a
+    -- PL/pgSQL query with the checkpoint as values is one count per shard
+    CREATE OR REPLACE FUNCTION ocx._projection_lag(checkpoint_txid xid8, checkpoint_position bigint,
+                                                   types text[], categories text[],
+                                                   OUT events bigint, OUT oldest timestamptz)
+        RETURNS SETOF record
+        LANGUAGE plpgsql STABLE PARALLEL SAFE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        atx  xid8 := _projection_lag.checkpoint_txid;
+        apos bigint := _projection_lag.checkpoint_position;
+        typs text[] := _projection_lag.types;
+        cats text[] := _projection_lag.categories;
+    BEGIN
+        RETURN QUERY SELECT pg_catalog.count(*), pg_catalog.min(x.time)
+                       FROM ocx.events x
+                      WHERE (x.txid, x.global_position) > (atx, apos)
+                        AND ocx._log_selects(x.type, x.stream_id, typs, cats);
+    END
+    $f$;
     -- read_tagged the same way (sql/parts/25_dcb.sql)
     CREATE OR REPLACE FUNCTION ocx.read_tagged(tags text[], types text[] DEFAULT NULL,
                                                "after" ocx.cursor DEFAULT NULL, max_count integer DEFAULT 1000)
@@ -356,4 +379,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION ocx.distribute() IS
-    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category, read_tagged and projections then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';
+    'Citus coordinator: make streams, events and snapshots co-located distributed tables by stream_id and the definitions reference tables; read_all, read_category, read_tagged, projections, subscriptions and sagas then read the distributed log in log order, and what it does not support raises OX700 (docs/scaling.md)';

@@ -165,11 +165,6 @@ is "tenancy: ocx_reader may not select ocx.snapshots directly on Citus" \
 
 # --- refused: what a distributed log does not support yet --------------------
 for call in "SELECT ocx.rebuild_projection('p')" \
-            "SELECT ocx.define_subscription('s')" \
-            "SELECT ocx.create_subscription('s')" \
-            "SELECT * FROM ocx.poll('s')" \
-            "SELECT ocx.define_saga('g', '{}')" \
-            "SELECT ocx.start_saga('g', '{}')" \
             "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
     is "refused on a distributed log: ${call#SELECT }" "$(sqlstate $C "$call")" OX700
 done
@@ -228,6 +223,30 @@ END $$;
 GRANT ALL ON public.model TO PUBLIC;
 SELECT ocx.define_projection('model', 'public.model_apply(ocx.event)', categories => '{load}');
 SQL
+# A durable subscription of the load's category, and a subscriber that polls
+# (500 at a time) and acknowledges each batch in the transaction that records
+# it, while the clients append, until it has polled nothing after they finished.
+q $C "SELECT ocx.define_subscription('load_sub', categories => '{load}')" >/dev/null \
+    || not_ok "define_subscription" "$(q $C "SELECT ocx.define_subscription('load_sub', categories => '{load}')")"
+subscriber() {
+    local done=0 rows
+    : > "$RUN/polled"
+    while :; do
+        [ -f "$RUN/load.done" ] && done=1
+        rows=$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" 2>&1 <<'SQL'
+BEGIN;
+CREATE TEMP TABLE got ON COMMIT DROP AS SELECT * FROM ocx.poll('load_sub', 500);
+SELECT cursor || '|' || stream_id || '|' || stream_version || '|' || coalesce(data->>'tok', '')
+  FROM got ORDER BY txid, global_position;
+SELECT ocx.ack('load_sub', cursor) FROM got ORDER BY txid DESC, global_position DESC LIMIT 1;
+COMMIT;
+SQL
+) || { echo "subscriber: $rows" >> "$RUN/polled.err"; return 1; }
+        rows=$(grep '|' <<<"$rows")
+        [ -n "$rows" ] && printf '%s\n' "$rows" >> "$RUN/polled"
+        [ "$done" -eq 1 ] && [ -z "$rows" ] && return 0
+    done
+}
 # A reader that pages through read_all (500 at a time, from the cursor of its
 # last event) while the clients append, until it has read a page that began
 # after they finished and came back short.
@@ -248,6 +267,7 @@ reader() {
 }
 rm -f "$RUN/load.done"
 reader & reader_pid=$!
+subscriber & subscriber_pid=$!
 # A race of 8 sessions on one stream, while the clients append: each round,
 # 8 appends at the same expected version.
 rounds=${OCX_CITUS_RACE:-20}
@@ -263,6 +283,34 @@ race() {
     done
 }
 race & race_pid=$!
+# Sagas, while the clients append: 20 sagas of two steps; a handler claims
+# their commands and answers each with an event correlated to its saga, in a
+# stream of its own (trip-N, on either worker); the worker's saga task reads
+# them through the one reader of the distributed log and moves the sagas.
+nsagas=20
+q $C "SELECT ocx.define_saga('trip', '{\"steps\": [
+        {\"name\": \"hotel\", \"command\": \"trip.BookHotel\", \"data\": {\"n\": \"\$.input.n\"},
+         \"success\": \"trip.HotelBooked\", \"failure\": \"trip.HotelFull\"},
+        {\"name\": \"pay\", \"command\": \"trip.Pay\", \"success\": \"trip.Paid\", \"failure\": \"trip.Declined\"}]}')" >/dev/null \
+    || not_ok "define_saga"
+q $C "SELECT count(ocx.start_saga('trip', jsonb_build_object('n', n), ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid))
+        FROM generate_series(1, $nsagas) n" >/dev/null || not_ok "start_saga"
+saga_handler() {
+    local i out
+    for i in $(seq 1 600); do
+        out=$(q $C "SELECT count(ocx.append('trip-' || (c.data->>'n'), NULL,
+                       jsonb_build_object('type', CASE c.type WHEN 'trip.BookHotel' THEN 'trip.HotelBooked' ELSE 'trip.Paid' END,
+                                          'data', jsonb_build_object('booking', 'B' || (c.data->>'n')),
+                                          'correlation_id', c.correlation_id)))
+                      FROM ocx.claim_commands('{trip.BookHotel,trip.Pay}', 10, '1 hour', 'citus') c") \
+            || { echo "saga handler: $out" >> "$RUN/saga.err"; return 1; }
+        [ "$(q $C "SELECT count(*) FROM ocx.saga_instances WHERE state <> 'completed'")" = 0 ] && return 0
+        sleep 0.2
+    done
+    echo "saga handler: sagas still running after the wait" >> "$RUN/saga.err"
+    return 1
+}
+saga_handler & saga_pid=$!
 cat > "$RUN/load.sql" <<'SQL'
 \set s random(1, 1000)
 \set tok :client_id * 1000000000000 + random(1, 999999999999)
@@ -279,9 +327,13 @@ SQL
 out=$("$PGBIN/pgbench" -n -c 8 -j 2 -t "${OCX_CITUS_TX:-500}" -f "$RUN/load.sql" -p $C "$CITUS_DB" 2>&1)
 if [ $? -eq 0 ] && ! grep -q aborted <<<"$out"; then ok "pgbench: 8 clients appended through the coordinator"; else not_ok "pgbench" "$(grep -E 'error|abort' <<<"$out" | head -3)"; fi
 wait $race_pid
+wait $saga_pid
+is "sagas: the handler answered every step command while the clients appended" "$?|$(cat "$RUN/saga.err" 2>/dev/null)" "0|"
 touch "$RUN/load.done"
 wait $reader_pid
 is "the reader paged through read_all while the clients appended" "$?|$(cat "$RUN/paged.err" 2>/dev/null)" "0|"
+wait $subscriber_pid
+is "the subscriber polled and acknowledged while the clients appended" "$?|$(cat "$RUN/polled.err" 2>/dev/null)" "0|"
 committed=$(q $C "SELECT count(*) FROM public.ledger")
 is "some transactions rolled back (10%)" \
    "$(q $C "SELECT count(*) BETWEEN 0.8 * 8 * ${OCX_CITUS_TX:-500} AND 0.97 * 8 * ${OCX_CITUS_TX:-500} FROM public.ledger")" t
@@ -334,6 +386,24 @@ is "read_all during the appends: in log order, each stream in version order" \
         { if (n++ && ($1 < t || ($1 == t && $2 <= p))) bad++; t = $1; p = $2
           if ($3 ~ /^load-/) { if ($4 != v[$3] + 1) bad++; v[$3] = $4 } }
         END { print bad + 0 }')" 0
+# the subscriber: every committed event of its category once, none rolled
+# back, in log order, each stream in version order; nothing left to poll
+awk -F'|' '{ print $2 ":" $4 }' "$RUN/polled" | LC_ALL=C sort > "$RUN/polled.load"
+if cmp -s "$RUN/ledger.sorted" "$RUN/polled.load"; then
+    ok "subscription during the appends: every committed event polled and acknowledged once, none rolled back"
+else
+    not_ok "subscription during the appends: every committed event polled and acknowledged once, none rolled back" \
+        "$(wc -l < "$RUN/polled.load") polled, $committed committed; $(diff "$RUN/ledger.sorted" "$RUN/polled.load" | head -4 | tr '\n' ' ')"
+fi
+is "subscription during the appends: in log order, each stream in version order" \
+   "$(tr '/' '|' < "$RUN/polled" | awk -F'|' '
+        { if (n++ && ($1 < t || ($1 == t && $2 <= p))) bad++; t = $1; p = $2
+          if ($4 != v[$3] + 1) bad++; v[$3] = $4 }
+        END { print bad + 0 }')" 0
+is "subscription: acknowledged past the last event of its category, nothing left to poll" \
+   "$(q $C "SELECT s.acked OPERATOR(ocx.>=) (SELECT cursor FROM ocx.read_all(NULL, NULL, categories => '{load}')
+                                                ORDER BY txid DESC, global_position DESC LIMIT 1)
+             FROM ocx.subscription_status s WHERE s.name = 'load_sub'")|$(q $C "SELECT count(*) FROM ocx.poll('load_sub', 100)")" "t|0"
 is "read_all after the appends equals the log" \
    "$(q $C "SELECT count(*) FROM ocx.read_all(NULL, NULL)")|$(wc -l < "$RUN/paged")" \
    "$(q $C "SELECT count(*) FROM ocx.events")|$(q $C "SELECT count(*) FROM ocx.events")"
@@ -353,6 +423,11 @@ is "the projection's read model equals a replay of the log" \
    "$(q $C "SELECT md5(string_agg(stream_id || ':' || n || ':' || total || ':' || last_version, ',' ORDER BY stream_id))
              FROM (SELECT stream_id, count(*) n, sum((data->>'amount')::bigint) total, max(stream_version) last_version
                      FROM ocx.events WHERE stream_id LIKE 'load-%' GROUP BY stream_id) r")"
+# ocx.projection_status on the distributed log: the view's lag goes through
+# ocx._projection_lag, which distribute() replaces (docs/scaling.md)
+is "projection_status: the caught-up projection, no lag, no dead letters" \
+   "$(q $C "SELECT name || ':' || lag_events || ':' || dead_letters || ':' || (last_error IS NULL)
+             FROM ocx.projection_status WHERE name = 'model'")" "model:0:0:true"
 # read-your-writes: wait_for on the distributed log, in the appending session
 is "wait_for: an append, then wait for the projection to pass it" \
    "$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" \
@@ -375,12 +450,28 @@ is "wait_for: a paused projection has passed an event it does not select (nothin
         -c "SELECT 'w:' || ocx.wait_for('model', ocx.last_append_cursor(), '5 s')" \
         -c "SELECT ocx.resume_projection('model')" 2>&1 | grep '^w:' | tr '\n' ' ')" \
    "w:true w:true "
+is "projection_status: a paused projection's lag counts the events it selects after its checkpoint" \
+   "$("$PGBIN/psql" -qXtA -v ON_ERROR_STOP=1 -p $C -d "$CITUS_DB" \
+        -c "SELECT 'w:' || ocx.wait_for('model', ocx._log_tail(NULL), '60 s')" \
+        -c "SELECT ocx.pause_projection('model')" \
+        -c "SELECT ocx.append('load-2', NULL, '[{\"type\": \"Deposited\", \"data\": {\"amount\": 1}}, {\"type\": \"Deposited\", \"data\": {\"amount\": 2}}]') > 0" \
+        -c "SELECT ocx.append('other-2', NULL, '{\"type\": \"Deposited\", \"data\": {\"amount\": 1}}') > 0" \
+        -c "SELECT 'lag:' || lag_events || ':' || (lag_seconds >= 0) FROM ocx.projection_status WHERE name = 'model'" \
+        -c "SELECT ocx.resume_projection('model')" 2>&1 | grep -E '^(w|lag):' | tr '\n' ' ')" \
+   "w:true lag:2:true "
 # tamper evidence: the chain the routed single-event statements wrote (the
 # stream row statement hashes the event into the head on the worker), checked
-# stream by stream (ocx.verify() of the whole log, which checks the seals
-# too, fails on a distributed log: docs/scaling.md)
+# stream by stream
 is "ocx.verify() of each of the 1,000 streams: the hash chain written through the coordinator holds" \
    "$(q $C "SELECT count(*) FROM unnest(ARRAY[$ids]::text[]) sid, LATERAL ocx.verify(sid)")|$(q $C "SELECT count(*) FROM ocx.events WHERE hash IS NULL")" "0|0"
+# the whole log: every stream's chain and every seal, the worker's and one
+# taken now (the sealer takes the horizon on the coordinator first: in the
+# query, Citus evaluated ocx.log_horizon() on each worker, against the
+# worker's transaction ids, and a seal missed events of its range)
+q $C "SELECT ocx.seal()" >/dev/null
+is "ocx.verify() of the whole log: every chain and every seal hold" \
+   "$(q $C "SELECT count(*) > 0 AND sum(events) = (SELECT count(*) FROM ocx.events) FROM ocx.seals")|$(q $C "SELECT count(*) FROM ocx.verify()")" \
+   "t|0"
 # the same events on one node: load equals
 q $C "SELECT stream_id, stream_version, data FROM ocx.events WHERE stream_id LIKE 'load-%'
       ORDER BY stream_id, stream_version" > "$RUN/events"
@@ -393,6 +484,18 @@ SQL
 loads="SELECT md5(string_agg(sid || ocx.load('acct', sid)::text, ',' ORDER BY sid))
          FROM unnest(ARRAY[$ids]::text[]) sid"
 is "load of the 1,000 streams equals one node's" "$(q $C "$loads")" "$(q $SINGLE "$loads")"
+
+# --- the sagas (run during the load): each completed, each step once
+is "sagas: every saga completed, with its own results" \
+   "$(q $C "SELECT count(*) FILTER (WHERE state = 'completed'
+                                      AND results = jsonb_build_object('hotel', jsonb_build_object('booking', 'B' || (input->>'n')),
+                                                                       'pay', jsonb_build_object('booking', 'B' || (input->>'n'))))
+             FROM ocx.saga_instances WHERE saga_name = 'trip'")" "$nsagas"
+is "sagas: each step sent once and succeeded once (exactly once through the distributed log)" \
+   "$(q $C "SELECT count(*) FILTER (WHERE action = 'step_sent') || ':' || count(*) FILTER (WHERE action = 'step_succeeded')
+                   || ':' || count(DISTINCT (saga_id, step)) FILTER (WHERE action = 'step_succeeded')
+                   || ':' || count(*) FILTER (WHERE action = 'completed')
+             FROM ocx.saga_steps")" "$((nsagas * 2)):$((nsagas * 2)):$((nsagas * 2)):$nsagas"
 
 # --- the race of 8 on one stream (run during the load): one winner per version
 winners=0 losers=0 other=0

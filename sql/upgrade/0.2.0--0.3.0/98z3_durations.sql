@@ -74,12 +74,7 @@ SELECT p.name, p.mode, p.state,
                        WHERE s.projection OPERATOR(pg_catalog.=) p.name
                          AND p.shadow_schema IS NOT NULL) AS rebuild_done) ssum ON true
        ) c
-  LEFT JOIN LATERAL (
-       SELECT pg_catalog.count(*) AS events, pg_catalog.min(e.time) AS oldest
-         FROM ocx.events e
-        WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) (c.checkpoint_txid, c.checkpoint_position)
-          AND ocx._log_selects(e.type, e.stream_id, p.types, p.categories)
-       ) lag ON true
+  LEFT JOIN LATERAL ocx._projection_lag(c.checkpoint_txid, c.checkpoint_position, p.types, p.categories) lag ON true
   LEFT JOIN LATERAL (
        SELECT c.rebuild_done::float8 OPERATOR(pg_catalog./)
               NULLIF(EXTRACT(epoch FROM COALESCE(p.rebuild_finished_at, pg_catalog.now())
