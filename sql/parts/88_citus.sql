@@ -267,6 +267,27 @@ BEGIN
         RETURN c;
     END
     $f$;
+    -- the sealing task's reader over the stored rows (sql/parts/84_integrity.sql)
+    -- the same way: the horizon taken here, on the coordinator
+    CREATE OR REPLACE FUNCTION ocx._read_log_stored("after" ocx.cursor, max_count integer,
+                                                    horizon xid8 DEFAULT NULL)
+        RETURNS TABLE (txid xid8, global_position bigint, hash bytea)
+        LANGUAGE plpgsql STABLE
+        SET search_path = pg_catalog, pg_temp
+    AS $f$
+    DECLARE
+        h    xid8 := COALESCE(_read_log_stored.horizon, ocx.log_horizon());
+        atx  xid8 := COALESCE(ocx.txid(_read_log_stored."after"), '0'::xid8);
+        apos bigint := COALESCE(ocx.global_position(_read_log_stored."after"), 0);
+        lim  bigint := ocx._count_arg(_read_log_stored.max_count);
+    BEGIN
+        RETURN QUERY SELECT x.txid, x.global_position, x.hash
+                       FROM ocx.events x
+                      WHERE x.txid < h AND (x.txid, x.global_position) > (atx, apos)
+                      ORDER BY x.txid, x.global_position
+                      LIMIT lim;
+    END
+    $f$;
     -- a projection's lag (ocx.projection_status, sql/parts/40_projections.sql):
     -- the view joins local tables with the log, which Citus does not plan; a
     -- PL/pgSQL query with the checkpoint as values is one count per shard
