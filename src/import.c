@@ -1643,20 +1643,14 @@ WriteStreams(BatchStream **streams, int n, bool chain)
 	return done;
 }
 
-/* The import does not write to a distributed log (the rows go through the heap). */
+/*
+ * The import does not write to a distributed log (the rows go through the
+ * heap); whether the log is one is citus.c's question (OcxLogDistributed).
+ */
 static void
-RefuseDistributed(Oid events_id)
+RefuseDistributed(void)
 {
-	Oid			argtypes[1] = {OIDOID};
-	Datum		arg = ObjectIdGetDatum(events_id);
-
-	if (!OidIsValid(get_extension_oid("citus", true)))
-		return;
-	if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_class c WHERE c.oid = $1"
-							  " AND EXISTS (SELECT FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)",
-							  1, argtypes, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ocx: could not read pg_dist_partition");
-	if (SPI_processed > 0)
+	if (OcxLogDistributed())
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
 				 errmsg("the import does not write to a distributed log"),
@@ -1730,7 +1724,7 @@ ocx_import_write(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	RefuseDistributed(events_id);
+	RefuseDistributed();
 	LoadRefusedTargets(b);
 	MemoryContextSwitchTo(cxt);
 
