@@ -168,6 +168,11 @@ for call in "SELECT ocx.rebuild_projection('p')" \
             "SELECT ocx.append_if('{\"stream_id\": \"x-1\", \"type\": \"X\", \"data\": {}}', '{}')"; do
     is "refused on a distributed log: ${call#SELECT }" "$(sqlstate $C "$call")" OX700
 done
+# the bulk import writes through the heap of ocx.events, which Citus does not route
+is "refused on a distributed log: import_commit" \
+   "$(sqlstate $C "BEGIN; SELECT ocx.import_begin();
+                   INSERT INTO ocx.import_staging (stream_id, stream_version, type) VALUES ('imp-1', '1', 'A');
+                   SELECT * FROM ocx.import_commit()")" OX661
 
 # --- the whole log in log order: read_all, read_category ---------------------
 is "read_all: the log in log order (cursor ascending), every event once" \
