@@ -178,6 +178,8 @@ extern struct _SPI_plan *OcxKeptPlanExt(struct _SPI_plan **slot, const char *sql
 										int cursor_options);
 extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
 							 const char *nulls, bool read_only);
+extern uint64 OcxRunKeptOrderedPlan(struct _SPI_plan *plan, Datum *values,
+									 const char *nulls, bool read_only);
 extern ErrorData *OcxInSubtransaction(void (*fn) (void *arg), void *arg);
 
 /* The longest event source (CloudEvents "source", ocx.source), in bytes. */

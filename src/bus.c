@@ -298,11 +298,14 @@ static const Oid bus_plan_args[BUS_NUM_PLANS][4] = {
 };
 static SPIPlanPtr bus_plans[BUS_NUM_PLANS];
 
-/* Run a kept plan of the bus tick, preparing it on first use. */
+/*
+ * Run a kept plan of the bus tick, preparing it on first use; in log (queue)
+ * order whatever the tables' sizes when it was planned (spiutil.c).
+ */
 static uint64
 RunBusPlan(BusPlan which, Datum *values)
 {
-	return OcxRunKeptPlan(OcxKeptPlan(&bus_plans[which], bus_plan_sql[which],
+	return OcxRunKeptOrderedPlan(OcxKeptPlan(&bus_plans[which], bus_plan_sql[which],
 									  bus_plan_nargs[which], bus_plan_args[which]),
 						  values, NULL, false);
 }

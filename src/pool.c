@@ -144,6 +144,15 @@ OcxRunStep(OcxStepFn fn, void *arg, const char *activity, bool *failed, char **m
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(OcxStepContext);
+
+	/*
+	 * Send the step's table and function statistics, as a backend does when
+	 * it goes idle (at most once a second: pgstat keeps the rest pending).
+	 * Without it nothing the worker wrote (read-model rows, cursors, the
+	 * bus state) reached the statistics until it exited, so autovacuum
+	 * never saw those tables' dead rows.
+	 */
+	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return result;
 }
@@ -640,6 +649,19 @@ OcxPoolLoop(int slot_index, int member, uint32 slot_generation, uint32 member_ge
 	my_member = member;
 	my_slot_generation = slot_generation;
 	my_member_generation = member_generation;
+
+	/*
+	 * No JIT in the worker's session.  Its statements are small kept plans
+	 * run thousands of times a second, and JIT compiles again on every
+	 * execution of a plan whose estimated cost passes jit_above_cost: the
+	 * retention unit's streams query, estimated high over never-analyzed
+	 * tables, spent 200-350 ms per pass compiling, with no policy defined
+	 * and nothing to read, which kept a helper busy and took a core from the
+	 * appenders (docs/performance.md).  A handler that wants JIT sets it
+	 * itself (SET LOCAL jit = on).
+	 */
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, 0, false);
 
 	for (;;)
 	{

@@ -873,7 +873,8 @@ FinishRebuild(const char *name, bool inline_mode, Datum ckpt_txid, int64 ckpt_po
 	nulls[2] = types_null ? 'n' : ' ';
 	values[3] = categories;
 	nulls[3] = categories_null ? 'n' : ' ';
-	RunProjPlan(Q_BEYOND, values, nulls);
+	/* on the log-order index whatever the log's size when it was planned */
+	OcxRunKeptOrderedPlan(GetProjPlan(Q_BEYOND), values, nulls, false);
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return true;
 	SetState(name, "running");

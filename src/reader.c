@@ -101,7 +101,7 @@ OcxReadLogTail(OcxLogRead *r)
 	values[0] = r->after_txid;
 	values[1] = Int64GetDatum(r->after_pos);
 	values[2] = r->horizon;
-	if (OcxRunKeptPlan(OcxKeptPlan(&read_tail_plan, read_tail_sql, 3, argtypes),
+	if (OcxRunKeptOrderedPlan(OcxKeptPlan(&read_tail_plan, read_tail_sql, 3, argtypes),
 					   values, NULL, true) != 1)
 		elog(ERROR, "ocx: the tail of the log after a cursor is not one row");
 	/* xid8, bigint and timestamptz are passed by value: nothing to copy out of SPI */
@@ -146,7 +146,7 @@ OcxReadLog(OcxLogRead *r)
 	 * them; the generic plan walks the log-order index and stops at the
 	 * batch's last event, for any cursor.
 	 */
-	return OcxRunKeptPlan(OcxKeptPlanExt(&read_log_plan, read_log_sql, 6, argtypes,
+	return OcxRunKeptOrderedPlan(OcxKeptPlanExt(&read_log_plan, read_log_sql, 6, argtypes,
 										 CURSOR_OPT_GENERIC_PLAN),
 						  values, nulls, true);
 }
@@ -172,7 +172,7 @@ OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count, uint64 hor
 	values[1] = Int64GetDatum(after_pos);
 	values[2] = Int32GetDatum(max_count);
 	values[3] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
-	return OcxRunKeptPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 4, argtypes),
+	return OcxRunKeptOrderedPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 4, argtypes),
 						  values, NULL, true);
 }
 

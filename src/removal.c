@@ -54,6 +54,8 @@ PG_FUNCTION_INFO_V1(ocx_delete_stream);
 #define RETENTION_BATCH			500
 /* the most streams one retention transaction looks at */
 #define RETENTION_STREAMS		64
+/* after a sweep that ended with nothing more to do at once, the rest before the next */
+#define RETENTION_REST_MS		1000
 
 /* The int8 in column col of row 0 of the last SPI result (0 when NULL). */
 static int64
@@ -243,12 +245,17 @@ static const struct
 	/*
 	 * Streams of a category with a policy whose oldest event the policy
 	 * condemns, from the one after $1 on (each transaction goes on where the
-	 * last one stopped).
+	 * last one stopped).  Driven by the policies: the streams of each
+	 * policy's category through streams_category_idx (OFFSET 0 keeps the
+	 * planner from joining every stream first, which it did while
+	 * ocx.retention had never been analyzed: a pass over every stream of
+	 * the database on every wake of the worker, with no policy at all).
 	 */
 	[RP_STREAMS] = {
 		"SELECT s.stream_id, s.version OPERATOR(pg_catalog.-) r.max_count, "
 		"pg_catalog.now() OPERATOR(pg_catalog.-) r.max_age, r.category "
-		"FROM ocx.retention r JOIN ocx.streams s ON s.category OPERATOR(pg_catalog.=) r.category "
+		"FROM ocx.retention r CROSS JOIN LATERAL (SELECT s.stream_id, s.version, s.deleted "
+		" FROM ocx.streams s WHERE s.category OPERATOR(pg_catalog.=) r.category OFFSET 0) s "
 		"CROSS JOIN LATERAL (SELECT e.stream_version AS v, e.time AS t FROM ocx.events e "
 		" WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id ORDER BY e.stream_version LIMIT 1) f "
 		"WHERE NOT s.deleted AND (f.v OPERATOR(pg_catalog.<=) (s.version OPERATOR(pg_catalog.-) r.max_count) "
@@ -290,6 +297,9 @@ static SPIPlanPtr retention_plans[NUM_RETENTION_PLANS];
 /* where the next retention transaction starts (the last stream looked at) */
 static char *retention_next = NULL;
 
+/* no retention transaction before this time (a finished sweep's rest) */
+static TimestampTz retention_rest_until = 0;
+
 static uint64
 RunRetentionPlan(RetentionPlan which, Datum *values, const char *nulls, bool read_only)
 {
@@ -324,6 +334,15 @@ OcxRetentionTick(void)
 	/* before the upgrade that creates it there is no policy */
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("retention", nsp)))
 		return false;
+
+	/*
+	 * A sweep that ended with nothing more to remove at once rests before
+	 * the next: the worker runs its units on every wake, that is after
+	 * every append, and retention has no reader waiting for it.
+	 */
+	if (GetCurrentTimestamp() < retention_rest_until)
+		return false;
+	retention_rest_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETENTION_REST_MS);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx retention", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
@@ -438,6 +457,9 @@ OcxRetentionTick(void)
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
+	/* a sweep going on, or more to remove, does not rest */
+	if (budget <= 0 || retention_next != NULL)
+		retention_rest_until = 0;
 	/* more at once only when the budget ran out, so a stalled consumer never spins the worker */
 	return budget <= 0;
 }

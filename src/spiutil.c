@@ -12,6 +12,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "utils/resowner.h"
 
 /* The kept plan in *slot, prepared from sql on first use. */
@@ -54,6 +55,34 @@ OcxRunKeptPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only
 	if (rc < 0)
 		elog(ERROR, "ocx: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/*
+ * OcxRunKeptPlan for a statement that reads the log (or a queue) in order
+ * from a cursor: planned and run with sequential scans, bitmap scans and
+ * sorts off, so that it walks the order index and stops at its LIMIT
+ * whatever the table's size when it was planned.  A kept plan is planned
+ * once and kept until an invalidation; planned over a nearly empty log (the
+ * worker starts with the extension) it read the whole table and sorted it on
+ * every call as the log grew: the bus at 100,000 events took most of a core
+ * from the appenders (docs/performance.md).  The settings are restored
+ * after the call, and by the transaction's abort on an error.
+ */
+uint64
+OcxRunKeptOrderedPlan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+{
+	int			nest = NewGUCNestLevel();
+	uint64		n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = OcxRunKeptPlan(plan, values, nulls, read_only);
+	AtEOXact_GUC(true, nest);
+	return n;
 }
 
 /*
