@@ -354,7 +354,7 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 	args[0] = name;
 	args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(txid));
 	args[2] = Int64GetDatum(position);
-	if (OcxRunKeptOrderedPlan(dist ? OcxKeptPlan(&check_dist_plan, CHECK_DIST_SQL, 3, argtypes) :
+	if (OcxRunKeptPlan(dist ? OcxKeptPlan(&check_dist_plan, CHECK_DIST_SQL, 3, argtypes) :
 					   OcxKeptPlan(&check_plan, CHECK_SQL, 3, argtypes),
 					   args, NULL, false) == 0)
 		ereport(ERROR,
@@ -392,7 +392,7 @@ ProjectionPassed(Datum name, const char *name_str, uint64 txid, int64 position)
 		left[5] = SPI_getbinval(row->vals[0], row->tupdesc, 8, &isnull);
 		left_nulls[5] = isnull ? 'n' : ' ';
 		/* a row: an event it wants is left (Citus plans no NOT EXISTS of this shape) */
-		passed = OcxRunKeptOrderedPlan(OcxKeptPlan(&left_plan, LEFT_SQL, 6, left_types),
+		passed = OcxRunKeptPlan(OcxKeptPlan(&left_plan, LEFT_SQL, 6, left_types),
 								left, left_nulls, false) == 0;
 		MemoryContextSwitchTo(cxt);
 		SPI_freetuptable(SPI_tuptable);
