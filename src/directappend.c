@@ -14,10 +14,13 @@
  *
  *	- the stream row is found by a probe of streams_pkey with a fresh
  *	  snapshot (taken after append.c's stream-order lock, so every earlier
- *	  append to the stream has committed or rolled back), locked with its
- *	  latest version followed (as READ COMMITTED's UPDATE does), checked
- *	  (tenant, tombstone, expected version) and updated in place (a HOT
- *	  update when the page has room), or inserted when absent;
+ *	  append to the stream has committed or rolled back, and the row found
+ *	  is its latest version), checked (tenant, tombstone, expected version)
+ *	  and updated in place (a HOT update when the page has room) without a
+ *	  tuple lock first, or inserted when absent; an update that meets a
+ *	  concurrent change by a writer that is not an appender leaves the
+ *	  append to the statement, which waits and checks again as READ
+ *	  COMMITTED's UPDATE does;
  *	- the event rows are formed in C and inserted with their index entries
  *	  (a batch with table_multi_insert), hashed in C when the chain is on.
  *	  Tags go into the tags column as the statement stores them (sorted,
@@ -630,6 +633,7 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 	{
 		TM_FailureData tmfd;
 		TM_Result	res;
+		LockTupleMode lockmode;
 		ItemPointerData tid = cur->tts_tid;
 		bool		isnull;
 		bool		update_indexes;
@@ -642,19 +646,14 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 			Finish(&st, &et, estate, cur, snap);
 			return OCX_DIRECT_OTHER_TENANT;
 		}
-		/* its latest version, locked, as READ COMMITTED's UPDATE takes it */
-		res = table_tuple_lock(streams, &tid, snap, cur, GetCurrentCommandId(true),
-							   LockTupleNoKeyExclusive, LockWaitBlock,
-							   TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-		if (res == TM_Deleted)
-		{
-			/* the row was deleted meanwhile (not by ocx): the statement decides */
-			Finish(&st, &et, estate, cur, snap);
-			return OCX_DIRECT_UNUSABLE;
-		}
-		if (res != TM_Ok)
-			elog(ERROR, "ocx: could not lock the row of stream \"%s\" (%d)", sid, (int) res);
-		tid = cur->tts_tid;
+		/*
+		 * The row as found is its latest version: every appender of the
+		 * stream holds the stream-order lock to its end, and the snapshot was
+		 * taken after it.  No tuple lock first (it cost a WAL record per
+		 * append): the update below waits for a writer that is not an
+		 * appender and, when that one changed or deleted the row, leaves
+		 * the append to the statement.
+		 */
 
 		/* the tombstone trigger's refusal, before any version check */
 		current = DatumGetInt64(slot_getattr(cur, smap[SC_VERSION], &isnull));
@@ -688,7 +687,20 @@ OcxDirectAppend(text *stream_id, const char *sid, const char *category,
 		if (chain)
 			SetCol(&st, smap[SC_HEAD], hashes[n - 1]);
 		StoreRow(&st);
-		simple_table_tuple_update(streams, &tid, st.slot, snap, &update_indexes);
+		res = table_tuple_update(streams, &tid, st.slot, GetCurrentCommandId(true), snap,
+								 InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes);
+		if (res == TM_Updated || res == TM_Deleted)
+		{
+			/*
+			 * Changed or deleted meanwhile by a writer that is not an
+			 * appender (nothing is written yet): the statement decides, as
+			 * READ COMMITTED's UPDATE does.
+			 */
+			Finish(&st, &et, estate, cur, snap);
+			return OCX_DIRECT_UNUSABLE;
+		}
+		if (res != TM_Ok)
+			elog(ERROR, "ocx: could not update the row of stream \"%s\" (%d)", sid, (int) res);
 		if (update_indexes)
 			(void) ExecInsertIndexTuples(&st.rri, st.slot, estate, false, false, NULL, NIL);
 	}
