@@ -18,7 +18,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('worker_plans');
 $node->init;
@@ -38,16 +37,11 @@ CREATE FUNCTION count_event(e ocx.event) RETURNS void LANGUAGE sql
 SELECT ocx.define_projection('counter', 'count_event(ocx.event)');
 });
 
-# poll until the query returns 't' (60 s at most)
+# poll until the query returns 't'
 sub wait_true
 {
 	my ($sql, $what) = @_;
-	my $deadline = time() + 60;
-	while ($node->safe_psql('postgres', $sql) ne 't')
-	{
-		die "timed out waiting for $what" if time() > $deadline;
-		usleep(50_000);
-	}
+	$node->poll_query_until('postgres', $sql) or die "timed out waiting for $what";
 }
 
 # the bus has announced the last event and the projection applied $n events
