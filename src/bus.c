@@ -306,8 +306,8 @@ static uint64
 RunBusPlan(BusPlan which, Datum *values)
 {
 	return OcxRunKeptOrderedPlan(OcxKeptPlan(&bus_plans[which], bus_plan_sql[which],
-									  bus_plan_nargs[which], bus_plan_args[which]),
-						  values, NULL, false);
+											 bus_plan_nargs[which], bus_plan_args[which]),
+								 values, NULL, false);
 }
 
 /* An xid8 column of an SPI result row, as a plain 64-bit number. */

@@ -102,7 +102,7 @@ OcxReadLogTail(OcxLogRead *r)
 	values[1] = Int64GetDatum(r->after_pos);
 	values[2] = r->horizon;
 	if (OcxRunKeptOrderedPlan(OcxKeptPlan(&read_tail_plan, read_tail_sql, 3, argtypes),
-					   values, NULL, true) != 1)
+							  values, NULL, true) != 1)
 		elog(ERROR, "ocx: the tail of the log after a cursor is not one row");
 	/* xid8, bigint and timestamptz are passed by value: nothing to copy out of SPI */
 	r->tail_txid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &txid_null);
@@ -147,8 +147,8 @@ OcxReadLog(OcxLogRead *r)
 	 * batch's last event, for any cursor.
 	 */
 	return OcxRunKeptOrderedPlan(OcxKeptPlanExt(&read_log_plan, read_log_sql, 6, argtypes,
-										 CURSOR_OPT_GENERIC_PLAN),
-						  values, nulls, true);
+												CURSOR_OPT_GENERIC_PLAN),
+								 values, nulls, true);
 }
 
 /*
@@ -173,7 +173,7 @@ OcxReadLogStored(uint64 after_txid, int64 after_pos, int32 max_count, uint64 hor
 	values[2] = Int32GetDatum(max_count);
 	values[3] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
 	return OcxRunKeptOrderedPlan(OcxKeptPlan(&read_stored_plan, read_stored_sql, 4, argtypes),
-						  values, NULL, true);
+								 values, NULL, true);
 }
 
 /* Is s (len bytes) one of the n strings of list?  A NULL list holds everything. */
