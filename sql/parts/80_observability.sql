@@ -74,7 +74,7 @@ BEGIN
                    LATERAL (VALUES
                      ('projection_lag_events', p.lag_events::numeric,
                       'Events a projection has still to apply.'),
-                     ('projection_lag_seconds', round(p.lag_seconds::numeric, 3),
+                     ('projection_lag_seconds', round(EXTRACT(epoch FROM p.lag), 3),
                       'Age in seconds of the oldest event a projection has still to apply.'),
                      ('projection_dead_letters_parked', p.dead_letters::numeric,
                       'Events parked as dead letters for a projection.'),
