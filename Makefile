@@ -16,7 +16,9 @@ HEADERS = $(wildcard include/*.h)
 
 SQL_PARTS = $(sort $(wildcard sql/parts/*.sql))
 # The upgrade script into the version in development, built the same way from
-# one fragment per change in sql/upgrade/OLD--NEW/ (frozen at release).
+# one fragment per change in sql/upgrade/OLD--NEW/ (frozen at release).  A
+# part that the version adds whole is a fragment as it is: a symbolic link to
+# it (98y_partitioned_log.sql), not a copy that can drift from it.
 UPGRADE_DIRS = $(notdir $(wildcard sql/upgrade/*--*))
 DATA_built = sql/ocx--$(EXTVERSION).sql $(patsubst %,sql/ocx--%.sql,$(UPGRADE_DIRS))
 DATA := $(filter-out $(DATA_built),$(wildcard sql/ocx--*.sql))

@@ -10,9 +10,6 @@
 -- as unique indexes are enforced by ocx._log_unique (src/logparts.c).
 -- ---------------------------------------------------------------------------
 
--- the columns ocx.events gained after 10_log.sql, in the same order
-ALTER TABLE ocx_archive.events ADD COLUMN tags text[];
-ALTER TABLE ocx_archive.events ADD COLUMN hash bytea;
 CREATE INDEX events_tags_idx ON ocx_archive.events USING gin (tags) WITH (fastupdate = off)
     WHERE tags IS NOT NULL;
 

@@ -1,0 +1,1 @@
+../../parts/88p_partitioned_log.sql
