@@ -77,9 +77,9 @@ is($node->safe_psql('postgres', q{SELECT max(global_position) FROM ocx.events}),
 # the worker reports its statistics (at most once a second, after a step)
 my $stats = q{
 SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relid = 'ocx.events'::regclass};
-wait_true(q{SELECT n_tup_upd >= 50010 FROM pg_stat_user_tables WHERE relid = 'counts'::regclass},
-	'the worker\'s statistics');
-pass('the worker\'s updates of the read model reach the table statistics');
+ok($node->poll_query_until('postgres',
+		q{SELECT n_tup_upd >= 50010 FROM pg_stat_user_tables WHERE relid = 'counts'::regclass}),
+	'the worker\'s updates of the read model reach the table statistics');
 sleep(2);
 my $before = $node->safe_psql('postgres', $stats);
 
