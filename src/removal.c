@@ -330,6 +330,7 @@ OcxRetentionTick(void)
 	uint64		nstreams;
 	uint64		i;
 	char	   *last = NULL;
+	TimestampTz now;
 
 	/* before the upgrade that creates it there is no policy */
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("retention", nsp)))
@@ -340,9 +341,10 @@ OcxRetentionTick(void)
 	 * the next: the worker runs its units on every wake, that is after
 	 * every append, and retention has no reader waiting for it.
 	 */
-	if (GetCurrentTimestamp() < retention_rest_until)
+	now = GetCurrentTimestamp();
+	if (now < retention_rest_until)
 		return false;
-	retention_rest_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETENTION_REST_MS);
+	retention_rest_until = TimestampTzPlusMilliseconds(now, RETENTION_REST_MS);
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "ocx retention", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
