@@ -11,8 +11,12 @@
  * set-based statements).  Nothing here runs an append per row, and this
  * file calls nothing of append.c but the checks every event gets
  * (OcxFinishEvent: the defaults, the size limit, the type's contract), the
- * stream-order lock (OcxLockStreamOrder) and the parse of a CloudEvent
- * (cloudevents.c).
+ * stream-order lock (OcxLockStreamOrder), the parse of a CloudEvent
+ * (cloudevents.c), the encryption of personal fields (privacy.c: checked in
+ * pass 1, encrypted in pass 2 under one lock on ocx.subject_keys) and, once
+ * the batch is written, the after-append hook for each run of a stream's
+ * consecutive rows (the inline projections, as appends of those runs would
+ * have run them).
  *
  * Every refusal names its line: an error from the code a row's parse calls
  * (a contract, a CloudEvent parse, an input function) is caught and kept
@@ -376,6 +380,8 @@ ParseRow(ImportInput *in, ImportRow *row)
 	OcxFinishEvent(&row->ev, (int) Min(row->line, PG_INT32_MAX));
 	if (!row->ev.has_id)
 		RandomEventId(&row->ev.id);
+	/* personal data: the subject's id is there (encrypted in pass 2) */
+	(void) OcxPrivacyCheck(&row->ev, (int) Min(row->line, PG_INT32_MAX));
 }
 
 /* ------------------------------------------------------------------------
@@ -474,15 +480,18 @@ typedef struct EventSeen
 	int64		line;
 } EventSeen;
 
-/* a running inline projection (what the import refuses to feed) */
-typedef struct InlineProjection
+/*
+ * A run of written rows of one stream, consecutive in line order: what one
+ * append of those events would have been (the after-append hook, i.e. the
+ * inline projections, runs once per run, in line order).
+ */
+typedef struct ImportRun
 {
-	char	   *name;
-	char	  **types;
-	int			ntypes;
-	char	  **categories;
-	int			ncategories;
-} InlineProjection;
+	const char *sid;			/* the stream's (BatchStream) */
+	int64		first_version;
+	int			nevents;
+	int64		first_line;
+} ImportRun;
 
 typedef struct Batch
 {
@@ -496,10 +505,6 @@ typedef struct Batch
 	BatchString *last_source;
 	HTAB	   *tags;
 	HTAB	   *ids;
-	char	  **personal;		/* the types with personal data */
-	int			npersonal;
-	InlineProjection *inline_projections;
-	int			ninline;
 	TupleDesc	rowdesc;
 	Tuplestorestate *rows;
 	int64		nrows;
@@ -775,31 +780,6 @@ CheckRow(Batch *b, ImportRow *row)
 		seen->line = row->line;
 	}
 
-	/* what the import does not do: encrypt personal data, run inline projections */
-	for (i = 0; i < b->npersonal; i++)
-		if (strcmp(b->personal[i], ev->type) == 0)
-		{
-			RefuseF(b, row->line, ERRCODE_OCX_IMPORT_UNSUPPORTED,
-					"The import does not encrypt personal fields (ocx.define_personal_data).",
-					"Append the events of this type with ocx.append, or import them before defining their personal data.",
-					"events of type \"%s\" hold personal data", ev->type);
-			return false;
-		}
-	for (i = 0; i < b->ninline; i++)
-	{
-		InlineProjection *p = &b->inline_projections[i];
-
-		if (OcxLogSelects(ev->type, row->stream_id, p->types, p->ntypes,
-						  p->categories, p->ncategories))
-		{
-			RefuseF(b, row->line, ERRCODE_OCX_IMPORT_UNSUPPORTED,
-					"The import does not run inline projections in its transaction.",
-					"Redefine the projection as async for the import (ocx.define_projection(mode => 'async')), or append these events.",
-					"the inline projection \"%s\" selects this event", p->name);
-			return false;
-		}
-	}
-
 	for (i = 0; i < ev->ntags; i++)
 		(void) InternString(b, b->tags, ev->tags[i]);
 	return true;
@@ -864,64 +844,6 @@ MapByName(Relation rel, const char *const *names, int n, AttrNumber *map)
 		if (map[i] == InvalidAttrNumber)
 			map[i] = 0;
 	}
-}
-
-/* What the import refuses to feed: the personal data types and inline projections. */
-static void
-LoadRefusedTargets(Batch *b)
-{
-	uint64		i;
-	MemoryContext old;
-
-	if (SPI_execute("SELECT p.type FROM ocx.personal_data p WHERE p.dropped_at IS NULL",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ocx: could not read ocx.personal_data");
-	old = MemoryContextSwitchTo(b->cxt);
-	b->npersonal = (int) SPI_processed;
-	b->personal = palloc(sizeof(char *) * Max(b->npersonal, 1));
-	for (i = 0; i < SPI_processed; i++)
-		b->personal[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	MemoryContextSwitchTo(old);
-
-	if (SPI_execute("SELECT p.name, p.types, p.categories FROM ocx.projections p"
-					" WHERE p.mode = 'inline' AND p.state = 'running'", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ocx: could not read ocx.projections");
-	old = MemoryContextSwitchTo(b->cxt);
-	b->ninline = (int) SPI_processed;
-	b->inline_projections = palloc0(sizeof(InlineProjection) * Max(b->ninline, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		InlineProjection *p = &b->inline_projections[i];
-		HeapTuple	t = SPI_tuptable->vals[i];
-		int			col;
-
-		p->name = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
-		for (col = 2; col <= 3; col++)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(t, SPI_tuptable->tupdesc, col, &isnull);
-			char	  **list = NULL;
-			int			n = 0;
-
-			if (!isnull)
-			{
-				Datum	   *elems;
-				bool	   *enulls;
-				int			j;
-
-				deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
-								  &elems, &enulls, &n);
-				list = palloc(sizeof(char *) * Max(n, 1));
-				for (j = 0; j < n; j++)
-					list[j] = enulls[j] ? NULL : TextDatumGetCString(elems[j]);
-			}
-			if (col == 2)
-				p->types = list, p->ntypes = n;
-			else
-				p->categories = list, p->ncategories = n;
-		}
-	}
-	MemoryContextSwitchTo(old);
 }
 
 /* Parse and check one chunk of staged rows. */
@@ -1203,6 +1125,9 @@ typedef struct Writer
 	const char *too_old;		/* a stream whose last append is younger */
 	BatchStream *last_stream;	/* the last row's */
 	MemoryContext chunkcxt;
+	ImportRun  *runs;			/* in b->cxt */
+	int64		nruns;
+	int64		maxruns;
 } Writer;
 
 /* The hash of the event in slot chained from its stream's head (ocx._event_hash). */
@@ -1342,6 +1267,26 @@ FlushChunk(Writer *w)
 }
 
 /*
+ * Is a stored event's data the row's?  Personal fields are compared in
+ * clear (the row's are, the stored ones encrypted; an erased field is null
+ * and differs), as an append's retry compares them.
+ */
+static bool
+StoredDataIs(Datum type, Datum stored, TupleTableSlot *row)
+{
+	Jsonb	   *data = DatumGetJsonbP(stored);
+
+	if (OcxPrivacyInUse())
+	{
+		text	   *t = DatumGetTextPP(type);
+
+		data = OcxPrivacyReveal(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), data,
+								DatumGetUUIDP(row->tts_values[PR_EVENT_ID]), true, NULL);
+	}
+	return compareJsonbContainers(&data->root, &DatumGetJsonbP(row->tts_values[PR_DATA])->root) == 0;
+}
+
+/*
  * A row at a stored version: an idempotent repeat when it is the stored
  * event (id, source, type, data), skipped; else refused.
  */
@@ -1369,7 +1314,7 @@ CheckStored(Writer *w, BatchStream *s, TupleTableSlot *row)
 		same = DatumGetBool(DirectFunctionCall2(uuid_eq, STORED(PR_EVENT_ID), row->tts_values[PR_EVENT_ID])) &&
 			DatumGetBool(DirectFunctionCall2Coll(texteq, DEFAULT_COLLATION_OID, STORED(PR_SOURCE), row->tts_values[PR_SOURCE])) &&
 			DatumGetBool(DirectFunctionCall2Coll(texteq, DEFAULT_COLLATION_OID, STORED(PR_TYPE), row->tts_values[PR_TYPE])) &&
-			DatumGetBool(DirectFunctionCall2(jsonb_eq, STORED(PR_DATA), row->tts_values[PR_DATA]));
+			StoredDataIs(STORED(PR_TYPE), STORED(PR_DATA), row);
 		d = slot_getattr(w->stored, w->map[EV_FROM_ROW + PR_EVENT_ID - 1], &isnull);
 		detail = psprintf("The stored event is %s; a repeated import must repeat it exactly (id, source, type, data).",
 						  DatumGetCString(DirectFunctionCall1(uuid_out, d)));
@@ -1419,6 +1364,91 @@ RaiseTooOld(const char *sid)
 			 errhint("Roll back and retry the import.")));
 }
 
+/*
+ * The data a row is stored with: its personal fields encrypted when its
+ * type has a definition (the row's data as it is otherwise).  Here, after
+ * the batch's stream locks, as an append encrypts after its stream's; pass
+ * 1 checked what the encryption refuses (OcxPrivacyCheck), with the line.
+ */
+static Datum
+ProtectRow(TupleTableSlot *row, int64 line)
+{
+	OcxNewEvent ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = TextDatumGetCString(row->tts_values[PR_TYPE]);
+	ev.data = DatumGetJsonbP(row->tts_values[PR_DATA]);
+	ev.id = *DatumGetUUIDP(row->tts_values[PR_EVENT_ID]);
+	ev.has_id = true;
+	OcxPrivacyProtectImported(&ev, (int) Min(line, PG_INT32_MAX));
+	return JsonbPGetDatum(ev.data);
+}
+
+/* A written row: the run of its stream's rows goes on, or a new one starts. */
+static void
+AddToRun(Writer *w, BatchStream *s, int64 version, int64 line)
+{
+	ImportRun  *run = w->nruns > 0 ? &w->runs[w->nruns - 1] : NULL;
+
+	if (run != NULL && run->sid == s->sid && run->first_version + run->nevents == version &&
+		run->nevents < PG_INT32_MAX)
+	{
+		run->nevents++;
+		return;
+	}
+	if (w->nruns == w->maxruns)
+	{
+		w->maxruns = Max(1024, w->maxruns * 2);
+		if (w->runs == NULL)
+			w->runs = MemoryContextAlloc(w->b->cxt, sizeof(ImportRun) * w->maxruns);
+		else
+			w->runs = repalloc_huge(w->runs, sizeof(ImportRun) * w->maxruns);
+	}
+	run = &w->runs[w->nruns++];
+	run->sid = s->sid;
+	run->first_version = version;
+	run->nevents = 1;
+	run->first_line = line;
+}
+
+/* The lines of the run whose after-append hook raised an error. */
+static void
+RunErrorContext(void *arg)
+{
+	ImportRun  *run = (ImportRun *) arg;
+
+	errcontext("events of import lines from " INT64_FORMAT ": stream \"%s\", versions " INT64_FORMAT " to " INT64_FORMAT,
+			   run->first_line, run->sid, run->first_version, run->first_version + run->nevents - 1);
+}
+
+/*
+ * What follows an append, for each run of the import's rows in line order
+ * (ocx_after_append_hook: the running inline projections apply them in the
+ * import's transaction, as their author, and an error fails the import).
+ * The hook reads the events back: they and the stream rows are written and
+ * visible to the next command.
+ */
+static void
+AfterImport(Writer *w)
+{
+	ErrorContextCallback cb;
+	int64		i;
+
+	if (ocx_after_append_hook == NULL || w->nruns == 0)
+		return;
+	CommandCounterIncrement();
+	cb.callback = RunErrorContext;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	for (i = 0; i < w->nruns; i++)
+	{
+		cb.arg = &w->runs[i];
+		ocx_after_append_hook(w->runs[i].sid, w->runs[i].first_version, w->runs[i].nevents);
+		CHECK_FOR_INTERRUPTS();
+	}
+	error_context_stack = cb.previous;
+}
+
 /* One row of pass 2: skipped (stored already), or added to the chunk. */
 static void
 WriteRow(Writer *w, TupleTableSlot *row)
@@ -1444,6 +1474,7 @@ WriteRow(Writer *w, TupleTableSlot *row)
 		CheckStreamOrder(w, s);
 	Assert(version == s->written + 1);
 	s->written = version;
+	AddToRun(w, s, version, line);
 
 	slot = w->slots[w->n];
 	ExecClearTuple(slot);
@@ -1457,6 +1488,8 @@ WriteRow(Writer *w, TupleTableSlot *row)
 	SETV(EV_TXID, w->txid, false);
 	if (w->tenant != NULL)
 		SETV(EV_TENANT_ID, CStringGetTextDatum(w->tenant), false);
+	if (OcxPrivacyInUse())
+		SETV(EV_FROM_ROW + PR_DATA - 1, ProtectRow(row, line), false);
 	if (w->chain)
 		SETV(EV_HASH, ChainHash(w, s, slot, line), false);
 #undef SETV
@@ -1725,7 +1758,6 @@ ocx_import_write(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
 	RefuseDistributed();
-	LoadRefusedTargets(b);
 	MemoryContextSwitchTo(cxt);
 
 	/* pass 1 */
@@ -1762,6 +1794,8 @@ ocx_import_write(PG_FUNCTION_ARGS)
 		RaiseTooOld(w->too_old);
 	nstreams_written = WriteStreams(streams, nstreams, w->chain);
 	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+	AfterImport(w);
 	MemoryContextSwitchTo(cxt);
 
 	/* as an append counts what it wrote (ocx.stats), and its cursor */

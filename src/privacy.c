@@ -967,9 +967,13 @@ FieldAad(const pg_uuid_t *event_id, const pg_uuid_t *key_id, const StringInfo pa
 typedef enum PdMode
 {
 	PD_SCAN,					/* find markers; note erased ones */
+	PD_CHECK,					/* what PD_ENCRYPT refuses, nothing built */
 	PD_ENCRYPT,
 	PD_REVEAL
 } PdMode;
+
+/* the modes that rebuild the data */
+#define PD_BUILDS(w) ((w)->mode == PD_ENCRYPT || (w)->mode == PD_REVEAL)
 
 typedef struct PdWalk
 {
@@ -1110,7 +1114,7 @@ WalkObject(PdWalk *w, JsonbContainer *c)
 	check_stack_depth();
 	r = JsonbIteratorNext(&it, &v, true);
 	Assert(r == WJB_BEGIN_OBJECT);
-	if (w->mode != PD_SCAN)
+	if (PD_BUILDS(w))
 		pushJsonbValue(&w->st, WJB_BEGIN_OBJECT, NULL);
 	while ((r = JsonbIteratorNext(&it, &k, true)) == WJB_KEY)
 	{
@@ -1125,7 +1129,7 @@ WalkObject(PdWalk *w, JsonbContainer *c)
 			appendStringInfoChar(&w->path, '.');
 		appendBinaryStringInfo(&w->path, k.val.string.val, k.val.string.len);
 
-		if (w->mode == PD_ENCRYPT)
+		if (w->mode == PD_ENCRYPT || w->mode == PD_CHECK)
 		{
 			bool		prefix;
 
@@ -1142,7 +1146,7 @@ WalkObject(PdWalk *w, JsonbContainer *c)
 						 errhint("Nothing was written.")));
 			if (IsField(w, &prefix))
 			{
-				if (v.type != jbvNull)
+				if (v.type != jbvNull && w->mode == PD_ENCRYPT)
 				{
 					EncryptValue(w, &v, &out);
 					put = &out;
@@ -1160,17 +1164,17 @@ WalkObject(PdWalk *w, JsonbContainer *c)
 		else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
 			recurse = true;
 
-		if (w->mode != PD_SCAN)
+		if (PD_BUILDS(w))
 			pushJsonbValue(&w->st, WJB_KEY, &k);
 		if (recurse)
 			WalkObject(w, v.val.binary.data);
-		else if (w->mode != PD_SCAN)
+		else if (PD_BUILDS(w))
 			pushJsonbValue(&w->st, WJB_VALUE, put);
 	}
 	Assert(r == WJB_END_OBJECT);
 	w->path.len = base;
 	w->path.data[base] = '\0';
-	if (w->mode != PD_SCAN)
+	if (PD_BUILDS(w))
 		return pushJsonbValue(&w->st, WJB_END_OBJECT, NULL);
 	return NULL;
 }
@@ -1251,10 +1255,62 @@ SubjectOf(PdDef *def, OcxNewEvent *ev, int index)
 }
 
 /*
- * Encrypt the personal fields of the events whose type has a definition:
- * events[i].data becomes the stored data, events[i].clear_data keeps the
- * data as given (for the idempotency check).  Called by OcxAppend once the
- * ids are final, before anything is written.
+ * Encrypt the personal fields of ev when its type has a definition: ev->data
+ * becomes the stored data, ev->clear_data keeps the data as given (for the
+ * idempotency check).  index names the event in errors.  An append takes the
+ * subject's lock in share mode (ocx.forget_subject takes it exclusively);
+ * the import (table_lock) takes one SHARE ROW EXCLUSIVE lock on
+ * ocx.subject_keys instead, whatever the number of subjects, which
+ * ocx._shred_subject_key's ROW EXCLUSIVE lock waits for.
+ */
+static void
+ProtectOne(OcxNewEvent *ev, int index, bool table_lock)
+{
+	PdDef	   *def = LookupDef(ev->type, strlen(ev->type));
+	char	   *subject;
+	uint8		hash[32];
+	uint8		dek[PD_KEY_LEN];
+	pg_uuid_t	key_id;
+	PdWalk		w;
+	Jsonb	   *stored;
+
+	if (def == NULL || !def->active)
+		return;
+	subject = SubjectOf(def, ev, index);
+	SHA256((const unsigned char *) subject, strlen(subject), hash);
+	if (table_lock)
+	{
+		LockRelationOid(OcxRelid("subject_keys"), ShareRowExclusiveLock);
+		/* a forget that committed before the lock: drop its key from the caches */
+		AcceptInvalidationMessages();
+	}
+	else
+		LockSubject(hash, ShareLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "ocx: SPI_connect failed");
+	SubjectKey(hash, &key_id, dek);
+	SPI_finish();
+	/* the lock and the look-up may have taken a definition change */
+	def = LookupDef(ev->type, strlen(ev->type));
+	if (def == NULL || !def->active)
+		return;
+
+	WalkInit(&w, PD_ENCRYPT, &ev->id);
+	w.def = def;
+	w.key_id = &key_id;
+	w.dek = dek;
+	stored = Walk(&w, ev->data);
+	explicit_bzero(dek, sizeof(dek));
+	if (w.markers > 0)
+	{
+		ev->clear_data = ev->data;
+		ev->data = stored;
+	}
+}
+
+/*
+ * Encrypt the personal fields of the events whose type has a definition.
+ * Called by OcxAppend once the ids are final, before anything is written.
  */
 void
 OcxPrivacyProtect(OcxNewEvent *events, int n)
@@ -1262,42 +1318,39 @@ OcxPrivacyProtect(OcxNewEvent *events, int n)
 	int			i;
 
 	for (i = 0; i < n; i++)
-	{
-		OcxNewEvent *ev = &events[i];
-		PdDef	   *def = LookupDef(ev->type, strlen(ev->type));
-		char	   *subject;
-		uint8		hash[32];
-		uint8		dek[PD_KEY_LEN];
-		pg_uuid_t	key_id;
-		PdWalk		w;
-		Jsonb	   *stored;
+		ProtectOne(&events[i], i + 1, false);
+}
 
-		if (def == NULL || !def->active)
-			continue;
-		subject = SubjectOf(def, ev, i + 1);
-		SHA256((const unsigned char *) subject, strlen(subject), hash);
-		LockSubject(hash, ShareLock);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "ocx: SPI_connect failed");
-		SubjectKey(hash, &key_id, dek);
-		SPI_finish();
-		/* the lock and the look-up may have taken a definition change */
-		def = LookupDef(ev->type, strlen(ev->type));
-		if (def == NULL || !def->active)
-			continue;
+/*
+ * The checks of the encryption that need no key, for the import's first
+ * pass (where an error names the row's line): the data subject's id at its
+ * path, no string that looks like encrypted personal data.  True when the
+ * event's type has personal data (its fields are encrypted when written).
+ */
+bool
+OcxPrivacyCheck(OcxNewEvent *ev, int index)
+{
+	PdDef	   *def = LookupDef(ev->type, strlen(ev->type));
+	PdWalk		w;
 
-		WalkInit(&w, PD_ENCRYPT, &ev->id);
-		w.def = def;
-		w.key_id = &key_id;
-		w.dek = dek;
-		stored = Walk(&w, ev->data);
-		explicit_bzero(dek, sizeof(dek));
-		if (w.markers > 0)
-		{
-			ev->clear_data = ev->data;
-			ev->data = stored;
-		}
-	}
+	if (def == NULL || !def->active)
+		return false;
+	(void) SubjectOf(def, ev, index);
+	WalkInit(&w, PD_CHECK, &ev->id);
+	w.def = def;
+	(void) WalkObject(&w, &ev->data->root);
+	pfree(w.path.data);
+	return true;
+}
+
+/*
+ * The import's encryption of one event (its second pass, after its stream
+ * locks): as an append's, under the import's one lock on ocx.subject_keys.
+ */
+void
+OcxPrivacyProtectImported(OcxNewEvent *ev, int index)
+{
+	ProtectOne(ev, index, true);
 }
 
 /*
@@ -1629,6 +1682,13 @@ ocx_shred_subject_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OCX_INVALID_SUBJECT),
 				 errmsg("subject must not be empty")));
 	SHA256((const unsigned char *) subject, strlen(subject), hash);
+
+	/*
+	 * An import that encrypts personal data holds SHARE ROW EXCLUSIVE on
+	 * ocx.subject_keys instead of its subjects' locks: wait for its commit
+	 * (and see the keys it created) before taking the subject's.
+	 */
+	LockRelationOid(relid, RowExclusiveLock);
 	LockSubject(hash, ExclusiveLock);
 	SET_VARSIZE(h, VARHDRSZ + 32);
 	memcpy(VARDATA(h), hash, 32);

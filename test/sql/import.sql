@@ -213,13 +213,52 @@ RESET ocx.tenant;
 SELECT ocx.append('del-1', 0, '{"type": "A"}');
 SELECT ocx.delete_stream('del-1', 1, hard => true);
 SELECT try_import('[{"stream_id": "del-1", "stream_version": "2", "type": "A"}]');
--- what the import does not do: a running inline projection that selects the event
-CREATE FUNCTION imp_handler(e ocx.event) RETURNS void LANGUAGE sql AS 'SELECT';
+-- a running inline projection applies the imported events it selects in the
+-- import's transaction (before, the import refused them with OX661): once per
+-- run of a stream's consecutive rows, in line order, as appends of those runs
+-- would have applied them
+CREATE TABLE imp_applied (n serial, stream_id text, stream_version bigint, type text);
+CREATE FUNCTION imp_handler(e ocx.event) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF e.type = 'Boom' THEN
+        RAISE EXCEPTION 'the handler refuses % at version %', e.stream_id, e.stream_version;
+    END IF;
+    INSERT INTO imp_applied (stream_id, stream_version, type) VALUES (e.stream_id, e.stream_version, e.type);
+END $$;
 BEGIN;
 SELECT ocx.define_projection('imp_inline', 'imp_handler(ocx.event)', categories => '{inl}', mode => 'inline');
 UPDATE ocx.projections SET state = 'running' WHERE name = 'imp_inline';
 SELECT try_import('[{"stream_id": "other-1", "stream_version": "1", "type": "A"},
-                    {"stream_id": "inl-1", "stream_version": "1", "type": "A"}]');
+                    {"stream_id": "inl-1", "stream_version": "1", "type": "A",
+                     "event_id": "00000000-0000-4000-8000-0000000000f1"},
+                    {"stream_id": "inl-2", "stream_version": "1", "type": "B"},
+                    {"stream_id": "inl-1", "stream_version": "2", "type": "C"},
+                    {"stream_id": "inl-1", "stream_version": "3", "type": "D"}]',
+                  'stream_id, stream_version, type, data, event_id');
+SELECT stream_id, stream_version, type FROM imp_applied ORDER BY n;
+-- the same rows again: nothing written, nothing applied
+SELECT try_import('[{"stream_id": "inl-1", "stream_version": "1", "type": "A",
+                     "event_id": "00000000-0000-4000-8000-0000000000f1"}]',
+                  'stream_id, stream_version, type, data, event_id');
+SELECT count(*) AS applied FROM imp_applied;
+-- a handler's error fails the import (nothing of the batch written or
+-- applied); its context names the lines of the run
+SELECT try_import('[{"stream_id": "inl-3", "stream_version": "1", "type": "A"},
+                    {"stream_id": "inl-3", "stream_version": "2", "type": "Boom"}]');
+DO $$
+DECLARE ctx text;
+BEGIN
+    PERFORM ocx.import_begin();
+    INSERT INTO ocx.import_staging (stream_id, stream_version, type) VALUES
+        ('inl-4', '1', 'A'), ('inl-5', '1', 'A'), ('inl-5', '2', 'Boom');
+    PERFORM ocx.import_commit();
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS ctx = PG_EXCEPTION_CONTEXT;
+    RAISE NOTICE 'context names the run: %',
+        position('events of import lines from 2: stream "inl-5", versions 1 to 2' IN ctx) > 0;
+END $$;
+SELECT count(*) AS written, (SELECT count(*) FROM imp_applied) AS applied
+  FROM ocx.events WHERE stream_id IN ('inl-3', 'inl-4', 'inl-5');
 ROLLBACK;
 -- lines given, out of the order the rows came
 SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "line": 5},

@@ -10,22 +10,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxPrivacy;
 use File::Find;
 
-my $node = PostgreSQL::Test::Cluster->new('privacy');
-$node->init;
-my $kek = $node->basedir . '/kek';
-open(my $kf, '>', $kek) or die "kek: $!";
-binmode $kf;
-print $kf join('', map { chr(int(rand(256))) } 1 .. 32);
-close $kf;
-chmod 0600, $kek;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ocx'
-ocx.naptime = '100ms'
-ocx.privacy_key_file = '$kek'
-});
-$node->start;
+my $node = privacy_node('privacy');
 
 # the personal data of customer c1 (the plaintext the test looks for)
 my $email = 'alice.secret.7f31@example.com';
@@ -56,32 +44,6 @@ SELECT ocx.append('customer-$id', NULL, jsonb_build_object('type', 'CustomerRegi
 });
 }
 
-# every text, jsonb, json, bytea (and array of text) column of every ocx table
-sub ocx_tables_containing
-{
-	my ($needle) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', qq{
-DO \$\$
-DECLARE r record; n bigint; hits text := '';
-BEGIN
-    FOR r IN SELECT c.oid::regclass AS rel, a.attname
-               FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-              WHERE c.relnamespace = 'ocx'::regnamespace AND c.relkind IN ('r', 'p')
-                AND a.attnum > 0 AND NOT a.attisdropped
-                AND a.atttypid IN ('text'::regtype, 'jsonb'::regtype, 'json'::regtype, 'bytea'::regtype,
-                                   'text[]'::regtype, 'varchar'::regtype, 'name'::regtype)
-    LOOP
-        EXECUTE format('SELECT count(*) FROM %s WHERE %I::text LIKE %L', r.rel, r.attname,
-                       '%' || '$needle' || '%') INTO n;
-        IF n > 0 THEN hits := hits || r.rel || '.' || r.attname || ' '; END IF;
-    END LOOP;
-    RAISE NOTICE 'hits:%', hits;
-END \$\$;
-});
-	die "query failed: $err" if $rc != 0;
-	return $err =~ /hits:(.*)$/m ? $1 : "no answer: $err";
-}
-
 # the relation files of the data directory (base/ and global/) holding bytes
 sub relation_files_containing
 {
@@ -103,10 +65,10 @@ sub relation_files_containing
 }
 
 append_customer('c1', $email, $name, $street, $city);
-is(ocx_tables_containing($email), '', 'from the first append on, the email is in no ocx table');
-is(ocx_tables_containing($name), '', 'nor the name');
-is(ocx_tables_containing($street), '', 'nor the street');
-like(ocx_tables_containing($city), qr/ocx\.events\.data/, 'the non-personal city is in ocx.events (the query finds what is there)');
+is(ocx_tables_containing($node, 'postgres', $email), '', 'from the first append on, the email is in no ocx table');
+is(ocx_tables_containing($node, 'postgres', $name), '', 'nor the name');
+is(ocx_tables_containing($node, 'postgres', $street), '', 'nor the street');
+like(ocx_tables_containing($node, 'postgres', $city), qr/ocx\.events\.data/, 'the non-personal city is in ocx.events (the query finds what is there)');
 
 append_customer('c2', 'bob.clear@example.com', 'Bob Clear', 'Bobstreet 2', 'Bobtown');
 append_customer('c1', $email, $name, $street, $city);    # a second event of c1, same key
@@ -148,7 +110,7 @@ is(join(',', relation_files_containing($key_bytes)), '', 'after VACUUM and CHECK
 for my $p ($email, $name, $street)
 {
 	is(join(',', relation_files_containing($p)), '', "nor is \"$p\"");
-	is(ocx_tables_containing($p), '', "nor in any ocx table");
+	is(ocx_tables_containing($node, 'postgres', $p), '', "nor in any ocx table");
 }
 
 is($node->safe_psql('postgres', q{

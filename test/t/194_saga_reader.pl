@@ -7,21 +7,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxPrivacy;
 
-my $node = PostgreSQL::Test::Cluster->new('saga_reader');
-$node->init;
-my $kek = $node->basedir . '/kek';
-open(my $kf, '>', $kek) or die "kek: $!";
-binmode $kf;
-print $kf join('', map { chr(int(rand(256))) } 1 .. 32);
-close $kf;
-chmod 0600, $kek;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ocx'
-ocx.naptime = '100ms'
-ocx.privacy_key_file = '$kek'
-});
-$node->start;
+my $node = privacy_node('saga_reader');
 
 $node->safe_psql('postgres', q{
 CREATE EXTENSION ocx;
