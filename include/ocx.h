@@ -323,6 +323,7 @@ extern void OcxPrivacyInit(void);
 extern void OcxPrivacyProtect(OcxNewEvent *events, int nevents);
 extern bool OcxPrivacyCheck(OcxNewEvent *ev, int index);
 extern void OcxPrivacyProtectImported(OcxNewEvent *ev, int index);
+extern void OcxPrivacyLockForImport(void);
 extern Jsonb *OcxPrivacyReveal(const char *type, int typelen, Jsonb *data,
 							   const pg_uuid_t *event_id, bool allowed, bool *erased);
 extern bool OcxPrivacyInUse(void);

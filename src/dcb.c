@@ -26,6 +26,9 @@
  * collision only makes two tags share a lock.  Locks of one call are taken
  * in key order, tag locks before the stream locks of append.c, so two calls
  * do not deadlock; a transaction that appends several times can (40P01).
+ * A writer of more than OCX_TAG_LOCKS_MAX distinct tags in one call takes
+ * the tenant's all-tags lock in ShareLock instead of its tag locks, and
+ * every append_if takes that lock in RowExclusiveLock first (tags.c).
  *
  * "after" is a place in log order (txid, global_position).  Readers of the
  * log (ocx.read_tagged, ocx.read_all) show only events below the log

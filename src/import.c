@@ -136,6 +136,7 @@ typedef struct ImportRow
 	char	   *stream_id;
 	int64		version;
 	OcxNewEvent ev;
+	bool		personal;		/* its type has personal data */
 } ImportRow;
 
 /* one staged row: the columns of ocx.import_staging, in the order above */
@@ -381,7 +382,7 @@ ParseRow(ImportInput *in, ImportRow *row)
 	if (!row->ev.has_id)
 		RandomEventId(&row->ev.id);
 	/* personal data: the subject's id is there (encrypted in pass 2) */
-	(void) OcxPrivacyCheck(&row->ev, (int) Min(row->line, PG_INT32_MAX));
+	row->personal = OcxPrivacyCheck(&row->ev, (int) Min(row->line, PG_INT32_MAX));
 }
 
 /* ------------------------------------------------------------------------
@@ -505,6 +506,7 @@ typedef struct Batch
 	BatchString *last_source;
 	HTAB	   *tags;
 	HTAB	   *ids;
+	bool		personal;		/* some row's type has personal data */
 	TupleDesc	rowdesc;
 	Tuplestorestate *rows;
 	int64		nrows;
@@ -782,6 +784,7 @@ CheckRow(Batch *b, ImportRow *row)
 
 	for (i = 0; i < ev->ntags; i++)
 		(void) InternString(b, b->tags, ev->tags[i]);
+	b->personal |= row->personal;
 	return true;
 }
 
@@ -968,6 +971,9 @@ LockBatch(Batch *b, BatchStream **streams, int n, Oid streams_id)
 	Datum		arg;
 	int			i;
 
+	/* the data keys first, as an append takes its subjects' before its tags and streams */
+	if (b->personal)
+		OcxPrivacyLockForImport();
 	memset(&ev, 0, sizeof(ev));
 	ev.ntags = (int) hash_get_num_entries(b->tags);
 	if (ev.ntags > 0)

@@ -1279,11 +1279,7 @@ ProtectOne(OcxNewEvent *ev, int index, bool table_lock)
 	subject = SubjectOf(def, ev, index);
 	SHA256((const unsigned char *) subject, strlen(subject), hash);
 	if (table_lock)
-	{
-		LockRelationOid(OcxRelid("subject_keys"), ShareRowExclusiveLock);
-		/* a forget that committed before the lock: drop its key from the caches */
-		AcceptInvalidationMessages();
-	}
+		OcxPrivacyLockForImport();	/* taken already, unless a definition came since */
 	else
 		LockSubject(hash, ShareLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1341,6 +1337,21 @@ OcxPrivacyCheck(OcxNewEvent *ev, int index)
 	(void) WalkObject(&w, &ev->data->root);
 	pfree(w.path.data);
 	return true;
+}
+
+/*
+ * The import's lock on the data keys: SHARE ROW EXCLUSIVE on
+ * ocx.subject_keys, for its transaction, in place of a lock per subject
+ * (ocx.forget_subject, a key rotation and the first append of a new subject
+ * wait for it).  Taken before the batch's tag and stream locks, in the order
+ * an append takes its subjects' locks and key rows before its own.
+ */
+void
+OcxPrivacyLockForImport(void)
+{
+	LockRelationOid(OcxRelid("subject_keys"), ShareRowExclusiveLock);
+	/* a forget that committed before the lock: drop its key from the caches */
+	AcceptInvalidationMessages();
 }
 
 /*

@@ -18,6 +18,19 @@
 #include "utils/jsonb.h"
 
 #define OCX_TAG_LOCK			0x6f65
+/* the tenant's all-tags lock (field4 of its advisory lock tag) */
+#define OCX_TAG_ALL_LOCK		0x6f66
+
+/*
+ * More distinct tags than this in one call: the writer takes the tenant's
+ * all-tags lock in ShareLock instead of a lock per tag (the shared lock
+ * table holds a few thousand locks with the default
+ * max_locks_per_transaction).  Every append_if takes the all-tags lock in
+ * RowExclusiveLock before its tag locks: it conflicts with such a writer
+ * and not with another append_if, nor with writers of fewer tags (which do
+ * not take it).
+ */
+#define OCX_TAG_LOCKS_MAX		1000
 
 /* set while ocx.append_if appends: its tag locks are taken already */
 bool		ocx_tags_locked = false;
@@ -186,18 +199,50 @@ CompareKeys(const void *a, const void *b)
 	return (int) y->mode - (int) x->mode;
 }
 
-/* Take the locks of keys[0..n-1] in key order, each once, in its strongest mode. */
+/* The session tenant's all-tags lock, in mode. */
 static void
-LockKeys(TagKey *keys, int n)
+LockAllTags(LOCKMODE mode)
 {
-	int			i;
+	const char *tenant = (ocx_tenant && ocx_tenant[0] != '\0') ? ocx_tenant : "";
+	uint64		h = hash_bytes_extended((const unsigned char *) tenant, (int) strlen(tenant), 0);
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h, OCX_TAG_ALL_LOCK);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+/*
+ * Take the locks of keys[0..n-1] in key order, each once, in its strongest
+ * mode; with a condition (append_if) the all-tags lock first.  When more
+ * than OCX_TAG_LOCKS_MAX distinct keys are ShareLock only (an event's tag
+ * that is not the condition's), the all-tags lock in ShareLock replaces
+ * them.
+ */
+static void
+LockKeys(TagKey *keys, int n, bool condition)
+{
+	int			i,
+				shared = 0;
 
 	qsort(keys, n, sizeof(TagKey), CompareKeys);
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0 && keys[i].k1 == keys[i - 1].k1 && keys[i].k2 == keys[i - 1].k2)
+			continue;
+		if (keys[i].mode == ShareLock)
+			shared++;
+	}
+	if (condition)
+		LockAllTags(RowExclusiveLock);
+	if (shared > OCX_TAG_LOCKS_MAX)
+		LockAllTags(ShareLock);
 	for (i = 0; i < n; i++)
 	{
 		LOCKTAG		tag;
 
 		if (i > 0 && keys[i].k1 == keys[i - 1].k1 && keys[i].k2 == keys[i - 1].k2)
+			continue;
+		if (shared > OCX_TAG_LOCKS_MAX && keys[i].mode == ShareLock)
 			continue;
 		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, keys[i].k1, keys[i].k2, OCX_TAG_LOCK);
 		(void) LockAcquire(&tag, keys[i].mode, false, false);
@@ -236,7 +281,7 @@ OcxLockEventTags(OcxNewEvent *events, int n)
 	if (total == 0)
 		return;
 	keys = palloc(sizeof(TagKey) * total);
-	LockKeys(keys, EventKeys(events, n, keys));
+	LockKeys(keys, EventKeys(events, n, keys), false);
 	pfree(keys);
 }
 
@@ -258,6 +303,6 @@ OcxLockConditionTags(char **tags, int ntags, OcxNewEvent *events, int n)
 	for (i = 0; i < ntags; i++)
 		TagKeyOf(tags[i], ExclusiveLock, &keys[nkeys++]);
 	nkeys += EventKeys(events, n, keys + nkeys);
-	LockKeys(keys, nkeys);
+	LockKeys(keys, nkeys, true);
 	pfree(keys);
 }

@@ -299,6 +299,20 @@ SELECT try_import(json_agg(json_build_object('stream_id', 'bad-' || g, 'stream_v
 SELECT count(*) = b.n AS same_count, max(global_position) = b.p AS same_last FROM ocx.events, before b GROUP BY b.n, b.p;
 SELECT count(*) FROM ocx.streams WHERE stream_id LIKE 'bad-%';
 
+-- a batch of 20,000 distinct tags (a tag per customer, say): more tag locks
+-- than the shared lock table holds ("out of shared memory" before); above
+-- 1,000 tags an append or import takes the tenant's one all-tags lock instead
+BEGIN;
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (stream_id, stream_version, type, tags)
+SELECT 'cust-' || (g % 100), (g / 100 + 1)::text, 'Tagged', '["customer:' || g || '"]'
+  FROM generate_series(0, 19999) g ORDER BY g / 100, g % 100;
+SELECT * FROM ocx.import_commit();
+SELECT count(*) AS locks_held FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory';
+COMMIT;
+SELECT count(*) AS events, count(DISTINCT tags[1]) AS tags FROM ocx.events WHERE stream_id LIKE 'cust-%';
+SELECT stream_id, stream_version FROM ocx.read_tagged('{customer:12345}');
+
 -- an import counts in ocx.stats as an append does: one call, its events and bytes
 CREATE TEMP TABLE counted AS SELECT name, value FROM ocx.stats WHERE kind = 'counter';
 BEGIN;
