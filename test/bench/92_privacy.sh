@@ -5,7 +5,9 @@
 #    definition, 1 event/tx, 8 clients (target >= 0.8x);
 #  - read_stream of 1,000 such events (3 fields decrypted per event, 10
 #    subjects) against 1,000 unencrypted ones, the rows sent to the client
-#    2 clients (target >= 0.7x); whole events, as 10_append.sh's read_stream.
+#    2 clients (target >= 0.7x); whole events, as 10_append.sh's read_stream;
+#  - the bulk import of 20,000 such events (2,000 subjects) against the same
+#    rows of a type without a definition (target >= 0.5x).
 set -euo pipefail
 . "$BENCH_DIR/lib.sh"
 
@@ -59,5 +61,40 @@ SELECT * FROM ocx.read_stream('pdread-plain');
 SQL
 read -r o b < <(alt_tps "$BENCH_OUT/pd_read.sql" "$BENCH_OUT/pd_read_plain.sql" 2 3)
 row "read_stream of 1,000 events with 3 personal fields each vs unencrypted (reads/s)" "$o" "$b" 0.7
+
+# the bulk import of 20,000 such events (2,000 subjects, 2,000 streams of 10)
+# against the same rows of a type without a definition: each in one
+# transaction that rolls back, 3 alternating rounds (events/s)
+N=20000
+import_rate() {   # type
+    local t0 t1 n
+    t0=$(date +%s.%N)
+    n=$(psql -At <<SQL | tail -n1
+BEGIN;
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (stream_id, stream_version, type, data)
+SELECT 'pdimp-' || (g / 10), ((g % 10) + 1)::text, '$1',
+       jsonb_build_object('customer_id', 'ic' || (g / 10), 'email', 'user' || g || '@example.com',
+                          'name', 'Customer Number ' || g,
+                          'address', jsonb_build_object('street', 'Long Street ' || g, 'city', 'Town'))::text
+  FROM generate_series(0, $N - 1) g;
+SELECT events FROM ocx.import_commit();
+ROLLBACK;
+SQL
+)
+    t1=$(date +%s.%N)
+    [ "$n" = "$N" ] || { echo "bench: the import of $1 wrote '$n' events, not $N" >&2; echo 0; return 1; }
+    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", n / (b - a) }'
+}
+la="" lb=""
+for i in 1 2 3; do
+    if [ $((i % 2)) -eq 1 ]; then a=$(import_rate bench.PdCustomer); b=$(import_rate bench.PlainCustomer)
+    else b=$(import_rate bench.PlainCustomer); a=$(import_rate bench.PdCustomer); fi
+    la="$la $a"; lb="$lb $b"
+done
+spread_rounds "$la" "$lb"
+row "import of 20,000 events with 3 personal fields (2,000 subjects) vs the same events without (events/s)" \
+    "$(echo "$la" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" \
+    "$(echo "$lb" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" 0.5
 
 psql -c 'ALTER SYSTEM RESET ocx.privacy_key_file' -c 'SELECT pg_reload_conf()' >/dev/null
