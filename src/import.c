@@ -1508,11 +1508,23 @@ WriteRow(Writer *w, TupleTableSlot *row)
 			elog(ERROR, "ocx: the import left column \"%s\" of ocx.events null", NameStr(att->attname));
 	}
 	ExecStoreVirtualTuple(slot);
-	if (w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_before_row &&
-		!ExecBRInsertTriggers(w->estate, w->rri, slot))
-		ereport(ERROR,
-				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
-				 errmsg("line " INT64_FORMAT ": a trigger on ocx.events skipped the event", line)));
+	if (w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_before_row)
+	{
+		/*
+		 * In the query's context, as the executor calls them: the trigger
+		 * functions' lookups are made on the first call and kept (a
+		 * SECURITY DEFINER function's settings, a PL's fn_extra), and this
+		 * row's context is reset with every chunk.
+		 */
+		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+		bool		keep = ExecBRInsertTriggers(w->estate, w->rri, slot);
+
+		MemoryContextSwitchTo(old);
+		if (!keep)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+					 errmsg("line " INT64_FORMAT ": a trigger on ocx.events skipped the event", line)));
+	}
 	w->bytes += VARSIZE_ANY(DatumGetPointer(row->tts_values[PR_DATA])) +
 		VARSIZE_ANY(DatumGetPointer(row->tts_values[PR_METADATA]));
 	w->lines[w->n] = line;

@@ -299,6 +299,26 @@ SELECT try_import(json_agg(json_build_object('stream_id', 'bad-' || g, 'stream_v
 SELECT count(*) = b.n AS same_count, max(global_position) = b.p AS same_last FROM ocx.events, before b GROUP BY b.n, b.p;
 SELECT count(*) FROM ocx.streams WHERE stream_id LIKE 'bad-%';
 
+-- a user's BEFORE trigger on ocx.events runs for every imported row with its
+-- function's own settings (SECURITY DEFINER, SET search_path) on every call:
+-- the function's lookups lived in the chunk's memory, reset after 1,000 rows,
+-- and from the next chunk on the calls read freed memory (here: the wrong
+-- search_path, "relation does not exist")
+BEGIN;
+CREATE TABLE trig_seen (path text);
+CREATE FUNCTION imp_trig() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    INSERT INTO trig_seen VALUES (current_setting('search_path'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER imp_trig BEFORE INSERT ON ocx.events FOR EACH ROW EXECUTE FUNCTION imp_trig();
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (stream_id, stream_version, type)
+SELECT 'trg-' || (g % 10), (g / 10 + 1)::text, 'Tagged' FROM generate_series(0, 2499) g ORDER BY g / 10, g % 10;
+SELECT * FROM ocx.import_commit();
+SELECT path, count(*) FROM trig_seen GROUP BY path;
+ROLLBACK;
+
 -- a batch of 20,000 distinct tags (a tag per customer, say): more tag locks
 -- than the shared lock table holds ("out of shared memory" before); above
 -- 1,000 tags an append or import takes the tenant's one all-tags lock instead
