@@ -1131,6 +1131,7 @@ typedef struct Writer
 	const char *too_old;		/* a stream whose last append is younger */
 	BatchStream *last_stream;	/* the last row's */
 	MemoryContext chunkcxt;
+	TransitionCaptureState *transition; /* a statement trigger's NEW TABLE */
 	ImportRun  *runs;			/* in b->cxt */
 	int64		nruns;
 	int64		maxruns;
@@ -1264,8 +1265,8 @@ FlushChunk(Writer *w)
 			}
 			list_free(conflicts);
 		}
-		if (w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_after_row)
-			ExecARInsertTriggers(w->estate, w->rri, slot, NIL, NULL);
+		if ((w->rri->ri_TrigDesc && w->rri->ri_TrigDesc->trig_insert_after_row) || w->transition)
+			ExecARInsertTriggers(w->estate, w->rri, slot, NIL, w->transition);
 	}
 	w->n = 0;
 	ResetPerTupleExprContext(w->estate);
@@ -1584,6 +1585,8 @@ WriteEvents(Batch *b, Writer *w, Oid nsp, Oid events_id, Snapshot snap)
 	w->stored = table_slot_create(w->rel, NULL);
 
 	AfterTriggerBeginQuery();
+	/* the rows for a statement trigger's transition table, as COPY captures them */
+	w->transition = MakeTransitionCaptureState(w->rel->trigdesc, RelationGetRelid(w->rel), CMD_INSERT);
 	ExecBSInsertTriggers(w->estate, w->rri);
 	for (;;)
 	{
@@ -1599,7 +1602,7 @@ WriteEvents(Batch *b, Writer *w, Oid nsp, Oid events_id, Snapshot snap)
 		CHECK_FOR_INTERRUPTS();
 	}
 	FlushChunk(w);
-	ExecASInsertTriggers(w->estate, w->rri, NULL);
+	ExecASInsertTriggers(w->estate, w->rri, w->transition);
 	AfterTriggerEndQuery(w->estate);
 
 	for (i = 0; i < IMPORT_CHUNK; i++)
@@ -1612,6 +1615,8 @@ WriteEvents(Batch *b, Writer *w, Oid nsp, Oid events_id, Snapshot snap)
 	table_finish_bulk_insert(w->rel, 0);
 	index_close(w->by_version, AccessShareLock);
 	index_close(w->by_id, AccessShareLock);
+	/* the slots the trigger calls made (their tuple descriptors' references) */
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	ExecCloseResultRelations(w->estate);
 	ExecCloseRangeTableRelations(w->estate);
 	FreeExecutorState(w->estate);

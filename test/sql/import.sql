@@ -299,25 +299,40 @@ SELECT try_import(json_agg(json_build_object('stream_id', 'bad-' || g, 'stream_v
 SELECT count(*) = b.n AS same_count, max(global_position) = b.p AS same_last FROM ocx.events, before b GROUP BY b.n, b.p;
 SELECT count(*) FROM ocx.streams WHERE stream_id LIKE 'bad-%';
 
--- a user's BEFORE trigger on ocx.events runs for every imported row with its
--- function's own settings (SECURITY DEFINER, SET search_path) on every call:
--- the function's lookups lived in the chunk's memory, reset after 1,000 rows,
--- and from the next chunk on the calls read freed memory (here: the wrong
--- search_path, "relation does not exist")
+-- a user's triggers on ocx.events run for the imported rows as for an
+-- INSERT: BEFORE and AFTER each row, with the function's own settings
+-- (SECURITY DEFINER, SET search_path) on every call (the BEFORE trigger's
+-- lookups lived in the chunk's memory, reset after 1,000 rows, and later
+-- calls read freed memory: the wrong search_path, "relation does not
+-- exist"), and once AFTER the statement with its NEW TABLE (was: "relation
+-- newrows does not exist"); no slot of the trigger calls is left behind
+-- (was: a TupleDesc reference leak warning at commit)
 BEGIN;
-CREATE TABLE trig_seen (path text);
+CREATE TABLE trig_seen (kind text, path text, n bigint);
 CREATE FUNCTION imp_trig() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 BEGIN
-    INSERT INTO trig_seen VALUES (current_setting('search_path'));
+    INSERT INTO trig_seen VALUES (TG_WHEN || ' ' || TG_LEVEL, current_setting('search_path'), NEW.stream_version);
     RETURN NEW;
 END $$;
-CREATE TRIGGER imp_trig BEFORE INSERT ON ocx.events FOR EACH ROW EXECUTE FUNCTION imp_trig();
+CREATE FUNCTION imp_stmt_trig() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    INSERT INTO trig_seen SELECT 'AFTER STATEMENT', current_setting('search_path'), count(*) FROM newrows;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER imp_before BEFORE INSERT ON ocx.events FOR EACH ROW EXECUTE FUNCTION imp_trig();
+CREATE TRIGGER imp_after AFTER INSERT ON ocx.events FOR EACH ROW EXECUTE FUNCTION imp_trig();
+CREATE TRIGGER imp_stmt AFTER INSERT ON ocx.events REFERENCING NEW TABLE AS newrows
+    FOR EACH STATEMENT EXECUTE FUNCTION imp_stmt_trig();
 SELECT ocx.import_begin();
 INSERT INTO ocx.import_staging (stream_id, stream_version, type)
 SELECT 'trg-' || (g % 10), (g / 10 + 1)::text, 'Tagged' FROM generate_series(0, 2499) g ORDER BY g / 10, g % 10;
 SELECT * FROM ocx.import_commit();
-SELECT path, count(*) FROM trig_seen GROUP BY path;
-ROLLBACK;
+SELECT kind, path, count(*), sum(n) FROM trig_seen GROUP BY kind, path ORDER BY kind;
+COMMIT;
+SELECT count(*) FROM ocx.events WHERE stream_id LIKE 'trg-%';
+DROP TRIGGER imp_before ON ocx.events;
+DROP TRIGGER imp_after ON ocx.events;
+DROP TRIGGER imp_stmt ON ocx.events;
 
 -- a batch of 20,000 distinct tags (a tag per customer, say): more tag locks
 -- than the shared lock table holds ("out of shared memory" before); above
