@@ -886,14 +886,92 @@ TakeChunk(Batch *b)
 	}
 }
 
-/* Pass 1: every staged row, in the order it came. */
+/* a staged row's line and where it is */
+typedef struct StagedLine
+{
+	int64		line;
+	ItemPointerData tid;
+} StagedLine;
+
+static int
+CompareStagedLines(const void *a, const void *b)
+{
+	const StagedLine *x = (const StagedLine *) a;
+	const StagedLine *y = (const StagedLine *) b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return ItemPointerCompare((ItemPointer) &x->tid, (ItemPointer) &y->tid);
+}
+
+/*
+ * The order of pass 1: the staged rows by line, i.e. in the order they came.
+ * Their physical order is that order only as long as every row went to the
+ * end of the table: a heap insert puts a row that does not fit on the last
+ * page into an earlier page with room for it, so a batch of rows of varied
+ * sizes is scattered.  NULL when the physical order is the line order (a
+ * scan then reads the rows in it); else every row's line and place, sorted.
+ * A line given twice is refused (OX010).
+ */
+static StagedLine *
+StagedOrder(Relation rel, AttrNumber line_att, int64 *n)
+{
+	TableScanDesc scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, NULL, true, false);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int64		cap = 1024;
+	StagedLine *order = palloc(sizeof(StagedLine) * cap);
+	bool		sorted = true;
+	int64		i;
+
+	*n = 0;
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, line_att, &isnull);
+
+		if (isnull)
+			continue;			/* NOT NULL: pass 1 refuses it */
+		if (*n == cap)
+		{
+			cap *= 2;
+			order = repalloc_huge(order, sizeof(StagedLine) * cap);
+		}
+		order[*n].line = DatumGetInt64(d);
+		order[*n].tid = slot->tts_tid;
+		if (*n > 0 && order[*n].line <= order[*n - 1].line)
+			sorted = false;
+		(*n)++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	if (sorted)
+	{
+		pfree(order);
+		return NULL;
+	}
+	qsort(order, *n, sizeof(StagedLine), CompareStagedLines);
+	for (i = 1; i < *n; i++)
+		if (order[i].line == order[i - 1].line)
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("line " INT64_FORMAT " of ocx.import_staging is given twice", order[i].line),
+					 errdetail("A batch is taken in the order of its lines, which must be distinct."),
+					 errhint("Leave the column \"line\" to its default.")));
+	return order;
+}
+
+/* Pass 1: every staged row, in the order it came (by line). */
 static void
 ReadStaging(Batch *b, Oid staging_id, MemoryContext chunkcxt)
 {
 	Relation	rel = table_open(staging_id, AccessShareLock);
-	TableScanDesc scan;
+	TableScanDesc scan = NULL;
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	MemoryContext old;
+	StagedLine *order;
+	int64		norder;
+	int64		next = 0;
 	bool		more = true;
 	int			i;
 
@@ -906,22 +984,37 @@ ReadStaging(Batch *b, Oid staging_id, MemoryContext chunkcxt)
 	b->allnull = MemoryContextAlloc(b->cxt, sizeof(bool) * b->staging_desc->natts);
 	b->chunk = MemoryContextAlloc(b->cxt, sizeof(HeapTuple) * IMPORT_CHUNK);
 	b->parsed = MemoryContextAlloc(b->cxt, sizeof(ImportRow) * IMPORT_CHUNK);
-	/* in physical order: no synchronized scan */
-	scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, NULL, true, false);
+	order = StagedOrder(rel, b->staging_map[IN_LINE], &norder);
+	/* in physical order (no synchronized scan) when that is the line order */
+	if (order == NULL)
+		scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, NULL, true, false);
 	while (more)
 	{
 		MemoryContextReset(chunkcxt);
 		old = MemoryContextSwitchTo(chunkcxt);
 		b->nchunk = 0;
-		while (b->nchunk < IMPORT_CHUNK &&
-			   (more = table_scan_getnextslot(scan, ForwardScanDirection, slot)))
+		while (b->nchunk < IMPORT_CHUNK)
+		{
+			if (order == NULL)
+				more = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+			else if ((more = next < norder))
+			{
+				if (!table_tuple_fetch_row_version(rel, &order[next++].tid, GetActiveSnapshot(), slot))
+					elog(ERROR, "ocx: a row of ocx.import_staging went away during the import");
+			}
+			if (!more)
+				break;
 			b->chunk[b->nchunk++] = ExecCopySlotHeapTuple(slot);
+		}
 		if (b->nchunk > 0)
 			TakeChunk(b);
 		MemoryContextSwitchTo(old);
 		CHECK_FOR_INTERRUPTS();
 	}
-	table_endscan(scan);
+	if (scan)
+		table_endscan(scan);
+	if (order)
+		pfree(order);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
 }

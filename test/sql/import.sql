@@ -260,10 +260,39 @@ END $$;
 SELECT count(*) AS written, (SELECT count(*) FROM imp_applied) AS applied
   FROM ocx.events WHERE stream_id IN ('inl-3', 'inl-4', 'inl-5');
 ROLLBACK;
--- lines given, out of the order the rows came
+-- a batch is taken in the order of its lines, which are the order the rows
+-- came unless given: lines given in another order than the rows came are
+-- taken by line (was: OX010 "line 2 comes after line 5"), a line given
+-- twice is refused
 SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "line": 5},
                     {"stream_id": "bad-1", "stream_version": "2", "type": "A", "line": 2}]',
                   'stream_id, stream_version, type, line');
+SELECT try_import('[{"stream_id": "bad-1", "stream_version": "1", "type": "A", "line": 5},
+                    {"stream_id": "bad-1", "stream_version": "2", "type": "A", "line": 5}]',
+                  'stream_id, stream_version, type, line');
+BEGIN;
+SELECT try_import('[{"stream_id": "lines-1", "stream_version": "2", "type": "B", "line": 20},
+                    {"stream_id": "lines-1", "stream_version": "1", "type": "A", "line": 10}]',
+                  'stream_id, stream_version, type, line');
+SELECT stream_version, type FROM ocx.events WHERE stream_id = 'lines-1' ORDER BY global_position;
+ROLLBACK;
+-- the rows of a batch are not in the table in the order they came when their
+-- sizes vary (a row that does not fit on the last page goes to an earlier one
+-- with room): the import reads them by line (was: OX010 "line N of
+-- ocx.import_staging comes after line M", for a batch of default lines)
+BEGIN;
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (stream_id, stream_version, type, data)
+SELECT 'scat-' || (g % 3), (g / 3 + 1)::text, 'A',
+       '{"p": "' || repeat('x', (ARRAY[100, 1900, 700, 1500, 300, 1100, 50])[g % 7 + 1]) || '"}'
+  FROM generate_series(0, 2999) g ORDER BY g;
+SELECT count(*) FILTER (WHERE line < prev) > 0 AS scattered
+  FROM (SELECT line, lag(line) OVER (ORDER BY ctid) AS prev FROM ocx.import_staging) s;
+SELECT * FROM ocx.import_commit();
+SELECT count(*) = 3000 AS all_in_line_order FROM (
+    SELECT stream_version = row_number() OVER (PARTITION BY stream_id ORDER BY global_position) AS ok
+      FROM ocx.events WHERE stream_id LIKE 'scat-%') s WHERE ok;
+ROLLBACK;
 -- a refused batch lists every bad line in the error's detail: each line with
 -- its message and SQLSTATE, the first one's SQLSTATE and message raised
 -- (try_import(..., detail => true) shows the detail)
