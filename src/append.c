@@ -43,6 +43,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_collation.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -99,6 +100,7 @@ typedef enum OcxPlan
 	PLAN_INSERT_ONE_TAGGED,
 	PLAN_INSERT_MANY_TAGGED,
 	PLAN_FIND_IDS,
+	PLAN_ID_TAKEN,
 	PLAN_ONE_ANY,
 	PLAN_ONE_NEW,
 	PLAN_ONE_AT,
@@ -269,6 +271,13 @@ static const OcxPlanDef plan_defs[NUM_PLANS] = {
 		14, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 		TIMESTAMPTZARRAYOID, JSONBARRAYOID, JSONBARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
 		TEXTOID, XID8OID, JSONBARRAYOID}
+	},
+	/* run as the bootstrap superuser: below row-level security (IdTakenUnseen) */
+	[PLAN_ID_TAKEN] = {
+		"SELECT FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS k(source, id) "
+		"JOIN ocx.events e ON e.source OPERATOR(pg_catalog.=) k.source "
+		"AND e.event_id OPERATOR(pg_catalog.=) k.id LIMIT 1",
+		2, {TEXTARRAYOID, UUIDARRAYOID}
 	},
 	[PLAN_FIND_IDS] = {
 		"SELECT k.ord, e.stream_id, e.stream_version, e.type, e.data, e.txid, e.global_position "
@@ -1640,6 +1649,62 @@ IsEventIdConflict(ErrorData *edata)
 		strcmp(edata->constraint_name, "events_source_event_id_key") == 0;
 }
 
+/* An id of the batch is taken by an event this session cannot read (another tenant's). */
+static void
+RaiseIdTaken(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
+			 errmsg("an event id of the batch is already stored"),
+			 errdetail("Event ids are unique per source, across streams and tenants."),
+			 errhint("A retry must repeat the original batch exactly; a new event needs a new id.")));
+}
+
+/*
+ * Under REPEATABLE READ or SERIALIZABLE, after an id conflict for which the
+ * transaction's snapshot shows no event: is one of the batch's ids stored by
+ * a transaction that snapshot sees, in a row that row-level security hides
+ * (another tenant's event)?  Then the conflict is no concurrent commit that a
+ * retry would resolve, and the answer is OX004, as under READ COMMITTED and
+ * on the direct path.  Read as the bootstrap superuser (below row-level
+ * security), under the transaction's snapshot; only whether such a row
+ * exists leaves this function.
+ */
+static bool
+IdTakenUnseen(OcxNewEvent *events, int n)
+{
+	Datum	   *sources = palloc(sizeof(Datum) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum		args[2];
+	Oid			save_user;
+	int			save_sec;
+	volatile bool taken = false;
+	int			m = 0,
+				i;
+
+	for (i = 0; i < n; i++)
+		if (events[i].has_id)
+		{
+			sources[m] = CStringGetTextDatum(events[i].source);
+			ids[m++] = UUIDPGetDatum(&events[i].id);
+		}
+	args[0] = PointerGetDatum(construct_array(sources, m, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(ids, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		taken = RunPlan(PLAN_ID_TAKEN, args, NULL) > 0;
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+	return taken;
+}
+
 /*
  * Append a batch whose events carry ids, after CheckStoredIds found none of
  * them stored.  When the write waited for a concurrent transaction that has
@@ -1675,6 +1740,9 @@ AppendWithIds(Datum sid_datum, const char *sid, bool expected_isnull, int64 expe
 		if (edata == NULL)
 			RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
 		OcxCount(OCX_COUNT_CONFLICTS, 1);
+		/* an event of another tenant, stored before the snapshot: no race */
+		if (IdTakenUnseen(events, n))
+			RaiseIdTaken();
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_WRONG_EXPECTED_VERSION),
 				 errmsg("wrong expected version for stream \"%s\"", sid),
@@ -1695,11 +1763,7 @@ AppendWithIds(Datum sid_datum, const char *sid, bool expected_isnull, int64 expe
 		RaiseConflict(sid, expected_isnull ? 0 : expected, CurrentVersion(sid_datum));
 	/* the id is taken by an event this session cannot see (another tenant) */
 	OcxCount(OCX_COUNT_CONFLICTS, 1);
-	ereport(ERROR,
-			(errcode(ERRCODE_OCX_DUPLICATE_EVENT),
-			 errmsg("an event id of the batch is already stored"),
-			 errdetail("Event ids are unique per source, across streams and tenants."),
-			 errhint("A retry must repeat the original batch exactly; a new event needs a new id.")));
+	RaiseIdTaken();
 	return -1;					/* keep the compiler quiet */
 }
 
