@@ -5,7 +5,9 @@
 # reused with another payload; two tenants; soft and hard deletes) run in a
 # database where appends take the direct path and in one where every append
 # takes the SQL statement (default_transaction_isolation = repeatable read,
-# which the direct path leaves to the statement).  Each operation must end
+# which the direct path leaves to the statement), and in one whose log is
+# partitioned (ocx.partition_log: statements, and ids unique across
+# partitions by locks of ocx's own).  Each operation must end
 # the same way in both (its result or its SQLSTATE), and the two logs must
 # hold the same events field for field, with the same hash chain.
 # Replay with OCX_FUZZ_SEED=<seed>.
@@ -27,9 +29,10 @@ $node->start;
 $node->safe_psql('postgres', q{
 CREATE DATABASE direct;
 CREATE DATABASE stmt;
+CREATE DATABASE parted;
 ALTER DATABASE stmt SET default_transaction_isolation = 'repeatable read';
 });
-for my $db ('direct', 'stmt')
+for my $db ('direct', 'stmt', 'parted')
 {
 	$node->safe_psql($db, q{
 CREATE EXTENSION ocx;
@@ -46,6 +49,8 @@ END $$;
 GRANT EXECUTE ON FUNCTION run(text) TO PUBLIC;
 });
 }
+# a partitioned log (statements, and ids unique across partitions by locks of their own)
+$node->safe_psql('parted', q{SELECT ocx.partition_log(1000, 10)});
 # (the roles of ocx exist once the extension does)
 $node->safe_psql('postgres', q{
 CREATE ROLE dw LOGIN IN ROLE ocx_writer;
@@ -115,7 +120,7 @@ for (my $i = 0; $i < $nops; $i += $batch)
 	my $script = "\\set QUIET on\n" . ($tenant ne '' ? "SET ocx.tenant = '$tenant';\n" : '')
 	  . join('', map { "SELECT run(" . sq($ops[$_]) . ");\n" } $i .. $last);
 	my %out;
-	for my $db ('direct', 'stmt')
+	for my $db ('direct', 'stmt', 'parted')
 	{
 		my ($stdout, $stderr);
 		$node->psql($db, $script, stdout => \$stdout, stderr => \$stderr,
@@ -126,6 +131,8 @@ for (my $i = 0; $i < $nops; $i += $batch)
 	for my $k (0 .. $last - $i)
 	{
 		my ($d, $s) = ($out{direct}[$k], $out{stmt}[$k]);
+		push @mismatch, "operation " . ($i + $k + 1) . " ($role, tenant '$tenant'): $ops[$i + $k]\n  direct: $d\n  partitioned: $out{parted}[$k]"
+		  if $d ne $out{parted}[$k];
 		$outcomes{ $d =~ /^\d+$/ ? 'version' : $d }++;
 		if ($d ne $s)
 		{
@@ -171,6 +178,9 @@ SELECT format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', stream_id, stream_ver
                                            OR p.time >= '2025-01-01'))
                    THEN encode(hash, 'hex') END)
   FROM ocx.events e ORDER BY stream_id, stream_version};
+is($node->safe_psql('parted', $rows), $node->safe_psql('direct', $rows), 'the partitioned log holds the same events');
+is($node->safe_psql('parted', q{SELECT count(*) > 1 FROM pg_inherits WHERE inhparent = 'ocx.events'::regclass}), 't',
+	'(in more than one partition)');
 my $a = $node->safe_psql('direct', $rows);
 my $b = $node->safe_psql('stmt', $rows);
 my @a = split /\n/, $a;
@@ -195,6 +205,7 @@ diag(join("\n", @mismatch)) if $ENV{OCX_DEBUG};
 # (a hard delete's removal is reported, and authorised)
 is($node->safe_psql('direct', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (direct)');
 is($node->safe_psql('stmt', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (statement)');
+is($node->safe_psql('parted', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (partitioned)');
 
 $node->stop;
 done_testing();
