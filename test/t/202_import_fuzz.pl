@@ -1,4 +1,4 @@
-# Fuzz of the bulk import (issue 16): 400 seeded random batches of 1 to 40
+# Fuzz of the bulk import (issue 16): 250 seeded random batches of 1 to 40
 # staged rows each, most of them good batches with sometimes one random row
 # among them, the rest random rows (every column of ocx.import_staging random:
 # good values, bad ones, NULLs, sizes, unicode, JSON of every shape,
@@ -18,7 +18,7 @@ use Test::More;
 use OcxPrivacy;
 
 my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
-my $nbatches = $ENV{OCX_IMPORT_FUZZ_BATCHES} // 400;
+my $nbatches = $ENV{OCX_IMPORT_FUZZ_BATCHES} // 250;
 diag("ocx import fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), batches: $nbatches");
 srand($seed);
 
