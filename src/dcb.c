@@ -362,7 +362,10 @@ PredicateIsTagsNotNull(Relation index, AttrNumber tags)
  * security with the tenant condition written out, as the plan is.  It finds
  * the event the statement would (the first match in the bitmap's page
  * order) and raises the same OX014.  Returns false, having read nothing,
- * when events_tags_idx is not the GIN index on tags that ocx creates.
+ * when events_tags_idx is not the GIN index on tags that ocx creates, or
+ * when the log is partitioned (the statement then scans each partition's
+ * index; reading the partitioned index itself failed with "could not open
+ * file", t/204_direct_differential.pl).
  */
 static bool
 DirectCheck(Condition *c, Datum cond_tags)
@@ -391,6 +394,12 @@ DirectCheck(Condition *c, Datum cond_tags)
 		if ((att[i] = get_attnum(relid, check_cols[i])) == InvalidAttrNumber)
 			return false;
 	rel = table_open(relid, AccessShareLock);
+	/* a partitioned log (ocx.partition_log): its index has no storage of its own */
+	if (rel->rd_rel->relkind != RELKIND_RELATION || get_rel_relkind(indexid) != RELKIND_INDEX)
+	{
+		table_close(rel, AccessShareLock);
+		return false;
+	}
 	index = index_open(indexid, AccessShareLock);
 	if (index->rd_rel->relam == GIN_AM_OID && index->rd_index->indnatts == 1 &&
 		index->rd_index->indkey.values[0] == att[CC_TAGS] &&

@@ -225,6 +225,15 @@ SELECT ocx.append('pl-batch-2', 0, jsonb_build_object('type', 'B', 'data', '{}':
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS batch_events FROM ocx.events WHERE stream_id = 'pl-batch';
 
+-- append_if on a partitioned log: the condition is checked through each
+-- partition's tags index (it read the partitioned index, which has no storage:
+-- "could not open file", 58P01; t/204_direct_differential.pl found it)
+SELECT ocx.append('pl-tagged-1', NULL, '{"type": "A", "tags": ["pl-seat:1"]}') AS tagged;
+SELECT ocx.append_if('{"stream_id": "pl-tagged-2", "type": "A", "tags": ["pl-seat:1"]}', '{"tags": ["pl-seat:1"]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT ocx.append_if('{"stream_id": "pl-tagged-2", "type": "A", "tags": ["pl-seat:2"]}', '{"tags": ["pl-seat:2"]}') IS NOT NULL AS decided;
+SELECT stream_id, tags FROM ocx.events WHERE stream_id LIKE 'pl-tagged-%' ORDER BY global_position;
+
 \c contrib_regression
 DROP DATABASE ocx_regress_partitioned;
 DROP ROLE ocx_regress_pl_reader;

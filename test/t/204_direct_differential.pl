@@ -1,6 +1,6 @@
 # Differential test of the direct write (issue 16, src/directappend.c): the
 # same 2,000 seeded random operations (append and append_event with expected
-# versions right, wrong, NULL and 0; events with and without ids, tags,
+# versions right, wrong, NULL and 0; append_if with tag conditions; events with and without ids, tags,
 # metadata, sources, correlation and causation; idempotent retries and ids
 # reused with another payload; two tenants; soft and hard deletes) run in a
 # database where appends take the direct path and in one where every append
@@ -90,6 +90,16 @@ sub operation
 	if ($r < 0.06)
 	{
 		return "SELECT ocx.delete_stream(" . sq($stream) . ", $expected, " . pick('false', 'true') . ")::text";
+	}
+	if ($r < 0.16)
+	{
+		# a decision: append only if no event with these tags (and type) is in the
+		# log; the cursor it returns differs between the databases, not whether
+		my $cond = '{"tags": [' . join(', ', map { '"t' . int(rand(8)) . '"' } 0 .. int(rand(2))) . ']'
+		  . (rand() < 0.5 ? ', "types": ["' . pick('A', 'B', 'Typed') . '"]' : '') . '}';
+		my $ev = event();
+		$ev =~ s/^\{/{"stream_id": "$stream", /;
+		return "SELECT (ocx.append_if(" . sq($ev) . ", " . sq($cond) . ") IS NOT NULL)::text";
 	}
 	if ($r < 0.45)
 	{
