@@ -1,6 +1,7 @@
 # Differential test of the direct write (issue 16, src/directappend.c): the
 # same 2,000 seeded random operations (append and append_event with expected
-# versions right, wrong, NULL and 0; append_if with tag conditions; events with and without ids, tags,
+# versions right, wrong, NULL and 0; append_if with tag conditions; reads;
+# events with and without ids, tags,
 # metadata, sources, correlation and causation; idempotent retries and ids
 # reused with another payload; two tenants; soft and hard deletes) run in a
 # database where appends take the direct path and in one where every append
@@ -87,11 +88,24 @@ sub operation
 	my $v = $version{$stream} // 0;
 	my $expected = pick('NULL', 'NULL', $v, $v, 0, $v + 1, $v > 0 ? $v - 1 : 'NULL');
 	my $r = rand();
-	if ($r < 0.06)
+	if ($r < 0.04)
 	{
 		return "SELECT ocx.delete_stream(" . sq($stream) . ", $expected, " . pick('false', 'true') . ")::text";
 	}
-	if ($r < 0.16)
+	if ($r < 0.10)
+	{
+		# a read: the same events in the same order (positions and txids differ)
+		my $cols = q{string_agg(format('%s/%s %s %s', stream_id, stream_version, type, data), ', ')};
+		return pick(
+			"SELECT coalesce($cols, '') FROM ocx.read_stream(" . sq($stream) . ")",
+			"SELECT coalesce($cols, '') FROM ocx.read_stream(" . sq($stream) . ", 2, 2, 'backward')",
+			"SELECT coalesce($cols, '') FROM ocx.read_tagged('{t" . int(rand(8)) . "}', max_count => 100000)",
+			"SELECT coalesce($cols, '') FROM ocx.read_category(" . sq(pick('acct', 'order', 'x', 'acme.acct', 'globex.order')) . ", max_count => 100000)",
+			"SELECT coalesce($cols, '') FROM ocx.read_all(max_count => 100000)",
+			"SELECT coalesce(format('%s/%s %s', stream_id, stream_version, type), 'none') FROM ocx.last_event(" . sq($stream) . ")",
+			"SELECT ocx.stream_version(" . sq($stream) . ")::text");
+	}
+	if ($r < 0.20)
 	{
 		# a decision: append only if no event with these tags (and type) is in the
 		# log; the cursor it returns differs between the databases, not whether
@@ -143,7 +157,7 @@ for (my $i = 0; $i < $nops; $i += $batch)
 		my ($d, $s) = ($out{direct}[$k], $out{stmt}[$k]);
 		push @mismatch, "operation " . ($i + $k + 1) . " ($role, tenant '$tenant'): $ops[$i + $k]\n  direct: $d\n  partitioned: $out{parted}[$k]"
 		  if $d ne $out{parted}[$k];
-		$outcomes{ $d =~ /^\d+$/ ? 'version' : $d }++;
+		$outcomes{ $d =~ /^\d+$/ ? 'version' : length($d) > 8 ? 'read' : $d }++;
 		if ($d ne $s)
 		{
 			push @mismatch, "operation " . ($i + $k + 1) . " ($role, tenant '$tenant'): $ops[$i + $k]\n  direct: $d\n  statement: $s";
