@@ -1793,11 +1793,13 @@ WriteStreams(BatchStream **streams, int n, bool chain)
 }
 
 /*
- * The import does not write to a distributed log (the rows go through the
- * heap); whether the log is one is citus.c's question (OcxLogDistributed).
+ * The import writes only to a plain ocx.events: not to a distributed log
+ * (the rows go through the heap; whether the log is one is citus.c's
+ * question, OcxLogDistributed), nor to a partitioned one (no tuple routing,
+ * and its indexes are the partitions').
  */
 static void
-RefuseDistributed(void)
+RefuseUnwritableLog(Oid events_id)
 {
 	if (OcxLogDistributed())
 		ereport(ERROR,
@@ -1805,6 +1807,13 @@ RefuseDistributed(void)
 				 errmsg("the import does not write to a distributed log"),
 				 errdetail("ocx.events is a Citus distributed table."),
 				 errhint("Import into a single node before ocx.distribute(), or append the events.")));
+	/* before pass 1: a batch is not parsed to be refused at its end */
+	if (get_rel_relkind(events_id) != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
+				 errmsg("the import writes only to a plain ocx.events table"),
+				 errdetail("ocx.events is partitioned (ocx.partition_log)."),
+				 errhint("Import before ocx.partition_log(), which keeps the imported events as its first partition, or append the events in batches.")));
 }
 
 /*
@@ -1873,7 +1882,7 @@ ocx_import_write(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	RefuseDistributed();
+	RefuseUnwritableLog(events_id);
 	MemoryContextSwitchTo(cxt);
 
 	/* pass 1 */

@@ -234,6 +234,17 @@ SELECT ocx.append_if('{"stream_id": "pl-tagged-2", "type": "A", "tags": ["pl-sea
 SELECT ocx.append_if('{"stream_id": "pl-tagged-2", "type": "A", "tags": ["pl-seat:2"]}', '{"tags": ["pl-seat:2"]}') IS NOT NULL AS decided;
 SELECT stream_id, tags FROM ocx.events WHERE stream_id LIKE 'pl-tagged-%' ORDER BY global_position;
 
+-- the bulk import writes only to a plain log: refused before its rows are
+-- parsed, with what to do instead (import first, then partition)
+\set VERBOSITY default
+BEGIN;
+SELECT ocx.import_begin();
+INSERT INTO ocx.import_staging (stream_id, stream_version, type) VALUES ('pl-imp-1', '1', 'A');
+SELECT * FROM ocx.import_commit();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+\set VERBOSITY terse
+
 \c contrib_regression
 DROP DATABASE ocx_regress_partitioned;
 DROP ROLE ocx_regress_pl_reader;
