@@ -8,7 +8,9 @@
 # takes the SQL statement (default_transaction_isolation = repeatable read,
 # which the direct path leaves to the statement), and in one whose log is
 # partitioned (ocx.partition_log: statements, and ids unique across
-# partitions by locks of ocx's own).  Each operation must end
+# partitions by locks of ocx's own), and in one where the statements run
+# under READ COMMITTED (ocx.notify_mode = immediate: a statement trigger
+# that the direct path leaves to them).  Each operation must end
 # the same way in both (its result or its SQLSTATE), and the two logs must
 # hold the same events field for field, with the same hash chain.
 # Replay with OCX_FUZZ_SEED=<seed>.
@@ -31,9 +33,12 @@ $node->safe_psql('postgres', q{
 CREATE DATABASE direct;
 CREATE DATABASE stmt;
 CREATE DATABASE parted;
+CREATE DATABASE rcstmt;
+-- the statements under READ COMMITTED: a statement trigger the direct path leaves alone
+ALTER DATABASE rcstmt SET ocx.notify_mode = 'immediate';
 ALTER DATABASE stmt SET default_transaction_isolation = 'repeatable read';
 });
-for my $db ('direct', 'stmt', 'parted')
+for my $db ('direct', 'stmt', 'parted', 'rcstmt')
 {
 	$node->safe_psql($db, q{
 CREATE EXTENSION ocx;
@@ -144,7 +149,7 @@ for (my $i = 0; $i < $nops; $i += $batch)
 	my $script = "\\set QUIET on\n" . ($tenant ne '' ? "SET ocx.tenant = '$tenant';\n" : '')
 	  . join('', map { "SELECT run(" . sq($ops[$_]) . ");\n" } $i .. $last);
 	my %out;
-	for my $db ('direct', 'stmt', 'parted')
+	for my $db ('direct', 'stmt', 'parted', 'rcstmt')
 	{
 		my ($stdout, $stderr);
 		$node->psql($db, $script, stdout => \$stdout, stderr => \$stderr,
@@ -157,6 +162,8 @@ for (my $i = 0; $i < $nops; $i += $batch)
 		my ($d, $s) = ($out{direct}[$k], $out{stmt}[$k]);
 		push @mismatch, "operation " . ($i + $k + 1) . " ($role, tenant '$tenant'): $ops[$i + $k]\n  direct: $d\n  partitioned: $out{parted}[$k]"
 		  if $d ne $out{parted}[$k];
+		push @mismatch, "operation " . ($i + $k + 1) . " ($role, tenant '$tenant'): $ops[$i + $k]\n  direct: $d\n  read committed statement: $out{rcstmt}[$k]"
+		  if $d ne $out{rcstmt}[$k];
 		$outcomes{ $d =~ /^\d+$/ ? 'version' : length($d) > 8 ? 'read' : $d }++;
 		if ($d ne $s)
 		{
@@ -203,6 +210,7 @@ SELECT format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', stream_id, stream_ver
                    THEN encode(hash, 'hex') END)
   FROM ocx.events e ORDER BY stream_id, stream_version};
 is($node->safe_psql('parted', $rows), $node->safe_psql('direct', $rows), 'the partitioned log holds the same events');
+is($node->safe_psql('rcstmt', $rows), $node->safe_psql('direct', $rows), 'so does the log written by READ COMMITTED statements');
 is($node->safe_psql('parted', q{SELECT count(*) > 1 FROM pg_inherits WHERE inhparent = 'ocx.events'::regclass}), 't',
 	'(in more than one partition)');
 my $a = $node->safe_psql('direct', $rows);
@@ -217,7 +225,7 @@ is($node->safe_psql('direct', q{SELECT string_agg(format('%s %s %s %s', stream_i
 	$node->safe_psql('stmt', q{SELECT string_agg(format('%s %s %s %s', stream_id, version, deleted, tenant_id), ',' ORDER BY stream_id) FROM ocx.streams}),
 	'the same stream rows');
 # the two databases do take the two paths
-for my $db ('direct', 'stmt')
+for my $db ('direct', 'stmt', 'rcstmt')
 {
 	is($node->safe_psql($db, q{
 SELECT ocx._direct_appends() AS before \gset
@@ -230,6 +238,7 @@ diag(join("\n", @mismatch)) if $ENV{OCX_DEBUG};
 is($node->safe_psql('direct', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (direct)');
 is($node->safe_psql('stmt', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (statement)');
 is($node->safe_psql('parted', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (partitioned)');
+is($node->safe_psql('rcstmt', 'SELECT count(*) FROM ocx.verify() WHERE NOT authorised'), '0', 'ocx.verify() is clean (READ COMMITTED statements)');
 
 $node->stop;
 done_testing();
