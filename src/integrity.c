@@ -886,10 +886,21 @@ FetchSealRange(SealRow *s, const char *extra_columns)
 {
 	Oid			types[4] = {XID8OID, INT8OID, XID8OID, INT8OID};
 	Datum		args[4];
-	char	   *sql = psprintf("SELECT e.txid, e.global_position, e.hash%s FROM ocx.events e "
+	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
+	Oid			events = get_relname_relid("events", nsp);
+
+	/*
+	 * A partitioned log's archive holds the events of the partitions that
+	 * ocx.archive moved: a seal covers them still.
+	 */
+	const char *from = OidIsValid(events) && get_rel_relkind(events) == RELKIND_PARTITIONED_TABLE
+		? "(SELECT l.txid, l.global_position, l.hash FROM ocx.events l UNION ALL "
+		"SELECT a.txid, a.global_position, a.hash FROM ocx_archive.events a)"
+		: "ocx.events";
+	char	   *sql = psprintf("SELECT e.txid, e.global_position, e.hash%s FROM %s e "
 							   "WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>=) ($1, $2) "
 							   "AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($3, $4) "
-							   "ORDER BY e.txid, e.global_position", extra_columns);
+							   "ORDER BY e.txid, e.global_position", extra_columns, from);
 
 	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(s->ft));
 	args[1] = Int64GetDatum(s->fp);

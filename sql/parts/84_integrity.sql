@@ -163,21 +163,33 @@ DECLARE
     last_bad boolean := false;
     calc    bytea;
     prev_last ocx.cursor;
+    gap     boolean;
+    -- the events checked: the log, and on a partitioned log its archive too
+    -- (ocx.archive moves whole partitions there; their events still chain)
+    src     text := 'ocx.events';
 BEGIN
+    IF ocx._log_partitioned() THEN
+        src := '(SELECT l.stream_id, l.stream_version, l.hash, l.global_position, l.txid, l.event_id, l.source, '
+            || 'l.type, l.schema_version, l.time, l.data, l.metadata, l.correlation_id, l.causation_id, '
+            || 'l.tenant_id, l.tags FROM ocx.events l UNION ALL '
+            || 'SELECT a.stream_id, a.stream_version, a.hash, a.global_position, a.txid, a.event_id, a.source, '
+            || 'a.type, a.schema_version, a.time, a.data, a.metadata, a.correlation_id, a.causation_id, '
+            || 'a.tenant_id, a.tags FROM ocx_archive.events a)';
+    END IF;
     -- every stream's chain, in version order; calc assumes the previous
     -- version is present (gaps are looked at below)
-    FOR r IN
-        SELECT e.stream_id AS sid, e.stream_version AS v, e.hash AS h, e.global_position AS gp,
-               ocx._event_hash(CASE WHEN pg_catalog.lag(e.stream_version) OVER w
-                                         OPERATOR(pg_catalog.=) (e.stream_version OPERATOR(pg_catalog.-) 1)
-                                    THEN pg_catalog.lag(e.hash) OVER w END,
-                               e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-                               e.schema_version, e.time, e.data, e.metadata, e.correlation_id,
-                               e.causation_id, e.tenant_id, e.tags) AS calc
-          FROM ocx.events e
-         WHERE want IS NULL OR e.stream_id OPERATOR(pg_catalog.=) want
-        WINDOW w AS (PARTITION BY e.stream_id ORDER BY e.stream_version)
-         ORDER BY e.stream_id, e.stream_version
+    FOR r IN EXECUTE pg_catalog.format(
+        'SELECT e.stream_id AS sid, e.stream_version AS v, e.hash AS h, e.global_position AS gp, '
+        '       ocx._event_hash(CASE WHEN pg_catalog.lag(e.stream_version) OVER w '
+        '                                 OPERATOR(pg_catalog.=) (e.stream_version OPERATOR(pg_catalog.-) 1) '
+        '                            THEN pg_catalog.lag(e.hash) OVER w END, '
+        '                       e.stream_id, e.stream_version, e.event_id, e.source, e.type, '
+        '                       e.schema_version, e.time, e.data, e.metadata, e.correlation_id, '
+        '                       e.causation_id, e.tenant_id, e.tags) AS calc '
+        '  FROM %s e '
+        ' WHERE $1 IS NULL OR e.stream_id OPERATOR(pg_catalog.=) $1 '
+        'WINDOW w AS (PARTITION BY e.stream_id ORDER BY e.stream_version) '
+        ' ORDER BY e.stream_id, e.stream_version', src) USING want
     LOOP
         IF cur IS DISTINCT FROM r.sid THEN
             IF cur IS NOT NULL THEN
@@ -209,12 +221,14 @@ BEGIN
                                                       r.v OPERATOR(pg_catalog.-) 1, g.kinds), true;
                 -- a recorded head that is no SHA-256 hash: the kept event does not chain from it
                 calc := NULL;
-                SELECT ocx._event_hash(g.last_hash, e.stream_id, e.stream_version, e.event_id, e.source, e.type,
-                                       e.schema_version, e.time, e.data, e.metadata, e.correlation_id,
-                                       e.causation_id, e.tenant_id, e.tags)
-                  INTO calc FROM ocx.events e
-                 WHERE e.global_position OPERATOR(pg_catalog.=) r.gp
-                   AND pg_catalog.length(g.last_hash) OPERATOR(pg_catalog.=) 32;
+                EXECUTE pg_catalog.format(
+                    'SELECT ocx._event_hash($1, e.stream_id, e.stream_version, e.event_id, e.source, e.type, '
+                    '                       e.schema_version, e.time, e.data, e.metadata, e.correlation_id, '
+                    '                       e.causation_id, e.tenant_id, e.tags) '
+                    '  FROM %s e '
+                    ' WHERE e.global_position OPERATOR(pg_catalog.=) $2 '
+                    '   AND pg_catalog.length($1) OPERATOR(pg_catalog.=) 32', src)
+                   INTO calc USING g.last_hash, r.gp;
             ELSE
                 RETURN QUERY SELECT r.sid, last_v OPERATOR(pg_catalog.+) 1, NULL::bigint,
                                     pg_catalog.format('versions %s..%s missing', last_v OPERATOR(pg_catalog.+) 1,
@@ -238,11 +252,12 @@ BEGIN
     END IF;
 
     -- streams whose every event is gone
-    FOR s IN
-        SELECT st.stream_id AS sid, st.version AS v, st.head AS h FROM ocx.streams st
-         WHERE (want IS NULL OR st.stream_id OPERATOR(pg_catalog.=) want)
-           AND st.version OPERATOR(pg_catalog.>) 0
-           AND NOT EXISTS (SELECT FROM ocx.events e WHERE e.stream_id OPERATOR(pg_catalog.=) st.stream_id)
+    FOR s IN EXECUTE pg_catalog.format(
+        'SELECT st.stream_id AS sid, st.version AS v, st.head AS h FROM ocx.streams st '
+        ' WHERE ($1 IS NULL OR st.stream_id OPERATOR(pg_catalog.=) $1) '
+        '   AND st.version OPERATOR(pg_catalog.>) 0 '
+        '   AND NOT EXISTS (SELECT FROM %s e WHERE e.stream_id OPERATOR(pg_catalog.=) st.stream_id)', src)
+        USING want
     LOOP
         RETURN QUERY SELECT * FROM ocx._verify_tail(s.sid, true, s.v, s.h, 0, NULL, false);
     END LOOP;
@@ -256,12 +271,15 @@ BEGIN
                FROM ocx.seals x ORDER BY x.seal_id LOOP
         -- (SELECT 1: Citus cannot plan an EXISTS over a distributed log
         -- whose subquery selects no column)
-        IF prev_last IS NOT NULL AND (s.f OPERATOR(ocx.<=) prev_last OR EXISTS (
-                SELECT 1 FROM ocx.events e
-                 WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>)
-                       (ocx.txid(prev_last), ocx.global_position(prev_last))
-                   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<)
-                       (ocx.txid(s.f), ocx.global_position(s.f)))) THEN
+        gap := false;
+        IF prev_last IS NOT NULL AND NOT s.f OPERATOR(ocx.<=) prev_last THEN
+            EXECUTE pg_catalog.format(
+                'SELECT EXISTS (SELECT 1 FROM %s e '
+                ' WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>) ($1, $2) '
+                '   AND (e.txid, e.global_position) OPERATOR(pg_catalog.<) ($3, $4))', src)
+               INTO gap USING ocx.txid(prev_last), ocx.global_position(prev_last), ocx.txid(s.f), ocx.global_position(s.f);
+        END IF;
+        IF prev_last IS NOT NULL AND (s.f OPERATOR(ocx.<=) prev_last OR gap) THEN
             RETURN QUERY SELECT NULL::text, NULL::bigint, s.id,
                                 'seal does not follow the previous seal (a seal is missing, or overlaps)', false;
         END IF;
