@@ -930,7 +930,10 @@ StagedOrder(Relation rel, AttrNumber line_att, int64 *n)
 		Datum		d = slot_getattr(slot, line_att, &isnull);
 
 		if (isnull)
-			continue;			/* NOT NULL: pass 1 refuses it */
+			ereport(ERROR,
+					(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
+					 errmsg("line must not be null"),
+					 errhint("Leave the column \"line\" to its default.")));
 		if (*n == cap)
 		{
 			cap *= 2;

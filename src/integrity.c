@@ -891,7 +891,8 @@ FetchSealRange(SealRow *s, const char *extra_columns)
 
 	/*
 	 * A partitioned log's archive holds the events of the partitions that
-	 * ocx.archive moved: a seal covers them still.
+	 * ocx.archive moved: a seal covers them still.  (The union carries the
+	 * three columns every caller reads; extra_columns is "" for both.)
 	 */
 	const char *from = OidIsValid(events) && get_rel_relkind(events) == RELKIND_PARTITIONED_TABLE
 		? "(SELECT l.txid, l.global_position, l.hash FROM ocx.events l UNION ALL "
