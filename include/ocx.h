@@ -305,6 +305,7 @@ extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
 extern bool OcxRetentionTick(void);
 /* logparts.c: the worker keeps partitions ahead of a partitioned log */
 extern bool OcxLogPartitionsTick(void);
+extern bool OcxLogPartitioned(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

@@ -1591,7 +1591,8 @@ WriteRow(Writer *w, TupleTableSlot *row)
 	SETV(EV_TXID, w->txid, false);
 	if (w->tenant != NULL)
 		SETV(EV_TENANT_ID, CStringGetTextDatum(w->tenant), false);
-	if (OcxPrivacyInUse())
+	/* (pass 1 found the batch's types with personal data: none, no look-up per row) */
+	if (b->personal)
 		SETV(EV_FROM_ROW + PR_DATA - 1, ProtectRow(row, line), false);
 	if (w->chain)
 		SETV(EV_HASH, ChainHash(w, s, slot, line), false);
@@ -1802,7 +1803,7 @@ WriteStreams(BatchStream **streams, int n, bool chain)
  * and its indexes are the partitions').
  */
 static void
-RefuseUnwritableLog(Oid events_id)
+RefuseUnwritableLog(void)
 {
 	if (OcxLogDistributed())
 		ereport(ERROR,
@@ -1811,7 +1812,7 @@ RefuseUnwritableLog(Oid events_id)
 				 errdetail("ocx.events is a Citus distributed table."),
 				 errhint("Import into a single node before ocx.distribute(), or append the events.")));
 	/* before pass 1: a batch is not parsed to be refused at its end */
-	if (get_rel_relkind(events_id) != RELKIND_RELATION)
+	if (OcxLogPartitioned())
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_IMPORT_UNSUPPORTED),
 				 errmsg("the import writes only to a plain ocx.events table"),
@@ -1885,7 +1886,7 @@ ocx_import_write(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "ocx: SPI_connect failed");
-	RefuseUnwritableLog(events_id);
+	RefuseUnwritableLog();
 	MemoryContextSwitchTo(cxt);
 
 	/* pass 1 */

@@ -880,28 +880,25 @@ FetchSeal(const char *where, Datum arg, Oid argtype, SealRow *s)
 	return true;
 }
 
-/* the seal's events, in log order, into SPI_tuptable (txid, global_position, hash, ...) */
+/* the seal's events, in log order, into SPI_tuptable (txid, global_position, hash) */
 static uint64
-FetchSealRange(SealRow *s, const char *extra_columns)
+FetchSealRange(SealRow *s)
 {
 	Oid			types[4] = {XID8OID, INT8OID, XID8OID, INT8OID};
 	Datum		args[4];
-	Oid			nsp = get_namespace_oid(OCX_SCHEMA, false);
-	Oid			events = get_relname_relid("events", nsp);
 
 	/*
 	 * A partitioned log's archive holds the events of the partitions that
-	 * ocx.archive moved: a seal covers them still.  (The union carries the
-	 * three columns every caller reads; extra_columns is "" for both.)
+	 * ocx.archive moved: a seal covers them still.
 	 */
-	const char *from = OidIsValid(events) && get_rel_relkind(events) == RELKIND_PARTITIONED_TABLE
+	const char *from = OcxLogPartitioned()
 		? "(SELECT l.txid, l.global_position, l.hash FROM ocx.events l UNION ALL "
 		"SELECT a.txid, a.global_position, a.hash FROM ocx_archive.events a)"
 		: "ocx.events";
-	char	   *sql = psprintf("SELECT e.txid, e.global_position, e.hash%s FROM %s e "
+	char	   *sql = psprintf("SELECT e.txid, e.global_position, e.hash FROM %s e "
 							   "WHERE (e.txid, e.global_position) OPERATOR(pg_catalog.>=) ($1, $2) "
 							   "AND (e.txid, e.global_position) OPERATOR(pg_catalog.<=) ($3, $4) "
-							   "ORDER BY e.txid, e.global_position", extra_columns, from);
+							   "ORDER BY e.txid, e.global_position", from);
 
 	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(s->ft));
 	args[1] = Int64GetDatum(s->fp);
@@ -929,7 +926,7 @@ SealProblem(int64 seal_id, const char *pem)
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_UNKNOWN_SEAL),
 				 errmsg("seal %lld does not exist", (long long) seal_id)));
-	n = FetchSealRange(&s, "");
+	n = FetchSealRange(&s);
 	if ((int64) n != s.events)
 		return psprintf("seal holds %lld events, the log has %llu in its range",
 						(long long) s.events, (unsigned long long) n);
@@ -1106,7 +1103,7 @@ Prove(pg_uuid_t *event_id)
 				(errcode(ERRCODE_OCX_NOT_SEALED),
 				 errmsg("event %s is not sealed yet", DatumGetCString(DirectFunctionCall1(uuid_out, arg))),
 				 errhint("The worker seals the log every ocx.seal_interval; ocx.seal() seals now.")));
-	n = FetchSealRange(&s, "");
+	n = FetchSealRange(&s);
 	for (i = 0; i < n; i++)
 	{
 		HeapTuple	r = SPI_tuptable->vals[i];
