@@ -15,12 +15,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 use OcxPrivacy;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
+my $seed = fuzz_seed();
 my $nbatches = $ENV{OCX_IMPORT_FUZZ_BATCHES} // 250;
 diag("ocx import fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), batches: $nbatches");
-srand($seed);
 
 my $node = privacy_node('import_fuzz');
 $node->safe_psql('postgres', q{
@@ -50,8 +50,6 @@ SELECT (SELECT count(*) || '/' || coalesce(max(global_position), 0) FROM ocx.eve
 $$;
 });
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
-sub chance { return rand() < $_[0]; }
 sub lit { my $s = shift; return 'NULL' unless defined $s; $s =~ s/'/''/g; return "'$s'"; }
 sub rstr
 {
@@ -63,11 +61,6 @@ sub jstr
 {
 	my $n = shift // int(rand(12));
 	return join('', map { pick('a' .. 'z', 0 .. 9, '-', ':', "'", ' ', 'é', '€', '{', '}') } 1 .. $n);
-}
-sub uuid
-{
-	return sprintf('%08x-%04x-4%03x-8%03x-%06x%06x', int(rand(2**32)), int(rand(2**16)), int(rand(2**12)),
-		int(rand(2**12)), int(rand(2**24)), int(rand(2**24)));
 }
 
 my @streams = ('fz-1', 'fz-2', 'fz-3', 'inl-1', 'inl-0', 'cust-1', 'cust-2');

@@ -13,11 +13,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
+my $seed = fuzz_seed();
 my $nevents = $ENV{OCX_ROUNDTRIP_FUZZ_EVENTS} // 3000;
 diag("ocx round-trip fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), events: $nevents");
-srand($seed);
 
 my $node = PostgreSQL::Test::Cluster->new('roundtrip_fuzz');
 $node->init;
@@ -26,8 +26,6 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE target');
 $node->safe_psql($_, 'CREATE EXTENSION ocx') for ('postgres', 'target');
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
-sub chance { return rand() < $_[0]; }
 
 # a JSON string literal of random characters (escaped as JSON requires; the
 # script works on UTF-8 bytes: beyond the BMP, the last code point, a BOM)
@@ -76,12 +74,6 @@ sub jarray
 	my ($depth) = @_;
 	return '[' . join(', ', map { jvalue($depth) } 1 .. int(rand(5))) . ']';
 }
-sub uuid
-{
-	return sprintf('%08x-%04x-4%03x-8%03x-%06x%06x', int(rand(2**32)), int(rand(2**16)), int(rand(2**12)),
-		int(rand(2**12)), int(rand(2**24)), int(rand(2**24)));
-}
-sub sq { my $s = shift; $s =~ s/'/''/g; return "'$s'"; }
 
 # random batches of random events to random streams
 my $written = 0;

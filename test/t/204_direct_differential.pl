@@ -19,11 +19,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
+my $seed = fuzz_seed();
 my $nops = $ENV{OCX_DIFFERENTIAL_OPS} // 2000;
 diag("ocx direct/statement differential seed: $seed (replay: OCX_FUZZ_SEED=$seed), operations: $nops");
-srand($seed);
 
 my $node = PostgreSQL::Test::Cluster->new('direct_differential');
 $node->init;
@@ -43,17 +43,8 @@ for my $db ('direct', 'stmt', 'parted', 'rcstmt')
 	$node->safe_psql($db, q{
 CREATE EXTENSION ocx;
 SELECT ocx.define_event_type('Typed', 2, '{"type": "object", "required": ["n"]}');
--- an operation's outcome: its result or its SQLSTATE (and how many appends took the direct path)
-CREATE FUNCTION run(op text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE r text;
-BEGIN
-    EXECUTE op INTO r;
-    RETURN coalesce(r, 'null');
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE;
-END $$;
-GRANT EXECUTE ON FUNCTION run(text) TO PUBLIC;
 });
+	$node->safe_psql($db, $RUN_SQL);
 }
 # a partitioned log (statements, and ids unique across partitions by locks of their own)
 $node->safe_psql('parted', q{SELECT ocx.partition_log(1000, 10)});
@@ -63,9 +54,6 @@ CREATE ROLE dw LOGIN IN ROLE ocx_writer;
 CREATE ROLE dadmin LOGIN IN ROLE ocx_admin;
 });
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
-sub chance { return rand() < $_[0]; }
-sub sq { my $s = shift; $s =~ s/'/''/g; return "'$s'"; }
 my @ids = map { sprintf('00000000-0000-4000-8000-%012d', $_) } 1 .. 400;
 my %version;    # stream => its version as far as the operations know
 

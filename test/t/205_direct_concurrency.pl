@@ -11,10 +11,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 use IPC::Run;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
-srand($seed);
+my $seed = fuzz_seed();
 my ($nsessions, $ncalls) = (4, 400);
 
 my $node = PostgreSQL::Test::Cluster->new('direct_concurrency');
@@ -23,7 +23,6 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'ocx'\n");
 $node->start;
 $node->safe_psql('postgres', q{CREATE EXTENSION ocx});
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
 
 # the calls: "op-S-N" names call N of session S; its events' ids carry S and N
 my %expected;    # op => expected version (undef: none)

@@ -11,10 +11,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 use IPC::Run;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
-srand($seed);
+my $seed = fuzz_seed();
 
 my $node = PostgreSQL::Test::Cluster->new('projection_differential');
 $node->init;
@@ -54,7 +54,6 @@ SELECT ocx.define_projection('p_parts', 'p_parts(ocx.event)', categories => '{dp
 $node->poll_query_until('postgres', q{SELECT state = 'running' FROM ocx.projections WHERE name = 'p_inline'})
   or die 'the inline projection did not start';
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
 
 # two sessions of random appends at once
 my @scripts;

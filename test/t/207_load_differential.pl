@@ -11,10 +11,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 use OcxPrivacy;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
-srand($seed);
+my $seed = fuzz_seed();
 my $nops = 1500;
 my @dbs = ('scan', 'plans', 'parted');
 
@@ -38,20 +38,12 @@ SELECT ocx.define_event_type('acc.Moved', 2);
 -- version 1 stored the amount as "amount" in cents; version 2 as "n" with a unit
 SELECT ocx.define_upcaster('acc.Moved', 1, spec => '[{"op": "rename", "from": "amount", "to": "n"}, {"op": "default", "path": "unit", "value": "cent"}]');
 SELECT ocx.define_aggregate('acc', 'acc_apply(jsonb, ocx.event)', '{"sum": 0}', snapshot_every => 7);
-CREATE FUNCTION run(op text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE r text;
-BEGIN
-    EXECUTE op INTO r;
-    RETURN coalesce(r, 'null');
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE;
-END $$;
 });
+	$node->safe_psql($db, $RUN_SQL);
 }
 $node->safe_psql('plans', q{SELECT ocx.define_personal_data('other.Type', 'subject', '{email}')});
 $node->safe_psql('parted', q{SELECT ocx.partition_log(500, 10)});
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
 
 my @ops;
 my $t = 0;

@@ -10,9 +10,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxFuzz;
 
-my $seed = $ENV{OCX_FUZZ_SEED} // 20261207;
-srand($seed);
+my $seed = fuzz_seed();
 
 my $node = PostgreSQL::Test::Cluster->new('archive_differential');
 $node->init;
@@ -31,7 +31,6 @@ $$;
 SELECT ocx.define_aggregate('arc', 'acc_apply(jsonb, ocx.event)', '{}');
 });
 
-sub pick { return $_[ int(rand(scalar @_)) ]; }
 
 my $written = 0;
 my $sql = '';
