@@ -112,6 +112,7 @@ extern bool OcxRestoreConnected(void);
 
 /* citus.c: the log distributed with Citus (docs/scaling.md) */
 extern bool OcxLogDistributed(void);
+extern bool OcxLogPartitioned(void);	/* citus.c too: the log's other shape */
 extern void OcxWaitForCommittingAppenders(void);
 extern void OcxCitusRelcacheCallback(Datum arg, Oid relid);
 
@@ -305,7 +306,6 @@ extern OcxDirectResult OcxDirectAppend(text *stream_id, const char *sid,
 extern bool OcxRetentionTick(void);
 /* logparts.c: the worker keeps partitions ahead of a partitioned log */
 extern bool OcxLogPartitionsTick(void);
-extern bool OcxLogPartitioned(void);
 
 extern bool OcxCommandWorkerTick(void);
 extern bool OcxSagaWorkerTick(void);

@@ -93,6 +93,21 @@ OcxLogDistributed(void)
 }
 
 /*
+ * Is ocx.events partitioned (ocx.partition_log)?  Beside the question
+ * above: the shape of the log, asked by code at every layer.  The C side of
+ * ocx._log_partitioned(), for the code that reads or writes the log below
+ * SQL and must take the archive, or the partitions, into account.
+ */
+bool
+OcxLogPartitioned(void)
+{
+	Oid			nsp = get_namespace_oid(OCX_SCHEMA, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE;
+}
+
+/*
  * Wait for the transactions of this database that have ended on this node
  * and are still in their commit (or abort) callbacks: those whose lxid the
  * proc array has cleared (ProcArrayEndTransaction) while they still hold

@@ -288,20 +288,6 @@ ocx_log_unique(PG_FUNCTION_ARGS)
 }
 
 /*
- * Is ocx.events partitioned (ocx.partition_log)?  The C side of
- * ocx._log_partitioned(), for the code that reads or writes the log below
- * SQL and must take the archive, or the partitions, into account.
- */
-bool
-OcxLogPartitioned(void)
-{
-	Oid			nsp = get_namespace_oid(OCX_SCHEMA, true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("events", nsp) : InvalidOid;
-
-	return OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE;
-}
-
-/*
  * The worker's "partitions" unit: keep partitions ahead of the log's
  * position (ocx.partition_ahead(), 88p_partitioned_log.sql).  Does nothing
  * until ocx.events is partitioned.  Returns whether it created one.
