@@ -116,6 +116,7 @@ static bool pd_defs_stale = false;
 static bool pd_keys_stale = false;
 static bool pd_any = false;		/* some type has (or had) a definition */
 static HTAB *pd_keys = NULL;
+static PdKey *pd_last_key = NULL;	/* the last key looked up, in pd_keys */
 static HTAB *pd_subjects = NULL;
 static Oid	pd_defs_relid = InvalidOid;
 static Oid	pd_keys_relid = InvalidOid;
@@ -157,6 +158,7 @@ ResetKeyCaches(void)
 		}
 	}
 	pd_keys_stale = false;
+	pd_last_key = NULL;
 	if (pd_keys)
 		hash_destroy(pd_keys);
 	if (pd_subjects)
@@ -612,6 +614,10 @@ LookupKey(const pg_uuid_t *key_id)
 	PdKey	   *k;
 	bool		found;
 
+	/* an event's fields share their subject's key: the last one first */
+	if (pd_last_key != NULL && !pd_keys_stale &&
+		memcmp(pd_last_key->id.data, key_id->data, UUID_LEN) == 0)
+		return pd_last_key;
 	EnsureKeyCaches();
 	k = hash_search(pd_keys, key_id, HASH_FIND, NULL);
 	if (k == NULL)
@@ -652,6 +658,7 @@ LookupKey(const pg_uuid_t *key_id)
 			memcpy(k->dek, tmp, PD_KEY_LEN);
 		explicit_bzero(tmp, sizeof(tmp));
 	}
+	pd_last_key = k;
 	return k;
 }
 
@@ -854,88 +861,112 @@ UuidToText(const pg_uuid_t *u, char *out)
 	out[o] = '\0';
 }
 
+/*
+ * Decoding tables: a hex digit's value and a base64 character's, -1 for any
+ * other byte.  The reveal decodes a key id and a base64 ciphertext per field
+ * of every event read: a table costs a load where the comparisons cost
+ * branches (docs/performance.md, "Personal data").
+ */
+static int8 hex_tab[256];
+static int8 b64_tab[256];
+static bool tabs_ready = false;
+
+static void
+DecodeTables(void)
+{
+	const char *b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	int			i;
+
+	memset(hex_tab, -1, sizeof(hex_tab));
+	memset(b64_tab, -1, sizeof(b64_tab));
+	for (i = 0; i < 10; i++)
+		hex_tab['0' + i] = (int8) i;
+	for (i = 0; i < 6; i++)
+		hex_tab['a' + i] = hex_tab['A' + i] = (int8) (10 + i);
+	for (i = 0; i < 64; i++)
+		b64_tab[(unsigned char) b64[i]] = (int8) i;
+	tabs_ready = true;
+}
+
 static int
 HexVal(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	if (!tabs_ready)
+		DecodeTables();
+	return hex_tab[(unsigned char) c];
 }
 
+/* The 36-character text form of a UUID (lower or upper case hex). */
 static bool
 TextToUuid(const char *s, pg_uuid_t *u)
 {
-	int			i,
-				p = 0;
+	static const uint8 at[UUID_LEN] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+	int			bad = 0;
+	int			i;
 
+	if (!tabs_ready)
+		DecodeTables();
+	if (s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+		return false;
 	for (i = 0; i < UUID_LEN; i++)
 	{
-		int			hi,
-					lo;
+		int			hi = hex_tab[(unsigned char) s[at[i]]],
+					lo = hex_tab[(unsigned char) s[at[i] + 1]];
 
-		if (p == 8 || p == 13 || p == 18 || p == 23)
-		{
-			if (s[p] != '-')
-				return false;
-			p++;
-		}
-		hi = HexVal(s[p]);
-		lo = HexVal(s[p + 1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		u->data[i] = (uint8) (hi << 4 | lo);
-		p += 2;
+		bad |= hi | lo;
+		u->data[i] = (uint8) ((unsigned) hi << 4 | (unsigned) lo);
 	}
-	return true;
+	return bad >= 0;
 }
 
 /*
  * Base64 (RFC 4648, padded) decoding by table: the markers are ours, so any
- * other byte is an error (-1).  Returns the decoded length.
+ * other byte is an error (-1).  Returns the decoded length.  The quads before
+ * the last cannot hold padding and are decoded without looking for it.
  */
 static int
 B64Decode(const char *src, int len, uint8 *dst)
 {
-	static int8 tab[256];
-	static bool init = false;
+	const unsigned char *s = (const unsigned char *) src;
 	int			i,
 				o = 0,
+				bad = 0,
 				pad = 0;
+	int			a,
+				b,
+				c,
+				d;
+	uint32		v;
 
-	if (!init)
+	if (!tabs_ready)
+		DecodeTables();
+	if (len == 0 || len % 4 != 0)
+		return len == 0 ? 0 : -1;
+	for (i = 0; i < len - 4; i += 4)
 	{
-		const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-		memset(tab, -1, sizeof(tab));
-		for (i = 0; i < 64; i++)
-			tab[(unsigned char) a[i]] = (int8) i;
-		init = true;
-	}
-	if (len % 4 != 0)
-		return -1;
-	if (len >= 1 && src[len - 1] == '=')
-		pad++;
-	if (len >= 2 && src[len - 2] == '=')
-		pad++;
-	for (i = 0; i < len; i += 4)
-	{
-		int			a = tab[(unsigned char) src[i]],
-					b = tab[(unsigned char) src[i + 1]],
-					c = (i + 4 == len && pad == 2) ? 0 : tab[(unsigned char) src[i + 2]],
-					d = (i + 4 == len && pad >= 1) ? 0 : tab[(unsigned char) src[i + 3]];
-		uint32		v;
-
-		if ((a | b | c | d) < 0)
-			return -1;
+		a = b64_tab[s[i]];
+		b = b64_tab[s[i + 1]];
+		c = b64_tab[s[i + 2]];
+		d = b64_tab[s[i + 3]];
+		bad |= a | b | c | d;
 		v = (uint32) a << 18 | (uint32) b << 12 | (uint32) c << 6 | (uint32) d;
 		dst[o++] = (uint8) (v >> 16);
 		dst[o++] = (uint8) (v >> 8);
 		dst[o++] = (uint8) v;
 	}
+	if (s[i + 3] == '=')
+		pad = s[i + 2] == '=' ? 2 : 1;
+	a = b64_tab[s[i]];
+	b = b64_tab[s[i + 1]];
+	c = pad == 2 ? 0 : b64_tab[s[i + 2]];
+	d = pad >= 1 ? 0 : b64_tab[s[i + 3]];
+	bad |= a | b | c | d;
+	if (bad < 0)
+		return -1;
+	v = (uint32) a << 18 | (uint32) b << 12 | (uint32) c << 6 | (uint32) d;
+	dst[o++] = (uint8) (v >> 16);
+	dst[o++] = (uint8) (v >> 8);
+	dst[o++] = (uint8) v;
 	return o - pad;
 }
 
