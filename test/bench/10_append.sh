@@ -62,6 +62,49 @@ row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: minimal INSE
 read -r o b < <(alt_tps "$BENCH_OUT/append1.sql" "$BENCH_OUT/hw1.sql" 8 3)
 row "append_event, 1 event/tx, 8 clients, fsync on (tx/s; baseline: hand-written store, same guarantees and indexes)" "$o" "$b" 0.9
 
+# 1b. what one append writes to the WAL, against the minimal INSERT: with both
+# sides waiting for their WAL flush, the 8-client ratio follows it
+# (docs/performance.md, "Which query needs each index").  4 clients x 500
+# transactions of each script, 3 alternating rounds, the cluster's WAL between
+# (a second's wait after each, so that the worker's share of an append is in
+# ocx's figure).  A guard as much as a figure: a new index, a wider row or a
+# chattier worker shows here first.
+# (autovacuum's own WAL counts to whichever side it runs in: each side starts
+# once no autovacuum worker runs, waiting at most 10 s, so that a vacuum the
+# other side's rows started is not counted here)
+quiet() {
+    local i
+    for i in $(seq 1 100); do
+        [ "$($P -Atc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && return
+        sleep 0.1
+    done
+}
+wal_per_tx() {   # SCRIPT -> WAL bytes per transaction
+    local a b out
+    quiet
+    a=$($P -Atc "SELECT pg_current_wal_insert_lsn()")
+    if ! out=$("$PGBIN/pgbench" -n -c 4 -j 2 -t 500 -f "$1" 2>&1) || printf '%s\n' "$out" | grep -q aborted; then
+        echo "bench: pgbench $(basename "$1") for the WAL row failed" | tee -a "$BENCH_OUT/pgbench_failures" >&2
+        echo 0
+        return 1
+    fi
+    sleep 1
+    b=$($P -Atc "SELECT pg_current_wal_insert_lsn()")
+    $P -Atc "SELECT round(pg_wal_lsn_diff('$b', '$a') / 2000.0)"
+}
+wo=""; wb=""
+for i in 1 2 3; do
+    if [ $((i % 2)) -eq 1 ]; then
+        wo="$wo $(wal_per_tx "$BENCH_OUT/append1.sql")"; wb="$wb $(wal_per_tx "$BENCH_OUT/raw1.sql")"
+    else
+        wb="$wb $(wal_per_tx "$BENCH_OUT/raw1.sql")"; wo="$wo $(wal_per_tx "$BENCH_OUT/append1.sql")"
+    fi
+done
+spread_rounds "$wo" "$wb"
+row "WAL bytes per single-event append_event (worker's share included) vs per minimal INSERT" \
+    "$(echo "$wo" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" \
+    "$(echo "$wb" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s / NF }')" 3.0 lower
+
 # 2. 100 events per call, 4 clients, in events/s
 events=$(tick_events 100)
 values=$(seq 1 100 | awk '{printf "%s(:s, nextval(%sraw_version%s), %sTick%s, %s{\"n\": %d, \"pad\": \"abcdefghij\"}%s)", (NR>1?",":""), "\047", "\047", "\047", "\047", "\047", $1, "\047"}')
