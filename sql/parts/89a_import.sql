@@ -98,22 +98,22 @@ COMMENT ON FUNCTION ocx.import_commit() IS
 -- Export: the log (or a category) as CloudEvents, in log order, through the
 -- one reader as stored (not upcast), resumable after a cursor.  Each event
 -- carries its stream and version (and tags) as extension attributes, so
--- that ocx.import_commit() gives back the same log.
+-- that ocx.import_commit() gives back the same log.  One C call per event
+-- builds the whole CloudEvent (src/cloudevents.c).
+CREATE FUNCTION ocx._export_cloudevent(e ocx.event, tags text[]) RETURNS jsonb
+    LANGUAGE C STABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'ocx_export_cloudevent';
+COMMENT ON FUNCTION ocx._export_cloudevent(ocx.event, text[]) IS
+    'internal: what ocx.export() writes for an event: ocx.to_cloudevent(e) with the attributes ocxstream, ocxversion, schemaversion and (when tagged) ocxtags';
+
 CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAULT NULL,
                            max_count integer DEFAULT NULL)
     RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
     LANGUAGE sql STABLE PARALLEL RESTRICTED
 BEGIN ATOMIC
     SELECT e."cursor",
-           ocx.to_cloudevent(e)
-             OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('ocxstream', e.stream_id,
-                                                                   'ocxversion', e.stream_version,
-                                                                   'schemaversion', e.schema_version)
-             OPERATOR(pg_catalog.||) COALESCE((SELECT pg_catalog.jsonb_build_object('ocxtags',
-                                                        pg_catalog.array_to_json(t.tags)::text)
-                                                 FROM ocx.events t
-                                                WHERE t.global_position OPERATOR(pg_catalog.=) e.global_position
-                                                  AND t.tags IS NOT NULL), '{}'::jsonb)
+           ocx._export_cloudevent(e, (SELECT t.tags FROM ocx.events t
+                                       WHERE t.global_position OPERATOR(pg_catalog.=) e.global_position))
       FROM ocx._read_log(export."after", export.max_count, NULL,
                          CASE WHEN export.category IS NOT NULL THEN ARRAY[ocx._stream_arg(export.category)] END,
                          false) e;

@@ -439,6 +439,31 @@ SELECT has_function_privilege('ocx_writer', 'ocx.import_commit()', 'EXECUTE') AS
        has_function_privilege('ocx_admin', 'ocx._import_write()', 'EXECUTE') AS admin_writes;
 DROP ROLE imp_admin, imp_writer, imp_reader;
 
+-- each exported CloudEvent is ocx.to_cloudevent(e) with the attributes the
+-- import reads back, which win over metadata extensions of the same names
+-- (the export's definition before it was one C call, kept as the oracle):
+-- tags, a schema version above 1, ids, a CloudEvent's own id and data kept
+-- in metadata._ce, and metadata named like the export's attributes
+SELECT ocx.append('exq-1', NULL, '[
+  {"type": "Q", "data": {"a": 1}, "tags": ["x", "b"], "schema_version": 3,
+   "correlation_id": "0190a6d2-7c4e-7a3b-8d3f-0123456789ab",
+   "metadata": {"ocxstream": "evil", "ocxversion": 99, "ocxtags": "no", "schemaversion": 7,
+                "subject": "s", "weird": {"o": 1}}},
+  {"type": "Q", "data": {"b": 2}, "metadata": {"ocxtags": "kept: the event has no tags"}}]');
+SELECT ocx.append_cloudevents('exq-2', NULL, '[{"specversion": "1.0", "id": "not-a-uuid", "source": "urn:exq",
+                                                "type": "Q", "data": [1, 2], "ocxversion": 5}]');
+SELECT count(*) > 20000 AS many_events,
+       count(*) FILTER (WHERE x.cloudevent IS DISTINCT FROM ocx.to_cloudevent(e)
+                          || jsonb_build_object('ocxstream', e.stream_id, 'ocxversion', e.stream_version,
+                                                'schemaversion', e.schema_version)
+                          || COALESCE((SELECT jsonb_build_object('ocxtags', array_to_json(t.tags)::text)
+                                         FROM ocx.events t
+                                        WHERE t.global_position = e.global_position AND t.tags IS NOT NULL),
+                                      '{}')) AS different
+  FROM ocx.export() x
+  JOIN ocx.read_all(NULL, NULL, upcast => false) e ON x."cursor"::text = e."cursor"::text;
+SELECT x.cloudevent - 'id' - 'time' AS cloudevent FROM ocx.export(category => 'exq') x;
+
 \c :regress_db
 DROP DATABASE ocx_import_regress WITH (FORCE);
 DROP DATABASE ocx_import_regress2 WITH (FORCE);
