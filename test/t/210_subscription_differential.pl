@@ -3,8 +3,8 @@
 # random transactions (held open across the others' steps, savepoints rolled
 # back, whole transactions rolled back) while three consumers of a
 # 4-partition subscription with a 1-second lease poll random batch sizes,
-# acknowledge random prefixes, and now and then stop for longer than the
-# lease (their partitions go to the others; their late ack is OX303), and a
+# acknowledge random prefixes, and now and then stop with a batch in hand
+# for longer than the lease (their partitions go to the others), and a
 # fourth consumer polls a subscription to a rare type (whose empty polls move
 # its cursor to the horizon while writers hold transactions open).  After
 # the writers finish and the consumers drain, checked against what the log
@@ -14,7 +14,8 @@
 #  - no event was delivered after it had been acknowledged;
 #  - every delivery of a stream's events came in stream order, and each
 #    partition's acknowledged events are its events in log order;
-#  - an ack that failed (OX303) acknowledged nothing;
+#  - every ack after such a stop was refused (OX303), and acknowledged
+#    nothing (the others got those events again and acknowledged them);
 #  - two exports resumed page by page from their last cursor meanwhile (the
 #    whole log, one category) wrote every event once, in log order.
 use strict;
