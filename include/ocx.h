@@ -182,6 +182,10 @@ extern uint64 OcxRunKeptPlan(struct _SPI_plan *plan, Datum *values,
 extern uint64 OcxRunKeptOrderedPlan(struct _SPI_plan *plan, Datum *values,
 									 const char *nulls, bool read_only);
 extern ErrorData *OcxInSubtransaction(void (*fn) (void *arg), void *arg);
+/* the fields of a composite datum th of row type desc into values/nulls (natts each) */
+struct TupleDescData;
+extern void OcxDeformRow(HeapTupleHeader th, struct TupleDescData *desc, Datum *values,
+						 bool *nulls);
 
 /* The longest event source (CloudEvents "source", ocx.source), in bytes. */
 #define OCX_MAX_SOURCE_LEN		1024

@@ -473,7 +473,6 @@ CeDeform(FunctionCallInfo fcinfo, HeapTupleHeader e, CeRow *row)
 	int32		typmod = HeapTupleHeaderGetTypMod(e);
 	CeFieldMap *map = (CeFieldMap *) fcinfo->flinfo->fn_extra;
 	TupleDesc	desc;
-	HeapTupleData tuple;
 	Datum	   *values;
 	bool	   *nulls;
 	int			f;
@@ -504,13 +503,9 @@ CeDeform(FunctionCallInfo fcinfo, HeapTupleHeader e, CeRow *row)
 		}
 		fcinfo->flinfo->fn_extra = map;
 	}
-	tuple.t_len = HeapTupleHeaderGetDatumLength(e);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	tuple.t_data = e;
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
-	heap_deform_tuple(&tuple, desc, values, nulls);
+	OcxDeformRow(e, desc, values, nulls);
 	for (f = 0; f < CF_COUNT; f++)
 	{
 		row->isnull[f] = map->attno[f] < 0 || nulls[map->attno[f]];

@@ -10,6 +10,7 @@
  */
 #include "ocx.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "utils/guc.h"
@@ -118,4 +119,21 @@ OcxInSubtransaction(void (*fn) (void *arg), void *arg)
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 	return edata;
+}
+
+/*
+ * The fields of a composite datum (an ocx.event passed to a C function):
+ * th deformed with desc, its row type's descriptor, into values and nulls,
+ * which hold desc->natts entries.  By-reference values point into th.
+ */
+void
+OcxDeformRow(HeapTupleHeader th, TupleDesc desc, Datum *values, bool *nulls)
+{
+	HeapTupleData tuple;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = th;
+	heap_deform_tuple(&tuple, desc, values, nulls);
 }

@@ -711,7 +711,6 @@ OcxUpcastEvent(Datum event)
 {
 	HeapTupleHeader th;
 	TupleDesc	desc;
-	HeapTupleData tmp;
 	HeapTuple	tuple;
 	Datum	   *values;
 	bool	   *nulls;
@@ -735,13 +734,9 @@ OcxUpcastEvent(Datum event)
 	if (type_att <= 0 || version_att <= 0 || data_att <= 0)
 		elog(ERROR, "ocx: OcxUpcastEvent: not an ocx.event");
 
-	tmp.t_len = HeapTupleHeaderGetDatumLength(th);
-	ItemPointerSetInvalid(&tmp.t_self);
-	tmp.t_tableOid = InvalidOid;
-	tmp.t_data = th;
 	values = palloc(sizeof(Datum) * desc->natts);
 	nulls = palloc(sizeof(bool) * desc->natts);
-	heap_deform_tuple(&tmp, desc, values, nulls);
+	OcxDeformRow(th, desc, values, nulls);
 	if (nulls[type_att - 1] || nulls[version_att - 1] || nulls[data_att - 1])
 	{
 		ReleaseTupleDesc(desc);
