@@ -1,6 +1,7 @@
 /*
  * spiutil.c
- *		Kept SPI plans and subtransactions, shared by every subsystem.
+ *		Kept SPI plans, subtransactions and the deform of a composite datum,
+ *		shared by every subsystem.
  *
  * Each subsystem keeps an array (or a few variables) of SPIPlanPtr, one per
  * fixed statement; OcxKeptPlan prepares a statement on first use in this
