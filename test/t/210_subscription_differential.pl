@@ -29,12 +29,16 @@ use OcxFuzz;
 my $seed = fuzz_seed();
 note("ocx fuzz seed: $seed");
 my $steps = $ENV{OCX_DIFFERENTIAL_OPS} // 1000;
+# the log horizon the readers use (t/211 runs this file with 'appenders')
+my $horizon = $ENV{OCX_SUB_HORIZON} // 'snapshot';
+note("ocx.horizon = $horizon");
 
-my $node = PostgreSQL::Test::Cluster->new('subscription_differential');
+my $node = PostgreSQL::Test::Cluster->new("subscription_differential_$horizon");
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ocx'
 ocx.naptime = '100ms'
+ocx.horizon = '$horizon'
 });
 $node->start;
 $node->safe_psql('postgres', q{
