@@ -23,6 +23,7 @@
 #include "access/htup_details.h"
 #include "common/jsonapi.h"
 #include "common/md5.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -487,19 +488,9 @@ CeDeform(FunctionCallInfo fcinfo, HeapTupleHeader e, CeRow *row)
 		map->natts = desc->natts;
 		for (f = 0; f < CF_COUNT; f++)
 		{
-			int			i;
+			int			attno = SPI_fnumber(desc, ce_field_names[f]);
 
-			map->attno[f] = -1;
-			for (i = 0; i < desc->natts; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(desc, i);
-
-				if (!att->attisdropped && strcmp(NameStr(att->attname), ce_field_names[f]) == 0)
-				{
-					map->attno[f] = i;
-					break;
-				}
-			}
+			map->attno[f] = attno > 0 ? attno - 1 : -1;
 		}
 		fcinfo->flinfo->fn_extra = map;
 	}
@@ -528,10 +519,11 @@ CeMark(JsonbContainer *cemeta, const char *key)
 }
 
 /*
- * Push the attributes of the event in row onto the open object in *state.
+ * Push the attributes of the event in row onto the open object in *state;
+ * schemaversion always when all_versions (the export), else only above 1.
  */
 static void
-CeBuild(CeRow *row, JsonbParseState **state)
+CeBuild(CeRow *row, JsonbParseState **state, bool all_versions)
 {
 	JsonbParseState *extra = NULL;
 	int			nextra = 0;
@@ -594,7 +586,8 @@ CeBuild(CeRow *row, JsonbParseState **state)
 					  DatumGetCString(DirectFunctionCall1(uuid_out, row->value[CF_CAUSATION_ID])));
 		has_cause = true;
 	}
-	if (!row->isnull[CF_SCHEMA_VERSION] && DatumGetInt32(row->value[CF_SCHEMA_VERSION]) > 1)
+	if (!row->isnull[CF_SCHEMA_VERSION] &&
+		(all_versions || DatumGetInt32(row->value[CF_SCHEMA_VERSION]) > 1))
 	{
 		v.type = jbvNumeric;
 		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric, row->value[CF_SCHEMA_VERSION]));
@@ -680,7 +673,7 @@ ocx_to_cloudevent(PG_FUNCTION_ARGS)
 
 	CeDeform(fcinfo, PG_GETARG_HEAPTUPLEHEADER(0), &row);
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	CeBuild(&row, &state);
+	CeBuild(&row, &state, false);
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL)));
 }
 
@@ -707,14 +700,11 @@ ocx_export_cloudevent(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OCX_INVALID_ARGUMENT),
 				 errmsg("event has no stream, version or schema version")));
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	CeBuild(&row, &state);
+	CeBuild(&row, &state, true);
 	OcxPushString(&state, "ocxstream", TextDatumGetCString(row.value[CF_STREAM_ID]));
 	v.type = jbvNumeric;
 	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, row.value[CF_STREAM_VERSION]));
 	OcxPushValue(&state, "ocxversion", &v);
-	v.type = jbvNumeric;
-	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric, row.value[CF_SCHEMA_VERSION]));
-	OcxPushValue(&state, "schemaversion", &v);
 	if (!PG_ARGISNULL(1))
 		OcxPushString(&state, "ocxtags",
 					  TextDatumGetCString(DirectFunctionCall1(array_to_json, PG_GETARG_DATUM(1))));
