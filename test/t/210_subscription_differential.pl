@@ -55,40 +55,14 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 });
 
-my @writers = map { $node->background_psql('postgres') } 1 .. 3;
-my @in_tx = (0, 0, 0);
 my @streams = ((map { "ord-$_" } 1 .. 6), (map { "inv-$_" } 1 .. 4), (map { "oth-$_" } 1 .. 3));
-# each writer appends to its own streams: a stream's lock is held to the
-# writer's commit, and one writer waiting for another would stop the test's
-# single thread
-my @own = map { my $w = $_; [ @streams[ grep { $_ % 3 == $w } 0 .. $#streams ] ] } 0 .. 2;
 my $seq = 0;
-
-sub write_step
-{
-	my ($w) = @_;
-	my $s = $writers[$w];
-	if (!$in_tx[$w])
-	{
-		$s->query_safe('BEGIN');
-		$in_tx[$w] = 1;
-	}
-	my $r = rand();
-	my $append = sub {
-		my $type = chance(0.1) ? 'Rare' : pick('Placed', 'Changed', 'Noted');
-		$seq++;
-		$s->query_safe("SELECT ocx.append_event('" . pick(@{ $own[$w] }) . "', NULL, '$type', '{\"seq\": $seq}')");
-	};
-	if ($r < 0.55) { $append->() for 1 .. 1 + int(rand(3)); }
-	elsif ($r < 0.65)
-	{
-		$s->query_safe('SAVEPOINT sp');
-		$append->();
-		$s->query_safe('ROLLBACK TO SAVEPOINT sp');
-	}
-	elsif ($r < 0.9) { $s->query_safe('COMMIT'); $in_tx[$w] = 0; }
-	else { $s->query_safe('ROLLBACK'); $in_tx[$w] = 0; }
-}
+my $writers = random_writers($node, 3, \@streams, sub {
+	my ($s, $own) = @_;
+	my $type = chance(0.1) ? 'Rare' : pick('Placed', 'Changed', 'Noted');
+	$seq++;
+	$s->query_safe("SELECT ocx.append_event('" . pick(@$own) . "', NULL, '$type', '{\"seq\": $seq}')");
+});
 
 # The consumers' record: every delivery, every acknowledged event.
 my %consumer = map { $_ => $node->background_psql('postgres') } qw(c1 c2 c3 solo);
@@ -155,31 +129,14 @@ sub acknowledged
 
 # Two exports resumed page by page from their last cursor (docs/migrating.md,
 # "The export"), the whole log and the category inv: what they wrote, in order.
-my %exporter = map { $_ => { s => $node->background_psql('postgres'), after => undef, got => [] } } qw(all inv);
-
-sub export_page
-{
-	my ($which) = @_;
-	my $x = $exporter{$which};
-	my $n = 1 + int(rand(20));
-	my $after = defined $x->{after} ? "'$x->{after}'" : 'NULL';
-	my $cat = $which eq 'all' ? 'NULL' : "'inv'";
-	my $out = $x->{s}->query_safe(
-		"SELECT cursor::text || '|' || (cloudevent->>'ocxstream') FROM ocx.export($cat, $after, $n)");
-	for my $line (grep { $_ ne '' } split /\n/, $out)
-	{
-		my ($cursor, $stream) = split /\|/, $line;
-		my ($gp) = $cursor =~ m{/(\d+)$};
-		push @{ $x->{got} }, $gp;
-		$x->{after} = $cursor;
-	}
-}
+my %exporter = (all => export_pager($node->background_psql('postgres'), undef),
+				inv => export_pager($node->background_psql('postgres'), 'inv'));
 
 for my $step (1 .. $steps)
 {
 	my $r = rand();
-	if ($r < 0.45) { write_step(int(rand(3))); next; }
-	if ($r < 0.52) { export_page(pick('all', 'inv')); next; }
+	if ($r < 0.45) { writer_step($writers, int(rand(3))); next; }
+	if ($r < 0.52) { export_page($exporter{ pick('all', 'inv') }); next; }
 	my $who = pick('c1', 'c2', 'c3', 'solo');
 	if (exists $asleep{$who})
 	{
@@ -212,11 +169,7 @@ for my $who (sort keys %asleep)
 }
 
 # the writers finish (committing), the consumers drain
-for my $w (0 .. 2)
-{
-	$writers[$w]->query_safe('COMMIT') if $in_tx[$w];
-	$writers[$w]->quit;
-}
+writers_finish($writers, 1);
 sleep 2;    # every lease runs out: the consumers start over from what is acknowledged
 my $step = $steps;
 for my $round (1 .. 200)
@@ -244,7 +197,7 @@ $_->quit for values %consumer;
 for my $which (qw(all inv))
 {
 	my $before;
-	do { $before = scalar @{ $exporter{$which}{got} }; export_page($which); }
+	do { $before = scalar @{ $exporter{$which}{got} }; export_page($exporter{$which}); }
 	  while (scalar @{ $exporter{$which}{got} } > $before);
 	$exporter{$which}{s}->quit;
 }
