@@ -41,6 +41,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "tcop/utility.h"
 #include "miscadmin.h"
 #include "catalog/pg_collation.h"
 #include "common/hashfn.h"
@@ -126,6 +127,8 @@ ocx_publish(PG_FUNCTION_ARGS)
 	char	   *channel;
 	Jsonb	   *payload;
 
+	/* NOTIFY's own refusal, rather than the internal error at commit */
+	PreventCommandDuringRecovery("ocx.publish()");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OCX_INVALID_CHANNEL),

@@ -33,6 +33,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/transam.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -112,10 +113,21 @@ OcxLogXidOffset(void)
 	return offset;
 }
 
-/* The current transaction's log txid (assigns a transaction id). */
+/*
+ * The current transaction's log txid (assigns a transaction id).  A hot
+ * standby cannot assign one: refused there as pg_current_xact_id() is, with
+ * the read-only SQLSTATE rather than GetTopFullTransactionId's internal
+ * error (ocx.log_txid(), ocx.import_begin(); the writers refuse earlier).
+ */
 uint64
 OcxLogTxid(void)
 {
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot take a log transaction id during recovery"),
+				 errdetail("A hot standby only reads the log."),
+				 errhint("Append, import and send commands on the primary.")));
 	OcxAppenderEnter();
 	return U64FromFullTransactionId(GetTopFullTransactionId()) + OcxLogXidOffset();
 }

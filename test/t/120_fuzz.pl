@@ -4,7 +4,10 @@
 # crash, backend memory under 100 MB, and the log unchanged by every failed
 # call (and every event appended by a call that succeeded).
 # Replay a run with OCX_FUZZ_SEED=<seed> (printed first); OCX_FUZZ_CALLS
-# changes the number of calls (default 10000).
+# changes the number of calls (default 10000).  With OCX_FUZZ_STANDBY=1
+# (t/214) the calls go to a hot standby of the set-up database (default
+# 3000 calls): every one that would write must be refused as read-only, not
+# with an internal error, and none may crash the standby.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -13,7 +16,8 @@ use Test::More;
 use Time::HiRes qw(time);
 
 my $seed = $ENV{OCX_FUZZ_SEED} // 20261204;
-my $ncalls = $ENV{OCX_FUZZ_CALLS} // 10000;
+my $on_standby = $ENV{OCX_FUZZ_STANDBY} // 0;
+my $ncalls = $ENV{OCX_FUZZ_CALLS} // ($on_standby ? 3000 : 10000);
 my $batch = 500;
 my $mem_limit = 100 * 1024 * 1024;
 diag("ocx fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), calls: $ncalls");
@@ -21,7 +25,7 @@ srand($seed);
 my $t_start = time();
 
 my $node = PostgreSQL::Test::Cluster->new('fuzz');
-$node->init;
+$node->init(allows_streaming => $on_standby);
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'ocx'
 ocx.naptime = '1s'
@@ -70,6 +74,17 @@ CREATE ROLE fz_writer LOGIN IN ROLE ocx_writer;
 CREATE ROLE fz_admin LOGIN IN ROLE ocx_admin;
 });
 my $dropped_oid = $node->safe_psql('postgres', 'SELECT oid FROM fz_oid');
+
+# the node the calls go to: the primary, or a hot standby of it
+my $target = $node;
+if ($on_standby)
+{
+	$node->backup('fz');
+	$target = PostgreSQL::Test::Cluster->new('fuzz_standby');
+	$target->init_from_backup($node, 'fz', has_streaming => 1);
+	$target->start;
+	$node->wait_for_catchup($target, 'replay');
+}
 
 # the public functions, from the catalog
 my @funcs;
@@ -344,7 +359,7 @@ while ($done < $ncalls) {
 		$script .= "SELECT * FROM fz_mem() \\gset\n\\echo \@M :ctx :anon\n" if $i % 100 == 99 || $i == $n - 1;
 	}
 	my ($stdout, $stderr);
-	$node->psql('postgres', $script, stdout => \$stdout, stderr => \$stderr,
+	$target->psql('postgres', $script, stdout => \$stdout, stderr => \$stderr,
 		extra_params => [ '-U', $role ], on_error_stop => 0, timeout => 300);
 	my @lines = split /\n/, $stdout;
 	my ($prev, $cur, $last_i, $prev_r, $prev_max);
@@ -402,22 +417,30 @@ diag('functions no call succeeded for: ' . (join(', ', @never_ok) || 'none'));
 is($lost, 0, 'every call answered (no lost connection)');
 is(scalar(grep { !$fstates{ $_->{sig} } } @funcs), 0, 'every public function called');
 is(join("\n", @internal), '', 'no internal error (XX000 / OX000)');
-ok($node->safe_psql('postgres', 'SELECT 1') eq '1', 'the server is up');
-ok(!$node->log_contains(qr/terminated by signal|was terminated|server process .* exited with exit code|PANIC/),
+ok($target->safe_psql('postgres', 'SELECT 1') eq '1', 'the server is up');
+ok(!$target->log_contains(qr/terminated by signal|was terminated|server process .* exited with exit code|PANIC/),
 	'no backend crashed');
 cmp_ok($max_ctx, '<', $mem_limit, 'backend memory contexts stay under 100 MB');
 cmp_ok($max_anon, '<', $mem_limit, 'backend private resident memory stays under 100 MB');
 is(join("\n", @log_changed), '', 'the log is unchanged by every failed call');
-my @streams = split /\n/, $node->safe_psql('postgres',
+my @streams = split /\n/, $target->safe_psql('postgres',
 	'SELECT DISTINCT stream_id FROM ocx.events ORDER BY 1');
 # ocx.forget_subject appends ocx.SubjectForgotten to ocx.privacy-<hash> in the
 # transaction that records the erasure: a stream of an erasure that committed
-$ok_streams{$_} = 1 for split /\n/, $node->safe_psql('postgres',
+$ok_streams{$_} = 1 for split /\n/, $target->safe_psql('postgres',
 	q{SELECT DISTINCT 'ocx.privacy-' || left(subject_hash, 32) FROM ocx.erasures});
 my @foreign = grep { !$ok_streams{$_} } @streams;
 is(join(', ', map { length($_) > 40 ? substr($_, 0, 40) . '...' : $_ } @foreign), '',
 	'every event in the log was appended by a call that succeeded (' . scalar(@streams) . ' streams)');
-cmp_ok(scalar(@streams), '>', 0, 'some appends succeeded');
+if ($on_standby)
+{
+	is(join(', ', grep { $_ ne 'fz-1' } @streams), '', 'no call wrote on the standby');
+	$target->stop;
+}
+else
+{
+	cmp_ok(scalar(@streams), '>', 0, 'some appends succeeded');
+}
 
 $node->stop;
 done_testing();

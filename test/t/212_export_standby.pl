@@ -10,7 +10,8 @@
 #    in log order, every committed event once;
 #  - the standby's export, one call, is the primary's, document for
 #    document;
-#  - ocx.verify() is clean on the standby (run by a role holding ocx_admin);
+#  - ocx.verify() is clean on the standby (run by a role holding ocx_admin),
+#    and an import there is refused with 25006;
 #  - the standby's export, imported into a fresh cluster, is the primary's
 #    log row for row (hashes included) and verifies there.
 # The log horizon a standby reads under is its snapshot's xmin whatever
@@ -146,6 +147,13 @@ is($standby->safe_psql('postgres', "SET SESSION AUTHORIZATION auditor; $whole"),
 	$primary->safe_psql('postgres', $whole), "the standby's export is the primary's, document for document");
 is($standby->safe_psql('postgres', 'SET SESSION AUTHORIZATION operator; SELECT count(*) FROM ocx.verify()'), '0',
 	'ocx.verify() is clean on the standby (as an ocx_admin)');
+
+# an import on the standby is refused with the read-only SQLSTATE (it was
+# an internal error, XX000 "cannot assign TransactionIds during recovery")
+my ($rc, $out, $err) = $standby->psql('postgres', "\\set VERBOSITY verbose\nSELECT ocx.import_begin();",
+	on_error_stop => 1);
+like($err, qr/ERROR:  25006: cannot take a log transaction id during recovery/,
+	'an import on the standby is refused: 25006');
 
 # the standby's export imported into a fresh cluster: the primary's log
 my $file = $standby->basedir . '/standby_export.ndjson';
