@@ -7,7 +7,10 @@
 # changes the number of calls (default 10000).  With OCX_FUZZ_STANDBY=1
 # (t/214) the calls go to a hot standby of the set-up database (default
 # 3000 calls): every one that would write must be refused as read-only, not
-# with an internal error, and none may crash the standby.
+# with an internal error, and none may crash the standby.  OCX_FUZZ_SET adds
+# a setting to every session of the calls (t/215: a serializable isolation
+# level, where appends take the statement path instead of the direct write;
+# read-only transactions, where nothing may be written).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -17,10 +20,13 @@ use Time::HiRes qw(time);
 
 my $seed = $ENV{OCX_FUZZ_SEED} // 20261204;
 my $on_standby = $ENV{OCX_FUZZ_STANDBY} // 0;
-my $ncalls = $ENV{OCX_FUZZ_CALLS} // ($on_standby ? 3000 : 10000);
+my $session_set = $ENV{OCX_FUZZ_SET} // '';
+my $read_only = $on_standby || $session_set =~ /read_only\s*=\s*on/;
+my $ncalls = $ENV{OCX_FUZZ_CALLS} // ($on_standby || $session_set ne '' ? 3000 : 10000);
 my $batch = 500;
 my $mem_limit = 100 * 1024 * 1024;
-diag("ocx fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), calls: $ncalls");
+diag("ocx fuzz seed: $seed (replay: OCX_FUZZ_SEED=$seed), calls: $ncalls"
+	  . ($on_standby ? ', on a standby' : '') . ($session_set ne '' ? ", SET $session_set" : ''));
 srand($seed);
 my $t_start = time();
 
@@ -344,6 +350,7 @@ while ($done < $ncalls) {
 	my @calls;
 	my $script = "\\set QUIET on\n\\o /dev/null\nSET statement_timeout = '10s';\n"
 		. "SET client_min_messages = error;\n"
+		. ($session_set ne '' ? "SET $session_set;\n" : '')
 		. "SELECT count(*) AS fz_n, coalesce(max(global_position), 0) AS fz_m, "
 		. "fz_retention_batches() AS fz_r FROM ocx.events \\gset\n"
 		. "\\echo \@L :fz_n :fz_m :fz_r\n";
@@ -432,10 +439,10 @@ $ok_streams{$_} = 1 for split /\n/, $target->safe_psql('postgres',
 my @foreign = grep { !$ok_streams{$_} } @streams;
 is(join(', ', map { length($_) > 40 ? substr($_, 0, 40) . '...' : $_ } @foreign), '',
 	'every event in the log was appended by a call that succeeded (' . scalar(@streams) . ' streams)');
-if ($on_standby)
+if ($read_only)
 {
-	is(join(', ', grep { $_ ne 'fz-1' } @streams), '', 'no call wrote on the standby');
-	$target->stop;
+	is(join(', ', grep { $_ ne 'fz-1' } @streams), '', 'no call wrote' . ($on_standby ? ' on the standby' : ''));
+	$target->stop if $on_standby;
 }
 else
 {
