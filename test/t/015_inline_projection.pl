@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use OcxModel;
 use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('inline');
@@ -60,16 +61,7 @@ sub finish_writers
 		"$what: the writers committed transactions");
 }
 
-my $diff_sql = q{
-SELECT (SELECT count(*) FROM model) || ':' || (SELECT count(*) FROM (
-    (SELECT stream_id, stream_version, pos FROM model
-     EXCEPT ALL
-     SELECT stream_id, stream_version, global_position FROM ocx.events WHERE stream_id LIKE 'acct-%')
-    UNION ALL
-    (SELECT stream_id, stream_version, global_position FROM ocx.events WHERE stream_id LIKE 'acct-%'
-     EXCEPT ALL
-     SELECT stream_id, stream_version, pos FROM model)) d)
-};
+my $diff_sql = model_diff_sql();
 
 my $h = writers(6);
 sleep 1;
