@@ -1,18 +1,22 @@
-# A switchover, as an operator does it: the primary is stopped, its
-# streaming standby promoted, and the applications go on against the new
-# primary.  Before: events appended, an async projection caught up, a
-# consumer of a durable subscription part-way (some acknowledged, a batch in
-# hand), a paged export part-way.  After the promotion, on the new primary:
+# A failover, as an operator meets it: the primary, replicating
+# synchronously to a streaming standby, crashes (an immediate stop, no
+# shutdown checkpoint, nothing more sent) part-way through the work, the
+# standby is promoted and the applications go on against it.  Before: events
+# appended, an async projection caught up, a consumer of a durable
+# subscription part-way (some acknowledged, a batch in hand), a paged export
+# part-way.  After the promotion, on the new primary:
+#  - every event committed on the old primary is there, in the same order
+#    (synchronous replication: a commit returned once the standby had it);
 #  - the ocx workers start by themselves (none ran on the standby) and the
 #    projection applies the new events, every event of the log once;
 #  - appends go on with the stream versions where they were (an expected
-#    version from before the switchover holds, a stale one is refused), and
+#    version from before the failover holds, a stale one is refused), and
 #    LISTEN ocx_events wakes a listener;
 #  - the consumer's subscription goes on from its acknowledgement: every
 #    event acknowledged once, none lost, none after its ack;
 #  - the export resumed from its cursor of the old primary writes the rest
 #    of the log, each event once, in log order;
-#  - ocx.verify() is clean: the hash chains run on across the switchover.
+#  - ocx.verify() is clean: the hash chains run on across the failover.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -42,6 +46,10 @@ $old->backup('b1');
 my $new = PostgreSQL::Test::Cluster->new('failover_new');
 $new->init_from_backup($old, 'b1', has_streaming => 1);
 $new->start;
+# commits wait for the standby from here on
+$old->safe_psql('postgres', q{ALTER SYSTEM SET synchronous_standby_names = 'failover_new'; SELECT pg_reload_conf()});
+$old->poll_query_until('postgres',
+	q{SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = 'failover_new'});
 
 # the projection's read model against the log: rows, and rows that differ
 my $diff_sql = model_diff_sql();
@@ -93,20 +101,26 @@ $export_page->($old, 30) for 1 .. 2;
 is(scalar @exported, 60, 'before: two pages exported');
 my $version_before = $old->safe_psql('postgres', q{SELECT ocx.stream_version('acct-3')});
 
-# the switchover: everything replayed, the old primary stopped, the standby promoted
-$old->wait_for_catchup($new, 'replay');
+my @log_before = split /\n/, $old->safe_psql('postgres', q{SELECT event_id FROM ocx.events ORDER BY txid, global_position});
+is($old->safe_psql('postgres', q{SELECT sync_state FROM pg_stat_replication WHERE application_name = 'failover_new'}), 'sync',
+	'the standby replicates synchronously');
 is($new->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ocx worker'}), '0',
 	'no ocx worker runs on the standby');
-$old->stop('fast');
+
+# the failover: the primary crashes, the standby is promoted (no waiting for it
+# to catch up first: what it has flushed is what was committed)
+$old->stop('immediate');
 $new->promote;
 $new->poll_query_until('postgres', q{SELECT NOT pg_is_in_recovery()});
+my @log_after = split /\n/, $new->safe_psql('postgres', q{SELECT event_id FROM ocx.events ORDER BY txid, global_position});
+is("@log_after", "@log_before", 'after: every event committed on the old primary is there, in the same order');
 ok($new->poll_query_until('postgres',
 	q{SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'ocx worker' AND datname = 'postgres'}),
 	'after: the ocx worker starts on the promoted standby');
 
 # appends go on where the streams were
 is($new->safe_psql('postgres', "SELECT ocx.append_event('acct-3', $version_before, 'Deposited', '{\"after\": true}')"),
-	$version_before + 1, 'after: an append with the expected version from before the switchover goes on');
+	$version_before + 1, 'after: an append with the expected version from before the failover goes on');
 my ($rc, $out, $err) = $new->psql('postgres',
 	"\\set VERBOSITY verbose\nSELECT ocx.append_event('acct-3', $version_before, 'Deposited', '{}')");
 like($err, qr/OX001/, 'after: a stale expected version is refused (OX001)');
@@ -148,7 +162,7 @@ for (1 .. 50)
 }
 my @acct = split /\n/, $new->safe_psql('postgres',
 	q{SELECT event_id FROM ocx.events WHERE stream_id LIKE 'acct-%' ORDER BY txid, global_position});
-is("@acked", "@acct", 'after: the subscription acknowledged every acct event once, in log order, across the switchover');
+is("@acked", "@acct", 'after: the subscription acknowledged every acct event once, in log order, across the failover');
 is(join('; ', @violations), '', 'after: no event was delivered after its ack');
 
 # the export resumed from the old primary's cursor
@@ -157,7 +171,7 @@ my @log = split /\n/, $new->safe_psql('postgres', q{SELECT event_id FROM ocx.eve
 is("@exported", "@log", 'after: the export resumed from its cursor is the whole log, each event once, in log order');
 
 is($new->safe_psql('postgres', 'SELECT count(*) FROM ocx.verify()'), '0',
-	'after: ocx.verify() is clean (the hash chains run on across the switchover)');
+	'after: ocx.verify() is clean (the hash chains run on across the failover)');
 
 $new->stop;
 done_testing();
