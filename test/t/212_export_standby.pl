@@ -12,6 +12,8 @@
 #    document;
 #  - ocx.verify() is clean on the standby (run by a role holding ocx_admin),
 #    and an import there is refused with 25006;
+#  - read-your-writes: wait_for on the standby, for an append made on the
+#    primary, returns once the standby's read model shows it;
 #  - the standby's export, imported into a fresh cluster, is the primary's
 #    log row for row (hashes included) and verifies there.
 # The log horizon a standby reads under is its snapshot's xmin whatever
@@ -45,6 +47,12 @@ CREATE ROLE auditor LOGIN;
 GRANT ocx_reader TO auditor;
 CREATE ROLE operator LOGIN;
 GRANT ocx_admin TO operator;
+-- a read model for read-your-writes on the standby
+CREATE TABLE model (stream_id text, stream_version bigint);
+GRANT SELECT ON model TO auditor;
+CREATE FUNCTION apply(e ocx.event) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO public.model VALUES (e.stream_id, e.stream_version) $$;
+SELECT ocx.define_projection('model', 'apply(ocx.event)', categories => '{ryw}');
 });
 $primary->backup('b1');
 my $standby = PostgreSQL::Test::Cluster->new("export_standby_$horizon");
@@ -180,6 +188,22 @@ my $rows = q{COPY (SELECT stream_id, stream_version, event_id, source, type, sch
 is($fresh->safe_psql('postgres', "SET TIME ZONE 'UTC'; $rows"), $primary->safe_psql('postgres', "SET TIME ZONE 'UTC'; $rows"),
 	"the imported log is the primary's, row for row and in log order");
 is($fresh->safe_psql('postgres', 'SELECT count(*) FROM ocx.verify()'), '0', 'and it verifies');
+
+# read-your-writes against the standby: an append on the primary, then
+# wait_for on the standby (as the reader role) until the primary's worker
+# has applied it and the checkpoint has been replayed; the read model there
+# then shows it.  A cursor past the log is not passed within the timeout.
+my $ryw = $primary->safe_psql('postgres',
+	q{SELECT ocx.append_event('ryw-1', NULL, 'Made', '{}') \g /dev/null
+	  SELECT ocx.last_append_cursor()});
+is($standby->safe_psql('postgres', qq{SET SESSION AUTHORIZATION auditor;
+	SELECT ocx.wait_for('model', '$ryw', '60 seconds');
+	SELECT count(*) FROM model WHERE stream_id = 'ryw-1'}), "t\n1",
+	'read-your-writes on the standby: wait_for returns true, then the read model there shows the append');
+my ($rtxid) = $ryw =~ m{^(\d+)/};
+is($standby->safe_psql('postgres', "SET SESSION AUTHORIZATION auditor; SELECT ocx.wait_for('model', '"
+		. ($rtxid + 1000) . "/1', '200 milliseconds')"), 'f',
+	'wait_for on the standby returns false for a cursor nothing has reached');
 
 $fresh->stop;
 $standby->stop;
