@@ -1,4 +1,4 @@
-# What the personal-data TAP tests share (t/191, t/194, t/199): a node with
+# What the personal-data TAP tests share (t/191, t/194, t/199, t/218): a node with
 # a random key-encryption key as ocx.privacy_key_file, and the ocx tables
 # whose text, jsonb or bytea columns hold a string.
 package OcxPrivacy;
@@ -10,12 +10,13 @@ use Exporter 'import';
 
 our @EXPORT = qw(privacy_node ocx_tables_containing);
 
-# A started node with ocx preloaded, a 32-byte key file and a 100 ms naptime.
+# A started node with ocx preloaded, a 32-byte key file and a 100 ms naptime
+# (further arguments go to init: allows_streaming => 1 for a primary).
 sub privacy_node
 {
-	my ($name) = @_;
+	my ($name, %init) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%init);
 	my $kek = $node->basedir . '/kek';
 	open(my $kf, '>', $kek) or die "kek: $!";
 	binmode $kf;
