@@ -99,7 +99,9 @@ COMMENT ON FUNCTION ocx.import_commit() IS
 -- one reader as stored (not upcast), resumable after a cursor.  Each event
 -- carries its stream and version (and tags) as extension attributes, so
 -- that ocx.import_commit() gives back the same log.  One C call per event
--- builds the whole CloudEvent (src/cloudevents.c).
+-- builds the whole CloudEvent (src/cloudevents.c).  include_archived, as
+-- for read_all: the partitions ocx.archive() moved are exported too (their
+-- tags looked up in ocx_archive.events).
 CREATE FUNCTION ocx._export_cloudevent(e ocx.event, tags text[]) RETURNS jsonb
     LANGUAGE C STABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'ocx_export_cloudevent';
@@ -107,16 +109,22 @@ COMMENT ON FUNCTION ocx._export_cloudevent(ocx.event, text[]) IS
     'internal: what ocx.export() writes for an event: ocx.to_cloudevent(e) with the attributes ocxstream, ocxversion, schemaversion and (when tagged) ocxtags';
 
 CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAULT NULL,
-                           max_count integer DEFAULT NULL)
+                           max_count integer DEFAULT NULL, include_archived boolean DEFAULT false)
     RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
     LANGUAGE sql STABLE PARALLEL RESTRICTED
 BEGIN ATOMIC
     SELECT e."cursor",
-           ocx._export_cloudevent(e, (SELECT t.tags FROM ocx.events t
-                                       WHERE t.global_position OPERATOR(pg_catalog.=) e.global_position))
+           ocx._export_cloudevent(e, COALESCE(
+               (SELECT t.tags FROM ocx.events t
+                 WHERE t.txid OPERATOR(pg_catalog.=) e.txid
+                   AND t.global_position OPERATOR(pg_catalog.=) e.global_position),
+               (SELECT a.tags FROM ocx_archive.events a
+                 WHERE export.include_archived
+                   AND a.txid OPERATOR(pg_catalog.=) e.txid
+                   AND a.global_position OPERATOR(pg_catalog.=) e.global_position)))
       FROM ocx._read_log(export."after", export.max_count, NULL,
                          CASE WHEN export.category IS NOT NULL THEN ARRAY[ocx._stream_arg(export.category)] END,
-                         false) e;
+                         false, NULL, NULL, COALESCE(export.include_archived, false)) e;
 END;
-COMMENT ON FUNCTION ocx.export(text, ocx.cursor, integer) IS
-    'the log, or one category, in log order after a cursor as CloudEvents (as stored: not upcast), with the extension attributes ocxstream, ocxversion and ocxtags that ocx.import_commit() reads back; COPY (SELECT cloudevent FROM ocx.export()) TO ... writes newline-delimited JSON';
+COMMENT ON FUNCTION ocx.export(text, ocx.cursor, integer, boolean) IS
+    'the log, or one category, in log order after a cursor as CloudEvents (as stored: not upcast), with the extension attributes ocxstream, ocxversion and ocxtags that ocx.import_commit() reads back; include_archived: the partitions ocx.archive() moved too (the whole log); COPY (SELECT cloudevent FROM ocx.export()) TO ... writes newline-delimited JSON';

@@ -38,8 +38,10 @@ while ($written < 1200)
 {
 	my $n = pick(1, 1, 2, 5);
 	my $stream = pick('arc', 'arc', 'other') . '-' . int(rand(20));
+	# (every third batch tagged: the export carries tags from the archive too)
+	my $tags = $written % 3 == 0 ? ', "tags": ["k' . ($written % 7) . '"]' : '';
 	$sql .= "SELECT ocx.append('$stream', NULL, '["
-	  . join(', ', map { '{"type": "' . pick('A', 'B') . '", "data": {"n": ' . int(rand(100)) . '}}' } 1 .. $n) . "]');\n";
+	  . join(', ', map { '{"type": "' . pick('A', 'B') . '", "data": {"n": ' . int(rand(100)) . "}$tags}" } 1 .. $n) . "]');\n";
 	$written += $n;
 }
 $node->safe_psql('postgres', $sql);
@@ -97,6 +99,31 @@ diag($node->safe_psql('postgres', q{SELECT * FROM ocx.verify() WHERE NOT authori
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ocx.verify() WHERE NOT authorised}), '0', 'ocx.verify() is clean');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ocx.read_all(max_count => 100000, include_archived => true)}),
 	$written + 1, 'and read_all over both holds every event');
+
+# The export (issue 16): with include_archived => true it is the whole log,
+# in log order, and imported into a fresh database it gives the same log
+# (rows, tags, hashes; verify clean there); without it, the live log only.
+my $export_ids = q{SELECT string_agg(cloudevent->>'id', ',' ORDER BY "cursor") FROM ocx.export(include_archived => ARCHIVED)};
+my $log_ids = q{SELECT string_agg(event_id::text, ',' ORDER BY txid, global_position) FROM ocx.read_all(max_count => 100000, include_archived => ARCHIVED)};
+is($node->safe_psql('postgres', $export_ids =~ s/ARCHIVED/true/r), $node->safe_psql('postgres', $log_ids =~ s/ARCHIVED/true/r),
+	'the export with the archive is the whole log in log order');
+is($node->safe_psql('postgres', $export_ids =~ s/ARCHIVED/false/r), $node->safe_psql('postgres', $log_ids =~ s/ARCHIVED/false/r),
+	'the export without it is the live log');
+my $file = $node->basedir . '/archived_log.ndjson';
+$node->safe_psql('postgres', qq{COPY (SELECT cloudevent FROM ocx.export(include_archived => true))
+    TO '$file' (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')});
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('fresh', 'CREATE EXTENSION ocx');
+is(import_ndjson($node, 'fresh', $file), $written + 1, 'the export with the archive imports into a fresh database, every event');
+my $cols = q{stream_id, stream_version, event_id, source, type, schema_version, time, data, metadata,
+             correlation_id, causation_id, tags, encode(hash, 'hex')};
+is($node->safe_psql('fresh', "SELECT string_agg(concat_ws(' ', $cols), E'\\n' ORDER BY txid, global_position) FROM ocx.events"),
+	$node->safe_psql('postgres', "SELECT string_agg(concat_ws(' ', $cols), E'\\n' ORDER BY txid, global_position)
+	    FROM (SELECT * FROM ocx.events UNION ALL SELECT * FROM ocx_archive.events) e"),
+	'the imported log is the archived and live log, row for row (tags and hashes included)');
+cmp_ok($node->safe_psql('fresh', q{SELECT count(*) FROM ocx.events WHERE tags IS NOT NULL}), '>', 100,
+	'tagged events among them');
+is($node->safe_psql('fresh', q{SELECT count(*) FROM ocx.verify()}), '0', 'and it verifies');
 
 $node->stop;
 done_testing();

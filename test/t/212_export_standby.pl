@@ -175,13 +175,7 @@ $fresh->init;
 $fresh->append_conf('postgresql.conf', "shared_preload_libraries = 'ocx'\n");
 $fresh->start;
 $fresh->safe_psql('postgres', 'CREATE EXTENSION ocx');
-like($fresh->safe_psql('postgres', qq{
-BEGIN;
-SELECT ocx.import_begin();
-COPY ocx.import_staging (cloudevent) FROM '$file' (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02');
-SELECT events FROM ocx.import_commit();
-COMMIT;
-}), qr/^${\ scalar(@log)}$/m, 'the import of the standby\'s export wrote every event');
+is(import_ndjson($fresh, 'postgres', $file), scalar(@log), 'the import of the standby\'s export wrote every event');
 my $rows = q{COPY (SELECT stream_id, stream_version, event_id, source, type, schema_version, time, data, metadata,
                          correlation_id, causation_id, tags, encode(hash, 'hex')
                     FROM ocx.events ORDER BY txid, global_position) TO STDOUT};

@@ -10,7 +10,7 @@ use warnings;
 use Exporter 'import';
 
 our @EXPORT = qw(fuzz_seed pick chance sq uuid $RUN_SQL random_writers writer_step writers_finish
-  export_pager export_page);
+  export_pager export_page import_ndjson);
 
 # Seed perl's generator from OCX_FUZZ_SEED (default 20261207); returns the seed.
 sub fuzz_seed
@@ -111,6 +111,22 @@ sub export_page
 	}
 	$x->{pages}++ if @lines;
 	return scalar @lines;
+}
+
+# Import the newline-delimited CloudEvents of a server-side $file into
+# database $db of $node (import_begin, COPY into ocx.import_staging,
+# import_commit, in one transaction); returns the number of events written.
+sub import_ndjson
+{
+	my ($node, $db, $file) = @_;
+	my $out = $node->safe_psql($db, qq{
+BEGIN;
+SELECT ocx.import_begin();
+COPY ocx.import_staging (cloudevent) FROM '$file' (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02');
+SELECT events FROM ocx.import_commit();
+COMMIT;});
+	my ($events) = $out =~ /^(\d+)$/m;
+	return $events // "no count in: $out";
 }
 
 our $RUN_SQL = q{

@@ -1,0 +1,28 @@
+-- ocx.export() takes include_archived (as read_all does): with true, the
+-- partitions ocx.archive() moved to ocx_archive.events are exported too, so
+-- that an export of an archived log imports into an identical log; the tags
+-- are looked up by (txid, global_position), in the archive as well.  A new
+-- argument, so the three-argument function is dropped first.  See
+-- sql/parts/89a_import.sql.
+DROP FUNCTION ocx.export(text, ocx.cursor, integer);
+
+CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAULT NULL,
+                           max_count integer DEFAULT NULL, include_archived boolean DEFAULT false)
+    RETURNS TABLE ("cursor" ocx.cursor, cloudevent jsonb)
+    LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT e."cursor",
+           ocx._export_cloudevent(e, COALESCE(
+               (SELECT t.tags FROM ocx.events t
+                 WHERE t.txid OPERATOR(pg_catalog.=) e.txid
+                   AND t.global_position OPERATOR(pg_catalog.=) e.global_position),
+               (SELECT a.tags FROM ocx_archive.events a
+                 WHERE export.include_archived
+                   AND a.txid OPERATOR(pg_catalog.=) e.txid
+                   AND a.global_position OPERATOR(pg_catalog.=) e.global_position)))
+      FROM ocx._read_log(export."after", export.max_count, NULL,
+                         CASE WHEN export.category IS NOT NULL THEN ARRAY[ocx._stream_arg(export.category)] END,
+                         false, NULL, NULL, COALESCE(export.include_archived, false)) e;
+END;
+COMMENT ON FUNCTION ocx.export(text, ocx.cursor, integer, boolean) IS
+    'the log, or one category, in log order after a cursor as CloudEvents (as stored: not upcast), with the extension attributes ocxstream, ocxversion and ocxtags that ocx.import_commit() reads back; include_archived: the partitions ocx.archive() moved too (the whole log); COPY (SELECT cloudevent FROM ocx.export()) TO ... writes newline-delimited JSON';
