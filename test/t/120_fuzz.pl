@@ -10,7 +10,8 @@
 # with an internal error, and none may crash the standby.  OCX_FUZZ_SET adds
 # a setting to every session of the calls (t/215: a serializable isolation
 # level, where appends take the statement path instead of the direct write;
-# read-only transactions, where nothing may be written).
+# t/216: read-only transactions, where nothing may be written; t/219: a
+# tenant).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
