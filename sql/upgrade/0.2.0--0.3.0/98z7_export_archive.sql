@@ -12,14 +12,18 @@ CREATE FUNCTION ocx.export(category text DEFAULT NULL, "after" ocx.cursor DEFAUL
     LANGUAGE sql STABLE PARALLEL RESTRICTED
 BEGIN ATOMIC
     SELECT e."cursor",
-           ocx._export_cloudevent(e, COALESCE(
-               (SELECT t.tags FROM ocx.events t
-                 WHERE t.txid OPERATOR(pg_catalog.=) e.txid
-                   AND t.global_position OPERATOR(pg_catalog.=) e.global_position),
-               (SELECT a.tags FROM ocx_archive.events a
-                 WHERE export.include_archived
-                   AND a.txid OPERATOR(pg_catalog.=) e.txid
-                   AND a.global_position OPERATOR(pg_catalog.=) e.global_position)))
+           -- the event's row: in the live log, else (include_archived) in
+           -- the archive; the archive is not probed for a live event
+           ocx._export_cloudevent(e, (SELECT r.tags
+                                        FROM (SELECT t.tags FROM ocx.events t
+                                               WHERE t.txid OPERATOR(pg_catalog.=) e.txid
+                                                 AND t.global_position OPERATOR(pg_catalog.=) e.global_position
+                                              UNION ALL
+                                              SELECT a.tags FROM ocx_archive.events a
+                                               WHERE export.include_archived
+                                                 AND a.txid OPERATOR(pg_catalog.=) e.txid
+                                                 AND a.global_position OPERATOR(pg_catalog.=) e.global_position) r
+                                       LIMIT 1))
       FROM ocx._read_log(export."after", export.max_count, NULL,
                          CASE WHEN export.category IS NOT NULL THEN ARRAY[ocx._stream_arg(export.category)] END,
                          false, NULL, NULL, COALESCE(export.include_archived, false)) e;
