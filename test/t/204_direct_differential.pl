@@ -45,6 +45,24 @@ CREATE EXTENSION ocx;
 SELECT ocx.define_event_type('Typed', 2, '{"type": "object", "required": ["n"]}');
 });
 	$node->safe_psql($db, $RUN_SQL);
+	# Reads through the log horizon (read_all, read_category, read_tagged)
+	# show an event once every transaction that began before it has ended,
+	# in any database: an autovacuum ANALYZE or another transaction of the
+	# cluster running across a batch can hold them back in one database and
+	# not in another.  Before such a read each database waits (up to 10 s,
+	# each try in a new transaction and snapshot) until the horizon has
+	# passed every event it holds; after that the read must be complete.
+	$node->safe_psql($db, q{
+CREATE PROCEDURE wait_horizon() LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 200 LOOP
+        EXIT WHEN ocx.log_horizon() > coalesce((SELECT max(txid) FROM ocx.events), '0'::xid8);
+        COMMIT;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+GRANT EXECUTE ON PROCEDURE wait_horizon() TO PUBLIC;
+});
 }
 # a partitioned log (statements, and ids unique across partitions by locks of their own)
 $node->safe_psql('parted', q{SELECT ocx.partition_log(1000, 10)});
@@ -135,7 +153,8 @@ for (my $i = 0; $i < $nops; $i += $batch)
 		push @ops, $op;
 	}
 	my $script = "\\set QUIET on\n" . ($tenant ne '' ? "SET ocx.tenant = '$tenant';\n" : '')
-	  . join('', map { "SELECT run(" . sq($ops[$_]) . ");\n" } $i .. $last);
+	  . join('', map { ($ops[$_] =~ /ocx\.read_(all|category|tagged)\(/ ? "CALL wait_horizon();\n" : '')
+			  . "SELECT run(" . sq($ops[$_]) . ");\n" } $i .. $last);
 	my %out;
 	for my $db ('direct', 'stmt', 'parted', 'rcstmt')
 	{
