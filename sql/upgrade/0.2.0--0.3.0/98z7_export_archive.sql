@@ -1,8 +1,10 @@
--- ocx.export() takes include_archived (as read_all does): with true, the
--- partitions ocx.archive() moved to ocx_archive.events are exported too, so
--- that an export of an archived log imports into an identical log; the tags
--- are looked up by (txid, global_position), in the archive as well.  A new
--- argument, so the three-argument function is dropped first.  See
+-- ocx.export() as 0.3.0 has it: each CloudEvent built by
+-- ocx._export_cloudevent (98z6), and include_archived (as read_all has it):
+-- with true, the partitions ocx.archive() moved to ocx_archive.events are
+-- exported too, so that an export of an archived log imports into an
+-- identical log; the tags are looked up by (txid, global_position), in the
+-- archive only for an event the live log has no row of.  A new argument, so
+-- the three-argument function of 98n_import.sql is dropped first.  See
 -- sql/parts/89a_import.sql.
 DROP FUNCTION ocx.export(text, ocx.cursor, integer);
 
