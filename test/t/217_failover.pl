@@ -24,6 +24,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use OcxModel;
 use Time::HiRes qw(usleep time);
+use OcxFuzz;
 
 my $old = PostgreSQL::Test::Cluster->new('failover_old');
 $old->init(allows_streaming => 1);
@@ -83,22 +84,10 @@ $old->safe_psql('postgres', "SELECT ocx.ack('billing', '$batch->[24][1]', consum
 push @acked, map { $_->[0] } @$batch[ 0 .. 24 ];
 
 # an export part-way: two pages of 30
-my @exported;
-my $after = 'NULL';
-my $export_page = sub {
-	my ($node, $n) = @_;
-	my @rows = grep { $_ ne '' } split /\n/, $node->safe_psql('postgres',
-		"SELECT cursor::text || '|' || (cloudevent->>'id') FROM ocx.export(NULL, $after, $n)");
-	for (@rows)
-	{
-		my ($c, $id) = split /\|/;
-		push @exported, $id;
-		$after = "'$c'";
-	}
-	return scalar @rows;
-};
-$export_page->($old, 30) for 1 .. 2;
-is(scalar @exported, 60, 'before: two pages exported');
+my $export = export_pager($old->background_psql('postgres'), undef);
+export_page($export, 30) for 1 .. 2;
+is(scalar @{ $export->{ids} }, 60, 'before: two pages exported');
+$export->{s}->quit;
 my $version_before = $old->safe_psql('postgres', q{SELECT ocx.stream_version('acct-3')});
 
 my @log_before = split /\n/, $old->safe_psql('postgres', q{SELECT event_id FROM ocx.events ORDER BY txid, global_position});
@@ -166,9 +155,11 @@ is("@acked", "@acct", 'after: the subscription acknowledged every acct event onc
 is(join('; ', @violations), '', 'after: no event was delivered after its ack');
 
 # the export resumed from the old primary's cursor
-1 while $export_page->($new, 50) > 0;
+$export->{s} = $new->background_psql('postgres');
+1 while export_page($export, 50) > 0;
+$export->{s}->quit;
 my @log = split /\n/, $new->safe_psql('postgres', q{SELECT event_id FROM ocx.events ORDER BY txid, global_position});
-is("@exported", "@log", 'after: the export resumed from its cursor is the whole log, each event once, in log order');
+is("@{ $export->{ids} }", "@log", 'after: the export resumed from its cursor is the whole log, each event once, in log order');
 
 is($new->safe_psql('postgres', 'SELECT count(*) FROM ocx.verify()'), '0',
 	'after: ocx.verify() is clean (the hash chains run on across the failover)');

@@ -84,9 +84,10 @@ sub writers_finish
 
 # An export resumed page by page from its last cursor (docs/migrating.md,
 # "The export") through session $s, of one category or (undef) the whole
-# log: export_page($x) asks for a page of 1 to 20 events after the last
-# cursor and records, in order, each event's global position (in {got}) and
-# id (in {ids}); it returns how many the page held.
+# log: export_page($x) asks for a page of 1 to 20 events (export_page($x,
+# $n): of $n) after the last cursor and records, in order, each event's
+# global position (in {got}) and id (in {ids}); it returns how many the page
+# held.  The session may be swapped ({s}) to resume on another node.
 sub export_pager
 {
 	my ($s, $category) = @_;
@@ -95,8 +96,8 @@ sub export_pager
 
 sub export_page
 {
-	my ($x) = @_;
-	my $n = 1 + int(rand(20));
+	my ($x, $n) = @_;
+	$n //= 1 + int(rand(20));
 	my $after = defined $x->{after} ? "'$x->{after}'" : 'NULL';
 	my $cat = defined $x->{category} ? sq($x->{category}) : 'NULL';
 	my $out = $x->{s}->query_safe("SELECT cursor::text || '|' || (cloudevent->>'id') FROM ocx.export($cat, $after, $n)");
