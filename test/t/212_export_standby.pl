@@ -90,8 +90,9 @@ sub same_sequence
 {
 	my ($got, $want, $name) = @_;
 	my %in_want = map { $_ => 1 } @$want;
+	my %in_got = map { $_ => 1 } @$got;
 	my %seen;
-	my $missing = grep { my $w = $_; !grep { $_ eq $w } @$got } @$want;
+	my $missing = grep { !$in_got{$_} } @$want;
 	my $extra = grep { !$in_want{$_} } @$got;
 	my $repeated = grep { $seen{$_}++ } @$got;
 	my $first = 0;
